@@ -1,0 +1,79 @@
+"""anode_core: exact, memory-lean gradients of neural ODEs, next to the methods they are compared with.
+
+>>> import anode_core as ac
+>>> z1 = ac.odesolve(field, z0, steps=8, solver=ac.RK4(), gradient=ac.Anode())
+>>> block = ac.ODEBlock(field, steps=2, solver=ac.Euler(), gradient=ac.Adjoint())
+
+Attributes load lazily (PEP 562): ``import anode_core.specs`` alone does not import torch, so the API process and
+the dashboard can validate specs without it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Adjoint": "anode_core.gradients",
+    "Anode": "anode_core.gradients",
+    "Direct": "anode_core.gradients",
+    "Euler": "anode_core.solvers",
+    "EvaluationCounter": "anode_core.instruments.counting",
+    "GRADIENTS": "anode_core.registry",
+    "GradientComparison": "anode_core.instruments.compare",
+    "GradientMethod": "anode_core.gradients",
+    "Heun": "anode_core.solvers",
+    "Measurement": "anode_core.instruments.measure",
+    "MemoryMeter": "anode_core.instruments.memory",
+    "MemoryModel": "anode_core.instruments.memory",
+    "Midpoint": "anode_core.solvers",
+    "ODEBlock": "anode_core.block",
+    "ParameterComparison": "anode_core.instruments.compare",
+    "Problem": "anode_core.problem",
+    "RK4": "anode_core.solvers",
+    "SOLVERS": "anode_core.solvers",
+    "Solver": "anode_core.solvers",
+    "Tableau": "anode_core.solvers",
+    "block_reconstruction_errors": "anode_core.instruments.reconstruction",
+    "compare_gradients": "anode_core.instruments.compare",
+    "gradient_named": "anode_core.registry",
+    "measure_gradient": "anode_core.instruments.measure",
+    "ode_blocks": "anode_core.block",
+    "odesolve": "anode_core.odesolve",
+    "reconstruction_error": "anode_core.instruments.reconstruction",
+    "saved_bytes_of_one_evaluation": "anode_core.instruments.memory",
+    "solver_named": "anode_core.registry",
+    "use_gradient": "anode_core.block",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module 'anode_core' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+if TYPE_CHECKING:
+    from anode_core.block import ODEBlock, ode_blocks, use_gradient
+    from anode_core.gradients import Adjoint, Anode, Direct, GradientMethod
+    from anode_core.instruments.compare import GradientComparison, ParameterComparison, compare_gradients
+    from anode_core.instruments.counting import EvaluationCounter
+    from anode_core.instruments.measure import Measurement, measure_gradient
+    from anode_core.instruments.memory import MemoryMeter, MemoryModel, saved_bytes_of_one_evaluation
+    from anode_core.instruments.reconstruction import block_reconstruction_errors, reconstruction_error
+    from anode_core.odesolve import odesolve
+    from anode_core.problem import Problem
+    from anode_core.registry import GRADIENTS, gradient_named, solver_named
+    from anode_core.solvers import RK4, SOLVERS, Euler, Heun, Midpoint, Solver, Tableau

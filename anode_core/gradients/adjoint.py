@@ -1,0 +1,85 @@
+"""The continuous adjoint of Chen et al. (optimize-then-discretize), with its two flaws measurable.
+
+Chen, Rubanova, Bettencourt & Duvenaud, "Neural Ordinary Differential Equations", NeurIPS 2018, Alg. 1:
+solve ``dz/dt = f``, ``da/dt = -aᵀ ∂f/∂z``, ``dg/dt = -aᵀ ∂f/∂θ`` backwards from ``(z(t1), ∂L/∂z(t1), 0)``
+with the same fixed-step scheme. ANODE §2 (arXiv:1902.10298) names its two flaws: (a) ``z(t)`` is rebuilt by a
+reverse solve that can be unstable or wrong (dissipative fields, ReLU, float32); (b) even on exact states the
+discretised continuous adjoint is not the gradient of the discrete network, with an error of ``O(dt^p)``.
+``Adjoint(reconstruct=False)`` removes flaw (a) by restarting each reverse step from the stored forward state,
+leaving flaw (b) alone visible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from anode_core.gradients.base import GradientMethod, vjp
+from anode_core.instruments.memory import note_held
+from anode_core.problem import Problem
+from anode_core.replay import frozen_buffers
+from anode_core.solvers import State
+
+
+@dataclass(frozen=True)
+class Adjoint(GradientMethod):
+    """Chen et al.'s adjoint: memory ``O(L)``, gradient inexact (see the module docstring)."""
+
+    reconstruct: bool = True
+
+    name = "adjoint"
+    exact = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.reconstruct, bool):
+            raise ValueError(f"`reconstruct` must be True or False; got {self.reconstruct!r}")
+
+    def solve(self, problem: Problem, z0: Tensor) -> Tensor:
+        return _AdjointFunction.apply(problem, self.reconstruct, z0, *problem.params)
+
+
+class _AdjointFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, problem: Problem, reconstruct: bool, z0: Tensor, *params: Tensor) -> Tensor:
+        ctx.problem = problem
+        if reconstruct:
+            ctx.states = None
+            z1 = problem.advance(z0, 0, problem.steps)
+        else:
+            states = [z0]
+            for n in range(problem.steps):
+                states.append(problem.step(states[-1], n))
+            for z in states[:-1]:
+                note_held(z)
+            ctx.states = states[:-1]
+            z1 = states[-1]
+        ctx.save_for_backward(z1)
+        return z1
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        (z1,) = ctx.saved_tensors
+        problem: Problem = ctx.problem
+        wanted = ctx.needs_input_grad[2:]
+        params = [p for p, w in zip(problem.params, wanted[1:]) if w]
+
+        def augmented(t: float, y: State) -> State:
+            z, a = y[0], y[1]
+            with torch.enable_grad():
+                z = z.detach().requires_grad_(True)
+                fz = problem.field(t, z)
+                grads = vjp(fz, (z, *params), [True] * (1 + len(params)), a)
+            return (fz.detach(), *(torch.neg(g) for g in grads))
+
+        y: State = (z1.detach(), grad_out, *(torch.zeros_like(p) for p in params))
+        with frozen_buffers(problem.field):
+            for n in range(problem.steps, 0, -1):
+                if ctx.states is not None and n < problem.steps:
+                    y = (ctx.states[n], *y[1:])  # restart from the stored z_n: no reconstruction error
+                y = problem.solver.step(augmented, problem.time(n), y, -problem.dt)
+        ctx.states = None
+        grads = iter(y[2:])
+        return (None, None, y[1] if wanted[0] else None, *(next(grads) if w else None for w in wanted[1:]))
