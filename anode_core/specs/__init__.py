@@ -1,5 +1,27 @@
 """Experiment specs, one per kind, validated once and shared by the CLI, the API and the worker (no torch)."""
 
-from anode_core.specs.common import GradientSpec, OdeSpec
+from __future__ import annotations
 
-__all__ = ["GradientSpec", "OdeSpec"]
+from typing import Any
+
+from pydantic import BaseModel
+
+from anode_core.specs.common import GradientSpec, OdeSpec
+from anode_core.specs.compare import CompareSpec
+from anode_core.specs.demo import DemoSpec
+from anode_core.specs.train import TrainSpec
+
+SPECS: dict[str, type[BaseModel]] = {"train": TrainSpec, "compare": CompareSpec, "demo": DemoSpec}
+
+
+def parse_spec(kind: str, data: Any) -> BaseModel:
+    """Validate ``data`` as a spec of ``kind``; raises ``ValueError`` for an unknown kind and pydantic's
+    ``ValidationError`` (every wrong field, with its location) for a bad spec."""
+    try:
+        model = SPECS[kind]
+    except KeyError:
+        raise ValueError(f"`kind` must be one of {', '.join(SPECS)}; got {kind!r}") from None
+    return model.model_validate(data)
+
+
+__all__ = ["SPECS", "CompareSpec", "DemoSpec", "GradientSpec", "OdeSpec", "TrainSpec", "parse_spec"]
