@@ -41,7 +41,7 @@ _EXPORTS = {
     "gradient_named": "anode_core.registry",
     "measure_gradient": "anode_core.instruments.measure",
     "ode_blocks": "anode_core.block",
-    "odesolve": "anode_core.odesolve",
+    "odesolve": "anode_core.solve",
     "reconstruction_error": "anode_core.instruments.reconstruction",
     "saved_bytes_of_one_evaluation": "anode_core.instruments.memory",
     "solver_named": "anode_core.registry",
@@ -73,7 +73,7 @@ if TYPE_CHECKING:
     from anode_core.instruments.measure import Measurement, measure_gradient
     from anode_core.instruments.memory import MemoryMeter, MemoryModel, saved_bytes_of_one_evaluation
     from anode_core.instruments.reconstruction import block_reconstruction_errors, reconstruction_error
-    from anode_core.odesolve import odesolve
     from anode_core.problem import Problem
     from anode_core.registry import GRADIENTS, gradient_named, solver_named
+    from anode_core.solve import odesolve
     from anode_core.solvers import RK4, SOLVERS, Euler, Heun, Midpoint, Solver, Tableau

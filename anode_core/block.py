@@ -8,8 +8,8 @@ from contextlib import contextmanager
 from torch import Tensor, nn
 
 from anode_core.gradients import Anode, GradientMethod
-from anode_core.odesolve import check_grid, make_problem, resolve_gradient, resolve_solver
 from anode_core.problem import Problem
+from anode_core.solve import check_grid, make_problem, resolve_gradient, resolve_solver
 from anode_core.solvers import Euler, Solver
 
 

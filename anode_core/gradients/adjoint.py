@@ -20,7 +20,7 @@ from torch import Tensor
 from anode_core.gradients.base import GradientMethod, vjp
 from anode_core.instruments.memory import note_held
 from anode_core.problem import Problem
-from anode_core.replay import frozen_buffers
+from anode_core.replay import RngState, frozen_buffers, isolated_rng
 from anode_core.solvers import State
 
 
@@ -75,7 +75,8 @@ class _AdjointFunction(torch.autograd.Function):
             return (fz.detach(), *(torch.neg(g) for g in grads))
 
         y: State = (z1.detach(), grad_out, *(torch.zeros_like(p) for p in params))
-        with frozen_buffers(problem.field):
+        # The reverse solve draws its own dropout masks; it must not advance the caller's RNG stream.
+        with frozen_buffers(problem.field), isolated_rng(RngState.capture(z1)):
             for n in range(problem.steps, 0, -1):
                 if ctx.states is not None and n < problem.steps:
                     y = (ctx.states[n], *y[1:])  # restart from the stored z_n: no reconstruction error

@@ -13,7 +13,7 @@ from anode_core.block import use_gradient
 from anode_core.gradients import GradientMethod
 from anode_core.instruments.counting import EvaluationCounter
 from anode_core.instruments.memory import MemoryMeter
-from anode_core.odesolve import resolve_gradient
+from anode_core.solve import resolve_gradient
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,8 @@ class MemoryMeter:
             self.cuda_peak_bytes = torch.cuda.max_memory_allocated(self.device) - self._cuda_base
 
     def _pack(self, tensor: Tensor) -> object:
-        if tensor.is_leaf and tensor.requires_grad:  # a parameter (or a detached alias of a counted state)
+        base = tensor if tensor._base is None else tensor._base  # nn.Linear saves a view, weight.t()
+        if base.is_leaf and base.requires_grad:  # a parameter (or a detached alias of a counted state)
             return tensor
         packed = _Packed(tensor)
         self._hold(packed, tensor)

@@ -1,0 +1,148 @@
+"""Measured memory against the analytic model of DESIGN §1 (conv field, L = 4 blocks).
+
+``MemoryMeter`` counts the bytes autograd saves for backward (and the states a method keeps outside autograd),
+each storage once. A = ``saved_bytes_of_one_evaluation``, S = one block input, s = stages.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import SOLVERS, conv_field, seeded_randn
+from torch import Tensor, nn
+
+import anode_core as ac
+
+BLOCKS = 4
+MODEL_FACTOR = 1.25
+
+
+def conv_net(steps: int, solver: ac.Solver = ac.Euler()) -> tuple[nn.Sequential, Tensor]:
+    fields = [conv_field(4, "relu", seed=i, dtype=torch.float32) for i in range(BLOCKS)]
+    model = nn.Sequential(*(ac.ODEBlock(f, steps=steps, solver=solver) for f in fields))
+    return model, seeded_randn(1, 4, 4, 4, seed=0, dtype=torch.float32)
+
+
+def peak(steps: int, method: ac.GradientMethod, solver: ac.Solver = ac.Euler()) -> int:
+    model, x = conv_net(steps, solver)
+    return ac.measure_gradient(model, lambda m: m(x).square().mean(), method).peak_bytes
+
+
+def memory_model(steps: int, solver: ac.Solver = ac.Euler()) -> ac.MemoryModel:
+    model, x = conv_net(steps, solver)
+    eval_bytes = ac.saved_bytes_of_one_evaluation(model[0].field, x)
+    return ac.MemoryModel(BLOCKS, x.numel() * x.element_size(), solver.stages, steps, eval_bytes)
+
+
+def assert_within_factor(measured: int, modelled: int, factor: float) -> None:
+    assert modelled / factor <= measured <= modelled * factor, f"measured {measured} B, model {modelled} B"
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_anode_peak_follows_its_model(solver: ac.Solver) -> None:
+    """Anode holds L·S + s·N_t·A: within 1.25× either way (measured 0.97–0.99 of the model)."""
+    steps = 8
+    assert_within_factor(peak(steps, ac.Anode(), solver), memory_model(steps, solver).anode(), MODEL_FACTOR)
+
+
+@pytest.mark.parametrize(
+    "method,modelled",
+    [
+        pytest.param(ac.Direct(), lambda m: m.direct(), id="direct"),
+        pytest.param(ac.Anode(checkpoints=2), lambda m: m.anode(2), id="anode-c2"),
+        pytest.param(ac.Adjoint(), lambda m: m.adjoint(True), id="adjoint"),
+        pytest.param(ac.Adjoint(reconstruct=False), lambda m: m.adjoint(False), id="adjoint-stored"),
+    ],
+)
+def test_other_methods_follow_their_models(method: ac.GradientMethod, modelled) -> None:
+    """Measured 0.86 (adjoint) to 1.01 (direct) of the model."""
+    steps = 8
+    assert_within_factor(peak(steps, method), modelled(memory_model(steps)), MODEL_FACTOR)
+
+
+def test_direct_holds_about_L_times_more_than_anode() -> None:
+    """Direct keeps every block's graph, Anode one block's: the ratio approaches L.
+
+    At N_t = 32 it must be ≥ 0.75·L (measured 3.89 for L = 4).
+    """
+    steps = 32
+    ratio = peak(steps, ac.Direct()) / peak(steps, ac.Anode())
+    assert ratio >= 0.75 * BLOCKS
+    assert ratio <= BLOCKS * 1.01  # and cannot beat L: Anode holds at least one block's graph
+
+
+@pytest.mark.slow
+def test_anode_with_checkpoints_does_not_grow_with_steps() -> None:
+    """(L + c)·S + s·A: independent of N_t."""
+    method = ac.Anode(checkpoints=4)
+    assert peak(256, method) <= peak(32, method)
+
+
+def test_adjoint_does_not_grow_with_steps() -> None:
+    assert peak(64, ac.Adjoint()) <= peak(8, ac.Adjoint())
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        pytest.param(ac.Direct(), id="direct"),
+        pytest.param(ac.Anode(), id="anode"),
+        pytest.param(ac.Adjoint(reconstruct=False), id="adjoint-stored"),
+    ],
+)
+def test_the_other_methods_grow_with_steps(method: ac.GradientMethod) -> None:
+    """The contrast: memory linear in N_t (8 → 32 steps holds more than 3× as much)."""
+    assert peak(32, method) > 3 * peak(8, method)
+
+
+# --- The meter itself -------------------------------------------------------------------------------------
+
+
+def test_a_storage_saved_many_times_is_counted_once() -> None:
+    x = torch.randn(256, dtype=torch.float64, requires_grad=True)
+    with ac.MemoryMeter() as meter:
+        y = x * 2.0  # a non-leaf of 2 KiB
+        z = y * y  # saves y twice
+        w = y.view(16, 16).exp()  # exp saves its output: a new storage
+        v = (y.view(16, 16) * y.view(16, 16)).sum()  # two views of y's storage, saved twice
+        held = meter.current_bytes
+        total = (z.sum() + w.sum() + v).backward()
+    assert total is None
+    assert held == 2 * y.numel() * y.element_size()  # y once, exp's output once
+    assert meter.peak_bytes == held
+    assert meter.current_bytes == 0  # all released once backward freed the graph
+
+
+def test_parameters_and_leaf_inputs_are_not_counted() -> None:
+    layer = nn.Linear(64, 64).double()
+    x = torch.randn(8, 64, dtype=torch.float64, requires_grad=True)
+    with ac.MemoryMeter() as meter:
+        out = layer(x)  # saves x (a leaf) and the weight (a parameter)
+        held = meter.current_bytes
+    del out
+    assert held == 0
+
+
+def test_saved_bytes_of_one_evaluation_counts_what_the_field_saves() -> None:
+    """Linear → tanh → Linear saves the input, tanh's output (the second Linear's input too), nothing else."""
+    field = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 5)).double()
+
+    class Field(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = field
+
+        def forward(self, t: float, z: Tensor) -> Tensor:
+            return self.net(z)
+
+    z = torch.randn(3, 5, dtype=torch.float64)
+    assert ac.saved_bytes_of_one_evaluation(Field(), z) == (3 * 5 + 3 * 7) * 8
+
+
+def test_memory_model_arithmetic() -> None:
+    m = ac.MemoryModel(blocks=4, state_bytes=100, stages=2, steps=8, eval_bytes=300)
+    assert m.direct() == 4 * 8 * 2 * 300
+    assert m.anode() == 4 * 100 + 2 * 8 * 300
+    assert m.anode(3) == (4 + 3) * 100 + 2 * 300
+    assert m.adjoint() == 4 * 100 + 300
+    assert m.adjoint(reconstruct=False) == 4 * 100 + 4 * 8 * 100 + 300
