@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 
 def _info(_: argparse.Namespace) -> int:
@@ -20,11 +21,100 @@ def _info(_: argparse.Namespace) -> int:
     return 0
 
 
+def _api(args: argparse.Namespace) -> int:
+    from backend.app import serve
+    from backend.settings import Settings
+
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    return serve(Settings(**overrides))
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from backend.worker import run_worker
+
+    return run_worker(device=args.device)
+
+
+def _up(_: argparse.Namespace) -> int:
+    from backend.launcher import up
+
+    return up()
+
+
+def _run(args: argparse.Namespace) -> int:
+    from anode_lab.run import run_command
+
+    return run_command(args)
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    run = sub.add_parser(
+        "run", help="run one experiment from a spec file in the terminal and write its results to a folder",
+        epilog="exit codes: 0 succeeded, 1 diverged or could not start, 2 invalid spec, 130 cancelled (Ctrl-C)",
+    )
+    run.add_argument("spec", type=Path, help="YAML or JSON with `kind:` and `spec:` (see `anode-lab specs`), "
+                     "or a bare spec with --kind")
+    run.add_argument("--out", type=Path, help="output folder (default ./runs/<kind>-<timestamp>); "
+                     "the folder of an interrupted run resumes it")
+    run.add_argument("--kind", choices=("train", "compare", "demo"), help="experiment kind of a bare spec")
+    run.set_defaults(run=_run)
+
+
+def _specs(args: argparse.Namespace) -> int:
+    from anode_lab.specfile import specs_command
+
+    return specs_command(args)
+
+
+def _add_specs(sub: argparse._SubParsersAction) -> None:
+    specs = sub.add_parser("specs", help="print example specs (YAML), e.g. `anode-lab specs digits-anode > d.yaml`")
+    specs.add_argument("name", nargs="?", help="one preset (default: all of them)")
+    specs.set_defaults(run=_specs)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import time
+
+    from anode_core.specs.demo import DEMOS, DemoSpec
+    from anode_lab.run import run_loaded
+    from anode_lab.specfile import SpecFile
+
+    if args.name not in DEMOS:
+        print(f"error: NAME must be one of {', '.join(DEMOS)}; got {args.name!r}", file=sys.stderr)
+        return 2
+    out = args.out or Path("runs") / f"demo-{args.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out.mkdir(parents=True, exist_ok=True)
+    code = run_loaded(SpecFile("demo", DemoSpec(name=args.name)), out)
+    print(f"pictures and tables in {(out / 'artifacts').resolve()}; start with explanation.md")
+    return code
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    demo = sub.add_parser("demo", help="run a teaching demo of the adjoint's failure modes, e.g. `anode-lab demo "
+                          "wrong-sign`")
+    demo.add_argument("name", metavar="NAME", help="adjoint-order, wrong-sign, reconstruction-blowup, "
+                      "non-invertible, memory or training")
+    demo.add_argument("--out", type=Path, help="output folder (default ./runs/demo-NAME-<timestamp>)")
+    demo.set_defaults(run=_demo)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="anode-lab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     info = sub.add_parser("info", help="versions, solvers, gradient methods and devices")
     info.set_defaults(run=_info)
+    api = sub.add_parser("api", help="serve the REST API (ANODE_* settings; loopback unless API keys are set)")
+    api.add_argument("--host", help="bind address (default ANODE_HOST or 127.0.0.1)")
+    api.add_argument("--port", type=int, help="port (default ANODE_PORT or 8000)")
+    api.set_defaults(run=_api)
+    worker = sub.add_parser("worker", help="run queued experiments of one device class")
+    worker.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="which queue to consume")
+    worker.set_defaults(run=_worker)
+    up = sub.add_parser("up", help="API, workers and dashboard in one terminal; Ctrl-C stops all")
+    up.set_defaults(run=_up)
+    _add_run(sub)
+    _add_specs(sub)
+    _add_demo(sub)
     return parser
 
 

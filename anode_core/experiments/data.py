@@ -1,0 +1,228 @@
+"""Data sets for training runs, held in memory as tensors, with a batch order that depends on the seed alone.
+
+* 2-D sets: two moons and two circles (``sklearn.datasets``), two interleaved spirals (generated here).
+* ``digits``: scikit-learn's 8×8 handwritten digits (1797 images, shipped with scikit-learn).
+* ``mnist``, ``cifar10``, ``cifar100``: read from a local folder in the layout torchvision writes; nothing is
+  downloaded. MNIST goes through ``torchvision.datasets.MNIST(download=False)``. CIFAR is read from its
+  python pickle batches with torchvision's own file lists, without torchvision's MD5 check, so subsets and small
+  stand-ins in the same format load too.
+
+The batch order of epoch ``e`` is a permutation drawn from a ``torch.Generator`` seeded with ``(seed, e)`` and
+CIFAR augmentation draws from one seeded with ``(seed, e, batch)``: a run resumed at (epoch, batch) sees exactly
+the batches an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from anode_core.specs.train import TrainSpec
+
+DATA_SEED = 0
+"""Seed of the generated 2-D sets and of the digits train/test split: fixed, so every run sees the same data."""
+TEST_FRACTION = 0.25
+
+SHAPES: dict[str, tuple[int, ...]] = {
+    "moons": (2,), "circles": (2,), "spirals": (2,),
+    "digits": (1, 8, 8), "mnist": (1, 28, 28), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32),
+}
+"""Shape of one example of each data set."""
+CLASSES: dict[str, int] = {
+    "moons": 2, "circles": 2, "spirals": 2, "digits": 10, "mnist": 10, "cifar10": 10, "cifar100": 100,
+}
+_MEAN_STD: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "mnist": ((0.1307,), (0.3081,)),
+    # the ANODE authors' CIFAR-10 constants (github.com/amirgholami/anode, train.py)
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+}
+_SOURCES = {
+    "mnist": ("MNIST", "https://ossci-datasets.s3.amazonaws.com/mnist/ (the four *-ubyte.gz files)"),
+    "cifar10": ("CIFAR10", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"),
+    "cifar100": ("CIFAR100", "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"),
+}
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A local data set is missing; the message says where to put it and how to fetch it."""
+
+
+@dataclass(frozen=True)
+class Split:
+    x: Tensor
+    """Points as floats, or images as uint8 (N, C, H, W) normalised batch by batch in :meth:`Data.inputs`."""
+    y: Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass(frozen=True)
+class Data:
+    name: str
+    train: Split
+    test: Split
+    classes: int
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    def inputs(self, x: Tensor, *, dtype: torch.dtype, device: torch.device) -> Tensor:
+        """A batch as the model takes it: uint8 images scaled to [0, 1] and normalised per channel."""
+        x = x.to(device)
+        if x.dtype != torch.uint8:
+            return x.to(dtype)
+        x = x.to(dtype) / 255.0
+        assert self.mean is not None and self.std is not None
+        mean = torch.tensor(self.mean, dtype=dtype, device=device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=dtype, device=device).view(1, -1, 1, 1)
+        return (x - mean) / std
+
+
+def load_data(spec: TrainSpec) -> Data:
+    """The train and test splits of ``spec.dataset``."""
+    name = spec.dataset
+    if name in ("moons", "circles", "spirals"):
+        return _points(name, spec.points, spec.point_noise)
+    if name == "digits":
+        return _digits()
+    assert spec.root is not None  # the spec requires it for local sets
+    root = Path(spec.root).expanduser()
+    if name == "mnist":
+        return _mnist(root)
+    return _cifar(name, root)
+
+
+def _points(name: str, n: int, noise: float) -> Data:
+    from sklearn import datasets
+
+    if name == "moons":
+        x, y = datasets.make_moons(n, noise=noise, random_state=DATA_SEED)
+    elif name == "circles":
+        x, y = datasets.make_circles(n, noise=noise, factor=0.5, random_state=DATA_SEED)
+    else:
+        x, y = two_spirals(n, noise=noise, seed=DATA_SEED)
+    order = np.random.default_rng(DATA_SEED).permutation(n)
+    n_test = max(1, round(n * TEST_FRACTION))
+    test, train = order[:n_test], order[n_test:]
+    mean, std = x[train].mean(axis=0), x[train].std(axis=0)
+    x = (x - mean) / std
+    return Data(name, _split(x[train], y[train]), _split(x[test], y[test]), 2)
+
+
+def two_spirals(n: int, *, noise: float, seed: int, turns: float = 1.5) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` points on two interleaved Archimedean spirals (class 0 and 1), with Gaussian ``noise``."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    r = np.sqrt(rng.uniform(0.05, 1.0, n))  # uniform density along the arms
+    angle = r * turns * 2 * math.pi + y * math.pi
+    x = np.stack([r * np.cos(angle), r * np.sin(angle)], axis=1)
+    return x + noise * rng.standard_normal(x.shape), y
+
+
+def _digits() -> Data:
+    """scikit-learn's 8×8 digits, pixels 0..16 scaled to mean 0 and std 1, a fixed stratified 75/25 split."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    x = bunch.images.astype(np.float32)[:, None] / 16.0
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, bunch.target, test_size=TEST_FRACTION, random_state=DATA_SEED, stratify=bunch.target
+    )
+    mean, std = x_train.mean(), x_train.std()
+    return Data("digits", _split((x_train - mean) / std, y_train), _split((x_test - mean) / std, y_test), 10)
+
+
+def _split(x: np.ndarray, y: np.ndarray) -> Split:
+    return Split(torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float64), torch.as_tensor(y, dtype=torch.int64))
+
+
+def _missing(name: str, root: Path, expected: Path) -> DatasetNotFoundError:
+    cls, url = _SOURCES[name]
+    return DatasetNotFoundError(
+        f"{name} not found: expected {expected} under `root` = {str(root)!r}. Put the extracted files there "
+        f"(from {url}), or on a machine with internet access run "
+        f"`python -c \"import torchvision; torchvision.datasets.{cls}({str(root)!r}, download=True)\"` "
+        f"and copy the folder {root} here. Nothing is downloaded during a run."
+    )
+
+
+def _mnist(root: Path) -> Data:
+    from torchvision.datasets import MNIST
+
+    raw = root / "MNIST" / "raw"
+    needed = [raw / Path(url).stem for url, _ in MNIST.resources]
+    missing = [p for p in needed if not p.is_file()]
+    if missing:
+        raise _missing("mnist", root, missing[0])
+    splits = [MNIST(str(root), train=train, download=False) for train in (True, False)]
+    train, test = (Split(s.data[:, None].contiguous(), s.targets.long()) for s in splits)
+    mean, std = _MEAN_STD["mnist"]
+    return Data("mnist", train, test, 10, mean, std)
+
+
+def _cifar(name: str, root: Path) -> Data:
+    """CIFAR-10/100 from torchvision's folder (``cifar-10-batches-py`` / ``cifar-100-python``)."""
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    cls = CIFAR10 if name == "cifar10" else CIFAR100
+    folder = root / cls.base_folder
+    files = [folder / f for f, _ in (*cls.train_list, *cls.test_list)] + [folder / cls.meta["filename"]]
+    missing = [p for p in files if not p.is_file()]
+    if missing:
+        raise _missing(name, root, missing[0])
+    train = _cifar_batches([folder / f for f, _ in cls.train_list])
+    test = _cifar_batches([folder / f for f, _ in cls.test_list])
+    mean, std = _MEAN_STD[name]
+    return Data(name, train, test, CLASSES[name], mean, std)
+
+
+def _cifar_batches(paths: list[Path]) -> Split:
+    xs, ys = [], []
+    for path in paths:
+        with path.open("rb") as f:
+            entry = pickle.load(f, encoding="latin1")
+        xs.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        ys.append(np.asarray(entry["labels"] if "labels" in entry else entry["fine_labels"], dtype=np.int64))
+    return Split(torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys)))
+
+
+def _generator(*key: int) -> torch.Generator:
+    seed = 0
+    for k in key:
+        seed = (seed * 1_000_003 + k) % 2**63
+    return torch.Generator().manual_seed(seed)
+
+
+def epoch_batches(n: int, batch_size: int, *, seed: int, epoch: int) -> list[Tensor]:
+    """Index batches of epoch ``epoch``: a seeded permutation cut into ``batch_size`` pieces.
+
+    A final partial batch is kept unless it holds a single example (BatchNorm cannot train on one).
+    """
+    order = torch.randperm(n, generator=_generator(seed, epoch))
+    batches = list(order.split(batch_size))
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        batches.pop()
+    return batches
+
+
+def augment(x: Tensor, *, seed: int, epoch: int, batch: int, pad: int = 4) -> Tensor:
+    """Random crop after zero padding by ``pad`` and random horizontal flip, per image, seeded by the position."""
+    gen = _generator(seed, epoch, batch, 1)
+    b, _, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (b, 1, 1), generator=gen)
+    dx = torch.randint(0, 2 * pad + 1, (b, 1, 1), generator=gen)
+    flip = torch.rand(b, generator=gen) < 0.5
+    cols = torch.arange(w).view(1, 1, w)
+    cols = torch.where(flip.view(b, 1, 1), w - 1 - cols, cols)
+    rows = dy + torch.arange(h).view(1, h, 1)
+    out = padded[torch.arange(b).view(b, 1, 1), :, rows, dx + cols]  # (B, H, W, C)
+    return out.permute(0, 3, 1, 2).contiguous()

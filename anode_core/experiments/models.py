@@ -1,0 +1,140 @@
+"""Classifiers with ODE blocks: an MLP-ODE for points, a small conv ODE net, and the paper's two CIFAR networks.
+
+Every ODE block is an :class:`anode_core.ODEBlock` over a field from :mod:`anode_core.experiments.fields`, with
+the spec's solver, number of steps, activation and gradient method. Layers that change the shape (stems,
+downsampling, heads) sit between the blocks, as they must.
+
+The CIFAR networks follow ANODE §4 (Gholami, Keutzer & Biros, IJCAI 2019, arXiv:1902.10298) and the authors'
+driver (github.com/amirgholami/anode, ``ResNet18(ODEBlock)`` and ``SqNxt_23_1x(10, ODEBlock)``): four stages
+whose widths double while the resolution halves, each an ordinary residual block (which downsamples) followed by
+an ODE block in place of the second residual block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import Tensor, nn
+
+from anode_core.block import ODEBlock
+from anode_core.experiments.data import CLASSES, SHAPES
+from anode_core.experiments.fields import ConvField, MLPField, SqueezeNextField, norm_named, squeezenext_layers
+from anode_core.registry import gradient_named
+from anode_core.specs.common import OdeSpec
+from anode_core.specs.train import TrainSpec
+
+STAGES = 4
+
+
+def ode_block(field: nn.Module, ode: OdeSpec) -> ODEBlock:
+    """An ODE block over ``field`` solved and differentiated as ``ode`` says."""
+    gradient = gradient_named(ode.gradient.method, **ode.gradient.knobs())
+    return ODEBlock(field, steps=ode.steps, solver=ode.solver, gradient=gradient)
+
+
+class MLPODE(nn.Module):
+    """Points -> ``width`` features -> ODE block (MLP field) -> class scores."""
+
+    def __init__(self, *, features: int, classes: int, width: int, hidden: int, ode: OdeSpec) -> None:
+        super().__init__()
+        self.lift = nn.Linear(features, width)
+        self.block = ode_block(MLPField(width, hidden, ode.activation), ode)
+        self.head = nn.Linear(width, classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.block(self.lift(x)))
+
+
+def _conv_unit(c_in: int, c_out: int, norm: str, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=norm == "none"), norm_named(norm, c_out), nn.ReLU()
+    )
+
+
+class _Classifier(nn.Module):
+    """``stem -> body -> global average pool -> linear``."""
+
+    def __init__(self, stem: nn.Module, body: nn.Module, features: int, classes: int) -> None:
+        super().__init__()
+        self.stem = stem
+        self.body = body
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(features, classes))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.body(self.stem(x)))
+
+
+def conv_ode(*, channels: int, classes: int, width: int, norm: str, ode: OdeSpec) -> nn.Module:
+    """Small conv ODE net for 8×8 to 32×32 images: ODE block, stride-2 conv to twice the width, ODE block."""
+    body = nn.Sequential(
+        ode_block(ConvField(width, ode.activation, norm), ode),
+        _conv_unit(width, 2 * width, norm, stride=2),
+        ode_block(ConvField(2 * width, ode.activation, norm), ode),
+    )
+    return _Classifier(_conv_unit(channels, width, norm), body, 2 * width, classes)
+
+
+class ResidualBlock(nn.Module):
+    """``relu(branch(x) + shortcut(x))``; the shortcut is a strided 1×1 conv when the shape changes."""
+
+    def __init__(self, branch: nn.Module, c_in: int, c_out: int, stride: int, norm: str) -> None:
+        super().__init__()
+        self.branch = branch
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride=stride, bias=norm == "none"), norm_named(norm, c_out)
+            )
+        self.act = nn.ReLU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.branch(x) + self.shortcut(x))
+
+
+def basic_block(c_in: int, c_out: int, stride: int, norm: str) -> ResidualBlock:
+    """ResNet's basic block (He et al., CVPR 2016): two 3×3 convs."""
+    branch = nn.Sequential(
+        _conv_unit(c_in, c_out, norm, stride),
+        nn.Conv2d(c_out, c_out, 3, padding=1, bias=norm == "none"),
+        norm_named(norm, c_out),
+    )
+    return ResidualBlock(branch, c_in, c_out, stride, norm)
+
+
+def squeezenext_block(c_in: int, c_out: int, stride: int, norm: str) -> ResidualBlock:
+    """SqueezeNext's block (Gholami et al., CVPR-W 2018, Fig. 3): :func:`squeezenext_layers` then a norm."""
+    layers = squeezenext_layers(c_in, c_out, activation="relu", norm=norm, stride=stride)
+    return ResidualBlock(nn.Sequential(*layers, norm_named(norm, c_out)), c_in, c_out, stride, norm)
+
+
+def staged_ode_net(
+    *,
+    channels: int,
+    classes: int,
+    width: int,
+    norm: str,
+    ode: OdeSpec,
+    block: Callable[[int, int, int, str], nn.Module],
+    field: Callable[[int, str, str], nn.Module],
+) -> nn.Module:
+    """Stem, then per stage ``block`` (downsampling from the second stage on) and an ODE block over ``field``."""
+    stages: list[nn.Module] = []
+    c_in = width
+    for i in range(STAGES):
+        c_out = width * 2**i
+        stages += [block(c_in, c_out, 1 if i == 0 else 2, norm), ode_block(field(c_out, ode.activation, norm), ode)]
+        c_in = c_out
+    return _Classifier(_conv_unit(channels, width, norm), nn.Sequential(*stages), c_in, classes)
+
+
+def build_model(spec: TrainSpec) -> nn.Module:
+    """The classifier ``spec`` asks for, sized for its data set, in float32 on the CPU."""
+    shape, classes = SHAPES[spec.dataset], CLASSES[spec.dataset]
+    if spec.model == "mlp_ode":
+        return MLPODE(features=shape[0], classes=classes, width=spec.width, hidden=spec.field_hidden, ode=spec.ode)
+    conv = {"channels": shape[0], "classes": classes, "width": spec.width, "norm": spec.field_norm, "ode": spec.ode}
+    if spec.model == "conv_ode":
+        return conv_ode(**conv)
+    if spec.model == "resnet_ode":
+        return staged_ode_net(**conv, block=basic_block, field=ConvField)
+    return staged_ode_net(**conv, block=squeezenext_block, field=SqueezeNextField)

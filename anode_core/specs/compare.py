@@ -1,0 +1,236 @@
+"""The spec of a gradient-comparison sweep. Pydantic only: importing this never imports torch.
+
+A sweep is a grid solvers × N_t × gradient methods (× activations × weight scales × dtypes) over one seeded
+model; every cell is compared with the exact Direct (discretize-then-optimize) gradient of the same network.
+The bounds keep one request to seconds or minutes on a CPU: at most :data:`MAX_CELLS` cells and
+:data:`MAX_WORK` state-element field evaluations in all.
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import product
+from typing import Literal, NamedTuple
+
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from anode_core.specs.common import (
+    MAX_STEPS,
+    ActivationName,
+    DeviceName,
+    DtypeName,
+    GradientSpec,
+    SolverName,
+    SpecModel,
+)
+
+FieldKind = Literal["mlp", "conv"]
+
+MAX_CELLS = 400
+MAX_BLOCKS = 8
+MAX_BATCH = 1024
+MAX_DIM = 256
+MAX_HIDDEN = 512
+MAX_CHANNELS = 32
+MAX_SIZE = 32
+MAX_STATE_ELEMENTS = 2**20
+"""Elements of one block input (batch × dim, or batch × channels × size²)."""
+MAX_WORK = 2 * 10**9
+"""Bound on Σ over cells of blocks · N_t · stages · state elements: the field evaluations of a sweep, weighted."""
+MAX_FD_ENTRIES = 16
+DEFAULT_DIM, DEFAULT_HIDDEN, DEFAULT_CHANNELS, DEFAULT_SIZE = 8, 32, 4, 8
+MAX_WEIGHT_SCALE = 100.0
+
+STAGES: dict[str, int] = {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4}
+"""Field evaluations per step of each solver (its tableau's length; checked against the solvers in tests)."""
+
+_CONV_ONLY = ("channels", "size")
+_MLP_ONLY = ("dim", "hidden")
+
+
+class Cell(NamedTuple):
+    """One cell of a sweep's grid, in the order the sweep runs them (``index`` is the metrics step)."""
+
+    index: int
+    dtype: DtypeName
+    activation: ActivationName
+    weight_scale: float
+    solver: SolverName
+    steps: int
+    method: GradientSpec
+
+    @property
+    def label(self) -> str:
+        return method_label(self.method)
+
+
+def method_label(gradient: GradientSpec) -> str:
+    """A short, unique name of a gradient method with its knobs: ``anode``, ``anode(c=2)``, ``adjoint(stored)``."""
+    if gradient.method == "anode" and gradient.checkpoints is not None:
+        return f"anode(c={gradient.checkpoints})"
+    if gradient.method == "adjoint" and not gradient.reconstruct:
+        return "adjoint(stored)"
+    return gradient.method
+
+
+class CompareSpec(SpecModel):
+    """Compare gradient methods with the exact Direct gradient over a grid of solvers, N_t and settings."""
+
+    field: FieldKind = Field("mlp", description="mlp: MLP field on random vectors; conv: conv field on feature maps")
+    dim: int | None = Field(None, ge=1, le=MAX_DIM, description=f"mlp only: state dimension (default {DEFAULT_DIM})")
+    hidden: int | None = Field(
+        None, ge=1, le=MAX_HIDDEN, description=f"mlp only: hidden units of the field (default {DEFAULT_HIDDEN})"
+    )
+    channels: int | None = Field(
+        None, ge=1, le=MAX_CHANNELS, description=f"conv only: feature-map channels (default {DEFAULT_CHANNELS})"
+    )
+    size: int | None = Field(
+        None, ge=2, le=MAX_SIZE, description=f"conv only: height and width of the maps (default {DEFAULT_SIZE})"
+    )
+    blocks: int = Field(1, ge=1, le=MAX_BLOCKS, description="ODE blocks in a row, each with its own field")
+    batch: int = Field(16, ge=1, le=MAX_BATCH)
+    solvers: tuple[SolverName, ...] = Field(("euler", "midpoint"), min_length=1)
+    steps: tuple[int, ...] = Field((1, 2, 4, 8, 16, 32), min_length=1, description="the N_t values of the grid")
+    methods: tuple[GradientSpec, ...] = Field(
+        (
+            GradientSpec(method="direct"),
+            GradientSpec(method="anode"),
+            GradientSpec(method="anode", checkpoints=2),
+            GradientSpec(method="adjoint"),
+            GradientSpec(method="adjoint", reconstruct=False),
+        ),
+        min_length=1,
+        description="gradient methods compared with Direct (which is always computed as the reference)",
+    )
+    activations: tuple[ActivationName, ...] = Field(("relu",), min_length=1)
+    weight_scales: tuple[float, ...] = Field(
+        (1.0,), min_length=1, description="every field weight multiplied by this (larger = stiffer field)"
+    )
+    dtypes: tuple[DtypeName, ...] = Field(("float64",), min_length=1)
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="weights, inputs and targets; the same for every cell")
+    fd_check: int = Field(
+        0, ge=0, le=MAX_FD_ENTRIES, description="check the Direct reference by central differences on k entries"
+    )
+    fd_epsilon: float | None = Field(
+        None, gt=0.0, le=1.0, description="step of the finite differences (default 1e-6 float64, 1e-3 float32)"
+    )
+    device: DeviceName = "auto"
+    threads: int | None = Field(
+        None, ge=1, le=256, description="CPU threads for torch (default: torch's own); small states run fastest on 1"
+    )
+
+    @field_validator("solvers", "activations", "dtypes", "weight_scales", "steps")
+    @classmethod
+    def _unique(cls, values: tuple[object, ...], info: ValidationInfo) -> tuple[object, ...]:
+        repeated = sorted({str(v) for v in values if values.count(v) > 1})
+        if repeated:
+            raise ValueError(f"`{info.field_name}` lists {', '.join(repeated)} more than once; list each value once")
+        return values
+
+    @field_validator("steps")
+    @classmethod
+    def _steps_in_range(cls, steps: tuple[int, ...]) -> tuple[int, ...]:
+        bad = [n for n in steps if not 1 <= n <= MAX_STEPS]
+        if bad:
+            raise ValueError(f"every entry of `steps` (N_t) must be between 1 and {MAX_STEPS}; got {bad}")
+        return steps
+
+    @field_validator("weight_scales")
+    @classmethod
+    def _scales_in_range(cls, scales: tuple[float, ...]) -> tuple[float, ...]:
+        bad = [s for s in scales if not (math.isfinite(s) and 0.0 < s <= MAX_WEIGHT_SCALE)]
+        if bad:
+            raise ValueError(f"every entry of `weight_scales` must be in (0, {MAX_WEIGHT_SCALE:g}]; got {bad}")
+        return scales
+
+    @field_validator("methods")
+    @classmethod
+    def _methods_unique(cls, methods: tuple[GradientSpec, ...]) -> tuple[GradientSpec, ...]:
+        labels = [method_label(m) for m in methods]
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        if repeated:
+            raise ValueError(f"`methods` lists {', '.join(repeated)} more than once; list each method once")
+        return methods
+
+    @model_validator(mode="after")
+    def _fits_the_machine(self) -> CompareSpec:
+        wrong = _CONV_ONLY if self.field == "mlp" else _MLP_ONLY
+        stray = [name for name in wrong if getattr(self, name) is not None]
+        if stray:
+            other = "conv" if self.field == "mlp" else "mlp"
+            raise ValueError(f"`{stray[0]}` applies to field {other!r} only; remove it or set `field` to {other!r}")
+        if self.state_elements > MAX_STATE_ELEMENTS:
+            raise ValueError(
+                f"one block input has {self.state_elements} elements (`batch` × the state); at most "
+                f"{MAX_STATE_ELEMENTS}: lower `batch`, `dim`, `channels` or `size`"
+            )
+        if self.cells > MAX_CELLS:
+            raise ValueError(
+                f"the grid `solvers` × `steps` × `methods` × `activations` × `weight_scales` × `dtypes` has "
+                f"{self.cells} cells; at most {MAX_CELLS}: shorten one of these lists"
+            )
+        if self.work > MAX_WORK:
+            raise ValueError(
+                f"the sweep would evaluate {self.work:.3g} state elements (Σ blocks·N_t·stages·state); at most "
+                f"{MAX_WORK:.3g}: lower the largest `steps`, `batch` or the state size, or shorten `methods`"
+            )
+        return self
+
+    @property
+    def state_dim(self) -> int:
+        return DEFAULT_DIM if self.dim is None else self.dim
+
+    @property
+    def field_hidden(self) -> int:
+        return DEFAULT_HIDDEN if self.hidden is None else self.hidden
+
+    @property
+    def map_channels(self) -> int:
+        return DEFAULT_CHANNELS if self.channels is None else self.channels
+
+    @property
+    def map_size(self) -> int:
+        return DEFAULT_SIZE if self.size is None else self.size
+
+    @property
+    def example_shape(self) -> tuple[int, ...]:
+        """Shape of one example's state: ``(dim,)`` or ``(channels, size, size)``."""
+        if self.field == "mlp":
+            return (self.state_dim,)
+        return (self.map_channels, self.map_size, self.map_size)
+
+    @property
+    def state_elements(self) -> int:
+        return self.batch * math.prod(self.example_shape)
+
+    @property
+    def cells(self) -> int:
+        lists = (self.solvers, self.steps, self.methods, self.activations, self.weight_scales, self.dtypes)
+        return math.prod(len(values) for values in lists)
+
+    @property
+    def work(self) -> int:
+        """Σ over cells of blocks · N_t · stages · state elements, counting the Direct reference once per setting.
+
+        Each method costs at most about two solves (ANODE recomputes the block; the adjoint solves back), so
+        a cell counts three, the reference one more per setting, and the finite-difference check two per entry.
+        """
+        per_setting = len(self.activations) * len(self.weight_scales) * len(self.dtypes)
+        solves = 3 * len(self.methods) + 1 + 2 * self.fd_check
+        total = sum(STAGES[s] * n for s, n in product(self.solvers, self.steps))
+        return total * solves * per_setting * self.blocks * self.state_elements
+
+    def epsilon(self, dtype: DtypeName) -> float:
+        """The finite-difference step for ``dtype``."""
+        if self.fd_epsilon is not None:
+            return self.fd_epsilon
+        return 1e-6 if dtype == "float64" else 1e-3
+
+    def labels(self) -> list[str]:
+        return [method_label(m) for m in self.methods]
+
+    def grid(self) -> list[Cell]:
+        """Every cell, dtype outermost and method innermost: the order of ``results.csv`` and of the metrics
+        steps, so a live view can label step ``i`` with ``grid()[i]`` without waiting for the table."""
+        combos = product(self.dtypes, self.activations, self.weight_scales, self.solvers, self.steps, self.methods)
+        return [Cell(i, *combo) for i, combo in enumerate(combos)]

@@ -1,0 +1,232 @@
+"""The spec of a training run, and named example specs. Pydantic only: importing this never imports torch.
+
+Every knob is bounded so that one request cannot take the machine; knobs that apply to some models or data sets
+only default to ``None`` (meaning "the model's default") and are rejected, with the fix, where they do not apply.
+The CIFAR presets follow the ANODE authors' driver (``train.py`` of github.com/amirgholami/anode, for Gholami,
+Keutzer & Biros, IJCAI 2019): 350 epochs, batch 256, SGD with lr 0.1, momentum 0.9, weight decay 5e-4, random
+crop and flip; the step schedule divides lr by 10 after epochs 150 and 250 of 350, scaled to the run's epochs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, ValidationInfo, field_validator
+
+from anode_core.specs.common import DeviceName, DtypeName, GradientSpec, OdeSpec, SpecModel
+
+ModelName = Literal["mlp_ode", "conv_ode", "resnet_ode", "squeezenext_ode"]
+DatasetName = Literal["moons", "circles", "spirals", "digits", "mnist", "cifar10", "cifar100"]
+NormName = Literal["batch", "group", "none"]
+
+POINT_SETS = ("moons", "circles", "spirals")
+"""Generated 2-D sets (sklearn-style): features are points in the plane."""
+LOCAL_SETS = ("mnist", "cifar10", "cifar100")
+"""Image sets read through torchvision from a local folder (``root``)."""
+CIFAR_SETS = ("cifar10", "cifar100")
+MODEL_DATASETS: dict[str, tuple[str, ...]] = {
+    "mlp_ode": POINT_SETS,
+    "conv_ode": ("digits", "mnist", *CIFAR_SETS),
+    "resnet_ode": CIFAR_SETS,
+    "squeezenext_ode": CIFAR_SETS,
+}
+"""Which data sets each model takes: the MLP needs points, the paper's networks need 32×32 RGB images."""
+
+DEFAULT_NOISE = 0.1
+DEFAULT_POINTS = 1000
+DEFAULT_HIDDEN = 32
+DEFAULT_MOMENTUM = 0.9
+STEP_MILESTONES = (150 / 350, 250 / 350)
+"""Fractions of the epochs after which the step schedule divides the learning rate by 10."""
+
+MAX_EPOCHS = 1000
+MAX_TRAIN_STEPS = 10_000_000
+
+
+class TrainSpec(SpecModel):
+    """Train one classifier with ODE blocks and report loss, accuracy, gradient error, memory and time."""
+
+    model: ModelName = Field("mlp_ode", description="mlp_ode: 2-D points; conv_ode: any image set; "
+                             "resnet_ode / squeezenext_ode: the paper's networks, 32×32 images")
+    dataset: DatasetName = Field("moons", validate_default=True)
+    noise: float | None = Field(None, ge=0.0, le=1.0, validate_default=True,
+                                description=f"2-D sets only: noise of the points (default {DEFAULT_NOISE})")
+    n_samples: int | None = Field(None, ge=16, le=100_000, validate_default=True,
+                                  description=f"2-D sets only: points generated (default {DEFAULT_POINTS}), "
+                                  "a quarter held out for testing")
+    root: str | None = Field(None, max_length=4096, validate_default=True,
+                             description="mnist / cifar only: local folder holding the torchvision files")
+    ode: OdeSpec = OdeSpec()
+    width: int = Field(16, ge=1, le=512, description="state width of the MLP, channels of the first conv stage")
+    hidden: int | None = Field(None, ge=1, le=2048, validate_default=True,
+                               description=f"mlp_ode only: hidden units of the field (default {DEFAULT_HIDDEN})")
+    norm: NormName | None = Field(None, validate_default=True,
+                                  description="conv models only: normalisation in the fields (default batch)")
+    epochs: int = Field(10, ge=1, le=MAX_EPOCHS)
+    batch_size: int = Field(128, ge=1, le=4096)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(0.1, gt=0.0, le=10.0)
+    momentum: float | None = Field(None, ge=0.0, lt=1.0, validate_default=True,
+                                   description=f"sgd only (default {DEFAULT_MOMENTUM})")
+    weight_decay: float = Field(5e-4, ge=0.0, le=1.0)
+    schedule: Literal["step", "constant"] = Field(
+        "step", description="step: lr ÷10 after 150/350 and 250/350 of the epochs (the paper's, scaled)"
+    )
+    augment: bool = Field(False, validate_default=True, description="cifar only: random crop (pad 4) and flip")
+    dtype: DtypeName = "float32"
+    device: DeviceName = "auto"
+    threads: int | None = Field(None, ge=1, le=256, description="CPU threads for torch (default: torch's own); "
+                                "small networks run fastest on 1, and on a busy machine much faster")
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    probe_every: int = Field(0, ge=0, le=MAX_TRAIN_STEPS,
+                             description="compare the run's gradient with Direct's every k steps; 0 = off")
+    checkpoint_every: int = Field(0, ge=0, le=MAX_TRAIN_STEPS,
+                                  description="save a resumable checkpoint every k steps; 0 = off")
+    max_steps: int | None = Field(None, ge=1, le=MAX_TRAIN_STEPS, description="stop after this many steps")
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset_fits_model(cls, dataset: str, info: ValidationInfo) -> str:
+        model = info.data.get("model")
+        if model is not None and dataset not in MODEL_DATASETS[model]:
+            takes = ", ".join(MODEL_DATASETS[model])
+            fits = ", ".join(m for m, sets in MODEL_DATASETS.items() if dataset in sets)
+            raise ValueError(
+                f"model {model!r} cannot train on {dataset!r}: set `dataset` to one of {takes}, "
+                f"or `model` to {fits}"
+            )
+        return dataset
+
+    @field_validator("noise", "n_samples")
+    @classmethod
+    def _points_only(cls, value: Any, info: ValidationInfo) -> Any:
+        dataset = info.data.get("dataset")
+        if value is not None and dataset is not None and dataset not in POINT_SETS:
+            raise ValueError(f"`{info.field_name}` applies to the 2-D sets {', '.join(POINT_SETS)} only; remove it")
+        return value
+
+    @field_validator("root")
+    @classmethod
+    def _root_for_local_sets(cls, root: str | None, info: ValidationInfo) -> str | None:
+        dataset = info.data.get("dataset")
+        if dataset is None:
+            return root
+        if dataset in LOCAL_SETS and not root:
+            raise ValueError(
+                f"dataset {dataset!r} is read from a local folder: set `root` to the folder holding its "
+                "torchvision files (nothing is downloaded)"
+            )
+        if dataset not in LOCAL_SETS and root is not None:
+            raise ValueError(f"`root` applies to {', '.join(LOCAL_SETS)} only; {dataset!r} needs none: remove it")
+        return root
+
+    @field_validator("hidden")
+    @classmethod
+    def _hidden_for_mlp(cls, hidden: int | None, info: ValidationInfo) -> int | None:
+        if hidden is not None and info.data.get("model") not in (None, "mlp_ode"):
+            raise ValueError("`hidden` applies to model 'mlp_ode' only (conv models use `width`); remove it")
+        return hidden
+
+    @field_validator("norm")
+    @classmethod
+    def _norm_for_conv(cls, norm: str | None, info: ValidationInfo) -> str | None:
+        if norm is not None and info.data.get("model") == "mlp_ode":
+            raise ValueError("`norm` applies to the conv models only; remove it for 'mlp_ode'")
+        return norm
+
+    @field_validator("momentum")
+    @classmethod
+    def _momentum_for_sgd(cls, momentum: float | None, info: ValidationInfo) -> float | None:
+        if momentum is not None and info.data.get("optimizer") == "adam":
+            raise ValueError("`momentum` applies to optimizer 'sgd' only (adam has its own); remove it")
+        return momentum
+
+    @field_validator("augment")
+    @classmethod
+    def _augment_for_cifar(cls, augment: bool, info: ValidationInfo) -> bool:
+        dataset = info.data.get("dataset")
+        if augment and dataset is not None and dataset not in CIFAR_SETS:
+            raise ValueError(f"`augment` (random crop and flip) applies to {', '.join(CIFAR_SETS)} only; "
+                             "set it to false")
+        return augment
+
+    @property
+    def points(self) -> int:
+        return DEFAULT_POINTS if self.n_samples is None else self.n_samples
+
+    @property
+    def point_noise(self) -> float:
+        return DEFAULT_NOISE if self.noise is None else self.noise
+
+    @property
+    def field_hidden(self) -> int:
+        return DEFAULT_HIDDEN if self.hidden is None else self.hidden
+
+    @property
+    def field_norm(self) -> str:
+        return "batch" if self.norm is None else self.norm
+
+    @property
+    def sgd_momentum(self) -> float:
+        return DEFAULT_MOMENTUM if self.momentum is None else self.momentum
+
+    def milestones(self) -> list[int]:
+        """Epochs after which the step schedule divides the learning rate by 10 (empty for 'constant')."""
+        if self.schedule == "constant":
+            return []
+        return sorted({max(1, round(self.epochs * f)) for f in STEP_MILESTONES})
+
+    def lr_at(self, epoch: int) -> float:
+        """Learning rate of epoch ``epoch`` (0-based): ``lr`` divided by 10 at each milestone passed."""
+        return self.lr * 0.1 ** sum(epoch >= m for m in self.milestones())
+
+
+def _anode(steps: int = 2, solver: str = "euler") -> OdeSpec:
+    return OdeSpec(solver=solver, steps=steps, activation="relu", gradient=GradientSpec(method="anode"))
+
+
+def _paper_cifar(model: ModelName) -> TrainSpec:
+    """The authors' CIFAR-10 recipe (module docstring) at paper scale: ResNet-18 widths 64-128-256-512."""
+    return TrainSpec(
+        model=model, dataset="cifar10", root="./data", ode=_anode(), width=64, epochs=350, batch_size=256,
+        optimizer="sgd", lr=0.1, weight_decay=5e-4, schedule="step", augment=True, device="auto",
+        checkpoint_every=1000,
+    )
+
+
+PRESETS: dict[str, TrainSpec] = {
+    "digits-anode": TrainSpec(
+        model="conv_ode", dataset="digits", ode=_anode(), width=16, epochs=12, batch_size=32,
+        optimizer="sgd", lr=0.05, weight_decay=5e-4, device="cpu", threads=1, probe_every=50,
+    ),
+    "moons-adjoint": TrainSpec(
+        model="mlp_ode", dataset="moons", noise=0.1, n_samples=1000,
+        ode=OdeSpec(solver="euler", steps=4, activation="relu", gradient=GradientSpec(method="adjoint")),
+        width=8, hidden=32, epochs=30, batch_size=64, optimizer="adam", lr=0.01, weight_decay=0.0,
+        device="cpu", threads=1, probe_every=10,
+    ),
+    "spirals-anode": TrainSpec(
+        model="mlp_ode", dataset="spirals", noise=0.05, n_samples=2000,
+        ode=OdeSpec(solver="rk4", steps=8, activation="tanh", gradient=GradientSpec(method="anode")),
+        width=16, hidden=64, epochs=60, batch_size=64, optimizer="adam", lr=0.01, weight_decay=0.0,
+        device="cpu", threads=1, probe_every=25,
+    ),
+    "mnist-anode": TrainSpec(
+        model="conv_ode", dataset="mnist", root="./data", ode=_anode(), width=32, epochs=10, batch_size=128,
+        optimizer="sgd", lr=0.05, weight_decay=5e-4, device="auto", checkpoint_every=500,
+    ),
+    "cifar10-resnet-anode": _paper_cifar("resnet_ode"),
+    "cifar10-squeezenext-anode": _paper_cifar("squeezenext_ode"),
+}
+"""Named example specs: ``anode-lab specs NAME`` prints one, ready for ``anode-lab run``."""
+
+DESCRIPTIONS: dict[str, str] = {
+    "digits-anode": "conv ODE net on sklearn's 8×8 digits, Euler N_t=2, ANODE; ≥95% test accuracy in seconds "
+                    "on one CPU thread",
+    "moons-adjoint": "MLP-ODE on two moons with Chen et al.'s adjoint; the probe shows its gradient error",
+    "spirals-anode": "MLP-ODE on two spirals, RK4 N_t=8, ANODE",
+    "mnist-anode": "conv ODE net on MNIST (files under ./data/MNIST/raw), ANODE",
+    "cifar10-resnet-anode": "the paper's ResNet with ODE blocks on CIFAR-10 (./data/cifar-10-batches-py), 350 epochs",
+    "cifar10-squeezenext-anode": "the paper's SqueezeNext with ODE blocks on CIFAR-10, 350 epochs",
+}
+"""One line per preset, shown next to it."""

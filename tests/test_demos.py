@@ -1,0 +1,215 @@
+"""Each teaching demo's key claim, asserted on the numbers it writes; and `anode-lab demo` end to end."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+import anode_core as ac
+from anode_core.experiments import RunContext, RunResult, run_experiment
+from anode_core.experiments.demos.images import DISPLAY_SCALE, SIZE
+from anode_core.experiments.demos.non_invertible import folding_field
+from anode_core.experiments.demos.reconstruction_blowup import Diffusion, reverse_solve
+from anode_core.specs.demo import DEMOS, DemoSpec
+
+Ran = tuple[RunResult, Path]
+Demo = Callable[..., Ran]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
+    """Run a preset (with optional knobs) once per module; hand back its result and artifact folder."""
+    cache: dict[str, Ran] = {}
+
+    def run(name: str, **knobs: object) -> Ran:
+        key = json.dumps([name, knobs], sort_keys=True)
+        if key not in cache:
+            workdir = tmp_path_factory.mktemp(name)
+            result = run_experiment("demo", DemoSpec(name=name, **knobs), RunContext(workdir))
+            cache[key] = (result, workdir / "artifacts")
+        return cache[key]
+
+    return run
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.parametrize("name", list(DEMOS))
+def test_every_demo_succeeds_and_explains_itself(demo: Demo, name: str) -> None:
+    knobs = {"iterations": 40} if name == "training" else {}
+    result, artifacts = demo(name, **knobs)
+    assert result.status == "succeeded", result.message
+    text = (artifacts / "explanation.md").read_text(encoding="utf-8")
+    assert text.startswith(f"# {DEMOS[name].title}")
+    assert "## What this run found" in text and "## Numbers" in text
+    assert result.summary
+
+
+ADJOINT_ORDER_BAND = 0.25
+"""Allowed distance of a fitted log-log slope from −order (ReLU kinks make the fit slightly noisy)."""
+
+
+@pytest.mark.parametrize(("solver", "order"), [("euler", 1), ("midpoint", 2)])
+@pytest.mark.parametrize("method", ["adjoint", "adjoint(stored)"])
+def test_adjoint_order_slopes(demo: Demo, solver: str, order: int, method: str) -> None:
+    result, _ = demo("adjoint-order")
+    assert result.summary[f"slope/{solver}/{method}"] == pytest.approx(-order, abs=ADJOINT_ORDER_BAND)
+
+
+def test_adjoint_order_anode_is_exact(demo: Demo) -> None:
+    result, artifacts = demo("adjoint-order")
+    assert result.summary["max_rel_error/anode"] <= 1e-12
+    assert min(float(r["adjoint_rel_error"]) for r in rows(artifacts / "errors.csv")) > 1e-6
+
+
+FD_RTOL = 1e-6
+"""Central differences (ε = 1e-6) of a polynomial-in-θ float64 loss: accurate to ~1e-9 relative."""
+
+
+def test_wrong_sign_adjoint_opposes_finite_differences_and_anode_matches(demo: Demo) -> None:
+    result, artifacts = demo("wrong-sign")
+    table = {int(r["steps"]): r for r in rows(artifacts / "gradients.csv")}
+    for n in (1, 2):  # the N_t whose Euler steps jump over the kink (dt·K = 3, 1.5 > 1)
+        fd = float(table[n]["finite_difference"])
+        assert fd > 0
+        assert float(table[n]["adjoint"]) < 0
+        assert float(table[n]["adjoint(stored)"]) < 0
+        assert float(table[n]["crosses_kink"]) == 1
+    for n, row in table.items():
+        fd = float(row["finite_difference"])
+        assert float(row["anode"]) == pytest.approx(fd, rel=FD_RTOL), n
+        assert float(row["direct"]) == pytest.approx(fd, rel=FD_RTOL), n
+    assert all(int(table[n]["adjoint_sign_agrees"]) for n in (4, 8, 16))  # no step crosses the kink
+    assert result.summary["adjoint_wrong_sign_at"] == "1, 2"
+
+
+def test_reconstruction_blowup_large_in_float32_and_growing_with_steps(demo: Demo) -> None:
+    result, artifacts = demo("reconstruction-blowup")
+    table = rows(artifacts / "errors.csv")
+    f32 = [float(r["reconstruction_error"]) for r in table if r["dtype"] == "float32"]
+    f64 = [float(r["reconstruction_error"]) for r in table if r["dtype"] == "float64"]
+    assert min(f32) > 1.0  # the rebuilt input is further from the image than the image is from zero
+    assert all(b > 2 * a for a, b in zip(f32, f32[1:]))  # and more so with every doubling of N_t
+    assert max(f64) < 0.2 and f32[-1] > 1e4 * f64[-1]
+    assert float(result.summary["reconstruction_error/float32/N_t=256"]) == f32[-1]
+
+
+def test_reconstruction_blowup_is_the_adjoints_reverse_solve() -> None:
+    image = torch.rand(1, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    problem = ac.ODEBlock(Diffusion(), steps=32).problem(image)
+    with torch.no_grad():
+        rebuilt = reverse_solve(problem, problem.advance(image, 0, 32))
+    expected = ac.reconstruction_error(problem, image)
+    assert ((rebuilt - image).norm() / image.norm()).item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_reconstruction_blowup_writes_images(demo: Demo) -> None:
+    _, artifacts = demo("reconstruction-blowup")
+    side = SIZE * DISPLAY_SCALE
+    for name in ("original.png", "blurred.png", "reconstructed_float32_N256.png", "reconstructed_float64_N32.png"):
+        with Image.open(artifacts / name) as image:
+            assert (image.format, image.mode, image.size) == ("PNG", "L", (side, side))
+    with Image.open(artifacts / "panel.png") as panel:
+        assert panel.size[1] == side and panel.size[0] > 4 * side
+
+
+def test_reconstruction_blowup_generated_pattern(demo: Demo) -> None:
+    result, artifacts = demo("reconstruction-blowup", image="pattern", steps=[32, 128])
+    f32 = [float(r["reconstruction_error"]) for r in rows(artifacts / "errors.csv") if r["dtype"] == "float32"]
+    assert result.status == "succeeded" and 1.0 < f32[0] < f32[1]
+
+
+FOLD_ATOL = 1e-12
+"""The two outputs are computed by the same float64 operations on values exactly representable: equal."""
+
+
+def test_non_invertible_step_maps_two_inputs_to_one_output(demo: Demo) -> None:
+    result, artifacts = demo("non-invertible")
+    table = {int(r["steps"]): r for r in rows(artifacts / "pairs.csv")}
+    for n in (1, 2, 4):  # dt·K = 4, 2, 1 ≥ 1
+        assert float(table[n]["output_gap"]) <= FOLD_ATOL
+        assert float(table[n]["input_distance"]) >= 1.0
+        assert float(table[n]["reverse_error_to_a"]) >= 1.0  # the reverse solve cannot find the input a ...
+        assert float(table[n]["reverse_error_to_b"]) <= FOLD_ATOL  # ... it returns the other preimage b
+    assert float(table[8]["output_gap"]) > 1e-3  # dt·K = 0.5 < 1: invertible again
+    pair = json.loads((artifacts / "pair.json").read_text())
+    field = folding_field().double()
+    a, b = torch.tensor([pair["input_a"]], dtype=torch.float64), torch.tensor([pair["input_b"]], dtype=torch.float64)
+    block = ac.ODEBlock(field, steps=1, solver=ac.Euler())
+    with torch.no_grad():
+        assert torch.allclose(block(a), block(b), rtol=0.0, atol=FOLD_ATOL)
+    assert (a - b).norm().item() >= 1.0
+    assert result.summary["folds_at"] == "1, 2, 4"
+
+
+MEMORY_BAND = 1.25
+"""Measured bytes within this factor of the analytic model (it leaves out the loss and shared storage)."""
+
+
+def test_memory_follows_the_model(demo: Demo) -> None:
+    _, artifacts = demo("memory")
+    table = rows(artifacts / "memory.csv")
+    for method in ("anode", "direct"):
+        ratios = [float(r["ratio"]) for r in table if r["method"] == method]
+        assert 1 / MEMORY_BAND <= min(ratios) and max(ratios) <= MEMORY_BAND, method
+    for solver in ("euler", "rk4"):
+        def peaks(method: str) -> list[int]:
+            return [int(r["peak_bytes"]) for r in table if r["solver"] == solver and r["method"] == method]
+
+        direct, adjoint = peaks("direct"), peaks("adjoint")
+        assert all(b > a for a, b in zip(direct, direct[1:]))  # Direct grows with N_t
+        assert direct[-1] > 30 * direct[0]  # about linearly: N_t goes from 1 to 64
+        assert max(adjoint) == min(adjoint)  # Adjoint is flat: nothing depends on N_t
+        assert max(peaks("anode(c=2)")) < 2 * min(peaks("anode(c=2)"))
+
+
+ANODE_PROBE_RTOL = 1e-10
+"""ANODE recomputes the block with the same float64 operations as Direct: equal to rounding, stated loosely."""
+
+
+def test_training_anode_probes_equal_direct(demo: Demo) -> None:
+    result, artifacts = demo("training", iterations=40)
+    probes = rows(artifacts / "probes.csv")
+    assert len(probes) >= 10
+    assert max(float(p["anode/grad_rel_error"]) for p in probes) <= ANODE_PROBE_RTOL
+    assert min(float(p["adjoint/grad_rel_error"]) for p in probes) > 1e-3  # the adjoint is not at rounding level
+    assert result.summary["anode/grad_rel_error_max"] <= ANODE_PROBE_RTOL
+    curve = rows(artifacts / "loss_curve.csv")
+    assert len(curve) == 40 and curve[0]["adjoint_loss"] == curve[0]["anode_loss"]  # same start, same batch
+
+
+def test_demo_stops_when_asked(tmp_path: Path) -> None:
+    ctx = RunContext(tmp_path, should_stop=lambda: True)
+    result = run_experiment("demo", DemoSpec(name="adjoint-order"), ctx)
+    assert result.status == "cancelled" and "stopped after 0" in result.message
+
+
+def test_cli_demo_writes_artifacts_and_prints_summary(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "anode_lab.cli", "demo", "non-invertible", "--out", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "folds_at: 1, 2, 4" in done.stdout
+    assert str((out / "artifacts").resolve()) in done.stdout
+    written = {p.name for p in (out / "artifacts").iterdir()}
+    assert {"explanation.md", "pairs.csv", "pair.json", "fold_grid.csv"} <= written
+
+
+def test_cli_demo_rejects_unknown_name(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "anode_lab.cli", "demo", "nope", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "NAME must be one of adjoint-order" in done.stderr

@@ -1,0 +1,131 @@
+"""The compare and demo specs: defaults valid, bad values rejected with messages that name the field and the fix,
+no torch needed to validate them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import typing
+
+import pytest
+from pydantic import ValidationError
+
+from anode_core.specs.common import MAX_STEPS, GradientSpec
+from anode_core.specs.compare import MAX_CELLS, STAGES, CompareSpec, method_label
+from anode_core.specs.demo import DEMOS, DemoName, DemoSpec
+
+
+def test_specs_import_without_torch() -> None:
+    code = (
+        "import sys; import anode_core.specs.compare, anode_core.specs.demo; "
+        "from anode_core.experiments.slopes import fit_slope; "
+        "sys.exit(1 if 'torch' in sys.modules else 0)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+def test_compare_defaults_round_trip_through_json() -> None:
+    spec = CompareSpec()
+    assert CompareSpec.model_validate_json(spec.model_dump_json()) == spec
+    assert spec.cells == len(spec.grid()) == 2 * 6 * 5
+
+
+def test_compare_grid_runs_methods_innermost() -> None:
+    spec = CompareSpec(solvers=("euler",), steps=(1, 2), dtypes=("float32", "float64"))
+    grid = spec.grid()
+    assert [c.index for c in grid] == list(range(spec.cells))
+    assert [(c.dtype, c.steps, c.label) for c in grid[:6]] == [
+        ("float32", 1, "direct"), ("float32", 1, "anode"), ("float32", 1, "anode(c=2)"),
+        ("float32", 1, "adjoint"), ("float32", 1, "adjoint(stored)"), ("float32", 2, "direct"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("changes", "named", "fix"),
+    [
+        pytest.param({"steps": (0, 2)}, "steps", "between 1 and", id="steps-zero"),
+        pytest.param({"steps": (2, MAX_STEPS + 1)}, "steps", "between 1 and", id="steps-too-many"),
+        pytest.param({"steps": (2, 2)}, "steps", "list each value once", id="steps-repeated"),
+        pytest.param({"solvers": ("euler", "euler")}, "solvers", "list each value once", id="solvers-repeated"),
+        pytest.param({"solvers": ("dopri",)}, "solvers", "euler", id="solver-unknown"),
+        pytest.param({"methods": ({"method": "anode"}, {"method": "anode"})}, "methods", "list each method once",
+                     id="methods-repeated"),
+        pytest.param({"methods": ()}, "methods", "at least 1", id="methods-empty"),
+        pytest.param({"weight_scales": (0.0,)}, "weight_scales", "(0, 100]", id="scale-zero"),
+        pytest.param({"weight_scales": (1e3,)}, "weight_scales", "(0, 100]", id="scale-huge"),
+        pytest.param({"channels": 3}, "channels", "set `field` to 'conv'", id="conv-knob-on-mlp"),
+        pytest.param({"field": "conv", "hidden": 3}, "hidden", "set `field` to 'mlp'", id="mlp-knob-on-conv"),
+        pytest.param({"batch": 0}, "batch", "greater than or equal to 1", id="batch-zero"),
+        pytest.param({"fd_check": 17}, "fd_check", "less than or equal to 16", id="fd-too-many"),
+        pytest.param({"field": "conv", "batch": 1024, "channels": 32, "size": 32}, "batch", "lower `batch`",
+                     id="state-too-large"),
+        pytest.param({"steps": tuple(range(1, 101)), "solvers": ("euler", "heun", "rk4")}, "steps",
+                     f"at most {MAX_CELLS}: shorten", id="too-many-cells"),
+        pytest.param({"batch": 1024, "dim": 256, "steps": (256,), "solvers": ("rk4",)}, "steps",
+                     "lower the largest `steps`", id="too-much-work"),
+        pytest.param({"methods": ({"method": "direct", "checkpoints": 2},)}, "checkpoints", "'anode' only",
+                     id="checkpoints-on-direct"),
+        pytest.param({"colour": "red"}, "colour", "Extra inputs are not permitted", id="unknown-key"),
+    ],
+)
+def test_compare_rejects_with_field_and_fix(changes: dict[str, object], named: str, fix: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        CompareSpec.model_validate(changes)
+    text = str(info.value)
+    assert named in text
+    assert fix in text
+
+
+def test_compare_stages_match_the_solvers() -> None:
+    import anode_core as ac
+
+    assert {name: ac.solver_named(name).stages for name in ac.SOLVERS} == STAGES
+
+
+def test_method_labels_are_distinct() -> None:
+    methods = [GradientSpec(method="direct"), GradientSpec(method="anode"), GradientSpec(method="anode", checkpoints=0),
+               GradientSpec(method="adjoint"), GradientSpec(method="adjoint", reconstruct=False)]
+    assert len({method_label(m) for m in methods}) == len(methods)
+
+
+def test_demo_catalog_covers_every_name() -> None:
+    assert set(typing.get_args(DemoName)) == set(DEMOS)
+    for info in DEMOS.values():
+        assert info.title and len(info.explanation) > 200
+        assert info.knobs[:3] == ("seed", "device", "threads")
+
+
+@pytest.mark.parametrize("name", list(DEMOS))
+def test_demo_defaults_are_filled_and_round_trip(name: str) -> None:
+    spec = DemoSpec(name=name)
+    for knob, default in DEMOS[name].defaults.items():
+        assert getattr(spec, knob) == default
+    assert DemoSpec.model_validate_json(spec.model_dump_json()) == spec
+    assert spec.threads == 1
+
+
+@pytest.mark.parametrize(
+    ("data", "named", "fix"),
+    [
+        pytest.param({"name": "wrong-sign", "image": "digit"}, "image", "remove `image`", id="image-on-wrong-sign"),
+        pytest.param({"name": "memory", "iterations": 3}, "iterations", "remove `iterations`",
+                     id="iterations-on-memory"),
+        pytest.param({"name": "non-invertible", "solvers": ["rk4"]}, "solvers", "remove `solvers`",
+                     id="solvers-on-non-invertible"),
+        pytest.param({"name": "memory", "steps": [4, 2]}, "steps", "strictly increasing", id="steps-decreasing"),
+        pytest.param({"name": "memory", "steps": [1, MAX_STEPS + 1]}, "steps", "between 1 and", id="steps-too-many"),
+        pytest.param({"name": "training", "steps": [1, 2]}, "steps", "e.g. [2]", id="training-two-steps"),
+        pytest.param({"name": "reconstruction-blowup", "steps": [16, 64]}, "steps", "≥ 32", id="blowup-unstable"),
+        pytest.param({"name": "adjoint-order", "solvers": ["euler", "euler"]}, "solvers", "list each once",
+                     id="solvers-repeated"),
+        pytest.param({"name": "training", "iterations": 0}, "iterations", "greater than or equal to 1",
+                     id="iterations-zero"),
+        pytest.param({"name": "bogus"}, "name", "adjoint-order", id="unknown-demo"),
+    ],
+)
+def test_demo_rejects_with_field_and_fix(data: dict[str, object], named: str, fix: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        DemoSpec.model_validate(data)
+    text = str(info.value)
+    assert named in text
+    assert fix in text
