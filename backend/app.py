@@ -1,0 +1,131 @@
+"""The FastAPI application: ``create_app(settings)`` builds it; nothing happens at import.
+
+``uvicorn --factory backend.app:create_app`` or ``anode-lab api`` serves it. At start-up the schema is migrated
+to the newest revision, then the store and the queues are opened.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from backend.catalog.routes import router as catalog_router
+from backend.catalog.service import catalog
+from backend.db import Database, migrate
+from backend.deps import require_api_key
+from backend.errors import error_body, install_handlers
+from backend.health.routes import router as health_router
+from backend.queue import RunQueues
+from backend.runs.routes import router as runs_router
+from backend.settings import Settings
+
+API_PREFIX = "/api/v1"
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """Refuse request bodies over ``limit`` bytes with 413, by Content-Length or while reading a stream."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._reject(send)
+            return
+        seen = 0
+        started = False
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge
+            return message
+
+        async def tracking(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, tracking)
+        except _TooLarge:
+            if not started:
+                await self._reject(send)
+
+    async def _reject(self, send: Send) -> None:
+        body = json.dumps(error_body("body_too_large", f"request bodies are limited to {self.limit} bytes "
+                                     "(ANODE_MAX_BODY_BYTES)")).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from anyio import to_thread
+
+        await to_thread.run_sync(migrate, settings.db_url, settings.data_dir)
+        app.state.db = Database(settings.db_url)
+        app.state.queues = RunQueues(settings)
+        await to_thread.run_sync(catalog)  # built once, off the first request
+        gc.collect()
+        gc.freeze()  # start-up objects leave the collector's view: full collections stop pausing requests
+        try:
+            yield
+        finally:
+            app.state.queues.close()
+            app.state.db.dispose()
+
+    app = FastAPI(
+        title="anode-lab",
+        summary="Train neural ODEs and compare how their gradients are computed: runs, metrics, artifacts.",
+        version="0.1.0",
+        lifespan=lifespan,
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=f"{API_PREFIX}/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    install_handlers(app)
+    api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(require_api_key)])
+    for router in (runs_router, catalog_router, health_router):
+        api.include_router(router)
+    app.include_router(api)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)  # type: ignore[arg-type]
+    return app
+
+
+def serve(settings: Settings | None = None, **uvicorn_options: Any) -> int:
+    """Serve the API in this process (``anode-lab api``); refuses a non-loopback bind without API keys."""
+    import sys
+
+    import uvicorn
+
+    settings = settings or Settings()
+    try:
+        settings.check_bind()
+    except ValueError as exc:
+        print(f"anode-lab api: {exc}", file=sys.stderr)
+        return 2
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, **uvicorn_options)
+    return 0

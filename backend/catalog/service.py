@@ -1,0 +1,142 @@
+"""The catalog, built from the spec models' JSON schemas and the preset tables of :mod:`anode_core.specs`
+(pydantic only: no torch). The dashboard builds its forms from it."""
+
+from __future__ import annotations
+
+import sys
+from functools import cache
+from typing import Any, get_args
+
+from pydantic import BaseModel, ValidationError
+
+SOLVERS = {
+    "euler": "forward Euler: order 1, one field evaluation per step (a ResNet block)",
+    "midpoint": "explicit midpoint (RK2): order 2, two evaluations per step",
+    "heun": "Heun's method (RK2, trapezoidal): order 2, two evaluations per step",
+    "rk4": "classic Runge-Kutta: order 4, four evaluations per step",
+}
+METHODS = {
+    "direct": "backpropagate through every step: the exact gradient, memory grows with N_t",
+    "anode": "ANODE: keep each block's input, recompute the block in backward; exact, memory O(L) + O(N_t)",
+    "adjoint": "Chen et al.'s continuous adjoint: solve backwards; O(L) memory, gradient off by O(dt^p)",
+}
+ACTIVATIONS = {
+    "relu": "max(0, x): kinks make the adjoint's error large at small N_t",
+    "tanh": "smooth and bounded",
+    "softplus": "smooth ReLU, log(1 + e^x)",
+    "elu": "exponential below zero, identity above",
+    "gelu": "Gaussian error linear unit",
+    "leaky_relu": "ReLU with slope 0.01 below zero",
+    "sigmoid": "1 / (1 + e^-x)",
+}
+MODELS = {
+    "mlp_ode": "MLP-ODE classifier for 2-D points",
+    "conv_ode": "small conv ODE net for images (digits, MNIST, CIFAR)",
+    "resnet_ode": "the paper's ResNet with ODE blocks, 32×32 images",
+    "squeezenext_ode": "the paper's SqueezeNext with ODE blocks, 32×32 images",
+}
+DATASETS = {
+    "moons": "two interleaved half circles (2-D, generated)",
+    "circles": "two concentric circles (2-D, generated)",
+    "spirals": "two interleaved spirals (2-D, generated)",
+    "digits": "sklearn's 8×8 digits (shipped with scikit-learn)",
+    "mnist": "MNIST from a local torchvision folder (`root`)",
+    "cifar10": "CIFAR-10 from a local torchvision folder (`root`)",
+    "cifar100": "CIFAR-100 from a local torchvision folder (`root`)",
+}
+BOUND_KEYS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minItems", "maxItems", "minLength",
+              "maxLength")
+
+
+def _named(names: tuple[str, ...], descriptions: dict[str, str]) -> list[dict[str, str]]:
+    return [{"name": name, "description": descriptions.get(name, "")} for name in names]
+
+
+def _default_spec(model: type[BaseModel], module: Any) -> dict[str, Any]:
+    try:
+        return model.model_validate({}).model_dump(mode="json")
+    except ValidationError:
+        demos = getattr(module, "DEMOS", None) or {}
+        return model.model_validate({"name": next(iter(demos))}).model_dump(mode="json")
+
+
+def _bounds(schema: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{"ode.steps": {"minimum": 1, "maximum": 256}, …}`` from a JSON schema with ``$defs``."""
+    defs = schema.get("$defs", {})
+    out: dict[str, dict[str, Any]] = {}
+
+    def resolve(node: dict[str, Any]) -> dict[str, Any]:
+        ref = node.get("$ref")
+        return defs[ref.rsplit("/", 1)[1]] if ref else node
+
+    def walk(node: dict[str, Any], path: str, depth: int) -> None:
+        node = resolve(node)
+        if depth > 6:
+            return
+        for name, prop in node.get("properties", {}).items():
+            here = f"{path}.{name}" if path else name
+            variants = [resolve(v) for v in prop.get("anyOf", [prop])]
+            found = {k: v[k] for v in [prop, *variants] for k in BOUND_KEYS if k in v}
+            items = [resolve(v["items"]) for v in variants if isinstance(v.get("items"), dict)]
+            found.update({f"items.{k}": i[k] for i in items for k in BOUND_KEYS if k in i})
+            if found:
+                out[here] = found
+            for variant in variants:
+                if "properties" in variant:
+                    walk(variant, here, depth + 1)
+
+    walk(schema, "", 0)
+    return out
+
+
+@cache
+def catalog() -> dict[str, Any]:
+    from anode_core.specs import SPECS, common
+
+    kinds: dict[str, Any] = {}
+    presets: dict[str, list[dict[str, Any]]] = {}
+    demos: list[dict[str, Any]] = []
+    models: list[dict[str, Any]] = []
+    datasets: list[dict[str, str]] = []
+    bounds: dict[str, Any] = {}
+    for kind, model in SPECS.items():
+        module = sys.modules[model.__module__]
+        schema = model.model_json_schema()
+        kinds[kind] = {"description": (model.__doc__ or "").strip().splitlines()[0], "schema": schema,
+                       "default": _default_spec(model, module)}
+        bounds[kind] = _bounds(schema)
+        descriptions = getattr(module, "DESCRIPTIONS", {})
+        table = getattr(module, "PRESETS", {})
+        if table:
+            presets[kind] = [{"name": name, "description": descriptions.get(name, ""),
+                              "spec": spec.model_dump(mode="json")} for name, spec in table.items()]
+        for name, info in getattr(module, "DEMOS", {}).items():
+            demos.append({"name": name, "title": info.title, "explanation": info.explanation,
+                          "knobs": list(info.knobs), "defaults": _jsonable(info.defaults),
+                          "spec": model.model_validate({"name": name}).model_dump(mode="json")})
+        if kind == "train":
+            model_datasets = getattr(module, "MODEL_DATASETS", {})
+            models = [{"name": name, "description": MODELS.get(name, ""),
+                       "datasets": list(model_datasets.get(name, ()))} for name in get_args(module.ModelName)]
+            datasets = _named(get_args(module.DatasetName), DATASETS)
+    return {
+        "kinds": kinds,
+        "solvers": _named(get_args(common.SolverName), SOLVERS),
+        "gradient_methods": _named(get_args(common.MethodName), METHODS),
+        "activations": _named(get_args(common.ActivationName), ACTIVATIONS),
+        "dtypes": list(get_args(common.DtypeName)),
+        "devices": list(get_args(common.DeviceName)),
+        "models": models,
+        "datasets": datasets,
+        "presets": presets,
+        "demos": demos,
+        "bounds": bounds,
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value

@@ -1,0 +1,71 @@
+"""Typed dependencies of the routes: settings, the unit-of-work session, the queues, the API key check."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from anyio import to_thread
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader
+from sqlalchemy.orm import Session
+
+from backend.db import Database
+from backend.errors import Unauthorized
+from backend.queue import RunQueues
+from backend.settings import Settings
+
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+async def get_settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+async def get_db(request: Request) -> Database:
+    return request.app.state.db  # type: ignore[no-any-return]
+
+
+async def get_queues(request: Request) -> RunQueues:
+    return request.app.state.queues  # type: ignore[no-any-return]
+
+
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """One unit of work per request, committed before the response is sent (scope "function"). A read
+    session ends on the event loop (nothing to wait for); a write session commits on a worker thread, since
+    it may wait for SQLite's write lock. Async so that opening it costs no thread hop."""
+    db: Database = request.app.state.db
+    write = request.method not in READ_METHODS
+    unit = db.session(write=write)
+    session = unit.__enter__()
+    try:
+        yield session
+    except BaseException as exc:
+        unit.__exit__(type(exc), exc, exc.__traceback__)
+        raise
+    if write:
+        await to_thread.run_sync(unit.__exit__, None, None, None)
+    else:
+        unit.__exit__(None, None, None)
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+DatabaseDep = Annotated[Database, Depends(get_db)]
+QueuesDep = Annotated[RunQueues, Depends(get_queues)]
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
+                              description="required when the server has ANODE_API_KEYS")
+
+
+async def require_api_key(settings: SettingsDep, key: Annotated[str | None, Security(api_key_header)]) -> None:
+    """With keys configured, the request must carry one of them (compared in constant time)."""
+    if not settings.api_keys:
+        return
+    offered = (key or "").encode()
+    matched = False
+    for known in settings.api_keys:
+        matched |= hmac.compare_digest(offered, known.encode())
+    if not matched:
+        raise Unauthorized("missing or unknown API key: send it in the X-API-Key header")

@@ -1,0 +1,87 @@
+"""Domain errors carry their HTTP status; :func:`install_handlers` renders every error as ``{"error", "detail"}``.
+
+Services raise these, never ``HTTPException``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+
+class DomainError(Exception):
+    status_code = 400
+    error = "bad_request"
+
+    def __init__(self, detail: str, *, errors: Sequence[dict[str, Any]] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = list(errors) if errors is not None else None
+
+
+class NotFound(DomainError):
+    status_code = 404
+    error = "not_found"
+
+
+class Conflict(DomainError):
+    status_code = 409
+    error = "conflict"
+
+
+class InvalidSpec(DomainError):
+    status_code = 422
+    error = "invalid_spec"
+
+
+class Unauthorized(DomainError):
+    status_code = 401
+    error = "unauthorized"
+
+
+class QueueUnavailable(DomainError):
+    status_code = 503
+    error = "queue_unavailable"
+
+
+def error_body(error: str, detail: str, errors: Sequence[dict[str, Any]] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"error": error, "detail": detail}
+    if errors is not None:
+        body["errors"] = list(errors)
+    return body
+
+
+def describe_errors(errors: Sequence[Any]) -> tuple[str, list[dict[str, Any]]]:
+    """One line naming every bad field (``spec.ode.steps: …``) and the JSON-safe list of pydantic errors."""
+    clean = [{"loc": [str(part) for part in e["loc"]], "msg": str(e["msg"]), "type": str(e["type"])} for e in errors]
+    parts = []
+    for e in clean:
+        loc = [part for part in e["loc"] if part != "body"]
+        parts.append(f"{'.'.join(loc) or 'body'}: {e['msg']}")
+    return "; ".join(parts), clean
+
+
+def install_handlers(app: FastAPI) -> None:
+    async def domain(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, DomainError)
+        return JSONResponse(error_body(exc.error, exc.detail, exc.errors), status_code=exc.status_code)
+
+    async def validation(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        detail, errors = describe_errors(exc.errors())
+        return JSONResponse(error_body("invalid_request", detail, errors), status_code=422)
+
+    async def http(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        name = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(exc.status_code, "http_error")
+        return JSONResponse(error_body(name, str(exc.detail)), status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    app.add_exception_handler(DomainError, domain)
+    app.add_exception_handler(RequestValidationError, validation)
+    app.add_exception_handler(StarletteHTTPException, http)

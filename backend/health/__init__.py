@@ -1,0 +1,1 @@
+"""``GET /health``: database, queue and the live workers."""

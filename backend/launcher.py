@@ -1,0 +1,144 @@
+"""``anode-lab up``: the API, one worker per device class present and the dashboard, as child processes.
+
+Each child gets its own process group, so Ctrl-C in the terminal reaches only this launcher, which then stops
+the children in order (workers first: they hand their runs back to the queue), SIGTERM then SIGKILL.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from backend.app import API_PREFIX
+from backend.settings import Settings
+
+STOP_TIMEOUT_S = 20.0
+START_TIMEOUT_S = 90.0
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen[bytes]
+
+    def signal(self, signum: int) -> None:
+        try:
+            os.killpg(self.process.pid, signum)
+        except ProcessLookupError:
+            pass
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "anode_lab.cli", *args]
+
+
+def _spawn(name: str, command: list[str], env: dict[str, str] | None = None) -> Child:
+    return Child(name, subprocess.Popen(command, start_new_session=True, env=env))
+
+
+def _api_url(settings: Settings) -> str:
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    return f"http://{host}:{settings.port}"
+
+
+def _wait_healthy(settings: Settings, api: Child) -> None:
+    request = urllib.request.Request(f"{_api_url(settings)}{API_PREFIX}/health",
+                                     headers={"X-API-Key": settings.api_keys[0]} if settings.api_keys else {})
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if api.process.poll() is not None:
+            raise RuntimeError(f"the API exited with code {api.process.returncode}")
+        try:
+            with urllib.request.urlopen(request, timeout=2) as response:
+                if json.load(response).get("status") == "ok":
+                    return
+        except OSError:
+            pass
+        time.sleep(0.25)
+    raise RuntimeError(f"the API did not answer on {_api_url(settings)} within {START_TIMEOUT_S:.0f} s")
+
+
+def _cuda_present() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def _dashboard_command(port: int) -> list[str] | None:
+    """``streamlit run dashboard/app.py`` when the dashboard and Streamlit are installed."""
+    if importlib.util.find_spec("streamlit") is None:
+        return None
+    spec = importlib.util.find_spec("dashboard")
+    if spec is None or spec.origin is None:
+        return None
+    entry = Path(spec.origin).parent / "app.py"
+    if not entry.is_file():
+        return None
+    return [sys.executable, "-m", "streamlit", "run", str(entry), "--server.address", "127.0.0.1",
+            "--server.port", str(port), "--server.headless", "true",
+            "--browser.gatherUsageStats", "false"]
+
+
+def _stop(children: list[Child]) -> None:
+    for child in children:
+        child.signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    for child in children:
+        try:
+            child.process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            print(f"{child.name} did not stop in time; killing it", flush=True)
+            child.signal(signal.SIGKILL)
+            child.process.wait()
+
+
+def up(settings: Settings | None = None) -> int:
+    settings = settings or Settings()
+    try:
+        settings.check_bind()
+    except ValueError as exc:
+        print(f"anode-lab up: {exc}", file=sys.stderr)
+        return 2
+    children: list[Child] = []
+
+    def terminate(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        api = _spawn("api", _cli("api"))
+        children.append(api)
+        _wait_healthy(settings, api)
+        devices = ["cpu", *(["gpu"] if _cuda_present() else [])]
+        for device in devices:
+            children.append(_spawn(f"{device} worker", _cli("worker", "--device", device)))
+        dashboard = _dashboard_command(settings.dashboard_port)
+        if dashboard is not None:
+            env = {**os.environ, "ANODE_API_URL": f"{_api_url(settings)}{API_PREFIX}"}
+            children.append(_spawn("dashboard", dashboard, env))
+        print(f"API        {_api_url(settings)}{API_PREFIX}  (docs: {_api_url(settings)}{API_PREFIX}/docs)")
+        print(f"workers    {', '.join(devices)}   data: {settings.data_dir}")
+        print(f"dashboard  http://127.0.0.1:{settings.dashboard_port}" if dashboard else "dashboard  not installed")
+        print("Ctrl-C stops everything.", flush=True)
+        while True:
+            for child in children:
+                if child.process.poll() is not None:
+                    print(f"{child.name} exited with code {child.process.returncode}; stopping", flush=True)
+                    return 1
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print("stopping…", flush=True)
+        return 0
+    except RuntimeError as exc:
+        print(f"anode-lab up: {exc}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        _stop(sorted(children, key=lambda child: child.name == "api"))  # the API last: workers still write

@@ -1,0 +1,99 @@
+"""Tables. ``runs`` is the source of truth for a run's state; the queue only carries run ids."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from backend.db import UTCDateTime, utcnow
+
+RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "diverged")
+FINISHED = ("succeeded", "failed", "cancelled", "diverged")
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON}
+
+
+class Run(Base):
+    __tablename__ = "runs"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids are never reused, so a deleted run's URL stays dead
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    spec: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(16), index=True, default="queued")
+    device: Mapped[str] = mapped_column(String(8), default="cpu")
+    """Device the run executes on, ``cpu`` or ``cuda``; ``cuda`` runs go to the gpu queue."""
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    """How many times a worker has claimed the run."""
+    worker: Mapped[str | None] = mapped_column(String(200))
+    heartbeat: Mapped[datetime | None]
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    """Changes with every state change (not with heartbeats): event streams watch it."""
+    progress: Mapped[dict[str, Any] | None]
+    summary: Mapped[dict[str, Any] | None]
+    message: Mapped[str] = mapped_column(Text, default="")
+    error: Mapped[dict[str, Any] | None]
+
+    tag_rows: Mapped[list[RunTag]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True, lazy="selectin", order_by="RunTag.tag"
+    )
+
+    @property
+    def tags(self) -> list[str]:
+        return [row.tag for row in self.tag_rows]
+
+
+class RunTag(Base):
+    __tablename__ = "run_tags"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+
+
+class Metric(Base):
+    """One value of one series at one step; the key makes a re-reported step an update, never a duplicate."""
+
+    __tablename__ = "metrics"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    series: Mapped[str] = mapped_column(String(64), primary_key=True)
+    step: Mapped[int] = mapped_column(Integer, primary_key=True)
+    value: Mapped[float | None] = mapped_column(Float)
+    """``None`` for a non-finite value (NaN, ±inf: a diverged run)."""
+
+
+class Artifact(Base):
+    """A file under ``<data_dir>/runs/<id>/artifacts``, indexed when the run ends."""
+
+    __tablename__ = "artifacts"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    size: Mapped[int] = mapped_column(Integer)
+    media_type: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Worker(Base):
+    """A live worker process renews its row every heartbeat; /health lists the fresh ones."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    device: Mapped[str] = mapped_column(String(8), index=True)
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    heartbeat: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    run_id: Mapped[int | None] = mapped_column(Integer)
+    device_name: Mapped[str] = mapped_column(String(200), default="")

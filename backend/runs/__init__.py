@@ -1,0 +1,1 @@
+"""The runs domain: routes → service → repository, plus the ``runs.execute`` task."""

@@ -1,0 +1,221 @@
+"""All SQL about runs, their tags, metrics and artifacts. Functions take a session; the caller's unit of work
+commits. State changes that workers race on are single conditional ``UPDATE``s, so two workers can never
+both own a run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Select, delete, func, select, update
+from sqlalchemy.orm import Session
+
+from backend.db import utcnow
+from backend.models import Artifact, Metric, Run, RunTag
+
+MetricRow = tuple[str, int, float | None]
+
+
+# ---------------------------------------------------------------------------------------------------- runs
+def add(session: Session, *, kind: str, name: str, spec: dict[str, Any], device: str, tags: Sequence[str]) -> Run:
+    run = Run(kind=kind, name=name, spec=spec, device=device, status="queued", attempt=0, cancel_requested=False,
+              message="", tag_rows=[RunTag(tag=tag) for tag in sorted(set(tags))])
+    session.add(run)
+    session.flush()
+    return run
+
+
+def get(session: Session, run_id: int) -> Run | None:
+    return session.get(Run, run_id)
+
+
+def _filtered(status: str | None, kind: str | None, tag: str | None) -> Select[Run]:
+    query = select(Run)
+    if status is not None:
+        query = query.where(Run.status == status)
+    if kind is not None:
+        query = query.where(Run.kind == kind)
+    if tag is not None:
+        query = query.where(Run.id.in_(select(RunTag.run_id).where(RunTag.tag == tag)))
+    return query
+
+
+def page(session: Session, *, status: str | None, kind: str | None, tag: str | None, offset: int,
+         limit: int) -> tuple[list[Run], int]:
+    """Newest first, with the number of runs matching the filters."""
+    query = _filtered(status, kind, tag)
+    count = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    runs = session.scalars(query.order_by(Run.id.desc()).offset(offset).limit(limit)).all()
+    return list(runs), count
+
+
+def delete_run(session: Session, run: Run) -> None:
+    session.delete(run)
+    session.flush()
+
+
+def cancel_queued(session: Session, run_id: int) -> bool:
+    """Cancel a run no worker holds yet; False if it was claimed meanwhile."""
+    now = utcnow()
+    result = session.execute(
+        update(Run).where(Run.id == run_id, Run.status == "queued")
+        .values(status="cancelled", cancel_requested=True, finished_at=now, updated_at=now,
+                message="cancelled before it started")
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def request_cancel(session: Session, run_id: int) -> bool:
+    """Raise the cancel flag of a running run; its worker ends it at the next step."""
+    result = session.execute(
+        update(Run).where(Run.id == run_id, Run.status == "running")
+        .values(cancel_requested=True, updated_at=utcnow())
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def cancel_requested(conn: Session | Connection, run_id: int) -> bool:
+    return bool(conn.scalar(select(Run.cancel_requested).where(Run.id == run_id)))
+
+
+def claim(session: Session, run_id: int, worker: str, device: str) -> bool:
+    """Take a queued run for ``worker``: the one way a run becomes running, so duplicates of a queue message
+    and runs finished or deleted meanwhile are skipped."""
+    now = utcnow()
+    result = session.execute(
+        update(Run).where(Run.id == run_id, Run.status == "queued")
+        .values(status="running", worker=worker, device=device, attempt=Run.attempt + 1, heartbeat=now,
+                started_at=func.coalesce(Run.started_at, now), updated_at=now, error=None)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def renew(session: Session, run_id: int, worker: str, progress: Mapping[str, Any] | None) -> bool:
+    """Renew ``worker``'s lease on a running run; False when the lease was lost (reaped, deleted)."""
+    values: dict[str, Any] = {"heartbeat": utcnow()}
+    if progress is not None:
+        values["progress"] = dict(progress)
+    result = session.execute(
+        update(Run).where(Run.id == run_id, Run.status == "running", Run.worker == worker).values(**values)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def finish(session: Session, run_id: int, worker: str, *, status: str, summary: Mapping[str, Any] | None = None,
+           message: str = "", error: Mapping[str, Any] | None = None,
+           progress: Mapping[str, Any] | None = None) -> bool:
+    """End a run ``worker`` still holds; False if it no longer does (a reaped worker must not overwrite)."""
+    now = utcnow()
+    values: dict[str, Any] = {"status": status, "finished_at": now, "updated_at": now, "heartbeat": now,
+                              "summary": dict(summary) if summary is not None else None, "message": message,
+                              "error": dict(error) if error is not None else None}
+    if progress is not None:
+        values["progress"] = dict(progress)
+    result = session.execute(
+        update(Run).where(Run.id == run_id, Run.status == "running", Run.worker == worker).values(**values)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def release(session: Session, run_id: int, worker: str, message: str) -> bool:
+    """Give a running run back to the queue (worker shutting down); it resumes from its checkpoint. The attempt
+    is not counted: only lost workers use up retries."""
+    result = session.execute(
+        update(Run).where(Run.id == run_id, Run.status == "running", Run.worker == worker)
+        .values(status="queued", worker=None, attempt=Run.attempt - 1, updated_at=utcnow(), message=message)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def stale(session: Session, cutoff: datetime) -> list[tuple[int, int, str]]:
+    """``(id, attempt, device)`` of running runs whose lease is older than ``cutoff``."""
+    rows = session.execute(
+        select(Run.id, Run.attempt, Run.device).where(Run.status == "running", Run.heartbeat < cutoff)
+    )
+    return [(row.id, row.attempt, row.device) for row in rows]
+
+
+def requeue_stale(session: Session, run_id: int, cutoff: datetime, message: str) -> bool:
+    result = session.execute(
+        update(Run).where(Run.id == run_id, Run.status == "running", Run.heartbeat < cutoff)
+        .values(status="queued", worker=None, updated_at=utcnow(), message=message)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def fail_stale(session: Session, run_id: int, cutoff: datetime, error: Mapping[str, Any]) -> bool:
+    now = utcnow()
+    result = session.execute(
+        update(Run).where(Run.id == run_id, Run.status == "running", Run.heartbeat < cutoff)
+        .values(status="failed", worker=None, finished_at=now, updated_at=now, error=dict(error),
+                message=str(error.get("message", "")))
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def changed_since(session: Session, run_id: int) -> tuple[datetime, str] | None:
+    """``(updated_at, status)`` of a run, cheap enough for event streams to poll."""
+    row = session.execute(select(Run.updated_at, Run.status).where(Run.id == run_id)).first()
+    return None if row is None else (row.updated_at, row.status)
+
+
+# ------------------------------------------------------------------------------------------------- metrics
+_UPSERT = ("INSERT INTO metrics (run_id, series, step, value) VALUES ({p}, {p}, {p}, {p}) "
+           "ON CONFLICT (run_id, series, step) DO UPDATE SET value = excluded.value")
+PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
+
+
+def upsert_metrics(session: Session, run_id: int, rows: Iterable[MetricRow]) -> int:
+    """Write ``(series, step, value)`` rows; a step reported again replaces its value (idempotent retries).
+    One DB-API ``executemany`` (SQLite and PostgreSQL share the statement): a third of the ORM's cost per row,
+    and workers write often. A key repeated within ``rows`` keeps its last value."""
+    unique = {(series, step): value for series, step, value in rows}
+    if not unique:
+        return 0
+    dialect = session.get_bind().dialect
+    placeholder = PLACEHOLDERS.get(dialect.paramstyle)
+    if dialect.name not in ("sqlite", "postgresql") or placeholder is None:
+        raise NotImplementedError(f"metrics upsert needs SQLite or PostgreSQL; got {dialect.name} "
+                                  f"({dialect.paramstyle})")
+    session.connection().exec_driver_sql(
+        _UPSERT.format(p=placeholder), [(run_id, series, step, value) for (series, step), value in unique.items()]
+    )
+    return len(unique)
+
+
+def read_metrics(session: Session, run_id: int, *, series: Sequence[str] | None = None,
+                 after_step: int | None = None) -> list[MetricRow]:
+    """Rows ordered by series then step."""
+    query = select(Metric.series, Metric.step, Metric.value).where(Metric.run_id == run_id)
+    if series:
+        query = query.where(Metric.series.in_(series))
+    if after_step is not None:
+        query = query.where(Metric.step > after_step)
+    rows = session.execute(query.order_by(Metric.series, Metric.step))
+    return [(row.series, row.step, row.value) for row in rows]
+
+
+def last_step(session: Session, run_id: int) -> int | None:
+    return session.scalar(select(func.max(Metric.step)).where(Metric.run_id == run_id))
+
+
+# ----------------------------------------------------------------------------------------------- artifacts
+def replace_artifacts(session: Session, run_id: int, files: Iterable[tuple[str, int, str]]) -> None:
+    session.execute(delete(Artifact).where(Artifact.run_id == run_id))
+    session.add_all(Artifact(run_id=run_id, name=name, size=size, media_type=media_type)
+                    for name, size, media_type in files)
+
+
+def artifacts(session: Session, run_id: int) -> list[Artifact]:
+    return list(session.scalars(select(Artifact).where(Artifact.run_id == run_id).order_by(Artifact.name)))
+
+
+def artifact(session: Session, run_id: int, name: str) -> Artifact | None:
+    return session.get(Artifact, (run_id, name))
+
+
+def queued_ids(session: Session, *, cuda: bool) -> list[int]:
+    """Queued runs of one queue (``cuda`` runs or the others), oldest first."""
+    device = Run.device == "cuda" if cuda else Run.device != "cuda"
+    return list(session.scalars(select(Run.id).where(Run.status == "queued", device).order_by(Run.id)))

@@ -1,0 +1,117 @@
+"""``/runs`` endpoints: parse the request, call the service, shape the response. Nothing else.
+
+Reads that are a few indexed queries (one run, a page of runs, artifact lists, an incremental metrics poll) are
+``async def`` and run on the event loop: on SQLite they take well under a millisecond, less than a hop to the
+thread pool, and threads contending for the GIL with the loop triple the tail latency (``bench/service.py``).
+What may wait or grow with a run's size runs on worker threads: writes (plain ``def``; they may queue for
+SQLite's write lock) and whole metric histories.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Annotated, Literal
+
+from anyio import to_thread
+from fastapi import APIRouter, Header, Query, Request, status
+from fastapi.responses import FileResponse, Response
+from sse_starlette import EventSourceResponse
+
+from backend.deps import DatabaseDep, QueuesDep, SessionDep, SettingsDep
+from backend.runs import service
+from backend.runs.events import parse_cursor, run_events
+from backend.runs.schemas import ArtifactsPublic, MetricsPublic, RunCreate, RunKind, RunPublic, RunsPublic, RunStatus
+
+router = APIRouter(prefix="/runs", tags=["runs"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+def create_run(body: RunCreate, session: SessionDep, settings: SettingsDep, queues: QueuesDep) -> RunPublic:
+    """Validate the spec of ``kind`` and queue the run (422 names every bad field)."""
+    return service.create_run(session, settings, queues, body)
+
+
+@router.get("")
+async def list_runs(
+    session: SessionDep,
+    settings: SettingsDep,
+    status: RunStatus | None = None,
+    kind: RunKind | None = None,
+    tag: Annotated[str | None, Query(max_length=64)] = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> RunsPublic:
+    """Runs, newest first, with the number matching the filters."""
+    return service.list_runs(session, settings, status=status, kind=kind, tag=tag, offset=offset, limit=limit)
+
+
+@router.get("/{run_id}")
+async def get_run(run_id: int, session: SessionDep, settings: SettingsDep) -> RunPublic:
+    return service.get_run(session, settings, run_id)
+
+
+@router.get("/{run_id}/metrics", response_model=MetricsPublic,
+            responses={200: {"content": {"text/csv": {}}, "description": "JSON, or CSV with format=csv"}})
+async def get_metrics(
+    run_id: int,
+    session: SessionDep,
+    series: Annotated[list[str] | None, Query(description="repeat to pick several; default all")] = None,
+    after_step: Annotated[int | None, Query(description="only points after this step (incremental polling)")] = None,
+    points: Annotated[int | None, Query(ge=2, le=100_000, description="decimate each series to at most this "
+                                        "many points, keeping each bucket's min and max")] = None,
+    format: Literal["json", "csv"] = "json",
+) -> MetricsPublic | Response:
+    """A run's series. Incremental polls (``after_step``) read a few rows and run on the event loop; whole
+    histories (JSON, decimated or CSV) may be large and are read on a worker thread."""
+    if format == "csv":
+        text = await to_thread.run_sync(partial(service.metrics_csv, session, run_id, series=series))
+        return Response(text, media_type="text/csv",
+                        headers={"Content-Disposition": f'attachment; filename="run-{run_id}-metrics.csv"'})
+    read = partial(service.metrics, session, run_id, series=series, after_step=after_step, points=points)
+    return read() if after_step is not None and points is None else await to_thread.run_sync(read)
+
+
+@router.get("/{run_id}/events", response_class=EventSourceResponse,
+            responses={200: {"content": {"text/event-stream": {}}, "description": "status, metrics and end events"}})
+async def run_events_stream(
+    run_id: int,
+    request: Request,
+    db: DatabaseDep,
+    settings: SettingsDep,
+    after_step: int | None = None,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> EventSourceResponse:
+    """Status changes and new metrics as Server-Sent Events; resumes after ``Last-Event-ID`` (a step)."""
+    await to_thread.run_sync(service.ensure_exists, db, run_id)
+    cursor = parse_cursor(last_event_id, after_step)
+    return EventSourceResponse(run_events(db, settings, run_id, cursor, request.is_disconnected), ping=15)
+
+
+@router.post("/{run_id}/cancel")
+def cancel_run(run_id: int, session: SessionDep, settings: SettingsDep) -> RunPublic:
+    """A queued run is cancelled at once; a running one ends as cancelled at its next step."""
+    return service.cancel(session, settings, run_id)
+
+
+@router.post("/{run_id}/rerun", status_code=status.HTTP_201_CREATED)
+def rerun(run_id: int, session: SessionDep, settings: SettingsDep, queues: QueuesDep) -> RunPublic:
+    """Queue a new run with the same kind, spec, name and tags."""
+    return service.rerun(session, settings, queues, run_id)
+
+
+@router.delete("/{run_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_run(run_id: int, session: SessionDep, settings: SettingsDep) -> None:
+    """Delete a run that is not running, with its metrics and files."""
+    service.delete(session, settings, run_id)
+
+
+@router.get("/{run_id}/artifacts")
+async def list_artifacts(run_id: int, session: SessionDep) -> ArtifactsPublic:
+    return service.list_artifacts(session, run_id)
+
+
+@router.get("/{run_id}/artifacts/{name}", response_class=FileResponse,
+            responses={200: {"content": {"application/octet-stream": {}}}})
+def get_artifact(run_id: int, name: str, session: SessionDep, settings: SettingsDep) -> FileResponse:
+    path, media_type = service.artifact_file(session, settings, run_id, name)
+    return FileResponse(path, media_type=media_type, filename=name)

@@ -1,0 +1,92 @@
+"""Request and response shapes of the runs API (the OpenAPI contract)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+RunKind = Literal["train", "compare", "demo"]
+RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "diverged"]
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[\w.\-:+]+$")]
+
+
+class RunCreate(BaseModel):
+    """A run to queue. ``spec`` is validated against the spec model of ``kind`` (see ``GET /catalog``);
+    an empty spec takes every default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: RunKind
+    spec: dict[str, Any] = Field(default_factory=dict)
+    name: str = Field("", max_length=200)
+    tags: list[Tag] = Field(default_factory=list, max_length=20)
+
+
+class RunError(BaseModel):
+    type: str
+    message: str
+    traceback: list[str] = Field(default_factory=list, description="last frames, innermost last")
+
+
+class RunProgress(BaseModel):
+    done: int
+    total: int
+    note: str = ""
+
+
+class RunPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    kind: RunKind
+    name: str
+    tags: list[str]
+    spec: dict[str, Any]
+    status: RunStatus
+    status_detail: str = Field("", description="why a run waits (e.g. no live gpu worker), or how it ended")
+    device: str
+    attempt: int
+    worker: str | None
+    heartbeat: datetime | None
+    cancel_requested: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+    progress: RunProgress | None
+    summary: dict[str, Any] | None
+    message: str
+    error: RunError | None
+
+
+class RunsPublic(BaseModel):
+    data: list[RunPublic]
+    count: int = Field(description="runs matching the filters, over all pages")
+
+
+class SeriesPoints(BaseModel):
+    steps: list[int]
+    values: list[float | None] = Field(description="null where the value was not finite")
+
+
+class MetricsPublic(BaseModel):
+    run_id: int
+    series: dict[str, SeriesPoints]
+    last_step: int | None = Field(description="pass as `after_step` to get only newer points")
+    decimated: bool = Field(description="true when min/max buckets replaced full resolution")
+
+
+class ArtifactPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str
+    size: int
+    media_type: str
+    created_at: datetime
+
+
+class ArtifactsPublic(BaseModel):
+    data: list[ArtifactPublic]
+    count: int

@@ -1,0 +1,253 @@
+"""What the runs API does, independent of HTTP: validation, state rules, metrics shaping, artifact paths.
+
+Services raise :mod:`backend.errors` exceptions and never commit; the request's unit of work does.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import mimetypes
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.orm import Session
+
+from backend.db import Database, after_commit, utcnow
+from backend.errors import Conflict, InvalidSpec, NotFound, QueueUnavailable, describe_errors
+from backend.models import FINISHED, Run
+from backend.queue import RunQueues, queue_for_device
+from backend.runs import repository as runs
+from backend.runs.schemas import (
+    ArtifactPublic,
+    ArtifactsPublic,
+    MetricsPublic,
+    RunCreate,
+    RunPublic,
+    RunsPublic,
+    SeriesPoints,
+)
+from backend.settings import Settings
+from backend.workers import repository as workers
+
+
+# ---------------------------------------------------------------------------------------------- reading runs
+@dataclass(frozen=True)
+class Liveness:
+    """What the workers' heartbeats say right now: the device classes with a live worker, and the instant
+    before which a lease is stale."""
+
+    devices: frozenset[str]
+    stale_before: datetime
+
+
+def liveness(session: Session, settings: Settings) -> Liveness:
+    cutoff = utcnow() - timedelta(seconds=settings.heartbeat_timeout_seconds)
+    return Liveness(frozenset(workers.live_devices(session, cutoff)), cutoff)
+
+
+def status_detail(run: Run, live: Liveness) -> str:
+    """One line saying why a run waits, who runs it, or how it ended."""
+    queue = queue_for_device(run.device)
+    if run.status == "queued":
+        again = f"; re-queued after attempt {run.attempt}: {run.message}" if run.attempt else ""
+        if queue not in live.devices:
+            return (f"waiting: no live {queue} worker; start one with `anode-lab worker --device {queue}`"
+                    f"{again}")
+        return f"waiting in the {queue} queue{again}"
+    if run.status == "running":
+        if run.heartbeat is not None and run.heartbeat < live.stale_before:
+            return (f"no heartbeat from {run.worker} since {run.heartbeat:%H:%M:%S} UTC: its worker is gone; "
+                    "a live worker re-queues the run")
+        cancel = "; cancel requested" if run.cancel_requested else ""
+        return f"attempt {run.attempt} on {run.worker}{cancel}"
+    if run.error:
+        return f"{run.error.get('type', 'Error')}: {run.error.get('message', '')}"
+    return run.message
+
+
+def public(run: Run, live: Liveness) -> RunPublic:
+    return RunPublic.model_validate(run).model_copy(update={"status_detail": status_detail(run, live)})
+
+
+def require(session: Session, run_id: int) -> Run:
+    run = runs.get(session, run_id)
+    if run is None:
+        raise NotFound(f"run {run_id} does not exist")
+    return run
+
+
+def get_run(session: Session, settings: Settings, run_id: int) -> RunPublic:
+    return public(require(session, run_id), liveness(session, settings))
+
+
+def list_runs(session: Session, settings: Settings, *, status: str | None, kind: str | None, tag: str | None,
+              offset: int, limit: int) -> RunsPublic:
+    rows, count = runs.page(session, status=status, kind=kind, tag=tag, offset=offset, limit=limit)
+    live = liveness(session, settings)
+    return RunsPublic(data=[public(run, live) for run in rows], count=count)
+
+
+# ---------------------------------------------------------------------------------------------- changing runs
+def validate_spec(kind: str, spec: dict[str, object]) -> BaseModel:
+    from anode_core.specs import parse_spec
+
+    try:
+        return parse_spec(kind, spec)
+    except ValidationError as exc:
+        errors = [{**e, "loc": ("spec", *e["loc"])} for e in exc.errors(include_url=False, include_input=False)]
+        detail, clean = describe_errors(errors)
+        raise InvalidSpec(detail, errors=clean) from None
+
+
+def resolve_device(spec: BaseModel, devices: frozenset[str]) -> str:
+    """``cuda`` or ``cpu``: ``auto`` means the gpu queue when a gpu worker is alive, else the cpu queue."""
+    wanted = getattr(spec, "device", "cpu")
+    if wanted == "auto":
+        return "cuda" if "gpu" in devices else "cpu"
+    return "cuda" if wanted == "cuda" else "cpu"
+
+
+def create_run(session: Session, settings: Settings, queues: RunQueues, body: RunCreate) -> RunPublic:
+    spec = validate_spec(body.kind, body.spec)
+    live = liveness(session, settings)
+    run = runs.add(session, kind=body.kind, name=body.name, spec=spec.model_dump(mode="json"),
+                   device=resolve_device(spec, live.devices), tags=body.tags)
+    _enqueue_after_commit(session, queues, run)
+    return public(run, live)
+
+
+def _enqueue_after_commit(session: Session, queues: RunQueues, run: Run) -> None:
+    run_id, queue = run.id, queue_for_device(run.device)
+
+    def enqueue() -> None:
+        try:
+            queues.enqueue(run_id, queue)
+        except Exception as exc:  # the run is stored; a starting worker re-queues stored queued runs
+            raise QueueUnavailable(f"run {run_id} is stored but the {queue} queue refused it ({exc}); "
+                                   "it will be queued when a worker starts") from exc
+
+    after_commit(session, enqueue)
+
+
+def rerun(session: Session, settings: Settings, queues: RunQueues, run_id: int) -> RunPublic:
+    """A new run with the same kind, spec, name and tags."""
+    old = require(session, run_id)
+    again = RunCreate.model_validate({"kind": old.kind, "spec": old.spec, "name": old.name, "tags": old.tags})
+    return create_run(session, settings, queues, again)
+
+
+def cancel(session: Session, settings: Settings, run_id: int) -> RunPublic:
+    """A queued run ends at once; a running one at its worker's next step."""
+    run = require(session, run_id)
+    if run.status in FINISHED:
+        raise Conflict(f"run {run_id} already ended as {run.status}; nothing to cancel")
+    if not (runs.cancel_queued(session, run_id) or runs.request_cancel(session, run_id)):
+        raise Conflict(f"run {run_id} ended while being cancelled")
+    session.refresh(run)
+    return public(run, liveness(session, settings))
+
+
+def delete(session: Session, settings: Settings, run_id: int) -> None:
+    run = require(session, run_id)
+    if run.status == "running":
+        raise Conflict(f"run {run_id} is running: cancel it first (POST /runs/{run_id}/cancel)")
+    runs.delete_run(session, run)
+    folder = settings.run_dir(run_id)
+    after_commit(session, lambda: shutil.rmtree(folder, ignore_errors=True))
+
+
+# ---------------------------------------------------------------------------------------------------- metrics
+def decimate(steps: Sequence[int], values: Sequence[float | None], points: int) -> tuple[list[int], list[float | None]]:
+    """At most ``points`` points: the series cut into ``points // 2`` buckets of consecutive steps, each kept as
+    its minimum and maximum in step order, so spikes and dips survive. A bucket with no finite value keeps its
+    first point (``None``: where a run diverged)."""
+    n = len(steps)
+    if n <= points:
+        return list(steps), list(values)
+    buckets = max(1, points // 2)
+    out_steps: list[int] = []
+    out_values: list[float | None] = []
+    for b in range(buckets):
+        lo, hi = b * n // buckets, (b + 1) * n // buckets
+        finite = [i for i in range(lo, hi) if values[i] is not None]
+        if finite:
+            keep = sorted({min(finite, key=values.__getitem__), max(finite, key=values.__getitem__)})  # type: ignore[arg-type]
+        else:
+            keep = [lo]
+        out_steps.extend(steps[i] for i in keep)
+        out_values.extend(values[i] for i in keep)
+    return out_steps, out_values
+
+
+def metrics(session: Session, run_id: int, *, series: Sequence[str] | None, after_step: int | None,
+            points: int | None) -> MetricsPublic:
+    require(session, run_id)
+    grouped: dict[str, tuple[list[int], list[float | None]]] = {}
+    for name, step, value in runs.read_metrics(session, run_id, series=series, after_step=after_step):
+        steps, values = grouped.setdefault(name, ([], []))
+        steps.append(step)
+        values.append(value)
+    last = max((steps[-1] for steps, _ in grouped.values()), default=after_step)
+    decimated = False
+    if points is not None:
+        for name, (steps, values) in list(grouped.items()):
+            if len(steps) > points:
+                grouped[name] = decimate(steps, values, points)
+                decimated = True
+    return MetricsPublic(run_id=run_id, last_step=last, decimated=decimated,
+                         series={name: SeriesPoints(steps=s, values=v) for name, (s, v) in grouped.items()})
+
+
+def metrics_csv(session: Session, run_id: int, *, series: Sequence[str] | None) -> str:
+    """Full resolution, one row per step, one column per series (empty where a series has no value)."""
+    require(session, run_id)
+    rows = runs.read_metrics(session, run_id, series=series)
+    names = sorted({name for name, _, _ in rows})
+    table: dict[int, dict[str, float | None]] = {}
+    for name, step, value in rows:
+        table.setdefault(step, {})[name] = value
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["step", *names])
+    for step in sorted(table):
+        writer.writerow([step, *("" if table[step].get(n) is None else repr(table[step][n]) for n in names)])
+    return buffer.getvalue()
+
+
+# -------------------------------------------------------------------------------------------------- artifacts
+def list_artifacts(session: Session, run_id: int) -> ArtifactsPublic:
+    require(session, run_id)
+    rows = runs.artifacts(session, run_id)
+    return ArtifactsPublic(data=[ArtifactPublic.model_validate(row) for row in rows], count=len(rows))
+
+
+def artifact_dir(settings: Settings, run_id: int) -> Path:
+    return settings.run_dir(run_id) / "artifacts"
+
+
+def artifact_file(session: Session, settings: Settings, run_id: int, name: str) -> tuple[Path, str]:
+    """Path and media type of an indexed artifact; a name that would leave the run's folder is not found."""
+    require(session, run_id)
+    folder = artifact_dir(settings, run_id).resolve()
+    path = (folder / name).resolve()
+    if Path(name).name != name or name in {"", ".", ".."} or path.parent != folder:
+        raise NotFound(f"artifact names are plain file names inside run {run_id}'s folder; got {name!r}")
+    row = runs.artifact(session, run_id, name)
+    if row is None or not path.is_file():
+        raise NotFound(f"run {run_id} has no artifact {name!r} (GET /runs/{run_id}/artifacts lists them)")
+    return path, row.media_type
+
+
+def guess_media_type(name: str) -> str:
+    return mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+def ensure_exists(db: Database, run_id: int) -> None:
+    """For streams, which outlive a request's session: 404 before the stream starts."""
+    with db.session() as session:
+        require(session, run_id)

@@ -1,0 +1,99 @@
+"""One settings object per process, read from ``ANODE_*`` environment variables and validated at start-up."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DeviceClass = Literal["cpu", "gpu"]
+DEVICE_CLASSES: tuple[DeviceClass, ...] = ("cpu", "gpu")
+
+LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and ``localhost``."""
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class Settings(BaseSettings):
+    """Everything a service process may be told; each field is ``ANODE_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="ANODE_", extra="ignore", frozen=True)
+
+    data_dir: Path = Field(Path("~/.local/share/anode-lab"), description="runs, SQLite files and artifacts")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite at data_dir/anode.db")
+    queue_url: str | None = Field(None, description="redis://… for RedisHuey; default SqliteHuey at data_dir/queue.db")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    dashboard_port: int = Field(8501, ge=1, le=65535, description="where `anode-lab up` serves the dashboard")
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="comma-separated; required when host is not loopback"
+    )
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="largest request body accepted")
+    heartbeat_seconds: float = Field(2.0, gt=0, description="how often a worker renews its lease")
+    heartbeat_timeout_seconds: float = Field(30.0, gt=0, description="a lease older than this is stale")
+    reaper_seconds: float = Field(5.0, gt=0, description="how often a worker looks for stale runs")
+    retry_limit: int = Field(2, ge=0, description="re-queues after a lost worker before the run fails")
+    poll_seconds: float = Field(0.1, gt=0, le=5, description="queue poll interval of an idle worker")
+    metrics_flush_seconds: float = Field(0.5, ge=0, description="a worker writes buffered metrics this often")
+    cancel_poll_seconds: float = Field(0.1, ge=0, description="a worker reads the cancel flag at most this often")
+    torch_threads: int | None = Field(None, ge=1, le=256, description="intra-op threads of a worker's torch; "
+                                      "default torch's own (set 1 when several workers share few cores)")
+    sse_poll_seconds: float = Field(0.5, gt=0, description="how often an event stream looks for news")
+
+    @field_validator("data_dir")
+    @classmethod
+    def _expand(cls, path: Path) -> Path:
+        return path.expanduser().resolve()
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @field_validator("queue_url")
+    @classmethod
+    def _known_queue(cls, url: str | None) -> str | None:
+        if url and not url.startswith(("redis://", "rediss://", "unix://", "sqlite:///")):
+            raise ValueError("`ANODE_QUEUE_URL` must be redis://…, rediss://…, unix://… or sqlite:///PATH; "
+                             f"got {url!r}")
+        return url
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'anode.db'}"
+
+    @property
+    def queue_path(self) -> Path:
+        """The SqliteHuey file when no Redis URL is given."""
+        if self.queue_url and self.queue_url.startswith("sqlite:///"):
+            return Path(self.queue_url.removeprefix("sqlite:///"))
+        return self.data_dir / "queue.db"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.data_dir / "runs"
+
+    def run_dir(self, run_id: int) -> Path:
+        """Working folder of one run: checkpoints, the metrics journal and ``artifacts/``."""
+        return self.runs_dir / str(run_id)
+
+    def check_bind(self) -> None:
+        """Refuse to serve beyond loopback without API keys (called by the API entry point)."""
+        if not is_loopback(self.host) and not self.api_keys:
+            raise ValueError(
+                f"binding {self.host} exposes the API beyond this machine: set ANODE_API_KEYS "
+                "(comma-separated) or bind 127.0.0.1"
+            )

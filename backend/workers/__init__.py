@@ -1,0 +1,1 @@
+"""Worker processes as the store sees them: heartbeats, devices and the run each one holds."""

@@ -1,0 +1,228 @@
+"""Service benchmarks, in one run on loopback with a temporary data folder:
+
+1. enqueue-to-running latency: ``POST /runs`` of a tiny demo run, then ``started_at - created_at`` as the store
+   records it, with one idle ``anode-lab worker`` on the embedded SQLite queue (target: median < 1 s);
+2. API read latency with 20 concurrent clients (``GET /runs/{id}``, ``GET /runs``, incremental
+   ``GET /runs/{id}/metrics``) against ``anode-lab api`` (target: p99 < 100 ms);
+3. the training-step overhead of metric logging: the same train spec in process, with no-op callbacks and with
+   the worker's own context (journal + batched upserts + cancel-flag reads), interleaved; per-step time is the
+   median interval between consecutive step reports (target: < 5 %).
+
+    python bench/service.py [--quick]
+
+Numbers from a shared machine are noisy: compare the ratios, and rerun before trusting an absolute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+API = "/api/v1"
+TINY_DEMO = {"kind": "demo", "spec": {"name": "non-invertible"}}
+TRAIN = {"dataset": "moons", "n_samples": 4096, "batch_size": 32, "epochs": 8, "device": "cpu"}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait(probe: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = probe()
+        except httpx.TransportError:
+            value = None
+        if value:
+            return value
+        time.sleep(0.02)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+def _percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def enqueue_latency(client: httpx.Client, runs: int) -> list[float]:
+    latencies = []
+    for _ in range(runs):
+        run_id = client.post("/runs", json=TINY_DEMO).json()["id"]
+        run = _wait(lambda: (r := client.get(f"/runs/{run_id}").json())["status"] not in ("queued", "running") and r,
+                    60, f"run {run_id}")
+        started = run["started_at"].replace("Z", "+00:00")
+        created = run["created_at"].replace("Z", "+00:00")
+        from datetime import datetime
+
+        latencies.append((datetime.fromisoformat(started) - datetime.fromisoformat(created)).total_seconds())
+        time.sleep(0.3)  # the worker idles between submissions, as after a user's click
+    return latencies
+
+
+async def _reader(port: int, paths: list[str], count: int, out: list[float]) -> None:
+    """One keep-alive HTTP/1.1 connection issuing GETs back to back. A raw asyncio client rather than httpx:
+    httpx spends about a millisecond of CPU per request, which on a small machine is taken from the server."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for i in range(count):
+            start = time.perf_counter()
+            writer.write(f"GET {paths[i % len(paths)]} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+            head = await reader.readuntil(b"\r\n\r\n")
+            lines = head.split(b"\r\n")
+            length = next(int(line.split(b":")[1]) for line in lines if line.lower().startswith(b"content-length:"))
+            await reader.readexactly(length)
+            out.append(time.perf_counter() - start)
+            if lines[0].split(b" ")[1] != b"200":
+                raise SystemExit(f"GET {paths[i % len(paths)]}: {lines[0].decode()}")
+    finally:
+        writer.close()
+
+
+def read_latency(port: int, run_id: int, clients: int, per_client: int) -> list[float]:
+    paths = [f"{API}/runs/{run_id}", f"{API}/runs?limit=20", f"{API}/runs/{run_id}/metrics?after_step=90",
+             f"{API}/health"]
+    out: list[float] = []
+
+    async def main() -> None:
+        await asyncio.gather(*(_reader(port, paths, 8, []) for _ in range(clients)))  # warm-up, untimed
+        await asyncio.gather(*(_reader(port, paths[i % 4:] + paths[:i % 4], per_client, out) for i in range(clients)))
+
+    asyncio.run(main())
+    return out
+
+
+def logging_overhead(data_dir: Path, reps: int) -> dict[str, float]:
+    """Per-step cost of the worker's context against no-op callbacks, two ways: the time spent inside the
+    worker's ``on_metrics`` and ``should_stop`` over the bare step time (direct: the cost itself), and the median
+    interval between step reports in interleaved runs (A/B: includes any slowdown, but noisy when shared)."""
+    import torch
+    from timing import time_interleaved
+
+    from anode_core.experiments import RunContext, run_experiment
+    from anode_core.specs import parse_spec
+    from backend.db import Database, migrate
+    from backend.runs import repository as runs
+    from backend.runs.ingest import MetricWriter
+    from backend.settings import Settings
+    from backend.worker import Lease, WorkerProcess
+
+    torch.set_num_threads(1)
+    settings = Settings(data_dir=data_dir / "overhead")
+    migrate(settings.db_url, settings.data_dir)
+    db = Database(settings.db_url)
+    worker = WorkerProcess(settings, "cpu")
+    worker.db = db
+    spec = parse_spec("train", TRAIN)
+    intervals: dict[str, list[float]] = {"bare": [], "logged": []}
+    inside: list[float] = []
+
+    def one(name: str) -> None:
+        stamps: list[float] = []
+        spent = [0.0]
+        workdir = Path(tempfile.mkdtemp(dir=data_dir))
+        if name == "bare":
+            def report(step: int, values: Any) -> None:
+                if "train_loss" in values:
+                    stamps.append(time.perf_counter())
+            ctx = RunContext(workdir, on_metrics=report)
+        else:
+            with db.session(write=True) as session:
+                run_id = runs.add(session, kind="train", name="", spec={}, device="cpu", tags=[]).id
+            with db.session(write=True) as session:
+                runs.claim(session, run_id, worker.id, "cpu")
+            writer = MetricWriter(db, run_id, workdir, settings.metrics_flush_seconds).start()
+            ctx = worker.context(Lease(run_id), writer, workdir)
+            add, stop = ctx.on_metrics, ctx.should_stop
+
+            def report(step: int, values: Any) -> None:
+                start = time.perf_counter()
+                if "train_loss" in values:
+                    stamps.append(start)
+                add(step, values)
+                spent[0] += time.perf_counter() - start
+
+            def should_stop() -> bool:
+                start = time.perf_counter()
+                answer = stop()
+                spent[0] += time.perf_counter() - start
+                return answer
+
+            ctx.on_metrics, ctx.should_stop = report, should_stop
+        result = run_experiment("train", spec, ctx)
+        assert result.status == "succeeded", result
+        if name == "logged":
+            start = time.perf_counter()
+            writer.close()
+            spent[0] += time.perf_counter() - start
+            inside.append(spent[0] / len(stamps))
+        intervals[name].append(statistics.median(b - a for a, b in zip(stamps, stamps[1:])))
+
+    time_interleaved({"bare": lambda: one("bare"), "logged": lambda: one("logged")}, reps=reps, warmup=1)
+    bare, logged, cost = intervals["bare"][1:], intervals["logged"][1:], inside[1:]  # drop the warm-up rep
+    db.dispose()
+    return {"bare": statistics.median(bare), "logged": statistics.median(logged),
+            "ab": statistics.median(b / a for a, b in zip(bare, logged)) - 1,
+            "inside": statistics.median(cost), "direct": statistics.median(cost) / statistics.median(bare)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer samples (a smoke test of the bench)")
+    args = parser.parse_args()
+    runs_n, per_client, reps = (5, 20, 3) if args.quick else (15, 100, 7)
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp)
+        port = _free_port()
+        env = {**os.environ, "ANODE_DATA_DIR": str(data_dir), "ANODE_PORT": str(port), "ANODE_TORCH_THREADS": "1"}
+        logs = open(data_dir / "service.log", "wb")
+        procs = [subprocess.Popen([sys.executable, "-m", "anode_lab.cli", *cmd], env=env, cwd=ROOT, stdout=logs,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+                 for cmd in (["api"], ["worker", "--device", "cpu"])]
+        base = f"http://127.0.0.1:{port}{API}"
+        try:
+            with httpx.Client(base_url=base, timeout=30) as client:
+                _wait(lambda: client.get("/health").json()["workers"], 90, "the API and a live worker")
+                latencies = enqueue_latency(client, runs_n)
+                run_id = client.post("/runs", json={"kind": "train", "spec": {**TRAIN, "n_samples": 256, "epochs": 6}})
+                run_id = run_id.json()["id"]
+                _wait(lambda: client.get(f"/runs/{run_id}").json()["status"] == "succeeded", 120, "the train run")
+            reads = read_latency(port, run_id, clients=20, per_client=per_client)
+        finally:
+            for proc in procs:
+                os.killpg(proc.pid, signal.SIGTERM)
+            for proc in procs:
+                proc.wait(30)
+        overhead = logging_overhead(data_dir, reps)
+    print(f"enqueue→running   median {statistics.median(latencies) * 1e3:7.1f} ms   max {max(latencies) * 1e3:7.1f} ms"
+          f"   ({len(latencies)} runs, embedded SQLite queue; target median < 1000 ms)")
+    p50, p99 = _percentile(reads, 0.5), _percentile(reads, 0.99)
+    print(f"API reads         p50 {p50 * 1e3:7.1f} ms   p99 {p99 * 1e3:7.1f} ms"
+          f"   ({len(reads)} requests, 20 concurrent keep-alive clients; target p99 < 100 ms)")
+    print(f"metric logging    {overhead['direct'] * 100:6.2f} % of a training step: "
+          f"{overhead['inside'] * 1e6:.0f} µs in "
+          f"the worker's callbacks per {overhead['bare'] * 1e3:.3f} ms step (target < 5 %); A/B step time "
+          f"{overhead['ab'] * 100:+.1f} % ({overhead['logged'] * 1e3:.3f} vs {overhead['bare'] * 1e3:.3f} ms, "
+          f"{reps - 1} interleaved pairs)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Helpers of the service tests: real API and worker processes on loopback, in a temporary data folder."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+T = TypeVar("T")
+API = "/api/v1"
+
+FAST_LEASES = {
+    "ANODE_HEARTBEAT_SECONDS": "0.2",
+    "ANODE_HEARTBEAT_TIMEOUT_SECONDS": "2",
+    "ANODE_REAPER_SECONDS": "0.3",
+    "ANODE_POLL_SECONDS": "0.05",
+    "ANODE_SSE_POLL_SECONDS": "0.1",
+    "ANODE_TORCH_THREADS": "1",
+}
+"""Short leases so a killed worker's run is re-queued in about two seconds."""
+
+TRAIN_SMALL: dict[str, Any] = {"dataset": "moons", "n_samples": 256, "batch_size": 32, "epochs": 2, "device": "cpu"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(probe: Callable[[], T | None], timeout: float, what: str, interval: float = 0.05) -> T:
+    """Poll ``probe`` until it returns something truthy; fail after ``timeout`` seconds saying ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+class Service:
+    """API and workers started as a user would (``python -m anode_lab.cli …``), stopped with SIGTERM."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.env = {**os.environ, "ANODE_DATA_DIR": str(data_dir), "ANODE_PORT": str(self.port), **(env or {})}
+        self.api: subprocess.Popen[bytes] | None = None
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self.url = f"http://127.0.0.1:{self.port}{API}"
+
+    def _spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        log = open(self.data_dir / f"{name}-{time.monotonic_ns()}.log", "wb")
+        return subprocess.Popen([sys.executable, "-m", "anode_lab.cli", *args], env=self.env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+    def start_api(self, headers: dict[str, str] | None = None) -> None:
+        self.api = self._spawn("api", "api")
+        client = httpx.Client(base_url=self.url, headers=headers or {}, timeout=5)
+
+        def healthy() -> bool:
+            assert self.api is not None and self.api.poll() is None, f"the API exited: {self.logs('api')}"
+            try:
+                return client.get("/health").status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(healthy, 60, "the API to answer /health")
+        client.close()
+
+    def start_worker(self, device: str = "cpu") -> subprocess.Popen[bytes]:
+        worker = self._spawn("worker", "worker", "--device", device)
+        self.workers.append(worker)
+        return worker
+
+    def wait_workers(self, client: httpx.Client, count: int) -> None:
+        wait_for(lambda: len(client.get("/health").json()["workers"]) >= count, 90, f"{count} live workers")
+
+    def logs(self, prefix: str) -> str:
+        return "\n".join(p.read_text(errors="replace")[-4000:] for p in sorted(self.data_dir.glob(f"{prefix}-*.log")))
+
+    def stop(self) -> None:
+        processes = [*self.workers, *([self.api] if self.api else [])]
+        for process in processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def wait_status(client: httpx.Client, run_id: int, statuses: set[str], timeout: float = 60) -> dict[str, Any]:
+    def probe() -> dict[str, Any] | None:
+        run = client.get(f"/runs/{run_id}").json()
+        return run if run["status"] in statuses else None
+
+    return wait_for(probe, timeout, f"run {run_id} to reach {sorted(statuses)}")

@@ -1,0 +1,292 @@
+"""End to end, as a user runs it: ``anode-lab api`` (uvicorn) and ``anode-lab worker`` processes on loopback, a
+temporary ``ANODE_DATA_DIR``, an httpx client. Short leases (see ``FAST_LEASES``) let the reaper act in seconds."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from service_helpers import FAST_LEASES, TRAIN_SMALL, Service, wait_for, wait_status
+
+E2E_ENV = {
+    **FAST_LEASES,
+    "ANODE_METRICS_FLUSH_SECONDS": "0",  # every complete step is written at once: the store trails by one step
+    "ANODE_CANCEL_POLL_SECONDS": "0",  # the cancel flag is read before every step
+}
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    svc = Service(tmp_path_factory.mktemp("anode-data"), E2E_ENV)
+    try:
+        svc.start_api()
+        svc.start_worker()
+        with httpx.Client(base_url=svc.url, timeout=10) as client:
+            svc.wait_workers(client, 1)
+        yield svc
+    finally:
+        svc.stop()
+
+
+@pytest.fixture
+def client(service: Service) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=service.url, timeout=10) as test_client:
+        yield test_client
+
+
+def submit(client: httpx.Client, kind: str, spec: dict[str, Any], **extra: Any) -> int:
+    response = client.post("/runs", json={"kind": kind, "spec": spec, **extra})
+    assert response.status_code == 201, response.text
+    return int(response.json()["id"])
+
+
+def read_sse(client: httpx.Client, run_id: int, headers: dict[str, str] | None = None) -> list[tuple[str, str, Any]]:
+    """(event, id, data) of a whole stream, which ends by itself once the run has ended."""
+    events, event, event_id, data = [], "", "", ""
+    with client.stream("GET", f"/runs/{run_id}/events", headers=headers or {}, timeout=60) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if line.startswith("event:"):
+                event = line.split(":", 1)[1].strip()
+            elif line.startswith("id:"):
+                event_id = line.split(":", 1)[1].strip()
+            elif line.startswith("data:"):
+                data = line.split(":", 1)[1].strip()
+            elif not line and event:
+                events.append((event, event_id, json.loads(data)))
+                event, data = "", ""
+    return events
+
+
+def test_train_run_goes_queued_running_succeeded_with_live_metrics(client: httpx.Client) -> None:
+    spec = {**TRAIN_SMALL, "epochs": 4}
+    run_id = submit(client, "train", spec, name="moons", tags=["e2e"])
+    seen: list[str] = []
+    polled: dict[str, dict[int, float | None]] = {}
+    cursor: int | None = None
+
+    def poll() -> bool:
+        nonlocal cursor
+        status = client.get(f"/runs/{run_id}").json()["status"]
+        if not seen or seen[-1] != status:
+            seen.append(status)
+        params = {} if cursor is None else {"after_step": cursor}
+        batch = client.get(f"/runs/{run_id}/metrics", params=params).json()
+        for name, points in batch["series"].items():
+            polled.setdefault(name, {}).update(zip(points["steps"], points["values"]))
+        cursor = batch["last_step"] if batch["last_step"] is not None else cursor
+        return status in {"succeeded", "failed", "diverged", "cancelled"}
+
+    wait_for(poll, 120, "the train run to end", interval=0.02)
+    run = client.get(f"/runs/{run_id}").json()
+    assert run["status"] == "succeeded", run
+    assert seen[-1] == "succeeded" and "running" in seen and seen.index("running") < seen.index("succeeded")
+    assert run["summary"]["steps"] > 0 and run["finished_at"] >= run["started_at"] >= run["created_at"]
+    full = client.get(f"/runs/{run_id}/metrics").json()["series"]
+    steps = run["summary"]["steps"]
+    assert full["train_loss"]["steps"] == list(range(1, steps + 1))
+    assert {name: dict(zip(p["steps"], p["values"])) for name, p in full.items()} == polled  # incremental == full
+    events = read_sse(client, run_id)  # a finished run: the whole history, then end
+    streamed: dict[str, dict[int, Any]] = {}
+    for event, _, data in events:
+        if event == "metrics":
+            for name, points in data["series"].items():
+                streamed.setdefault(name, {}).update(zip(points["steps"], points["values"]))
+    assert streamed == polled
+    assert events[-1][0] == "end" and events[-1][2]["status"] == "succeeded"
+    resumed = read_sse(client, run_id, headers={"Last-Event-ID": str(steps - 3)})
+    newer = [data for event, _, data in resumed if event == "metrics"]
+    assert newer and newer[0]["series"]["train_loss"]["steps"] == [steps - 2, steps - 1, steps]
+
+
+def test_sse_streams_a_live_run(client: httpx.Client) -> None:
+    run_id = submit(client, "train", {**TRAIN_SMALL, "epochs": 3})
+    events = read_sse(client, run_id)
+    statuses = [data["status"] for event, _, data in events if event == "status"]
+    assert statuses[-1] == "succeeded" and len(statuses) >= 2
+    metric_steps = [s for event, _, data in events if event == "metrics" for s in data["series"]["train_loss"]["steps"]]
+    assert metric_steps == sorted(set(metric_steps)) and metric_steps[0] == 1
+    ids = [int(event_id) for _, event_id, _ in events]
+    assert ids == sorted(ids)
+
+
+@pytest.mark.parametrize(
+    ("kind", "spec", "expected"),
+    [
+        ("compare", {"solvers": ["euler"], "steps": [1, 2, 4], "device": "cpu"}, "results.csv"),
+        ("demo", {"name": "wrong-sign"}, "explanation.md"),
+    ],
+)
+def test_compare_and_demo_runs_succeed_and_artifacts_download(client: httpx.Client, service: Service, kind: str,
+                                                              spec: dict[str, Any], expected: str) -> None:
+    run_id = submit(client, kind, spec)
+    run = wait_status(client, run_id, {"succeeded", "failed", "diverged"}, timeout=120)
+    assert run["status"] == "succeeded", run
+    listing = client.get(f"/runs/{run_id}/artifacts").json()
+    names = [a["name"] for a in listing["data"]]
+    assert expected in names and listing["count"] == len(names)
+    for artifact in listing["data"]:
+        response = client.get(f"/runs/{run_id}/artifacts/{artifact['name']}")
+        assert response.status_code == 200
+        assert len(response.content) == artifact["size"]
+        on_disk = service.data_dir / "runs" / str(run_id) / "artifacts" / artifact["name"]
+        assert response.content == on_disk.read_bytes()
+
+
+def journal_last_step(service: Service, run_id: int) -> int:
+    """The worker's own record of the steps it finished: its metrics journal, written as each step ends."""
+    from backend.runs import journal
+
+    return max(step for step, _ in journal.read(service.data_dir / "runs" / str(run_id)))
+
+
+def test_cancel_ends_a_running_run_within_one_step(client: httpx.Client, service: Service) -> None:
+    run_id = submit(client, "train", {**TRAIN_SMALL, "n_samples": 2048, "batch_size": 16, "epochs": 50})
+    wait_for(lambda: (client.get(f"/runs/{run_id}/metrics", params={"series": "train_loss"}).json()["last_step"] or 0)
+             >= 5, 60, "a few steps")
+    assert client.post(f"/runs/{run_id}/cancel").json()["cancel_requested"]
+    done_at_cancel = journal_last_step(service, run_id)  # read after the flag was committed
+    run = wait_status(client, run_id, {"cancelled", "succeeded", "failed"}, timeout=30)
+    assert run["status"] == "cancelled", run
+    # the worker reads the flag before every step (ANODE_CANCEL_POLL_SECONDS=0): only the step it was in finishes
+    assert run["summary"]["steps"] <= done_at_cancel + 1
+    final = client.get(f"/runs/{run_id}/metrics", params={"series": "train_loss"}).json()["last_step"]
+    assert final == run["summary"]["steps"]
+
+
+def test_killed_worker_run_is_requeued_and_finished_without_gaps(client: httpx.Client, service: Service) -> None:
+    service.start_worker()
+    service.wait_workers(client, 2)
+    spec = {**TRAIN_SMALL, "n_samples": 1024, "batch_size": 16, "epochs": 6, "checkpoint_every": 25}
+    run_id = submit(client, "train", spec)
+    wait_for(lambda: (client.get(f"/runs/{run_id}/metrics", params={"series": "train_loss"}).json()["last_step"] or 0)
+             >= 40, 60, "the run to pass step 40")
+    victim = client.get(f"/runs/{run_id}").json()
+    assert victim["status"] == "running" and victim["attempt"] == 1
+    pid = int(victim["worker"].split(":")[1])
+    os.kill(pid, signal.SIGKILL)
+    service.start_worker()  # the killed one is replaced, as a supervisor would
+    run = wait_status(client, run_id, {"succeeded", "failed", "cancelled", "diverged"}, timeout=120)
+    assert run["status"] == "succeeded", run
+    assert run["attempt"] == 2 and run["worker"] != victim["worker"]
+    series = client.get(f"/runs/{run_id}/metrics").json()["series"]
+    total = run["summary"]["steps"]
+    for name in ("train_loss", "step_time", "train_acc"):
+        assert series[name]["steps"] == list(range(1, total + 1)), name  # none missing, none twice
+    lines = client.get(f"/runs/{run_id}/metrics", params={"format": "csv"}).text.splitlines()[1:]
+    assert [int(line.split(",")[0]) for line in lines] == list(range(1, total + 1))
+
+
+def test_a_failing_run_reports_its_error_with_a_traceback_summary(client: httpx.Client, tmp_path: Path) -> None:
+    spec = {"model": "conv_ode", "dataset": "mnist", "root": str(tmp_path / "no-mnist-here"), "epochs": 1,
+            "device": "cpu"}
+    run = wait_status(client, submit(client, "train", spec), {"succeeded", "failed"})
+    assert run["status"] == "failed" and run["finished_at"] is not None
+    assert run["error"]["type"] and run["error"]["message"] and run["error"]["traceback"]
+    assert run["status_detail"].startswith(run["error"]["type"])
+
+
+def test_invalid_spec_and_unknown_run_over_http(client: httpx.Client) -> None:
+    response = client.post("/runs", json={"kind": "train", "spec": {"ode": {"solver": "rk45"}}})
+    assert response.status_code == 422
+    assert ["spec", "ode", "solver"] in [e["loc"] for e in response.json()["errors"]]
+    assert client.get("/runs/987654").status_code == 404
+    assert client.post("/runs/987654/cancel").json()["error"] == "not_found"
+
+
+def test_health_lists_live_workers(client: httpx.Client) -> None:
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["database"]["ok"] and health["queue"]["backend"] == "sqlite"
+    assert health["devices"] == ["cpu"] and all(w["device"] == "cpu" for w in health["workers"])
+
+
+def test_keys_are_enforced_by_a_real_server(tmp_path: Path) -> None:
+    svc = Service(tmp_path, {"ANODE_API_KEYS": "s3cret"})
+    try:
+        svc.start_api(headers={"X-API-Key": "s3cret"})
+        with httpx.Client(base_url=svc.url, timeout=10) as client:
+            assert client.get("/runs").status_code == 401
+            refused = client.get("/runs").json()
+            assert refused["error"] == "unauthorized" and "X-API-Key" in refused["detail"]
+            assert client.get("/runs", headers={"X-API-Key": "s3cret"}).status_code == 200
+    finally:
+        svc.stop()
+
+
+def test_api_refuses_a_public_bind_without_keys(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ANODE_DATA_DIR": str(tmp_path), "ANODE_HOST": "0.0.0.0", "ANODE_API_KEYS": ""}
+    done = subprocess.run([sys.executable, "-m", "anode_lab.cli", "api"], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2 and "ANODE_API_KEYS" in done.stderr
+
+
+def test_up_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from service_helpers import free_port
+
+    port = free_port()
+    env = {**os.environ, **FAST_LEASES, "ANODE_DATA_DIR": str(tmp_path), "ANODE_PORT": str(port),
+           "ANODE_DASHBOARD_PORT": str(free_port())}
+    log = open(tmp_path / "up.log", "wb")
+    up = subprocess.Popen([sys.executable, "-m", "anode_lab.cli", "up"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v1", timeout=5) as client:
+            def workers() -> list[dict[str, Any]] | None:
+                try:
+                    return client.get("/health").json()["workers"] or None
+                except httpx.TransportError:
+                    return None
+
+            live = wait_for(workers, 90, "`anode-lab up` to serve the API with a worker")
+        assert [w["device"] for w in live] == ["cpu"]
+        up.send_signal(signal.SIGINT)  # what Ctrl-C sends to the terminal's foreground process
+        assert up.wait(60) == 0
+    finally:
+        if up.poll() is None:
+            up.kill()
+    text = (tmp_path / "up.log").read_text()
+    assert f"http://127.0.0.1:{port}/api/v1" in text
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=2)
+    with pytest.raises(ProcessLookupError):
+        os.kill(live[0]["pid"], 0)
+
+
+def test_redis_queue_runs_the_same_tasks(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    pytest.importorskip("redis")
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.skip("redis-server is not installed")
+    from service_helpers import free_port
+
+    port = free_port()
+    redis = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    svc = Service(tmp_path, {**FAST_LEASES, "ANODE_QUEUE_URL": f"redis://127.0.0.1:{port}/0"})
+    try:
+        svc.start_api()
+        svc.start_worker()
+        with httpx.Client(base_url=svc.url, timeout=10) as client:
+            svc.wait_workers(client, 1)
+            assert client.get("/health").json()["queue"]["backend"] == "redis"
+            run = wait_status(client, submit(client, "demo", {"name": "non-invertible"}), {"succeeded", "failed"})
+            assert run["status"] == "succeeded", run
+    finally:
+        svc.stop()
+        redis.terminate()
+        redis.wait(10)

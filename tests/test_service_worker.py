@@ -1,0 +1,179 @@
+"""The worker's store-side logic in process, on a temporary SQLite: claims, the reaper, the metrics writer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from backend.db import Database, migrate, utcnow
+from backend.models import Run
+from backend.queue import RunQueues
+from backend.runs import journal
+from backend.runs import repository as runs
+from backend.runs.ingest import MetricWriter
+from backend.settings import Settings
+from backend.worker import Lease, WorkerProcess
+
+
+@pytest.fixture
+def worker(tmp_path: Path) -> Iterator[WorkerProcess]:
+    settings = Settings(data_dir=tmp_path, retry_limit=1, heartbeat_timeout_seconds=5, cancel_poll_seconds=0)
+    migrate(settings.db_url, settings.data_dir)
+    process = WorkerProcess(settings, "cpu")
+    process.db = Database(settings.db_url)
+    process.queues = RunQueues(settings, body=process.execute)
+    yield process
+    process.queues.close()
+    process.db.dispose()
+
+
+def new_run(worker: WorkerProcess, device: str = "cpu") -> int:
+    assert worker.db is not None
+    with worker.db.session(write=True) as session:
+        return runs.add(session, kind="train", name="", spec={}, device=device, tags=[]).id
+
+
+def row(worker: WorkerProcess, run_id: int) -> Run:
+    assert worker.db is not None
+    with worker.db.session() as session:
+        run = runs.get(session, run_id)
+        assert run is not None
+        return run
+
+
+def go_stale(worker: WorkerProcess, run_id: int) -> None:
+    assert worker.db is not None
+    with worker.db.session(write=True) as session:
+        session.get(Run, run_id).heartbeat = utcnow() - timedelta(minutes=1)  # type: ignore[union-attr]
+
+
+def test_only_one_claim_wins(worker: WorkerProcess) -> None:
+    run_id = new_run(worker)
+    assert worker.db is not None
+    with worker.db.session(write=True) as session:
+        assert runs.claim(session, run_id, "a", "cpu")
+        assert not runs.claim(session, run_id, "b", "cpu")
+    assert row(worker, run_id).worker == "a" and row(worker, run_id).attempt == 1
+
+
+@pytest.mark.parametrize("status", ["succeeded", "cancelled", "running"])
+def test_execute_skips_runs_that_are_not_queued(worker: WorkerProcess, status: str) -> None:
+    run_id = new_run(worker)
+    assert worker.db is not None
+    with worker.db.session(write=True) as session:
+        session.get(Run, run_id).status = status  # type: ignore[union-attr]
+    worker.execute(run_id)  # a duplicate or late message: nothing happens, nothing is imported from torch
+    assert row(worker, run_id).status == status and row(worker, run_id).attempt == 0
+
+
+def test_reaper_requeues_a_stale_run_then_fails_it_past_the_retry_limit(worker: WorkerProcess) -> None:
+    assert worker.db is not None and worker.queues is not None
+    run_id = new_run(worker)
+    with worker.db.session(write=True) as session:
+        runs.claim(session, run_id, "dead", "cpu")
+    worker.reap()
+    assert row(worker, run_id).status == "running"  # fresh lease: left alone
+    go_stale(worker, run_id)
+    worker.reap()
+    requeued = row(worker, run_id)
+    assert requeued.status == "queued" and requeued.worker is None and "attempt 1" in requeued.message
+    assert worker.queues.hueys["cpu"].pending_count() == 1
+    with worker.db.session(write=True) as session:
+        runs.claim(session, run_id, "dead again", "cpu")
+    go_stale(worker, run_id)
+    worker.reap()
+    failed = row(worker, run_id)
+    assert failed.status == "failed" and failed.error is not None and failed.error["type"] == "WorkerLost"
+    assert worker.queues.hueys["cpu"].pending_count() == 1
+
+
+def test_a_reaped_worker_loses_its_lease_and_cannot_finish(worker: WorkerProcess) -> None:
+    assert worker.db is not None
+    run_id = new_run(worker)
+    with worker.db.session(write=True) as session:
+        runs.claim(session, run_id, worker.id, "cpu")
+    lease = Lease(run_id)
+    worker.lease = lease
+    go_stale(worker, run_id)
+    worker.reap()
+    worker._beat()
+    assert lease.lost.is_set() and worker._should_stop(lease)
+    with worker.db.session(write=True) as session:
+        assert not runs.finish(session, run_id, worker.id, status="succeeded")
+
+
+def test_cancel_flag_is_seen_through_the_poll_connection(worker: WorkerProcess) -> None:
+    assert worker.db is not None
+    run_id = new_run(worker)
+    with worker.db.session(write=True) as session:
+        runs.claim(session, run_id, worker.id, "cpu")
+    lease = Lease(run_id)
+    assert not worker._should_stop(lease)
+    with worker.db.session(write=True) as session:
+        assert runs.request_cancel(session, run_id)
+    assert worker._should_stop(lease)  # autocommit: the poll sees the new commit, not an old snapshot
+    assert lease.poll is not None
+    lease.poll.close()
+
+
+def test_stored_queued_runs_are_queued_again_at_start(worker: WorkerProcess) -> None:
+    assert worker.queues is not None
+    cpu, gpu = new_run(worker), new_run(worker, device="cuda")
+    worker._recover_queued()
+    task = worker.queues.hueys["cpu"].dequeue()
+    assert task is not None and task.args == (cpu,) and worker.queues.hueys["cpu"].pending_count() == 0
+    assert gpu != cpu
+
+
+def test_metric_writer_stores_complete_steps_and_replays_its_journal(worker: WorkerProcess, tmp_path: Path) -> None:
+    assert worker.db is not None
+    run_id = new_run(worker)
+    writer = MetricWriter(worker.db, run_id, tmp_path / "w", flush_seconds=3600)
+    for step in range(1, 6):
+        writer.add(step, {"loss": 1.0 / step, "nan": float("nan")})
+    writer.add(5, {"acc": 0.5})  # the same step, reported in two calls, with other series
+    writer._flush(final=False)
+    with worker.db.session() as session:
+        assert runs.last_step(session, run_id) == 4  # step 5 may still grow: held back
+    writer.close()
+    with worker.db.session() as session:
+        rows = runs.read_metrics(session, run_id)
+    assert ("acc", 5, 0.5) in rows and ("nan", 3, None) in rows and len(rows) == 11
+    reports = list(journal.read(tmp_path / "w"))
+    assert reports[0] == (1, {"loss": 1.0, "nan": pytest.approx(float("nan"), nan_ok=True)})
+    assert reports[-1] == (5, {"acc": 0.5}) and len(reports) == 6
+    with (tmp_path / "w" / journal.FILE).open("ab") as torn:
+        torn.write(b"\x40\x00\x00\x00(partial")  # the writer was killed mid-write
+    assert len(list(journal.read(tmp_path / "w"))) == 6
+    again = MetricWriter(worker.db, run_id, tmp_path / "w", flush_seconds=0)
+    assert again.replay() == 11  # into a store that has them already: idempotent
+    with worker.db.session() as session:
+        assert sorted(runs.read_metrics(session, run_id)) == sorted(rows)
+
+
+def test_metric_writer_takes_numbers_of_other_types(worker: WorkerProcess, tmp_path: Path) -> None:
+    import numpy as np
+    import torch
+
+    assert worker.db is not None
+    run_id = new_run(worker)
+    writer = MetricWriter(worker.db, run_id, tmp_path, flush_seconds=3600)
+    writer.add(np.int64(1), {"a": np.float32(0.5), "b": np.int64(3), "c": torch.tensor(0.25), "d": True})
+    writer.close()
+    assert list(journal.read(tmp_path)) == [(1, {"a": 0.5, "b": 3.0, "c": 0.25, "d": 1.0})]
+    with worker.db.session() as session:
+        assert runs.read_metrics(session, run_id) == [("a", 1, 0.5), ("b", 1, 3.0), ("c", 1, 0.25), ("d", 1, 1.0)]
+
+
+def test_metric_writer_thread_writes_while_the_run_goes_on(worker: WorkerProcess, tmp_path: Path) -> None:
+    assert worker.db is not None
+    run_id = new_run(worker)
+    writer = MetricWriter(worker.db, run_id, tmp_path / "t", flush_seconds=0).start()
+    for step in range(1, 201):
+        writer.add(step, {"loss": float(step)})
+    writer.close()
+    with worker.db.session() as session:
+        assert [s for _, s, _ in runs.read_metrics(session, run_id)] == list(range(1, 201))
