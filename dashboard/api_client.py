@@ -1,0 +1,192 @@
+"""The one place the dashboard speaks HTTP: :class:`ApiClient` wraps every endpoint of ``/api/v1``.
+
+The base URL comes from ``ANODE_API_URL`` (default ``http://127.0.0.1:8000``; ``/api/v1`` is appended when it
+is missing) and an API key, if the server wants one, from ``ANODE_API_KEY`` (or the first of ``ANODE_API_KEYS``,
+so a dashboard started by ``anode-lab up`` next to a keyed API just works). Failures become two exceptions:
+:class:`ApiUnreachable` (no answer: the pages show a banner) and :class:`ApiError` (an answer with an error
+status, carrying the API's ``detail`` and, for a 422, the per-field ``errors``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+API_PREFIX = "/api/v1"
+DEFAULT_URL = "http://127.0.0.1:8000"
+PAGE = 100
+"""Runs asked for per ``GET /runs`` (the API caps a page)."""
+
+
+class ClientSettings(BaseSettings):
+    """What the dashboard process is told, as ``ANODE_<NAME>`` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="ANODE_", extra="ignore", frozen=True)
+
+    api_url: str = Field(DEFAULT_URL, description="the API's address, with or without /api/v1")
+    api_key: str | None = Field(None, description="sent as X-API-Key")
+    api_keys: str | None = Field(None, description="the server's comma-separated keys; the first is used "
+                                 "when api_key is not set")
+    api_timeout: float = Field(10.0, gt=0, description="seconds to wait for one answer")
+
+    @property
+    def base_url(self) -> str:
+        url = self.api_url.rstrip("/")
+        return url if url.endswith(API_PREFIX) else url + API_PREFIX
+
+    @property
+    def key(self) -> str | None:
+        if self.api_key:
+            return self.api_key
+        keys = [k.strip() for k in (self.api_keys or "").split(",") if k.strip()]
+        return keys[0] if keys else None
+
+
+class ApiUnreachable(Exception):
+    """No answer from the API (refused, timed out, DNS): the server is down or the URL is wrong."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"the API at {url} did not answer ({reason})")
+        self.url, self.reason = url, reason
+
+
+@dataclass(eq=False)
+class ApiError(Exception):
+    """The API answered with an error status; ``errors`` lists pydantic errors for a 422."""
+
+    status: int
+    error: str
+    detail: str
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.error}: {self.detail}"
+
+    def field_errors(self) -> dict[str, str]:
+        """``{"ode.steps": "Input should be …"}``: messages by dotted field path inside the spec; errors about
+        the whole spec (model validators) are under ``""``, and errors outside the spec keep their full path."""
+        out: dict[str, str] = {}
+        for e in self.errors:
+            loc = [str(part) for part in e.get("loc", []) if str(part) != "body"]
+            if loc and loc[0] == "spec":
+                loc = loc[1:]
+            path = ".".join(loc)
+            message = str(e.get("msg", "")).removeprefix("Value error, ")
+            out[path] = f"{out[path]}; {message}" if path in out else message
+        return out
+
+
+class ApiClient:
+    """Typed-enough calls to every endpoint; returns the API's JSON as plain dicts and lists."""
+
+    def __init__(self, settings: ClientSettings | None = None, *, transport: httpx.BaseTransport | None = None) -> None:
+        self.settings = settings or ClientSettings()
+        headers = {"X-API-Key": self.settings.key} if self.settings.key else {}
+        self._http = httpx.Client(base_url=self.settings.base_url, headers=headers,
+                                  timeout=self.settings.api_timeout, transport=transport)
+
+    @property
+    def base_url(self) -> str:
+        return self.settings.base_url
+
+    def close(self) -> None:
+        self._http.close()
+
+    # ------------------------------------------------------------------------------------------ service
+    def health(self) -> dict[str, Any]:
+        return self._json("GET", "/health")
+
+    def catalog(self) -> dict[str, Any]:
+        return self._json("GET", "/catalog")
+
+    # --------------------------------------------------------------------------------------------- runs
+    def create_run(self, kind: str, spec: Mapping[str, Any], *, name: str = "",
+                   tags: Sequence[str] = ()) -> dict[str, Any]:
+        """Queue a run; a bad spec raises :class:`ApiError` (422) with per-field ``errors``."""
+        return self._json("POST", "/runs", json={"kind": kind, "spec": dict(spec), "name": name, "tags": list(tags)})
+
+    def list_runs(self, *, status: str | None = None, kind: str | None = None, tag: str | None = None,
+                  offset: int = 0, limit: int = PAGE) -> dict[str, Any]:
+        """``{"data": [...], "count": n}``, newest first."""
+        params = {k: v for k, v in (("status", status), ("kind", kind), ("tag", tag)) if v is not None}
+        return self._json("GET", "/runs", params={**params, "offset": offset, "limit": limit})
+
+    def recent_runs(self, *, status: str | None = None, kind: str | None = None, tag: str | None = None,
+                    most: int = 500) -> dict[str, Any]:
+        """Up to ``most`` runs, newest first, read in pages of :data:`PAGE`; ``{"data", "count"}`` as one page."""
+        data: list[dict[str, Any]] = []
+        count = 0
+        while len(data) < most:
+            page = self.list_runs(status=status, kind=kind, tag=tag, offset=len(data),
+                                  limit=min(PAGE, most - len(data)))
+            data.extend(page["data"])
+            count = page["count"]
+            if not page["data"] or len(data) >= count:
+                break
+        return {"data": data, "count": count}
+
+    def get_run(self, run_id: int) -> dict[str, Any]:
+        return self._json("GET", f"/runs/{run_id}")
+
+    def cancel_run(self, run_id: int) -> dict[str, Any]:
+        return self._json("POST", f"/runs/{run_id}/cancel")
+
+    def rerun(self, run_id: int) -> dict[str, Any]:
+        return self._json("POST", f"/runs/{run_id}/rerun")
+
+    def delete_run(self, run_id: int) -> None:
+        self._request("DELETE", f"/runs/{run_id}")
+
+    # ------------------------------------------------------------------------------------------ metrics
+    def metrics(self, run_id: int, *, series: Iterable[str] | None = None, after_step: int | None = None,
+                points: int | None = None) -> dict[str, Any]:
+        """``{"series": {name: {"steps", "values"}}, "last_step", "decimated"}``; pass the previous
+        ``last_step`` as ``after_step`` to get only newer points, ``points`` to let the API decimate."""
+        params: list[tuple[str, str | int]] = [("series", s) for s in series or ()]
+        if after_step is not None:
+            params.append(("after_step", after_step))
+        if points is not None:
+            params.append(("points", points))
+        return self._json("GET", f"/runs/{run_id}/metrics", params=params)
+
+    def metrics_csv(self, run_id: int) -> bytes:
+        """Every series at full resolution, one row per step."""
+        return self._request("GET", f"/runs/{run_id}/metrics", params={"format": "csv"}).content
+
+    # ---------------------------------------------------------------------------------------- artifacts
+    def artifacts(self, run_id: int) -> list[dict[str, Any]]:
+        return list(self._json("GET", f"/runs/{run_id}/artifacts")["data"])
+
+    def artifact(self, run_id: int, name: str) -> bytes:
+        return self._request("GET", f"/runs/{run_id}/artifacts/{name}").content
+
+    # ------------------------------------------------------------------------------------------ plumbing
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._request(method, path, **kwargs).json()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ApiUnreachable(self.base_url, type(exc).__name__ + (f": {exc}" if str(exc) else "")) from exc
+        if response.is_error:
+            raise _error_of(response)
+        return response
+
+
+def _error_of(response: httpx.Response) -> ApiError:
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+    detail = body.get("detail")
+    if not isinstance(detail, str):
+        detail = response.text[:500] or response.reason_phrase
+    return ApiError(response.status_code, str(body.get("error", "http_error")), detail, list(body.get("errors") or []))

@@ -1,0 +1,54 @@
+"""Gradient lab: the results of a gradient sweep. How far each method's gradient is from the exact gradient
+of the computed network as N_t grows (log-log, next to the slopes the solvers' orders predict), the cosine,
+the memory each keeps for backward next to the analytic model, and the time. One click runs the default sweep."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import views
+from dashboard.components import call, connect, is_active, load_catalog, pick_run, progress
+
+REFRESH = "2s"
+
+api = connect()
+catalog = load_catalog(api)
+st.title("Gradient lab")
+st.markdown(
+    "Every method's gradient is compared with **Direct**, the exact gradient of the network that was actually "
+    "computed (discretize-then-optimize). ANODE matches it to rounding; the continuous adjoint is off by "
+    "O(dt^p) and its error falls at the solver's order p, the dotted reference slopes."
+)
+
+head = st.columns([3, 2])
+if head[1].button("Run the default sweep", type="primary", icon=":material/play_arrow:", key="gradient_lab.launch",
+                  help="solvers × N_t × methods as the catalog's default compare spec; seconds on a CPU"):
+    run = call(lambda: api.create_run("compare", catalog["kinds"]["compare"]["default"], name="default sweep",
+                                      tags=["gradient-lab"]), what="launch the sweep")
+    if run is not None:
+        st.session_state["gradient_lab.run"] = run["id"]
+sweeps = api.recent_runs(kind="compare", most=100)["data"]
+if not sweeps:
+    st.info("No sweep yet. Run the default one with the button above, or set one up on the **Launch** page.",
+            icon=":material/science:")
+    st.stop()
+finished = [r["id"] for r in sweeps if r["status"] == "succeeded"]
+default_id = st.session_state.get("gradient_lab.run") or (finished[0] if finished else sweeps[0]["id"])
+with head[0]:
+    chosen = pick_run(sweeps, label="Sweep", key="gradient_lab.run", default_id=default_id)
+if chosen is None:
+    st.stop()
+
+
+def results() -> None:
+    run = api.get_run(chosen["id"])
+    if is_active(run) != st.session_state.get("gradient_lab.live", False):
+        st.session_state["gradient_lab.live"] = is_active(run)
+        st.rerun()
+    progress(run)
+    if run.get("error"):
+        st.error(f"{run['error']['type']}: {run['error']['message']}")
+    views.sweep_results(api, run, key="gradient_lab.sweep")
+
+
+st.fragment(results, run_every=REFRESH if st.session_state.get("gradient_lab.live") else None)()

@@ -1,0 +1,199 @@
+"""Launch: pick what to run (a training run, a gradient sweep or a teaching demo), set its knobs, launch it and
+land on its page. Choices, bounds, help and defaults all come from the API's catalog; the API's validation
+errors appear under the field they are about."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from dashboard.api_client import ApiError, ApiUnreachable
+from dashboard.components import connect, load_catalog, open_run, unreachable_banner
+from dashboard.forms import SpecForm, names, reset_keys
+from dashboard.tables import method_from_label, method_label
+
+KINDS = {"train": "Train a classifier", "compare": "Gradient sweep", "demo": "Teaching demo"}
+POINT_SETS = ("moons", "circles", "spirals")
+LOCAL_SETS = ("mnist", "cifar10", "cifar100")
+CIFAR_SETS = ("cifar10", "cifar100")
+STEP_CHOICES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
+
+api = connect()
+catalog = load_catalog(api)
+
+st.title("Launch a run")
+kind = st.radio("What to run", list(KINDS), format_func=KINDS.get, horizontal=True, key="launch.kind")
+st.caption(catalog["kinds"][kind]["description"])
+errors: dict[str, str] = st.session_state.get(f"launch.errors.{kind}", {})
+
+
+def train_form() -> SpecForm:
+    presets = {p["name"]: p for p in catalog["presets"].get("train", [])}
+    preset = st.selectbox("Start from", ["", *presets], key="launch.train.preset",
+                          format_func=lambda n: f"{n}: {presets[n]['description']}" if n else "the defaults",
+                          on_change=reset_keys, args=("launch.train.spec.",),
+                          help="a preset fills every field below; change any of them afterwards")
+    base = presets[preset]["spec"] if preset else catalog["kinds"]["train"]["default"]
+    form = SpecForm(catalog, "train", base, key="launch.train.spec", errors=errors)
+    data, ode, training = st.columns(3, gap="large")
+    with data:
+        st.subheader("Model and data")
+        model = form.select("model", "Model", choices=catalog["models"])
+        takes = next((m["datasets"] for m in catalog["models"] if m["name"] == model), []) or names(catalog["datasets"])
+        dataset = form.select("dataset", "Data set", takes,
+                              choices=[d for d in catalog["datasets"] if d["name"] in takes])
+        if dataset in POINT_SETS:
+            form.number("noise", "Noise of the points", optional=True, step=0.05, fmt="%.3f")
+            form.number("n_samples", "Points (a quarter held out)", optional=True, step=100)
+        else:
+            form.omit("noise")
+            form.omit("n_samples")
+        if dataset in LOCAL_SETS:
+            form.text("root", "Local folder with the torchvision files", placeholder="./data")
+        else:
+            form.omit("root")
+        form.number("width", "Width (MLP state / first conv channels)")
+        if model == "mlp_ode":
+            form.number("hidden", "Hidden units of the field", optional=True)
+            form.omit("norm")
+        else:
+            form.omit("hidden")
+            form.select("norm", "Normalisation in the fields", [None, "batch", "group", "none"],
+                        format_func=lambda v: "model default (batch)" if v is None else v)
+    with ode:
+        st.subheader("ODE blocks and gradient")
+        form.select("ode.solver", "Solver", choices=catalog["solvers"])
+        form.number("ode.steps", "N_t (steps per block)")
+        form.select("ode.activation", "Activation of the field", choices=catalog["activations"])
+        method = form.select("ode.gradient.method", "Gradient method", choices=catalog["gradient_methods"])
+        if method == "anode":
+            form.number("ode.gradient.checkpoints", "Checkpoints inside a block (empty: none)", optional=True)
+        else:
+            form.omit("ode.gradient.checkpoints")
+        if method == "adjoint":
+            form.toggle("ode.gradient.reconstruct", "Rebuild states by a reverse solve")
+        else:
+            form.omit("ode.gradient.reconstruct", True)
+        form.select("dtype", "Precision", catalog["dtypes"])
+        form.number("probe_every", "Probe interval (compare with exact DTO every k steps; 0 = off)")
+    with training:
+        st.subheader("Training")
+        form.number("epochs", "Epochs")
+        form.number("batch_size", "Batch size")
+        optimizer = form.select("optimizer", "Optimizer")
+        form.number("lr", "Learning rate", step=0.001, fmt="%.4g")
+        if optimizer == "sgd":
+            form.number("momentum", "Momentum", optional=True, step=0.05, fmt="%.3f")
+        else:
+            form.omit("momentum")
+        form.number("weight_decay", "Weight decay", step=1e-4, fmt="%.2e")
+        form.select("schedule", "Learning-rate schedule")
+        if dataset in CIFAR_SETS:
+            form.toggle("augment", "Random crop and flip")
+        else:
+            form.omit("augment", False)
+        form.number("seed", "Seed")
+        form.select("device", "Device", catalog["devices"])
+        form.number("threads", "CPU threads", optional=True)
+        form.number("max_steps", "Stop after this many steps (empty: all epochs)", optional=True)
+        form.number("checkpoint_every", "Save a resumable checkpoint every k steps (0 = off)")
+    return form
+
+
+def compare_form() -> SpecForm:
+    default = catalog["kinds"]["compare"]["default"]
+    form = SpecForm(catalog, "compare", default, key="launch.compare.spec", errors=errors)
+    labels = list(dict.fromkeys([*(method_label(m) for m in default["methods"]), *names(catalog["gradient_methods"]),
+                                 "anode(c=4)"]))
+    problem, grid = st.columns([1, 2], gap="large")
+    with problem:
+        st.subheader("The problem")
+        field = form.select("field", "Vector field", format_func=lambda v: {"mlp": "MLP on vectors",
+                                                                            "conv": "conv on feature maps"}.get(v, v))
+        if field == "mlp":
+            form.number("dim", "State dimension", optional=True)
+            form.number("hidden", "Hidden units", optional=True)
+            form.omit("channels")
+            form.omit("size")
+        else:
+            form.number("channels", "Channels", optional=True)
+            form.number("size", "Height and width", optional=True)
+            form.omit("dim")
+            form.omit("hidden")
+        form.number("blocks", "ODE blocks in a row")
+        form.number("batch", "Batch")
+        form.number("seed", "Seed")
+        form.number("fd_check", "Check Direct by finite differences on k entries")
+        form.select("device", "Device", catalog["devices"])
+    with grid:
+        st.subheader("The grid")
+        form.multiselect("solvers", "Solvers", choices=catalog["solvers"])
+        form.multiselect("steps", "N_t values", sorted(set(STEP_CHOICES) | set(default["steps"])))
+        form.multiselect("methods", "Gradient methods (each compared with Direct)", labels,
+                         to_spec=method_from_label, from_spec=method_label)
+        form.multiselect("activations", "Activations", choices=catalog["activations"])
+        scales = st.text_input("Weight scales (comma-separated; larger is stiffer)",
+                               value=", ".join(f"{s:g}" for s in default["weight_scales"]), key="launch.compare.scales")
+        try:
+            form.spec["weight_scales"] = [float(s) for s in scales.split(",") if s.strip()]
+        except ValueError:
+            st.error("Weight scales must be numbers separated by commas, e.g. `1, 4`.")
+        form.field_error("weight_scales")
+        form.multiselect("dtypes", "Precisions", catalog["dtypes"])
+        spec = form.spec
+        cells = 1
+        for name in ("solvers", "steps", "methods", "activations", "weight_scales", "dtypes"):
+            cells *= len(spec.get(name) or [])
+        st.caption(f"{cells} cells in the grid.")
+    return form
+
+
+def demo_form() -> SpecForm:
+    demos = {d["name"]: d for d in catalog["demos"]}
+    name = st.selectbox("Demo", list(demos), key="launch.demo.name", format_func=lambda n: demos[n]["title"])
+    demo = demos[name]
+    st.markdown(demo["explanation"])
+    form = SpecForm(catalog, "demo", demo["spec"], key=f"launch.demo.{name}", errors=errors)
+    columns = st.columns(3)
+    for index, knob in enumerate(demo["knobs"]):
+        with columns[index % 3]:
+            if knob == "steps":
+                form.multiselect("steps", "N_t values", sorted(set(STEP_CHOICES) | set(demo["spec"]["steps"] or [])))
+            elif knob == "solvers":
+                form.multiselect("solvers", "Solvers", choices=catalog["solvers"])
+            elif knob in ("dtype", "image"):
+                form.select(knob, {"dtype": "Precision", "image": "Image"}[knob])
+            elif knob == "device":
+                form.select("device", "Device", catalog["devices"])
+            else:
+                form.number(knob, knob.capitalize())
+    return form
+
+
+form = {"train": train_form, "compare": compare_form, "demo": demo_form}[kind]()
+
+st.divider()
+left, right = st.columns(2)
+name = left.text_input("Run name", key=f"launch.{kind}.run_name", placeholder="shown in the runs table")
+tags_text = right.text_input("Tags (comma-separated)", key=f"launch.{kind}.run_tags",
+                             placeholder="e.g. lecture-3, relu")
+tags = [t.strip() for t in tags_text.split(",") if t.strip()]
+for path, message in form.other_errors().items():
+    st.error(f"`{path or 'spec'}`: {message}", icon=":material/error:")
+if st.button("Launch", type="primary", icon=":material/rocket_launch:", key=f"launch.{kind}.submit"):
+    try:
+        with st.spinner("Queueing the run…"):
+            run: dict[str, Any] = api.create_run(kind, form.spec, name=name.strip(), tags=tags)
+    except ApiUnreachable as exc:
+        unreachable_banner(exc)
+    except ApiError as exc:
+        if exc.status == 422:
+            st.session_state[f"launch.errors.{kind}"] = exc.field_errors() or {"": exc.detail}
+            st.rerun()
+        st.error(f"The API refused the run: {exc.detail}", icon=":material/error:")
+    else:
+        st.session_state.pop(f"launch.errors.{kind}", None)
+        open_run(run["id"])
+if errors:
+    st.caption("The fields marked above were refused by the API; fix them and launch again.")

@@ -1,0 +1,256 @@
+"""Chart builders: pure functions from plain data to a ``plotly.graph_objects.Figure``. No Streamlit here.
+
+Every builder takes a ``font_size`` so the same figure reads on a laptop and projected on a wall. Methods keep
+one colour everywhere (Direct black, ANODE blue, the adjoint red) and runs keep theirs (:func:`run_colour`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from dashboard.series import ema
+from dashboard.tables import distinct, finite
+
+FONT_SIZE = 14
+WALL_FONT_SIZE = 20
+METHOD_COLOURS = {
+    "direct": "#222222", "anode": "#1f77b4", "adjoint": "#d62728", "adjoint(stored)": "#ff7f0e",
+    "finite_difference": "#7f7f7f", "reversible": "#2ca02c",
+}
+CHECKPOINT_COLOURS = ("#6baed6", "#3182bd", "#08519c", "#9ecae1")
+SOLVER_DASHES = {"euler": "solid", "midpoint": "dash", "heun": "dot", "rk4": "dashdot"}
+SOLVER_ORDERS = {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4}
+ROUNDING_FLOOR = 1e-17
+"""Exact methods agree with Direct to 0 or rounding; a log axis cannot show 0, so they are drawn here."""
+EXACT_BELOW = 1e-10
+"""A relative error below this is rounding: the method is exact."""
+BYTES_FORMAT = ".4~s"
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One line: its name in the legend, its points and its look."""
+
+    name: str
+    x: Sequence[float]
+    y: Sequence[float | None]
+    colour: str | None = None
+    dash: str = "solid"
+    markers: bool = False
+    group: str | None = None
+
+
+def method_colour(label: str) -> str:
+    if label in METHOD_COLOURS:
+        return METHOD_COLOURS[label]
+    if label.startswith("anode(c="):
+        digits = "".join(ch for ch in label if ch.isdigit())
+        return CHECKPOINT_COLOURS[int(digits or 0) % len(CHECKPOINT_COLOURS)]
+    return "#9467bd"
+
+
+def style(fig: go.Figure, *, title: str, x_title: str, y_title: str, font_size: int, log_x: bool = False,
+          log_y: bool = False, legend: bool = True) -> go.Figure:
+    """The common look: white template, title on top, legend under the plot (long legends never cover the
+    title or the data), log axes with powers of ten."""
+    fig.update_layout(
+        template="plotly_white",
+        title={"text": title, "font": {"size": round(font_size * 1.2)}, "x": 0.0, "xanchor": "left"},
+        font={"size": font_size},
+        margin={"l": 10, "r": 10, "t": 40 + 2 * font_size, "b": 10},
+        legend={"orientation": "h", "yref": "container", "yanchor": "bottom", "y": 0.0, "xanchor": "left", "x": 0.0,
+                "font": {"size": font_size - 1}},
+        showlegend=legend,
+        hovermode="closest",
+    )
+    fig.update_xaxes(title_text=x_title, showline=True, linecolor="#888", automargin=True,
+                     **({"type": "log", "exponentformat": "power"} if log_x else {}))
+    fig.update_yaxes(title_text=y_title, showline=True, linecolor="#888", automargin=True,
+                     **({"type": "log", "exponentformat": "power"} if log_y else {}))
+    return fig
+
+
+def positive(values: Sequence[float | None], floor: float | None = None) -> list[float | None]:
+    """For log axes: non-positive or missing values become gaps, or ``floor`` when one is given."""
+    out: list[float | None] = []
+    for v in values:
+        if v is not None and math.isfinite(v) and v > 0:
+            out.append(v)
+        elif floor is not None and v is not None and math.isfinite(v):
+            out.append(floor)
+        else:
+            out.append(None)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ run curves
+def curves_figure(curves: Sequence[Curve], *, title: str, x_title: str, y_title: str, log_y: bool = False,
+                  smoothing: float = 0.0, font_size: int = FONT_SIZE, y_format: str | None = None) -> go.Figure:
+    """Lines over steps (or epochs, or seconds). With ``smoothing`` > 0 each curve is drawn twice: the raw
+    values faint, their exponential moving average on top, so smoothing never hides what happened."""
+    fig = go.Figure()
+    for curve in curves:
+        y = positive(curve.y) if log_y else list(curve.y)
+        group = curve.group or curve.name
+        line = {"color": curve.colour, "dash": curve.dash}
+        mode = "lines+markers" if curve.markers else "lines"
+        if smoothing > 0 and len(y) > 2 and not curve.markers:
+            fig.add_trace(go.Scatter(x=list(curve.x), y=y, name=f"{curve.name} (raw)", mode="lines", opacity=0.3,
+                                     line={**line, "width": 1}, legendgroup=group, showlegend=False,
+                                     hoverinfo="skip"))
+            fig.add_trace(go.Scatter(x=list(curve.x), y=ema(y, smoothing), name=curve.name, mode="lines",
+                                     line={**line, "width": 2.5}, legendgroup=group))
+        else:
+            fig.add_trace(go.Scatter(x=list(curve.x), y=y, name=curve.name, mode=mode, line={**line, "width": 2},
+                                     legendgroup=group))
+    style(fig, title=title, x_title=x_title, y_title=y_title, font_size=font_size, log_y=log_y)
+    if y_format:
+        fig.update_yaxes(tickformat=y_format)
+    return fig
+
+
+def gradient_error_figure(x: Sequence[float], rel_error: Sequence[float | None], cosine: Sequence[float | None],
+                          *, x_title: str, method: str, font_size: int = FONT_SIZE) -> go.Figure:
+    """The run's gradient against the exact Direct gradient of the same network: relative error (log scale,
+    left) and cosine similarity (right). ANODE and Direct sit at rounding; the adjoint does not."""
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    colour = method_colour(method)
+    fig.add_trace(go.Scatter(x=list(x), y=positive(rel_error, ROUNDING_FLOOR),
+                             name="relative error ‖g − g_DTO‖/‖g_DTO‖",
+                             mode="lines+markers", line={"color": colour, "width": 2}), secondary_y=False)
+    fig.add_trace(go.Scatter(x=list(x), y=list(cosine), name="cosine(g, g_DTO)", mode="lines+markers",
+                             line={"color": "#7f7f7f", "dash": "dot", "width": 2}), secondary_y=True)
+    style(fig, title=f"Gradient error vs exact DTO ({method})", x_title=x_title, y_title="relative error",
+          font_size=font_size)
+    fig.update_yaxes(type="log", exponentformat="power", secondary_y=False)
+    finite_cosines = [c for c in cosine if finite(c)]
+    low = min([*finite_cosines, 0.99])
+    fig.update_yaxes(title_text="cosine", secondary_y=True, type="linear", showgrid=False, tickformat=".4~f",
+                     tickmode="auto", nticks=6,
+                     range=[low - 0.1 * (1.0 - low), 1.0 + 0.1 * (1.0 - low)])
+    errors = [e for e in rel_error if finite(e)]
+    if errors and max(errors) < EXACT_BELOW:
+        fig.add_annotation(text="equal to the exact gradient up to rounding", xref="paper", yref="paper", x=0.5,
+                           y=0.9, showarrow=False, font={"size": font_size, "color": colour})
+    return fig
+
+
+# ----------------------------------------------------------------------------------- gradient sweeps
+def _sweep_traces(fig: go.Figure, rows: Sequence[Mapping[str, Any]], y_key: str, *, floor: float | None = None,
+                  log_y: bool = True, dash_by_solver: bool = True, suffix: str = "") -> None:
+    for solver in distinct(rows, "solver"):
+        for method in distinct(rows, "method"):
+            mine = sorted((r for r in rows if r.get("solver") == solver and r.get("method") == method),
+                          key=lambda r: r["steps"])
+            if not mine:
+                continue
+            y = [r.get(y_key) if finite(r.get(y_key)) else None for r in mine]
+            fig.add_trace(go.Scatter(
+                x=[r["steps"] for r in mine], y=positive(y, floor) if log_y else y,
+                name=f"{method} · {solver}{suffix}" if dash_by_solver else f"{method}{suffix}",
+                mode="lines+markers", legendgroup=method,
+                line={"color": method_colour(str(method)), "dash": SOLVER_DASHES.get(str(solver), "solid") if
+                      dash_by_solver else "solid", "width": 2},
+                marker={"size": 7},
+            ))
+
+
+def steps_ticks(fig: go.Figure, rows: Sequence[Mapping[str, Any]]) -> go.Figure:
+    """Label a log N_t axis at the N_t values of the data instead of every digit of each decade."""
+    steps = sorted({float(r["steps"]) for r in rows if finite(r.get("steps"))})
+    if steps:
+        fig.update_xaxes(tickmode="array", tickvals=steps, ticktext=[f"{n:g}" for n in steps])
+    return fig
+
+
+def reference_slopes(rows: Sequence[Mapping[str, Any]], y_key: str = "rel_error") -> list[Curve]:
+    """For each solver, the line C·N_t^(−p) of its order p through the largest inexact error at its
+    smallest N_t: what the adjoint's error should follow if it falls at the solver's order."""
+    curves = []
+    for solver in distinct(rows, "solver"):
+        mine = [r for r in rows if r.get("solver") == solver and finite(r.get(y_key)) and r[y_key] > 0
+                and not r.get("exact")]
+        if not mine:
+            continue
+        order = int(mine[0].get("order") or SOLVER_ORDERS.get(str(solver), 1))
+        steps = sorted({float(r["steps"]) for r in mine})
+        first = steps[0]
+        anchor = max(r[y_key] for r in mine if float(r["steps"]) == first)
+        curves.append(Curve(f"slope −{order} ({solver})", steps, [anchor * (n / first) ** -order for n in steps],
+                            colour="#aaaaaa", dash="dot"))
+    return curves
+
+
+def sweep_error_figure(rows: Sequence[Mapping[str, Any]], *, font_size: int = FONT_SIZE,
+                       y_key: str = "rel_error") -> go.Figure:
+    """Relative error of each method's gradient against Direct's vs N_t, log-log, with reference slopes of
+    the solvers' orders. Exact methods (ANODE, Direct) are drawn at the rounding floor."""
+    fig = go.Figure()
+    for ref in reference_slopes(rows, y_key):
+        fig.add_trace(go.Scatter(x=list(ref.x), y=list(ref.y), name=ref.name, mode="lines",
+                                 line={"color": ref.colour, "dash": ref.dash, "width": 2}))
+    _sweep_traces(fig, rows, y_key, floor=ROUNDING_FLOOR)
+    style(fig, title="Gradient error vs N_t (against exact DTO)", x_title="N_t (steps per block)",
+          y_title="relative error", font_size=font_size, log_x=True, log_y=True)
+    return steps_ticks(fig, rows)
+
+
+def sweep_cosine_figure(rows: Sequence[Mapping[str, Any]], *, font_size: int = FONT_SIZE) -> go.Figure:
+    """Cosine between each method's gradient and Direct's vs N_t: 1 means the same direction."""
+    fig = go.Figure()
+    _sweep_traces(fig, rows, "cosine", log_y=False)
+    fig.add_hline(y=1.0, line={"color": "#aaaaaa", "dash": "dot"})
+    style(fig, title="Cosine with the exact gradient", x_title="N_t (steps per block)", y_title="cosine",
+          font_size=font_size, log_x=True)
+    return steps_ticks(fig, rows)
+
+
+def sweep_memory_figure(rows: Sequence[Mapping[str, Any]], *, font_size: int = FONT_SIZE) -> go.Figure:
+    """Bytes held for backward vs N_t: measured (solid, markers) and the analytic model (dashed)."""
+    fig = go.Figure()
+    for method in distinct(rows, "method"):
+        mine = sorted((r for r in rows if r.get("method") == method), key=lambda r: r["steps"])
+        colour = method_colour(str(method))
+        x = [r["steps"] for r in mine]
+        fig.add_trace(go.Scatter(x=x, y=positive([r.get("peak_bytes") for r in mine]), name=f"{method} measured",
+                                 mode="lines+markers", legendgroup=str(method), line={"color": colour, "width": 2}))
+        model_key = "model_bytes"
+        if any(finite(r.get(model_key)) for r in mine):
+            fig.add_trace(go.Scatter(x=x, y=positive([r.get(model_key) for r in mine]), name=f"{method} model",
+                                     mode="lines", legendgroup=str(method),
+                                     line={"color": colour, "dash": "dash", "width": 1.5}))
+    style(fig, title="Memory for backward vs N_t", x_title="N_t (steps per block)", y_title="bytes",
+          font_size=font_size, log_x=True, log_y=True)
+    fig.update_yaxes(tickformat=BYTES_FORMAT)
+    return steps_ticks(fig, rows)
+
+
+def sweep_time_figure(rows: Sequence[Mapping[str, Any]], *, font_size: int = FONT_SIZE) -> go.Figure:
+    """Forward plus backward wall time vs N_t per method."""
+    timed = [{**r, "seconds": (r.get("forward_seconds") or 0.0) + (r.get("backward_seconds") or 0.0)} for r in rows]
+    fig = go.Figure()
+    _sweep_traces(fig, timed, "seconds", dash_by_solver=False)
+    style(fig, title="Forward + backward time vs N_t", x_title="N_t (steps per block)",
+          y_title="seconds", font_size=font_size, log_x=True, log_y=True)
+    return steps_ticks(fig, rows)
+
+
+def slope_table(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """``slopes.csv`` rows, rounded for reading, with how far each fit is from the solver's order."""
+    out = []
+    for r in rows:
+        slope, expected = r.get("slope"), r.get("expected_slope")
+        out.append({
+            "solver": r.get("solver"), "method": r.get("method"), "dtype": r.get("dtype"),
+            "activation": r.get("activation"), "weight scale": r.get("weight_scale"),
+            "fitted slope": round(slope, 3) if finite(slope) else None,
+            "expected slope": expected,
+            "difference": round(slope - expected, 3) if finite(slope) and finite(expected) else None,
+        })
+    return out

@@ -1,0 +1,128 @@
+"""Streamlit pieces every page shares: the API client, the unreachable-API banner, the cached catalog, run
+pickers and the jump to a run's page. Pages call these; these call :mod:`dashboard.api_client` for HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, TypeVar
+
+import streamlit as st
+
+from dashboard.api_client import ApiClient, ApiError, ApiUnreachable
+from dashboard.tables import ACTIVE, STATUS_COLOURS, run_label
+
+RUN_DETAIL_PAGE = "app_pages/run_detail.py"
+T = TypeVar("T")
+
+
+@st.cache_resource
+def client() -> ApiClient:
+    """One HTTP client per dashboard process (it pools connections); settings from ``ANODE_*``."""
+    return ApiClient()
+
+
+def unreachable_banner(exc: ApiUnreachable) -> None:
+    st.error(
+        f"**The anode-lab API is unreachable** at `{exc.url}` ({exc.reason}).\n\n"
+        "Start everything with `anode-lab up`, or the API alone with `anode-lab api`; point the dashboard "
+        "elsewhere with `ANODE_API_URL`. This page retries when you reload it.",
+        icon=":material/cloud_off:",
+    )
+
+
+def connect() -> ApiClient:
+    """The client, once the API has answered ``/health``; otherwise a banner and the page stops here.
+
+    The sidebar shows the live workers, so a run that waits for lack of one is not a mystery."""
+    api = client()
+    try:
+        health = api.health()
+    except ApiUnreachable as exc:
+        unreachable_banner(exc)
+        st.stop()
+    except ApiError as exc:
+        st.error(f"**The API answered with an error**: {exc}", icon=":material/error:")
+        st.stop()
+    workers = health.get("workers") or []
+    with st.sidebar:
+        if health.get("status") != "ok":
+            st.warning(f"API degraded: database {health.get('database')}, queue {health.get('queue')}")
+        if workers:
+            devices = ", ".join(sorted({w["device"] for w in workers}))
+            busy = sum(1 for w in workers if w.get("run_id") is not None)
+            st.caption(f":green[●] API ok · {len(workers)} worker(s) ({devices}), {busy} busy")
+        else:
+            st.caption(":orange[●] API ok · no live worker: runs wait in the queue "
+                       "(start one with `anode-lab worker`)")
+    return api
+
+
+def call(action: Callable[[], T], *, what: str) -> T | None:
+    """Run one API call on behalf of a button; show why it failed instead of raising."""
+    try:
+        return action()
+    except ApiUnreachable as exc:
+        unreachable_banner(exc)
+    except ApiError as exc:
+        st.error(f"Could not {what}: {exc.detail}", icon=":material/error:")
+    return None
+
+
+@st.cache_data(ttl=300, show_spinner="Reading the catalog…")
+def catalog(_api: ApiClient, base_url: str) -> dict[str, Any]:
+    """``GET /catalog``, cached five minutes per API (``base_url`` is the cache key)."""
+    return _api.catalog()
+
+
+def load_catalog(api: ApiClient) -> dict[str, Any]:
+    try:
+        return catalog(api, api.base_url)
+    except ApiUnreachable as exc:
+        unreachable_banner(exc)
+        st.stop()
+
+
+@st.cache_data(ttl=3600, max_entries=512, show_spinner=False)
+def artifact_bytes(_api: ApiClient, base_url: str, run_id: int, name: str, created_at: str) -> bytes:
+    """An artifact's bytes; artifacts of a run do not change once written (``created_at`` keys a rewrite)."""
+    return _api.artifact(run_id, name)
+
+
+def status_badge(status: str) -> str:
+    """Markdown for a coloured status badge."""
+    return f":{STATUS_COLOURS.get(status, 'gray')}-badge[{status}]"
+
+
+def open_run(run_id: int) -> NoReturn:
+    """Go to the run's page (its id travels in the URL, so the page can be bookmarked and reloaded)."""
+    st.switch_page(RUN_DETAIL_PAGE, query_params={"run": str(run_id)})
+
+
+def pick_run(runs: Sequence[dict[str, Any]], *, label: str, key: str, default_id: int | None = None,
+             help: str | None = None, on_change: Callable[[], None] | None = None) -> dict[str, Any] | None:
+    """A select box over ``runs`` (labels ``#id name``: a keyed widget keeps its first labels, so nothing that
+    changes, such as the status, goes into them); returns the chosen run."""
+    if not runs:
+        return None
+    ids = [r["id"] for r in runs]
+    by_id = {r["id"]: r for r in runs}
+    index = ids.index(default_id) if default_id in ids else 0
+    first = {} if key in st.session_state else {"index": index}  # a set state must not meet a default too
+    chosen = st.selectbox(label, ids, key=key, help=help, on_change=on_change,
+                          format_func=lambda i: run_label(by_id[i]), **first)
+    return by_id.get(chosen)
+
+
+def progress(run: dict[str, Any]) -> None:
+    """A progress bar with the worker's note for an active run, or where it waits."""
+    info = run.get("progress") or {}
+    done, total = info.get("done", 0), info.get("total", 0)
+    if run["status"] == "queued":
+        st.info(run.get("status_detail") or "queued", icon=":material/hourglass_top:")
+    elif run["status"] == "running":
+        fraction = min(1.0, done / total) if total else 0.0
+        st.progress(fraction, text=f"{done}/{total} · {info.get('note', '')}" if total else "starting…")
+
+
+def is_active(run: dict[str, Any]) -> bool:
+    return run.get("status") in ACTIVE

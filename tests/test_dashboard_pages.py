@@ -1,0 +1,341 @@
+"""Every dashboard page, run by ``streamlit.testing.v1.AppTest`` against a real API and a real worker
+(``anode-lab api`` and ``anode-lab worker`` processes, temporary ``ANODE_DATA_DIR``): no exception, the
+expected widgets and figures, launched runs in the runs table, the API's 422 under its field, live polling
+and the run actions."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from dashboard.tables import run_colour
+from service_helpers import FAST_LEASES, TRAIN_SMALL, Service, wait_for, wait_status
+
+APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
+ENDED = {"succeeded", "failed", "cancelled", "diverged"}
+ENV = {**FAST_LEASES, "ANODE_METRICS_FLUSH_SECONDS": "0", "ANODE_CANCEL_POLL_SECONDS": "0"}
+SMALL_SWEEP = {"solvers": ["euler", "midpoint"], "steps": [1, 2, 4], "device": "cpu"}
+
+
+def start(tmp: Path, *, worker: bool) -> Service:
+    service = Service(tmp, ENV)
+    try:
+        service.start_api()
+        if worker:
+            service.start_worker()
+            with httpx.Client(base_url=service.url, timeout=10) as client:
+                service.wait_workers(client, 1)
+    except BaseException:
+        service.stop()
+        raise
+    return service
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    svc = start(tmp_path_factory.mktemp("dashboard-data"), worker=True)
+    try:
+        yield svc
+    finally:
+        svc.stop()
+
+
+@pytest.fixture
+def api_url(service: Service, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Point the dashboard at the test API; the cached client and catalog of an earlier API are dropped."""
+    monkeypatch.setenv("ANODE_API_URL", service.url)
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    return service.url
+
+
+@pytest.fixture
+def client(service: Service) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=service.url, timeout=10) as test_client:
+        yield test_client
+
+
+def submit(client: httpx.Client, kind: str, spec: dict[str, Any], **extra: Any) -> int:
+    response = client.post("/runs", json={"kind": kind, "spec": spec, **extra})
+    assert response.status_code == 201, response.text
+    return int(response.json()["id"])
+
+
+@pytest.fixture(scope="module")
+def seeded(service: Service) -> dict[str, int]:
+    """Runs of every kind, ended: two training runs (ANODE and the adjoint, probed), a sweep and two demos."""
+    with httpx.Client(base_url=service.url, timeout=10) as client:
+        ids = {
+            "anode": submit(client, "train", {**TRAIN_SMALL, "probe_every": 2, "threads": 1}, name="moons-anode"),
+            "adjoint": submit(client, "train", {**TRAIN_SMALL, "probe_every": 2, "threads": 1,
+                                                "ode": {"gradient": {"method": "adjoint"}}}, name="moons-adjoint"),
+            "sweep": submit(client, "compare", SMALL_SWEEP, name="small sweep"),
+            "blowup": submit(client, "demo", {"name": "reconstruction-blowup"}, name="reconstruction-blowup"),
+            "wrong_sign": submit(client, "demo", {"name": "wrong-sign"}, name="wrong-sign"),
+        }
+        for run_id in ids.values():
+            assert wait_status(client, run_id, ENDED, timeout=120)["status"] == "succeeded"
+    return ids
+
+
+def page(name: str, **query: str) -> AppTest:
+    """The app opened on ``app_pages/<name>.py`` with ``query`` in the URL, run once, without an exception."""
+    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    for key, value in query.items():
+        at.query_params[key] = value
+    at.switch_page(f"app_pages/{name}.py").run()
+    assert_ok(at)
+    return at
+
+
+def assert_ok(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def figures(at: AppTest) -> list[dict[str, Any]]:
+    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+def titles(at: AppTest) -> list[str]:
+    return [f["layout"]["title"]["text"] for f in figures(at)]
+
+
+def texts(at: AppTest, kind: str) -> str:
+    return "\n".join(str(e.value) for e in getattr(at, kind))
+
+
+def flat(node: Any) -> list[Any]:
+    """The elements of a tree in screen order."""
+    children = getattr(node, "children", None)
+    if not children:
+        return [node]
+    return [leaf for child in children.values() for leaf in flat(child)]
+
+
+# --------------------------------------------------------------------------------------------- empty
+def test_every_page_has_an_empty_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    svc = start(tmp_path, worker=False)
+    try:
+        monkeypatch.setenv("ANODE_API_URL", svc.url)
+        st.cache_resource.clear()
+        st.cache_data.clear()
+        expected = {"runs": "No runs yet", "run_detail": "No runs yet", "compare": "No training runs",
+                    "gradient_lab": "No sweep yet", "demos": "Not run yet"}
+        for name, message in expected.items():
+            at = page(name)
+            assert message in texts(at, "info"), name
+            assert "no live worker" in texts(at.sidebar, "caption"), name
+        assert page("launch").button(key="launch.train.submit")
+    finally:
+        svc.stop()
+
+
+# -------------------------------------------------------------------------------------------- launch
+def test_launch_builds_its_forms_from_the_catalog(api_url: str, client: httpx.Client) -> None:
+    at = page("launch")
+    labels = [s.label for s in at.selectbox]
+    for label in ("Model", "Data set", "Solver", "Activation of the field", "Gradient method", "Device"):
+        assert label in labels
+    steps = at.number_input(key="launch.train.spec.ode.steps")
+    assert (steps.value, steps.proto.min, steps.proto.max) == (2, 1, 256)  # default and bounds from the catalog
+    assert "Checkpoints inside a block (empty: none)" in [n.label for n in at.number_input]
+    at.selectbox(key="launch.train.spec.ode.gradient.method").set_value("adjoint").run()
+    assert_ok(at)
+    assert at.toggle(key="launch.train.spec.ode.gradient.reconstruct").value is True
+    assert "Checkpoints inside a block (empty: none)" not in [n.label for n in at.number_input]
+    at.selectbox(key="launch.train.spec.model").set_value("conv_ode").run()
+    assert at.selectbox(key="launch.train.spec.dataset").options == ["digits", "mnist", "cifar10", "cifar100"]
+
+    at.radio(key="launch.kind").set_value("compare").run()
+    assert_ok(at)
+    labels = {m.label for m in at.multiselect}
+    assert {"Solvers", "N_t values", "Gradient methods (each compared with Direct)"} <= labels
+    assert "adjoint(stored)" in at.multiselect(key="launch.compare.spec.methods").value
+    at.radio(key="launch.kind").set_value("demo").run()
+    assert_ok(at)
+    demos = client.get("/catalog").json()["demos"]
+    assert at.selectbox(key="launch.demo.name").options == [d["title"] for d in demos]
+    assert "N_t values" in [m.label for m in at.multiselect]
+
+
+def test_launch_shows_the_apis_422_under_the_field(api_url: str) -> None:
+    at = page("launch")
+    at.number_input(key="launch.train.spec.lr").set_value(0.0).run()
+    at.button(key="launch.train.submit").click().run()
+    assert_ok(at)
+    assert [e.value for e in at.error] == ["Input should be greater than 0"]
+    order = flat(at.main)
+    lr = next(i for i, e in enumerate(order) if getattr(e, "key", None) == "launch.train.spec.lr")
+    assert (order[lr + 1].type, order[lr + 1].value) == ("error", "Input should be greater than 0")  # right under it
+
+
+def test_launch_queues_a_run_opens_its_page_and_the_runs_table_lists_it(api_url: str, client: httpx.Client) -> None:
+    at = page("launch")
+    for key, value in (("n_samples", 256), ("epochs", 1), ("batch_size", 32), ("seed", 7), ("probe_every", 2),
+                       ("threads", 1)):
+        at.number_input(key=f"launch.train.spec.{key}").set_value(value)
+    at.selectbox(key="launch.train.spec.device").set_value("cpu")
+    at.text_input(key="launch.train.run_name").input("from-the-launch-form")
+    at.text_input(key="launch.train.run_tags").input("apptest, moons")
+    at.button(key="launch.train.submit").click().run()
+    assert_ok(at)
+    run_id = int(at.query_params["run"])
+    run = client.get(f"/runs/{run_id}").json()
+    assert run["name"] == "from-the-launch-form" and run["tags"] == ["apptest", "moons"]
+    assert run["spec"]["seed"] == 7 and run["spec"]["ode"]["gradient"]["method"] == "anode"
+    assert "#%d from-the-launch-form" % run_id in texts(at, "markdown")  # landed on the run's page
+
+    runs = page("runs")
+    table = runs.dataframe[0].value
+    assert list(table.columns) == ["id", "name", "kind", "status", "method", "solver", "N_t", "activation",
+                                   "best accuracy", "duration", "created"]
+    assert "from-the-launch-form" in set(table["name"])
+    assert wait_status(client, run_id, ENDED, timeout=120)["status"] == "succeeded"
+
+
+# ---------------------------------------------------------------------------------------- run detail
+def test_run_detail_draws_every_curve_of_a_training_run(api_url: str, seeded: dict[str, int]) -> None:
+    at = page("run_detail", run=str(seeded["adjoint"]))
+    shown = titles(at)
+    for title in ("Loss", "Accuracy", "Gradient error vs exact DTO (adjoint)", "Memory (first step of each epoch)",
+                  "Step time", "Field evaluations per step (NFE)"):
+        assert title in shown
+    loss = figures(at)[shown.index("Loss")]
+    assert loss["layout"]["yaxis"]["type"] == "log"
+    assert [d["name"] for d in loss["data"]] == ["train (batch) (raw)", "train (batch)", "test"]
+    assert at.download_button(key="run_detail.csv")
+    assert ":green-badge[succeeded]" in texts(at, "markdown")
+    at.slider(key="run_detail.train.smoothing").set_value(0.0).run()
+    at.toggle(key="run_detail.train.log_loss").set_value(False).run()
+    assert_ok(at)
+    loss = figures(at)[titles(at).index("Loss")]
+    assert [d["name"] for d in loss["data"]] == ["train (batch)", "test"]
+    assert loss["layout"]["yaxis"].get("type") != "log"
+    for axis in ("epoch", "time"):
+        at.radio(key="run_detail.train.x_axis").set_value(axis).run()
+        assert_ok(at)
+        assert figures(at)[0]["layout"]["xaxis"]["title"]["text"].startswith(("epoch", "compute time"))
+
+
+def test_run_detail_shows_a_sweep_and_a_demo_and_follows_the_url(api_url: str, seeded: dict[str, int]) -> None:
+    at = page("run_detail", run=str(seeded["sweep"]))
+    assert len(at.get("plotly_chart")) == 4
+    at.query_params["run"] = str(seeded["blowup"])  # a link to another run: the URL wins over the picker
+    at.run()
+    assert_ok(at)
+    assert at.sidebar.selectbox(key="run_detail.run").value == seeded["blowup"]
+    assert len(at.image) >= 5 and "explanation.md" in texts(at, "markdown")
+    at.sidebar.selectbox(key="run_detail.run").set_value(seeded["wrong_sign"]).run()  # picking changes the URL
+    assert_ok(at)
+    assert at.query_params["run"] == str(seeded["wrong_sign"]) and len(at.get("plotly_chart")) == 3
+
+
+def test_run_detail_is_live_while_a_run_trains_and_can_cancel_it(api_url: str, client: httpx.Client) -> None:
+    slow = {**TRAIN_SMALL, "n_samples": 20_000, "batch_size": 16, "epochs": 50, "threads": 1, "optimizer": "adam",
+            "lr": 0.005}  # minutes of steps, none of them large enough to diverge
+    run_id = submit(client, "train", slow)
+    wait_for(lambda: (client.get(f"/runs/{run_id}/metrics", params={"series": "train_loss"}).json()["last_step"] or 0)
+             >= 3, 60, "a few steps")
+    at = page("run_detail", run=str(run_id))
+    assert at.session_state["run_detail.live"] is True  # the fragment polls while the run is active
+    assert at.get("progress") and "Loss" in titles(at)
+    first = at.session_state["run_detail.train.metrics"]["payload"]["last_step"]
+    at.button(key="run_detail.cancel").click().run()
+    assert_ok(at)
+    assert wait_status(client, run_id, ENDED, timeout=60)["status"] == "cancelled"
+    at.run()
+    assert_ok(at)
+    assert at.session_state["run_detail.train.metrics"]["payload"]["last_step"] >= first  # polled after_step
+    assert at.session_state["run_detail.live"] is False
+
+
+# ---------------------------------------------------------------------------------------------- runs
+def test_runs_page_filters_and_cancels_reruns_deletes(api_url: str, client: httpx.Client,
+                                                     seeded: dict[str, int]) -> None:
+    waiting = submit(client, "train", {**TRAIN_SMALL, "device": "cuda"}, name="waits-for-a-gpu")  # no gpu worker
+    at = page("runs")
+    at.multiselect(key="runs.kind").set_value(["demo"]).run()
+    assert set(at.dataframe[0].value["kind"]) == {"demo"}
+    at.multiselect(key="runs.kind").set_value([]).run()
+    at.selectbox(key="runs.sort").set_value("name").run()
+    at.toggle(key="runs.descending").set_value(False).run()
+    names = list(at.dataframe[0].value["name"])
+    assert names == sorted(names, key=str.lower)
+
+    at.multiselect(key="runs.selected").set_value([waiting]).run()
+    at.button(key="runs.cancel").click().run()
+    assert_ok(at)
+    assert client.get(f"/runs/{waiting}").json()["status"] == "cancelled"
+    at.button(key="runs.rerun").click().run()
+    assert_ok(at)
+    again = client.get("/runs", params={"limit": 1}).json()["data"][0]
+    assert again["name"] == "waits-for-a-gpu" and again["id"] > waiting
+    client.post(f"/runs/{again['id']}/cancel")
+    at.checkbox(key="runs.confirm_delete").check().run()
+    at.button(key="runs.delete").click().run()
+    assert_ok(at)
+    assert client.get(f"/runs/{waiting}").status_code == 404
+    assert at.multiselect(key="runs.selected").value == []
+    at.multiselect(key="runs.selected").set_value([seeded["sweep"]]).run()
+    at.button(key="runs.open").click().run()
+    assert_ok(at)
+    assert at.query_params["run"] == str(seeded["sweep"]) and len(at.get("plotly_chart")) == 4  # the sweep's page
+
+
+# -------------------------------------------------------------------------------------------- compare
+def test_compare_overlays_runs_in_their_colours(api_url: str, seeded: dict[str, int]) -> None:
+    at = page("compare")
+    at.multiselect(key="compare.runs").set_value([seeded["anode"], seeded["adjoint"]]).run()
+    assert_ok(at)
+    shown = titles(at)
+    assert {"train_loss", "test_acc", "probe_rel_error"} <= set(shown)
+    loss = figures(at)[shown.index("train_loss")]
+    colours = {d["name"]: d["line"]["color"] for d in loss["data"]}
+    assert colours == {f"#{seeded['anode']} moons-anode": run_colour(seeded["anode"]),
+                       f"#{seeded['adjoint']} moons-adjoint": run_colour(seeded["adjoint"])}
+    table = at.dataframe[0].value
+    assert len(table) == 2 and "ode.gradient.method" in table.columns and "best_test_acc" in table.columns
+
+
+# --------------------------------------------------------------------------------------- gradient lab
+def test_gradient_lab_shows_a_sweep_and_launches_the_default(api_url: str, client: httpx.Client,
+                                                            seeded: dict[str, int]) -> None:
+    at = page("gradient_lab")
+    at.selectbox(key="gradient_lab.run").set_value(seeded["sweep"]).run()
+    assert_ok(at)
+    error, cosine, memory, time = figures(at)
+    assert error["layout"]["xaxis"]["type"] == "log" and error["layout"]["yaxis"]["type"] == "log"
+    assert {"slope −1 (euler)", "slope −2 (midpoint)"} <= {d["name"] for d in error["data"]}
+    assert any(d["name"].endswith("model") for d in memory["data"])
+    slopes = at.dataframe[0].value
+    assert set(slopes["expected slope"]) == {-1, -2}
+    before = client.get("/runs", params={"kind": "compare"}).json()["count"]
+    at.button(key="gradient_lab.launch").click().run()
+    assert_ok(at)
+    assert client.get("/runs", params={"kind": "compare"}).json()["count"] == before + 1
+
+
+# --------------------------------------------------------------------------------------------- demos
+def test_demos_show_pictures_side_by_side_and_run_on_click(api_url: str, client: httpx.Client,
+                                                          seeded: dict[str, int]) -> None:
+    blowup = page("demos", demo="Reconstruction blowup")
+    assert len(blowup.image) >= 5
+    assert blowup.image[0].captions[0].startswith("left to right")
+    assert "Error of the image rebuilt backwards" in titles(blowup)
+    wrong = page("demos", demo="Wrong sign")
+    assert len(wrong.get("plotly_chart")) == 3
+    assert all(f["layout"]["font"]["size"] == 20 for f in figures(wrong))  # projector mode
+    fresh = page("demos", demo="Non invertible")
+    assert "Not run yet" in texts(fresh, "info")
+    fresh.button(key="demos.run.non-invertible").click().run()
+    assert_ok(fresh)
+    runs = client.get("/runs", params={"kind": "demo", "limit": 5}).json()["data"]
+    assert runs[0]["spec"]["name"] == "non-invertible" and runs[0]["tags"] == ["demo"]
+    wait_status(client, runs[0]["id"], ENDED, timeout=60)

@@ -1,0 +1,248 @@
+"""The dashboard's pure parts: metric series, table shaping, spec forms' schema helpers, chart builders, the API
+client's error handling; and the rule that the dashboard never imports torch or anode_core."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import plotly.graph_objects as go
+import pytest
+
+from dashboard import charts, demo_charts, forms, series, tables
+from dashboard.api_client import ApiClient, ApiError, ApiUnreachable, ClientSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+SWEEP_ROWS = [
+    {"solver": s, "order": o, "steps": float(n), "method": m, "exact": int(m == "anode"),
+     "rel_error": 0.0 if m == "anode" else 0.5 * n ** -o, "cosine": 1.0 if m == "anode" else 1 - 0.1 / n,
+     "peak_bytes": 100.0 * n, "model_bytes": 110.0 * n, "forward_seconds": 0.01 * n, "backward_seconds": 0.02 * n}
+    for s, o in (("euler", 1), ("midpoint", 2)) for n in (1, 2, 4, 8) for m in ("anode", "adjoint")
+]
+
+
+# --------------------------------------------------------------------------------------------- no torch
+def test_dashboard_never_imports_torch_or_anode_core() -> None:
+    """Every dashboard module, and every page run once against an API that is not there (the banner path),
+    in a fresh interpreter: neither torch nor anode_core ends up imported."""
+    script = textwrap.dedent(f"""
+        import importlib, pkgutil, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        import dashboard
+        for info in pkgutil.walk_packages(dashboard.__path__, "dashboard."):
+            if info.name.startswith("dashboard.app_pages") or info.name == "dashboard.app":
+                continue
+            importlib.import_module(info.name)
+        import os
+        os.environ["ANODE_API_URL"] = "http://127.0.0.1:9"
+        from streamlit.testing.v1 import AppTest
+        for page in ("launch", "runs", "run_detail", "compare", "gradient_lab", "demos"):
+            at = AppTest.from_file({str(ROOT / "dashboard" / "app.py")!r}, default_timeout=30).run()
+            at.switch_page(f"app_pages/{{page}}.py").run()
+            assert not at.exception, (page, [e.value for e in at.exception])
+            assert any("unreachable" in e.value for e in at.error), (page, [e.value for e in at.error])
+        leaked = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "anode_core", "backend"))
+        assert not leaked, leaked
+        print("ok")
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
+
+
+# ----------------------------------------------------------------------------------------------- client
+@pytest.mark.parametrize(("url", "base"), [
+    ("http://127.0.0.1:8000", "http://127.0.0.1:8000/api/v1"),
+    ("http://127.0.0.1:8000/", "http://127.0.0.1:8000/api/v1"),
+    ("http://h:1/api/v1", "http://h:1/api/v1"),
+])
+def test_client_base_url_takes_either_form(url: str, base: str) -> None:
+    assert ClientSettings(api_url=url).base_url == base
+
+
+def test_client_key_falls_back_to_the_servers_first_key() -> None:
+    assert ClientSettings(api_keys=" a, b").key == "a"
+    assert ClientSettings(api_key="k", api_keys="a").key == "k"
+    assert ClientSettings().key is None
+
+
+def test_unreachable_api_raises_unreachable() -> None:
+    client = ApiClient(ClientSettings(api_url="http://127.0.0.1:9", api_timeout=2))
+    with pytest.raises(ApiUnreachable, match="did not answer"):
+        client.health()
+
+
+def test_field_errors_strip_spec_and_body_prefixes() -> None:
+    error = ApiError(422, "invalid_spec", "…", [
+        {"loc": ["spec", "ode", "steps"], "msg": "Input should be greater than or equal to 1"},
+        {"loc": ["spec", "lr"], "msg": "Value error, too large"},
+        {"loc": ["spec"], "msg": "whole spec"},
+        {"loc": ["body", "name"], "msg": "too long"},
+    ])
+    assert error.field_errors() == {"ode.steps": "Input should be greater than or equal to 1", "lr": "too large",
+                                    "": "whole spec", "name": "too long"}
+
+
+# ----------------------------------------------------------------------------------------------- series
+def test_merge_appends_only_newer_points() -> None:
+    old = {"series": {"loss": {"steps": [1, 2], "values": [1.0, 0.5]}}, "last_step": 2, "decimated": False}
+    new = {"series": {"loss": {"steps": [2, 3], "values": [9.0, 0.25]}, "acc": {"steps": [3], "values": [0.9]}},
+           "last_step": 3, "decimated": False}
+    merged = series.merge(old, new)
+    assert merged["series"]["loss"] == {"steps": [1, 2, 3], "values": [1.0, 0.5, 0.25]}
+    assert merged["series"]["acc"] == {"steps": [3], "values": [0.9]}
+    assert merged["last_step"] == 3
+    assert old["series"]["loss"]["steps"] == [1, 2]
+
+
+def test_ema_is_debiased_and_keeps_gaps() -> None:
+    smoothed = series.ema([1.0, None, 1.0, 3.0], 0.5)
+    assert smoothed[0] == pytest.approx(1.0, rel=1e-12)
+    assert smoothed[1] is None
+    assert smoothed[2] == pytest.approx(1.0, rel=1e-12)
+    assert 1.0 < smoothed[3] < 3.0  # type: ignore[operator]
+    assert series.ema([1.0, 2.0], 0.0) == [1.0, 2.0]
+
+
+def test_epoch_axis_interpolates_between_epoch_ends() -> None:
+    epochs = ([10, 20], [1.0, 2.0])
+    assert series.epoch_of_steps([5, 10, 15, 25], epochs) == pytest.approx([0.5, 1.0, 1.5, 2.5], rel=1e-12)
+    assert all(math.isnan(x) for x in series.epoch_of_steps([1], ([], [])))
+
+
+def test_time_axis_sums_step_times() -> None:
+    assert series.time_of_steps([1, 2, 3], ([1, 2, 3], [0.5, 0.25, 0.25])) == pytest.approx([0.5, 0.75, 1.0],
+                                                                                            rel=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------- tables
+def test_run_row_reads_method_solver_and_steps_from_the_spec() -> None:
+    run = {"id": 3, "kind": "train", "name": "", "status": "succeeded",
+           "spec": {"model": "mlp_ode", "dataset": "moons",
+                    "ode": {"solver": "rk4", "steps": 8, "activation": "tanh",
+                            "gradient": {"method": "anode", "checkpoints": 2, "reconstruct": True}}},
+           "summary": {"best_test_acc": 0.9}, "created_at": "2026-01-01T00:00:00Z",
+           "started_at": "2026-01-01T00:00:00Z", "finished_at": "2026-01-01T00:01:30Z"}
+    row = tables.run_row(run)
+    assert (row["method"], row["solver"], row["N_t"], row["activation"]) == ("anode(c=2)", "rk4", "8", "tanh")
+    assert row["name"] == "mlp_ode on moons"
+    assert row["best accuracy"] == 0.9 and row["duration"] == 90.0
+    assert tables.format_duration(90.0) == "1 min 30 s"
+
+
+def test_sort_puts_empty_cells_last_both_ways() -> None:
+    rows = [{"a": 2}, {"a": None}, {"a": 1}]
+    assert [r["a"] for r in tables.sort_rows(rows, "a", False)] == [1, 2, None]
+    assert [r["a"] for r in tables.sort_rows(rows, "a", True)] == [2, 1, None]
+
+
+@pytest.mark.parametrize("label", ["direct", "anode", "anode(c=3)", "adjoint", "adjoint(stored)"])
+def test_method_labels_round_trip(label: str) -> None:
+    assert tables.method_label(tables.method_from_label(label)) == label
+
+
+def test_run_colours_are_stable_and_distinct_for_neighbours() -> None:
+    assert tables.run_colour(7) == tables.run_colour(7)
+    assert len({tables.run_colour(i) for i in range(1, 21)}) == 20
+
+
+def test_differing_lists_only_fields_that_change() -> None:
+    a = {"ode": {"steps": 2, "solver": "euler"}, "lr": 0.1}
+    b = {"ode": {"steps": 4, "solver": "euler"}, "lr": 0.1}
+    assert tables.differing([a, b]) == ["ode.steps"]
+
+
+def test_parse_csv_reads_numbers_empties_and_non_finite() -> None:
+    rows = tables.parse_csv(b"a,b,c\n1,,x\ninf,2.5,nan\n")
+    assert rows[0] == {"a": 1.0, "b": None, "c": "x"}
+    assert math.isinf(rows[1]["a"]) and math.isnan(rows[1]["c"])
+
+
+# ------------------------------------------------------------------------------------------------ forms
+SCHEMA = {
+    "$defs": {"Ode": {"properties": {"steps": {"type": "integer", "description": "N_t"}}}},
+    "properties": {"ode": {"$ref": "#/$defs/Ode"},
+                   "lr": {"type": "number"},
+                   "hidden": {"anyOf": [{"type": "integer"}, {"type": "null"}], "description": "units"}},
+}
+
+
+def test_schema_field_follows_refs_and_any_of() -> None:
+    assert forms.schema_field(SCHEMA, "ode.steps")["description"] == "N_t"
+    assert forms.schema_field(SCHEMA, "hidden")["type"] == "integer"
+
+
+def test_number_limits_turn_exclusive_integer_bounds_inclusive() -> None:
+    bounds = {"ode.steps": {"exclusiveMinimum": 0, "maximum": 256}, "lr": {"exclusiveMinimum": 0.0, "maximum": 10}}
+    assert forms.number_limits(SCHEMA, bounds, "ode.steps") == (True, 1, 256)
+    assert forms.number_limits(SCHEMA, bounds, "lr") == (False, None, 10)
+    assert "> 0.0" in (forms.field_help(SCHEMA, bounds, "lr") or "")
+
+
+def test_set_and_get_path() -> None:
+    spec: dict[str, object] = {}
+    forms.set_path(spec, "ode.gradient.method", "anode")
+    assert forms.get_path(spec, "ode.gradient.method") == "anode"
+    assert forms.get_path(spec, "ode.missing", 5) == 5
+
+
+# ----------------------------------------------------------------------------------------------- charts
+def test_sweep_error_figure_is_log_log_with_a_reference_slope_per_solver() -> None:
+    fig = charts.sweep_error_figure(SWEEP_ROWS)
+    assert isinstance(fig, go.Figure)
+    assert fig.layout.xaxis.type == "log" and fig.layout.yaxis.type == "log"
+    references = [t for t in fig.data if t.name.startswith("slope")]
+    assert [t.name for t in references] == ["slope −1 (euler)", "slope −2 (midpoint)"]
+    euler = next(t for t in references if "euler" in t.name)
+    assert euler.y[-1] / euler.y[0] == pytest.approx(1 / 8, rel=1e-12)
+    exact = next(t for t in fig.data if t.name == "anode · euler")
+    assert min(exact.y) == charts.ROUNDING_FLOOR  # zero error drawn at the floor, not dropped
+
+
+def test_reference_slope_goes_through_the_largest_inexact_error() -> None:
+    (euler, _) = charts.reference_slopes(SWEEP_ROWS)
+    assert euler.y[0] == pytest.approx(0.5, rel=1e-12)
+
+
+@pytest.mark.parametrize("build", [charts.sweep_cosine_figure, charts.sweep_memory_figure, charts.sweep_time_figure])
+def test_other_sweep_figures_have_one_line_per_method(build) -> None:  # type: ignore[no-untyped-def]
+    fig = build([r for r in SWEEP_ROWS if r["solver"] == "euler"])
+    names = {t.name for t in fig.data}
+    assert any("anode" in n for n in names) and any("adjoint" in n for n in names)
+
+
+def test_smoothing_keeps_the_raw_curve_visible() -> None:
+    curve = charts.Curve("loss", [1, 2, 3, 4], [1.0, 0.5, 0.7, 0.2])
+    plain = charts.curves_figure([curve], title="t", x_title="x", y_title="y")
+    smooth = charts.curves_figure([curve], title="t", x_title="x", y_title="y", smoothing=0.6, log_y=True)
+    assert len(plain.data) == 1 and len(smooth.data) == 2
+    raw, line = smooth.data
+    assert raw.opacity < 1 and list(raw.y) == [1.0, 0.5, 0.7, 0.2] and list(line.y) != list(raw.y)
+    assert smooth.layout.yaxis.type == "log"
+
+
+def test_font_size_reaches_the_layout() -> None:
+    fig = charts.sweep_error_figure(SWEEP_ROWS, font_size=charts.WALL_FONT_SIZE)
+    assert fig.layout.font.size == charts.WALL_FONT_SIZE
+
+
+def test_demo_figures_from_artifacts() -> None:
+    gradients = [{"steps": 1.0, "finite_difference": 1.0, "direct": 1.0, "anode": 1.0, "adjoint": -1.5,
+                  "adjoint(stored)": -1.5}]
+    data = {"gradients.csv": gradients, "loss_curve.csv": [{"theta": 0.0, "loss": -1.0}, {"theta": 1.0, "loss": 0.0}],
+            "tangents.json": {"steps": 1, "theta": 0.5, "loss": -0.5, "slopes": {"anode": 1.0, "adjoint": -1.5}}}
+    figures = demo_charts.demo_figures("wrong-sign", data)
+    assert len(figures) == 2  # trajectories.csv missing: that picture is left out
+    bars = {t.name: list(t.y) for t in figures[0].data}
+    assert bars["adjoint"] == [-1.5] and bars["anode"] == [1.0]
+    assert demo_charts.demo_figures("no-such-demo", data) == []
+
+
+def test_reconstruction_images_in_reading_order() -> None:
+    names = ["reconstructed_float64_N32.png", "blurred.png", "reconstructed_float32_N64.png",
+             "reconstructed_float32_N32.png", "original.png", "errors.csv"]
+    order = [n for n, _ in demo_charts.reconstruction_images(names)]
+    assert order == ["original.png", "blurred.png", "reconstructed_float32_N32.png", "reconstructed_float32_N64.png",
+                     "reconstructed_float64_N32.png"]
