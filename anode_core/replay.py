@@ -26,7 +26,8 @@ class RngState:
 
     @classmethod
     def capture(cls, *tensors: Tensor) -> RngState:
-        devices, states = get_device_states(*tensors)
+        accelerated = [t for t in tensors if t.device.type != "cpu"]
+        devices, states = get_device_states(*accelerated) if accelerated else ([], [])
         return cls(torch.get_rng_state(), tuple(devices), tuple(states))
 
     def restore(self) -> None:
@@ -46,10 +47,10 @@ def isolated_rng(state: RngState) -> Iterator[None]:
 @contextmanager
 def frozen_buffers(field: Callable[..., Tensor]) -> Iterator[None]:
     """Restore every buffer of ``field`` (BatchNorm running statistics, counters) on exit."""
-    if not isinstance(field, nn.Module):
+    saved = [(buf, buf.detach().clone()) for buf in field.buffers()] if isinstance(field, nn.Module) else []
+    if not saved:
         yield
         return
-    saved = [(buf, buf.detach().clone()) for buf in field.buffers()]
     try:
         yield
     finally:

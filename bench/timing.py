@@ -59,7 +59,7 @@ class Timing:
                 f"`reference` must have as many samples as this timing ({len(mine)}); got {len(theirs)}. "
                 "Time both in the same time_interleaved call."
             )
-        return tuple(a / b for a, b in zip(mine, theirs))
+        return tuple(a / b for a, b in zip(mine, theirs, strict=True))
 
     def paired_ratio_to(self, reference: Timing, clock: Clock = "wall") -> float:
         """Median of :meth:`paired_ratios`: robust to load that drifts between reps."""

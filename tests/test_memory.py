@@ -6,6 +6,7 @@ each storage once. A = ``saved_bytes_of_one_evaluation``, S = one block input, s
 
 from __future__ import annotations
 
+import gc
 import pytest
 import torch
 from helpers import SOLVERS, conv_field, seeded_randn
@@ -146,3 +147,16 @@ def test_memory_model_arithmetic() -> None:
     assert m.anode(3) == (4 + 3) * 100 + 2 * 300
     assert m.adjoint() == 4 * 100 + 300
     assert m.adjoint(reconstruct=False) == 4 * 100 + 4 * 8 * 100 + 300
+
+
+def test_meter_releases_graphs_kept_with_retain_graph() -> None:
+    """A saved output (ReLU's) held by the meter must not tie itself to its own grad_fn: after a
+    ``retain_graph=True`` backward (torchdiffeq's adjoint does this) and dropping the graph, nothing stays counted."""
+    x = torch.randn(64, 64, requires_grad=True)
+    with ac.MemoryMeter() as meter:
+        y = torch.relu(x @ x).sum()
+        (g,) = torch.autograd.grad(y, x, retain_graph=True)
+        assert meter.current_bytes > 0
+        del y, g
+        gc.collect()
+        assert meter.current_bytes == 0

@@ -71,7 +71,7 @@ class MemoryMeter:
         base = tensor if tensor._base is None else tensor._base  # nn.Linear saves a view, weight.t()
         if base.is_leaf and base.requires_grad:  # a parameter (or a detached alias of a counted state)
             return tensor
-        packed = _Packed(tensor)
+        packed = _Packed(tensor.detach())  # holding `tensor` itself would tie a saved output to its grad_fn
         self._hold(packed, tensor)
         return packed
 
