@@ -439,7 +439,7 @@ class Sizes:
 
 
 FULL = Sizes(conv_batch=16, conv_channels=16, conv_size=16, mlp_batch=1024, mlp_dim=16, mlp_hidden=64, reps=5, budget=8)
-QUICK = Sizes(conv_batch=2, conv_channels=16, conv_size=16, mlp_batch=64, mlp_dim=16, mlp_hidden=64, reps=3, budget=1.0)
+QUICK = Sizes(conv_batch=8, conv_channels=16, conv_size=16, mlp_batch=64, mlp_dim=16, mlp_hidden=64, reps=3, budget=1.0)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -86,14 +86,15 @@ def counted(solver: ac.Solver, method: ac.GradientMethod) -> ac.Measurement:
     "method,backward_per_forward",
     [
         pytest.param(ac.Direct(), 0, id="direct"),
-        pytest.param(ac.Anode(), 1, id="anode"),
+        pytest.param(ac.Anode(), (BLOCKS - 1) / BLOCKS, id="anode"),  # the last block's graph is kept
         pytest.param(ac.Adjoint(), 1, id="adjoint"),
         pytest.param(ac.Adjoint(reconstruct=False), 1, id="adjoint-stored"),
     ],
 )
 @pytest.mark.parametrize("solver", SOLVERS)
-def test_field_evaluations(solver: ac.Solver, method: ac.GradientMethod, backward_per_forward: int) -> None:
-    """Forward: L·N_t·s for every method. Backward: none for Direct, one more solve for Anode and Adjoint."""
+def test_field_evaluations(solver: ac.Solver, method: ac.GradientMethod, backward_per_forward: float) -> None:
+    """Forward: L·N_t·s for every method. Backward: none for Direct, one more solve for Adjoint, and for Anode a
+    recomputation of every block but the last, whose graph is still alive when backward starts."""
     m = counted(solver, method)
     assert m.nfe_forward == BLOCKS * STEPS * solver.stages
     assert m.nfe_backward == backward_per_forward * m.nfe_forward
