@@ -46,7 +46,8 @@ class Anode(GradientMethod):
             )
 
     def solve(self, problem: Problem, z0: Tensor) -> Tensor:
-        return _AnodeFunction.apply(problem, self.checkpoints, z0, *problem.params)
+        # apply() reports needs_input_grad even under no_grad, so the grad mode is read here, outside
+        return _AnodeFunction.apply(problem, self.checkpoints, torch.is_grad_enabled(), z0, *problem.params)
 
 
 class _KeptGraph:
@@ -82,17 +83,19 @@ def _drop_latest_graph() -> None:
 
 class _AnodeFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, problem: Problem, checkpoints: int | None, z0: Tensor, *params: Tensor) -> Tensor:
+    def forward(
+        ctx: Any, problem: Problem, checkpoints: int | None, grad_mode: bool, z0: Tensor, *params: Tensor
+    ) -> Tensor:
         ctx.problem = problem
         ctx.checkpoints = checkpoints
         ctx.rng = RngState.capture(z0)
         ctx.save_for_backward(z0)
         ctx.kept = None
-        if checkpoints is not None or not any(ctx.needs_input_grad[2:]):
+        if checkpoints is not None or not grad_mode or not any(ctx.needs_input_grad[3:]):
             return problem.advance(z0, 0, problem.steps)
         _drop_latest_graph()  # before building this one: one block's graph at a time
         with torch.enable_grad():
-            z = z0.detach().requires_grad_(ctx.needs_input_grad[2])
+            z = z0.detach().requires_grad_(ctx.needs_input_grad[3])
             z1 = problem.advance(z, 0, problem.steps)
         ctx.kept = _latest.graph = _KeptGraph(z, z1)
         return z1.detach()
@@ -101,12 +104,12 @@ class _AnodeFunction(torch.autograd.Function):
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         (z0,) = ctx.saved_tensors
         problem: Problem = ctx.problem
-        wanted = ctx.needs_input_grad[2:]
+        wanted = ctx.needs_input_grad[3:]
         kept = ctx.kept.take() if ctx.kept is not None else None
         ctx.kept = None
         if kept is not None:
             with torch.enable_grad():
-                return (None, None, *vjp(kept[1], (kept[0], *problem.params), wanted, grad_out))
+                return (None, None, None, *vjp(kept[1], (kept[0], *problem.params), wanted, grad_out))
         with torch.enable_grad(), isolated_rng(ctx.rng), frozen_buffers(problem.field):
             if ctx.checkpoints is None:
                 z = z0.detach().requires_grad_(wanted[0])
@@ -114,4 +117,4 @@ class _AnodeFunction(torch.autograd.Function):
                 grads = vjp(z1, (z, *problem.params), wanted, grad_out)
             else:
                 grads = revolve_backward(problem, z0, ctx.rng, grad_out, ctx.checkpoints, wanted)
-        return (None, None, *grads)
+        return (None, None, None, *grads)
