@@ -35,6 +35,12 @@ def _worker(args: argparse.Namespace) -> int:
     return run_worker(device=args.device)
 
 
+def _health(args: argparse.Namespace) -> int:
+    from backend.health.probe import probe
+
+    return probe(worker=args.worker)
+
+
 def _up(_: argparse.Namespace) -> int:
     from backend.launcher import up
 
@@ -110,6 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run queued experiments of one device class")
     worker.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="which queue to consume")
     worker.set_defaults(run=_worker)
+    health = sub.add_parser("health", help="exit 0 if this host's API answers /health ok (container health checks)")
+    health.add_argument("--worker", action="store_true",
+                        help="instead: a worker on this host renewed its heartbeat in the store lately")
+    health.set_defaults(run=_health)
     up = sub.add_parser("up", help="API, workers and dashboard in one terminal; Ctrl-C stops all")
     up.set_defaults(run=_up)
     _add_run(sub)

@@ -52,7 +52,7 @@ def load_spec_file(path: Path, kind: str | None = None) -> SpecFile:
     if kind is None:
         raise SpecFileError([f"{path}: say which experiment this is: add `kind: train` (or compare, demo) with "
                              "the spec under `spec:`, or pass --kind"])
-    if kind not in SPECS:
+    if not isinstance(kind, str) or kind not in SPECS:
         raise SpecFileError([f"{path}: `kind` must be one of {', '.join(SPECS)}; got {kind!r}"])
     if wrapped:
         unknown = sorted(set(data) - set(TOP_LEVEL))
@@ -69,8 +69,12 @@ def load_spec_file(path: Path, kind: str | None = None) -> SpecFile:
         raise SpecFileError([f"{path}: invalid {kind} spec ({exc.error_count()} "
                              f"{'error' if exc.error_count() == 1 else 'errors'}):",
                              *(f"  {line}" for line in describe_errors(exc, prefix))]) from None
-    tags = data.get("tags") or ()
-    return SpecFile(kind, spec, data.get("name"), tuple(str(t) for t in tags))
+    name, tags = data.get("name"), data.get("tags") or []
+    if name is not None and not isinstance(name, str | int | float):  # YAML reads `name: 2024` as a number
+        raise SpecFileError([f"{path}: `name` must be text; got {name!r}"])
+    if not isinstance(tags, list) or not all(isinstance(t, str | int | float) for t in tags):
+        raise SpecFileError([f"{path}: `tags` must be a list of words, e.g. [baseline, moons]; got {tags!r}"])
+    return SpecFile(kind, spec, None if name is None else str(name), tuple(str(t) for t in tags))
 
 
 def _read(path: Path) -> Any:
@@ -83,12 +87,16 @@ def _read(path: Path) -> Any:
             return json.loads(text)
         except json.JSONDecodeError as exc:
             raise SpecFileError([f"{path} is not valid JSON: {exc}"]) from None
+        except RecursionError:
+            raise SpecFileError([f"{path} nests too deeply to be a spec"]) from None
     import yaml
 
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise SpecFileError([f"{path} is not valid YAML: {exc}"]) from None
+    except RecursionError:
+        raise SpecFileError([f"{path} nests too deeply to be a spec"]) from None
 
 
 def describe_errors(exc: ValidationError, prefix: str = "") -> list[str]:

@@ -8,28 +8,37 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.catalog.routes import router as catalog_router
 from backend.catalog.service import catalog
 from backend.db import Database, migrate
 from backend.deps import require_api_key
-from backend.errors import error_body, install_handlers
+from backend.errors import ERROR_RESPONSES, error_body, install_handlers
 from backend.health.routes import router as health_router
 from backend.queue import RunQueues
 from backend.runs.routes import router as runs_router
+from backend.runs.service import requeue_stored
+from backend.security import SecurityHeaders, TokenBuckets
 from backend.settings import Settings
 
 API_PREFIX = "/api/v1"
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(StarletteHTTPException):
+    """An ``HTTPException`` so that FastAPI's body parser re-raises it (any other exception while reading the
+    body becomes a 400 "error parsing the body") and the app's handler renders the 413."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request bodies are limited to {limit} bytes (ANODE_MAX_BODY_BYTES)")
 
 
 class BodyLimit:
@@ -55,7 +64,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    raise _TooLarge
+                    raise _TooLarge(self.limit)
             return message
 
         async def tracking(message: Message) -> None:
@@ -87,6 +96,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await to_thread.run_sync(migrate, settings.db_url, settings.data_dir)
         app.state.db = Database(settings.db_url)
         app.state.queues = RunQueues(settings)
+        try:
+            await to_thread.run_sync(requeue_stored, app.state.db, app.state.queues)
+        except Exception:  # the queue is down: serve anyway (/health says so); a starting worker re-queues them
+            logging.getLogger("anode.api").exception("re-queueing stored queued runs failed")
         await to_thread.run_sync(catalog)  # built once, off the first request
         gc.collect()
         gc.freeze()  # start-up objects leave the collector's view: full collections stop pausing requests
@@ -106,12 +119,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
+    app.state.create_limit = TokenBuckets(settings.create_rate_per_minute, settings.create_burst)
     install_handlers(app)
-    api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(require_api_key)])
+    api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(require_api_key)], responses=ERROR_RESPONSES)
     for router in (runs_router, catalog_router, health_router):
         api.include_router(router)
     app.include_router(api)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)  # type: ignore[arg-type]
+    if settings.cors_origins:  # closed unless configured: no CORS headers, so browsers keep other origins out
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,  # type: ignore[arg-type]
+                           allow_methods=["GET", "POST", "DELETE"], allow_headers=["X-API-Key", "Content-Type"],
+                           expose_headers=["Retry-After"], max_age=600)
+    app.add_middleware(SecurityHeaders)  # type: ignore[arg-type]  # outermost: 413s and preflights get them too
     return app
 
 

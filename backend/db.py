@@ -9,19 +9,22 @@ another writer committed). Read sessions use a plain ``BEGIN``.
 from __future__ import annotations
 
 import fcntl
+import json
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, DateTime, Engine, create_engine, event
+from sqlalchemy import Connection, DateTime, Engine, create_engine, event, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 BUSY_TIMEOUT_S = 60.0
 MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATION_LOCK_KEY = 0x616E6F6465  # "anode": one PostgreSQL advisory lock for migrations
 
 
 def utcnow() -> datetime:
@@ -48,15 +51,34 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
+
+
+def json_dumps(value: Any) -> str:
+    """JSON columns store NaN and ±inf as ``null`` on every backend: PostgreSQL rejects them, and a summary
+    (e.g. a slope fitted to one point) may hold them."""
+    try:
+        return json.dumps(value, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(value), allow_nan=False)
+
+
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; for SQLite, creates the folder and sets WAL, busy timeout and transaction modes."""
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True)
+        return create_engine(url, pool_pre_ping=True, json_serializer=json_dumps)
     path = url.split("///", 1)[1] if "///" in url else ""
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False},
-                           pool_size=20, max_overflow=20)
+                           pool_size=20, max_overflow=20, json_serializer=json_dumps)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -117,21 +139,41 @@ def after_commit(session: Session, hook: Callable[[], None]) -> None:
     session.info.setdefault("after_commit", []).append(hook)
 
 
-def migrate(url: str, lock_dir: Path) -> None:
-    """Bring the schema to the newest Alembic revision; a file lock serialises processes starting together."""
-    from alembic import command
+def _alembic_config(url: str) -> Any:
     from alembic.config import Config
 
-    lock_dir.mkdir(parents=True, exist_ok=True)
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def migrate(url: str, lock_dir: Path) -> None:
+    """Bring the schema to the newest Alembic revision (the API does this at start; workers never do). A file
+    lock serialises processes starting together on one host; on PostgreSQL an advisory lock held by the
+    migrating transaction serialises API processes on several hosts."""
+    from alembic import command
+
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    config = _alembic_config(url)
     with open(lock_dir / "migrate.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         engine = make_engine(url)
         try:
             with engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
                 config.attributes["connection"] = conn
                 command.upgrade(config, "head")
         finally:
             engine.dispose()
+
+
+def schema_is_current(engine: Engine) -> bool:
+    """True when the store is at the newest Alembic revision, i.e. the API has migrated it."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    heads = set(ScriptDirectory.from_config(_alembic_config("")).get_heads())
+    with engine.connect() as conn:
+        return set(MigrationContext.configure(conn).get_current_heads()) == heads

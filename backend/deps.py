@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from backend.db import Database
 from backend.errors import Unauthorized
 from backend.queue import RunQueues
+from backend.security import client_key
 from backend.settings import Settings
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -69,3 +70,8 @@ async def require_api_key(settings: SettingsDep, key: Annotated[str | None, Secu
         matched |= hmac.compare_digest(offered, known.encode())
     if not matched:
         raise Unauthorized("missing or unknown API key: send it in the X-API-Key header")
+
+
+async def limit_creation(request: Request, key: Annotated[str | None, Security(api_key_header)]) -> None:
+    """Run creation is rate limited per client: 429 with ``Retry-After`` past the burst (see backend.security)."""
+    request.app.state.create_limit.check(client_key(key, request.client.host if request.client else None))

@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 
@@ -49,6 +50,36 @@ class QueueUnavailable(DomainError):
     error = "queue_unavailable"
 
 
+class RateLimited(DomainError):
+    status_code = 429
+    error = "rate_limited"
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail)
+        self.headers = {"Retry-After": str(retry_after)}
+
+
+class ErrorBody(BaseModel):
+    """Every error response: a machine-readable ``error``, a sentence saying what to fix, and for invalid
+    requests the pydantic ``errors`` (each with ``loc``, ``msg``, ``type``)."""
+
+    error: str
+    detail: str
+    errors: list[dict[str, Any]] | None = None
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in [
+        (400, "the body is not JSON"), (401, "missing or unknown API key"), (404, "no such run, artifact or route"),
+        (409, "the run's state does not allow it"), (413, "request body too large"),
+        (422, "invalid request or spec"), (429, "too many runs created; retry after Retry-After seconds"),
+        (503, "the queue refused the run (it is stored and queued when a worker starts)"),
+    ]
+}
+"""Documented on every ``/api/v1`` operation, so the OpenAPI contract lists every status the API answers."""
+
+
 def error_body(error: str, detail: str, errors: Sequence[dict[str, Any]] | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {"error": error, "detail": detail}
     if errors is not None:
@@ -69,7 +100,8 @@ def describe_errors(errors: Sequence[Any]) -> tuple[str, list[dict[str, Any]]]:
 def install_handlers(app: FastAPI) -> None:
     async def domain(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, DomainError)
-        return JSONResponse(error_body(exc.error, exc.detail, exc.errors), status_code=exc.status_code)
+        return JSONResponse(error_body(exc.error, exc.detail, exc.errors), status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
 
     async def validation(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from backend.db import UTCDateTime, utcnow
@@ -97,3 +97,5 @@ class Worker(Base):
     heartbeat: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     run_id: Mapped[int | None] = mapped_column(Integer)
     device_name: Mapped[str] = mapped_column(String(200), default="")
+    device_memory: Mapped[int | None] = mapped_column(BigInteger)
+    """Bytes: the GPU's total memory for a gpu worker, the host's RAM for a cpu worker."""

@@ -31,7 +31,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ANODE_", extra="ignore", frozen=True)
 
     data_dir: Path = Field(Path("~/.local/share/anode-lab"), description="runs, SQLite files and artifacts")
-    database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite at data_dir/anode.db")
+    database_url: str | None = Field(None, description="postgresql+psycopg://… (several hosts) or sqlite:///PATH; "
+                                     "default SQLite at data_dir/anode.db")
     queue_url: str | None = Field(None, description="redis://… for RedisHuey; default SqliteHuey at data_dir/queue.db")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
@@ -50,13 +51,20 @@ class Settings(BaseSettings):
     torch_threads: int | None = Field(None, ge=1, le=256, description="intra-op threads of a worker's torch; "
                                       "default torch's own (set 1 when several workers share few cores)")
     sse_poll_seconds: float = Field(0.5, gt=0, description="how often an event stream looks for news")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="comma-separated origins allowed to call the API from a browser; "
+        "default none (CORS closed)"
+    )
+    create_rate_per_minute: float = Field(120.0, gt=0, description="runs one client (API key, else address) may "
+                                          "create per minute, after a burst of `create_burst`")
+    create_burst: int = Field(60, ge=1, description="runs one client may create at once before the rate applies")
 
     @field_validator("data_dir")
     @classmethod
     def _expand(cls, path: Path) -> Path:
         return path.expanduser().resolve()
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
@@ -69,6 +77,14 @@ class Settings(BaseSettings):
         if url and not url.startswith(("redis://", "rediss://", "unix://", "sqlite:///")):
             raise ValueError("`ANODE_QUEUE_URL` must be redis://…, rediss://…, unix://… or sqlite:///PATH; "
                              f"got {url!r}")
+        return url
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_store(cls, url: str | None) -> str | None:
+        if url and not url.startswith(("sqlite:///", "postgresql+psycopg://")):
+            raise ValueError("`ANODE_DATABASE_URL` must be postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB (the "
+                             f"`postgres` extra) or sqlite:///PATH; got {url.split(':', 1)[0]}:…")
         return url
 
     @property

@@ -37,8 +37,9 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import SQLAlchemyError
 
-from backend.db import Database, after_commit, migrate, utcnow
+from backend.db import Database, after_commit, schema_is_current, utcnow
 from backend.queue import RunQueues, queue_for_device
 from backend.runs import repository as runs
 from backend.runs.ingest import MetricWriter
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("anode.worker")
 TRACEBACK_FRAMES = 6
 FORGET_WORKERS_AFTER = timedelta(days=1)
+SCHEMA_WAIT_S = 300.0
 
 
 @dataclass
@@ -79,9 +81,10 @@ def error_summary(exc: BaseException) -> dict[str, Any]:
             "traceback": [f"{Path(f.filename).name}:{f.lineno} in {f.name}: {f.line or ''}".strip() for f in frames]}
 
 
-def prepare_torch(device: DeviceClass, threads: int | None) -> tuple[str, str]:
-    """Set torch's thread count; return (device torch runs on, a readable name). A gpu worker without CUDA
-    refuses to start."""
+def prepare_torch(device: DeviceClass, threads: int | None) -> tuple[str, str, int | None]:
+    """Set torch's thread count; return (device torch runs on, a readable name, its memory in bytes). A gpu
+    worker without CUDA refuses to start; it uses the first visible GPU (one worker per GPU: give each its own
+    ``CUDA_VISIBLE_DEVICES`` or device reservation)."""
     import torch
 
     if threads is not None:
@@ -89,8 +92,10 @@ def prepare_torch(device: DeviceClass, threads: int | None) -> tuple[str, str]:
     if device == "gpu":
         if not torch.cuda.is_available():
             raise SystemExit("`anode-lab worker --device gpu` needs a CUDA device, and torch sees none")
-        return "cuda", torch.cuda.get_device_name(0)
-    return "cpu", f"cpu ({os.cpu_count()} cores)"
+        props = torch.cuda.get_device_properties(0)
+        return "cuda", props.name, int(props.total_memory)
+    pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+    return "cpu", f"cpu ({os.cpu_count()} cores)", int(pages * page_size) if pages > 0 else None
 
 
 class WorkerProcess:
@@ -105,15 +110,15 @@ class WorkerProcess:
 
     # -------------------------------------------------------------------------------------------- lifecycle
     def serve(self) -> int:
-        self.torch_device, device_name = prepare_torch(self.device, self.settings.torch_threads)
-        migrate(self.settings.db_url, self.settings.data_dir)
+        self.torch_device, device_name, device_memory = prepare_torch(self.device, self.settings.torch_threads)
         self.db = Database(self.settings.db_url)
+        self._wait_for_schema()
         self.queues = RunQueues(self.settings, body=self.execute)
         huey = self.queues.hueys[self.device]
         with self.db.session(write=True) as session:
             workers.forget_older_than(session, utcnow() - FORGET_WORKERS_AFTER)
             workers.register(session, worker_id=self.id, device=self.device, hostname=socket.gethostname(),
-                             pid=os.getpid(), device_name=device_name)
+                             pid=os.getpid(), device_name=device_name, device_memory=device_memory)
         self._recover_queued()
         self._install_signals()
         threads = [threading.Thread(target=self._every, args=(self.settings.heartbeat_seconds, self._beat),
@@ -142,6 +147,28 @@ class WorkerProcess:
             self.db.dispose()
             log.info("worker %s stopped", self.id)
         return 0
+
+    def _wait_for_schema(self) -> None:
+        """Workers never migrate (several of them, on several hosts, would race): they wait until the API has
+        brought the store to the newest revision at its start."""
+        assert self.db is not None
+        deadline = time.monotonic() + SCHEMA_WAIT_S
+        said = False
+        while True:
+            try:
+                if schema_is_current(self.db.engine):
+                    return
+                reason = ("the store's schema revision is not this worker's newest (the API has not started yet, "
+                          "or runs another version)")
+            except SQLAlchemyError as exc:
+                reason = f"the store cannot be read ({type(exc).__name__})"
+            if time.monotonic() > deadline:
+                raise SystemExit(f"worker: {reason} after {SCHEMA_WAIT_S:.0f} s; start the API (`anode-lab api`), "
+                                 "which migrates it, with the same ANODE_DATABASE_URL")
+            if not said:
+                log.info("waiting for the API to migrate the store: %s", reason)
+                said = True
+            time.sleep(1.0)
 
     def _install_signals(self) -> None:
         def handle(signum: int, _frame: FrameType | None) -> None:

@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,28 +32,15 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
+from loopback import free_port, wait  # noqa: E402
+
 API = "/api/v1"
 TINY_DEMO = {"kind": "demo", "spec": {"name": "non-invertible"}}
 TRAIN = {"dataset": "moons", "n_samples": 4096, "batch_size": 32, "epochs": 8, "device": "cpu"}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
-def _wait(probe: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = probe()
-        except httpx.TransportError:
-            value = None
-        if value:
-            return value
-        time.sleep(0.02)
-    raise SystemExit(f"timed out waiting for {what}")
 
 
 def _percentile(samples: list[float], q: float) -> float:
@@ -66,7 +52,7 @@ def enqueue_latency(client: httpx.Client, runs: int) -> list[float]:
     latencies = []
     for _ in range(runs):
         run_id = client.post("/runs", json=TINY_DEMO).json()["id"]
-        run = _wait(lambda: (r := client.get(f"/runs/{run_id}").json())["status"] not in ("queued", "running") and r,
+        run = wait(lambda: (r := client.get(f"/runs/{run_id}").json())["status"] not in ("queued", "running") and r,
                     60, f"run {run_id}")
         started = run["started_at"].replace("Z", "+00:00")
         created = run["created_at"].replace("Z", "+00:00")
@@ -190,7 +176,7 @@ def main() -> int:
     runs_n, per_client, reps = (5, 20, 3) if args.quick else (15, 100, 7)
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
-        port = _free_port()
+        port = free_port()
         env = {**os.environ, "ANODE_DATA_DIR": str(data_dir), "ANODE_PORT": str(port), "ANODE_TORCH_THREADS": "1"}
         logs = open(data_dir / "service.log", "wb")
         procs = [subprocess.Popen([sys.executable, "-m", "anode_lab.cli", *cmd], env=env, cwd=ROOT, stdout=logs,
@@ -199,11 +185,11 @@ def main() -> int:
         base = f"http://127.0.0.1:{port}{API}"
         try:
             with httpx.Client(base_url=base, timeout=30) as client:
-                _wait(lambda: client.get("/health").json()["workers"], 90, "the API and a live worker")
+                wait(lambda: client.get("/health").json()["workers"], 90, "the API and a live worker")
                 latencies = enqueue_latency(client, runs_n)
                 run_id = client.post("/runs", json={"kind": "train", "spec": {**TRAIN, "n_samples": 256, "epochs": 6}})
                 run_id = run_id.json()["id"]
-                _wait(lambda: client.get(f"/runs/{run_id}").json()["status"] == "succeeded", 120, "the train run")
+                wait(lambda: client.get(f"/runs/{run_id}").json()["status"] == "succeeded", 120, "the train run")
             reads = read_latency(port, run_id, clients=20, per_client=per_client)
         finally:
             for proc in procs:

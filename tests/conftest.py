@@ -19,3 +19,33 @@ def one_torch_thread() -> Iterator[None]:
     if torch is not None and torch.get_num_threads() != 1:
         torch.set_num_threads(1)
     yield
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[object]:
+    """A password-protected ``redis-server`` on loopback for the session (see ``tests/servers.py``)."""
+    import shutil
+
+    pytest.importorskip("redis", reason="the `redis` extra is not installed (scripts/test installs it)")
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (scripts/test installs it)")
+    from servers import RedisServer
+
+    server = RedisServer(binary)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[object]:
+    """A throw-away PostgreSQL cluster on loopback for the session (see ``tests/servers.py``)."""
+    pytest.importorskip("psycopg", reason="the `postgres` extra is not installed (scripts/test installs it)")
+    from servers import PostgresServer, postgres_bin
+
+    bindir = postgres_bin()
+    if bindir is None:
+        pytest.skip("PostgreSQL's server is not installed (scripts/test installs Debian's postgresql)")
+    server = PostgresServer(bindir)
+    yield server
+    server.stop()

@@ -22,7 +22,8 @@ from service_helpers import FAST_LEASES, free_port, wait_for
 from playwright import sync_api as playwright
 
 ROOT = Path(__file__).resolve().parent.parent
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+# The README's pictures are refreshed on purpose (ANODE_UPDATE_SCREENSHOTS=1); otherwise they go under build/.
+SCREENSHOTS = ROOT / ("docs" if os.environ.get("ANODE_UPDATE_SCREENSHOTS") else "build") / "screenshots"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]

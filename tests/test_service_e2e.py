@@ -1,10 +1,14 @@
 """End to end, as a user runs it: ``anode-lab api`` (uvicorn) and ``anode-lab worker`` processes on loopback, a
-temporary ``ANODE_DATA_DIR``, an httpx client. Short leases (see ``FAST_LEASES``) let the reaper act in seconds."""
+temporary ``ANODE_DATA_DIR``, an httpx client. Short leases (see ``FAST_LEASES``) let the reaper act in seconds.
+
+Every test on the ``service`` fixture runs twice: ``embedded`` (SQLite store and queue, one worker) and
+``distributed`` (PostgreSQL store, Redis queue, two workers: the settings docker-compose.yml uses)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,17 +22,28 @@ E2E_ENV = {
     **FAST_LEASES,
     "ANODE_METRICS_FLUSH_SECONDS": "0",  # every complete step is written at once: the store trails by one step
     "ANODE_CANCEL_POLL_SECONDS": "0",  # the cancel flag is read before every step
+    "ANODE_CREATE_BURST": "1000",  # one test client creates 50 runs at once, and ~60 runs per configuration
 }
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    svc = Service(tmp_path_factory.mktemp("anode-data"), E2E_ENV)
+def distributed_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Store and queue settings of the distributed configuration, on the session's Redis and PostgreSQL."""
+    redis, postgres = request.getfixturevalue("redis_server"), request.getfixturevalue("postgres_server")
+    return {"ANODE_QUEUE_URL": redis.new_url(), "ANODE_DATABASE_URL": postgres.new_url()}
+
+
+@pytest.fixture(scope="module", params=["embedded", "distributed"])
+def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    distributed = request.param == "distributed"
+    env = {**E2E_ENV, **(distributed_env(request) if distributed else {})}
+    svc = Service(tmp_path_factory.mktemp(f"anode-{request.param}"), env)
+    workers = 2 if distributed else 1
     try:
         svc.start_api()
-        svc.start_worker()
+        for _ in range(workers):
+            svc.start_worker()
         with httpx.Client(base_url=svc.url, timeout=10) as client:
-            svc.wait_workers(client, 1)
+            svc.wait_workers(client, workers)
         yield svc
     finally:
         svc.stop()
@@ -201,10 +216,53 @@ def test_invalid_spec_and_unknown_run_over_http(client: httpx.Client) -> None:
     assert client.post("/runs/987654/cancel").json()["error"] == "not_found"
 
 
-def test_health_lists_live_workers(client: httpx.Client) -> None:
+def test_health_lists_live_workers(client: httpx.Client, service: Service) -> None:
+    distributed = "ANODE_QUEUE_URL" in service.env
     health = client.get("/health").json()
-    assert health["status"] == "ok" and health["database"]["ok"] and health["queue"]["backend"] == "sqlite"
+    assert health["status"] == "ok" and health["database"]["ok"]
+    assert health["queue"]["backend"] == ("redis" if distributed else "sqlite")
+    assert health["database"]["detail"] == ("postgresql" if distributed else "sqlite")
     assert health["devices"] == ["cpu"] and all(w["device"] == "cpu" for w in health["workers"])
+    assert all(w["device_name"].startswith("cpu") and w["device_memory"] > 0 for w in health["workers"])
+
+
+def test_fifty_runs_submitted_at_once_each_run_exactly_once(client: httpx.Client, service: Service) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    spec = {"solvers": ["euler"], "steps": [1], "device": "cpu"}
+    with ThreadPoolExecutor(10) as pool:
+        ids = list(pool.map(lambda i: submit(client, "compare", spec, name=f"burst-{i}"), range(50)))
+    assert len(set(ids)) == 50
+    finished = [wait_status(client, run_id, {"succeeded", "failed", "cancelled", "diverged"}, 180) for run_id in ids]
+    assert [run["status"] for run in finished] == ["succeeded"] * 50, finished
+    assert all(run["attempt"] == 1 for run in finished)
+    logs = "\n".join(path.read_text() for path in service.data_dir.glob("worker-*.log"))
+    started = {run_id: len(re.findall(rf"run {run_id} \(compare\) attempt \d+ started", logs)) for run_id in ids}
+    assert started == dict.fromkeys(ids, 1)  # no run executed twice, by one worker or by two
+    if "ANODE_QUEUE_URL" in service.env:
+        assert len({run["worker"] for run in finished}) >= 2  # both workers took a share
+
+
+def test_a_worker_waits_for_the_api_to_migrate_and_never_migrates_itself(service: Service, tmp_path: Path) -> None:
+    """A worker pointed at an empty store waits (for the API's migration) instead of creating the schema."""
+    from sqlalchemy import inspect
+
+    from backend.db import make_engine
+
+    if "ANODE_DATABASE_URL" in service.env:
+        url = service.env["ANODE_DATABASE_URL"].rsplit("/", 1)[0] + "/postgres"  # an empty database
+    else:
+        url = f"sqlite:///{tmp_path / 'empty.db'}"
+    lone = Service(tmp_path, {**service.env, "ANODE_DATABASE_URL": url})
+    worker = lone.start_worker()
+    try:
+        wait_for(lambda: "waiting for the API to migrate" in lone.logs("worker"), 60, "the worker to wait")
+        assert worker.poll() is None
+        engine = make_engine(url)
+        assert "runs" not in inspect(engine).get_table_names()
+        engine.dispose()
+    finally:
+        lone.stop()
 
 
 def test_keys_are_enforced_by_a_real_server(tmp_path: Path) -> None:
@@ -264,29 +322,49 @@ def test_up_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
         os.kill(live[0]["pid"], 0)
 
 
-def test_redis_queue_runs_the_same_tasks(tmp_path: Path) -> None:
-    import shutil
-    import subprocess
 
-    pytest.importorskip("redis")
-    server = shutil.which("redis-server")
-    if server is None:
-        pytest.skip("redis-server is not installed")
+def test_health_probes_of_the_containers(service: Service) -> None:
+    """docker-compose.yml's health checks, under the same settings: `anode-lab health` (API) and
+    `anode-lab health --worker` (a fresh heartbeat of a worker on this host), each failing when it should."""
+    import subprocess
+    import sys
+
     from service_helpers import free_port
 
-    port = free_port()
-    redis = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    svc = Service(tmp_path, {**FAST_LEASES, "ANODE_QUEUE_URL": f"redis://127.0.0.1:{port}/0"})
+    def probe(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "anode_lab.cli", "health", *args], check=False,
+                              env={**service.env, **env}, capture_output=True, text=True, timeout=60)
+
+    assert probe().returncode == 0
+    assert probe("--worker").returncode == 0
+    down = probe(ANODE_PORT=str(free_port()))
+    assert down.returncode == 1 and "did not answer" in down.stdout
+    stale = probe("--worker", ANODE_HEARTBEAT_TIMEOUT_SECONDS="0.000001")
+    assert stale.returncode == 1 and "heartbeat" in stale.stdout
+
+
+@pytest.mark.cuda
+def test_gpu_worker_honours_cuda_runs_and_reports_its_device(tmp_path: Path) -> None:
+    """On a CUDA machine: the gpu worker reports its GPU (name, memory) in /health, runs a ``device: cuda`` run
+    on the GPU and stores the allocator's peak (``cuda_peak_bytes``)."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    props = torch.cuda.get_device_properties(0)
+    svc = Service(tmp_path, E2E_ENV)
     try:
         svc.start_api()
-        svc.start_worker()
+        svc.start_worker("gpu")
         with httpx.Client(base_url=svc.url, timeout=10) as client:
             svc.wait_workers(client, 1)
-            assert client.get("/health").json()["queue"]["backend"] == "redis"
-            run = wait_status(client, submit(client, "demo", {"name": "non-invertible"}), {"succeeded", "failed"})
-            assert run["status"] == "succeeded", run
+            (worker,) = client.get("/health").json()["workers"]
+            assert (worker["device"], worker["device_name"], worker["device_memory"]) == ("gpu", props.name,
+                                                                                       props.total_memory)
+            run = wait_status(client, submit(client, "train", {**TRAIN_SMALL, "device": "cuda"}),
+                              {"succeeded", "failed", "diverged"}, timeout=180)
+            assert run["status"] == "succeeded" and run["device"] == "cuda", run
+            peaks = client.get(f"/runs/{run['id']}/metrics", params={"series": "cuda_peak_bytes"}).json()
+            values = peaks["series"]["cuda_peak_bytes"]["values"]
+            assert values and min(values) > 0
     finally:
         svc.stop()
-        redis.terminate()
-        redis.wait(10)

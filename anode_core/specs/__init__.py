@@ -17,10 +17,9 @@ SPECS: dict[str, type[BaseModel]] = {"train": TrainSpec, "compare": CompareSpec,
 def parse_spec(kind: str, data: Any) -> BaseModel:
     """Validate ``data`` as a spec of ``kind``; raises ``ValueError`` for an unknown kind and pydantic's
     ``ValidationError`` (every wrong field, with its location) for a bad spec."""
-    try:
-        model = SPECS[kind]
-    except KeyError:
-        raise ValueError(f"`kind` must be one of {', '.join(SPECS)}; got {kind!r}") from None
+    model = SPECS.get(kind) if isinstance(kind, str) else None  # a list or dict kind: unhashable, not a KeyError
+    if model is None:
+        raise ValueError(f"`kind` must be one of {', '.join(SPECS)}; got {kind!r}")
     return model.model_validate(data)
 
 

@@ -9,6 +9,7 @@ The bounds keep one request to seconds or minutes on a CPU: at most :data:`MAX_C
 from __future__ import annotations
 
 import math
+from collections import Counter
 from itertools import product
 from typing import Literal, NamedTuple
 
@@ -122,7 +123,7 @@ class CompareSpec(SpecModel):
     @field_validator("solvers", "activations", "dtypes", "weight_scales", "steps")
     @classmethod
     def _unique(cls, values: tuple[object, ...], info: ValidationInfo) -> tuple[object, ...]:
-        repeated = sorted({str(v) for v in values if values.count(v) > 1})
+        repeated = sorted(str(v) for v, n in Counter(values).items() if n > 1)  # linear: lists may be long
         if repeated:
             raise ValueError(f"`{info.field_name}` lists {', '.join(repeated)} more than once; list each value once")
         return values
@@ -147,7 +148,7 @@ class CompareSpec(SpecModel):
     @classmethod
     def _methods_unique(cls, methods: tuple[GradientSpec, ...]) -> tuple[GradientSpec, ...]:
         labels = [method_label(m) for m in methods]
-        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        repeated = sorted(label for label, n in Counter(labels).items() if n > 1)
         if repeated:
             raise ValueError(f"`methods` lists {', '.join(repeated)} more than once; list each method once")
         return methods

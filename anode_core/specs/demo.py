@@ -134,7 +134,7 @@ class DemoSpec(SpecModel):
     @classmethod
     def _preset_knobs(cls, data: Any) -> Any:
         """Reject knobs the preset does not take; fill the ones left out with the preset's defaults."""
-        if not isinstance(data, dict) or data.get("name") not in DEMOS:
+        if not isinstance(data, dict) or not isinstance(data.get("name"), str) or data["name"] not in DEMOS:
             return data
         info = DEMOS[data["name"]]
         stray = [k for k in _OPTIONAL_KNOBS if data.get(k) is not None and k not in info.defaults]

@@ -18,6 +18,8 @@ class WorkerPublic(BaseModel):
     id: str
     device: str
     device_name: str
+    device_memory: int | None
+    """Bytes: the GPU's total memory (gpu workers) or the host's RAM (cpu workers)."""
     hostname: str
     pid: int
     started_at: datetime

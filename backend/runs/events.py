@@ -19,6 +19,7 @@ from backend.db import Database
 from backend.errors import NotFound
 from backend.models import FINISHED
 from backend.runs import service
+from backend.runs.schemas import SQL_INT_MAX, SQL_INT_MIN
 from backend.settings import Settings
 
 
@@ -26,9 +27,12 @@ def parse_cursor(last_event_id: str | None, after_step: int | None) -> int:
     """The step after which to send metrics: ``Last-Event-ID`` wins over ``after_step``; -1 sends all."""
     if last_event_id:
         try:
-            return int(last_event_id)
+            step = int(last_event_id)
         except ValueError:
             pass
+        else:
+            if SQL_INT_MIN <= step <= SQL_INT_MAX:  # beyond, the database driver overflows: ignore it
+                return step
     return -1 if after_step is None else after_step
 
 

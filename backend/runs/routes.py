@@ -13,19 +13,31 @@ from functools import partial
 from typing import Annotated, Literal
 
 from anyio import to_thread
-from fastapi import APIRouter, Header, Query, Request, status
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, status
 from fastapi.responses import FileResponse, Response
 from sse_starlette import EventSourceResponse
 
-from backend.deps import DatabaseDep, QueuesDep, SessionDep, SettingsDep
+from backend.deps import DatabaseDep, QueuesDep, SessionDep, SettingsDep, limit_creation
 from backend.runs import service
 from backend.runs.events import parse_cursor, run_events
-from backend.runs.schemas import ArtifactsPublic, MetricsPublic, RunCreate, RunKind, RunPublic, RunsPublic, RunStatus
+from backend.runs.schemas import (
+    SQL_INT_MAX,
+    SQL_INT_MIN,
+    ArtifactsPublic,
+    MetricsPublic,
+    RunCreate,
+    RunKind,
+    RunPublic,
+    RunsPublic,
+    RunStatus,
+)
 
 router = APIRouter(prefix="/runs", tags=["runs"])
+RunId = Annotated[int, Path(ge=1, le=SQL_INT_MAX)]
+"""Bounded so that a huge id is a 422, not an integer overflow in the database driver (a 500)."""
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post("", status_code=status.HTTP_201_CREATED, dependencies=[Depends(limit_creation)])
 def create_run(body: RunCreate, session: SessionDep, settings: SettingsDep, queues: QueuesDep) -> RunPublic:
     """Validate the spec of ``kind`` and queue the run (422 names every bad field)."""
     return service.create_run(session, settings, queues, body)
@@ -38,7 +50,7 @@ async def list_runs(
     status: RunStatus | None = None,
     kind: RunKind | None = None,
     tag: Annotated[str | None, Query(max_length=64)] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=SQL_INT_MAX)] = 0,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> RunsPublic:
     """Runs, newest first, with the number matching the filters."""
@@ -46,17 +58,18 @@ async def list_runs(
 
 
 @router.get("/{run_id}")
-async def get_run(run_id: int, session: SessionDep, settings: SettingsDep) -> RunPublic:
+async def get_run(run_id: RunId, session: SessionDep, settings: SettingsDep) -> RunPublic:
     return service.get_run(session, settings, run_id)
 
 
 @router.get("/{run_id}/metrics", response_model=MetricsPublic,
             responses={200: {"content": {"text/csv": {}}, "description": "JSON, or CSV with format=csv"}})
 async def get_metrics(
-    run_id: int,
+    run_id: RunId,
     session: SessionDep,
     series: Annotated[list[str] | None, Query(description="repeat to pick several; default all")] = None,
-    after_step: Annotated[int | None, Query(description="only points after this step (incremental polling)")] = None,
+    after_step: Annotated[int | None, Query(ge=SQL_INT_MIN, le=SQL_INT_MAX,
+                                            description="only points after this step (incremental polling)")] = None,
     points: Annotated[int | None, Query(ge=2, le=100_000, description="decimate each series to at most this "
                                         "many points, keeping each bucket's min and max")] = None,
     format: Literal["json", "csv"] = "json",
@@ -74,11 +87,11 @@ async def get_metrics(
 @router.get("/{run_id}/events", response_class=EventSourceResponse,
             responses={200: {"content": {"text/event-stream": {}}, "description": "status, metrics and end events"}})
 async def run_events_stream(
-    run_id: int,
+    run_id: RunId,
     request: Request,
     db: DatabaseDep,
     settings: SettingsDep,
-    after_step: int | None = None,
+    after_step: Annotated[int | None, Query(ge=SQL_INT_MIN, le=SQL_INT_MAX)] = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> EventSourceResponse:
     """Status changes and new metrics as Server-Sent Events; resumes after ``Last-Event-ID`` (a step)."""
@@ -88,30 +101,30 @@ async def run_events_stream(
 
 
 @router.post("/{run_id}/cancel")
-def cancel_run(run_id: int, session: SessionDep, settings: SettingsDep) -> RunPublic:
+def cancel_run(run_id: RunId, session: SessionDep, settings: SettingsDep) -> RunPublic:
     """A queued run is cancelled at once; a running one ends as cancelled at its next step."""
     return service.cancel(session, settings, run_id)
 
 
-@router.post("/{run_id}/rerun", status_code=status.HTTP_201_CREATED)
-def rerun(run_id: int, session: SessionDep, settings: SettingsDep, queues: QueuesDep) -> RunPublic:
+@router.post("/{run_id}/rerun", status_code=status.HTTP_201_CREATED, dependencies=[Depends(limit_creation)])
+def rerun(run_id: RunId, session: SessionDep, settings: SettingsDep, queues: QueuesDep) -> RunPublic:
     """Queue a new run with the same kind, spec, name and tags."""
     return service.rerun(session, settings, queues, run_id)
 
 
 @router.delete("/{run_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_run(run_id: int, session: SessionDep, settings: SettingsDep) -> None:
+def delete_run(run_id: RunId, session: SessionDep, settings: SettingsDep) -> None:
     """Delete a run that is not running, with its metrics and files."""
     service.delete(session, settings, run_id)
 
 
 @router.get("/{run_id}/artifacts")
-async def list_artifacts(run_id: int, session: SessionDep) -> ArtifactsPublic:
+async def list_artifacts(run_id: RunId, session: SessionDep) -> ArtifactsPublic:
     return service.list_artifacts(session, run_id)
 
 
 @router.get("/{run_id}/artifacts/{name}", response_class=FileResponse,
             responses={200: {"content": {"application/octet-stream": {}}}})
-def get_artifact(run_id: int, name: str, session: SessionDep, settings: SettingsDep) -> FileResponse:
+def get_artifact(run_id: RunId, name: str, session: SessionDep, settings: SettingsDep) -> FileResponse:
     path, media_type = service.artifact_file(session, settings, run_id, name)
     return FileResponse(path, media_type=media_type, filename=name)

@@ -134,6 +134,17 @@ def _enqueue_after_commit(session: Session, queues: RunQueues, run: Run) -> None
     after_commit(session, enqueue)
 
 
+def requeue_stored(db: Database, queues: RunQueues) -> int:
+    """Queue again every stored queued run (the API does this at start): a process killed between committing a
+    new run and enqueueing it left a queued row with no message. A duplicate message is skipped by the claim."""
+    with db.session() as session:
+        ids = {device: runs.queued_ids(session, cuda=device == "gpu") for device in queues.hueys}
+    for device, run_ids in ids.items():
+        for run_id in run_ids:
+            queues.enqueue(run_id, device)
+    return sum(map(len, ids.values()))
+
+
 def rerun(session: Session, settings: Settings, queues: RunQueues, run_id: int) -> RunPublic:
     """A new run with the same kind, spec, name and tags."""
     old = require(session, run_id)
@@ -233,10 +244,11 @@ def artifact_dir(settings: Settings, run_id: int) -> Path:
 def artifact_file(session: Session, settings: Settings, run_id: int, name: str) -> tuple[Path, str]:
     """Path and media type of an indexed artifact; a name that would leave the run's folder is not found."""
     require(session, run_id)
+    plain = "\x00" not in name and name not in {"", ".", ".."} and Path(name).name == name  # NUL: resolve() raises
     folder = artifact_dir(settings, run_id).resolve()
-    path = (folder / name).resolve()
-    if Path(name).name != name or name in {"", ".", ".."} or path.parent != folder:
+    if not plain or (folder / name).resolve().parent != folder:
         raise NotFound(f"artifact names are plain file names inside run {run_id}'s folder; got {name!r}")
+    path = folder / name
     row = runs.artifact(session, run_id, name)
     if row is None or not path.is_file():
         raise NotFound(f"run {run_id} has no artifact {name!r} (GET /runs/{run_id}/artifacts lists them)")

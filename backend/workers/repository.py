@@ -11,9 +11,10 @@ from backend.db import utcnow
 from backend.models import Worker
 
 
-def register(session: Session, *, worker_id: str, device: str, hostname: str, pid: int, device_name: str) -> None:
+def register(session: Session, *, worker_id: str, device: str, hostname: str, pid: int, device_name: str,
+             device_memory: int | None = None) -> None:
     session.merge(Worker(id=worker_id, device=device, hostname=hostname, pid=pid, device_name=device_name,
-                         started_at=utcnow(), heartbeat=utcnow(), run_id=None))
+                         device_memory=device_memory, started_at=utcnow(), heartbeat=utcnow(), run_id=None))
 
 
 def beat(session: Session, worker_id: str, run_id: int | None) -> None:

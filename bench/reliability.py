@@ -1,0 +1,353 @@
+"""Reliability figures, in one run on loopback with a temporary data folder (the numbers in RELIABILITY.md):
+
+1. load: for a fixed time, concurrent clients create runs, list runs, poll a run and its metrics incrementally
+   and stream events, against ``anode-lab api`` with one ``anode-lab worker``; errors (any non-2xx answer or
+   transport failure) and latency percentiles per kind of request;
+2. SSE fan-out: 50 clients stream one training run from start to end; each must get every step once and the
+   ``end`` event; time to the first event and from the run's end to each stream's ``end``;
+3. recovery after a killed worker: a run's worker is killed (-9) mid-run and a replacement started at once (as a
+   supervisor would); time until the run is re-queued (lease expiry + reaper), running again, and past the step
+   it had reached; every step stored once, and how many steps were computed twice (after the checkpoint);
+   with short leases, then (unless ``--quick``) with the default ``ANODE_HEARTBEAT_TIMEOUT_SECONDS``;
+4. cancel: time from ``POST /runs/{id}/cancel`` to ``cancelled``, and steps run after the flag was set.
+
+    python bench/reliability.py [--seconds 20] [--quick]
+
+Numbers from a shared machine are noisy: rerun before trusting an absolute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+from loopback import free_port, wait  # noqa: E402
+
+API = "/api/v1"
+TINY_DEMO = {"kind": "demo", "spec": {"name": "non-invertible"}}
+TRAIN = {"dataset": "moons", "n_samples": 1024, "batch_size": 16, "epochs": 6, "device": "cpu",
+         "checkpoint_every": 25}
+"""288 steps of a few milliseconds, a checkpoint every 25."""
+LONG_TRAIN = {**TRAIN, "n_samples": 8192, "epochs": 2, "checkpoint_every": 50}
+"""768 steps, a checkpoint every 50: killed at about step 100, it has a good part left to run."""
+FAST_LEASES = {"ANODE_HEARTBEAT_SECONDS": "0.5", "ANODE_HEARTBEAT_TIMEOUT_SECONDS": "3",
+               "ANODE_REAPER_SECONDS": "0.5"}
+ENDED = {"succeeded", "failed", "cancelled", "diverged"}
+PER_STEP = ("train_loss", "train_acc", "step_time")
+
+
+
+
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] if ordered else float("nan")
+
+
+class Stack:
+    """``anode-lab api`` and workers as child processes in their own process groups."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str]) -> None:
+        self.data_dir, self.port = data_dir, free_port()
+        self.env = {**os.environ, "ANODE_DATA_DIR": str(data_dir), "ANODE_PORT": str(self.port),
+                    "ANODE_TORCH_THREADS": "1", "ANODE_METRICS_FLUSH_SECONDS": "0.2", **env}
+        self.url = f"http://127.0.0.1:{self.port}{API}"
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.log = open(data_dir / "stack.log", "ab")
+
+    def spawn(self, *args: str) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen([sys.executable, "-m", "anode_lab.cli", *args], env=self.env, cwd=ROOT,
+                                stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    def start(self, client: httpx.Client, workers: int = 1) -> None:
+        self.spawn("api")
+        for _ in range(workers):
+            self.spawn("worker", "--device", "cpu")
+        wait(lambda: len(client.get("/health").json()["workers"]) >= workers, 120, "the API and live workers")
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def submit(client: httpx.Client, body: dict[str, Any]) -> int:
+    response = client.post("/runs", json=body)
+    response.raise_for_status()
+    return int(response.json()["id"])
+
+
+def last_step(client: httpx.Client, run_id: int) -> int:
+    return int(client.get(f"/runs/{run_id}/metrics", params={"series": "train_loss"}).json()["last_step"] or 0)
+
+
+def steps_stored_once(client: httpx.Client, run: dict[str, Any]) -> tuple[int, int]:
+    """(missing, duplicated) steps over the series a training run reports at every step (others come once an
+    epoch or on instrumented steps only)."""
+    total = run["summary"]["steps"]
+    missing = duplicated = 0
+    series = client.get(f"/runs/{run['id']}/metrics").json()["series"]
+    for name in PER_STEP:
+        counts = Counter(series[name]["steps"])
+        duplicated += sum(n - 1 for n in counts.values())
+        missing += len(set(range(1, total + 1)) - set(counts))
+    return missing, duplicated
+
+
+# -------------------------------------------------------------------------------------------------- load
+async def load(url: str, seconds: float, run_id: int) -> dict[str, list[float]]:
+    """Creators, listers, pollers and streamers for ``seconds``; returns latencies per kind, and errors."""
+    out: dict[str, list[float]] = {"create": [], "list": [], "poll": [], "metrics": [], "stream": []}
+    errors: list[str] = []
+    deadline = time.monotonic() + seconds
+
+    async def timed(kind: str, call: Callable[[], Any]) -> Any:
+        start = time.perf_counter()
+        try:
+            response = await call()
+        except httpx.HTTPError as exc:
+            errors.append(f"{kind}: {type(exc).__name__}")
+            return None
+        out[kind].append(time.perf_counter() - start)
+        if response.status_code >= 300:
+            errors.append(f"{kind}: {response.status_code}")
+        return response
+
+    async def creator(client: httpx.AsyncClient) -> None:
+        while time.monotonic() < deadline:
+            await timed("create", lambda: client.post("/runs", json=TINY_DEMO))
+            await asyncio.sleep(1.0)
+
+    async def lister(client: httpx.AsyncClient) -> None:
+        while time.monotonic() < deadline:
+            await timed("list", lambda: client.get("/runs", params={"limit": 20}))
+            await asyncio.sleep(0.05)
+
+    async def poller(client: httpx.AsyncClient) -> None:
+        cursor = 0
+        while time.monotonic() < deadline:
+            await timed("poll", lambda: client.get(f"/runs/{run_id}"))
+            params = {"after_step": cursor}
+            response = await timed("metrics", lambda: client.get(f"/runs/{run_id}/metrics", params=params))
+            if response is not None and response.status_code == 200:
+                cursor = response.json()["last_step"] or cursor
+            await asyncio.sleep(0.05)
+
+    async def streamer(client: httpx.AsyncClient) -> None:
+        while time.monotonic() < deadline:
+            start = time.perf_counter()
+            try:
+                async with client.stream("GET", f"/runs/{run_id}/events", params={"after_step": 10**6}) as stream:
+                    if stream.status_code != 200:
+                        errors.append(f"stream: {stream.status_code}")
+                    async for line in stream.aiter_lines():
+                        if line.startswith("event:"):
+                            out["stream"].append(time.perf_counter() - start)  # time to the first event
+                            break
+            except httpx.HTTPError as exc:
+                errors.append(f"stream: {type(exc).__name__}")
+            await asyncio.sleep(0.2)
+
+    limits = httpx.Limits(max_connections=4)
+    roles = [creator] * 2 + [lister] * 4 + [poller] * 8 + [streamer] * 4
+    clients = [httpx.AsyncClient(base_url=url, timeout=30, limits=limits) for _ in roles]
+    try:
+        await asyncio.gather(*(role(client) for role, client in zip(roles, clients)))
+    finally:
+        for client in clients:
+            await client.aclose()
+    out["errors"] = errors  # type: ignore[assignment]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- SSE
+async def sse_fanout(url: str, run_id: int, clients: int) -> dict[str, Any]:
+    """``clients`` streams of one run from its start to its end."""
+    firsts: list[float] = []
+    ends: list[float] = []
+    complete = 0
+    problems: list[str] = []
+
+    async def one() -> None:
+        nonlocal complete
+        steps: list[int] = []
+        start = time.perf_counter()
+        async with httpx.AsyncClient(base_url=url, timeout=120) as client, \
+                client.stream("GET", f"/runs/{run_id}/events") as stream:
+            if stream.status_code != 200:
+                problems.append(str(stream.status_code))
+                return
+            event, first = "", True
+            async for line in stream.aiter_lines():
+                if line.startswith("event:"):
+                    event = line.split(":", 1)[1].strip()
+                    if first:
+                        firsts.append(time.perf_counter() - start)
+                        first = False
+                elif line.startswith("data:") and event == "metrics":
+                    series = json.loads(line.split(":", 1)[1])["series"]
+                    steps.extend(series.get("train_loss", {}).get("steps", []))
+                elif line.startswith("data:") and event == "end":
+                    ends.append(time.time())
+                    break
+        if steps == list(range(1, len(steps) + 1)) and steps:
+            complete += 1
+        else:
+            problems.append(f"steps {steps[:3]}…{steps[-3:]} ({len(steps)})")
+
+    await asyncio.gather(*(one() for _ in range(clients)))
+    return {"firsts": firsts, "ends": ends, "complete": complete, "problems": problems}
+
+
+# ----------------------------------------------------------------------------------------------- recovery
+def recovery(stack: Stack, client: httpx.Client) -> dict[str, float]:
+    from backend.runs import journal
+
+    run_id = submit(client, {"kind": "train", "spec": LONG_TRAIN})
+    wait(lambda: last_step(client, run_id) >= 100, 120, "step 100", interval=0.005)
+    victim = client.get(f"/runs/{run_id}").json()
+    pid = int(victim["worker"].split(":")[1])
+    reached = last_step(client, run_id)
+    os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    stack.spawn("worker", "--device", "cpu")  # the supervisor's replacement, started at once
+    requeued = wait(lambda: client.get(f"/runs/{run_id}").json()["status"] == "queued" and time.monotonic(),
+                    300, "the run to be re-queued", interval=0.01)
+    running = wait(lambda: client.get(f"/runs/{run_id}").json()["attempt"] == 2 and time.monotonic(), 300,
+                   "the run to run again", interval=0.01)
+    caught_up = wait(lambda: last_step(client, run_id) > reached and time.monotonic(), 300, "the run to pass "
+                     "the step it had reached", interval=0.01)
+    run = wait(lambda: (r := client.get(f"/runs/{run_id}").json())["status"] in ENDED and r, 300, "the run to end")
+    missing, duplicated = steps_stored_once(client, run)
+    reported = Counter(step for step, values in journal.read(stack.data_dir / "runs" / str(run_id))
+                       if "train_loss" in values)
+    return {"detect": requeued - killed, "running": running - killed, "caught_up": caught_up - killed,
+            "status": run["status"] == "succeeded", "missing": missing, "duplicated": duplicated,
+            "recomputed": sum(n - 1 for n in reported.values()), "steps": run["summary"]["steps"]}
+
+
+def cancel_latency(stack: Stack, client: httpx.Client, repeats: int) -> dict[str, list[float]]:
+    """The worker's journal, read once the flag is committed, says which steps had ended when it was set."""
+    from backend.runs import journal
+
+    out: dict[str, list[float]] = {"seconds": [], "extra_steps": []}
+    for _ in range(repeats):
+        run_id = submit(client, {"kind": "train", "spec": TRAIN})
+        wait(lambda: last_step(client, run_id) >= 10, 120, "step 10")
+        start = time.monotonic()
+        client.post(f"/runs/{run_id}/cancel").raise_for_status()
+        at_flag = max(step for step, _ in journal.read(stack.data_dir / "runs" / str(run_id)))
+        run = wait(lambda: (r := client.get(f"/runs/{run_id}").json())["status"] in ENDED and r, 60, "cancelled",
+                   interval=0.005)
+        out["seconds"].append(time.monotonic() - start)
+        assert run["status"] == "cancelled", run
+        out["extra_steps"].append(run["summary"]["steps"] - at_flag)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=20.0, help="duration of the load test")
+    parser.add_argument("--sse-clients", type=int, default=50)
+    parser.add_argument("--quick", action="store_true", help="skip the recovery with default leases")
+    args = parser.parse_args()
+    lines: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**FAST_LEASES, "ANODE_CREATE_BURST": "1000", "ANODE_CANCEL_POLL_SECONDS": "0"}
+        (Path(tmp) / "fast").mkdir()
+        stack = Stack(Path(tmp) / "fast", env)
+        with httpx.Client(base_url=stack.url, timeout=30) as client:
+            try:
+                stack.start(client)
+                live = submit(client, {"kind": "train", "spec": {**TRAIN, "epochs": 200}})  # runs throughout
+                wait(lambda: last_step(client, live) >= 5, 120, "the load run to start")
+                got = asyncio.run(load(stack.url, args.seconds, live))
+                errors = got.pop("errors")
+                total = sum(len(v) for v in got.values())
+                client.post(f"/runs/{live}/cancel")
+                wait(lambda: client.get(f"/runs/{live}").json()["status"] in ENDED, 60, "the load run to stop")
+                lines.append(f"load {args.seconds:.0f} s, 18 clients (2 create, 4 list, 8 poll run+metrics, 4 stream) "
+                             f"and 1 worker: {total} requests, {len(errors)} errors"
+                             + (f" ({Counter(errors).most_common(3)})" if errors else ""))
+                for kind, samples in got.items():
+                    lines.append(f"  {kind:8s} n={len(samples):5d}  p50 {percentile(samples, 0.5) * 1e3:7.1f} ms"
+                                 f"  p95 {percentile(samples, 0.95) * 1e3:7.1f} ms"
+                                 f"  p99 {percentile(samples, 0.99) * 1e3:7.1f} ms")
+                wait(lambda: client.get("/runs", params={"status": "queued"}).json()["count"] == 0, 300,
+                     "the load's runs to drain")
+
+                fan_run = submit(client, {"kind": "train", "spec": {**TRAIN, "epochs": 2}})
+                fan = asyncio.run(sse_fanout(stack.url, fan_run, args.sse_clients))
+                run = client.get(f"/runs/{fan_run}").json()
+                finished = run["finished_at"].replace("Z", "+00:00")
+                from datetime import datetime
+
+                end_at = datetime.fromisoformat(finished).timestamp()
+                lags = [end - end_at for end in fan["ends"]]
+                lines.append(f"SSE {args.sse_clients} clients on one run ({run['summary']['steps']} steps): "
+                             f"{fan['complete']}/{args.sse_clients} got every step once and the end event; "
+                             f"first event p50 {percentile(fan['firsts'], 0.5) * 1e3:.0f} ms, "
+                             f"p99 {percentile(fan['firsts'], 0.99) * 1e3:.0f} ms; end seen "
+                             f"p50 {percentile(lags, 0.5) * 1e3:.0f} ms, max {max(lags) * 1e3:.0f} ms after the run "
+                             f"ended (ANODE_SSE_POLL_SECONDS=0.5)"
+                             + (f"; problems {fan['problems'][:3]}" if fan["problems"] else ""))
+
+                rec = recovery(stack, client)
+                lines.append(
+                    f"recovery, heartbeat timeout 3 s, reaper every 0.5 s: re-queued {rec['detect']:.1f} s, "
+                    f"running again {rec['running']:.1f} s, past its last step {rec['caught_up']:.1f} s after "
+                    f"kill -9; {'succeeded' if rec['status'] else 'DID NOT SUCCEED'}, {rec['steps']} steps, "
+                    f"{rec['missing']:.0f} missing, {rec['duplicated']:.0f} duplicated in the store, "
+                    f"{rec['recomputed']:.0f} computed twice (since the checkpoint)")
+
+                cancel = cancel_latency(stack, client, 5)
+                lines.append(f"cancel: {statistics.median(cancel['seconds']) * 1e3:.0f} ms median, "
+                             f"{max(cancel['seconds']) * 1e3:.0f} ms max to `cancelled`; steps after the flag: "
+                             f"max {max(cancel['extra_steps']):.0f} (5 runs, ANODE_CANCEL_POLL_SECONDS=0)")
+            finally:
+                stack.stop()
+
+        if not args.quick:
+            (Path(tmp) / "default").mkdir()
+            stack = Stack(Path(tmp) / "default", {"ANODE_HEARTBEAT_SECONDS": "2"})
+            with httpx.Client(base_url=stack.url, timeout=30) as client:
+                try:
+                    stack.start(client)
+                    rec = recovery(stack, client)
+                    lines.append(
+                        f"recovery, default leases (timeout 30 s, reaper every 5 s): re-queued {rec['detect']:.1f} s, "
+                        f"running again {rec['running']:.1f} s, past its last step {rec['caught_up']:.1f} s; "
+                        f"{rec['missing']:.0f} missing, {rec['duplicated']:.0f} duplicated")
+                finally:
+                    stack.stop()
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
