@@ -8,7 +8,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -108,3 +109,28 @@ def wait_status(client: httpx.Client, run_id: int, statuses: set[str], timeout: 
         return run if run["status"] in statuses else None
 
     return wait_for(probe, timeout, f"run {run_id} to reach {sorted(statuses)}")
+
+
+def submit(client: httpx.Client, kind: str, spec: dict[str, Any], **extra: Any) -> int:
+    """Create a run through the API (201 expected) and return its id."""
+    response = client.post("/runs", json={"kind": kind, "spec": spec, **extra})
+    assert response.status_code == 201, response.text
+    return int(response.json()["id"])
+
+
+@contextmanager
+def in_process_worker(settings: Any) -> Iterator[Any]:
+    """A migrated store and a ``WorkerProcess`` driven by the test itself (no subprocess, no consumer loop)."""
+    from backend.db import Database, migrate
+    from backend.queue import RunQueues
+    from backend.worker import WorkerProcess
+
+    migrate(settings.db_url, settings.data_dir)
+    process = WorkerProcess(settings, "cpu")
+    process.db = Database(settings.db_url)
+    process.queues = RunQueues(settings, body=process.execute)
+    try:
+        yield process
+    finally:
+        process.queues.close()
+        process.db.dispose()

@@ -13,10 +13,17 @@ from typing import Any
 import httpx
 import pytest
 import streamlit as st
+from service_helpers import (
+    FAST_LEASES,
+    TRAIN_SMALL,
+    Service,
+    submit,
+    wait_for,
+    wait_status,
+)
 from streamlit.testing.v1 import AppTest
 
 from dashboard.tables import run_colour
-from service_helpers import FAST_LEASES, TRAIN_SMALL, Service, wait_for, wait_status
 
 APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
 ENDED = {"succeeded", "failed", "cancelled", "diverged"}
@@ -60,12 +67,6 @@ def api_url(service: Service, monkeypatch: pytest.MonkeyPatch) -> str:
 def client(service: Service) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=service.url, timeout=10) as test_client:
         yield test_client
-
-
-def submit(client: httpx.Client, kind: str, spec: dict[str, Any], **extra: Any) -> int:
-    response = client.post("/runs", json={"kind": kind, "spec": spec, **extra})
-    assert response.status_code == 201, response.text
-    return int(response.json()["id"])
 
 
 @pytest.fixture(scope="module")

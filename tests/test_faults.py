@@ -22,11 +22,18 @@ from typing import Any
 
 import httpx
 import pytest
-from service_helpers import FAST_LEASES, TRAIN_SMALL, Service, wait_for, wait_status
+from service_helpers import (
+    FAST_LEASES,
+    TRAIN_SMALL,
+    Service,
+    in_process_worker,
+    submit,
+    wait_for,
+    wait_status,
+)
 
 from anode_core.specs import parse_spec
 from backend.db import Database, migrate
-from backend.queue import RunQueues
 from backend.runs import journal
 from backend.runs import repository as runs
 from backend.settings import Settings
@@ -38,12 +45,6 @@ SETTLED = ENDED | {"queued"}
 LONG_TRAIN = {**TRAIN_SMALL, "n_samples": 1024, "batch_size": 16, "epochs": 4, "checkpoint_every": 10}
 """192 steps of a few milliseconds: long enough to be hit mid-run, short enough for the suite."""
 QUICK_DEMO = {"kind": "demo", "spec": {"name": "non-invertible"}}
-
-
-def submit(client: httpx.Client, kind: str, spec: dict[str, Any]) -> int:
-    response = client.post("/runs", json={"kind": kind, "spec": spec})
-    assert response.status_code == 201, response.text
-    return int(response.json()["id"])
 
 
 def last_step(client: httpx.Client, run_id: int) -> int:
@@ -228,13 +229,8 @@ def test_failing_training_reports_why(client: httpx.Client, tmp_path: Path) -> N
 @pytest.fixture
 def worker(tmp_path: Path) -> Iterator[WorkerProcess]:
     settings = Settings(data_dir=tmp_path, metrics_flush_seconds=0, cancel_poll_seconds=0, torch_threads=1)
-    migrate(settings.db_url, settings.data_dir)
-    process = WorkerProcess(settings, "cpu")
-    process.db = Database(settings.db_url)
-    process.queues = RunQueues(settings, body=process.execute)
-    yield process
-    process.queues.close()
-    process.db.dispose()
+    with in_process_worker(settings) as process:
+        yield process
 
 
 def stored_run(worker: WorkerProcess, kind: str, spec: dict[str, Any]) -> int:

@@ -16,7 +16,14 @@ from typing import Any
 
 import httpx
 import pytest
-from service_helpers import FAST_LEASES, TRAIN_SMALL, Service, wait_for, wait_status
+from service_helpers import (
+    FAST_LEASES,
+    TRAIN_SMALL,
+    Service,
+    submit,
+    wait_for,
+    wait_status,
+)
 
 E2E_ENV = {
     **FAST_LEASES,
@@ -53,12 +60,6 @@ def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
 def client(service: Service) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=service.url, timeout=10) as test_client:
         yield test_client
-
-
-def submit(client: httpx.Client, kind: str, spec: dict[str, Any], **extra: Any) -> int:
-    response = client.post("/runs", json={"kind": kind, "spec": spec, **extra})
-    assert response.status_code == 201, response.text
-    return int(response.json()["id"])
 
 
 def read_sse(client: httpx.Client, run_id: int, headers: dict[str, str] | None = None) -> list[tuple[str, str, Any]]:

@@ -7,10 +7,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from service_helpers import in_process_worker
 
-from backend.db import Database, migrate, utcnow
+from backend.db import utcnow
 from backend.models import Run
-from backend.queue import RunQueues
 from backend.runs import journal
 from backend.runs import repository as runs
 from backend.runs.ingest import MetricWriter
@@ -21,13 +21,8 @@ from backend.worker import Lease, WorkerProcess
 @pytest.fixture
 def worker(tmp_path: Path) -> Iterator[WorkerProcess]:
     settings = Settings(data_dir=tmp_path, retry_limit=1, heartbeat_timeout_seconds=5, cancel_poll_seconds=0)
-    migrate(settings.db_url, settings.data_dir)
-    process = WorkerProcess(settings, "cpu")
-    process.db = Database(settings.db_url)
-    process.queues = RunQueues(settings, body=process.execute)
-    yield process
-    process.queues.close()
-    process.db.dispose()
+    with in_process_worker(settings) as process:
+        yield process
 
 
 def new_run(worker: WorkerProcess, device: str = "cpu") -> int:
