@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -32,9 +33,8 @@ def one_torch_thread() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[object]:
     """A password-protected ``redis-server`` on loopback for the session (see ``tests/servers.py``)."""
-    import shutil
-
     import importlib.util
+    import shutil
 
     if importlib.util.find_spec("redis") is None:
         missing("the `redis` extra is not installed (scripts/test installs it)")
@@ -63,3 +63,12 @@ def postgres_server() -> Iterator[object]:
     server = PostgresServer(bindir)
     yield server
     server.stop()
+
+
+@pytest.fixture
+def client(service: Any) -> Iterator[Any]:
+    """An HTTP client of the module's ``service`` fixture (a ``service_helpers.Service``)."""
+    import httpx
+
+    with httpx.Client(base_url=service.url, timeout=10) as http:
+        yield http

@@ -84,6 +84,20 @@ class Service:
         self.workers.append(worker)
         return worker
 
+    def start(self, workers: int = 1, device: str = "cpu") -> Service:
+        """The API, then ``workers`` workers of ``device``, waiting until all of them heartbeat; stops all on error."""
+        try:
+            self.start_api()
+            for _ in range(workers):
+                self.start_worker(device)
+            if workers:
+                with httpx.Client(base_url=self.url, timeout=10) as client:
+                    self.wait_workers(client, workers)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
     def wait_workers(self, client: httpx.Client, count: int) -> None:
         wait_for(lambda: len(client.get("/health").json()["workers"]) >= count, 90, f"{count} live workers")
 

@@ -32,17 +32,7 @@ SMALL_SWEEP = {"solvers": ["euler", "midpoint"], "steps": [1, 2, 4], "device": "
 
 
 def start(tmp: Path, *, worker: bool) -> Service:
-    service = Service(tmp, ENV)
-    try:
-        service.start_api()
-        if worker:
-            service.start_worker()
-            with httpx.Client(base_url=service.url, timeout=10) as client:
-                service.wait_workers(client, 1)
-    except BaseException:
-        service.stop()
-        raise
-    return service
+    return Service(tmp, ENV).start(workers=1 if worker else 0)
 
 
 @pytest.fixture(scope="module")
@@ -61,12 +51,6 @@ def api_url(service: Service, monkeypatch: pytest.MonkeyPatch) -> str:
     st.cache_resource.clear()
     st.cache_data.clear()
     return service.url
-
-
-@pytest.fixture
-def client(service: Service) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=service.url, timeout=10) as test_client:
-        yield test_client
 
 
 @pytest.fixture(scope="module")

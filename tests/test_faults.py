@@ -86,21 +86,9 @@ def kill(process: Any) -> None:
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    svc = Service(tmp_path_factory.mktemp("faults"), ENV)
-    try:
-        svc.start_api()
-        svc.start_worker()
-        with httpx.Client(base_url=svc.url, timeout=10) as client:
-            svc.wait_workers(client, 1)
-        yield svc
-    finally:
-        svc.stop()
-
-
-@pytest.fixture
-def client(service: Service) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=service.url, timeout=10) as http:
-        yield http
+    svc = Service(tmp_path_factory.mktemp("faults"), ENV).start()
+    yield svc
+    svc.stop()
 
 
 # -------------------------------------------------------------------------------------------- processes

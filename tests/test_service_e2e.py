@@ -43,23 +43,9 @@ def distributed_env(request: pytest.FixtureRequest) -> dict[str, str]:
 def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     distributed = request.param == "distributed"
     env = {**E2E_ENV, **(distributed_env(request) if distributed else {})}
-    svc = Service(tmp_path_factory.mktemp(f"anode-{request.param}"), env)
-    workers = 2 if distributed else 1
-    try:
-        svc.start_api()
-        for _ in range(workers):
-            svc.start_worker()
-        with httpx.Client(base_url=svc.url, timeout=10) as client:
-            svc.wait_workers(client, workers)
-        yield svc
-    finally:
-        svc.stop()
-
-
-@pytest.fixture
-def client(service: Service) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=service.url, timeout=10) as test_client:
-        yield test_client
+    svc = Service(tmp_path_factory.mktemp(f"anode-{request.param}"), env).start(workers=2 if distributed else 1)
+    yield svc
+    svc.stop()
 
 
 def read_sse(client: httpx.Client, run_id: int, headers: dict[str, str] | None = None) -> list[tuple[str, str, Any]]:
@@ -356,12 +342,9 @@ def test_gpu_worker_honours_cuda_runs_and_reports_its_device(tmp_path: Path) -> 
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
     props = torch.cuda.get_device_properties(0)
-    svc = Service(tmp_path, E2E_ENV)
+    svc = Service(tmp_path, E2E_ENV).start(device="gpu")
     try:
-        svc.start_api()
-        svc.start_worker("gpu")
         with httpx.Client(base_url=svc.url, timeout=10) as client:
-            svc.wait_workers(client, 1)
             (worker,) = client.get("/health").json()["workers"]
             assert (worker["device"], worker["device_name"], worker["device_memory"]) == ("gpu", props.name,
                                                                                        props.total_memory)
