@@ -4,8 +4,8 @@
 >>> z1 = ac.odesolve(field, z0, steps=8, solver=ac.RK4(), gradient=ac.Anode())
 >>> block = ac.ODEBlock(field, steps=2, solver=ac.Euler(), gradient=ac.Adjoint())
 
-Attributes load lazily (PEP 562): ``import anode_core.specs`` alone does not import torch, so the API process and
-the dashboard can validate specs without it.
+The library imports torch and nothing of pydantic, HTTP, SQL or queues; the application (specs, experiments,
+demos, the CLI) lives in :mod:`anode_lab`. Attributes load lazily (PEP 562).
 """
 
 from __future__ import annotations

@@ -1,1 +1,2 @@
-"""The `anode-lab` command line: one entry point for the library, the service and the benchmarks."""
+"""anode-lab, the application on top of the :mod:`anode_core` library: specs (pydantic, no torch at import),
+experiments (models, data, training, sweeps, teaching demos), spec files and the `anode-lab` command line."""

@@ -30,7 +30,7 @@ def _api(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from backend.worker import run_worker
+    from backend.workers.process import run_worker
 
     return run_worker(device=args.device)
 
@@ -81,7 +81,7 @@ def _add_specs(sub: argparse._SubParsersAction) -> None:
 def _demo(args: argparse.Namespace) -> int:
     import time
 
-    from anode_core.specs.demo import DEMOS, DemoSpec
+    from anode_lab.specs.demo import DEMOS, DemoSpec
     from anode_lab.run import run_loaded
     from anode_lab.specfile import SpecFile
 

@@ -45,7 +45,7 @@ def run_command(args: argparse.Namespace) -> int:
 def run_loaded(loaded: SpecFile, out: Path) -> int:
     from tqdm import tqdm
 
-    from anode_core.experiments import RunContext, run_experiment
+    from anode_lab.experiments import RunContext, run_experiment
 
     spec_doc = {"kind": loaded.kind, "spec": loaded.spec.model_dump(mode="json")}
     if loaded.name:

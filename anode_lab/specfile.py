@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from anode_core.specs import SPECS, parse_spec
+from anode_lab.specs import SPECS, parse_spec
 
 TOP_LEVEL = ("kind", "spec", "name", "tags")
 

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import anode_core as ac
-from anode_core.experiments.fields import ConvField, MLPField
+from anode_lab.experiments.fields import ConvField, MLPField
 
 if __package__:
     from .timing import Clock, Timing, time_interleaved

@@ -102,13 +102,13 @@ def logging_overhead(data_dir: Path, reps: int) -> dict[str, float]:
     import torch
     from timing import time_interleaved
 
-    from anode_core.experiments import RunContext, run_experiment
-    from anode_core.specs import parse_spec
+    from anode_lab.experiments import RunContext, run_experiment
+    from anode_lab.specs import parse_spec
     from backend.db import Database, migrate
     from backend.runs import repository as runs
     from backend.runs.ingest import MetricWriter
     from backend.settings import Settings
-    from backend.worker import Lease, WorkerProcess
+    from backend.workers.process import Lease, WorkerProcess
 
     torch.set_num_threads(1)
     settings = Settings(data_dir=data_dir / "overhead")

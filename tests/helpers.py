@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 import anode_core as ac
-from anode_core.experiments.fields import ConvField, MLPField
+from anode_lab.experiments.fields import ConvField, MLPField
 
 SOLVERS = [
     pytest.param(ac.Euler(), id="euler"),

@@ -137,7 +137,7 @@ def in_process_worker(settings: Any) -> Iterator[Any]:
     """A migrated store and a ``WorkerProcess`` driven by the test itself (no subprocess, no consumer loop)."""
     from backend.db import Database, migrate
     from backend.queue import RunQueues
-    from backend.worker import WorkerProcess
+    from backend.workers.process import WorkerProcess
 
     migrate(settings.db_url, settings.data_dir)
     process = WorkerProcess(settings, "cpu")

@@ -14,11 +14,11 @@ import torch
 from PIL import Image
 
 import anode_core as ac
-from anode_core.experiments import RunContext, RunResult, run_experiment
-from anode_core.experiments.demos.images import DISPLAY_SCALE, SIZE
-from anode_core.experiments.demos.non_invertible import folding_field
-from anode_core.experiments.demos.reconstruction_blowup import Diffusion, reverse_solve
-from anode_core.specs.demo import DEMOS, DemoSpec
+from anode_lab.experiments import RunContext, RunResult, run_experiment
+from anode_lab.experiments.demos.images import DISPLAY_SCALE, SIZE
+from anode_lab.experiments.demos.non_invertible import folding_field
+from anode_lab.experiments.demos.reconstruction_blowup import Diffusion, reverse_solve
+from anode_lab.specs.demo import DEMOS, DemoSpec
 
 Ran = tuple[RunResult, Path]
 Demo = Callable[..., Ran]

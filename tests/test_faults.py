@@ -32,12 +32,12 @@ from service_helpers import (
     wait_status,
 )
 
-from anode_core.specs import parse_spec
+from anode_lab.specs import parse_spec
 from backend.db import Database, migrate
 from backend.runs import journal
 from backend.runs import repository as runs
 from backend.settings import Settings
-from backend.worker import WorkerProcess
+from backend.workers.process import WorkerProcess
 
 ENV = {**FAST_LEASES, "ANODE_METRICS_FLUSH_SECONDS": "0", "ANODE_CANCEL_POLL_SECONDS": "0"}
 ENDED = {"succeeded", "failed", "cancelled", "diverged"}
@@ -306,7 +306,7 @@ def test_a_really_full_disk_under_the_run_folder(worker: WorkerProcess, small_di
 
 def test_training_that_raises_midway_fails_with_its_error(worker: WorkerProcess,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from anode_core import experiments
+    from anode_lab import experiments
 
     def explodes(kind: str, spec: Any, ctx: Any) -> Any:
         for step in range(1, 6):

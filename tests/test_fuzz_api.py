@@ -27,7 +27,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from anode_core.specs import parse_spec
+from anode_lab.specs import parse_spec
 from backend.app import API_PREFIX, create_app
 from backend.db import Database
 from backend.models import Run

@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from anode_core.specs import SPECS, parse_spec
-from anode_core.specs.common import MAX_STEPS
+from anode_lab.specs import SPECS, parse_spec
+from anode_lab.specs.common import MAX_STEPS
 from anode_lab.specfile import SpecFile, SpecFileError, load_spec_file
 
 FUZZ = settings(max_examples=150, derandomize=True, deadline=None, database=None,

@@ -253,6 +253,6 @@ def test_anode_recomputes_a_block_whose_kept_graph_was_dropped() -> None:
 
 
 def _tanh_mlp() -> torch.nn.Module:
-    from anode_core.experiments.fields import MLPField
+    from anode_lab.experiments.fields import MLPField
 
     return MLPField(3, 8, "tanh").double()

@@ -166,7 +166,7 @@ def test_anode_keeps_no_graph_under_no_grad() -> None:
     """Evaluation under ``torch.no_grad`` must hold nothing for backward, even though the field's parameters
     require grad (a custom Function still reports them as needing it)."""
     torch.manual_seed(0)
-    from anode_core.experiments.fields import MLPField
+    from anode_lab.experiments.fields import MLPField
 
     block = ac.ODEBlock(MLPField(4, 16, "tanh"), steps=8)
     with ac.MemoryMeter() as meter, torch.no_grad():

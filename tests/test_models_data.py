@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from train_helpers import make_spec, write_cifar, write_mnist
 
 import anode_core as ac
-from anode_core.experiments.data import (
+from anode_lab.experiments.data import (
     CLASSES,
     SHAPES,
     DatasetNotFoundError,
@@ -21,7 +21,7 @@ from anode_core.experiments.data import (
     load_data,
     two_spirals,
 )
-from anode_core.experiments.models import build_model
+from anode_lab.experiments.models import build_model
 
 MODELS = [
     pytest.param({"model": "mlp_ode", "dataset": "moons", "width": 4, "hidden": 8}, 1, id="mlp-moons"),

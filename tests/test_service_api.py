@@ -41,7 +41,7 @@ def make_run(client: TestClient, **overrides: object) -> dict[str, object]:
 
 def test_api_process_does_not_import_torch() -> None:
     code = ("import sys, backend.app, backend.runs.service, backend.catalog.service as c; c.catalog(); "
-            "assert 'torch' not in sys.modules and 'anode_core.experiments' not in sys.modules")
+            "assert 'torch' not in sys.modules and 'anode_lab.experiments' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

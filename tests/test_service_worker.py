@@ -15,7 +15,7 @@ from backend.runs import journal
 from backend.runs import repository as runs
 from backend.runs.ingest import MetricWriter
 from backend.settings import Settings
-from backend.worker import Lease, WorkerProcess
+from backend.workers.process import Lease, WorkerProcess
 
 
 @pytest.fixture

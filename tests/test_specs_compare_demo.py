@@ -10,15 +10,15 @@ import typing
 import pytest
 from pydantic import ValidationError
 
-from anode_core.specs.common import MAX_STEPS, GradientSpec
-from anode_core.specs.compare import MAX_CELLS, STAGES, CompareSpec, method_label
-from anode_core.specs.demo import DEMOS, DemoName, DemoSpec
+from anode_lab.specs.common import MAX_STEPS, GradientSpec
+from anode_lab.specs.compare import MAX_CELLS, STAGES, CompareSpec, method_label
+from anode_lab.specs.demo import DEMOS, DemoName, DemoSpec
 
 
 def test_specs_import_without_torch() -> None:
     code = (
-        "import sys; import anode_core.specs.compare, anode_core.specs.demo; "
-        "from anode_core.experiments.slopes import fit_slope; "
+        "import sys; import anode_lab.specs.compare, anode_lab.specs.demo; "
+        "from anode_lab.experiments.slopes import fit_slope; "
         "sys.exit(1 if 'torch' in sys.modules else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0

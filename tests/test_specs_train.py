@@ -9,8 +9,8 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from anode_core.specs import parse_spec
-from anode_core.specs.train import DESCRIPTIONS, PRESETS, TrainSpec
+from anode_lab.specs import parse_spec
+from anode_lab.specs.train import DESCRIPTIONS, PRESETS, TrainSpec
 from anode_lab.specfile import preset_yaml
 
 GOOD = [
@@ -128,6 +128,6 @@ def test_required_presets_match_the_brief() -> None:
 
 
 def test_specs_import_without_torch() -> None:
-    code = "import sys, anode_core.specs; assert 'torch' not in sys.modules, sorted(sys.modules)"
+    code = "import sys, anode_lab.specs; assert 'torch' not in sys.modules, sorted(sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from anode_core.experiments import RunContext, RunResult, run_experiment
-from anode_core.experiments.sweep import COLUMNS, fit_slope
-from anode_core.specs.common import GradientSpec
-from anode_core.specs.compare import CompareSpec
+from anode_lab.experiments import RunContext, RunResult, run_experiment
+from anode_lab.experiments.sweep import COLUMNS, fit_slope
+from anode_lab.specs.common import GradientSpec
+from anode_lab.specs.compare import CompareSpec
 
 METHODS = (
     GradientSpec(method="direct"),

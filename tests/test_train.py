@@ -9,9 +9,9 @@ import pytest
 import torch
 from train_helpers import Recorder, make_spec, respec, write_cifar, write_mnist
 
-from anode_core.experiments import run_experiment
-from anode_core.experiments.train import run_train
-from anode_core.specs.train import PRESETS
+from anode_lab.experiments import run_experiment
+from anode_lab.experiments.train import run_train
+from anode_lab.specs.train import PRESETS
 
 EXACT_RTOL = 1e-12  # ANODE vs Direct in float64: the same ops in the same order, so rounding at most
 PER_STEP = {"train_loss", "train_acc", "grad_norm", "step_time", "lr"}

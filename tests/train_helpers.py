@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from anode_core.experiments.context import RunContext
-from anode_core.specs.train import TrainSpec
+from anode_lab.experiments.context import RunContext
+from anode_lab.specs.train import TrainSpec
 
 STEP_TIME_SERIES = {"step_time"}
 """Wall-clock series: the only ones that may differ between two runs of the same spec."""

@@ -1,4 +1,4 @@
-"""The catalog, built from the spec models' JSON schemas and the preset tables of :mod:`anode_core.specs`
+"""The catalog, built from the spec models' JSON schemas and the preset tables of :mod:`anode_lab.specs`
 (pydantic only: no torch). The dashboard builds its forms from it."""
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def _bounds(schema: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 @cache
 def catalog() -> dict[str, Any]:
-    from anode_core.specs import SPECS, common
+    from anode_lab.specs import SPECS, common
 
     kinds: dict[str, Any] = {}
     presets: dict[str, list[dict[str, Any]]] = {}

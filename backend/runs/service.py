@@ -94,7 +94,7 @@ def list_runs(session: Session, settings: Settings, *, status: str | None, kind:
 
 # ---------------------------------------------------------------------------------------------- changing runs
 def validate_spec(kind: str, spec: dict[str, object]) -> BaseModel:
-    from anode_core.specs import parse_spec
+    from anode_lab.specs import parse_spec
 
     try:
         return parse_spec(kind, spec)

@@ -1,7 +1,7 @@
 """Task ``runs.execute(run_id)``: the only message the queue carries.
 
 The API registers the task to enqueue it; a worker registers the same name with the body that runs the
-experiment (:meth:`backend.worker.WorkerProcess.execute`). Huey keys tasks by module and name, so both
+experiment (:meth:`backend.workers.process.WorkerProcess.execute`). Huey keys tasks by module and name, so both
 sides build the task here.
 """
 

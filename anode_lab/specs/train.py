@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from anode_core.specs.common import DeviceName, DtypeName, GradientSpec, OdeSpec, SpecModel
+from anode_lab.specs.common import DeviceName, DtypeName, GradientSpec, OdeSpec, SpecModel
 
 ModelName = Literal["mlp_ode", "conv_ode", "resnet_ode", "squeezenext_ode"]
 DatasetName = Literal["moons", "circles", "spirals", "digits", "mnist", "cifar10", "cifar100"]

@@ -13,7 +13,7 @@ Series reported through ``ctx.on_metrics`` (step = optimizer steps done):
 
 The optimizer is created once and its learning rate set at the start of every epoch from the step schedule
 (:meth:`TrainSpec.lr_at`); the run checkpoints and resumes (see
-:mod:`anode_core.experiments.checkpoints`), ends *diverged* at a non-finite loss or gradient and *cancelled*
+:mod:`anode_lab.experiments.checkpoints`), ends *diverged* at a non-finite loss or gradient and *cancelled*
 when ``ctx.should_stop()``.
 """
 
@@ -28,11 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from anode_core.experiments.checkpoints import Checkpoints, Position
-from anode_core.experiments.context import RunContext, RunResult, Status
-from anode_core.experiments.data import Data, augment, epoch_batches, load_data
-from anode_core.experiments.models import build_model
-from anode_core.experiments.threads import torch_threads
+from anode_lab.experiments.checkpoints import Checkpoints, Position
+from anode_lab.experiments.context import RunContext, RunResult, Status
+from anode_lab.experiments.data import Data, augment, epoch_batches, load_data
+from anode_lab.experiments.models import build_model
+from anode_lab.experiments.threads import torch_threads
 from anode_core.gradients import Direct
 from anode_core.instruments.compare import compare_gradients
 from anode_core.instruments.counting import EvaluationCounter
@@ -41,7 +41,7 @@ from anode_core.instruments.memory import MemoryMeter
 from anode_core.instruments.reconstruction import block_reconstruction_errors
 from anode_core.registry import gradient_named
 from anode_core.replay import frozen_buffers
-from anode_core.specs.train import TrainSpec
+from anode_lab.specs.train import TrainSpec
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 EVAL_BATCH = 500

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from anode_core.specs.train import TrainSpec
+from anode_lab.specs.train import TrainSpec
 
 DATA_SEED = 0
 """Seed of the generated 2-D sets and of the digits train/test split: fixed, so every run sees the same data."""

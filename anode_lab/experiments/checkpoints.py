@@ -3,7 +3,7 @@
 A checkpoint holds the model and optimizer states, the RNG states, and the run's position (step, epoch, batch
 within the epoch; the learning-rate schedule is a function of the epoch) with the few running numbers of its
 summary. Together with the seeded batch order
-of :mod:`anode_core.experiments.data`, a resumed run reports the same metrics, bit for bit on the CPU, as an
+of :mod:`anode_lab.experiments.data`, a resumed run reports the same metrics, bit for bit on the CPU, as an
 uninterrupted one. Files are written atomically (temporary file, then rename) and only the latest is kept.
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from anode_core.specs.train import TrainSpec
+from anode_lab.specs.train import TrainSpec
 
 FORMAT = 1
 _NAME = re.compile(r"step-(\d+)\.pt")

@@ -15,11 +15,11 @@ import torch
 from torch import Tensor
 
 import anode_core as ac
-from anode_core.experiments.artifacts import numeric, write_csv, write_json
-from anode_core.experiments.context import RunContext, RunResult
-from anode_core.experiments.demos.common import device_and_dtype, explain
-from anode_core.experiments.fields import MLPField
-from anode_core.specs.demo import DemoSpec
+from anode_lab.experiments.artifacts import numeric, write_csv, write_json
+from anode_lab.experiments.context import RunContext, RunResult
+from anode_lab.experiments.demos.common import device_and_dtype, explain
+from anode_lab.experiments.fields import MLPField
+from anode_lab.specs.demo import DemoSpec
 
 GAIN = 4.0
 INPUT = (1.0, 0.5)

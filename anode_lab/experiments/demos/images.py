@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from anode_core.experiments.context import RunContext
+from anode_lab.experiments.context import RunContext
 
 SIZE = 32
 DISPLAY_SCALE = 4

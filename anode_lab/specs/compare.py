@@ -15,7 +15,7 @@ from typing import Literal, NamedTuple
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from anode_core.specs.common import (
+from anode_lab.specs.common import (
     MAX_STEPS,
     ActivationName,
     DeviceName,

@@ -16,13 +16,13 @@ import torch
 from torch import Tensor, nn
 
 import anode_core as ac
-from anode_core.experiments.artifacts import numeric, write_csv
-from anode_core.experiments.context import RunContext, RunResult
-from anode_core.experiments.data import two_spirals
-from anode_core.experiments.demos.common import device_and_dtype, explain, seeded
-from anode_core.experiments.models import MLPODE
-from anode_core.specs.common import GradientSpec, OdeSpec
-from anode_core.specs.demo import DemoSpec
+from anode_lab.experiments.artifacts import numeric, write_csv
+from anode_lab.experiments.context import RunContext, RunResult
+from anode_lab.experiments.data import two_spirals
+from anode_lab.experiments.demos.common import device_and_dtype, explain, seeded
+from anode_lab.experiments.models import MLPODE
+from anode_lab.specs.common import GradientSpec, OdeSpec
+from anode_lab.specs.demo import DemoSpec
 
 POINTS, TEST_POINTS, NOISE = 800, 200, 0.05
 WIDTH, HIDDEN, BATCH, LR = 8, 32, 64, 0.01

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from anode_core.specs.common import MAX_STEPS, DeviceName, DtypeName, SolverName, SpecModel
+from anode_lab.specs.common import MAX_STEPS, DeviceName, DtypeName, SolverName, SpecModel
 
 DemoName = Literal["adjoint-order", "wrong-sign", "reconstruction-blowup", "non-invertible", "memory", "training"]
 ImageName = Literal["digit", "pattern"]

@@ -6,10 +6,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from anode_core.specs.common import GradientSpec, OdeSpec
-from anode_core.specs.compare import CompareSpec
-from anode_core.specs.demo import DemoSpec
-from anode_core.specs.train import TrainSpec
+from anode_lab.specs.common import GradientSpec, OdeSpec
+from anode_lab.specs.compare import CompareSpec
+from anode_lab.specs.demo import DemoSpec
+from anode_lab.specs.train import TrainSpec
 
 SPECS: dict[str, type[BaseModel]] = {"train": TrainSpec, "compare": CompareSpec, "demo": DemoSpec}
 

@@ -1,4 +1,4 @@
-"""Teaching demos: each preset of :data:`anode_core.specs.demo.DEMOS` reproduces one failure mode of the
+"""Teaching demos: each preset of :data:`anode_lab.specs.demo.DEMOS` reproduces one failure mode of the
 continuous adjoint (Chen et al., NeurIPS 2018) that ANODE (Gholami, Keutzer & Biros, IJCAI 2019,
 arXiv:1902.10298) avoids, writes the data of its pictures (CSV, JSON, PNG) and an ``explanation.md``, and
 returns a few headline numbers as its summary. One module per preset; all are small enough for a CPU.
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import importlib
 
-from anode_core.experiments.context import RunContext, RunResult
-from anode_core.experiments.threads import torch_threads
-from anode_core.specs.demo import DEMOS, DemoSpec
+from anode_lab.experiments.context import RunContext, RunResult
+from anode_lab.experiments.threads import torch_threads
+from anode_lab.specs.demo import DEMOS, DemoSpec
 
 __all__ = ["run_demo"]
 

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from anode_core.experiments.context import RunContext
+from anode_lab.experiments.context import RunContext
 
 Row = Mapping[str, Any]
 

@@ -17,13 +17,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import anode_core as ac
-from anode_core.experiments.artifacts import numeric, write_csv
-from anode_core.experiments.context import RunContext, RunResult
-from anode_core.experiments.demos.common import explain
-from anode_core.experiments.demos.images import digit, pattern, relative_error, save_panel, save_png
-from anode_core.experiments.train import DTYPES, resolve_device
+from anode_lab.experiments.artifacts import numeric, write_csv
+from anode_lab.experiments.context import RunContext, RunResult
+from anode_lab.experiments.demos.common import explain
+from anode_lab.experiments.demos.images import digit, pattern, relative_error, save_panel, save_png
+from anode_lab.experiments.train import DTYPES, resolve_device
 from anode_core.problem import Problem
-from anode_core.specs.demo import DemoSpec
+from anode_lab.specs.demo import DemoSpec
 
 KAPPA = 4.0
 STENCIL = ((0.0, 1.0, 0.0), (1.0, -4.0, 1.0), (0.0, 1.0, 0.0))

@@ -13,12 +13,12 @@ import torch
 from torch import Tensor, nn
 
 import anode_core as ac
-from anode_core.experiments.artifacts import numeric, write_csv, write_json
-from anode_core.experiments.context import RunContext, RunResult
-from anode_core.experiments.demos.common import device_and_dtype, explain, seeded
-from anode_core.experiments.fields import MLPField
-from anode_core.experiments.slopes import fit_loglog
-from anode_core.specs.demo import DemoSpec
+from anode_lab.experiments.artifacts import numeric, write_csv, write_json
+from anode_lab.experiments.context import RunContext, RunResult
+from anode_lab.experiments.demos.common import device_and_dtype, explain, seeded
+from anode_lab.experiments.fields import MLPField
+from anode_lab.experiments.slopes import fit_loglog
+from anode_lab.specs.demo import DemoSpec
 
 DIM, HIDDEN, BATCH = 4, 16, 32
 METHODS = {"anode": ac.Anode(), "adjoint": ac.Adjoint(), "adjoint(stored)": ac.Adjoint(reconstruct=False)}

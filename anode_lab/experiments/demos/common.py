@@ -7,10 +7,10 @@ from contextlib import contextmanager
 
 import torch
 
-from anode_core.experiments.artifacts import write_text
-from anode_core.experiments.context import RunContext
-from anode_core.experiments.train import DTYPES, resolve_device
-from anode_core.specs.demo import DemoSpec
+from anode_lab.experiments.artifacts import write_text
+from anode_lab.experiments.context import RunContext
+from anode_lab.experiments.train import DTYPES, resolve_device
+from anode_lab.specs.demo import DemoSpec
 
 Number = float | int | str
 

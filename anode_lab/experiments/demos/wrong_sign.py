@@ -19,10 +19,10 @@ import torch
 from torch import Tensor, nn
 
 import anode_core as ac
-from anode_core.experiments.artifacts import numeric, write_csv, write_json
-from anode_core.experiments.context import RunContext, RunResult
-from anode_core.experiments.demos.common import device_and_dtype, explain
-from anode_core.specs.demo import DemoSpec
+from anode_lab.experiments.artifacts import numeric, write_csv, write_json
+from anode_lab.experiments.context import RunContext, RunResult
+from anode_lab.experiments.demos.common import device_and_dtype, explain
+from anode_lab.specs.demo import DemoSpec
 
 GAIN = 3.0
 THETA = 0.5

@@ -1,6 +1,6 @@
 """Classifiers with ODE blocks: an MLP-ODE for points, a small conv ODE net, and the paper's two CIFAR networks.
 
-Every ODE block is an :class:`anode_core.ODEBlock` over a field from :mod:`anode_core.experiments.fields`, with
+Every ODE block is an :class:`anode_core.ODEBlock` over a field from :mod:`anode_lab.experiments.fields`, with
 the spec's solver, number of steps, activation and gradient method. Layers that change the shape (stems,
 downsampling, heads) sit between the blocks, as they must.
 
@@ -17,11 +17,11 @@ from collections.abc import Callable
 from torch import Tensor, nn
 
 from anode_core.block import ODEBlock
-from anode_core.experiments.data import CLASSES, SHAPES
-from anode_core.experiments.fields import ConvField, MLPField, SqueezeNextField, norm_named, squeezenext_layers
+from anode_lab.experiments.data import CLASSES, SHAPES
+from anode_lab.experiments.fields import ConvField, MLPField, SqueezeNextField, norm_named, squeezenext_layers
 from anode_core.registry import gradient_named
-from anode_core.specs.common import OdeSpec
-from anode_core.specs.train import TrainSpec
+from anode_lab.specs.common import OdeSpec
+from anode_lab.specs.train import TrainSpec
 
 STAGES = 4
 

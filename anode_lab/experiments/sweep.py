@@ -20,14 +20,14 @@ import torch
 from torch import Tensor, nn
 
 import anode_core as ac
-from anode_core.experiments.artifacts import numeric, write_csv
-from anode_core.experiments.context import RunContext, RunResult
-from anode_core.experiments.fields import ConvField, MLPField
-from anode_core.experiments.slopes import fit_loglog, fit_slope
-from anode_core.experiments.threads import torch_threads
-from anode_core.experiments.train import DTYPES, resolve_device
-from anode_core.specs.common import GradientSpec
-from anode_core.specs.compare import Cell, CompareSpec
+from anode_lab.experiments.artifacts import numeric, write_csv
+from anode_lab.experiments.context import RunContext, RunResult
+from anode_lab.experiments.fields import ConvField, MLPField
+from anode_lab.experiments.slopes import fit_loglog, fit_slope
+from anode_lab.experiments.threads import torch_threads
+from anode_lab.experiments.train import DTYPES, resolve_device
+from anode_lab.specs.common import GradientSpec
+from anode_lab.specs.compare import Cell, CompareSpec
 
 COLUMNS = (
     "cell", "dtype", "activation", "weight_scale", "solver", "order", "steps", "method", "exact",

@@ -1,5 +1,5 @@
 """A worker process: consumes one device class's queue and runs experiments; the only service module that
-imports :mod:`anode_core.experiments`.
+imports :mod:`anode_lab.experiments`.
 
 The consumer loop is Huey's own ``dequeue`` / ``execute`` in the main thread, rather than Huey's ``Consumer``:
 torch wants the main thread, shutdown must reach the running experiment between two steps (the ``Consumer``
@@ -47,7 +47,7 @@ from backend.settings import DeviceClass, Settings
 from backend.workers import repository as workers
 
 if TYPE_CHECKING:
-    from anode_core.experiments import RunContext
+    from anode_lab.experiments import RunContext
 
 log = logging.getLogger("anode.worker")
 TRACEBACK_FRAMES = 6
@@ -258,7 +258,7 @@ class WorkerProcess:
     def context(self, lease: Lease, writer: MetricWriter, workdir: Path) -> RunContext:
         """The :class:`RunContext` a run gets: metrics to ``writer``, progress to the lease (the heartbeat
         stores it), ``should_stop`` from shutdown, lease and cancel flag."""
-        from anode_core.experiments import RunContext
+        from anode_lab.experiments import RunContext
 
         def progress(done: int, total: int, note: str) -> None:
             lease.progress = (done, total, note)  # the heartbeat thread shapes and stores it
@@ -267,8 +267,8 @@ class WorkerProcess:
                           should_stop=lambda: self._should_stop(lease))
 
     def _run(self, lease: Lease) -> None:
-        from anode_core.experiments import run_experiment
-        from anode_core.specs import parse_spec
+        from anode_lab.experiments import run_experiment
+        from anode_lab.specs import parse_spec
 
         assert self.db is not None
         with self.db.session() as session:
