@@ -165,6 +165,7 @@ def check(
             measured = measure_gradient(model, scalar_loss, method, device=device)
         return measured, seen
 
+    _warm_up()
     reference, solves = run(Direct())
     if not solves:
         raise NoSolveError(NO_SOLVE)
@@ -209,6 +210,12 @@ def _row(
         reconstruction_error=max(reconstruction_error(p, z0) for p, z0 in solves) if rebuilds else None,
         exact_below=exact_below,
     )
+
+
+def _warm_up() -> None:
+    """The first ``autograd.grad`` with explicit output gradients imports sympy (about 1 s): not a method's cost."""
+    x = torch.zeros(1, requires_grad=True)
+    torch.autograd.grad(x * 2, x, torch.ones(1))
 
 
 def _to(batch: Any, device: torch.device) -> Any:
