@@ -1,0 +1,130 @@
+"""Plugins: a tiny package (tests/data/tiny_plugin) pip-installed into a temporary folder, never into the shared
+environment, then seen by the catalog, validated in specs, and trained end to end by a real worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from service_helpers import Service, submit, wait_status
+
+from anode_lab import plugins
+
+PACKAGE = Path(__file__).parent / "data" / "tiny_plugin"
+BUILTIN_MODELS = ["mlp_ode", "conv_ode", "resnet_ode", "squeezenext_ode"]
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``pip install --no-deps --no-build-isolation --target`` of a copy (the build leaves files beside it)."""
+    root = tmp_path_factory.mktemp("plugin")
+    source = shutil.copytree(PACKAGE, root / "source")
+    target = root / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--disable-pip-version-check", "--target", str(target), str(source)], check=True)
+    assert (target / "tiny_ode_plugin" / "model.py").is_file()
+    return target
+
+
+def env_with(target: Path) -> dict[str, str]:
+    path = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH", ""), str(target)) if p)
+    return {"PYTHONPATH": path}
+
+
+@pytest.fixture
+def on_path(installed: Path) -> Iterator[Path]:
+    """The plugin importable in this process for one test, and the entry points read afresh before and after."""
+    sys.path.append(str(installed))
+    plugins.forget()
+    try:
+        yield installed
+    finally:
+        sys.path.remove(str(installed))
+        for name in [m for m in sys.modules if m == "tiny_ode_plugin" or m.startswith("tiny_ode_plugin.")]:
+            del sys.modules[name]
+        plugins.forget()
+
+
+def test_catalog_lists_the_plugin_without_importing_torch(installed: Path) -> None:
+    """In a fresh interpreter, as the API process: the declarations are read, the model module is not."""
+    code = ("import json, sys, backend.catalog.service as c; cat = c.catalog(); "
+            "assert 'torch' not in sys.modules and 'tiny_ode_plugin.model' not in sys.modules; "
+            "print(json.dumps({'models': cat['models'], 'datasets': cat['datasets']}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env={**os.environ, **env_with(installed)})
+    listed = json.loads(done.stdout)
+    models = {m["name"]: m for m in listed["models"]}
+    assert list(models) == [*BUILTIN_MODELS, "tiny_ode"]
+    assert models["tiny_ode"]["plugin"] is True and not models["mlp_ode"]["plugin"]
+    assert models["tiny_ode"]["description"].startswith("tiny ODE classifier")
+    assert models["tiny_ode"]["datasets"] == ["moons", "circles", "spirals", "xor"]  # "points": every 2-D set
+    xor = next(d for d in listed["datasets"] if d["name"] == "xor")
+    assert xor == {"name": "xor", "description": "XOR quadrants: the sign of x·y, 2-D points", "plugin": True}
+
+
+def test_specs_name_installed_plugins_only(on_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from anode_lab.specs import parse_spec
+
+    assert parse_spec("train", {"model": "tiny_ode", "dataset": "xor"}).model == "tiny_ode"
+    for name in ("nope", "tiny_ode_plugin.model:build", "tiny_ode_plugin/model.py"):
+        with pytest.raises(ValidationError, match=f"model {name!r} is not installed: set `model` to one of "
+                           "mlp_ode, conv_ode, resnet_ode, squeezenext_ode, tiny_ode"):
+            parse_spec("train", {"model": name})
+    with pytest.raises(ValidationError, match="model 'mlp_ode' cannot train on 'xor'.*or `model` to tiny_ode"):
+        parse_spec("train", {"model": "mlp_ode", "dataset": "xor"})
+
+
+def test_training_a_plugin_in_process_uses_the_specs_method(on_path: Path) -> None:
+    """The plugin's odesolve names no method: the spec's (adjoint) applies, so the probe sees an inexact gradient."""
+    from anode_lab.experiments.train import run_train
+    from anode_lab.specs import parse_spec
+    from train_helpers import Recorder
+
+    spec = parse_spec("train", {"model": "tiny_ode", "dataset": "xor", "width": 4, "epochs": 1, "batch_size": 50,
+                                "device": "cpu", "threads": 1, "probe_every": 1,
+                                "ode": {"solver": "euler", "steps": 2, "activation": "tanh",
+                                        "gradient": {"method": "adjoint"}}})
+    recorder = Recorder()
+    result = run_train(spec, recorder.context(on_path.parent / "run"))
+    assert result.status == "succeeded", result.message
+    errors = recorder.series("probe_rel_error")
+    assert len(errors) == 3 and all(1e-6 < e < 1.0 for e in errors)  # 150 points, batches of 50
+
+
+@pytest.fixture(scope="module")
+def service(installed: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    svc = Service(tmp_path_factory.mktemp("plugin-service"), {**env_with(installed), "ANODE_TORCH_THREADS": "1"})
+    svc.start(workers=1)
+    yield svc
+    svc.stop()
+
+
+def test_a_train_run_with_the_plugin_succeeds_through_a_real_worker(service: Service) -> None:
+    spec = {"model": "tiny_ode", "dataset": "xor", "width": 4, "epochs": 2, "batch_size": 50, "device": "cpu",
+            "threads": 1}
+    with httpx.Client(base_url=service.url, timeout=10) as client:
+        run_id = submit(client, "train", spec)
+        run = wait_status(client, run_id, {"succeeded", "failed", "diverged"}, timeout=120)
+        assert run["status"] == "succeeded", (run, service.logs("worker"))
+        assert run["summary"]["steps"] == 6 and 0.0 <= run["summary"]["final_test_acc"] <= 1.0
+        series = set(client.get(f"/runs/{run_id}/metrics").json()["series"])
+        assert {"train_loss", "test_acc", "nfe_forward"} <= series
+
+
+def test_a_spec_naming_a_missing_model_is_422_listing_the_installed_ones(service: Service) -> None:
+    with httpx.Client(base_url=service.url, timeout=10) as client:
+        for name in ("vgg", "tiny_ode_plugin.model:build"):
+            response = client.post("/runs", json={"kind": "train", "spec": {"model": name}})
+            assert response.status_code == 422, response.text
+            text = json.dumps(response.json())
+            assert f"model '{name}' is not installed" in text
+            assert "mlp_ode, conv_ode, resnet_ode, squeezenext_ode, tiny_ode" in text
