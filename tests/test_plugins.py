@@ -100,6 +100,42 @@ def test_training_a_plugin_in_process_uses_the_specs_method(on_path: Path) -> No
     assert len(errors) == 3 and all(1e-6 < e < 1.0 for e in errors)  # 150 points, batches of 50
 
 
+@pytest.mark.parametrize("model", ["tiny_ode", "mlp_ode"])
+def test_a_compare_sweep_over_a_whole_model(on_path: Path, model: str) -> None:
+    """Compare specs name a model too: Anode stays exact on it, the adjoint's error falls at Euler's order 1."""
+    from anode_lab.experiments.sweep import run_compare
+    from anode_lab.specs import parse_spec
+    from train_helpers import Recorder
+
+    spec = parse_spec("compare", {"model": model, "solvers": ["euler"], "steps": [2, 4, 8], "batch": 8,
+                                  "device": "cpu", "threads": 1})
+    result = run_compare(spec, Recorder().context(on_path.parent / f"compare-{model}"))
+    assert result.status == "succeeded", result.message
+    summary = result.summary
+    assert summary["cells"] == 15 and summary["max_rel_error/anode"] <= 1e-12
+    assert summary["max_rel_error/adjoint"] > 1e-3
+    assert summary["slope/euler/adjoint"] == pytest.approx(-1.0, abs=0.25)
+
+
+@pytest.mark.parametrize(
+    "spec,message",
+    [
+        pytest.param({"model": "nope"}, "model 'nope' is not installed: set `model` to one of mlp_ode, conv_ode, "
+                     "resnet_ode, squeezenext_ode, tiny_ode or remove it", id="missing"),
+        pytest.param({"model": "tiny_ode", "dim": 3}, "`dim` shapes the synthetic field; with `model` the model "
+                     "decides: remove it", id="stray-knob"),
+    ],
+)
+def test_compare_spec_names_installed_models_only(on_path: Path, spec: dict[str, object], message: str) -> None:
+    from pydantic import ValidationError
+
+    from anode_lab.specs import parse_spec
+
+    with pytest.raises(ValidationError) as error:
+        parse_spec("compare", spec)
+    assert message in error.value.errors()[0]["msg"]
+
+
 @pytest.fixture(scope="module")
 def service(installed: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     svc = Service(tmp_path_factory.mktemp("plugin-service"), {**env_with(installed), "ANODE_TORCH_THREADS": "1"})
@@ -118,6 +154,15 @@ def test_a_train_run_with_the_plugin_succeeds_through_a_real_worker(service: Ser
         assert run["summary"]["steps"] == 6 and 0.0 <= run["summary"]["final_test_acc"] <= 1.0
         series = set(client.get(f"/runs/{run_id}/metrics").json()["series"])
         assert {"train_loss", "test_acc", "nfe_forward"} <= series
+
+
+def test_a_compare_run_with_the_plugin_succeeds_through_a_real_worker(service: Service) -> None:
+    spec = {"model": "tiny_ode", "solvers": ["euler"], "steps": [2, 4], "batch": 8, "device": "cpu", "threads": 1}
+    with httpx.Client(base_url=service.url, timeout=10) as client:
+        run_id = submit(client, "compare", spec)
+        run = wait_status(client, run_id, {"succeeded", "failed"}, timeout=120)
+        assert run["status"] == "succeeded", (run, service.logs("worker"))
+        assert run["summary"]["cells"] == 10 and run["summary"]["max_rel_error/anode"] <= 1e-12
 
 
 def test_a_spec_naming_a_missing_model_is_422_listing_the_installed_ones(service: Service) -> None:
