@@ -62,7 +62,7 @@ def load_factory(target: str) -> Callable[[], Any]:
         raise CheckInputError(
             f"{path_text} has no function {name!r}; it defines: {', '.join(defined) or 'no functions'}"
         )
-    return factory
+    return factory  # type: ignore[no-any-return]
 
 
 def build(factory: Callable[[], Any]) -> tuple[nn.Module, Any, Callable[[nn.Module, Any], Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -16,8 +17,8 @@ class EvaluationCounter:
     """``with EvaluationCounter(model) as nfe: ...``; ``nfe.calls`` is the number of field evaluations so far.
 
     Counts every solve started inside the body through ``ODEBlock``, ``odesolve`` or ``odeint``, forward and
-    backward, until the body ends; with ``model`` given, only solves whose field is ``model`` or one of its
-    submodules (and fields that are plain functions). ``nfe.solves`` is the number of solves started.
+    backward, until the body ends; with ``model`` given, only solves whose field is, or wraps, one of its modules
+    (and fields that are plain functions). ``nfe.solves`` is the number of solves started.
     """
 
     def __init__(self, model: nn.Module | None = None) -> None:
@@ -36,8 +37,10 @@ class EvaluationCounter:
         if not isinstance(field, nn.Module):
             self.solves += 1
             return dataclasses.replace(problem, field=_Counted(field, self._count))
-        if self._model is not None and not any(field is m for m in self._model.modules()):
-            return problem
+        if self._model is not None:
+            ours = {id(m) for m in self._model.modules()}
+            if not any(id(m) in ours for m in field.modules()):
+                return problem
         self.solves += 1
         if id(field) not in self._hooked:
             self._hooked[id(field)] = field.register_forward_pre_hook(self._count)
@@ -59,7 +62,7 @@ class EvaluationCounter:
 class _Counted:
     """A plain-function field that reports each evaluation."""
 
-    def __init__(self, field: Any, count: Any) -> None:
+    def __init__(self, field: Callable[[float, Tensor], Tensor], count: Callable[[], None]) -> None:
         self.field, self.count = field, count
 
     def __call__(self, t: float, z: Tensor) -> Tensor:
