@@ -47,6 +47,13 @@ def test_json_rows_csv_and_figure(tmp_path: Path) -> None:
     assert svg.startswith("<svg") and svg.count("<rect") == 2 * len(rows) and "Adjoint(reconstruct=False)" in svg
 
 
+def test_exit_code_2_from_a_real_process(tmp_path: Path) -> None:
+    done = anode_lab("check", f"{MODELS}:no_solve", "--json", cwd=tmp_path)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("error: the model computed no ODE solve through anode_core; replace "
+                                  "torchdiffeq.odeint with anode_core.odeint")
+
+
 def test_table_has_plain_verdicts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", f"{MODELS}:build", "--out", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
