@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import logging
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -109,6 +110,7 @@ def _discover(group: str, kind: type[P]) -> dict[str, P]:
             log.warning("ignoring %s plugin %r: names are unique, lower case, [a-z0-9_], ≤ 40 characters", group,
                         ep.name)
             continue
+        had_torch = "torch" in sys.modules
         try:
             declared = ep.load()
         except Exception:  # an installed package's import error: report it, serve the rest
@@ -118,6 +120,9 @@ def _discover(group: str, kind: type[P]) -> dict[str, P]:
             log.warning("ignoring %s plugin %r: %s is a %s, not an anode_lab.plugins.%s", group, ep.name, ep.value,
                         type(declared).__name__, kind.__name__)
             continue
+        if not had_torch and "torch" in sys.modules:
+            log.warning("%s plugin %r imported torch while declaring itself, so the API process now holds torch: "
+                        "move the model into the module its builder names", group, ep.name)
         found[ep.name] = declared
     return found
 
