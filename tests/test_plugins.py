@@ -52,6 +52,42 @@ def on_path(installed: Path) -> Iterator[Path]:
         plugins.forget()
 
 
+@pytest.mark.parametrize(
+    "data,takes",
+    [
+        pytest.param(("points",), ["moons", "circles", "spirals", "rings"], id="points"),
+        pytest.param(("images",), ["digits", "mnist", "cifar10", "cifar100"], id="images"),
+        pytest.param(("images:3x32x32",), ["cifar10", "cifar100"], id="images-of-a-shape"),
+        pytest.param(("images:1×8×8", "rings"), ["digits", "rings"], id="shape-and-a-plugin-set"),
+        pytest.param(("no_such_set",), [], id="unknown"),
+    ],
+)
+def test_declared_data_names_the_data_sets_a_plugin_takes(
+    monkeypatch: pytest.MonkeyPatch, data: tuple[str, ...], takes: list[str]
+) -> None:
+    from anode_lab.specs import train
+
+    model = plugins.ModelPlugin("m", build="pkg.model:build", data=data)
+    rings = plugins.DatasetPlugin("r", load="pkg.data:load", shape=(2,), classes=3)
+    monkeypatch.setattr(train, "model_plugins", lambda: {"m": model, "mlp_ode": model})  # a built-in name is ignored
+    monkeypatch.setattr(train, "dataset_plugins", lambda: {"rings": rings})
+    assert train.model_datasets()["m"] == tuple(takes)
+    assert train.model_datasets()["mlp_ode"] == ("moons", "circles", "spirals")
+    assert (train.dataset_shape("rings"), train.dataset_classes("rings")) == ((2,), 3)
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        pytest.param({"description": "d", "build": "model.py"}, "`build` must be 'module:function'", id="file"),
+        pytest.param({"description": "d", "build": "m:f", "data": ()}, "`data` must name at least one", id="data"),
+    ],
+)
+def test_declarations_are_checked(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        plugins.ModelPlugin(**kwargs)  # type: ignore[arg-type]
+
+
 def test_catalog_lists_the_plugin_without_importing_torch(installed: Path) -> None:
     """In a fresh interpreter, as the API process: the declarations are read, the model module is not."""
     code = ("import json, sys, backend.catalog.service as c; cat = c.catalog(); "

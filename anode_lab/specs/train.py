@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from anode_lab.plugins import dataset_plugins, model_plugins
+from anode_lab.plugins import DatasetPlugin, ModelPlugin, dataset_plugins, model_plugins
 from anode_lab.specs.common import DeviceName, DtypeName, GradientSpec, OdeSpec, SpecModel
 
 ModelName = Literal["mlp_ode", "conv_ode", "resnet_ode", "squeezenext_ode"]
@@ -203,12 +203,12 @@ class TrainSpec(SpecModel):
         return self.lr * 0.1 ** sum(epoch >= m for m in self.milestones())
 
 
-def plugin_models() -> dict[str, Any]:
+def plugin_models() -> dict[str, ModelPlugin]:
     """Installed model plugins whose names are not built in (a built-in name always means the built-in)."""
     return {name: p for name, p in model_plugins().items() if name not in MODEL_DATASETS}
 
 
-def plugin_datasets() -> dict[str, Any]:
+def plugin_datasets() -> dict[str, DatasetPlugin]:
     """Installed data-set plugins whose names are not built in."""
     return {name: p for name, p in dataset_plugins().items() if name not in SHAPES}
 
