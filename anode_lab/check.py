@@ -67,7 +67,10 @@ def load_factory(target: str) -> Callable[[], Any]:
 
 def build(factory: Callable[[], Any]) -> tuple[nn.Module, Any, Callable[[nn.Module, Any], Any]]:
     """Call the factory and check that it returned ``(model, batch, loss)``."""
-    made = factory()
+    try:
+        made = factory()
+    except Exception as error:  # the user's code: report it in one line, as for an import
+        raise CheckInputError(f"FACTORY() raised {type(error).__name__}: {error}") from error
     if not isinstance(made, tuple) or len(made) != 3:
         got = f"a tuple of {len(made)}" if isinstance(made, tuple) else type(made).__name__
         raise CheckInputError(f"{RETURNS}; got {got}")

@@ -71,6 +71,7 @@ def test_table_has_plain_verdicts(tmp_path: Path, capsys: pytest.CaptureFixture[
         pytest.param(f"{MODELS}", [], "TARGET must be FILE.py:FACTORY, e.g. my_model.py:build", id="no-factory"),
         pytest.param(f"{MODELS}:nope", [], "has no function 'nope'; it defines: LatentODE", id="missing-factory"),
         pytest.param(f"{MODELS}:not_a_triple", [], "FACTORY() must return (model, batch, loss)", id="not-a-triple"),
+        pytest.param(f"{MODELS}:raises", [], "FACTORY() raised RuntimeError: no data here", id="factory-raises"),
         pytest.param(f"{MODELS}:not_scalar", ["--methods", "anode"],
                      "`loss(model, batch)` must return a scalar floating-point tensor; got shape (4, 16, 1)",
                      id="loss-not-scalar"),

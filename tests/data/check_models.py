@@ -73,3 +73,7 @@ def not_scalar() -> tuple[nn.Module, tuple[Tensor, Tensor], object]:
 
 def not_a_triple() -> nn.Module:
     return Plain()
+
+
+def raises() -> None:
+    raise RuntimeError("no data here")
