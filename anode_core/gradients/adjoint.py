@@ -18,9 +18,9 @@ import torch
 from torch import Tensor
 
 from anode_core.gradients.base import GradientMethod, vjp
-from anode_core.instruments.memory import note_held
+from anode_core.held import note_held
 from anode_core.problem import Problem
-from anode_core.replay import RngState, frozen_buffers, isolated_rng
+from anode_core.replay import AutocastState, RngState, frozen_buffers, isolated_rng
 from anode_core.solvers import State
 
 
@@ -45,6 +45,7 @@ class _AdjointFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, problem: Problem, reconstruct: bool, z0: Tensor, *params: Tensor) -> Tensor:
         ctx.problem = problem
+        ctx.autocast = AutocastState.capture(z0)
         if reconstruct:
             ctx.states = None
             z1 = problem.advance(z0, 0, problem.steps)
@@ -76,7 +77,7 @@ class _AdjointFunction(torch.autograd.Function):
 
         y: State = (z1.detach(), grad_out, *(torch.zeros_like(p) for p in params))
         # The reverse solve draws its own dropout masks; it must not advance the caller's RNG stream.
-        with frozen_buffers(problem.field), isolated_rng(RngState.capture(z1)):
+        with frozen_buffers(problem.field), isolated_rng(RngState.capture(z1)), ctx.autocast.entered():
             for n in range(problem.steps, 0, -1):
                 if ctx.states is not None and n < problem.steps:
                     y = (ctx.states[n], *y[1:])  # restart from the stored z_n: no reconstruction error

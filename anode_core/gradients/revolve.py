@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from anode_core.gradients.base import vjp
-from anode_core.instruments.memory import note_held
+from anode_core.held import note_held
 from anode_core.problem import Problem
 from anode_core.replay import RngState
 
