@@ -12,7 +12,7 @@ leaving flaw (b) alone visible.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -38,7 +38,8 @@ class Adjoint(GradientMethod):
             raise ValueError(f"`reconstruct` must be True or False; got {self.reconstruct!r}")
 
     def solve(self, problem: Problem, z0: Tensor) -> Tensor:
-        return _AdjointFunction.apply(problem, self.reconstruct, z0, *problem.params)
+        z1: Tensor = _AdjointFunction.apply(problem, self.reconstruct, z0, *problem.params)
+        return z1
 
 
 class _AdjointFunction(torch.autograd.Function):
@@ -72,7 +73,7 @@ class _AdjointFunction(torch.autograd.Function):
             with torch.enable_grad():
                 z = z.detach().requires_grad_(True)
                 fz = problem.field(t, z)
-                grads = vjp(fz, (z, *params), [True] * (1 + len(params)), a)
+                grads = cast(list[Tensor], vjp(fz, (z, *params), [True] * (1 + len(params)), a))  # all wanted
             return (fz.detach(), *(torch.neg(g) for g in grads))
 
         y: State = (z1.detach(), grad_out, *(torch.zeros_like(p) for p in params))

@@ -47,7 +47,8 @@ class Anode(GradientMethod):
 
     def solve(self, problem: Problem, z0: Tensor) -> Tensor:
         # apply() reports needs_input_grad even under no_grad, so the grad mode is read here, outside
-        return _AnodeFunction.apply(problem, self.checkpoints, torch.is_grad_enabled(), z0, *problem.params)
+        z1: Tensor = _AnodeFunction.apply(problem, self.checkpoints, torch.is_grad_enabled(), z0, *problem.params)
+        return z1
 
 
 class _KeptGraph:
@@ -87,9 +88,10 @@ def _drop_graphs_upstream(z0: Tensor) -> None:
         if node is None or id(node) in seen:
             continue
         seen.add(id(node))
-        if isinstance(node, _AnodeFunction._backward_cls):  # type: ignore[attr-defined]
-            if node.kept is not None:
-                node.kept.take()
+        if isinstance(node, _AnodeFunction._backward_cls):
+            ctx: Any = node  # a custom Function's autograd node is its ctx
+            if ctx.kept is not None:
+                ctx.kept.take()
             continue
         pending.extend(next_node for next_node, _ in node.next_functions)
 

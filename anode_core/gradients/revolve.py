@@ -97,4 +97,4 @@ def _step_backward(
     for total, g in zip(acc, grads[1:]):
         if total is not None and g is not None:
             total.add_(g)
-    return grads[0]
+    return grads[0] if grads[0] is not None else torch.zeros_like(z)  # the block input's, when it is not wanted
