@@ -79,15 +79,16 @@ class _KeptGraph:
 def _drop_graphs_upstream(z0: Tensor) -> None:
     """Drop the kept graph of every Anode block that ``z0`` descends from without another Anode block between.
 
-    The walk stops at Anode nodes, so it visits only the ops between this block and the previous ones.
+    The walk stops at Anode nodes: it visits the ops between this block and the Anode blocks before it (the
+    whole history of ``z0`` when there is none), a few Python steps per op next to the block's forward pass.
     """
     pending = [z0.grad_fn]
-    seen: set[int] = set()
+    seen: dict[int, object] = {}  # holding the nodes keeps their ids from being reused during the walk
     while pending:
         node = pending.pop()
         if node is None or id(node) in seen:
             continue
-        seen.add(id(node))
+        seen[id(node)] = node
         if isinstance(node, _AnodeFunction._backward_cls):
             ctx: Any = node  # a custom Function's autograd node is its ctx
             if ctx.kept is not None:

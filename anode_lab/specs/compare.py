@@ -17,6 +17,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from anode_lab.specs.common import (
     MAX_STEPS,
+    SOLVERS,
     ActivationName,
     DeviceName,
     DtypeName,
@@ -41,9 +42,6 @@ MAX_WORK = 2 * 10**9
 MAX_FD_ENTRIES = 16
 DEFAULT_DIM, DEFAULT_HIDDEN, DEFAULT_CHANNELS, DEFAULT_SIZE = 8, 32, 4, 8
 MAX_WEIGHT_SCALE = 100.0
-
-STAGES: dict[str, int] = {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4}
-"""Field evaluations per step of each solver (its tableau's length; checked against the solvers in tests)."""
 
 _CONV_ONLY = ("channels", "size")
 _MLP_ONLY = ("dim", "hidden")
@@ -218,7 +216,7 @@ class CompareSpec(SpecModel):
         """
         per_setting = len(self.activations) * len(self.weight_scales) * len(self.dtypes)
         solves = 3 * len(self.methods) + 1 + 2 * self.fd_check
-        total = sum(STAGES[s] * n for s, n in product(self.solvers, self.steps))
+        total = sum(SOLVERS[s].stages * n for s, n in product(self.solvers, self.steps))
         return total * solves * per_setting * self.blocks * self.state_elements
 
     def epsilon(self, dtype: DtypeName) -> float:
