@@ -43,6 +43,9 @@ MAX_FD_ENTRIES = 16
 DEFAULT_DIM, DEFAULT_HIDDEN, DEFAULT_CHANNELS, DEFAULT_SIZE = 8, 32, 4, 8
 MAX_WEIGHT_SCALE = 100.0
 
+STAGES: dict[str, int] = {name: solver.stages for name, solver in SOLVERS.items()}
+"""Field evaluations per step of each solver (its tableau's length), from the one table of solver facts."""
+
 _CONV_ONLY = ("channels", "size")
 _MLP_ONLY = ("dim", "hidden")
 
@@ -216,7 +219,7 @@ class CompareSpec(SpecModel):
         """
         per_setting = len(self.activations) * len(self.weight_scales) * len(self.dtypes)
         solves = 3 * len(self.methods) + 1 + 2 * self.fd_check
-        total = sum(SOLVERS[s].stages * n for s, n in product(self.solvers, self.steps))
+        total = sum(STAGES[s] * n for s, n in product(self.solvers, self.steps))
         return total * solves * per_setting * self.blocks * self.state_elements
 
     def epsilon(self, dtype: DtypeName) -> float:

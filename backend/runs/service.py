@@ -257,7 +257,6 @@ def artifact_file(session: Session, settings: Settings, run_id: int, name: str) 
 
 
 def guess_media_type(name: str) -> str:
-    """The ``Content-Type`` an artifact is indexed and served with."""
     return mimetypes.guess_type(name)[0] or "application/octet-stream"
 
 
