@@ -9,12 +9,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from anode_lab.status import ACTIVE as ACTIVE  # re-exported: the pages import the status groups from here
-from anode_lab.status import FINISHED as FINISHED
-from anode_lab.status import RunStatus
-
-STATUS_COLOURS = {RunStatus.QUEUED: "gray", RunStatus.RUNNING: "blue", RunStatus.SUCCEEDED: "green",
-                  RunStatus.FAILED: "red", RunStatus.CANCELLED: "orange", RunStatus.DIVERGED: "violet"}
+ACTIVE = ("queued", "running")
+FINISHED = ("succeeded", "failed", "cancelled", "diverged")
+STATUS_COLOURS = {"queued": "gray", "running": "blue", "succeeded": "green", "failed": "red",
+                  "cancelled": "orange", "diverged": "violet"}
 """Streamlit's named colours, for ``:colour-badge[status]``."""
 
 RUN_COLOURS = (
