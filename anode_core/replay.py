@@ -50,17 +50,22 @@ class AutocastState:
 
     @classmethod
     def capture(cls, *tensors: Tensor) -> AutocastState:
-        device_types = dict.fromkeys(["cpu", *(t.device.type for t in tensors)])
-        regions = tuple(
-            (kind, torch.is_autocast_enabled(kind), torch.get_autocast_dtype(kind))
-            for kind in device_types
-            if torch.amp.is_autocast_available(kind)
-        )
+        kinds = ["cpu"]
+        for t in tensors:
+            if t.device.type not in kinds and torch.amp.is_autocast_available(t.device.type):
+                kinds.append(t.device.type)
+        regions = tuple((kind, torch.is_autocast_enabled(kind), torch.get_autocast_dtype(kind)) for kind in kinds)
         return cls(regions, torch.is_autocast_cache_enabled())
 
     @contextmanager
     def entered(self) -> Iterator[None]:
-        """Run the body under the captured settings."""
+        """Run the body under the captured settings (at no cost when they are already in force, the usual case)."""
+        if all(
+            torch.is_autocast_enabled(kind) == enabled and (not enabled or torch.get_autocast_dtype(kind) == dtype)
+            for kind, enabled, dtype in self.regions
+        ):
+            yield
+            return
         with ExitStack() as stack:
             for kind, enabled, dtype in self.regions:
                 stack.enter_context(
