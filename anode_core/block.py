@@ -65,9 +65,13 @@ def use_gradient(
     ``use_gradient(method)`` sets the default of ``odesolve(..., gradient=None)``; ``use_gradient(model,
     method)`` also switches every :class:`ODEBlock` of ``model``, whatever method it was built with.
     """
-    model, method = (None, resolve_gradient(target)) if gradient is None else (target, resolve_gradient(gradient))
+    model = None if gradient is None else target
     if model is not None and not isinstance(model, nn.Module):
         raise TypeError(f"`model` must be an nn.Module; got {type(model).__name__}")
+    chosen = target if gradient is None else gradient
+    if isinstance(chosen, nn.Module):
+        raise TypeError("use_gradient(model) needs a method too: use_gradient(model, method), or use_gradient(method)")
+    method = resolve_gradient(chosen)
     blocks = ode_blocks(model) if model is not None else []
     before = [b.gradient for b in blocks]
     token = DEFAULT_GRADIENT.set(method)
