@@ -9,8 +9,10 @@ uninterrupted one. Files are written atomically (temporary file, then rename) an
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,11 @@ class Position:
     """The latest value of every series reported so far."""
 
 
+def _disk_full(folder: Path) -> bool:
+    """torch's zip writer reports a full disk as a RuntimeError without errno: ask the file system."""
+    return shutil.disk_usage(folder).free < 64 * 1024
+
+
 class Checkpoints:
     """The checkpoints of one run, in ``folder``."""
 
@@ -61,19 +68,23 @@ class Checkpoints:
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"step-{position.step:09d}.pt"
         tmp = path.with_suffix(".tmp")
-        torch.save(
-            {
-                "format": FORMAT,
-                "spec": spec.model_dump(mode="json"),
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "rng_cpu": torch.get_rng_state(),
-                "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
-                "position": asdict(position),
-            },
-            tmp,
-        )
-        os.replace(tmp, path)
+        state = {
+            "format": FORMAT,
+            "spec": spec.model_dump(mode="json"),
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+            "position": asdict(position),
+        }
+        try:
+            torch.save(state, tmp)
+            os.replace(tmp, path)
+        except BaseException as exc:
+            tmp.unlink(missing_ok=True)  # a half-written file on a full disk would keep it full
+            if isinstance(exc, RuntimeError) and "write" in str(exc).lower() and _disk_full(self.folder):
+                raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)}: checkpoint {path} not written") from exc
+            raise
         for _, old in self._all():
             if old != path:
                 old.unlink(missing_ok=True)

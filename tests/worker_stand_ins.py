@@ -1,0 +1,22 @@
+"""Stand-ins for the body of a run's child process (:func:`backend.workers.child.run_child`), for tests that need
+an experiment to misbehave in a way no spec can ask for. Module-level, so the worker's forkserver can import them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from backend.workers.child import run_child
+
+
+def _explodes(kind: str, spec: Any, ctx: Any) -> Any:
+    for step in range(1, 6):
+        ctx.on_metrics(step, {"train_loss": 1.0 / step})
+    raise FloatingPointError("the field blew up at step 6")
+
+
+def exploding_child(*args: Any) -> None:
+    """Reports steps 1-5, then raises as a training step would."""
+    from anode_lab import experiments
+
+    experiments.run_experiment = _explodes
+    run_child(*args)
