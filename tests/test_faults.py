@@ -207,11 +207,12 @@ def test_loss_becoming_nan_ends_the_run_as_diverged(client: httpx.Client) -> Non
     assert_still_serving(client)
 
 
-def test_failing_training_reports_why(client: httpx.Client, tmp_path: Path) -> None:
-    spec = {"model": "conv_ode", "dataset": "mnist", "root": str(tmp_path / "absent"), "epochs": 1, "device": "cpu"}
+def test_failing_training_reports_why(client: httpx.Client, service: Service) -> None:
+    root = service.data_dir / "datasets" / "absent"
+    spec = {"model": "conv_ode", "dataset": "mnist", "root": str(root), "epochs": 1, "device": "cpu"}
     run = wait_status(client, submit(client, "train", spec), ENDED)
     assert run["status"] == "failed" and run["error"]["type"] and run["error"]["traceback"], run
-    assert str(tmp_path) in run["error"]["message"] or "MNIST" in run["error"]["message"]
+    assert str(root) in run["error"]["message"] and "MNIST" in run["error"]["message"]
     assert_still_serving(client)
 
 

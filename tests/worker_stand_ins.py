@@ -20,3 +20,19 @@ def exploding_child(*args: Any) -> None:
 
     experiments.run_experiment = _explodes
     run_child(*args)
+
+
+def _hogs_memory(kind: str, spec: Any, ctx: Any) -> Any:
+    import torch
+
+    ctx.on_metrics(1, {"train_loss": 1.0})
+    torch.ones(2**33 // 8, dtype=torch.float64)  # 8 GiB, touched
+    raise AssertionError("the allocation above should have failed")
+
+
+def memory_hog_child(*args: Any) -> None:
+    """Asks for 8 GiB in one tensor."""
+    from anode_lab import experiments
+
+    experiments.run_experiment = _hogs_memory
+    run_child(*args)

@@ -4,15 +4,15 @@ A checkpoint holds the model and optimizer states, the RNG states, and the run's
 within the epoch; the learning-rate schedule is a function of the epoch) with the few running numbers of its
 summary. Together with the seeded batch order
 of :mod:`anode_lab.experiments.data`, a resumed run reports the same metrics, bit for bit on the CPU, as an
-uninterrupted one. Files are written atomically (temporary file, then rename) and only the latest is kept.
+uninterrupted one. Files are written atomically (temporary file, then rename) and only the latest is kept; a
+write that fails (a full disk) removes its temporary file.
 """
 
 from __future__ import annotations
 
-import errno
+import io
 import os
 import re
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,11 +40,6 @@ class Position:
     seconds: float = 0.0
     last: dict[str, float] = field(default_factory=dict)
     """The latest value of every series reported so far."""
-
-
-def _disk_full(folder: Path) -> bool:
-    """torch's zip writer reports a full disk as a RuntimeError without errno: ask the file system."""
-    return shutil.disk_usage(folder).free < 64 * 1024
 
 
 class Checkpoints:
@@ -77,13 +72,14 @@ class Checkpoints:
             "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
             "position": asdict(position),
         }
-        try:
-            torch.save(state, tmp)
+        buffer = io.BytesIO()
+        torch.save(state, buffer)  # in memory first: a full disk then fails as an OSError (ENOSPC), not as torch's
+        try:                       # zip writer's "unexpected pos"
+            with tmp.open("wb") as handle:
+                handle.write(buffer.getbuffer())
             os.replace(tmp, path)
-        except BaseException as exc:
+        except BaseException:
             tmp.unlink(missing_ok=True)  # a half-written file on a full disk would keep it full
-            if isinstance(exc, RuntimeError) and "write" in str(exc).lower() and _disk_full(self.folder):
-                raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)}: checkpoint {path} not written") from exc
             raise
         for _, old in self._all():
             if old != path:
