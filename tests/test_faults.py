@@ -9,7 +9,6 @@ series holds every step once; the service still answers and runs new work.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import signal

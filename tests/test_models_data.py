@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from train_helpers import make_spec, write_cifar, write_mnist, stand_ins  # noqa: F401  (fixture)
+from train_helpers import make_spec, stand_ins, write_cifar, write_mnist  # noqa: F401  (fixture)
 
 import anode_core as ac
 from anode_lab.experiments.data import (

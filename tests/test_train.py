@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_helpers import Recorder, make_spec, respec, write_cifar, write_mnist, stand_ins  # noqa: F401  (fixture)
+from train_helpers import (  # noqa: F401  (fixture)
+    Recorder,
+    make_spec,
+    respec,
+    stand_ins,
+    write_cifar,
+    write_mnist,
+)
 
 from anode_lab.experiments import run_experiment
 from anode_lab.experiments.train import run_train

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from anode_lab.specs.cost import readable_size
 from backend.runs.ingest import MetricWriter
 from backend.settings import Settings
-from backend.workers.child import context, error_summary, is_disk_full, run_child
+from backend.workers.child import context, error_summary, is_disk_full
 
 if TYPE_CHECKING:
     from backend.workers.process import Lease, WorkerProcess
