@@ -37,6 +37,14 @@ def context() -> multiprocessing.context.BaseContext:
     return ctx
 
 
+def start_forkserver() -> None:
+    """Start the forkserver now (it imports :data:`PRELOAD` in the background), not at the first run."""
+    from multiprocessing import forkserver
+
+    context()
+    forkserver.ensure_running()
+
+
 def error_summary(exc: BaseException) -> dict[str, Any]:
     frames = traceback.extract_tb(exc.__traceback__)[-TRACEBACK_FRAMES:]
     return {"type": type(exc).__name__, "message": str(exc),

@@ -49,7 +49,7 @@ from backend.runs.ingest import MetricWriter
 from backend.runs.service import guess_media_type
 from backend.settings import DeviceClass, Settings
 from backend.workers import repository as workers
-from backend.workers.child import error_summary, is_disk_full, run_child
+from backend.workers.child import error_summary, is_disk_full, run_child, start_forkserver
 from backend.workers.supervise import Ended, Supervisor
 
 log = logging.getLogger("anode.worker")
@@ -78,15 +78,13 @@ def progress_row(progress: tuple[int, int, str] | None) -> dict[str, Any] | None
     return {"done": int(done), "total": int(total), "note": str(note)[:200]}
 
 
-def prepare_torch(device: DeviceClass, threads: int | None) -> tuple[str, str, int | None]:
-    """Set torch's thread count; return (device torch runs on, a readable name, its memory in bytes). A gpu
-    worker without CUDA refuses to start; it uses the first visible GPU (one worker per GPU: give each its own
-    ``CUDA_VISIBLE_DEVICES`` or device reservation)."""
-    import torch
-
-    if threads is not None:
-        torch.set_num_threads(threads)
+def describe_device(device: DeviceClass) -> tuple[str, str, int | None]:
+    """(device torch runs on, a readable name, its memory in bytes). Only a gpu worker imports torch here (to
+    name its GPU; it refuses to start without CUDA and uses the first visible GPU: one worker per GPU, each with
+    its own ``CUDA_VISIBLE_DEVICES`` or device reservation); the runs themselves import it in their child."""
     if device == "gpu":
+        import torch
+
         if not torch.cuda.is_available():
             raise SystemExit("`anode-lab worker --device gpu` needs a CUDA device, and torch sees none")
         props = torch.cuda.get_device_properties(0)
@@ -125,7 +123,8 @@ class WorkerProcess:
 
     # -------------------------------------------------------------------------------------------- lifecycle
     def serve(self) -> int:
-        self.torch_device, device_name, device_memory = prepare_torch(self.device, self.settings.torch_threads)
+        start_forkserver()  # imports torch for the runs' child processes while this one starts up
+        self.torch_device, device_name, device_memory = describe_device(self.device)
         self._wait_for_schema()
         huey = self.queues.hueys[self.device]
         with self.db.session(write=True) as session:
