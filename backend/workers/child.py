@@ -9,8 +9,10 @@ torch once, so a run starts in a fraction of a second and never shares the worke
 * sends every report up a pipe as it happens (``("metrics", step, values)``, ``("progress", done, total,
   note)``) and, at the end, ``("done", status, summary, message)`` or ``("error", kind, summary)``; the worker
   journals and stores the metrics, so nothing the child reported is lost when it dies;
-* reads "stop" from the same pipe (the worker sends it on cancel, a lost lease or shutdown) and ends at once,
-  without saving, if the worker itself is gone (a killed worker's run is re-queued and resumed by another one).
+* asks the worker up the same pipe whenever the experiment checks ``should_stop`` (before every step) and waits
+  for "go" or "stop" (cancel, a lost lease, shutdown): as exact as a check in the worker's own thread, since the
+  worker answers after storing every report sent before the question; it ends at once, without saving, when
+  the worker itself is gone (a killed worker's run is re-queued and resumed by another one).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ PRELOAD = ["torch", "anode_lab.experiments.train", "anode_lab.experiments.sweep"
 OOM_MARKERS = ("can't allocate memory", "out of memory", "cannot allocate memory")
 
 
-def context() -> multiprocessing.context.BaseContext:
+def context() -> multiprocessing.context.ForkServerContext:
     """The worker's process context: a forkserver with torch and the experiments imported once."""
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(PRELOAD)
@@ -88,9 +90,6 @@ def limit_memory(max_bytes: int, device: str) -> None:
 def run_child(kind: str, spec_data: Mapping[str, Any], workdir: str, max_bytes: int, threads: int | None,
               conn: Connection) -> None:
     """Body of the child process (see the module docstring)."""
-    parent = multiprocessing.parent_process()
-    stopped = False
-
     def send(message: tuple[Any, ...]) -> None:
         try:
             conn.send(message)
@@ -98,14 +97,12 @@ def run_child(kind: str, spec_data: Mapping[str, Any], workdir: str, max_bytes: 
             os._exit(3)  # the worker is gone: its successor resumes the run
 
     def should_stop() -> bool:
-        nonlocal stopped
-        if parent is not None and not parent.is_alive():
-            os._exit(3)
+        """Ask the worker, which has stored every report sent before this question when it answers."""
+        send(("ask",))
         try:
-            stopped = stopped or (conn.poll() and conn.recv() == "stop")
+            return bool(conn.recv() == "stop")
         except (EOFError, OSError):
             os._exit(3)
-        return stopped
 
     try:
         import torch

@@ -1,11 +1,12 @@
 """The worker's side of a run's child process (:mod:`backend.workers.child`): start it, store what it reports,
-pass it "stop", and end it when it overstays.
+answer its "stop?", and end it when it overstays.
 
 * Metrics go to the run's :class:`~backend.runs.ingest.MetricWriter` (journal at once, store in batches) and
   progress to the lease, which the heartbeat stores; a store or journal that fails ends the child and the run.
-* Cancel, a lost lease and shutdown send the child "stop"; it stops at its next step. After a cancel (or a
-  lost lease) the child gets :data:`STOP_GRACE_S`, then it is killed: a run whose step is long (a sweep cell, a
-  demo's solve) still stops within about one step. A shutdown waits, so training can checkpoint.
+* The child asks "stop?" before every step; the answer is the worker's ``should_stop`` (shutdown, a lost lease,
+  the cancel flag), read after every earlier report is stored. After a cancel (or a lost lease) the child gets
+  :data:`STOP_GRACE_S`, then it is killed: a run whose step is long (a sweep cell, a demo's solve) still stops
+  within about one step. A shutdown waits, so training can checkpoint.
 * ``ANODE_MAX_RUN_SECONDS`` after the start, the child is killed and the run fails with "time limit".
 """
 
@@ -89,17 +90,21 @@ class Supervisor:
         ended: Ended | None = None
         try:
             while True:
+                message = None
                 if receiver.poll(POLL_S):
                     try:
                         message = receiver.recv()
                     except EOFError:
                         break
-                    ended = self._handle(message) or ended
-                    continue
                 now = time.monotonic()
-                if stop_asked is None and self.worker.should_stop(self.lease):
-                    with contextlib.suppress(OSError):  # a child that has just ended cannot read it
-                        receiver.send("stop")
+                if message is not None and message[0] == "ask":  # the child is between two steps
+                    stopping = self.worker.should_stop(self.lease)
+                    with contextlib.suppress(OSError):  # a child killed meanwhile cannot read it
+                        receiver.send("stop" if stopping else "go")
+                    stop_asked = now if stopping and stop_asked is None else stop_asked
+                elif message is not None:
+                    ended = self._handle(message) or ended
+                elif stop_asked is None and self.worker.should_stop(self.lease):  # quiet: inside a long step
                     stop_asked = now
                 hurried = self.lease.cancelled or self.lease.lost.is_set()
                 if stop_asked is not None and hurried and now - stop_asked > STOP_GRACE_S and ended is None:
@@ -108,7 +113,7 @@ class Supervisor:
                 if now - started > self.settings.max_run_seconds and ended is None:
                     ended = Ended("time", seconds=now - started)
                     break
-                if not child.is_alive() and not receiver.poll(0):
+                if ended is None and not child.is_alive() and not receiver.poll(0):
                     break
         except Exception as exc:  # storing a report failed (a full disk under the journal, a store error)
             reason = "disk" if is_disk_full(exc) else "error"
