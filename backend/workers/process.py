@@ -49,7 +49,12 @@ from backend.runs.ingest import MetricWriter
 from backend.runs.service import guess_media_type
 from backend.settings import DeviceClass, Settings
 from backend.workers import repository as workers
-from backend.workers.child import error_summary, is_disk_full, run_child, start_forkserver
+from backend.workers.child import (
+    error_summary,
+    is_disk_full,
+    run_child,
+    start_forkserver,
+)
 from backend.workers.supervise import Ended, Supervisor
 
 log = logging.getLogger("anode.worker")
@@ -284,7 +289,7 @@ class WorkerProcess:
             spec = self.admitted_spec(kind, spec_data)
             confine(workdir, self.settings.runs_dir.resolve() / str(lease.run_id))
             writer = MetricWriter(self.db, lease.run_id, workdir, self.settings.metrics_flush_seconds)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever refuses the run is its failure message
             log.warning("run %s refused: %s", lease.run_id, exc)
             self._finish(lease, status="failed", message=f"{type(exc).__name__}: {exc}", error=error_summary(exc))
             return
@@ -295,7 +300,7 @@ class WorkerProcess:
         try:
             ended = Supervisor(self, lease, writer).run(kind, spec, workdir)
             writer.close()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the run fails with it; the worker goes on
             with contextlib.suppress(Exception):
                 writer.close()
             ended = Ended("error", reason="disk" if is_disk_full(exc) else "error", error=error_summary(exc))

@@ -115,7 +115,7 @@ class Supervisor:
                     break
                 if ended is None and not child.is_alive() and not receiver.poll(0):
                     break
-        except Exception as exc:  # storing a report failed (a full disk under the journal, a store error)
+        except Exception as exc:  # noqa: BLE001 - storing a report failed (a full disk under the journal, a store error)
             reason = "disk" if is_disk_full(exc) else "error"
             ended = Ended("error", reason=reason, error=error_summary(exc))
         finally:
