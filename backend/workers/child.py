@@ -28,7 +28,9 @@ from pathlib import Path
 from typing import Any
 
 TRACEBACK_FRAMES = 6
-PRELOAD = ["torch", "anode_lab.experiments.train", "anode_lab.experiments.sweep", "anode_lab.experiments.demos"]
+PRELOAD = ["torch", "sklearn.datasets", "sklearn.model_selection", "torchvision.datasets",
+           "anode_lab.experiments.train", "anode_lab.experiments.sweep", "anode_lab.experiments.demos"]
+"""Imported once by the forkserver, so no run pays for them (seconds each on a busy machine)."""
 OOM_MARKERS = ("can't allocate memory", "out of memory", "cannot allocate memory")
 
 
