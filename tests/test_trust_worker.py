@@ -169,6 +169,7 @@ def test_a_run_over_its_time_limit_fails_and_the_worker_goes_on(tmp_path: Path) 
         took = time.monotonic() - started
         failed = row(worker, slow)
         assert failed.status == "failed" and failed.message.startswith("time limit: stopped after 3 s"), failed.message
+        assert failed.error["type"] == "TimeLimit" and failed.error["message"] == failed.message
         assert took < 3 + 10, took  # start-up plus the kill, not the run's hours
         quick = stored_run(worker, "demo", QUICK_DEMO)
         worker.execute(quick)

@@ -324,8 +324,11 @@ class WorkerProcess:
             else:
                 self._release(lease)
         else:
-            log.warning("run %s failed: %s", lease.run_id, ended.describe(self.settings))
-            self._finish(lease, status="failed", message=ended.describe(self.settings), error=ended.error)
+            message = ended.describe(self.settings)
+            error = ended.error or {"type": "TimeLimit" if ended.kind == "time" else "RunProcessDied",
+                                    "message": message, "traceback": []}
+            log.warning("run %s failed: %s", lease.run_id, message)
+            self._finish(lease, status="failed", message=message, error=error)
 
     def _finish(self, lease: Lease, **outcome: Any) -> None:
         files = self._artifact_files(lease.run_id)

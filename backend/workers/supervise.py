@@ -104,6 +104,8 @@ class Supervisor:
                     stop_asked = now if stopping and stop_asked is None else stop_asked
                 elif message is not None:
                     ended = self._handle(message) or ended
+                    if ended is not None:  # its last word: no need to wait for the process to wind down
+                        break
                 elif stop_asked is None and self.worker.should_stop(self.lease):  # quiet: inside a long step
                     stop_asked = now
                 hurried = self.lease.cancelled or self.lease.lost.is_set()
@@ -115,7 +117,7 @@ class Supervisor:
                     break
                 if ended is None and not child.is_alive() and not receiver.poll(0):
                     break
-        except Exception as exc:  # noqa: BLE001 - storing a report failed (a full disk under the journal, a store error)
+        except Exception as exc:  # noqa: BLE001 - storing a report failed (a full journal disk, a store error)
             reason = "disk" if is_disk_full(exc) else "error"
             ended = Ended("error", reason=reason, error=error_summary(exc))
         finally:
@@ -139,8 +141,9 @@ class Supervisor:
 
 
 def _end(child: Any) -> None:
-    """Wait briefly for a child that is ending anyway; kill one that is not."""
-    child.join(0.5)
+    """Kill the child unless it has already exited: once it has sent its result (or overstayed) nothing it does
+    matters, and its interpreter's wind-down would only delay the run's outcome."""
+    child.join(0.1)
     if child.is_alive():
         child.kill()
         child.join(KILL_WAIT_S)
