@@ -143,7 +143,6 @@ class Supervisor:
 def _end(child: Any) -> None:
     """Kill the child unless it has already exited: once it has sent its result (or overstayed) nothing it does
     matters, and its interpreter's wind-down would only delay the run's outcome."""
-    child.join(0.1)
     if child.is_alive():
         child.kill()
         child.join(KILL_WAIT_S)
