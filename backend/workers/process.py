@@ -42,6 +42,7 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
+from anode_lab.status import RunStatus
 from backend.db import Database, after_commit, schema_is_current, utcnow
 from backend.queue import RunQueues, queue_for_device
 from backend.runs import repository as runs
@@ -291,7 +292,8 @@ class WorkerProcess:
             writer = MetricWriter(self.db, lease.run_id, workdir, self.settings.metrics_flush_seconds)
         except Exception as exc:  # noqa: BLE001 - whatever refuses the run is its failure message
             log.warning("run %s refused: %s", lease.run_id, exc)
-            self._finish(lease, status="failed", message=f"{type(exc).__name__}: {exc}", error=error_summary(exc))
+            self._finish(lease, status=RunStatus.FAILED, message=f"{type(exc).__name__}: {exc}",
+                         error=error_summary(exc))
             return
         replayed = writer.replay()
         writer.start()
@@ -315,8 +317,8 @@ class WorkerProcess:
             with self.db.session() as session:
                 last = runs.last_step(session, lease.run_id)
             message = f"cancelled after step {last}" if last is not None else "cancelled before its first step"
-            self._finish(lease, status="cancelled", summary=ended.summary, message=message)
-        elif ended.kind == "done" and ended.status != "cancelled":
+            self._finish(lease, status=RunStatus.CANCELLED, summary=ended.summary, message=message)
+        elif ended.kind == "done" and ended.status != RunStatus.CANCELLED:
             self._finish(lease, status=ended.status, summary=ended.summary, message=ended.message)
         elif ended.kind in ("done", "stopped"):
             if lease.lost.is_set():
@@ -328,7 +330,7 @@ class WorkerProcess:
             error = ended.error or {"type": "TimeLimit" if ended.kind == "time" else "RunProcessDied",
                                     "message": message, "traceback": []}
             log.warning("run %s failed: %s", lease.run_id, message)
-            self._finish(lease, status="failed", message=message, error=error)
+            self._finish(lease, status=RunStatus.FAILED, message=message, error=error)
 
     def _finish(self, lease: Lease, **outcome: Any) -> None:
         files = self._artifact_files(lease.run_id)
