@@ -60,12 +60,14 @@ class ModelPlugin:
 class DatasetPlugin:
     """A data set a package adds. ``load`` is ``"module:function"``, called in the worker as
     ``function(seed=int) -> (x_train, y_train, x_test, y_test)`` (arrays or tensors; ``y`` integer classes in
-    ``0 .. classes-1``, ``x`` of shape ``(N, *shape)``)."""
+    ``0 .. classes-1``, ``x`` of shape ``(N, *shape)``). ``examples`` is the size of its training split, which
+    the cost estimate (:mod:`anode_lab.specs.cost`) needs before anything is loaded."""
 
     description: str
     load: str
     shape: tuple[int, ...]
     classes: int
+    examples: int
 
     def __post_init__(self) -> None:
         _check_ref("load", self.load)
@@ -73,6 +75,9 @@ class DatasetPlugin:
             raise ValueError(f"`shape` must be positive sizes of one example, e.g. (2,); got {self.shape!r}")
         if isinstance(self.classes, bool) or not isinstance(self.classes, int) or self.classes < 2:
             raise ValueError(f"`classes` must be an integer ≥ 2; got {self.classes!r}")
+        if isinstance(self.examples, bool) or not isinstance(self.examples, int) or self.examples < 1:
+            raise ValueError(f"`examples` must be the number of training examples, an integer ≥ 1; got "
+                             f"{self.examples!r}")
 
 
 P = TypeVar("P", ModelPlugin, DatasetPlugin)

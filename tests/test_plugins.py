@@ -68,7 +68,7 @@ def test_declared_data_names_the_data_sets_a_plugin_takes(
     from anode_lab.specs import train
 
     model = plugins.ModelPlugin("m", build="pkg.model:build", data=data)
-    rings = plugins.DatasetPlugin("r", load="pkg.data:load", shape=(2,), classes=3)
+    rings = plugins.DatasetPlugin("r", load="pkg.data:load", shape=(2,), classes=3, examples=100)
     monkeypatch.setattr(train, "model_plugins", lambda: {"m": model, "mlp_ode": model})  # a built-in name is ignored
     monkeypatch.setattr(train, "dataset_plugins", lambda: {"rings": rings})
     assert train.model_datasets()["m"] == tuple(takes)
@@ -209,3 +209,15 @@ def test_a_spec_naming_a_missing_model_is_422_listing_the_installed_ones(service
             text = json.dumps(response.json())
             assert f"model '{name}' is not installed" in text
             assert "mlp_ode, conv_ode, resnet_ode, squeezenext_ode, tiny_ode" in text
+
+
+def test_the_cost_estimate_covers_plugins(on_path: Path) -> None:
+    """The declared 150 training examples in batches of 50: 3 steps an epoch, two solves of N_t = 4 each."""
+    from anode_lab.specs import parse_spec
+    from anode_lab.specs.cost import estimate, train_steps
+
+    spec = parse_spec("train", {"model": "tiny_ode", "dataset": "xor", "epochs": 2, "batch_size": 50,
+                                "ode": {"steps": 4}})
+    assert train_steps(spec) == 6
+    cost = estimate("train", spec)
+    assert cost.steps == 6 * 4 * 2 and cost.bytes > 150 * 2 * 8

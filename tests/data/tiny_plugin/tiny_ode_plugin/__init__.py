@@ -12,4 +12,5 @@ XOR = DatasetPlugin(
     load="tiny_ode_plugin.data:load",
     shape=(2,),
     classes=2,
+    examples=150,
 )
