@@ -9,12 +9,14 @@ right part with ``c − 1`` slots, then the left part with ``c``; with no slot, 
 from __future__ import annotations
 
 from functools import cache
+from pathlib import Path
 
 import pytest
 from helpers import assert_rel_close, loss_of, ode_chain
 
 import anode_core as ac
 from anode_core.gradients.revolve import Free, Reverse, Store, advanced_steps, binomial_schedule
+from dashboard import charts
 
 MAX_N, MAX_C = 256, 8
 REVOLVE_RTOL = 1e-14  # float64; the parameter gradients are summed step by step in another order than Direct's
@@ -87,3 +89,33 @@ def test_every_stage_is_counted(solver: ac.Solver) -> None:
     model, x = ode_chain("mlp", 2, solver=solver, steps=20)
     m = ac.measure_gradient(model, lambda m: loss_of(m(x)), ac.Anode(checkpoints=3))
     assert m.nfe_backward == 2 * solver.stages * (optimal_advances()[3][20] + 20)
+
+
+@pytest.mark.parametrize("c", charts.CHECKPOINT_BUDGETS, ids=lambda c: f"c{c}")
+def test_dashboard_cost_curve_is_the_optimum(c: int) -> None:
+    """The Gradient lab's torch-free count (the dashboard cannot import anode_core) is the same optimum."""
+    best = optimal_advances()[c]
+    assert [charts.revolve_evaluations(n, c) for n in range(1, MAX_N + 1)] == [best[n] + n for n in range(1, MAX_N + 1)]
+
+
+def test_checkpoint_cost_figure_has_one_line_per_budget() -> None:
+    fig = charts.checkpoint_cost_figure(max_steps=64, budgets=(1, 4))
+    assert [t.name for t in fig.data] == ["no checkpoints: whole block once", "c = 1", "c = 4"]
+    assert fig.layout.xaxis.type == "log" and fig.layout.yaxis.type == "log"
+    assert list(fig.data[2].y[:5]) == [1, 3, 5, 7, 9]  # 2·N_t − 1 up to c + 1 steps: one sweep without graph, one with
+    assert fig.data[1].y[-1] == optimal_advances()[1][64] + 64
+
+
+def test_readme_table_is_the_optimum() -> None:
+    """The README's table of backward evaluations is the computed optimum, not pasted numbers gone stale."""
+    lines = (Path(__file__).parents[1] / "README.md").read_text().splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("| checkpoints \\ N_t"))
+    steps = [int(cell) for cell in lines[header].strip("|").split("|")[1:]]
+    rows = {}
+    for line in lines[header + 2:]:
+        if not line.startswith("|"):
+            break
+        name, *cells = (cell.strip() for cell in line.strip("|").split("|"))
+        rows[name] = [int(cell) for cell in cells]
+    assert rows.pop("none (whole block)") == steps
+    assert rows == {str(c): [charts.revolve_evaluations(n, c) for n in steps] for c in (0, 1, 2, 4, 8)}
