@@ -92,7 +92,9 @@ DEMOS: dict[str, DemoInfo] = {
         "model of ANODE §3 (L blocks, S bytes per block input, s stages, A bytes saved by one field evaluation): "
         "Direct keeps L·N_t·s·A and grows linearly with N_t; ANODE keeps L·S + s·N_t·A, one block's graph at a "
         "time; ANODE with c checkpoints keeps (L + c)·S + s·A, flat in N_t; the adjoint keeps L·S + A, flat, and "
-        "L·N_t·S more when it stores the forward states instead of reconstructing them.",
+        "L·N_t·S more when it stores the forward states instead of reconstructing them. That model counts the "
+        "state an evaluation starts from twice (in S and in A) and leaves out the loss's saved tensor; the demo "
+        "also counts every storage once and shows the measurement against both.",
         {"steps": (1, 2, 4, 8, 16, 32, 64), "solvers": ("euler", "rk4"), "dtype": "float32"},
     ),
     "training": DemoInfo(
