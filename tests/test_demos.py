@@ -93,6 +93,11 @@ def test_wrong_sign_adjoint_opposes_finite_differences_and_anode_matches(demo: D
         assert float(row["direct"]) == pytest.approx(fd, rel=FD_RTOL), n
     assert all(int(table[n]["adjoint_sign_agrees"]) for n in (4, 8, 16))  # no step crosses the kink
     assert result.summary["adjoint_wrong_sign_at"] == "1, 2"
+    # at N_t = 1 the forward step is unstable on z > 0: |1 − dt·(K − θ)| = |1 − 2.5| = 1.5; stable from N_t = 2 on
+    factors = {n: float(row["positive_step_factor"]) for n, row in table.items()}
+    assert factors[1] == pytest.approx(1.5, rel=1e-12) and all(f < 1 for n, f in factors.items() if n > 1)
+    text = (artifacts / "explanation.md").read_text(encoding="utf-8")
+    assert f"at N_t = 1 the forward Euler step is itself unstable on the z > 0 branch (|1 − dt·(K − θ)| = 1.5 > 1)" in text
 
 
 def test_reconstruction_blowup_large_in_float32_and_growing_with_steps(demo: Demo) -> None:

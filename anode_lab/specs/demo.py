@@ -74,7 +74,9 @@ DEMOS: dict[str, DemoInfo] = {
         "states the step started from (z0 = 1 > 0), so dL/dθ > 0. The continuous adjoint evaluates the same "
         "derivative at the end of each step (ANODE §2: its Euler step takes the Jacobians at z_{n+1} instead of "
         "z_n), on the other side of the kink where z < 0, and returns dL/dθ < 0. Reading the exact stored states does not help. With more "
-        "steps (dt·K < 1) no step crosses the kink and the signs agree again.",
+        "steps (dt·K < 1) no step crosses the kink and the signs agree again. At N_t = 1 the forward step is "
+        "itself unstable on the z > 0 branch (|1 − dt·(K − θ)| > 1; the run prints its value), so there the "
+        "network is a poor model of the ODE; the gradients are still compared on the network actually computed.",
         {"steps": (1, 2, 4, 8, 16), "dtype": "float64"},
     ),
     "reconstruction-blowup": DemoInfo(
