@@ -16,8 +16,9 @@ catalog = load_catalog(api)
 st.title("Gradient lab")
 st.markdown(
     "Every method's gradient is compared with **Direct**, the exact gradient of the network that was actually "
-    "computed (discretize-then-optimize). ANODE matches it to rounding; the continuous adjoint is off by "
-    "O(dt^p) and its error falls at the solver's order p, the dotted reference slopes."
+    "computed (discretize-then-optimize). ANODE (itself a discrete adjoint) matches it to rounding; the continuous "
+    "adjoint (Chen et al.) is off by O(dt^p) for a smooth field, its error falling at the solver's order p, the "
+    "dotted reference slopes. With ReLU's kinks the measured slope differs: the table gives each fitted slope."
 )
 
 with st.expander("Cost of checkpoints inside a block", icon=":material/memory:"):
