@@ -10,7 +10,7 @@ import yaml
 from pydantic import ValidationError
 
 from anode_lab.specs import parse_spec
-from anode_lab.specs.train import DESCRIPTIONS, PRESETS, TrainSpec
+from anode_lab.specs.train import DESCRIPTIONS, GROUP_PRESETS, PRESETS, TrainSpec
 from anode_lab.specfile import preset_yaml
 
 GOOD = [
@@ -129,6 +129,10 @@ def test_required_presets_match_the_brief() -> None:
             other = PRESETS[f"cifar10-{net}-{method}"]
             assert other.ode.gradient.method == method
             assert other.model_copy(update={"ode": paper.ode}) == paper
+        group = GROUP_PRESETS[f"cifar10-{net}-paper"]  # a POST /groups body giving exactly those three runs
+        for entry in group["methods"]:
+            spec = {**group["spec"], "ode": {**group["spec"]["ode"], "gradient": entry}}
+            assert parse_spec("train", spec) == PRESETS[f"cifar10-{net}-{entry['method']}"]
     assert set(DESCRIPTIONS) == set(PRESETS)
 
 

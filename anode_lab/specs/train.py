@@ -200,7 +200,7 @@ def _paper_cifar(network: str, method: MethodName = "anode") -> TrainSpec:
     return TrainSpec(
         model=model, dataset="cifar10", root="./data", ode=ode, width=width, epochs=350, batch_size=256,
         optimizer="sgd", lr=0.1, weight_decay=5e-4, schedule="step", augment=True, device="auto",
-        seed=0, checkpoint_every=1000,
+        seed=0, probe_every=0, checkpoint_every=1000,  # no probes: epoch time and memory are the method's own
     )
 
 
@@ -244,3 +244,15 @@ DESCRIPTIONS: dict[str, str] = {
     },
 }
 """One line per preset, shown next to it."""
+
+GROUP_PRESETS: dict[str, dict[str, Any]] = {
+    f"cifar10-{net}-paper": {
+        "kind": "train",
+        "spec": PRESETS[f"cifar10-{net}-anode"].model_dump(mode="json", exclude_none=True),
+        "methods": [{"method": method} for method in PAPER_METHODS],
+        "name": f"CIFAR-10 {net}: {', '.join(PAPER_METHOD_NAMES[m] for m in PAPER_METHODS)}",
+    }
+    for net in PAPER_NETWORKS
+}
+"""The paper's CIFAR-10 comparison as side-by-side groups: each a ``POST /groups`` body whose runs are the
+``cifar10-<net>-<method>`` presets, identical (seed included) but for the gradient method."""
