@@ -15,7 +15,8 @@ from backend.app import create_app
 from backend.db import Database
 from backend.errors import NotFound
 from backend.runs import repository as runs
-from backend.runs.service import artifact_file, decimate
+from backend.runs.reads import decimate
+from backend.runs.service import artifact_file
 from backend.settings import Settings
 
 API = "/api/v1"
