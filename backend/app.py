@@ -145,8 +145,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,  # type: ignore[arg-type]
                            allow_methods=["GET", "POST", "DELETE"], allow_headers=["X-API-Key", "Content-Type"],
                            expose_headers=["Retry-After"], max_age=600)
-    app.add_middleware(SecurityHeaders)  # type: ignore[arg-type]  # 413s, 429s and preflights get them too
     app.add_middleware(LoopbackOnlyWithoutKeys, settings=settings)  # type: ignore[arg-type]
+    app.add_middleware(SecurityHeaders)  # type: ignore[arg-type]  # 403s, 413s, 429s and preflights get them too
     if settings.trusted_proxies:  # outermost: every check above sees the client the proxy names
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)  # type: ignore[arg-type]
     return app
