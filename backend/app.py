@@ -135,7 +135,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.streams = StreamSlots(settings.max_streams, settings.max_streams_per_client)
     redact_access_log()
     install_handlers(app)
-    api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(require_api_key)], responses=ERROR_RESPONSES)
+    # the key check (and its X-API-Key in the OpenAPI contract) only where keys exist: a keyless API asks for none
+    keyed = [Depends(require_api_key)] if settings.api_keys else []
+    api = APIRouter(prefix=API_PREFIX, dependencies=keyed, responses=ERROR_RESPONSES)
     for router in (runs_router, catalog_router, health_router):
         api.include_router(router)
     app.include_router(api)

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 
 class DomainError(Exception):
@@ -123,6 +124,18 @@ def store_failure(exc: OperationalError) -> str:
     return "the store cannot be reached or cannot write; see the server's log"
 
 
+def allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path (Starlette's 405 names only the first route's)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match != Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods))
+
+
 def install_handlers(app: FastAPI) -> None:
     from backend.security import json_error_headers
 
@@ -155,11 +168,13 @@ def install_handlers(app: FastAPI) -> None:
         detail, errors = describe_errors(exc.errors())
         return JSONResponse(error_body("invalid_request", detail, errors), status_code=422)
 
-    async def http(_: Request, exc: Exception) -> JSONResponse:
+    async def http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         name = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(exc.status_code, "http_error")
-        return JSONResponse(error_body(name, str(exc.detail)), status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            headers["Allow"] = allowed_methods(request)
+        return JSONResponse(error_body(name, str(exc.detail)), status_code=exc.status_code, headers=headers or None)
 
     app.add_exception_handler(DomainError, domain)
     app.add_exception_handler(RequestValidationError, validation)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import httpx
 import pytest
 import schemathesis
 from fastapi import FastAPI
@@ -109,6 +110,61 @@ def test_every_stored_run_is_whole_after_fuzzing(served: tuple[FastAPI, Any, Set
             assert run_id in queued_ids, f"run {run_id} is queued but no message carries it"
 
 
+# ------------------------------------------------------------------------ the CLI, every check, a real server
+CONTRACT_SEED = 20261129
+CONTRACT_CONFIG = r"""
+[[operations]]
+include-path-regex = '/runs(/\{{run_id\}}/rerun)?$'
+include-method = "POST"
+# a spec's schema depends on its kind and has cross-field rules OpenAPI cannot state: the 422 names the field
+checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "409", "422", "429"]
+
+[[operations]]
+include-path-regex = '/artifacts/\{{name\}}$'
+parameters = {{ run_id = {run_id}, name = "{name}" }}
+"""
+ARTIFACTS = {"results.csv": (b"step,loss\n1,0.5\n", "text/csv"), "curve.png": (b"\x89PNG\r\n\x1a\n", "image/png"),
+             "model.pt": (b"\x00" * 16, "application/octet-stream"), "notes.svg": (b"<svg/>", "image/svg+xml")}
+
+
+def test_schemathesis_checks_all_over_every_operation_pass(tmp_path: Path) -> None:
+    """``schemathesis run --checks all`` (coverage, fuzzing and stateful phases; fixed seed) against ``anode-lab
+    api``, with a run holding artifacts of several types. The event stream of a queued run never ends, so it is
+    fuzzed by hand below."""
+    import shutil
+    import subprocess
+
+    from service_helpers import Service
+
+    from backend.runs import repository as runs_repo
+
+    service = Service(tmp_path, {"ANODE_CREATE_BURST": "100000"})
+    service.start_api()
+    try:
+        with httpx.Client(base_url=service.url, timeout=10) as http:
+            run_id = http.post("/runs", json={"kind": "demo", "spec": {}}).json()["id"]
+        folder = Settings(data_dir=tmp_path).run_dir(run_id) / "artifacts"
+        folder.mkdir(parents=True)
+        for name, (content, _) in ARTIFACTS.items():
+            (folder / name).write_bytes(content)
+        db = Database(Settings(data_dir=tmp_path).db_url)
+        with db.session(write=True) as session:
+            runs_repo.replace_artifacts(session, run_id, [(n, len(c), t) for n, (c, t) in ARTIFACTS.items()])
+        db.dispose()
+        config = tmp_path / "schemathesis.toml"
+        config.write_text(CONTRACT_CONFIG.format(run_id=run_id, name="notes.svg"))
+        binary = shutil.which("schemathesis")
+        assert binary, "schemathesis's command is installed with the test extra"
+        done = subprocess.run([binary, "--config-file", str(config), "run", f"{service.url}/openapi.json",
+                               "--checks", "all", "--seed", str(CONTRACT_SEED), "--max-examples", "30",
+                               "--exclude-path-regex", "/events$", "--no-color"],
+                              capture_output=True, text=True, timeout=600, cwd=tmp_path, check=False)
+    finally:
+        service.stop()
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+    assert "Tested: 11" in done.stdout and "Missing test data" not in done.stdout  # artifacts were reached
+
+
 # --------------------------------------------------------------------------------------------- by hand
 @pytest.fixture(scope="module")
 def client(served: tuple[FastAPI, Any, Settings]) -> Iterator[TestClient]:
@@ -131,6 +187,7 @@ HOSTILE_BODIES: dict[str, tuple[str, set[int]]] = {
     "deeply nested spec (100k)": (deep_spec(100_000), {400, 413, 422}),
     "nested spec within limits (400)": (deep_spec(400), {422}),
     "NaN learning rate": ('{"kind": "train", "spec": {"lr": NaN}}', {422}),
+    "empty demo spec takes defaults": ('{"kind": "demo"}', {201}),
     "infinite learning rate": ('{"kind": "train", "spec": {"lr": Infinity}}', {422}),
     "negative infinite noise": ('{"kind": "train", "spec": {"noise": -Infinity}}', {422}),
     "NaN weight scale": ('{"kind": "compare", "spec": {"weight_scales": [NaN]}}', {422}),
@@ -221,3 +278,4 @@ def test_numbers_in_responses_are_finite(client: TestClient) -> None:
                                headers={"Content-Type": "application/json"})
         assert response.status_code == 422
         assert "NaN" not in response.text and "Infinity" not in response.text
+        assert "finite number" in response.json()["detail"] and "less than" not in response.json()["detail"]

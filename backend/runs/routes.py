@@ -141,7 +141,8 @@ async def list_artifacts(run_id: RunId, session: SessionDep) -> ArtifactsPublic:
 
 
 @router.get("/{run_id}/artifacts/{name}", response_class=FileResponse,
-            responses={200: {"content": {"application/octet-stream": {}}}})
+            responses={200: {"content": {media_type: {} for media_type in service.ARTIFACT_MEDIA_TYPES},
+                             "description": "the file, as its type (anything else as application/octet-stream)"}})
 def get_artifact(run_id: RunId, name: str, session: SessionDep, settings: SettingsDep) -> FileResponse:
     path, media_type = service.artifact_file(session, settings, run_id, name)
     return FileResponse(path, media_type=media_type, filename=name)

@@ -5,7 +5,6 @@ Services raise :mod:`backend.errors` exceptions and never commit; the request's 
 
 from __future__ import annotations
 
-import mimetypes
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -199,6 +198,10 @@ def decimated_metrics(session: Session, run_id: int, *, series: Sequence[str] | 
 
 
 # -------------------------------------------------------------------------------------------------- artifacts
+ARTIFACT_MEDIA_TYPES = ("text/csv", "application/json", "text/plain", "image/png", "application/octet-stream")
+"""What an artifact is served as (the OpenAPI contract lists them); any other type goes out as a download."""
+
+
 def list_artifacts(session: Session, run_id: int) -> ArtifactsPublic:
     require(session, run_id)
     rows = runs.artifacts(session, run_id)
@@ -220,11 +223,7 @@ def artifact_file(session: Session, settings: Settings, run_id: int, name: str) 
     row = runs.artifact(session, run_id, name)
     if row is None or not path.is_file():
         raise NotFound(f"run {run_id} has no artifact {name!r} (GET /runs/{run_id}/artifacts lists them)")
-    return path, row.media_type
-
-
-def guess_media_type(name: str) -> str:
-    return mimetypes.guess_type(name)[0] or "application/octet-stream"
+    return path, row.media_type if row.media_type in ARTIFACT_MEDIA_TYPES else "application/octet-stream"
 
 
 def ensure_exists(db: Database, run_id: int) -> None:
