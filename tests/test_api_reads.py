@@ -15,8 +15,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 from service_helpers import Service, wait_for
 
+from backend.app import API_PREFIX, create_app
 from backend.db import Database, migrate
 from backend.runs import repository as runs
 from backend.settings import Settings
@@ -171,3 +173,71 @@ def test_a_client_that_stops_reading_is_cut_after_the_send_timeout(big: tuple[Se
         while chunk := sock.recv(1 << 16):  # what was in flight, then the server's close
             received += chunk
     assert received.startswith(b"HTTP/1.1 200") and f"\n{ROWS_PER_SERIES},".encode() not in received
+
+
+# ------------------------------------------------------------------------- pages, in process, with tiny pages
+def expected(rows: dict[str, list[tuple[int, float | None]]], after: int | None, before: int | None) -> dict:
+    series = {}
+    for name, points in rows.items():
+        kept = [(s, v) for s, v in points if (after is None or s > after) and (before is None or s < before)]
+        if kept:
+            series[name] = {"steps": [s for s, _ in kept], "values": [v for _, v in kept]}
+    return series
+
+
+@pytest.fixture
+def paged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[TestClient, int, dict]]:
+    from backend.runs import reads
+
+    monkeypatch.setattr(reads, "PAGE_ROWS", 7)  # every read below spans several pages
+    settings = Settings(data_dir=tmp_path)
+    rows = {"acc": [(s, s / 100) for s in range(10, 61, 10)],
+            "loss": [(s, None if s == 33 else 1.0 / s) for s in range(1, 51)],
+            "late": [(s, float(s)) for s in range(40, 56)]}
+    with TestClient(create_app(settings), base_url=f"http://testserver{API_PREFIX}") as client:
+        run_id = client.post("/runs", json={"kind": "demo", "spec": {}}).json()["id"]
+        db = Database(settings.db_url)
+        with db.session(write=True) as session:
+            for name, points in rows.items():
+                runs.upsert_metrics(session, run_id, [(name, s, v) for s, v in points])
+        db.dispose()
+        yield client, run_id, rows
+
+
+@pytest.mark.parametrize(("after", "before"), [(None, None), (5, None), (None, 41), (12, 45), (50, None), (0, 3)])
+def test_paged_json_equals_the_history(paged: tuple[TestClient, int, dict], after: int | None,
+                                       before: int | None) -> None:
+    client, run_id, rows = paged
+    params = {k: v for k, v in (("after_step", after), ("before_step", before)) if v is not None}
+    body = client.get(f"/runs/{run_id}/metrics", params=params).json()  # streamed or whole: the same answer
+    want = expected(rows, after, before)
+    assert body["series"] == want and not body["decimated"]
+    assert body["last_step"] == max((v["steps"][-1] for v in want.values()), default=after)
+
+
+def test_paged_csv_and_decimation_equal_the_history(paged: tuple[TestClient, int, dict]) -> None:
+    from backend.runs.reads import decimate
+
+    client, run_id, rows = paged
+    lines = client.get(f"/runs/{run_id}/metrics", params={"format": "csv"}).text.splitlines()
+    assert lines[0] == "step,acc,late,loss" and len(lines) == 1 + 55 + 1  # steps 1..55 and 60
+    assert lines[33] == "33,,," and lines[40] == "40,0.4,40.0,0.025" and lines[-1] == "60,0.6,,"
+    thin = client.get(f"/runs/{run_id}/metrics", params={"points": 6}).json()
+    assert thin["decimated"]
+    for name, points in rows.items():
+        steps, values = decimate([s for s, _ in points], [v for _, v in points], 6)
+        assert thin["series"][name] == {"steps": steps, "values": values}
+
+
+def test_event_stream_pages_forward_from_a_cursor(paged: tuple[TestClient, int, dict]) -> None:
+    client, run_id, rows = paged
+    assert client.post(f"/runs/{run_id}/cancel").status_code == 200  # ended: the stream ends by itself
+    with client.stream("GET", f"/runs/{run_id}/events", params={"after_step": 4}) as response:
+        events = [json.loads(line.removeprefix("data:")) for line in response.iter_lines()
+                  if line.startswith("data:") and '"series"' in line]
+    assert len(events) > 3 and all(len(v["steps"]) <= 7 for e in events for v in e["series"].values())
+    got: dict[str, list[int]] = {}
+    for event in events:
+        for name, points in event["series"].items():
+            got.setdefault(name, []).extend(points["steps"])
+    assert got == {name: points["steps"] for name, points in expected(rows, 4, None).items()}

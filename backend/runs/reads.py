@@ -46,9 +46,10 @@ class Block:
 
 
 def read_block(session: Session, run_id: int, names: Sequence[str], *, after_step: int | None,
-               before_step: int | None = None, limit: int = PAGE_ROWS) -> Block:
-    """At most ``limit`` points per series after ``after_step``; where a series had more, every series is cut at
-    the same step, so the block's ``last_step`` is a cursor valid for all of them."""
+               before_step: int | None = None, limit: int | None = None) -> Block:
+    """At most ``limit`` (default ``PAGE_ROWS``) points per series after ``after_step``; where a series had more,
+    every series is cut at the same step, so the block's ``last_step`` is a cursor valid for all of them."""
+    limit = limit or PAGE_ROWS
     pages = {name: runs.series_page(session, run_id, name, after_step=after_step, before_step=before_step,
                                     limit=limit) for name in names}
     full = [page[-1][0] for page in pages.values() if len(page) == limit]
@@ -225,14 +226,15 @@ async def json_chunks(db: Database, run_id: int, names: Sequence[str], *, after_
     step it had when its turn came. If its rows changed between the two passes (a re-ingested journal filling
     a gap), the stream is cut rather than pair steps with the wrong values."""
     yield f'{{"run_id": {run_id}, "decimated": false, "more_before": null, "series": {{'.encode()
-    last = after_step
-    for i, name in enumerate(names):
+    last, comma = after_step, ""
+    for name in names:
         newest = await to_thread.run_sync(_newest, db, run_id, name, before_step)
-        if newest is None:
-            continue
+        if newest is None or (after_step is not None and newest <= after_step):
+            continue  # no point in range: left out, as from a response read in one piece
         bound = newest + 1
         last = newest if last is None else max(last, newest)
-        yield f'{", " if i else ""}{json.dumps(name)}: {{"steps": ['.encode()
+        yield f'{comma}{json.dumps(name)}: {{"steps": ['.encode()
+        comma = ", "
         digest, sep = 0, ""
         async for page in _series_pages(db, run_id, name, after_step, bound):
             steps = [s for s, _ in page]
