@@ -166,7 +166,7 @@ def decimated(session: Session, run_id: int, names: Sequence[str], *, points: in
         thinned |= not decimator.keep_all
         if steps:
             out[name] = SeriesPoints(steps=steps, values=values)
-    return MetricsPublic(run_id=run_id, series=out, last_step=last, decimated=thinned)
+    return MetricsPublic(run_id=run_id, series=out, last_step=last, decimated=thinned, more_before=None)
 
 
 # ------------------------------------------------------------------------------------------------- streaming
