@@ -50,8 +50,7 @@ def read_block(session: Session, run_id: int, names: Sequence[str], *, after_ste
     """At most ``limit`` (default ``PAGE_ROWS``) points per series after ``after_step``; where a series had more,
     every series is cut at the same step, so the block's ``last_step`` is a cursor valid for all of them."""
     limit = limit or PAGE_ROWS
-    pages = {name: runs.series_page(session, run_id, name, after_step=after_step, before_step=before_step,
-                                    limit=limit) for name in names}
+    pages = runs.series_pages(session, run_id, names, after_step=after_step, before_step=before_step, limit=limit)
     full = [page[-1][0] for page in pages.values() if len(page) == limit]
     if full:
         cut = min(full)
