@@ -20,7 +20,6 @@ from backend.db import Database
 from backend.errors import NotFound
 from backend.models import FINISHED
 from backend.runs import reads, service
-from backend.runs import repository as runs
 from backend.runs.schemas import SQL_INT_MAX, SQL_INT_MIN
 from backend.settings import Settings
 
@@ -47,8 +46,7 @@ def _poll(db: Database, settings: Settings, run_id: int, cursor: int,
         payload = None
         if run.updated_at != seen:
             payload = service.public(run, service.liveness(session, settings)).model_dump(mode="json")
-        names = runs.series_names(session, run_id)
-        block = reads.read_block(session, run_id, names, after_step=cursor)
+        _, block = reads.read_new(session, run_id, None, after_step=cursor)
     return run.updated_at, run.status, payload, block
 
 

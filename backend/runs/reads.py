@@ -60,6 +60,20 @@ def read_block(session: Session, run_id: int, names: Sequence[str], *, after_ste
     return Block({name: page for name, page in pages.items() if page}, last, True)
 
 
+def read_new(session: Session, run_id: int, wanted: Sequence[str] | None, *, after_step: int | None,
+             before_step: int | None = None) -> tuple[list[str], Block]:
+    """The run's series (of ``wanted``) and their next block. The names are read again after the points: a
+    series whose first point was committed between the two reads is read too, or a cursor past it would skip
+    that point for good."""
+    names = runs.series_names(session, run_id, wanted)
+    while True:
+        block = read_block(session, run_id, names, after_step=after_step, before_step=before_step)
+        again = runs.series_names(session, run_id, wanted)
+        if again == names:
+            return names, block
+        names = again
+
+
 def public(run_id: int, block: Block, *, more_before: int | None = None) -> MetricsPublic:
     return MetricsPublic(run_id=run_id, last_step=block.last_step, decimated=False, more_before=more_before,
                          series={name: SeriesPoints(steps=[s for s, _ in page], values=[v for _, v in page])

@@ -186,8 +186,8 @@ def metrics_block(session: Session, run_id: int, *, series: Sequence[str] | None
                   before_step: int | None) -> tuple[list[str], MetricsPublic | None]:
     """The series' names and, when they fit in one page per series, their points; ``None`` means: stream them
     (:func:`backend.runs.reads.json_chunks`)."""
-    names = metric_names(session, run_id, series)
-    block = reads.read_block(session, run_id, names, after_step=after_step, before_step=before_step)
+    require(session, run_id)
+    names, block = reads.read_new(session, run_id, series, after_step=after_step, before_step=before_step)
     return names, (reads.public(run_id, block) if block.complete else None)
 
 
