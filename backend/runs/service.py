@@ -5,6 +5,7 @@ Services raise :mod:`backend.errors` exceptions and never commit; the request's 
 
 from __future__ import annotations
 
+import mimetypes
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from pathlib import Path
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 
+from anode_lab.status import FINISHED, RunStatus
 from backend.db import Database, after_commit, utcnow
 from backend.errors import (
     Conflict,
@@ -22,7 +24,7 @@ from backend.errors import (
     QueueUnavailable,
     describe_errors,
 )
-from backend.models import FINISHED, Run
+from backend.models import Run
 from backend.queue import RunQueues, queue_for_device
 from backend.runs import reads
 from backend.runs import repository as runs
@@ -56,13 +58,13 @@ def liveness(session: Session, settings: Settings) -> Liveness:
 def status_detail(run: Run, live: Liveness) -> str:
     """One line saying why a run waits, who runs it, or how it ended."""
     queue = queue_for_device(run.device)
-    if run.status == "queued":
+    if run.status == RunStatus.QUEUED:
         again = f"; re-queued after attempt {run.attempt}: {run.message}" if run.attempt else ""
         if queue not in live.devices:
             return (f"waiting: no live {queue} worker; start one with `anode-lab worker --device {queue}`"
                     f"{again}")
         return f"waiting in the {queue} queue{again}"
-    if run.status == "running":
+    if run.status == RunStatus.RUNNING:
         if run.heartbeat is not None and run.heartbeat < live.stale_before:
             return (f"no heartbeat from {run.worker} since {run.heartbeat:%H:%M:%S} UTC: its worker is gone; "
                     "a live worker re-queues the run")
@@ -168,7 +170,7 @@ def cancel(session: Session, settings: Settings, run_id: int) -> RunPublic:
 
 def delete(session: Session, settings: Settings, run_id: int) -> None:
     run = require(session, run_id)
-    if run.status == "running":
+    if run.status == RunStatus.RUNNING:
         raise Conflict(f"run {run_id} is running: cancel it first (POST /runs/{run_id}/cancel)")
     runs.delete_run(session, run)
     folder = settings.run_dir(run_id)
@@ -224,6 +226,11 @@ def artifact_file(session: Session, settings: Settings, run_id: int, name: str) 
     if row is None or not path.is_file():
         raise NotFound(f"run {run_id} has no artifact {name!r} (GET /runs/{run_id}/artifacts lists them)")
     return path, row.media_type if row.media_type in ARTIFACT_MEDIA_TYPES else "application/octet-stream"
+
+
+def guess_media_type(name: str) -> str:
+    """What a worker indexes a file as (served as one of ``ARTIFACT_MEDIA_TYPES``)."""
+    return mimetypes.guess_type(name)[0] or "application/octet-stream"
 
 
 def ensure_exists(db: Database, run_id: int) -> None:
