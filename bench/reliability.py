@@ -10,7 +10,8 @@
    it had reached; every step stored once, and how many steps were computed twice (after the checkpoint);
    with short leases, then (unless ``--quick``) with the default ``ANODE_HEARTBEAT_TIMEOUT_SECONDS``;
 4. cancel: time from ``POST /runs/{id}/cancel`` to ``cancelled``, and steps run after the flag was set;
-5. reads of a long run: the API's peak memory over idle (``VmHWM`` against ``VmRSS`` at rest) while 3 clients read
+5. refusal: time to answer 422 to an over-budget spec (issue 11's 34 GB sweep and 75 M-step training run).
+6. reads of a long run: the API's peak memory over idle (``VmHWM`` against ``VmRSS`` at rest) while 3 clients read
    a run with 1 M metric rows whole (JSON, CSV, decimated, in turn) and 50 slow clients follow its event stream.
 
     python bench/reliability.py [--seconds 20] [--quick] [--reads-only]
@@ -272,6 +273,23 @@ def cancel_latency(stack: Stack, client: httpx.Client, repeats: int) -> dict[str
     return out
 
 
+OVER_BUDGET = [{"kind": "compare", "spec": {"field": "mlp", "hidden": 512, "batch": 1024, "blocks": 8,
+                                            "solvers": ["rk4"], "steps": [256], "dtypes": ["float64"]}},
+               {"kind": "train", "spec": {"dataset": "moons", "n_samples": 100000, "epochs": 1000, "batch_size": 1}}]
+
+
+def refusal_latency(client: httpx.Client, repeats: int) -> list[float]:
+    """Seconds from sending an over-budget spec to its 422 (the estimate is arithmetic over the spec)."""
+    out = []
+    for _ in range(repeats):
+        for body in OVER_BUDGET:
+            start = time.perf_counter()
+            response = client.post("/runs", json=body)
+            out.append(time.perf_counter() - start)
+            assert response.status_code == 422, response.text
+    return out
+
+
 def fill_metrics(data_dir: Path, rows: int) -> int:
     """A queued run with two series of ``rows // 2`` points, inserted by SQLite itself (a few seconds)."""
     import sqlite3
@@ -371,7 +389,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="duration of the load test")
     parser.add_argument("--sse-clients", type=int, default=50)
     parser.add_argument("--quick", action="store_true", help="skip the recovery with default leases")
-    parser.add_argument("--reads-only", action="store_true", help="only the reads of a long run (5.)")
+    parser.add_argument("--reads-only", action="store_true", help="only the reads of a long run (6.)")
     parser.add_argument("--rows", type=int, default=1_000_000, help="metric rows of the long run")
     args = parser.parse_args()
     lines: list[str] = []
@@ -432,6 +450,11 @@ def main() -> int:
                 lines.append(f"cancel: {statistics.median(cancel['seconds']) * 1e3:.0f} ms median, "
                              f"{max(cancel['seconds']) * 1e3:.0f} ms max to `cancelled`; steps after the flag: "
                              f"max {max(cancel['extra_steps']):.0f} (5 runs, ANODE_CANCEL_POLL_SECONDS=0)")
+
+                refused = refusal_latency(client, 25)
+                lines.append(f"over-budget spec refused (422 with estimate, limit, fields): "
+                             f"{statistics.median(refused) * 1e3:.1f} ms median, {max(refused) * 1e3:.1f} ms max "
+                             f"({len(refused)} requests: a 34 GB sweep, a 75 M-step training run)")
             finally:
                 stack.stop()
 
