@@ -3,6 +3,8 @@
 >>> import anode_core as ac
 >>> z1 = ac.odesolve(field, z0, steps=8, solver=ac.RK4(), gradient=ac.Anode())
 >>> block = ac.ODEBlock(field, steps=2, solver=ac.Euler(), gradient=ac.Adjoint())
+>>> z1 = ac.odesolve(field, z0, solver=ac.Dopri5(rtol=1e-6, atol=1e-8), gradient=ac.Anode())
+>>> ys = ac.odeint(func, y0, t, method="dopri5")          # torchdiffeq's signature
 
 The library imports torch and nothing of pydantic, HTTP, SQL or queues; the application (specs, experiments,
 demos, the CLI) lives in :mod:`anode_lab`. Attributes load lazily (PEP 562).
@@ -16,14 +18,19 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "AdaptiveSolver": "anode_core.adaptive",
     "Adjoint": "anode_core.gradients",
     "Anode": "anode_core.gradients",
+    "Bosh3": "anode_core.adaptive",
+    "Dopri5": "anode_core.adaptive",
     "Direct": "anode_core.gradients",
     "Euler": "anode_core.solvers",
     "EvaluationCounter": "anode_core.instruments.counting",
+    "ALL_SOLVERS": "anode_core.registry",
     "GRADIENTS": "anode_core.registry",
     "GradientComparison": "anode_core.instruments.compare",
     "GradientMethod": "anode_core.gradients",
+    "Grid": "anode_core.adaptive",
     "Heun": "anode_core.solvers",
     "Measurement": "anode_core.instruments.measure",
     "MemoryMeter": "anode_core.instruments.memory",
@@ -33,6 +40,8 @@ _EXPORTS = {
     "ParameterComparison": "anode_core.instruments.compare",
     "Problem": "anode_core.problem",
     "RK4": "anode_core.solvers",
+    "Reversible": "anode_core.gradients",
+    "ReversibleHeun": "anode_core.reversible",
     "SOLVERS": "anode_core.solvers",
     "Solver": "anode_core.solvers",
     "Tableau": "anode_core.solvers",
@@ -41,6 +50,7 @@ _EXPORTS = {
     "gradient_named": "anode_core.registry",
     "measure_gradient": "anode_core.instruments.measure",
     "ode_blocks": "anode_core.block",
+    "odeint": "anode_core.odeint",
     "odesolve": "anode_core.solve",
     "reconstruction_error": "anode_core.instruments.reconstruction",
     "saved_bytes_of_one_evaluation": "anode_core.instruments.memory",
@@ -66,14 +76,17 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from anode_core.adaptive import AdaptiveSolver, Bosh3, Dopri5, Grid
     from anode_core.block import ODEBlock, ode_blocks, use_gradient
-    from anode_core.gradients import Adjoint, Anode, Direct, GradientMethod
+    from anode_core.gradients import Adjoint, Anode, Direct, GradientMethod, Reversible
     from anode_core.instruments.compare import GradientComparison, ParameterComparison, compare_gradients
     from anode_core.instruments.counting import EvaluationCounter
     from anode_core.instruments.measure import Measurement, measure_gradient
     from anode_core.instruments.memory import MemoryMeter, MemoryModel, saved_bytes_of_one_evaluation
     from anode_core.instruments.reconstruction import block_reconstruction_errors, reconstruction_error
     from anode_core.problem import Problem
-    from anode_core.registry import GRADIENTS, gradient_named, solver_named
+    from anode_core.odeint import odeint
+    from anode_core.registry import ALL_SOLVERS, GRADIENTS, gradient_named, solver_named
+    from anode_core.reversible import ReversibleHeun
     from anode_core.solve import odesolve
     from anode_core.solvers import RK4, SOLVERS, Euler, Heun, Midpoint, Solver, Tableau

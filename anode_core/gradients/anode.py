@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from anode_core.gradients.adaptive import adaptive_anode
 from anode_core.gradients.base import GradientMethod, vjp
 from anode_core.gradients.revolve import revolve_backward
 from anode_core.problem import Problem
@@ -46,6 +47,8 @@ class Anode(GradientMethod):
             )
 
     def solve(self, problem: Problem, z0: Tensor) -> Tensor:
+        if problem.adaptive and problem.grid is None:
+            return adaptive_anode(problem, self.checkpoints, z0)
         # apply() reports needs_input_grad even under no_grad, so the grad mode is read here, outside
         return _AnodeFunction.apply(problem, self.checkpoints, torch.is_grad_enabled(), z0, *problem.params)
 

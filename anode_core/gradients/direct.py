@@ -15,11 +15,15 @@ class Direct(GradientMethod):
     """Keep the whole graph of the solve and let autograd differentiate it.
 
     Exact gradient of the computed network; memory grows as ``L · N_t · s · A`` (blocks, steps, stages,
-    activations per stage). The reference every other method is compared against.
+    activations per stage). The reference every other method is compared against. On an adaptive solve the
+    controller runs with the graph: accepted steps keep theirs, a rejected trial's graph is dropped with it, and
+    step sizes are constants (see :mod:`anode_core.gradients.adaptive` for what "exact" means there).
     """
 
     name = "direct"
     exact = True
 
     def solve(self, problem: Problem, z0: Tensor) -> Tensor:
+        if problem.adaptive and problem.grid is None:
+            return problem.settle(z0)[0]
         return problem.advance(z0, 0, problem.steps)

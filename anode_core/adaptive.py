@@ -1,0 +1,245 @@
+"""Adaptive embedded Runge–Kutta solvers (Dormand–Prince 5(4), Bogacki–Shampine 3(2)) and their controller.
+
+The controller reproduces torchdiffeq 0.2 (``_impl/rk_common.py``, ``misc.py``) so that the same problem takes
+the same accepted steps to rounding: Hairer–Nørsett–Wanner's initial step selection (*Solving ODEs I*, §II.4),
+the error ratio ``‖err / (atol + rtol·max(|y0|, |y1|))‖_rms``, the step factor
+``min(10, max(0.9·ratio^(−1/order), 0.2 if rejected else 1))``, first-same-as-last stages, and steps that run
+past the end time and are cut back by Shampine's quartic dense output, as torchdiffeq's are. Step sizes are
+Python floats: they never carry a gradient, so every gradient method differentiates the solve with the
+accepted step sizes held fixed (the controller itself is not differentiated).
+
+References: Dormand & Prince, J. Comp. Appl. Math. 6(1), 1980; Bogacki & Shampine, Appl. Math. Lett. 2(4), 1989;
+Shampine, Math. Comp. 46(173), 1986 (dense output).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from anode_core.solvers import Solver, State, Tableau, TupleField, _combine
+
+Norm = Callable[[State], float]
+
+SAFETY, IFACTOR, DFACTOR = 0.9, 10.0, 0.2  # torchdiffeq's defaults
+
+
+@dataclass(frozen=True)
+class EmbeddedTableau(Tableau):
+    """A tableau whose last stage is ``f(t + h, y1)`` (FSAL), with error weights ``b − b̂`` and dense-output
+    weights ``mid`` giving ``y(t + h/2)``."""
+
+    error: tuple[float, ...]
+    mid: tuple[float, ...]
+
+
+def rms_norm(y: State) -> float:
+    """The largest root-mean-square over the components of ``y`` (torchdiffeq's ``_mixed_norm``)."""
+    return max(c.detach().abs().pow(2).mean().sqrt().item() for c in y)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The accepted steps of an adaptive solve: step ``n`` starts at ``starts[n]`` with size ``sizes[n]``;
+    the last one is evaluated at ``end`` by dense output when ``end`` falls inside it."""
+
+    starts: tuple[float, ...]
+    sizes: tuple[float, ...]
+    end: float
+    trials: int = 0
+    evaluations: int = 0
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    def time(self, n: int) -> float:
+        return self.end if n == len(self.sizes) else self.starts[n]
+
+    def segment(self, start: int, stop: int, end: float) -> Grid:
+        """Steps ``start … stop − 1`` alone, the last evaluated at ``end``."""
+        return Grid(self.starts[start:stop], self.sizes[start:stop], end)
+
+
+@dataclass(frozen=True)
+class AdaptiveSolver(Solver):
+    """An embedded Runge–Kutta pair with torchdiffeq's step-size controller.
+
+    ``max_steps`` bounds the number of trial steps (accepted and rejected) of one solve.
+    """
+
+    rtol: float = 1e-7
+    atol: float = 1e-9
+    max_steps: int = 100_000
+
+    tableau: ClassVar[EmbeddedTableau]
+
+    def __post_init__(self) -> None:
+        for name in ("rtol", "atol"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 <= value < 1):
+                raise ValueError(f"`{name}` must be a number in [0, 1), such as 1e-6; got {value!r}")
+        if self.rtol == 0 and self.atol == 0:
+            raise ValueError("`rtol` and `atol` cannot both be 0: no step would ever be accepted")
+        if isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int) or self.max_steps < 1:
+            raise ValueError(f"`max_steps` must be an integer ≥ 1 (trial steps per solve); got {self.max_steps!r}")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(rtol={self.rtol:g}, atol={self.atol:g}, max_steps={self.max_steps})"
+
+    def replay(self, f: TupleField, t: float, y: State, h: float, end: float) -> State:
+        """One accepted step of size ``h`` from ``t``, evaluated at ``end`` (≤ ``t + h``): the FSAL stage is
+        computed only when ``end`` needs dense output, so a step costs ``s − 1`` evaluations."""
+        tab = self.tableau
+        ks: list[State] = []
+        for i in range(self.stages - 1):
+            ks.append(f(t + tab.c[i] * h, _combine(y, ks, tab.a[i], h)))
+        y1 = _combine(y, ks, tab.a[-1], h)
+        if end == t + h:
+            return y1
+        ks.append(f(t + h, y1))
+        return self._dense(y, y1, ks, t, h, end)
+
+    def _trial(self, f: TupleField, t: float, y: State, f0: State, h: float) -> tuple[State, list[State], State]:
+        """A trial step reusing ``f0 = f(t, y)``: ``(y1, stages, error estimate)``; the last stage is ``f(t+h, y1)``."""
+        tab = self.tableau
+        ks: list[State] = [f0]
+        y1 = y
+        for i in range(1, self.stages):
+            y1 = _combine(y, ks, tab.a[i], h)
+            ks.append(f(t + tab.c[i] * h, y1))
+        zero = tuple(torch.zeros_like(c) for c in y)
+        return y1, ks, _combine(zero, ks, tab.error, h)
+
+    def _dense(self, y0: State, y1: State, ks: list[State], t: float, h: float, end: float) -> State:
+        """Shampine's quartic through ``y0``, ``y(t + h/2)``, ``y1`` and the end slopes, at ``end``."""
+        y_mid = _combine(y0, ks, self.tableau.mid, h)
+        x = (end - t) / ((t + h) - t)
+        out = []
+        for a0, a1, am, f0, f1 in zip(y0, y1, y_mid, ks[0], ks[-1]):
+            c4 = 2 * h * (f1 - f0) - 8 * (a1 + a0) + 16 * am
+            c3 = h * (5 * f0 - 3 * f1) + 18 * a0 + 14 * a1 - 32 * am
+            c2 = h * (f1 - 4 * f0) - 11 * a0 - 5 * a1 + 16 * am
+            out.append(a0 + x * (h * f0) + x**2 * c2 + x**3 * c3 + x**4 * c4)
+        return tuple(out)
+
+    def integrate(
+        self, f: TupleField, y0: State, t0: float, t1: float, norm: Norm = rms_norm
+    ) -> tuple[State, Grid]:
+        """Solve from ``t0`` to ``t1 > t0``: the state at ``t1`` and the accepted grid.
+
+        Runs in the caller's grad mode: under ``enable_grad`` the result carries the graph of the accepted steps
+        only (a rejected trial's graph is dropped with it).
+        """
+        fy = f(t0, y0)
+        evaluations = 2
+        h = self._initial_step(f, t0, y0, fy, norm)
+        t, y = t0, y0
+        starts: list[float] = []
+        sizes: list[float] = []
+        last: tuple[State, list[State]] | None = None
+        trials = 0
+        while t < t1:
+            if trials >= self.max_steps:
+                raise RuntimeError(
+                    f"{self.name} reached max_steps={self.max_steps} trial steps at t={t:.6g} of t1={t1:.6g}: "
+                    f"raise `max_steps` ({type(self).__name__}(max_steps=...)) or loosen rtol/atol"
+                )
+            if not math.isfinite(h) or t + h <= t:
+                raise RuntimeError(f"{self.name}: step size underflow (h={h!r}) at t={t:.6g}; the field may be stiff "
+                                   "or blow up: loosen rtol/atol or shorten the time span")
+            trials += 1
+            y1, ks, err = self._trial(f, t, y, fy, h)
+            evaluations += self.stages - 1
+            with torch.no_grad():
+                scale = tuple(self.atol + self.rtol * torch.maximum(a.abs(), b.abs()) for a, b in zip(y, y1))
+                ratio = norm(tuple(e / s for e, s in zip(err, scale)))
+            if not math.isfinite(ratio):
+                raise RuntimeError(f"{self.name}: non-finite state or error estimate at t={t:.6g}")
+            if ratio <= 1:
+                starts.append(t)
+                sizes.append(h)
+                last = (y, ks)
+                t, y, fy = t + h, y1, ks[-1]
+            h = h * _step_factor(ratio, self.order)
+        if last is not None and t != t1:
+            y = self._dense(last[0], y, last[1], starts[-1], sizes[-1], t1)
+        return y, Grid(tuple(starts), tuple(sizes), t1, trials, evaluations)
+
+    def _initial_step(self, f: TupleField, t0: float, y0: State, f0: State, norm: Norm) -> float:
+        """Hairer, Nørsett & Wanner's starting step, as torchdiffeq's ``_select_initial_step``."""
+        with torch.no_grad():
+            scale = tuple(self.atol + c.abs() * self.rtol for c in y0)
+            d0 = norm(tuple(c / s for c, s in zip(y0, scale)))
+            d1 = norm(tuple(c / s for c, s in zip(f0, scale)))
+            h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
+            y1 = tuple(a + h0 * b for a, b in zip(y0, f0))
+            f1 = f(t0 + h0, y1)
+            d2 = norm(tuple((b - a) / s for a, b, s in zip(f0, f1, scale))) / h0
+        if d1 <= 1e-15 and d2 <= 1e-15:
+            h1 = max(1e-6, h0 * 1e-3)
+        else:
+            h1 = (0.01 / max(d1, d2)) ** (1.0 / self.order)  # torchdiffeq passes order − 1, then uses order − 1 + 1
+        return min(100 * h0, h1)
+
+
+def _step_factor(ratio: float, order: int) -> float:
+    if ratio == 0:
+        return IFACTOR
+    floor = 1.0 if ratio < 1 else DFACTOR
+    return min(IFACTOR, max(SAFETY / ratio ** (1.0 / order), floor))
+
+
+class Dopri5(AdaptiveSolver):
+    """Dormand–Prince 5(4) with Shampine's dense output: torchdiffeq's ``dopri5``."""
+
+    name = "dopri5"
+    order = 5
+    tableau = EmbeddedTableau(
+        c=(0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0),
+        a=(
+            (),
+            (1 / 5,),
+            (3 / 40, 9 / 40),
+            (44 / 45, -56 / 15, 32 / 9),
+            (19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729),
+            (9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656),
+            (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84),
+        ),
+        b=(35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0.0),
+        error=(
+            35 / 384 - 1951 / 21600,
+            0.0,
+            500 / 1113 - 22642 / 50085,
+            125 / 192 - 451 / 720,
+            -2187 / 6784 - -12231 / 42400,
+            11 / 84 - 649 / 6300,
+            -1.0 / 60.0,
+        ),
+        mid=(
+            6025192743 / 30085553152 / 2,
+            0.0,
+            51252292925 / 65400821598 / 2,
+            -2691868925 / 45128329728 / 2,
+            187940372067 / 1594534317056 / 2,
+            -1776094331 / 19743644256 / 2,
+            11237099 / 235043384 / 2,
+        ),
+    )
+
+
+class Bosh3(AdaptiveSolver):
+    """Bogacki–Shampine 3(2): torchdiffeq's ``bosh3``."""
+
+    name = "bosh3"
+    order = 3
+    tableau = EmbeddedTableau(
+        c=(0.0, 1 / 2, 3 / 4, 1.0),
+        a=((), (1 / 2,), (0.0, 3 / 4), (2 / 9, 1 / 3, 4 / 9)),
+        b=(2 / 9, 1 / 3, 4 / 9, 0.0),
+        error=(2 / 9 - 7 / 24, 1 / 3 - 1 / 4, 4 / 9 - 1 / 3, -1 / 8),
+        mid=(0.0, 0.5, 0.0, 0.0),
+    )
