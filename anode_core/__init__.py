@@ -50,7 +50,7 @@ _EXPORTS = {
     "gradient_named": "anode_core.registry",
     "measure_gradient": "anode_core.instruments.measure",
     "ode_blocks": "anode_core.block",
-    "odeint": "anode_core.odeint",
+    "odeint": "anode_core.compat",
     "odesolve": "anode_core.solve",
     "reconstruction_error": "anode_core.instruments.reconstruction",
     "saved_bytes_of_one_evaluation": "anode_core.instruments.memory",
@@ -78,14 +78,25 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from anode_core.adaptive import AdaptiveSolver, Bosh3, Dopri5, Grid
     from anode_core.block import ODEBlock, ode_blocks, use_gradient
+    from anode_core.compat import odeint
     from anode_core.gradients import Adjoint, Anode, Direct, GradientMethod, Reversible
-    from anode_core.instruments.compare import GradientComparison, ParameterComparison, compare_gradients
+    from anode_core.instruments.compare import (
+        GradientComparison,
+        ParameterComparison,
+        compare_gradients,
+    )
     from anode_core.instruments.counting import EvaluationCounter
     from anode_core.instruments.measure import Measurement, measure_gradient
-    from anode_core.instruments.memory import MemoryMeter, MemoryModel, saved_bytes_of_one_evaluation
-    from anode_core.instruments.reconstruction import block_reconstruction_errors, reconstruction_error
+    from anode_core.instruments.memory import (
+        MemoryMeter,
+        MemoryModel,
+        saved_bytes_of_one_evaluation,
+    )
+    from anode_core.instruments.reconstruction import (
+        block_reconstruction_errors,
+        reconstruction_error,
+    )
     from anode_core.problem import Problem
-    from anode_core.odeint import odeint
     from anode_core.registry import ALL_SOLVERS, GRADIENTS, gradient_named, solver_named
     from anode_core.reversible import ReversibleHeun
     from anode_core.solve import odesolve

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from anode_core.adaptive import Bosh3, Dopri5
 from anode_core.gradients import Adjoint, Anode, Direct, GradientMethod, Reversible
 from anode_core.reversible import ReversibleHeun
@@ -21,7 +23,7 @@ def solver_named(name: str, **knobs: object) -> Solver:
     try:
         return cls(**knobs)
     except TypeError:
-        fields = ", ".join(getattr(cls, "__dataclass_fields__", ())) or "none"
+        fields = ", ".join(f.name for f in dataclasses.fields(cls)) or "none"
         raise ValueError(f"solver {name!r} takes the options {fields}; got {sorted(knobs)}") from None
 
 

@@ -1,5 +1,7 @@
 """``odeint`` with torchdiffeq's signature and numbers, differentiated by any anode_core gradient method.
 
+Not named ``odeint.py``: a submodule of that name would shadow the exported function (see ``solve.py``).
+
 A torchdiffeq user changes one import::
 
     from anode_core import odeint          # was: from torchdiffeq import odeint (or odeint_adjoint)
