@@ -126,9 +126,7 @@ class AdaptiveSolver(Solver):
             out.append(a0 + x * (h * f0) + x**2 * c2 + x**3 * c3 + x**4 * c4)
         return tuple(out)
 
-    def integrate(
-        self, f: TupleField, y0: State, t0: float, t1: float, norm: Norm = rms_norm
-    ) -> tuple[State, Grid]:
+    def integrate(self, f: TupleField, y0: State, t0: float, t1: float, norm: Norm = rms_norm) -> tuple[State, Grid]:
         """Solve from ``t0`` to ``t1 > t0``: the state at ``t1`` and the accepted grid.
 
         Runs in the caller's grad mode: under ``enable_grad`` the result carries the graph of the accepted steps
@@ -149,8 +147,10 @@ class AdaptiveSolver(Solver):
                     f"raise `max_steps` ({type(self).__name__}(max_steps=...)) or loosen rtol/atol"
                 )
             if not math.isfinite(h) or t + h <= t:
-                raise RuntimeError(f"{self.name}: step size underflow (h={h!r}) at t={t:.6g}; the field may be stiff "
-                                   "or blow up: loosen rtol/atol or shorten the time span")
+                raise RuntimeError(
+                    f"{self.name}: step size underflow (h={h!r}) at t={t:.6g}; the field may be stiff "
+                    "or blow up: loosen rtol/atol or shorten the time span"
+                )
             trials += 1
             y1, ks, err = self._trial(f, t, y, fy, h)
             evaluations += self.stages - 1

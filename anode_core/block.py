@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from typing import overload
 
 from torch import Tensor, nn
 
@@ -70,26 +71,36 @@ def ode_blocks(model: nn.Module) -> list[ODEBlock]:
     return [m for m in model.modules() if isinstance(m, ODEBlock)]
 
 
-@contextmanager
+@overload
+def use_gradient(model: GradientMethod | str) -> AbstractContextManager[GradientMethod]: ...
+@overload
+def use_gradient(model: nn.Module, gradient: GradientMethod | str) -> AbstractContextManager[nn.Module]: ...
 def use_gradient(
     model: nn.Module | GradientMethod | str, gradient: GradientMethod | str | None = None
-) -> Iterator[nn.Module | GradientMethod]:
+) -> AbstractContextManager[nn.Module] | AbstractContextManager[GradientMethod]:
     """``use_gradient(method)``: the method of every solve inside the ``with`` body that names none
     (``ODEBlock``, ``odesolve``, ``odeint``); ``use_gradient(model, method)``: every ODE block of ``model``,
     whatever it names."""
     if gradient is None:
         if isinstance(model, nn.Module):
             raise TypeError("use_gradient(model, gradient) needs a gradient method; or call use_gradient(method)")
-        default = resolve_gradient(model)
-        token = DEFAULT_GRADIENT.set(default)
-        try:
-            yield default
-        finally:
-            DEFAULT_GRADIENT.reset(token)
-        return
+        return _as_default(resolve_gradient(model))
     if not isinstance(model, nn.Module):
         raise TypeError(f"use_gradient(model, gradient) needs an nn.Module first; got {type(model).__name__}")
-    method = resolve_gradient(gradient)
+    return _on_blocks(model, resolve_gradient(gradient))
+
+
+@contextmanager
+def _as_default(method: GradientMethod) -> Iterator[GradientMethod]:
+    token = DEFAULT_GRADIENT.set(method)
+    try:
+        yield method
+    finally:
+        DEFAULT_GRADIENT.reset(token)
+
+
+@contextmanager
+def _on_blocks(model: nn.Module, method: GradientMethod) -> Iterator[nn.Module]:
     blocks = ode_blocks(model)
     before = [b.gradient for b in blocks]
     for b in blocks:

@@ -171,10 +171,8 @@ def _solver(method: str | None, rtol: float, atol: float, options: dict[str, Any
         for name, value in (("rtol", rtol), ("atol", atol)):
             if isinstance(value, Tensor) and value.numel() != 1:
                 raise ValueError(f"`{name}` must be a scalar (per-element tolerances are not supported)")
-        knobs = {"rtol": float(rtol), "atol": float(atol)}
-        if "max_num_steps" in options:
-            knobs["max_steps"] = options["max_num_steps"]
-        return cls(**knobs)
+        max_steps = options.get("max_num_steps", AdaptiveSolver.max_steps)
+        return cls(rtol=float(rtol), atol=float(atol), max_steps=max_steps)
     step = options.get("step_size")
     if step is not None and (isinstance(step, bool) or not isinstance(step, (int, float)) or not step > 0):
         raise ValueError(f"`options['step_size']` must be a positive number; got {step!r}")

@@ -140,7 +140,15 @@ def reversible_rows(net: Network, steps: int, reps: int) -> list[Row]:
 
 def format_rows(rows: Sequence[Row]) -> str:
     peers = sorted({p for r in rows for p in r.ratios})
-    header = ["setting", "method", "time ms", *(f"×{p.split('.')[-1]}" for p in peers), "peak MiB", "rel grad err", "NFE f/b"]
+    header = [
+        "setting",
+        "method",
+        "time ms",
+        *(f"×{p.split('.')[-1]}" for p in peers),
+        "peak MiB",
+        "rel grad err",
+        "NFE f/b",
+    ]
     body = [
         [
             r.setting,

@@ -36,9 +36,7 @@ def adaptive_anode(problem: Problem, checkpoints: int | None, z0: Tensor) -> Ten
 
 def adaptive_adjoint(problem: Problem, rtol: float | None, atol: float | None, z0: Tensor) -> Tensor:
     solver: AdaptiveSolver = problem.solver  # type: ignore[assignment]
-    backward = replace(
-        solver, rtol=solver.rtol if rtol is None else rtol, atol=solver.atol if atol is None else atol
-    )
+    backward = replace(solver, rtol=solver.rtol if rtol is None else rtol, atol=solver.atol if atol is None else atol)
     return _AdaptiveAdjoint.apply(problem, backward, z0, *problem.params)
 
 
@@ -86,7 +84,7 @@ class _AdaptiveAdjoint(torch.autograd.Function):
                 z = y[0].detach().requires_grad_(True)
                 fz = problem.field(-s, z)
                 grads = vjp(fz, (z, *params), [True] * (1 + len(params)), y[1])
-            return (torch.neg(fz.detach()), *grads)
+            return (torch.neg(fz.detach()), *(g for g in grads if g is not None))  # all wanted: none is None
 
         y0: State = (z1.detach(), grad_out, *(torch.zeros_like(p) for p in params))
         with frozen_buffers(problem.field), isolated_rng(RngState.capture(z1)):

@@ -43,7 +43,8 @@ class _ReversibleFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, problem: Problem, z0: Tensor, *params: Tensor) -> Tensor:
         ctx.problem = problem
-        y, y_hat, _ = problem.solver.solve(problem.tuple_field, problem.time, z0, problem.steps)
+        solver: ReversibleHeun = problem.solver  # type: ignore[assignment]
+        y, y_hat, _ = solver.solve(problem.tuple_field, problem.time, z0, problem.steps)
         ctx.save_for_backward(y, y_hat)
         return y
 
