@@ -41,6 +41,8 @@ except ImportError:
     torchdiffeq = None
 
 RTOLS = (1e-3, 1e-5, 1e-7)
+QUICK, FULL = (2, 4, 8), (16, 16, 16)
+"""(batch, channels, size) of the conv network."""
 REVERSIBLE_STEPS = (8, 32, 128)
 
 
@@ -79,16 +81,18 @@ def measure(
     """A metered pass per model, then interleaved timed reps; ratios to each peer, errors against ``reference``.
 
     Models in ``once`` (the adjoints, 10–100× slower at tight tolerances) are timed by their metered pass alone.
+    Times are this process's CPU time: with one compute thread it is the step's own cost, blind to the load of a
+    shared machine (see ``bench/timing.py``).
     """
     metered, seconds = {}, {}
     for label, model in models.items():
-        start = time.perf_counter()
+        start = time.process_time()
         metered[label] = instrumented_pass(model, net)
-        seconds[label] = time.perf_counter() - start
+        seconds[label] = time.process_time() - start
     timed = [label for label in models if label not in once]
     steps = {label: training_step(models[label], net) for label in timed}
     timings = time_interleaved(steps, reps=reps, warmup=1, setup=lambda label: models[label].zero_grad(None))
-    median = {**seconds, **{label: timings[label].median() for label in timed}}
+    median = {**seconds, **{label: timings[label].median("cpu") for label in timed}}
     exact = metered[reference].grads
     rows = []
     for label in models:
@@ -143,7 +147,7 @@ def format_rows(rows: Sequence[Row]) -> str:
     header = [
         "setting",
         "method",
-        "time ms",
+        "cpu ms",
         *(f"×{p.split('.')[-1]}" for p in peers),
         "peak MiB",
         "rel grad err",
@@ -211,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     reps = args.reps or (3 if args.quick else 5)
-    print(report(4 if args.quick else 16, 8 if args.quick else 16, 8 if args.quick else 16, reps))
+    print(report(*(QUICK if args.quick else FULL), reps))
     return 0
 
 

@@ -537,11 +537,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\nwrote {args.out}; wall time {elapsed:.0f} s; load average {load}")
     if not args.fixed_only:
         if __package__:
-            from .adaptive_gradients import report
+            from .adaptive_gradients import FULL, QUICK, report
         else:
-            from adaptive_gradients import report
-        small = args.quick
-        print("\n" + report(4 if small else 16, 8 if small else 16, 8 if small else 16, reps, args.checkpoints))
+            from adaptive_gradients import FULL, QUICK, report
+        print("\n" + report(*(QUICK if args.quick else FULL), reps, args.checkpoints))
     return 0
 
 
