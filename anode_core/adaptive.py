@@ -4,9 +4,10 @@ The controller reproduces torchdiffeq 0.2 (``_impl/rk_common.py``, ``misc.py``) 
 the same accepted steps to rounding: Hairer–Nørsett–Wanner's initial step selection (*Solving ODEs I*, §II.4),
 the error ratio ``‖err / (atol + rtol·max(|y0|, |y1|))‖_rms``, the step factor
 ``min(10, max(0.9·ratio^(−1/order), 0.2 if rejected else 1))``, first-same-as-last stages, and steps that run
-past the end time and are cut back by Shampine's quartic dense output, as torchdiffeq's are. Step sizes are
-Python floats: they never carry a gradient, so every gradient method differentiates the solve with the
-accepted step sizes held fixed (the controller itself is not differentiated).
+past the end time and are cut back by Shampine's quartic dense output, as torchdiffeq's are. A trial step's
+arithmetic is torchdiffeq's op for op, since the error estimate amplifies rounding into step sizes. The
+controller runs without a graph and its step sizes are Python floats: every gradient method differentiates the
+replay of the accepted steps with their sizes held fixed (the controller itself is not differentiated).
 
 References: Dormand & Prince, J. Comp. Appl. Math. 6(1), 1980; Bogacki & Shampine, Appl. Math. Lett. 2(4), 1989;
 Shampine, Math. Comp. 46(173), 1986 (dense output).
@@ -104,15 +105,27 @@ class AdaptiveSolver(Solver):
         return self._dense(y, y1, ks, t, h, end)
 
     def _trial(self, f: TupleField, t: float, y: State, f0: State, h: float) -> tuple[State, list[State], State]:
-        """A trial step reusing ``f0 = f(t, y)``: ``(y1, stages, error estimate)``; the last stage is ``f(t+h, y1)``."""
-        tab = self.tableau
-        ks: list[State] = [f0]
+        """A trial step reusing ``f0 = f(t, y)``: ``(y1, stages, error estimate)``; the last stage is ``f(t+h, y1)``.
+
+        The arithmetic is torchdiffeq's op for op (stages stacked along a last axis, combined by ``torch.sum``,
+        the last node one ulp before ``t + h``): the error estimate cancels to a few digits, so any other rounding
+        would be amplified into different step sizes.
+        """
+        tab, s = self.tableau, self.stages
+        stacked = [torch.empty(*c.shape, s, dtype=c.dtype, device=c.device) for c in y]
+        for buf, k in zip(stacked, f0):
+            buf[..., 0] = k
+        dt = torch.tensor(h, dtype=y[0].dtype, device=y[0].device)
         y1 = y
-        for i in range(1, self.stages):
-            y1 = _combine(y, ks, tab.a[i], h)
-            ks.append(f(t + tab.c[i] * h, y1))
-        zero = tuple(torch.zeros_like(c) for c in y)
-        return y1, ks, _combine(zero, ks, tab.error, h)
+        for i in range(1, s):
+            beta = torch.tensor(tab.a[i], dtype=y[0].dtype, device=y[0].device)
+            y1 = tuple(c + torch.sum(buf[..., :i] * (beta * dt), dim=-1).view_as(c) for c, buf in zip(y, stacked))
+            ti = math.nextafter(t + h, -math.inf) if tab.c[i] == 1.0 else t + tab.c[i] * h
+            for buf, k in zip(stacked, f(ti, y1)):
+                buf[..., i] = k
+        error = torch.tensor(tab.error, dtype=y[0].dtype, device=y[0].device)
+        err = tuple(torch.sum(buf * (dt * error), dim=-1) for buf in stacked)
+        return y1, [tuple(buf[..., j] for buf in stacked) for j in range(s)], err
 
     def _dense(self, y0: State, y1: State, ks: list[State], t: float, h: float, end: float) -> State:
         """Shampine's quartic through ``y0``, ``y(t + h/2)``, ``y1`` and the end slopes, at ``end``."""
@@ -126,11 +139,12 @@ class AdaptiveSolver(Solver):
             out.append(a0 + x * (h * f0) + x**2 * c2 + x**3 * c3 + x**4 * c4)
         return tuple(out)
 
+    @torch.no_grad()
     def integrate(self, f: TupleField, y0: State, t0: float, t1: float, norm: Norm = rms_norm) -> tuple[State, Grid]:
-        """Solve from ``t0`` to ``t1 > t0``: the state at ``t1`` and the accepted grid.
+        """Solve from ``t0`` to ``t1 > t0`` without a graph: the state at ``t1`` and the accepted grid.
 
-        Runs in the caller's grad mode: under ``enable_grad`` the result carries the graph of the accepted steps
-        only (a rejected trial's graph is dropped with it).
+        Gradient methods then differentiate the accepted grid (:meth:`replay`), whose steps give the same values
+        up to rounding: the step sizes are constants for them, and rejected trials never hold a graph.
         """
         fy = f(t0, y0)
         evaluations = 2
@@ -154,9 +168,8 @@ class AdaptiveSolver(Solver):
             trials += 1
             y1, ks, err = self._trial(f, t, y, fy, h)
             evaluations += self.stages - 1
-            with torch.no_grad():
-                scale = tuple(self.atol + self.rtol * torch.maximum(a.abs(), b.abs()) for a, b in zip(y, y1))
-                ratio = norm(tuple(e / s for e, s in zip(err, scale)))
+            scale = tuple(self.atol + self.rtol * torch.max(a.abs(), b.abs()) for a, b in zip(y, y1))
+            ratio = norm(tuple(e / s for e, s in zip(err, scale)))
             if not math.isfinite(ratio):
                 raise RuntimeError(f"{self.name}: non-finite state or error estimate at t={t:.6g}")
             if ratio <= 1:
@@ -164,33 +177,38 @@ class AdaptiveSolver(Solver):
                 sizes.append(h)
                 last = (y, ks)
                 t, y, fy = t + h, y1, ks[-1]
-            h = h * _step_factor(ratio, self.order)
+            h = _next_step(h, ratio, self.order)
         if last is not None and t != t1:
             y = self._dense(last[0], y, last[1], starts[-1], sizes[-1], t1)
         return y, Grid(tuple(starts), tuple(sizes), t1, trials, evaluations)
 
     def _initial_step(self, f: TupleField, t0: float, y0: State, f0: State, norm: Norm) -> float:
-        """Hairer, Nørsett & Wanner's starting step, as torchdiffeq's ``_select_initial_step``."""
-        with torch.no_grad():
-            scale = tuple(self.atol + c.abs() * self.rtol for c in y0)
-            d0 = norm(tuple(c / s for c, s in zip(y0, scale)))
-            d1 = norm(tuple(c / s for c, s in zip(f0, scale)))
-            h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
-            y1 = tuple(a + h0 * b for a, b in zip(y0, f0))
-            f1 = f(t0 + h0, y1)
-            d2 = norm(tuple((b - a) / s for a, b, s in zip(f0, f1, scale))) / h0
+        """Hairer, Nørsett & Wanner's starting step, as torchdiffeq's ``_select_initial_step`` computes it."""
+        like = torch.zeros((), dtype=torch.float64)
+        scale = tuple(self.atol + c.abs() * self.rtol for c in y0)
+        d0 = like + norm(tuple(c / s for c, s in zip(y0, scale)))
+        d1 = like + norm(tuple(c / s for c, s in zip(f0, scale)))
+        h0 = like + 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
+        f1 = f(t0 + h0.item(), tuple(a + h0.item() * b for a, b in zip(y0, f0)))
+        d2 = (like + norm(tuple((b - a) / s for a, b, s in zip(f0, f1, scale)))) / h0
         if d1 <= 1e-15 and d2 <= 1e-15:
-            h1 = max(1e-6, h0 * 1e-3)
+            h1 = torch.max(like + 1e-6, h0 * 1e-3)
         else:
-            h1 = (0.01 / max(d1, d2)) ** (1.0 / self.order)  # torchdiffeq passes order − 1, then uses order − 1 + 1
-        return min(100 * h0, h1)
+            h1 = (0.01 / torch.max(d1, d2)) ** (1.0 / float(self.order))  # torchdiffeq: order − 1, then + 1
+        return torch.min(100 * h0, h1).item()
 
 
-def _step_factor(ratio: float, order: int) -> float:
+def _next_step(h: float, ratio: float, order: int) -> float:
+    """torchdiffeq's ``_optimal_step_size``, in its float64 tensor arithmetic."""
+    last = torch.tensor(h, dtype=torch.float64)
     if ratio == 0:
-        return IFACTOR
-    floor = 1.0 if ratio < 1 else DFACTOR
-    return min(IFACTOR, max(SAFETY / ratio ** (1.0 / order), floor))
+        return (last * IFACTOR).item()
+    floor = torch.tensor(1.0 if ratio < 1 else DFACTOR, dtype=torch.float64)
+    exponent = torch.tensor(order, dtype=torch.float64).reciprocal()
+    power = torch.tensor(ratio, dtype=torch.float64) ** exponent
+    safety = torch.tensor(SAFETY, dtype=torch.float64)  # tensor / tensor: a Python number / tensor rounds apart
+    factor = torch.min(torch.tensor(IFACTOR, dtype=torch.float64), torch.max(safety / power, floor))
+    return (last * factor).item()
 
 
 class Dopri5(AdaptiveSolver):

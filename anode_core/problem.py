@@ -55,7 +55,7 @@ class Problem:
         return replace(self, grid=grid, steps=len(grid), t0=grid.time(0), t1=grid.end)
 
     def settle(self, z0: Tensor) -> tuple[Tensor, Problem]:
-        """Run the adaptive controller in the caller's grad mode: ``z(t1)`` and the problem on its accepted grid."""
+        """Run the adaptive controller (without a graph): ``z(t1)`` and the problem on its accepted grid."""
         if not isinstance(self.solver, AdaptiveSolver):
             raise TypeError(f"settle() needs an adaptive solver such as Dopri5(); got {self.solver!r}")
         y, grid = self.solver.integrate(self.tuple_field, (z0,), self.t0, self.t1)

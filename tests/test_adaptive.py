@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torchdiffeq
-from helpers import gradients, loss_of, mlp_field, rel_error, seeded_randn
+from helpers import conv_field, gradients, loss_of, mlp_field, rel_error, seeded_randn
 from torch import Tensor, nn
 
 import anode_core as ac
@@ -38,11 +38,18 @@ def stiff_chain(solver: ac.Solver, blocks: int = 2) -> tuple[nn.Sequential, Tens
     return nn.Sequential(*(ac.ODEBlock(f, solver=solver) for f in fields)), seeded_randn(4, 3, seed=7)
 
 
+@pytest.mark.parametrize("kind", ["mlp", "conv"])
 @pytest.mark.parametrize("rtol", TOLERANCES)
 @pytest.mark.parametrize("cls,name", ADAPTIVE)
-def test_same_output_and_same_steps_as_torchdiffeq(cls: type[ac.AdaptiveSolver], name: str, rtol: float) -> None:
-    """Output within 1e-6 relative (measured ≤ 4e-15), and exactly torchdiffeq's number of trial steps."""
-    field, z0 = Counted(mlp_field(scale=2.0)), seeded_randn(4, 3, seed=1)
+def test_same_output_and_same_steps_as_torchdiffeq(
+    cls: type[ac.AdaptiveSolver], name: str, rtol: float, kind: str
+) -> None:
+    """Output within 1e-6 relative (measured ≤ 6e-15), and exactly torchdiffeq's number of trial steps: a trial's
+    arithmetic is torchdiffeq's, so the error estimate (which amplifies rounding) picks the same steps."""
+    if kind == "mlp":
+        field, z0 = Counted(mlp_field(scale=2.0)), seeded_randn(4, 3, seed=1)
+    else:
+        field, z0 = Counted(conv_field()), seeded_randn(2, 4, 5, 5, seed=1)
     expected = torchdiffeq.odeint(field, z0, SPAN, rtol=rtol, atol=rtol * 1e-2, method=name)[-1]
     torchdiffeq_calls, field.calls = field.calls, 0
     solver = cls(rtol=rtol, atol=rtol * 1e-2)
@@ -74,7 +81,8 @@ def test_odesolve_takes_no_steps_and_matches_the_block() -> None:
     field, z0 = mlp_field(scale=2.0), seeded_randn(4, 3, seed=1)
     solver = ac.Dopri5(rtol=1e-6, atol=1e-8)
     block = ac.ODEBlock(field, solver=solver, gradient=ac.Direct())
-    torch.testing.assert_close(ac.odesolve(field, z0, solver=solver), block(z0), rtol=0.0, atol=0.0)
+    # Anode returns the controller's result, Direct its replay of the accepted steps: equal up to rounding
+    torch.testing.assert_close(ac.odesolve(field, z0, solver=solver), block(z0), rtol=1e-14, atol=0.0)
 
 
 def test_adjoint_error_shrinks_as_rtol_tightens() -> None:

@@ -1,7 +1,8 @@
 """ANODE and the continuous adjoint on adaptive solves (Dopri5, Bosh3).
 
 What "exact" means here: the controller (:mod:`anode_core.adaptive`) picks the accepted steps without a graph;
-``Direct`` and ``Anode`` return the exact gradient of the computed solve *with those step sizes held fixed*.
+``Direct`` and ``Anode`` replay them and return the exact gradient of that solve *with the accepted step sizes
+held fixed* (the replay equals the controller's result up to rounding).
 torchdiffeq's own backprop through ``odeint`` also differentiates the first step size (its initial step
 selection runs with a graph), so it differs from ours by that term, which shrinks with the tolerance
 (``bench/gradients.py`` measures it).

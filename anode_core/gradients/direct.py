@@ -16,8 +16,8 @@ class Direct(GradientMethod):
 
     Exact gradient of the computed network; memory grows as ``L · N_t · s · A`` (blocks, steps, stages,
     activations per stage). The reference every other method is compared against. On an adaptive solve the
-    controller runs with the graph: accepted steps keep theirs, a rejected trial's graph is dropped with it, and
-    step sizes are constants (see :mod:`anode_core.gradients.adaptive` for what "exact" means there).
+    controller runs first without a graph, then the accepted steps are replayed with theirs: rejected trials hold
+    nothing and step sizes are constants (see :mod:`anode_core.gradients.adaptive` for what "exact" means there).
     """
 
     name = "direct"
@@ -25,5 +25,5 @@ class Direct(GradientMethod):
 
     def solve(self, problem: Problem, z0: Tensor) -> Tensor:
         if problem.adaptive and problem.grid is None:
-            return problem.settle(z0)[0]
+            problem = problem.settle(z0)[1]
         return problem.advance(z0, 0, problem.steps)
