@@ -2,7 +2,8 @@
 
 What "exact" means here: the controller (:mod:`anode_core.adaptive`) picks the accepted steps without a graph;
 ``Direct`` and ``Anode`` replay them and return the exact gradient of that solve *with the accepted step sizes
-held fixed* (the replay equals the controller's result up to rounding).
+held fixed*. Every method returns the controller's value itself (the replay equals it up to rounding, which a
+following adaptive block's controller could amplify into other steps).
 torchdiffeq's own backprop through ``odeint`` also differentiates the first step size (its initial step
 selection runs with a graph), so it differs from ours by that term, which shrinks with the tolerance
 (``bench/gradients.py`` measures it).
@@ -31,6 +32,13 @@ from anode_core.replay import RngState, frozen_buffers, isolated_rng
 from anode_core.solvers import State
 
 
+def adaptive_direct(problem: Problem, z0: Tensor) -> Tensor:
+    """The controller's value with the gradient of the replayed accepted steps: every method then returns the
+    same bits, so the next block's controller sees the same input whichever method differentiates this one."""
+    z1, settled = problem.settle(z0)
+    return _Stitch.apply(settled.advance(z0, 0, settled.steps), z1)
+
+
 def adaptive_anode(problem: Problem, checkpoints: int | None, z0: Tensor) -> Tensor:
     return _AdaptiveAnode.apply(problem, checkpoints, z0, *problem.params)
 
@@ -39,6 +47,18 @@ def adaptive_adjoint(problem: Problem, rtol: float | None, atol: float | None, z
     solver: AdaptiveSolver = problem.solver  # type: ignore[assignment]
     backward = replace(solver, rtol=solver.rtol if rtol is None else rtol, atol=solver.atol if atol is None else atol)
     return _AdaptiveAdjoint.apply(problem, backward, z0, *problem.params)
+
+
+class _Stitch(torch.autograd.Function):
+    """``value`` forward, the gradient of ``replayed`` backward (torchdiffeq's ``_StitchGradient``)."""
+
+    @staticmethod
+    def forward(ctx: Any, replayed: Tensor, value: Tensor) -> Tensor:
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor, None]:
+        return grad_out, None
 
 
 class _AdaptiveAnode(torch.autograd.Function):

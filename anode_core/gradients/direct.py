@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from anode_core.gradients.adaptive import adaptive_direct
 from anode_core.gradients.base import GradientMethod
 from anode_core.problem import Problem
 
@@ -16,8 +17,8 @@ class Direct(GradientMethod):
 
     Exact gradient of the computed network; memory grows as ``L · N_t · s · A`` (blocks, steps, stages,
     activations per stage). The reference every other method is compared against. On an adaptive solve the
-    controller runs first without a graph, then the accepted steps are replayed with theirs: rejected trials hold
-    nothing and step sizes are constants (see :mod:`anode_core.gradients.adaptive` for what "exact" means there).
+    controller runs first without a graph, then the accepted steps are replayed with theirs (the value returned is
+    the controller's): rejected trials hold nothing and step sizes are constants (see :mod:`anode_core.gradients.adaptive` for what "exact" means there).
     """
 
     name = "direct"
@@ -25,5 +26,5 @@ class Direct(GradientMethod):
 
     def solve(self, problem: Problem, z0: Tensor) -> Tensor:
         if problem.adaptive and problem.grid is None:
-            problem = problem.settle(z0)[1]
+            return adaptive_direct(problem, z0)
         return problem.advance(z0, 0, problem.steps)
