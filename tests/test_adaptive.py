@@ -44,7 +44,7 @@ def stiff_chain(solver: ac.Solver, blocks: int = 2) -> tuple[nn.Sequential, Tens
 def test_same_output_and_same_steps_as_torchdiffeq(
     cls: type[ac.AdaptiveSolver], name: str, rtol: float, kind: str
 ) -> None:
-    """Output within 1e-6 relative (measured ≤ 6e-15), and exactly torchdiffeq's number of trial steps: a trial's
+    """Output within 1e-6 relative (measured: bit-identical), and exactly torchdiffeq's number of trial steps: a trial's
     arithmetic is torchdiffeq's, so the error estimate (which amplifies rounding) picks the same steps."""
     if kind == "mlp":
         field, z0 = Counted(mlp_field(scale=2.0)), seeded_randn(4, 3, seed=1)
