@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
+from inspect import signature
 
 from anode_core.adaptive import Bosh3, Dopri5
 from anode_core.gradients import Adjoint, Anode, Direct, GradientMethod, Reversible
@@ -23,8 +23,8 @@ def solver_named(name: str, **knobs: object) -> Solver:
     try:
         return cls(**knobs)
     except TypeError:
-        fields = ", ".join(f.name for f in dataclasses.fields(cls)) or "none"
-        raise ValueError(f"solver {name!r} takes the options {fields}; got {sorted(knobs)}") from None
+        options = ", ".join(signature(cls).parameters) or "none"
+        raise ValueError(f"solver {name!r} takes the options {options}; got {sorted(knobs)}") from None
 
 
 def gradient_named(name: str, **knobs: object) -> GradientMethod:
@@ -36,5 +36,5 @@ def gradient_named(name: str, **knobs: object) -> GradientMethod:
     try:
         return cls(**knobs)
     except TypeError:
-        fields = ", ".join(cls.__dataclass_fields__) or "none"
-        raise ValueError(f"gradient {name!r} takes the options {fields}; got {sorted(knobs)}") from None
+        options = ", ".join(signature(cls).parameters) or "none"
+        raise ValueError(f"gradient {name!r} takes the options {options}; got {sorted(knobs)}") from None

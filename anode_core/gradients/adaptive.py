@@ -28,7 +28,8 @@ from anode_core.adaptive import AdaptiveSolver
 from anode_core.gradients.base import vjp
 from anode_core.gradients.revolve import revolve_backward
 from anode_core.problem import Problem
-from anode_core.replay import RngState, frozen_buffers, isolated_rng
+from anode_core.held import listeners, listening
+from anode_core.replay import AutocastState, RngState, frozen_buffers, isolated_rng
 from anode_core.solvers import State
 
 
@@ -65,6 +66,8 @@ class _AdaptiveAnode(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, problem: Problem, checkpoints: int | None, z0: Tensor, *params: Tensor) -> Tensor:
         ctx.rng = RngState.capture(z0)
+        ctx.autocast = AutocastState.capture(z0)
+        ctx.listeners = listeners()
         z1, ctx.problem = problem.settle(z0)
         ctx.checkpoints = checkpoints
         ctx.save_for_backward(z0)
@@ -75,7 +78,13 @@ class _AdaptiveAnode(torch.autograd.Function):
         (z0,) = ctx.saved_tensors
         problem: Problem = ctx.problem
         wanted = ctx.needs_input_grad[2:]
-        with torch.enable_grad(), isolated_rng(ctx.rng), frozen_buffers(problem.field):
+        with (
+            torch.enable_grad(),
+            isolated_rng(ctx.rng),
+            ctx.autocast.entered(),
+            listening(*ctx.listeners),
+            frozen_buffers(problem.field),
+        ):
             if ctx.checkpoints is None:
                 z = z0.detach().requires_grad_(wanted[0])
                 grads = vjp(problem.advance(z, 0, problem.steps), (z, *problem.params), wanted, grad_out)
@@ -89,6 +98,7 @@ class _AdaptiveAdjoint(torch.autograd.Function):
     def forward(ctx: Any, problem: Problem, backward: AdaptiveSolver, z0: Tensor, *params: Tensor) -> Tensor:
         z1 = problem.settle(z0)[0] if problem.grid is None else problem.advance(z0, 0, problem.steps)
         ctx.problem, ctx.backward_solver = problem, backward
+        ctx.autocast = AutocastState.capture(z0)
         ctx.save_for_backward(z1)
         return z1
 
@@ -108,7 +118,7 @@ class _AdaptiveAdjoint(torch.autograd.Function):
             return (torch.neg(fz.detach()), *(g for g in grads if g is not None))  # all wanted: none is None
 
         y0: State = (z1.detach(), grad_out, *(torch.zeros_like(p) for p in params))
-        with frozen_buffers(problem.field), isolated_rng(RngState.capture(z1)):
+        with frozen_buffers(problem.field), isolated_rng(RngState.capture(z1)), ctx.autocast.entered():
             y, _ = ctx.backward_solver.integrate(reversed_augmented, y0, -problem.t1, -problem.t0)
         grads = iter(y[2:])
         return (None, None, y[1] if wanted[0] else None, *(next(grads) if w else None for w in wanted[1:]))

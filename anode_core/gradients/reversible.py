@@ -19,7 +19,7 @@ from torch import Tensor
 
 from anode_core.gradients.base import GradientMethod, vjp
 from anode_core.problem import Problem
-from anode_core.replay import frozen_buffers
+from anode_core.replay import AutocastState, frozen_buffers
 from anode_core.reversible import ReversibleHeun
 
 
@@ -43,6 +43,7 @@ class _ReversibleFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, problem: Problem, z0: Tensor, *params: Tensor) -> Tensor:
         ctx.problem = problem
+        ctx.autocast = AutocastState.capture(z0)
         solver: ReversibleHeun = problem.solver  # type: ignore[assignment]
         y, y_hat, _ = solver.solve(problem.tuple_field, problem.time, z0, problem.steps)
         ctx.save_for_backward(y, y_hat)
@@ -57,7 +58,7 @@ class _ReversibleFunction(torch.autograd.Function):
         wanted = ctx.needs_input_grad[1:]
         acc = [torch.zeros_like(p) if w else None for p, w in zip(params, wanted[1:])]
         a_y, a_hat, a_f = grad_out, torch.zeros_like(grad_out), torch.zeros_like(grad_out)
-        with torch.enable_grad(), frozen_buffers(problem.field):
+        with torch.enable_grad(), frozen_buffers(problem.field), ctx.autocast.entered():
             leaf, out = _evaluate(problem, problem.steps, y_hat)
             for n in range(problem.steps - 1, -1, -1):
                 t, t_next = problem.time(n), problem.time(n + 1)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import mimetypes
 import os
 import secrets
 import signal
@@ -39,10 +38,12 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
+from anode_lab.status import RunStatus
 from backend.db import Database, after_commit, schema_is_current, utcnow
 from backend.queue import RunQueues, queue_for_device
 from backend.runs import repository as runs
 from backend.runs.ingest import MetricWriter
+from backend.runs.service import guess_media_type
 from backend.settings import DeviceClass, Settings
 from backend.workers import repository as workers
 
@@ -293,9 +294,10 @@ class WorkerProcess:
             with contextlib.suppress(Exception):
                 writer.close()
             log.exception("run %s failed", lease.run_id)
-            self._finish(lease, status="failed", message=f"{type(exc).__name__}: {exc}", error=error_summary(exc))
+            self._finish(lease, status=RunStatus.FAILED, message=f"{type(exc).__name__}: {exc}",
+                         error=error_summary(exc))
             return
-        if result.status == "cancelled" and not lease.cancelled:
+        if result.status == RunStatus.CANCELLED and not lease.cancelled:
             if lease.lost.is_set():
                 log.warning("run %s: lease lost (reaped); another worker owns it now", lease.run_id)
                 return
@@ -326,7 +328,7 @@ class WorkerProcess:
         folder = self.settings.run_dir(run_id) / "artifacts"
         if not folder.is_dir():
             return []
-        return [(path.name, path.stat().st_size, mimetypes.guess_type(path.name)[0] or "application/octet-stream")
+        return [(path.name, path.stat().st_size, guess_media_type(path.name))
                 for path in sorted(folder.iterdir()) if path.is_file()]
 
 
