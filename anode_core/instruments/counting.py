@@ -9,6 +9,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from anode_core.block import ode_blocks
 from anode_core.problem import Problem
 from anode_core.watch import watching_solves
 
@@ -42,12 +43,18 @@ class EvaluationCounter:
             if not any(id(m) in ours for m in field.modules()):
                 return problem
         self.solves += 1
+        self._hook(field)
+        return problem
+
+    def _hook(self, field: nn.Module) -> None:
         if id(field) not in self._hooked:
             self._hooked[id(field)] = field.register_forward_pre_hook(self._count)
-        return problem
 
     def __enter__(self) -> EvaluationCounter:
         self._active = True
+        if self._model is not None:  # blocks whose forward ran before the body still recompute inside it
+            for block in ode_blocks(self._model):
+                self._hook(block.field)
         self._watch.__enter__()
         return self
 

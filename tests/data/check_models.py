@@ -37,14 +37,22 @@ class LatentODE(nn.Module):
         return self.decode(torch.stack(ys))
 
 
+class TorchdiffeqLatentODE(LatentODE):
+    """The same model written as a torchdiffeq user does, with one import changed: ``anode_core.odeint``."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        t = torch.tensor([0.0, 1.0, 2.0, 3.0], dtype=x.dtype)
+        return self.decode(ac.odeint(self.func, self.encode(x), t, method="euler", options=dict(step_size=0.5)))
+
+
 def mse(model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
     x, y = batch
     return (model(x) - y).square().mean()
 
 
-def build() -> tuple[nn.Module, tuple[Tensor, Tensor], object]:
+def build(cls: type[LatentODE] = LatentODE) -> tuple[nn.Module, tuple[Tensor, Tensor], object]:
     torch.manual_seed(0)
-    model = LatentODE().double()
+    model = cls().double()
     with torch.no_grad():
         for p in model.func.parameters():
             p.mul_(3.0)  # a stiff field: dt·Lip(f) near 1 at step 0.5
@@ -60,6 +68,10 @@ class Plain(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.layer(x)
+
+
+def build_odeint() -> tuple[nn.Module, tuple[Tensor, Tensor], object]:
+    return build(TorchdiffeqLatentODE)
 
 
 def no_solve() -> tuple[nn.Module, Tensor, object]:
