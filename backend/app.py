@@ -23,6 +23,7 @@ from backend.catalog.service import catalog
 from backend.db import Database, migrate
 from backend.deps import require_api_key
 from backend.errors import ERROR_RESPONSES, error_body, install_handlers
+from backend.groups.routes import router as groups_router
 from backend.health.routes import router as health_router
 from backend.queue import RunQueues
 from backend.runs.routes import router as runs_router
@@ -122,7 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.create_limit = TokenBuckets(settings.create_rate_per_minute, settings.create_burst)
     install_handlers(app)
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(require_api_key)], responses=ERROR_RESPONSES)
-    for router in (runs_router, catalog_router, health_router):
+    for router in (runs_router, groups_router, catalog_router, health_router):
         api.include_router(router)
     app.include_router(api)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)  # type: ignore[arg-type]

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import mimetypes
 import os
 import secrets
 import signal
@@ -43,6 +42,7 @@ from backend.db import Database, after_commit, schema_is_current, utcnow
 from backend.queue import RunQueues, queue_for_device
 from backend.runs import repository as runs
 from backend.runs.ingest import MetricWriter
+from backend.runs.service import guess_media_type
 from backend.settings import DeviceClass, Settings
 from backend.workers import repository as workers
 
@@ -326,7 +326,7 @@ class WorkerProcess:
         folder = self.settings.run_dir(run_id) / "artifacts"
         if not folder.is_dir():
             return []
-        return [(path.name, path.stat().st_size, mimetypes.guess_type(path.name)[0] or "application/octet-stream")
+        return [(path.name, path.stat().st_size, guess_media_type(path.name))
                 for path in sorted(folder.iterdir()) if path.is_file()]
 
 
