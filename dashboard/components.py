@@ -12,6 +12,7 @@ from dashboard.api_client import ApiClient, ApiError, ApiUnreachable
 from dashboard.tables import ACTIVE, STATUS_COLOURS, run_label
 
 RUN_DETAIL_PAGE = "app_pages/run_detail.py"
+COMPARE_PAGE = "app_pages/compare.py"
 T = TypeVar("T")
 
 
@@ -96,6 +97,11 @@ def status_badge(status: str) -> str:
 def open_run(run_id: int) -> NoReturn:
     """Go to the run's page (its id travels in the URL, so the page can be bookmarked and reloaded)."""
     st.switch_page(RUN_DETAIL_PAGE, query_params={"run": str(run_id)})
+
+
+def open_group(group_id: int) -> NoReturn:
+    """Go to the compare page of a side-by-side group (``/compare?group=ID``)."""
+    st.switch_page(COMPARE_PAGE, query_params={"group": str(group_id)})
 
 
 def pick_run(runs: Sequence[dict[str, Any]], *, label: str, key: str, default_id: int | None = None,
