@@ -10,7 +10,7 @@ from dashboard.api_client import ApiError, ApiUnreachable
 from dashboard.components import connect, load_catalog, open_group, open_run, unreachable_banner
 from dashboard.forms import SpecForm
 from dashboard.schema import names
-from dashboard.tables import method_from_label, method_options
+from dashboard.tables import method_from_label, method_label, method_options
 
 KINDS = {"train": "Train a classifier", "compare": "Gradient sweep", "demo": "Teaching demo"}
 POINT_SETS = ("moons", "circles", "spirals")
