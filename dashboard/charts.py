@@ -31,6 +31,17 @@ ROUNDING_FLOOR = 1e-17
 EXACT_BELOW = 1e-10
 """A relative error below this is rounding: the method is exact."""
 BYTES_FORMAT = ".4~s"
+PLOT_MIN_HEIGHT = 300
+"""Pixels kept for the plotting area itself, whatever the title, legend and type size take around it."""
+
+
+def figure_height(fig: go.Figure, font_size: int, legend: bool = True) -> int:
+    """A height that keeps :data:`PLOT_MIN_HEIGHT` for the data: the title, the axes' ticks and titles and the
+    legend's lines (more of them, and taller, in projector type) are added to it, never taken from it."""
+    entries = sum(1 for trace in fig.data if trace.showlegend is not False) if legend else 0
+    per_line = max(1, round(80 / font_size))  # legend entries that fit one line of a half-width chart
+    legend_px = math.ceil(entries / per_line) * font_size * 1.8
+    return round(PLOT_MIN_HEIGHT + (40 + 2 * font_size) + 4 * font_size + legend_px)
 
 
 @dataclass(frozen=True)
@@ -68,11 +79,12 @@ def style(fig: go.Figure, *, title: str, x_title: str, y_title: str, font_size: 
                 "font": {"size": font_size - 1}},
         showlegend=legend,
         hovermode="closest",
+        height=figure_height(fig, font_size, legend),
     )
-    fig.update_xaxes(title_text=x_title, showline=True, linecolor="#888", automargin=True,
-                     **({"type": "log", "exponentformat": "power"} if log_x else {}))
-    fig.update_yaxes(title_text=y_title, showline=True, linecolor="#888", automargin=True,
-                     **({"type": "log", "exponentformat": "power"} if log_y else {}))
+    axis = {"showline": True, "linecolor": "#888", "automargin": True, "tickfont": {"size": font_size},
+            "title_font": {"size": font_size}}
+    fig.update_xaxes(title_text=x_title, **axis, **({"type": "log", "exponentformat": "power"} if log_x else {}))
+    fig.update_yaxes(title_text=y_title, **axis, **({"type": "log", "exponentformat": "power"} if log_y else {}))
     return fig
 
 

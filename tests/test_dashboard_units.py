@@ -12,7 +12,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 import pytest
 
-from dashboard import charts, demo_charts, forms, series, tables
+from dashboard import charts, demo_charts, schema, series, side_by_side, tables
 from dashboard.api_client import ApiClient, ApiError, ApiUnreachable, ClientSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -170,25 +170,92 @@ SCHEMA = {
 
 
 def test_schema_field_follows_refs_and_any_of() -> None:
-    assert forms.schema_field(SCHEMA, "ode.steps")["description"] == "N_t"
-    assert forms.schema_field(SCHEMA, "hidden")["type"] == "integer"
+    assert schema.schema_field(SCHEMA, "ode.steps")["description"] == "N_t"
+    assert schema.schema_field(SCHEMA, "hidden")["type"] == "integer"
 
 
 def test_number_limits_turn_exclusive_integer_bounds_inclusive() -> None:
     bounds = {"ode.steps": {"exclusiveMinimum": 0, "maximum": 256}, "lr": {"exclusiveMinimum": 0.0, "maximum": 10}}
-    assert forms.number_limits(SCHEMA, bounds, "ode.steps") == (True, 1, 256)
-    assert forms.number_limits(SCHEMA, bounds, "lr") == (False, None, 10)
-    assert "> 0.0" in (forms.field_help(SCHEMA, bounds, "lr") or "")
+    assert schema.number_limits(SCHEMA, bounds, "ode.steps") == (True, 1, 256)
+    assert schema.number_limits(SCHEMA, bounds, "lr") == (False, None, 10)
+    assert "> 0.0" in (schema.field_help(SCHEMA, bounds, "lr") or "")
 
 
 def test_set_and_get_path() -> None:
     spec: dict[str, object] = {}
-    forms.set_path(spec, "ode.gradient.method", "anode")
-    assert forms.get_path(spec, "ode.gradient.method") == "anode"
-    assert forms.get_path(spec, "ode.missing", 5) == 5
+    schema.set_path(spec, "ode.gradient.method", "anode")
+    assert schema.get_path(spec, "ode.gradient.method") == "anode"
+    assert schema.get_path(spec, "ode.missing", 5) == 5
+
+
+@pytest.mark.parametrize(("value", "path", "said"), [
+    (0, "ode.steps", "must be ≥ 1; got 0"), (300, "ode.steps", "must be ≤ 256; got 300"),
+    (0.0, "lr", "must be > 0; got 0"), (1, "ode.steps", None), (None, "ode.steps", None), (0.5, "lr", None),
+])
+def test_bound_error_says_the_bound_a_number_breaks(value: float | None, path: str, said: str | None) -> None:
+    bounds = {"ode.steps": {"minimum": 1, "maximum": 256}, "lr": {"exclusiveMinimum": 0.0, "maximum": 10}}
+    assert schema.bound_error(value, bounds, path) == said
+
+
+def test_only_page_and_component_modules_import_streamlit() -> None:
+    """The pure modules (client, schema helpers, series, tables, chart builders) load without Streamlit."""
+    pure = ("api_client", "schema", "series", "tables", "charts", "demo_charts", "side_by_side")
+    code = (f"import sys\nfor m in {pure!r}: __import__('dashboard.' + m)\n"
+            "assert 'streamlit' not in sys.modules, sorted(m for m in sys.modules if m.startswith('streamlit'))")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+# ----------------------------------------------------------------------------------------- side by side
+def test_group_rows_lead_with_accuracy_error_and_multiples_of_direct() -> None:
+    runs = [{"id": i, "status": "succeeded", "spec": {"ode": {"gradient": g}}, "summary": {"final_test_acc": acc}}
+            for i, g, acc in ((1, {"method": "direct"}, 0.9), (2, {"method": "anode"}, 0.91),
+                              (3, {"method": "adjoint", "reconstruct": False}, 0.5))]
+
+    def payload(error: float, memory: float, times: list[float]) -> dict[str, object]:
+        return {"series": {"probe_rel_error": {"steps": [1, 11], "values": [error * 2, error]},
+                           "peak_memory_bytes": {"steps": [1, 11], "values": [memory, memory / 2]},
+                           "step_time": {"steps": [1, 2, 3], "values": times}}}
+
+    payloads = {1: payload(0.0, 400.0, [1.0, 2.0, 100.0]), 2: payload(0.0, 100.0, [3.0, 3.0, 3.0]),
+                3: payload(0.25, 50.0, [1.0, 1.0, 1.0])}
+    rows = side_by_side.group_rows(runs, payloads)
+    assert [r["method"] for r in rows] == ["direct", "anode", "adjoint(stored)"]
+    assert [r["final test accuracy"] for r in rows] == [0.9, 0.91, 0.5]
+    assert [r["gradient error at the end"] for r in rows] == [0.0, 0.0, 0.25]
+    assert [r["peak memory ×Direct"] for r in rows] == pytest.approx([1.0, 0.25, 0.125], rel=1e-12)
+    assert [r["time ×Direct"] for r in rows] == pytest.approx([1.0, 1.5, 0.5], rel=1e-12)  # medians, not means
+    without_direct = side_by_side.group_rows(runs[1:], payloads)
+    assert [r["time ×Direct"] for r in without_direct] == [None, None]
+
+
+def test_series_have_titles_and_units_instead_of_keys() -> None:
+    assert side_by_side.series_info("step_time") == side_by_side.SeriesInfo("Step time", "seconds")
+    assert side_by_side.series_info("train_loss").y_title == "cross-entropy"
+    assert side_by_side.series_info("my_new_metric").title == "My new metric"
+
+
+def test_method_options_offer_every_catalog_method_and_the_sweeps_variants() -> None:
+    catalog = {"gradient_methods": [{"name": "direct"}, {"name": "anode"}, {"name": "adjoint"}, {"name": "reversible"}],
+               "kinds": {"compare": {"default": {"methods": [{"method": "anode"},
+                                                             {"method": "adjoint", "reconstruct": False}]}}}}
+    assert tables.method_options(catalog) == ["direct", "anode", "adjoint", "reversible", "adjoint(stored)",
+                                              "anode(c=4)"]
+    assert [tables.method_from_label(m) for m in ("adjoint(stored)", "anode(c=4)")] == [
+        {"method": "adjoint", "reconstruct": False}, {"method": "anode", "checkpoints": 4}]
 
 
 # ----------------------------------------------------------------------------------------------- charts
+@pytest.mark.parametrize("font_size", [charts.FONT_SIZE, charts.WALL_FONT_SIZE])
+def test_projector_type_scales_ticks_titles_legends_and_keeps_the_plot_tall(font_size: int) -> None:
+    for fig in (charts.sweep_memory_figure(SWEEP_ROWS, font_size=font_size),
+                charts.sweep_error_figure(SWEEP_ROWS, font_size=font_size)):
+        layout = fig.layout
+        assert layout.xaxis.tickfont.size == layout.yaxis.tickfont.size == font_size
+        assert layout.xaxis.title.font.size == layout.yaxis.title.font.size == font_size
+        assert layout.legend.font.size == font_size - 1
+        legend_lines = math.ceil(sum(t.showlegend is not False for t in fig.data) / max(1, round(80 / font_size)))
+        taken = layout.margin.t + 4 * font_size + legend_lines * font_size * 1.8
+        assert layout.height - taken >= charts.PLOT_MIN_HEIGHT - 1  # the data keeps its height
 def test_sweep_error_figure_is_log_log_with_a_reference_slope_per_solver() -> None:
     fig = charts.sweep_error_figure(SWEEP_ROWS)
     assert isinstance(fig, go.Figure)
