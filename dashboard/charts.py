@@ -35,13 +35,27 @@ PLOT_MIN_HEIGHT = 300
 """Pixels kept for the plotting area itself, whatever the title, legend and type size take around it."""
 
 
+LEGEND_WIDTH_PX = 500
+"""The legend's line width assumed for a half-width chart (two to a row on a laptop screen)."""
+
+
+def legend_lines(names: Sequence[str], font_size: int) -> int:
+    """Lines a horizontal legend of ``names`` takes, packed greedily at an average glyph width."""
+    lines, used = 0, float(LEGEND_WIDTH_PX)
+    for name in names:
+        width = 0.65 * (font_size - 1) * len(name) + 50  # text and the line sample before it
+        if used + width > LEGEND_WIDTH_PX:
+            lines, used = lines + 1, 0.0
+        used += width
+    return lines
+
+
 def figure_height(fig: go.Figure, font_size: int, legend: bool = True) -> int:
     """A height that keeps :data:`PLOT_MIN_HEIGHT` for the data: the title, the axes' ticks and titles and the
     legend's lines (more of them, and taller, in projector type) are added to it, never taken from it."""
-    entries = sum(1 for trace in fig.data if trace.showlegend is not False) if legend else 0
-    per_line = max(1, round(80 / font_size))  # legend entries that fit one line of a half-width chart
-    legend_px = math.ceil(entries / per_line) * font_size * 1.8
-    return round(PLOT_MIN_HEIGHT + (40 + 2 * font_size) + 4 * font_size + legend_px)
+    names = [str(t.name or "") for t in fig.data if t.showlegend is not False] if legend else []
+    legend_px = legend_lines(names, font_size) * font_size * 1.9
+    return round(PLOT_MIN_HEIGHT + (40 + 2 * font_size) + 5 * font_size + legend_px + 20)
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,11 @@ def descendants(pid: int) -> list[int]:
 def kill_tree(process: subprocess.Popen[bytes]) -> None:
     """SIGKILL a process started with ``start_new_session=True``, its process group and the process group of
     everything under it (``anode-lab up`` starts each part in a group of its own), so a failing test leaves
-    no API, worker or Streamlit behind."""
+    no API, worker or Streamlit behind. Only while ``process`` is alive and not reaped: once reaped, its id
+    may belong to another process."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGSTOP)  # no new children while they are listed
     for pid in [*descendants(process.pid), process.pid]:
         for kill in (os.killpg, os.kill):
             try:

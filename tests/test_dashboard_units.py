@@ -253,9 +253,15 @@ def test_projector_type_scales_ticks_titles_legends_and_keeps_the_plot_tall(font
         assert layout.xaxis.tickfont.size == layout.yaxis.tickfont.size == font_size
         assert layout.xaxis.title.font.size == layout.yaxis.title.font.size == font_size
         assert layout.legend.font.size == font_size - 1
-        legend_lines = math.ceil(sum(t.showlegend is not False for t in fig.data) / max(1, round(80 / font_size)))
-        taken = layout.margin.t + 4 * font_size + legend_lines * font_size * 1.8
-        assert layout.height - taken >= charts.PLOT_MIN_HEIGHT - 1  # the data keeps its height
+        names = [t.name for t in fig.data if t.showlegend is not False]
+        taken = layout.margin.t + 5 * font_size + charts.legend_lines(names, font_size) * font_size * 1.9
+        assert layout.height - taken >= charts.PLOT_MIN_HEIGHT  # the data keeps its height
+
+
+def test_legend_lines_grow_with_the_type_and_the_names() -> None:
+    names = ["direct measured", "direct model", "anode measured", "anode model", "adjoint measured"]
+    assert charts.legend_lines(names[:1], 14) == 1
+    assert charts.legend_lines(names, 14) < charts.legend_lines(names, 20) <= len(names)
 def test_sweep_error_figure_is_log_log_with_a_reference_slope_per_solver() -> None:
     fig = charts.sweep_error_figure(SWEEP_ROWS)
     assert isinstance(fig, go.Figure)

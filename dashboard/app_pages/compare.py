@@ -81,7 +81,10 @@ def group_page(group_id: int) -> None:
 
     def body() -> None:
         fresh = api.get_group(group_id)["runs"]
-        st.session_state["compare.group.live"] = any(r["status"] in ACTIVE for r in fresh)
+        live = any(r["status"] in ACTIVE for r in fresh)
+        if live != st.session_state.get("compare.group.live", True):  # start or stop refreshing
+            st.session_state["compare.group.live"] = live
+            st.rerun()
         payloads = read_metrics(fresh)
         st.dataframe(group_rows(fresh, payloads), hide_index=True, key="compare.group.table",
                      column_config={"final test accuracy": st.column_config.NumberColumn(format="%.3f"),
