@@ -217,7 +217,8 @@ def demo_results(api: ApiClient, run: dict[str, Any], *, key: str, font_size: in
                  caption="left to right: original · blurred · rebuilt in float32 · rebuilt in float64 (largest N_t)",
                  width="stretch")
         images = [(n, c) for n, c in images if n not in ("original.png", "blurred.png")]
-    images += [(n, n) for n, a in artifacts.items() if a["media_type"] in IMAGE_TYPES
+    drawn = {n.rsplit(".", 1)[0] for n in artifacts if n.endswith(".svg")}  # figures, drawn here as charts
+    images += [(n, n) for n, a in artifacts.items() if a["media_type"] in IMAGE_TYPES and n.rsplit(".", 1)[0] not in drawn
                and n not in {i for i, _ in images} | {"panel.png", "original.png", "blurred.png"}]
     if images:
         per_row = 4

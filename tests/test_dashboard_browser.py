@@ -132,6 +132,8 @@ def wait_ended(system: System, run_ids: list[int], timeout: float) -> list[dict[
 
 def projector_charts_readable(page: object) -> None:
     """Every chart keeps a plotting area of at least 250 px and draws its ticks in projector type (20 px)."""
+    page.keyboard.press("End")  # type: ignore[attr-defined]  # charts below the fold are drawn when scrolled to
+    page.mouse.wheel(0, 20_000)  # type: ignore[attr-defined]
     plots = page.locator(".js-plotly-plot")  # type: ignore[attr-defined]
     wait_for(lambda: plots.count() >= 1, 60, "the demo's charts")
     for index in range(plots.count()):

@@ -98,7 +98,7 @@ def test_reconstruction_error_reported_for_reconstructing_adjoint_only(
         assert (row["reconstruction_error"] != "") == reconstructs
         assert ("reconstruction_error" in metrics) == reconstructs
         assert float(row["peak_bytes"]) > 0 and float(row["model_bytes"]) > 0
-        assert int(row["nfe_forward"]) == int(row["steps"]) * (1 if row["solver"] == "euler" else 2)
+        assert int(row["nfe_forward"]) == SMALL.blocks * int(row["steps"]) * (1 if row["solver"] == "euler" else 2)
 
 
 def test_reference_passes_finite_differences(small_sweep: Swept) -> None:

@@ -20,8 +20,7 @@ from dashboard.tables import ACTIVE, run_colour, run_label, summary_rows
 
 POINTS = 1000
 REFRESH = 2.0
-SMOOTHING = 0.6
-"""The same default as Run detail; the raw curves stay visible, faint."""
+SMOOTHING = 0.6  # the same default as Run detail; the raw curves stay visible, faint
 DEFAULT_SERIES = ("train_loss", "test_acc", "probe_rel_error", "step_time")
 EXACT_AT_ZERO = ("probe_rel_error",)
 

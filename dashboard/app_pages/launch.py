@@ -171,8 +171,7 @@ def demo_form() -> SpecForm:
     return form
 
 
-SIDE_BY_SIDE = ("direct", "anode", "adjoint")
-"""Checked at first under "Run side by side": the comparison the paper makes."""
+SIDE_BY_SIDE = ("direct", "anode", "adjoint")  # checked at first: the comparison the paper makes
 
 
 def side_by_side_methods() -> list[str]:
