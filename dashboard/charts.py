@@ -24,7 +24,12 @@ METHOD_COLOURS = {
     "finite_difference": "#7f7f7f", "reversible": "#2ca02c",
 }
 CHECKPOINT_COLOURS = ("#6baed6", "#3182bd", "#08519c", "#9ecae1")
+METHOD_DASHES = {"direct": "solid", "anode": "dash", "adjoint": "solid", "adjoint(stored)": "dot",
+                 "reversible": "dashdot"}
+"""With the colours, so that methods whose curves coincide (Direct and ANODE are exact; the adjoint and its
+stored-state twin nearly agree) stay visible on top of each other."""
 SOLVER_DASHES = {"euler": "solid", "midpoint": "dash", "heun": "dot", "rk4": "dashdot"}
+SOLVER_MARKERS = {"euler": "circle", "midpoint": "square", "heun": "diamond", "rk4": "triangle-up"}
 SOLVER_ORDERS = {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4}
 ROUNDING_FLOOR = 1e-17
 """Exact methods agree with Direct to 0 or rounding; a log axis cannot show 0, so they are drawn here."""
@@ -69,6 +74,10 @@ class Curve:
     dash: str = "solid"
     markers: bool = False
     group: str | None = None
+
+
+def method_dash(label: str) -> str:
+    return METHOD_DASHES.get(label, "longdash" if not label.startswith("anode(c=") else "dashdot")
 
 
 def method_colour(label: str) -> str:
@@ -138,6 +147,9 @@ def curves_figure(curves: Sequence[Curve], *, title: str, x_title: str, y_title:
     style(fig, title=title, x_title=x_title, y_title=y_title, font_size=font_size, log_y=log_y)
     if y_format:
         fig.update_yaxes(tickformat=y_format)
+    levels = {v for curve in curves for v in curve.y if finite(v)}
+    if len(levels) == 1:  # a constant series gets one tick at its value, not five labels of the same number
+        fig.update_yaxes(tickmode="array", tickvals=list(levels))
     return fig
 
 
@@ -170,20 +182,24 @@ def gradient_error_figure(x: Sequence[float], rel_error: Sequence[float | None],
 # ----------------------------------------------------------------------------------- gradient sweeps
 def _sweep_traces(fig: go.Figure, rows: Sequence[Mapping[str, Any]], y_key: str, *, floor: float | None = None,
                   log_y: bool = True, dash_by_solver: bool = True, suffix: str = "") -> None:
-    for solver in distinct(rows, "solver"):
-        for method in distinct(rows, "method"):
-            mine = sorted((r for r in rows if r.get("solver") == solver and r.get("method") == method),
+    """One line per method and solver: the method gives the colour and the dash, the solver the marker; the
+    legend groups each method's lines under its name. (``dash_by_solver`` False: one line per method.)"""
+    for method in distinct(rows, "method"):
+        solvers = distinct(rows, "solver") if dash_by_solver else [None]
+        for index, solver in enumerate(solvers):
+            mine = sorted((r for r in rows if r.get("method") == method and solver in (None, r.get("solver"))),
                           key=lambda r: r["steps"])
             if not mine:
                 continue
             y = [r.get(y_key) if finite(r.get(y_key)) else None for r in mine]
+            width = 3.5 if method_dash(str(method)) == "solid" else 2  # a solid line under a dotted one shows
             fig.add_trace(go.Scatter(
                 x=[r["steps"] for r in mine], y=positive(y, floor) if log_y else y,
-                name=f"{method} · {solver}{suffix}" if dash_by_solver else f"{method}{suffix}",
-                mode="lines+markers", legendgroup=method,
-                line={"color": method_colour(str(method)), "dash": SOLVER_DASHES.get(str(solver), "solid") if
-                      dash_by_solver else "solid", "width": 2},
-                marker={"size": 7},
+                name=f"{method} · {solver}{suffix}" if solver is not None else f"{method}{suffix}",
+                mode="lines+markers", legendgroup=str(method),
+                legendgrouptitle={"text": str(method)} if solver is not None and index == 0 else None,
+                line={"color": method_colour(str(method)), "dash": method_dash(str(method)), "width": width},
+                marker={"size": 8, "symbol": SOLVER_MARKERS.get(str(solver), "circle")},
             ))
 
 
@@ -209,7 +225,7 @@ def reference_slopes(rows: Sequence[Mapping[str, Any]], y_key: str = "rel_error"
         first = steps[0]
         anchor = max(r[y_key] for r in mine if float(r["steps"]) == first)
         curves.append(Curve(f"slope −{order} ({solver})", steps, [anchor * (n / first) ** -order for n in steps],
-                            colour="#aaaaaa", dash="dot"))
+                            colour="#555555", dash="dot"))
     return curves
 
 
@@ -218,9 +234,12 @@ def sweep_error_figure(rows: Sequence[Mapping[str, Any]], *, font_size: int = FO
     """Relative error of each method's gradient against Direct's vs N_t, log-log, with reference slopes of
     the solvers' orders. Exact methods (ANODE, Direct) are drawn at the rounding floor."""
     fig = go.Figure()
-    for ref in reference_slopes(rows, y_key):
-        fig.add_trace(go.Scatter(x=list(ref.x), y=list(ref.y), name=ref.name, mode="lines",
-                                 line={"color": ref.colour, "dash": ref.dash, "width": 2}))
+    for ref in reference_slopes(rows, y_key):  # labelled at their end, where they are told apart
+        fig.add_trace(go.Scatter(x=list(ref.x), y=list(ref.y), name=ref.name, mode="lines+text",
+                                 text=[""] * (len(ref.x) - 1) + [ref.name.split(" (")[0]], textposition="bottom left",
+                                 textfont={"size": font_size, "color": ref.colour}, legendgroup="reference",
+                                 legendgrouptitle={"text": "expected"},
+                                 line={"color": ref.colour, "dash": ref.dash, "width": 1.5}))
     _sweep_traces(fig, rows, y_key, floor=ROUNDING_FLOOR)
     style(fig, title="Gradient error vs N_t (against exact DTO)", x_title="N_t (steps per block)",
           y_title="relative error", font_size=font_size, log_x=True, log_y=True)

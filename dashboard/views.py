@@ -18,6 +18,12 @@ from dashboard.tables import ACTIVE, distinct, format_duration, duration_seconds
 
 METRIC_POINTS = 1500
 """Points per series asked of the API: it decimates longer series (keeping each bucket's min and max)."""
+DTO_NOTE = ("**Exact (DTO)**: discretize-then-optimize, the exact gradient of the network the solver actually "
+            "computed, which Direct gets by backpropagating through every step. ANODE returns it too; the "
+            "continuous adjoint (optimize-then-discretize) does not.")
+ANODE_NFE_NOTE = ("**Backward NFE 0 for ANODE**: with a single ODE block the block's graph is still alive when "
+                  "backward starts, so ANODE uses it instead of recomputing the block; with more blocks each earlier "
+                  "block is recomputed from its stored input.")
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/svg+xml", "image/webp")
 
 
@@ -45,14 +51,13 @@ def status_panel(run: dict[str, Any]) -> None:
         st.success(run["message"], icon=":material/check_circle:")
 
 
-def summary_metrics(run: dict[str, Any], limit: int = 6) -> None:
-    """The run summary's first numbers as big figures."""
+def summary_metrics(run: dict[str, Any], limit: int = 6, per_row: int = 3) -> None:
+    """The run summary's first numbers as big figures, three to a row so neither name nor number is cut off."""
     numbers = [(k, v) for k, v in (run.get("summary") or {}).items() if finite(v)][:limit]
-    if not numbers:
-        return
-    for column, (name, value) in zip(st.columns(len(numbers)), numbers):
-        shown = f"{value:.4g}" if isinstance(value, float) else str(value)
-        column.metric(name.replace("_", " "), shown)
+    for start in range(0, len(numbers), per_row):
+        for column, (name, value) in zip(st.columns(per_row), numbers[start:start + per_row]):
+            shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+            column.metric(name.replace("_", " "), shown)
 
 
 # ------------------------------------------------------------------------------------------------ metrics
@@ -138,9 +143,13 @@ def train_curves(api: ApiClient, run: dict[str, Any], *, key: str, font_size: in
             columns = st.columns(2)
         with columns[index % 2]:
             st.plotly_chart(figure, key=f"{key}.figure.{index}")
+    st.caption(DTO_NOTE)
+    backward = [v for v in points_of(payload, "nfe_backward")[1] if finite(v)]
+    if method == "anode" and backward and not any(backward):
+        st.caption(ANODE_NFE_NOTE)
     if not error_steps:
-        st.caption("Gradient error against exact DTO: the probe is off for this run (set a probe interval when "
-                   "launching to compare its gradient with Direct's every k steps).")
+        st.caption("The probe is off for this run (set a probe interval when launching to compare its gradient "
+                   "with the exact one every k steps).")
     extra = [name for name in ("grad_norm", "lr", "probe_sign_agreement", "probe_recon_error")
              if name in payload["series"]]
     if extra:

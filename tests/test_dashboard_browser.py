@@ -183,7 +183,7 @@ def test_launch_side_by_side_watch_and_teach_in_a_browser(system: System, browse
 
     # Run side by side: a group of three runs, overlaid on the compare page, one curve per method.
     for label, value in (("Points (a quarter held out)", "256"), ("Epochs", "3"), ("Batch size", "32"),
-                         ("Probe interval (compare with exact DTO every k steps; 0 = off)", "4"),
+                         ("Probe interval (compare with the exact gradient every k steps; 0 = off)", "4"),
                          ("CPU threads", "1")):
         set_number(page, label, value)
     page.get_by_label("Run name").fill("browser-moons")

@@ -262,6 +262,17 @@ def test_run_detail_draws_every_curve_of_a_training_run(api_url: str, seeded: di
     assert [d["name"] for d in loss["data"]] == ["train (batch) (raw)", "train (batch)", "test"]
     assert at.download_button(key="run_detail.csv")
     assert ":green-badge[succeeded]" in texts(at, "markdown")
+    assert "**Exact (DTO)**: discretize-then-optimize" in texts(at, "caption")  # said where DTO first shows
+    assert "Backward NFE 0 for ANODE" not in texts(at, "caption")
+
+
+def test_run_detail_says_why_anodes_backward_nfe_is_zero(api_url: str, client: httpx.Client,
+                                                         seeded: dict[str, int]) -> None:
+    backward = client.get(f"/runs/{seeded['anode']}/metrics", params={"series": "nfe_backward"}).json()
+    values = backward["series"]["nfe_backward"]["values"]
+    assert values and not any(values)  # one block (mlp_ode): its graph is kept, nothing is recomputed
+    at = page("run_detail", run=str(seeded["anode"]))
+    assert "Backward NFE 0 for ANODE" in texts(at, "caption")
     at.slider(key="run_detail.train.smoothing").set_value(0.0).run()
     at.toggle(key="run_detail.train.log_loss").set_value(False).run()
     assert_ok(at)

@@ -258,6 +258,26 @@ def test_projector_type_scales_ticks_titles_legends_and_keeps_the_plot_tall(font
         assert layout.height - taken >= charts.PLOT_MIN_HEIGHT  # the data keeps its height
 
 
+def test_gradient_lab_gives_each_method_its_colour_and_dash_and_groups_the_legend() -> None:
+    rows = [{**r, "method": m} for r in SWEEP_ROWS if r["method"] == "adjoint" for m in ("adjoint", "adjoint(stored)")]
+    fig = charts.sweep_error_figure(rows + [r for r in SWEEP_ROWS if r["method"] == "anode"])
+    looks = {t.legendgroup: (t.line.color, t.line.dash) for t in fig.data if t.legendgroup != "reference"}
+    assert set(looks) == {"adjoint", "adjoint(stored)", "anode"} and len(set(looks.values())) == 3
+    titled = [t.legendgrouptitle.text for t in fig.data if t.legendgrouptitle and t.legendgrouptitle.text]
+    assert sorted(set(titled)) == ["adjoint", "adjoint(stored)", "anode", "expected"]
+    assert all(titled.count(t) == 1 for t in titled if t != "expected")  # one title per method's group
+    references = [t for t in fig.data if t.legendgroup == "reference"]
+    assert [t.text[-1] for t in references] == ["slope −1", "slope −2"]  # labelled where they end
+
+
+def test_a_constant_series_gets_one_tick() -> None:
+    flat_fig = charts.curves_figure([charts.Curve("memory", [1, 2, 3], [4096.0, 4096.0, 4096.0])], title="Memory",
+                                    x_title="step", y_title="bytes")
+    assert list(flat_fig.layout.yaxis.tickvals) == [4096.0]
+    moving = charts.curves_figure([charts.Curve("memory", [1, 2], [1.0, 2.0])], title="m", x_title="s", y_title="b")
+    assert moving.layout.yaxis.tickvals is None
+
+
 def test_legend_lines_grow_with_the_type_and_the_names() -> None:
     names = ["direct measured", "direct model", "anode measured", "anode model", "adjoint measured"]
     assert charts.legend_lines(names[:1], 14) == 1

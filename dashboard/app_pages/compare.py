@@ -37,7 +37,7 @@ def read_metrics(runs: Sequence[Run]) -> dict[int, Metrics]:
 
 
 def overlay(runs: Sequence[Run], payloads: Mapping[int, Metrics], series: Sequence[str], *, key: str,
-            labels: Mapping[int, str], colours: Mapping[int, str]) -> None:
+            labels: Mapping[int, str], colours: Mapping[int, str], dashes: Mapping[int, str] | None = None) -> None:
     """One chart per series, two to a row, each run a curve; controls for the x axis, log scale and smoothing."""
     controls = st.columns([2, 1, 2])
     axis = controls[0].radio("x axis", list(X_AXES), format_func=X_AXES.get, horizontal=True, key=f"{key}.x_axis")
@@ -56,7 +56,8 @@ def overlay(runs: Sequence[Run], payloads: Mapping[int, Metrics], series: Sequen
                 if name in EXACT_AT_ZERO and log_y:  # an exact method's zero error is drawn at the rounding floor
                     values = charts.positive(values, charts.ROUNDING_FLOOR)
                 curves.append(Curve(labels[run["id"]], x_values(axis, steps, payload), values,
-                                    colour=colours[run["id"]], markers=len(steps) < 40))
+                                    colour=colours[run["id"]], dash=(dashes or {}).get(run["id"], "solid"),
+                                    markers=len(steps) < 40))
         with columns[index % 2]:
             st.plotly_chart(charts.curves_figure(curves, title=info.title, x_title=X_AXES[axis], y_title=info.y_title,
                                                  log_y=log_y and info.log_y, smoothing=smoothing,
@@ -93,7 +94,8 @@ def group_page(group_id: int) -> None:
         available = {name for p in payloads.values() for name in p["series"]}
         overlay(fresh, payloads, [s for s in GROUP_SERIES if s in available], key="compare.group",
                 labels={r["id"]: f"{methods[r['id']]} (#{r['id']})" for r in fresh},
-                colours={r["id"]: charts.method_colour(methods[r["id"]]) for r in fresh})
+                colours={r["id"]: charts.method_colour(methods[r["id"]]) for r in fresh},
+                dashes={r["id"]: charts.method_dash(methods[r["id"]]) for r in fresh})
 
     st.fragment(body, run_every=REFRESH if st.session_state.get("compare.group.live", True) else None)()
 

@@ -77,7 +77,8 @@ def train_form() -> SpecForm:
         else:
             form.omit("ode.gradient.reconstruct", True)
         form.select("dtype", "Precision", catalog["dtypes"])
-        form.number("probe_every", "Probe interval (compare with exact DTO every k steps; 0 = off)")
+        form.number("probe_every", "Probe interval (compare with the exact gradient every k steps; 0 = off)")
+        st.caption("The exact gradient is Direct's (DTO, discretize-then-optimize: backprop through every step).")
     with training:
         st.subheader("Training")
         form.number("epochs", "Epochs")
