@@ -339,3 +339,15 @@ def test_reconstruction_images_in_reading_order() -> None:
     order = [n for n, _ in demo_charts.reconstruction_images(names)]
     assert order == ["original.png", "blurred.png", "reconstructed_float32_N32.png", "reconstructed_float32_N64.png",
                      "reconstructed_float64_N32.png"]
+
+
+def test_the_fold_labels_its_points_and_keeps_coinciding_ones_apart() -> None:
+    grid = [{"x": 0.0, "y": 0.0, "step_x": 0.0, "step_y": 0.0}]
+    pair = {"input_a": [1.0, 1.0], "input_b": [2.0, 2.0], "output_a": [0.5, 0.5], "reverse_of_output": [1.0, 1.0],
+            "gain": 4, "steps": 1}
+    fig = demo_charts.fold_figure(grid, pair)
+    marked = {t.text[0]: t for t in fig.data if t.text}
+    assert set(marked) == {"a", "b", "shared output", "reverse solve"}
+    a, back = marked["a"], marked["reverse solve"]
+    assert (a.x, a.y) == (back.x, back.y)  # the reverse solve lands on a …
+    assert back.marker.size < a.marker.size and back.textposition != a.textposition  # … and both stay visible
