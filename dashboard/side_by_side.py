@@ -56,19 +56,18 @@ def run_method(run: Mapping[str, Any]) -> str:
     return method_label(((run.get("spec") or {}).get("ode") or {}).get("gradient") or {})
 
 
-def _last(payload: Mapping[str, Any] | None, name: str) -> float | None:
-    values = [v for v in points_of(payload, name)[1] if finite(v)] if payload else []
-    return values[-1] if values else None
+def _values(payload: Mapping[str, Any] | None, name: str) -> list[float]:
+    return [float(v) for v in points_of(payload, name)[1] if v is not None and finite(v)] if payload else []
 
 
-def _peak(payload: Mapping[str, Any] | None, name: str) -> float | None:
-    values = [v for v in points_of(payload, name)[1] if finite(v)] if payload else []
-    return max(values) if values else None
-
-
-def _median(payload: Mapping[str, Any] | None, name: str) -> float | None:
-    values = [v for v in points_of(payload, name)[1] if finite(v)] if payload else []
-    return statistics.median(values) if values else None
+@dataclass(frozen=True)
+class _Facts:
+    method: str
+    status: str | None
+    accuracy: float | None
+    error: float | None
+    memory: float | None
+    time: float | None
 
 
 def _ratio(value: float | None, reference: float | None) -> float | None:
@@ -82,12 +81,14 @@ def group_rows(runs: Sequence[Mapping[str, Any]], payloads: Mapping[int, Mapping
     for run in runs:
         payload = payloads.get(run["id"])
         accuracy = (run.get("summary") or {}).get("final_test_acc")
-        facts.append({"method": run_method(run), "status": run.get("status"),
-                      "accuracy": accuracy if finite(accuracy) else _last(payload, "test_acc"),
-                      "error": _last(payload, "probe_rel_error"), "memory": _peak(payload, "peak_memory_bytes"),
-                      "time": _median(payload, "step_time")})
-    direct = next((f for f in facts if f["method"] == "direct"), None)
-    return [{"method": f["method"], "status": f["status"], "final test accuracy": f["accuracy"],
-             "gradient error at the end": f["error"],
-             "peak memory ×Direct": _ratio(f["memory"], direct and direct["memory"]),
-             "time ×Direct": _ratio(f["time"], direct and direct["time"])} for f in facts]
+        tests, errors, memory, times = (_values(payload, name) for name in
+                                        ("test_acc", "probe_rel_error", "peak_memory_bytes", "step_time"))
+        facts.append(_Facts(run_method(run), run.get("status"),
+                            float(accuracy) if accuracy is not None and finite(accuracy) else (tests[-1] if tests else None),
+                            errors[-1] if errors else None, max(memory) if memory else None,
+                            statistics.median(times) if times else None))
+    direct = next((f for f in facts if f.method == "direct"), None)
+    return [{"method": f.method, "status": f.status, "final test accuracy": f.accuracy,
+             "gradient error at the end": f.error,
+             "peak memory ×Direct": _ratio(f.memory, direct.memory if direct else None),
+             "time ×Direct": _ratio(f.time, direct.time if direct else None)} for f in facts]

@@ -10,7 +10,7 @@ from typing import Any
 import streamlit as st
 
 from dashboard import charts, demo_charts
-from dashboard.api_client import ApiClient
+from dashboard.api_client import ApiClient, Run
 from dashboard.charts import Curve
 from dashboard.components import artifact_bytes, progress, status_badge
 from dashboard.series import X_AXES, Payload, longest, merge, points_of, x_values
@@ -28,7 +28,7 @@ IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/svg+xml", "image/w
 
 
 # ------------------------------------------------------------------------------------------------ status
-def status_panel(run: dict[str, Any]) -> None:
+def status_panel(run: Run) -> None:
     """Status, where it runs, how long it took, the progress of an active run and the error of a failed one."""
     seconds = duration_seconds(run)
     facts = [status_badge(run["status"]), f"**{run['kind']}**", f"device `{run.get('device', '?')}`"]
@@ -51,7 +51,7 @@ def status_panel(run: dict[str, Any]) -> None:
         st.success(run["message"], icon=":material/check_circle:")
 
 
-def summary_metrics(run: dict[str, Any], limit: int = 6, per_row: int = 3) -> None:
+def summary_metrics(run: Run, limit: int = 6, per_row: int = 3) -> None:
     """The run summary's first numbers as big figures, three to a row so neither name nor number is cut off."""
     numbers = [(k, v) for k, v in (run.get("summary") or {}).items() if finite(v)][:limit]
     for start in range(0, len(numbers), per_row):
@@ -61,7 +61,7 @@ def summary_metrics(run: dict[str, Any], limit: int = 6, per_row: int = 3) -> No
 
 
 # ------------------------------------------------------------------------------------------------ metrics
-def poll_metrics(api: ApiClient, run: dict[str, Any], *, key: str) -> Payload:
+def poll_metrics(api: ApiClient, run: Run, *, key: str) -> Payload:
     """The run's metrics, kept in the session and extended by ``after_step`` polls; decimated by the API.
 
     The run is read before its metrics, so once it has ended the points read after are complete and are not
@@ -93,7 +93,7 @@ def _present(*curves: Curve | None) -> list[Curve]:
     return [c for c in curves if c is not None]
 
 
-def train_curves(api: ApiClient, run: dict[str, Any], *, key: str, font_size: int = charts.FONT_SIZE) -> None:
+def train_curves(api: ApiClient, run: Run, *, key: str, font_size: int = charts.FONT_SIZE) -> None:
     """Loss, accuracy, gradient error against exact DTO, memory, step time and field evaluations of a training
     run, with the x axis, log scales and smoothing chosen above them."""
     payload = poll_metrics(api, run, key=key)
@@ -170,7 +170,7 @@ def _read_table(api: ApiClient, run: Mapping[str, Any], artifact: Mapping[str, A
     return parse_csv(artifact_bytes(api, api.base_url, run["id"], artifact["name"], artifact["created_at"]))
 
 
-def sweep_results(api: ApiClient, run: dict[str, Any], *, key: str, font_size: int = charts.FONT_SIZE) -> None:
+def sweep_results(api: ApiClient, run: Run, *, key: str, font_size: int = charts.FONT_SIZE) -> None:
     """The sweep's ``results.csv``: error vs N_t (log-log, with the solvers' slopes), cosine, memory next to
     the analytic model, and time; the fitted slopes; the table."""
     artifacts = {a["name"]: a for a in api.artifacts(run["id"])}
@@ -209,7 +209,7 @@ def sweep_results(api: ApiClient, run: dict[str, Any], *, key: str, font_size: i
 
 
 # ------------------------------------------------------------------------------------------------- demos
-def demo_results(api: ApiClient, run: dict[str, Any], *, key: str, font_size: int = charts.FONT_SIZE,
+def demo_results(api: ApiClient, run: Run, *, key: str, font_size: int = charts.FONT_SIZE,
                  findings: bool = True) -> None:
     """A demo's figures (from its CSV and JSON) and its images side by side, then what the run found."""
     artifacts = {a["name"]: a for a in api.artifacts(run["id"])}
@@ -257,7 +257,7 @@ def demo_results(api: ApiClient, run: dict[str, Any], *, key: str, font_size: in
 
 
 # --------------------------------------------------------------------------------------------- artifacts
-def artifact_list(api: ApiClient, run: dict[str, Any], *, key: str, show_images: bool = True) -> None:
+def artifact_list(api: ApiClient, run: Run, *, key: str, show_images: bool = True) -> None:
     """Every file of the run: images shown (unless a view above shows them already), text and tables previewed,
     everything downloadable."""
     artifacts = api.artifacts(run["id"])
