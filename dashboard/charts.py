@@ -24,8 +24,8 @@ METHOD_COLOURS = {
     "finite_difference": "#7f7f7f", "reversible": "#2ca02c",
 }
 CHECKPOINT_COLOURS = ("#6baed6", "#3182bd", "#08519c", "#9ecae1")
-METHOD_DASHES = {"direct": "solid", "anode": "dash", "adjoint": "solid", "adjoint(stored)": "dot",
-                 "reversible": "dashdot"}
+METHOD_DASHES = {"direct": "solid", "anode": "dash", "adjoint": "dot", "adjoint(stored)": "dashdot",
+                 "reversible": "longdashdot"}
 """With the colours, so that methods whose curves coincide (Direct and ANODE are exact; the adjoint and its
 stored-state twin nearly agree) stay visible on top of each other."""
 SOLVER_DASHES = {"euler": "solid", "midpoint": "dash", "heun": "dot", "rk4": "dashdot"}
@@ -272,7 +272,7 @@ def sweep_memory_figure(rows: Sequence[Mapping[str, Any]], *, font_size: int = F
                                      line={"color": colour, "dash": "dash", "width": 1.5}))
     style(fig, title="Memory for backward vs N_t", x_title="N_t (steps per block)", y_title="bytes",
           font_size=font_size, log_x=True, log_y=True)
-    fig.update_yaxes(tickformat=BYTES_FORMAT)
+    fig.update_yaxes(tickformat=BYTES_FORMAT, dtick="D2")  # 1, 2, 5 of each decade: labels that do not collide
     return steps_ticks(fig, rows)
 
 

@@ -111,6 +111,12 @@ def set_number(page: object, label: str, value: str) -> None:
     settle(page)
 
 
+def to_top(page: object) -> None:
+    """Scroll Streamlit's main pane (not the window) back to the top, for a screenshot that starts at the title."""
+    page.evaluate("() => document.querySelectorAll('*').forEach(e => { if (e.scrollTop > 0) e.scrollTop = 0; })")  # type: ignore[attr-defined]
+    page.wait_for_timeout(300)  # type: ignore[attr-defined]
+
+
 def select(page: object, label: str, option: str) -> None:
     """Choose ``option`` (the start of its text) in the select box labelled ``label``."""
     page.locator("[data-testid='stSelectbox']").filter(has_text=label).first.click()  # type: ignore[attr-defined]
@@ -161,7 +167,9 @@ def test_launch_side_by_side_watch_and_teach_in_a_browser(system: System, browse
     catalog = httpx.get(f"{system.api}/catalog", timeout=5).json()
     preset = next(p for p in catalog["presets"]["train"] if p["name"] == "moons-adjoint")
     select(page, "Start from", "moons-adjoint")
-    assert page.get_by_role("combobox", name="Gradient method", exact=True).input_value() == "adjoint"
+    method = page.get_by_role("combobox", name="Gradient method", exact=True)
+    wait_for(lambda: method.input_value() == "adjoint", 30, "the preset's method in the form")
+    settle(page)
     page.get_by_role("button", name="Launch", exact=True).click()
     page.wait_for_url(re.compile(r".*/run\?run=\d+"), timeout=60_000)
     run_id = int(page.url.rsplit("=", 1)[1])
@@ -189,6 +197,7 @@ def test_launch_side_by_side_watch_and_teach_in_a_browser(system: System, browse
     page.get_by_label("Run name").fill("browser-moons")
     page.get_by_label("Run name").press("Enter")
     settle(page)
+    to_top(page)
     page.screenshot(path=str(SCREENSHOTS / "launch.png"))
     page.get_by_role("button", name="Run side by side").click()
     page.wait_for_url(re.compile(r".*/compare\?group=\d+"), timeout=60_000)
@@ -239,7 +248,7 @@ def test_launch_side_by_side_watch_and_teach_in_a_browser(system: System, browse
         wait_for(lambda: images.nth(index).evaluate("img => img.complete && img.naturalWidth > 0"), 20,
                  f"image {index} to load")
     projector_charts_readable(page)
-    page.evaluate("window.scrollTo(0, 0)")
+    to_top(page)
     page.screenshot(path=str(SCREENSHOTS / "teaching-demo.png"))
     assert not page.locator("[data-testid='stException']").count()
     assert not errors, errors
