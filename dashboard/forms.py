@@ -24,6 +24,7 @@ from dashboard.schema import (
     set_path,
 )
 
+
 # -------------------------------------------------------------------------------------------- the form
 class SpecForm:
     """Widgets for one spec of ``kind``; every value goes into :attr:`spec` at its dotted path.

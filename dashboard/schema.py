@@ -5,8 +5,8 @@ functions and any module may import them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 import operator
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 Named = Sequence[Mapping[str, str]]

@@ -212,27 +212,17 @@ grouped = kind == "train" and buttons[1].button("Run side by side", icon=":mater
 if (launched or grouped) and form.invalid:
     st.error("Nothing was launched: fix " + ", ".join(form.labels.get(p, p) for p in form.invalid) + " above.",
              icon=":material/error:")
-elif launched:
+elif launched or grouped:
     try:
-        with st.spinner("Queueing the run…"):
-            run = api.create_run(kind, form.spec, name=name.strip(), tags=tags)
+        with st.spinner("Queueing…"):
+            made = (api.create_run(kind, form.spec, name=name.strip(), tags=tags) if launched else
+                    api.create_group(form.spec, [method_from_label(m) for m in methods], name=name.strip(), tags=tags))
     except ApiUnreachable as exc:
         unreachable_banner(exc)
     except ApiError as exc:
         refused(exc)
     else:
         st.session_state.pop(f"launch.errors.{kind}", None)
-        open_run(run["id"])
-elif grouped:
-    try:
-        with st.spinner("Queueing the runs…"):
-            group = api.create_group(form.spec, [method_from_label(m) for m in methods], name=name.strip(), tags=tags)
-    except ApiUnreachable as exc:
-        unreachable_banner(exc)
-    except ApiError as exc:
-        refused(exc)
-    else:
-        st.session_state.pop(f"launch.errors.{kind}", None)
-        open_group(group["id"])
+        (open_run if launched else open_group)(made["id"])
 if errors:
     st.caption("The fields marked above were refused by the API; fix them and launch again.")
