@@ -226,7 +226,15 @@ def test_cli_demo_writes_artifacts_and_prints_summary(tmp_path: Path) -> None:
     assert "folds_at: 1, 2, 4" in done.stdout
     assert str((out / "artifacts").resolve()) in done.stdout
     written = {p.name for p in (out / "artifacts").iterdir()}
-    assert {"explanation.md", "pairs.csv", "pair.json", "fold_grid.csv"} <= written
+    assert {"explanation.md", "pairs.csv", "pair.json", "fold_grid.csv", "pairs.png", "pairs.svg"} <= written
+    status = next(line for line in done.stdout.splitlines() if line.startswith("succeeded in "))
+    assert not status.rstrip().endswith(":"), status  # a colon only when a message follows it
+
+
+def test_readme_installs_the_cpu_torch_next_to_the_quick_start() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    quick_start = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    assert "--index-url https://download.pytorch.org/whl/cpu" in quick_start
 
 
 def test_cli_demo_rejects_unknown_name(tmp_path: Path) -> None:

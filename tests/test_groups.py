@@ -123,3 +123,15 @@ def test_unknown_spec_field_suggests_the_near_name_in_the_cli(tmp_path: Path) ->
 ])
 def test_each_artifact_kind_has_a_sensible_media_type(name: str, media_type: str) -> None:
     assert guess_media_type(name) == media_type
+
+
+def test_catalog_texts_carry_no_developer_markup() -> None:
+    """What the dashboard shows from the catalog reads as prose: no Sphinx roles, no double backticks."""
+    import json
+    import re
+
+    from backend.catalog.service import catalog, plain
+
+    assert plain("a preset of :data:`DEMOS` and ``x``") == "a preset of DEMOS and x"
+    text = json.dumps(catalog())
+    assert not re.search(r":(data|class|func|meth|attr|mod):`", text)
