@@ -66,14 +66,55 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from anode_core.block import ODEBlock, ode_blocks, use_gradient
-    from anode_core.gradients import Adjoint, Anode, Direct, GradientMethod
-    from anode_core.instruments.compare import GradientComparison, ParameterComparison, compare_gradients
-    from anode_core.instruments.counting import EvaluationCounter
-    from anode_core.instruments.measure import Measurement, measure_gradient
-    from anode_core.instruments.memory import MemoryMeter, MemoryModel, saved_bytes_of_one_evaluation
-    from anode_core.instruments.reconstruction import block_reconstruction_errors, reconstruction_error
-    from anode_core.problem import Problem
-    from anode_core.registry import GRADIENTS, gradient_named, solver_named
-    from anode_core.solve import odesolve
-    from anode_core.solvers import RK4, SOLVERS, Euler, Heun, Midpoint, Solver, Tableau
+    from anode_core.block import (
+        ODEBlock as ODEBlock,
+        ode_blocks as ode_blocks,
+        use_gradient as use_gradient,
+    )
+    from anode_core.gradients import (
+        Adjoint as Adjoint,
+        Anode as Anode,
+        Direct as Direct,
+        GradientMethod as GradientMethod,
+    )
+    from anode_core.instruments.compare import (
+        GradientComparison as GradientComparison,
+        ParameterComparison as ParameterComparison,
+        compare_gradients as compare_gradients,
+    )
+    from anode_core.instruments.counting import (
+        EvaluationCounter as EvaluationCounter,
+    )
+    from anode_core.instruments.measure import (
+        Measurement as Measurement,
+        measure_gradient as measure_gradient,
+    )
+    from anode_core.instruments.memory import (
+        MemoryMeter as MemoryMeter,
+        MemoryModel as MemoryModel,
+        saved_bytes_of_one_evaluation as saved_bytes_of_one_evaluation,
+    )
+    from anode_core.instruments.reconstruction import (
+        block_reconstruction_errors as block_reconstruction_errors,
+        reconstruction_error as reconstruction_error,
+    )
+    from anode_core.problem import (
+        Problem as Problem,
+    )
+    from anode_core.registry import (
+        GRADIENTS as GRADIENTS,
+        gradient_named as gradient_named,
+        solver_named as solver_named,
+    )
+    from anode_core.solve import (
+        odesolve as odesolve,
+    )
+    from anode_core.solvers import (
+        RK4 as RK4,
+        SOLVERS as SOLVERS,
+        Euler as Euler,
+        Heun as Heun,
+        Midpoint as Midpoint,
+        Solver as Solver,
+        Tableau as Tableau,
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from inspect import signature
+
 from anode_core.gradients import Adjoint, Anode, Direct, GradientMethod
 from anode_core.solvers import SOLVERS, Solver
 
@@ -25,5 +27,5 @@ def gradient_named(name: str, **knobs: object) -> GradientMethod:
     try:
         return cls(**knobs)
     except TypeError:
-        fields = ", ".join(cls.__dataclass_fields__) or "none"
-        raise ValueError(f"gradient {name!r} takes the options {fields}; got {sorted(knobs)}") from None
+        options = ", ".join(signature(cls).parameters) or "none"
+        raise ValueError(f"gradient {name!r} takes the options {options}; got {sorted(knobs)}") from None

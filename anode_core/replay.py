@@ -1,14 +1,15 @@
 """Make a recomputation replay the forward pass exactly, and leave no trace on the model.
 
 Recomputing a block in backward must (1) draw the same random numbers as the forward pass did, so dropout masks
-match, and (2) not touch module buffers a second time, so BatchNorm running statistics are updated once per
-training step, as with plain backpropagation. The RNG handling follows ``torch.utils.checkpoint``.
+match, (2) run under the same autocast settings, so every op computes in the forward's precision, and (3) not
+touch module buffers a second time, so BatchNorm running statistics are updated once per training step, as with
+plain backpropagation. The RNG and autocast handling follows ``torch.utils.checkpoint``, which saves both.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -34,6 +35,43 @@ class RngState:
         torch.set_rng_state(self.cpu)
         if self.devices:
             set_device_states(list(self.devices), list(self.device_states))
+
+
+@dataclass(frozen=True)
+class AutocastState:
+    """Whether autocast was on, and in which dtype, for CPU and for the device type of each of ``tensors``.
+
+    Captured in the forward pass and re-entered around every recomputation (``enabled=False`` included: a
+    backward called inside an autocast region must still recompute a full-precision forward in full precision).
+    """
+
+    regions: tuple[tuple[str, bool, torch.dtype], ...]  # (device type, enabled, dtype)
+    cache_enabled: bool
+
+    @classmethod
+    def capture(cls, *tensors: Tensor) -> AutocastState:
+        kinds = ["cpu"]
+        for t in tensors:
+            if t.device.type not in kinds and torch.amp.is_autocast_available(t.device.type):
+                kinds.append(t.device.type)
+        regions = tuple((kind, torch.is_autocast_enabled(kind), torch.get_autocast_dtype(kind)) for kind in kinds)
+        return cls(regions, torch.is_autocast_cache_enabled())
+
+    @contextmanager
+    def entered(self) -> Iterator[None]:
+        """Run the body under the captured settings (at no cost when they are already in force, the usual case)."""
+        if all(
+            torch.is_autocast_enabled(kind) == enabled and (not enabled or torch.get_autocast_dtype(kind) == dtype)
+            for kind, enabled, dtype in self.regions
+        ):
+            yield
+            return
+        with ExitStack() as stack:
+            for kind, enabled, dtype in self.regions:
+                stack.enter_context(
+                    torch.autocast(kind, dtype=dtype, enabled=enabled, cache_enabled=self.cache_enabled)
+                )
+            yield
 
 
 @contextmanager

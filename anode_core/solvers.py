@@ -35,6 +35,14 @@ class Tableau:
             raise ValueError(f"an explicit tableau with {s} stages needs {s} nodes and a strictly lower A")
         if abs(sum(self.b) - 1.0) > 1e-12:
             raise ValueError(f"tableau weights b must sum to 1 for consistency; got {sum(self.b)}")
+        for i, (ci, row) in enumerate(zip(self.c, self.a)):
+            # Each stage must sit at the time its increment reaches (Butcher 2016, §23; diffrax asserts it too);
+            # 1e-12, scaled by the row's size, allows for the rounding of coefficients written as fractions.
+            if abs(sum(row) - ci) > 1e-12 * max(1.0, sum(map(abs, row))):
+                raise ValueError(
+                    f"tableau row {i}: node c[{i}] = {ci!r} but the row a[{i}] sums to {sum(row)!r}; each node must "
+                    f"equal its row sum (c_i = Σ_j a_ij): set c[{i}] = {sum(row)!r} or correct a[{i}]"
+                )
 
 
 @dataclass(frozen=True)

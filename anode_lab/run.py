@@ -22,8 +22,9 @@ from types import FrameType
 from typing import Any
 
 from anode_lab.specfile import SpecFile, SpecFileError, load_spec_file
+from anode_lab.status import RunStatus
 
-EXIT_CODES = {"succeeded": 0, "diverged": 1, "cancelled": 130}
+EXIT_CODES = {RunStatus.SUCCEEDED: 0, RunStatus.DIVERGED: 1, RunStatus.CANCELLED: 130}
 INVALID_SPEC = 2
 SHOWN_SERIES = {"train_loss": "loss", "train_acc": "acc", "test_acc": "test_acc", "probe_rel_error": "grad_err"}
 """Series shown in the progress bar when a run reports them (others show the latest values reported)."""

@@ -8,10 +8,8 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from anode_lab.status import RunStatus
 from backend.db import UTCDateTime, utcnow
-
-RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "diverged")
-FINISHED = ("succeeded", "failed", "cancelled", "diverged")
 
 
 class Base(DeclarativeBase):
@@ -26,7 +24,8 @@ class Run(Base):
     kind: Mapped[str] = mapped_column(String(16))
     name: Mapped[str] = mapped_column(String(200), default="")
     spec: Mapped[dict[str, Any]]
-    status: Mapped[str] = mapped_column(String(16), index=True, default="queued")
+    status: Mapped[str] = mapped_column(String(16), index=True, default=RunStatus.QUEUED)
+    """A :class:`~anode_lab.status.RunStatus` value (stored as its text: a new state needs no migration)."""
     device: Mapped[str] = mapped_column(String(8), default="cpu")
     """Device the run executes on, ``cpu`` or ``cuda``; ``cuda`` runs go to the gpu queue."""
     attempt: Mapped[int] = mapped_column(Integer, default=0)

@@ -17,10 +17,6 @@ XAxis = Literal["step", "epoch", "time"]
 X_AXES: dict[XAxis, str] = {"step": "optimizer step", "epoch": "epoch", "time": "compute time (s)"}
 
 
-def empty_payload() -> Payload:
-    return {"series": {}, "last_step": None, "decimated": False}
-
-
 def merge(old: Payload | None, new: Payload) -> Payload:
     """``old`` extended by the points of ``new`` (an ``after_step`` poll), each series kept in step order."""
     if old is None:

@@ -7,12 +7,15 @@ each storage once. A = ``saved_bytes_of_one_evaluation``, S = one block input, s
 from __future__ import annotations
 
 import gc
+import threading
+
 import pytest
 import torch
 from helpers import SOLVERS, conv_field, seeded_randn
 from torch import Tensor, nn
 
 import anode_core as ac
+from anode_core.held import note_held
 
 BLOCKS = 4
 MODEL_FACTOR = 1.25
@@ -172,3 +175,24 @@ def test_anode_keeps_no_graph_under_no_grad() -> None:
     with ac.MemoryMeter() as meter, torch.no_grad():
         block(torch.randn(32, 4))
         assert meter.peak_bytes == 0
+
+
+def test_held_states_reach_only_the_meters_of_their_own_thread() -> None:
+    """The registry of active meters is thread-local, like saved-tensor hooks: a meter in this thread does not
+    count what another thread announces, and one open in that thread does."""
+    held = torch.ones(1000)
+    seen: dict[str, int] = {}
+
+    def other_thread() -> None:
+        with ac.MemoryMeter() as theirs:
+            note_held(held)
+            seen["theirs"] = theirs.current_bytes
+
+    with ac.MemoryMeter() as mine:
+        worker = threading.Thread(target=other_thread)
+        worker.start()
+        worker.join()
+        assert mine.current_bytes == 0
+        note_held(held)
+        assert mine.current_bytes == held.numel() * held.element_size()
+    assert seen["theirs"] == held.numel() * held.element_size()

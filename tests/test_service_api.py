@@ -190,6 +190,8 @@ def test_catalog_lists_names_defaults_and_bounds(client: TestClient) -> None:
     catalog = client.get("/catalog").json()
     assert set(catalog["kinds"]) == {"train", "compare", "demo"}
     assert [s["name"] for s in catalog["solvers"]] == ["euler", "midpoint", "heun", "rk4"]
+    assert [(s["order"], s["stages"]) for s in catalog["solvers"]] == [(1, 1), (2, 2), (2, 2), (4, 4)]
+    assert catalog["solvers"][-1]["description"] == "classic Runge-Kutta: order 4, 4 field evaluations per step"
     assert {m["name"] for m in catalog["gradient_methods"]} == {"direct", "anode", "adjoint"}
     assert all(m["description"] for m in catalog["gradient_methods"])
     assert catalog["bounds"]["train"]["ode.steps"] == {"minimum": 1, "maximum": 256}
@@ -235,6 +237,15 @@ def test_migrations_match_the_models(tmp_path: Path) -> None:
     with engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
     engine.dispose()
+
+
+def test_the_contracts_run_statuses_are_the_enum(client: TestClient) -> None:
+    from anode_lab.status import RunStatus
+
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    assert schemas["RunStatus"]["enum"] == [status.value for status in RunStatus]
+    bad = client.get("/runs", params={"status": "done"})
+    assert bad.status_code == 422 and "queued" in bad.text
 
 
 def test_openapi_documents_every_endpoint(client: TestClient) -> None:

@@ -101,3 +101,16 @@ def test_solvers_are_found_by_name(name: str, cls: type[ac.Solver]) -> None:
     by_name = ac.odesolve(field, z0, steps=3, solver=name, gradient="direct")
     by_object = ac.odesolve(field, z0, steps=3, solver=cls(), gradient=ac.Direct())
     torch.testing.assert_close(by_name, by_object, rtol=0.0, atol=0.0)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_every_node_is_its_row_sum(solver: ac.Solver) -> None:
+    """c_i = Σ_j a_ij for the shipped tableaux, to 1e-12 (the tolerance ``Tableau`` checks with)."""
+    tab = solver.tableau
+    assert all(abs(sum(row) - ci) <= 1e-12 for ci, row in zip(tab.c, tab.a))
+
+
+def test_a_row_sum_within_rounding_is_accepted() -> None:
+    """Coefficients written as fractions round: 0.1 + 0.2 != 0.3 in binary, and the tableau is still valid."""
+    tab = ac.Tableau(c=(0.0, 0.3), a=((), (0.1 + 0.2,)), b=(0.0, 1.0))
+    assert tab.c[1] != sum(tab.a[1])

@@ -10,8 +10,8 @@ import typing
 import pytest
 from pydantic import ValidationError
 
-from anode_lab.specs.common import MAX_STEPS, GradientSpec
-from anode_lab.specs.compare import MAX_CELLS, STAGES, CompareSpec, method_label
+from anode_lab.specs.common import MAX_STEPS, SOLVERS, GradientSpec, SolverName
+from anode_lab.specs.compare import MAX_CELLS, CompareSpec, method_label
 from anode_lab.specs.demo import DEMOS, DemoName, DemoSpec
 
 
@@ -76,10 +76,14 @@ def test_compare_rejects_with_field_and_fix(changes: dict[str, object], named: s
     assert fix in text
 
 
-def test_compare_stages_match_the_solvers() -> None:
+def test_the_torch_free_solver_table_matches_the_library() -> None:
+    """Names, orders and stages of ``anode_lab.specs.common.SOLVERS`` are those of ``anode_core.SOLVERS``, and
+    the ``SolverName`` literal of the specs lists exactly its keys."""
     import anode_core as ac
 
-    assert {name: ac.solver_named(name).stages for name in ac.SOLVERS} == STAGES
+    library = {name: (cls.order, cls().stages) for name, cls in ac.SOLVERS.items()}
+    assert {name: (s.order, s.stages) for name, s in SOLVERS.items()} == library
+    assert typing.get_args(SolverName) == tuple(SOLVERS)
 
 
 def test_method_labels_are_distinct() -> None:

@@ -133,6 +133,14 @@ def test_z0_must_be_a_floating_tensor(z0: object) -> None:
         pytest.param((0.0,), ((),), (0.5,), r"weights b must sum to 1", id="inconsistent"),
         pytest.param((0.0, 1.0), ((), ()), (0.5, 0.5), r"needs 2 nodes and a strictly lower A", id="not-explicit"),
         pytest.param((0.0,), ((),), (0.5, 0.5), r"needs 2 nodes", id="sizes"),
+        pytest.param(
+            (0.0, 0.5, 0.5),
+            ((), (0.5,), (0.5, 0.5)),
+            (1 / 6, 2 / 3, 1 / 6),
+            r"tableau row 2: node c\[2\] = 0.5 but the row a\[2\] sums to 1.0; .* set c\[2\] = 1.0 or correct a\[2\]",
+            id="node-not-row-sum",
+        ),
+        pytest.param((0.5,), ((),), (1.0,), r"tableau row 0: node c\[0\] = 0.5 but the row a\[0\] sums", id="first-node"),
     ],
 )
 def test_bad_tableau(c, a, b, message: str) -> None:

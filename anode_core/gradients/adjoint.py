@@ -12,15 +12,15 @@ leaving flaw (b) alone visible.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
 
 from anode_core.gradients.base import GradientMethod, vjp
-from anode_core.instruments.memory import note_held
+from anode_core.held import note_held
 from anode_core.problem import Problem
-from anode_core.replay import RngState, frozen_buffers, isolated_rng
+from anode_core.replay import AutocastState, RngState, frozen_buffers, isolated_rng
 from anode_core.solvers import State
 
 
@@ -38,13 +38,15 @@ class Adjoint(GradientMethod):
             raise ValueError(f"`reconstruct` must be True or False; got {self.reconstruct!r}")
 
     def solve(self, problem: Problem, z0: Tensor) -> Tensor:
-        return _AdjointFunction.apply(problem, self.reconstruct, z0, *problem.params)
+        z1: Tensor = _AdjointFunction.apply(problem, self.reconstruct, z0, *problem.params)
+        return z1
 
 
 class _AdjointFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, problem: Problem, reconstruct: bool, z0: Tensor, *params: Tensor) -> Tensor:
         ctx.problem = problem
+        ctx.autocast = AutocastState.capture(z0)
         if reconstruct:
             ctx.states = None
             z1 = problem.advance(z0, 0, problem.steps)
@@ -71,12 +73,12 @@ class _AdjointFunction(torch.autograd.Function):
             with torch.enable_grad():
                 z = z.detach().requires_grad_(True)
                 fz = problem.field(t, z)
-                grads = vjp(fz, (z, *params), [True] * (1 + len(params)), a)
+                grads = cast(list[Tensor], vjp(fz, (z, *params), [True] * (1 + len(params)), a))  # all wanted
             return (fz.detach(), *(torch.neg(g) for g in grads))
 
         y: State = (z1.detach(), grad_out, *(torch.zeros_like(p) for p in params))
         # The reverse solve draws its own dropout masks; it must not advance the caller's RNG stream.
-        with frozen_buffers(problem.field), isolated_rng(RngState.capture(z1)):
+        with frozen_buffers(problem.field), isolated_rng(RngState.capture(z1)), ctx.autocast.entered():
             for n in range(problem.steps, 0, -1):
                 if ctx.states is not None and n < problem.steps:
                     y = (ctx.states[n], *y[1:])  # restart from the stored z_n: no reconstruction error

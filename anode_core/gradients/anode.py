@@ -8,7 +8,6 @@ block itself is reversed with a binomial (revolve) schedule, so memory no longer
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,8 +16,9 @@ from torch import Tensor
 
 from anode_core.gradients.base import GradientMethod, vjp
 from anode_core.gradients.revolve import revolve_backward
+from anode_core.held import listeners, listening
 from anode_core.problem import Problem
-from anode_core.replay import RngState, frozen_buffers, isolated_rng
+from anode_core.replay import AutocastState, RngState, frozen_buffers, isolated_rng
 
 
 @dataclass(frozen=True)
@@ -29,8 +29,8 @@ class Anode(GradientMethod):
     ``checkpoints=c`` keeps at most ``c`` states inside the block besides its input and reverses it with
     Griewank & Walther's binomial schedule (ACM TOMS 26(1), 2000), memory ``(L + c)·S + s·A``. Both return the
     gradient of exactly the network that was computed, identical to :class:`~anode_core.Direct`. Without
-    checkpoints the latest block keeps its graph until the next block starts (see :class:`_KeptGraph`), so
-    a chain of L blocks recomputes L − 1 of them.
+    checkpoints the latest block of a chain keeps its graph until the next block starts (see
+    :class:`_KeptGraph`), so a chain of L blocks recomputes L − 1 of them.
     """
 
     checkpoints: int | None = None
@@ -47,16 +47,21 @@ class Anode(GradientMethod):
 
     def solve(self, problem: Problem, z0: Tensor) -> Tensor:
         # apply() reports needs_input_grad even under no_grad, so the grad mode is read here, outside
-        return _AnodeFunction.apply(problem, self.checkpoints, torch.is_grad_enabled(), z0, *problem.params)
+        z1: Tensor = _AnodeFunction.apply(problem, self.checkpoints, torch.is_grad_enabled(), z0, *problem.params)
+        return z1
 
 
 class _KeptGraph:
-    """The graph of the latest whole-block Anode forward, kept until the next such block starts.
+    """The graph of a whole-block Anode forward, kept until the next Anode block of the same chain starts.
 
     Backward visits the blocks in reverse, so the last block computed is the first differentiated: keeping its
-    graph spares its recomputation. At most one block's graph is alive at any time, the same ``s·N_t·A`` that
-    recomputation holds in backward anyway, so the memory model ``L·S + s·N_t·A`` is unchanged and the cost
-    drops from one extra forward pass to ``(L − 1)/L`` of one.
+    graph spares its recomputation. Only the block's autograd node (its ``ctx``) holds it, so it lives exactly
+    as long as the output's autograd history: an output dropped without backward (an evaluation with grad
+    enabled, an exception, a probe) frees it. A block whose input descends from an earlier block's output
+    drops that block's graph (:func:`_drop_graphs_upstream`), so a chain holds one block's graph at a time,
+    the same ``s·N_t·A`` that recomputation holds in backward anyway: the memory model ``L·S + s·N_t·A`` is
+    unchanged and the cost drops from one extra forward pass to ``(L − 1)/L`` of one. Another model's forward
+    in between touches nothing of this chain.
     """
 
     __slots__ = ("z", "z1")
@@ -71,14 +76,25 @@ class _KeptGraph:
         return None if z is None or z1 is None else (z, z1)
 
 
-_latest = threading.local()
+def _drop_graphs_upstream(z0: Tensor) -> None:
+    """Drop the kept graph of every Anode block that ``z0`` descends from without another Anode block between.
 
-
-def _drop_latest_graph() -> None:
-    kept: _KeptGraph | None = getattr(_latest, "graph", None)
-    if kept is not None:
-        kept.take()
-    _latest.graph = None
+    The walk stops at Anode nodes: it visits the ops between this block and the Anode blocks before it (the
+    whole history of ``z0`` when there is none), a few Python steps per op next to the block's forward pass.
+    """
+    pending = [z0.grad_fn]
+    seen: dict[int, object] = {}  # holding the nodes keeps their ids from being reused during the walk
+    while pending:
+        node = pending.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen[id(node)] = node
+        if isinstance(node, _AnodeFunction._backward_cls):
+            ctx: Any = node  # a custom Function's autograd node is its ctx
+            if ctx.kept is not None:
+                ctx.kept.take()
+            continue
+        pending.extend(next_node for next_node, _ in node.next_functions)
 
 
 class _AnodeFunction(torch.autograd.Function):
@@ -89,15 +105,17 @@ class _AnodeFunction(torch.autograd.Function):
         ctx.problem = problem
         ctx.checkpoints = checkpoints
         ctx.rng = RngState.capture(z0)
+        ctx.autocast = AutocastState.capture(z0)
+        ctx.listeners = listeners()
         ctx.save_for_backward(z0)
         ctx.kept = None
         if checkpoints is not None or not grad_mode or not any(ctx.needs_input_grad[3:]):
             return problem.advance(z0, 0, problem.steps)
-        _drop_latest_graph()  # before building this one: one block's graph at a time
+        _drop_graphs_upstream(z0)  # before building this one: one block's graph at a time per chain
         with torch.enable_grad():
             z = z0.detach().requires_grad_(ctx.needs_input_grad[3])
             z1 = problem.advance(z, 0, problem.steps)
-        ctx.kept = _latest.graph = _KeptGraph(z, z1)
+        ctx.kept = _KeptGraph(z, z1)
         return z1.detach()
 
     @staticmethod
@@ -110,7 +128,13 @@ class _AnodeFunction(torch.autograd.Function):
         if kept is not None:
             with torch.enable_grad():
                 return (None, None, None, *vjp(kept[1], (kept[0], *problem.params), wanted, grad_out))
-        with torch.enable_grad(), isolated_rng(ctx.rng), frozen_buffers(problem.field):
+        with (
+            torch.enable_grad(),
+            isolated_rng(ctx.rng),
+            ctx.autocast.entered(),
+            listening(*ctx.listeners),
+            frozen_buffers(problem.field),
+        ):
             if ctx.checkpoints is None:
                 z = z0.detach().requires_grad_(wanted[0])
                 z1 = problem.advance(z, 0, problem.steps)

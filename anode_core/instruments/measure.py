@@ -58,7 +58,7 @@ def measure_gradient(
         nfe_forward = nfe.calls
         loss_value = loss.item()
         start = time.perf_counter()
-        loss.backward()
+        torch.autograd.backward(loss)
         _sync(device)
         backward_seconds = time.perf_counter() - start
         nfe_backward = nfe.calls - nfe_forward

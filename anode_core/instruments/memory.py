@@ -4,7 +4,8 @@
 
 * every tensor autograd saves for backward (through ``torch.autograd.graph.saved_tensors_hooks``), and
 * every state a gradient method keeps outside autograd for later (ANODE's checkpoints, the stored forward
-  states of ``Adjoint(reconstruct=False)``), which those methods announce with :func:`note_held`,
+  states of ``Adjoint(reconstruct=False)``), which those methods announce with
+  :func:`anode_core.held.note_held` to the meters active in their thread,
 
 each storage counted once however many ops save it or views alias it, and released when autograd (or the
 method) lets go of it. Parameters are not counted: they live in the model whatever the method. Its
@@ -15,20 +16,16 @@ from __future__ import annotations
 
 import threading
 import weakref
+from contextlib import ExitStack
 from dataclasses import dataclass
 from types import TracebackType
 
 import torch
 from torch import Tensor
 
-_active: list[MemoryMeter] = []
-_lock = threading.Lock()
+from anode_core.held import listening
 
-
-def note_held(tensor: Tensor) -> None:
-    """Announce that ``tensor`` is kept for backward outside autograd, until it is garbage-collected."""
-    for meter in _active:
-        meter._hold(tensor, tensor)
+_lock = threading.Lock()  # finalizers may release bytes from whichever thread collects the owner
 
 
 class _Packed:
@@ -49,20 +46,22 @@ class MemoryMeter:
         self.current_bytes = 0
         self.cuda_peak_bytes: int | None = None
         self._refs: dict[tuple[str, int], list[int]] = {}  # storage key -> [holders, nbytes]
-        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
+        self._open = False
+        self._scope = ExitStack()
 
     def __enter__(self) -> MemoryMeter:
         if self.device is not None and self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             self._cuda_base = torch.cuda.memory_allocated(self.device)
-        self._hooks.__enter__()
-        _active.append(self)
+        self._scope.enter_context(torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack))
+        self._scope.enter_context(listening(self))
+        self._open = True
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        _active.remove(self)
-        self._hooks.__exit__(kind, exc, tb)
+        self._open = False
+        self._scope.__exit__(kind, exc, tb)
         if self.device is not None and self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             self.cuda_peak_bytes = torch.cuda.max_memory_allocated(self.device) - self._cuda_base
@@ -78,6 +77,11 @@ class MemoryMeter:
     @staticmethod
     def _unpack(packed: object) -> Tensor:
         return packed.tensor if isinstance(packed, _Packed) else packed  # type: ignore[return-value]
+
+    def hold(self, tensor: Tensor) -> None:
+        """Count ``tensor``, kept outside autograd, until it is garbage-collected (see :mod:`anode_core.held`)."""
+        if self._open:  # a Function re-enters the meters of its forward in backward; a closed one counts no more
+            self._hold(tensor, tensor)
 
     def _hold(self, owner: object, tensor: Tensor) -> None:
         storage = tensor.untyped_storage()

@@ -21,8 +21,8 @@ def reconstruction_error(problem: Problem, z0: Tensor) -> float:
         z = z1
         for n in range(problem.steps, 0, -1):
             z = problem.solver.step(problem.tuple_field, problem.time(n), (z,), -problem.dt)[0]
-        scale = z0.double().norm().item()
-        err = (z.double() - z0.double()).norm().item()
+        scale = float(z0.double().norm())
+        err = float((z.double() - z0.double()).norm())
     return err / scale if scale > 0 else err
 
 

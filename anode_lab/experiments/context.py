@@ -11,7 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-Status = Literal["succeeded", "diverged", "cancelled"]
+from anode_lab.status import RunStatus
+
+Status = Literal[RunStatus.SUCCEEDED, RunStatus.DIVERGED, RunStatus.CANCELLED]
+"""How an experiment can end; *failed* is the worker's verdict on an exception."""
 
 
 def _ignore(*_: object) -> None:

@@ -29,6 +29,7 @@ from anode_lab.experiments.threads import torch_threads
 from anode_lab.experiments.train import DTYPES, resolve_device
 from anode_lab.specs.common import GradientSpec
 from anode_lab.specs.compare import Cell, CompareSpec
+from anode_lab.status import RunStatus
 
 COLUMNS = (
     "cell", "dtype", "activation", "weight_scale", "solver", "order", "steps", "method", "exact",
@@ -59,7 +60,7 @@ def _sweep(spec: CompareSpec, ctx: RunContext) -> RunResult:
     for cell in grid:
         if ctx.should_stop():
             write_csv(ctx, "results.csv", rows, COLUMNS)
-            return RunResult("cancelled", _summary(spec, rows), f"stopped after {len(rows)} of {len(grid)} cells")
+            return RunResult(RunStatus.CANCELLED, _summary(spec, rows), f"stopped after {len(rows)} of {len(grid)} cells")
         if setting is None or not setting.serves(cell):
             setting = _Setting(spec, cell, device)
         row = setting.measure(cell, spec.timing_repeats)
@@ -68,7 +69,7 @@ def _sweep(spec: CompareSpec, ctx: RunContext) -> RunResult:
         ctx.on_progress(cell.index + 1, len(grid), f"{cell.solver} N_t={cell.steps} {cell.label}")
     write_csv(ctx, "results.csv", rows, COLUMNS)
     write_csv(ctx, "slopes.csv", slope_rows(rows), SLOPE_COLUMNS)
-    return RunResult("succeeded", _summary(spec, rows))
+    return RunResult(RunStatus.SUCCEEDED, _summary(spec, rows))
 
 
 class _Setting:

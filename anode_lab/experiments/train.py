@@ -42,6 +42,7 @@ from anode_core.instruments.reconstruction import block_reconstruction_errors
 from anode_core.registry import gradient_named
 from anode_core.replay import frozen_buffers
 from anode_lab.specs.train import TrainSpec
+from anode_lab.status import RunStatus
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 EVAL_BATCH = 500
@@ -99,10 +100,10 @@ class _Trainer:
             while self.pos.batch < len(batches) and self.pos.step < self.total:
                 if self.ctx.should_stop():
                     self._save()
-                    return self._result("cancelled", f"cancelled before step {self.pos.step + 1}")
+                    return self._result(RunStatus.CANCELLED, f"cancelled before step {self.pos.step + 1}")
                 failure = self._train_step(batches[self.pos.batch])
                 if failure:
-                    return self._result("diverged", failure, diverged_at_step=self.pos.step + 1)
+                    return self._result(RunStatus.DIVERGED, failure, diverged_at_step=self.pos.step + 1)
                 if spec.checkpoint_every and self.pos.step % spec.checkpoint_every == 0:
                     self._save()
             if self.pos.batch == len(batches):
@@ -114,7 +115,7 @@ class _Trainer:
             self._evaluate()
         torch.save(self.model.state_dict(), self.ctx.artifact_path("model.pt"))
         self.checkpoints.clear()
-        return self._result("succeeded", f"trained {self.pos.step} steps")
+        return self._result(RunStatus.SUCCEEDED, f"trained {self.pos.step} steps")
 
     def _inputs(self, index: Tensor) -> tuple[Tensor, Tensor]:
         x = self.data.train.x[index]

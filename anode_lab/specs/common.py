@@ -5,11 +5,28 @@ Bounds here are what one request may ask of a machine; the API, the CLI and the 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+
+class SolverFacts(NamedTuple):
+    order: int
+    stages: int
+    """Field evaluations per step (the length of the solver's tableau)."""
+    description: str
+
+
+SOLVERS: dict[str, SolverFacts] = {
+    "euler": SolverFacts(1, 1, "forward Euler (a ResNet block)"),
+    "midpoint": SolverFacts(2, 2, "explicit midpoint (RK2)"),
+    "heun": SolverFacts(2, 2, "Heun's method (RK2, trapezoidal)"),
+    "rk4": SolverFacts(4, 4, "classic Runge-Kutta"),
+}
+"""The solvers of ``anode_core.SOLVERS`` without importing torch: the one table the specs, the catalog and the
+dashboard read. A test checks names, orders and stages against the library's registry."""
 SolverName = Literal["euler", "midpoint", "heun", "rk4"]
+"""The keys of :data:`SOLVERS`, spelled for the type checker and the JSON schema (a test checks they agree)."""
 MethodName = Literal["direct", "anode", "adjoint"]
 ActivationName = Literal["relu", "tanh", "softplus", "elu", "gelu", "leaky_relu", "sigmoid"]
 DtypeName = Literal["float32", "float64"]

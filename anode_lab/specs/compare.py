@@ -17,6 +17,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from anode_lab.specs.common import (
     MAX_STEPS,
+    SOLVERS,
     ActivationName,
     DeviceName,
     DtypeName,
@@ -42,8 +43,8 @@ MAX_FD_ENTRIES = 16
 DEFAULT_DIM, DEFAULT_HIDDEN, DEFAULT_CHANNELS, DEFAULT_SIZE = 8, 32, 4, 8
 MAX_WEIGHT_SCALE = 100.0
 
-STAGES: dict[str, int] = {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4}
-"""Field evaluations per step of each solver (its tableau's length; checked against the solvers in tests)."""
+STAGES: dict[str, int] = {name: solver.stages for name, solver in SOLVERS.items()}
+"""Field evaluations per step of each solver (its tableau's length), from the one table of solver facts."""
 
 _CONV_ONLY = ("channels", "size")
 _MLP_ONLY = ("dim", "hidden")

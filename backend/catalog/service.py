@@ -10,12 +10,6 @@ from typing import Any, get_args
 
 from pydantic import BaseModel, ValidationError
 
-SOLVERS = {
-    "euler": "forward Euler: order 1, one field evaluation per step (a ResNet block)",
-    "midpoint": "explicit midpoint (RK2): order 2, two evaluations per step",
-    "heun": "Heun's method (RK2, trapezoidal): order 2, two evaluations per step",
-    "rk4": "classic Runge-Kutta: order 4, four evaluations per step",
-}
 METHODS = {
     "direct": "backpropagate through every step: the exact gradient, memory grows with N_t",
     "anode": "ANODE: keep each block's input, recompute the block in backward; exact, memory O(L) + O(N_t)",
@@ -127,7 +121,9 @@ def catalog() -> dict[str, Any]:
             datasets = _named(get_args(module.DatasetName), DATASETS)
     return {
         "kinds": kinds,
-        "solvers": _named(get_args(common.SolverName), SOLVERS),
+        "solvers": [{"name": name, "description": f"{s.description}: order {s.order}, {s.stages} field evaluation"
+                     f"{'s' if s.stages > 1 else ''} per step", "order": s.order, "stages": s.stages}
+                    for name, s in common.SOLVERS.items()],
         "gradient_methods": _named(get_args(common.MethodName), METHODS),
         "activations": _named(get_args(common.ActivationName), ACTIVATIONS),
         "dtypes": list(get_args(common.DtypeName)),

@@ -15,9 +15,9 @@ from typing import Any
 import anyio
 from anyio import to_thread
 
+from anode_lab.status import FINISHED
 from backend.db import Database
 from backend.errors import NotFound
-from backend.models import FINISHED
 from backend.runs import service
 from backend.runs.schemas import SQL_INT_MAX, SQL_INT_MIN
 from backend.settings import Settings

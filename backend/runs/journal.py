@@ -1,15 +1,20 @@
 """The metrics journal of a run: every report appended to ``<workdir>/metrics.journal`` as it is made.
 
 One ``os.write`` per report puts it in the OS's hands, so it survives the worker being killed; a retried
-attempt replays it into the store. It is binary to stay cheap on the training thread (a report costs a few
-microseconds; JSON text costs twice as much): length-prefixed ``marshal`` records, a list of series names
-whenever the names change, else ``(step, values)`` in that order. A torn last record (the writer was killed
-mid-write) ends the replay.
+attempt replays it, possibly on another host with another Python, into the store. The format is therefore
+fixed by this module alone, byte for byte, and cheap on the training thread (a report costs a few
+microseconds; JSON text costs twice as much). Each record is framed as ``<u32 little-endian payload length>``
+then the payload, whose first byte says what it holds:
+
+* ``N`` then the series names as UTF-8 JSON (a list of strings), written whenever the names change;
+* ``V`` then ``<i64 step>`` and one ``<f64>`` per series, in the order of the latest names.
+
+A torn last record (the writer was killed mid-write), or anything unreadable, ends the replay.
 """
 
 from __future__ import annotations
 
-import marshal
+import json
 import os
 import struct
 from collections.abc import Iterator, Mapping
@@ -17,10 +22,20 @@ from pathlib import Path
 
 FILE = "metrics.journal"
 _LENGTH = struct.Struct("<I")
+_STEP = struct.Struct("<q")
+NAMES, VALUES = b"N", b"V"
 
 
-def _frame(payload: bytes) -> bytes:
-    return _LENGTH.pack(len(payload)) + payload
+def _frame(kind: bytes, payload: bytes) -> bytes:
+    return _LENGTH.pack(len(kind) + len(payload)) + kind + payload
+
+
+def names_record(names: tuple[str, ...]) -> bytes:
+    return _frame(NAMES, json.dumps(list(names)).encode())
+
+
+def values_record(step: int, values: tuple[float, ...]) -> bytes:
+    return _frame(VALUES, _STEP.pack(step) + struct.pack(f"<{len(values)}d", *values))
 
 
 class Journal:
@@ -30,14 +45,14 @@ class Journal:
         self._names: tuple[str, ...] | None = None
 
     def append(self, step: int, names: tuple[str, ...], values: tuple[float, ...]) -> None:
-        """``values`` must be Python ``float`` s (marshal would write a numpy scalar as its raw bytes)."""
+        """``values`` are anything ``float()`` accepts (Python or numpy floats), one per name."""
         if self._fd is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        record = _frame(marshal.dumps((step, values)))
+        record = values_record(step, values)
         if names != self._names:
             self._names = names
-            record = _frame(marshal.dumps(list(names))) + record
+            record = names_record(names) + record
         os.write(self._fd, record)
 
     def close(self) -> None:
@@ -57,14 +72,17 @@ def read(workdir: Path) -> Iterator[tuple[int, Mapping[str, float]]]:
     while at + _LENGTH.size <= len(data):
         (size,) = _LENGTH.unpack_from(data, at)
         start, at = at + _LENGTH.size, at + _LENGTH.size + size
-        if at > len(data):
+        if size == 0 or at > len(data):
             return
-        try:
-            record = marshal.loads(data[start:at])
-        except (ValueError, EOFError, TypeError):
-            return
-        if isinstance(record, list):
-            names = record
+        kind, payload = data[start : start + 1], data[start + 1 : at]
+        if kind == NAMES:
+            try:
+                names = json.loads(payload)
+            except ValueError:
+                return
+        elif kind == VALUES and len(payload) == _STEP.size + 8 * len(names):
+            (step,) = _STEP.unpack_from(payload)
+            values = struct.unpack_from(f"<{len(names)}d", payload, _STEP.size)
+            yield step, dict(zip(names, values, strict=True))
         else:
-            step, values = record
-            yield int(step), dict(zip(names, values, strict=True))
+            return

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import Connection, Select, delete, func, select, update
 from sqlalchemy.orm import Session
 
+from anode_lab.status import RunStatus
 from backend.db import utcnow
 from backend.models import Artifact, Metric, Run, RunTag
 
@@ -20,8 +21,9 @@ MetricRow = tuple[str, int, float | None]
 # ---------------------------------------------------------------------------------------------------- runs
 def add(session: Session, *, kind: str, name: str, spec: dict[str, Any], device: str, tags: Sequence[str],
         group_id: int | None = None) -> Run:
-    run = Run(kind=kind, name=name, spec=spec, device=device, status="queued", attempt=0, cancel_requested=False,
-              message="", tag_rows=[RunTag(tag=tag) for tag in sorted(set(tags))], group_id=group_id)
+    run = Run(kind=kind, name=name, spec=spec, device=device, status=RunStatus.QUEUED, attempt=0,
+              cancel_requested=False, message="", tag_rows=[RunTag(tag=tag) for tag in sorted(set(tags))],
+              group_id=group_id)
     session.add(run)
     session.flush()
     return run
@@ -60,8 +62,8 @@ def cancel_queued(session: Session, run_id: int) -> bool:
     """Cancel a run no worker holds yet; False if it was claimed meanwhile."""
     now = utcnow()
     result = session.execute(
-        update(Run).where(Run.id == run_id, Run.status == "queued")
-        .values(status="cancelled", cancel_requested=True, finished_at=now, updated_at=now,
+        update(Run).where(Run.id == run_id, Run.status == RunStatus.QUEUED)
+        .values(status=RunStatus.CANCELLED, cancel_requested=True, finished_at=now, updated_at=now,
                 message="cancelled before it started")
     )
     return result.rowcount == 1  # type: ignore[attr-defined]
@@ -70,7 +72,7 @@ def cancel_queued(session: Session, run_id: int) -> bool:
 def request_cancel(session: Session, run_id: int) -> bool:
     """Raise the cancel flag of a running run; its worker ends it at the next step."""
     result = session.execute(
-        update(Run).where(Run.id == run_id, Run.status == "running")
+        update(Run).where(Run.id == run_id, Run.status == RunStatus.RUNNING)
         .values(cancel_requested=True, updated_at=utcnow())
     )
     return result.rowcount == 1  # type: ignore[attr-defined]
@@ -85,8 +87,8 @@ def claim(session: Session, run_id: int, worker: str, device: str) -> bool:
     and runs finished or deleted meanwhile are skipped."""
     now = utcnow()
     result = session.execute(
-        update(Run).where(Run.id == run_id, Run.status == "queued")
-        .values(status="running", worker=worker, device=device, attempt=Run.attempt + 1, heartbeat=now,
+        update(Run).where(Run.id == run_id, Run.status == RunStatus.QUEUED)
+        .values(status=RunStatus.RUNNING, worker=worker, device=device, attempt=Run.attempt + 1, heartbeat=now,
                 started_at=func.coalesce(Run.started_at, now), updated_at=now, error=None)
     )
     return result.rowcount == 1  # type: ignore[attr-defined]
@@ -98,7 +100,7 @@ def renew(session: Session, run_id: int, worker: str, progress: Mapping[str, Any
     if progress is not None:
         values["progress"] = dict(progress)
     result = session.execute(
-        update(Run).where(Run.id == run_id, Run.status == "running", Run.worker == worker).values(**values)
+        update(Run).where(Run.id == run_id, Run.status == RunStatus.RUNNING, Run.worker == worker).values(**values)
     )
     return result.rowcount == 1  # type: ignore[attr-defined]
 
@@ -114,7 +116,7 @@ def finish(session: Session, run_id: int, worker: str, *, status: str, summary: 
     if progress is not None:
         values["progress"] = dict(progress)
     result = session.execute(
-        update(Run).where(Run.id == run_id, Run.status == "running", Run.worker == worker).values(**values)
+        update(Run).where(Run.id == run_id, Run.status == RunStatus.RUNNING, Run.worker == worker).values(**values)
     )
     return result.rowcount == 1  # type: ignore[attr-defined]
 
@@ -123,8 +125,8 @@ def release(session: Session, run_id: int, worker: str, message: str) -> bool:
     """Give a running run back to the queue (worker shutting down); it resumes from its checkpoint. The attempt
     is not counted: only lost workers use up retries."""
     result = session.execute(
-        update(Run).where(Run.id == run_id, Run.status == "running", Run.worker == worker)
-        .values(status="queued", worker=None, attempt=Run.attempt - 1, updated_at=utcnow(), message=message)
+        update(Run).where(Run.id == run_id, Run.status == RunStatus.RUNNING, Run.worker == worker)
+        .values(status=RunStatus.QUEUED, worker=None, attempt=Run.attempt - 1, updated_at=utcnow(), message=message)
     )
     return result.rowcount == 1  # type: ignore[attr-defined]
 
@@ -132,15 +134,15 @@ def release(session: Session, run_id: int, worker: str, message: str) -> bool:
 def stale(session: Session, cutoff: datetime) -> list[tuple[int, int, str]]:
     """``(id, attempt, device)`` of running runs whose lease is older than ``cutoff``."""
     rows = session.execute(
-        select(Run.id, Run.attempt, Run.device).where(Run.status == "running", Run.heartbeat < cutoff)
+        select(Run.id, Run.attempt, Run.device).where(Run.status == RunStatus.RUNNING, Run.heartbeat < cutoff)
     )
     return [(row.id, row.attempt, row.device) for row in rows]
 
 
 def requeue_stale(session: Session, run_id: int, cutoff: datetime, message: str) -> bool:
     result = session.execute(
-        update(Run).where(Run.id == run_id, Run.status == "running", Run.heartbeat < cutoff)
-        .values(status="queued", worker=None, updated_at=utcnow(), message=message)
+        update(Run).where(Run.id == run_id, Run.status == RunStatus.RUNNING, Run.heartbeat < cutoff)
+        .values(status=RunStatus.QUEUED, worker=None, updated_at=utcnow(), message=message)
     )
     return result.rowcount == 1  # type: ignore[attr-defined]
 
@@ -148,17 +150,11 @@ def requeue_stale(session: Session, run_id: int, cutoff: datetime, message: str)
 def fail_stale(session: Session, run_id: int, cutoff: datetime, error: Mapping[str, Any]) -> bool:
     now = utcnow()
     result = session.execute(
-        update(Run).where(Run.id == run_id, Run.status == "running", Run.heartbeat < cutoff)
-        .values(status="failed", worker=None, finished_at=now, updated_at=now, error=dict(error),
+        update(Run).where(Run.id == run_id, Run.status == RunStatus.RUNNING, Run.heartbeat < cutoff)
+        .values(status=RunStatus.FAILED, worker=None, finished_at=now, updated_at=now, error=dict(error),
                 message=str(error.get("message", "")))
     )
     return result.rowcount == 1  # type: ignore[attr-defined]
-
-
-def changed_since(session: Session, run_id: int) -> tuple[datetime, str] | None:
-    """``(updated_at, status)`` of a run, cheap enough for event streams to poll."""
-    row = session.execute(select(Run.updated_at, Run.status).where(Run.id == run_id)).first()
-    return None if row is None else (row.updated_at, row.status)
 
 
 # ------------------------------------------------------------------------------------------------- metrics
@@ -219,4 +215,4 @@ def artifact(session: Session, run_id: int, name: str) -> Artifact | None:
 def queued_ids(session: Session, *, cuda: bool) -> list[int]:
     """Queued runs of one queue (``cuda`` runs or the others), oldest first."""
     device = Run.device == "cuda" if cuda else Run.device != "cuda"
-    return list(session.scalars(select(Run.id).where(Run.status == "queued", device).order_by(Run.id)))
+    return list(session.scalars(select(Run.id).where(Run.status == RunStatus.QUEUED, device).order_by(Run.id)))

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, status
 from fastapi.responses import FileResponse, Response
 from sse_starlette import EventSourceResponse
 
+from anode_lab.status import RunStatus
 from backend.deps import DatabaseDep, QueuesDep, SessionDep, SettingsDep, limit_creation
 from backend.runs import service
 from backend.runs.events import parse_cursor, run_events
@@ -29,7 +30,6 @@ from backend.runs.schemas import (
     RunKind,
     RunPublic,
     RunsPublic,
-    RunStatus,
 )
 
 router = APIRouter(prefix="/runs", tags=["runs"])

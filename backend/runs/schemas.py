@@ -7,8 +7,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from anode_lab.status import RunStatus
+
 RunKind = Literal["train", "compare", "demo"]
-RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "diverged"]
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[\w.\-:+]+$")]
 SQL_INT_MIN, SQL_INT_MAX = -(2**63), 2**63 - 1
 """What an integer column holds (SQLite and PostgreSQL BIGINT): ids and steps from a client are bounded by it."""

@@ -17,9 +17,10 @@ from pathlib import Path
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 
+from anode_lab.status import FINISHED, RunStatus
 from backend.db import Database, after_commit, utcnow
 from backend.errors import Conflict, InvalidSpec, NotFound, QueueUnavailable, describe_errors
-from backend.models import FINISHED, Run
+from backend.models import Run
 from backend.queue import RunQueues, queue_for_device
 from backend.runs import repository as runs
 from backend.runs.schemas import (
@@ -53,13 +54,13 @@ def liveness(session: Session, settings: Settings) -> Liveness:
 def status_detail(run: Run, live: Liveness) -> str:
     """One line saying why a run waits, who runs it, or how it ended."""
     queue = queue_for_device(run.device)
-    if run.status == "queued":
+    if run.status == RunStatus.QUEUED:
         again = f"; re-queued after attempt {run.attempt}: {run.message}" if run.attempt else ""
         if queue not in live.devices:
             return (f"waiting: no live {queue} worker; start one with `anode-lab worker --device {queue}`"
                     f"{again}")
         return f"waiting in the {queue} queue{again}"
-    if run.status == "running":
+    if run.status == RunStatus.RUNNING:
         if run.heartbeat is not None and run.heartbeat < live.stale_before:
             return (f"no heartbeat from {run.worker} since {run.heartbeat:%H:%M:%S} UTC: its worker is gone; "
                     "a live worker re-queues the run")
@@ -170,7 +171,7 @@ def cancel(session: Session, settings: Settings, run_id: int) -> RunPublic:
 
 def delete(session: Session, settings: Settings, run_id: int) -> None:
     run = require(session, run_id)
-    if run.status == "running":
+    if run.status == RunStatus.RUNNING:
         raise Conflict(f"run {run_id} is running: cancel it first (POST /runs/{run_id}/cancel)")
     runs.delete_run(session, run)
     folder = settings.run_dir(run_id)

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
+from anode_lab.status import RunStatus
 from backend.db import Database, after_commit, schema_is_current, utcnow
 from backend.queue import RunQueues, queue_for_device
 from backend.runs import repository as runs
@@ -293,9 +294,10 @@ class WorkerProcess:
             with contextlib.suppress(Exception):
                 writer.close()
             log.exception("run %s failed", lease.run_id)
-            self._finish(lease, status="failed", message=f"{type(exc).__name__}: {exc}", error=error_summary(exc))
+            self._finish(lease, status=RunStatus.FAILED, message=f"{type(exc).__name__}: {exc}",
+                         error=error_summary(exc))
             return
-        if result.status == "cancelled" and not lease.cancelled:
+        if result.status == RunStatus.CANCELLED and not lease.cancelled:
             if lease.lost.is_set():
                 log.warning("run %s: lease lost (reaped); another worker owns it now", lease.run_id)
                 return

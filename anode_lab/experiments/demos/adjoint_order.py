@@ -20,6 +20,7 @@ from anode_lab.experiments.demos.common import device_and_dtype, explain, seeded
 from anode_lab.experiments.fields import MLPField
 from anode_lab.experiments.slopes import fit_loglog
 from anode_lab.specs.demo import DemoSpec
+from anode_lab.status import RunStatus
 
 DIM, HIDDEN, BATCH = 4, 16, 32
 METHODS = {"anode": ac.Anode(), "adjoint": ac.Adjoint(), "adjoint(stored)": ac.Adjoint(reconstruct=False)}
@@ -42,7 +43,7 @@ def run(spec: DemoSpec, ctx: RunContext) -> RunResult:
         for n in steps:
             if ctx.should_stop():
                 write_csv(ctx, "errors.csv", rows)
-                return RunResult("cancelled", {}, f"stopped after {len(rows)} of {len(solvers) * len(steps)} runs")
+                return RunResult(RunStatus.CANCELLED, {}, f"stopped after {len(rows)} of {len(solvers) * len(steps)} runs")
             block = ac.ODEBlock(field, steps=n, solver=solver)
             reference = ac.measure_gradient(block, loss, ac.Direct())
             row: dict[str, Any] = {"solver": solver, "steps": n, "dt": 1.0 / n}
@@ -89,5 +90,5 @@ def run(spec: DemoSpec, ctx: RunContext) -> RunResult:
         f"{summary[f'adjoint_rel_error/{s}/N_t={steps[0]}']:.1%} of its norm" for s in solvers
     ] + [f"ANODE's largest relative error against Direct: {summary['max_rel_error/anode']:.1e} (rounding)"]
     explain(ctx, spec, findings, summary)
-    return RunResult("succeeded", summary)
+    return RunResult(RunStatus.SUCCEEDED, summary)
 

@@ -21,6 +21,7 @@ from anode_lab.experiments.context import RunContext, RunResult
 from anode_lab.experiments.demos.common import device_and_dtype, explain, seeded
 from anode_lab.experiments.fields import MLPField
 from anode_lab.specs.demo import DemoSpec
+from anode_lab.status import RunStatus
 
 BLOCKS, DIM, HIDDEN, BATCH = 2, 16, 64, 256
 CHECKPOINTS = 2
@@ -60,7 +61,7 @@ def run(spec: DemoSpec, ctx: RunContext) -> RunResult:
             for label, method in METHODS.items():
                 if ctx.should_stop():
                     write_csv(ctx, "memory.csv", rows)
-                    return RunResult("cancelled", {}, f"stopped after {len(rows)} of {total} measurements")
+                    return RunResult(RunStatus.CANCELLED, {}, f"stopped after {len(rows)} of {total} measurements")
                 m = ac.measure_gradient(model, loss, method, device=device)
                 expected = model_bytes(memory, label)
                 rows.append({
@@ -98,4 +99,4 @@ def run(spec: DemoSpec, ctx: RunContext) -> RunResult:
                     "twice the storage that consecutive evaluations share, so ratios some tens of percent off 1, "
                     "most at small N_t, are within what it claims")
     explain(ctx, spec, findings, summary)
-    return RunResult("succeeded", summary)
+    return RunResult(RunStatus.SUCCEEDED, summary)

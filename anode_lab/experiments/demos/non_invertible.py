@@ -21,6 +21,7 @@ from anode_lab.experiments.context import RunContext, RunResult
 from anode_lab.experiments.demos.common import device_and_dtype, explain
 from anode_lab.experiments.fields import MLPField
 from anode_lab.specs.demo import DemoSpec
+from anode_lab.status import RunStatus
 
 GAIN = 4.0
 INPUT = (1.0, 0.5)
@@ -57,7 +58,7 @@ def run(spec: DemoSpec, ctx: RunContext) -> RunResult:
     rows: list[dict[str, Any]] = []
     for n in steps:
         if ctx.should_stop():
-            return RunResult("cancelled", {}, f"stopped after {len(rows)} of {len(steps)} values of N_t")
+            return RunResult(RunStatus.CANCELLED, {}, f"stopped after {len(rows)} of {len(steps)} values of N_t")
         problem = ac.ODEBlock(field, steps=n, solver=ac.Euler()).problem(a)
         with torch.no_grad():
             b = problem.step(a, 0)
@@ -126,7 +127,7 @@ def run(spec: DemoSpec, ctx: RunContext) -> RunResult:
             "inverse of a forward one"
         )
     explain(ctx, spec, findings, summary)
-    return RunResult("succeeded", summary)
+    return RunResult(RunStatus.SUCCEEDED, summary)
 
 
 def _pair(row: dict[str, Any], prefix: str) -> str:

@@ -25,6 +25,7 @@ from anode_lab.experiments.demos.images import digit, pattern, relative_error, s
 from anode_lab.experiments.train import DTYPES, resolve_device
 from anode_core.problem import Problem
 from anode_lab.specs.demo import DemoSpec
+from anode_lab.status import RunStatus
 
 KAPPA = 4.0
 STENCIL = ((0.0, 1.0, 0.0), (1.0, -4.0, 1.0), (0.0, 1.0, 0.0))
@@ -76,7 +77,7 @@ def run(spec: DemoSpec, ctx: RunContext) -> RunResult:
         image = source.to(device, dtype)
         for n in steps:
             if ctx.should_stop():
-                return RunResult("cancelled", {}, f"stopped after {len(rows)} of {2 * len(steps)} solves")
+                return RunResult(RunStatus.CANCELLED, {}, f"stopped after {len(rows)} of {2 * len(steps)} solves")
             problem = ac.ODEBlock(field, steps=n, solver=ac.Euler()).problem(image)
             with torch.no_grad():
                 blurred = problem.advance(image, 0, n)
@@ -148,4 +149,4 @@ def run(spec: DemoSpec, ctx: RunContext) -> RunResult:
         f"N_t = {last}; rebuilt images are clipped to [0, 1] for display",
     ]
     explain(ctx, spec, findings, summary)
-    return RunResult("succeeded", summary)
+    return RunResult(RunStatus.SUCCEEDED, summary)

@@ -24,6 +24,7 @@ from anode_lab.experiments.demos.common import device_and_dtype, explain, seeded
 from anode_lab.experiments.models import MLPODE
 from anode_lab.specs.common import GradientSpec, OdeSpec
 from anode_lab.specs.demo import DemoSpec
+from anode_lab.status import RunStatus
 
 POINTS, TEST_POINTS, NOISE = 800, 200, 0.05
 WIDTH, HIDDEN, BATCH, LR = 8, 32, 64, 0.01
@@ -101,7 +102,7 @@ def run(spec: DemoSpec, ctx: RunContext) -> RunResult:
     for it in range(iterations):
         if ctx.should_stop():
             _write(ctx, curve, probes)
-            return RunResult("cancelled", _summary(runs, probes, x_test, y_test, x_train, y_train),
+            return RunResult(RunStatus.CANCELLED, _summary(runs, probes, x_test, y_test, x_train, y_train),
                              f"stopped after {it} of {iterations} steps")
         if not batches:
             batches = list(torch.randperm(len(y_train), generator=order).to(device).split(BATCH))
@@ -146,7 +147,7 @@ def run(spec: DemoSpec, ctx: RunContext) -> RunResult:
         if r.diverged_at is not None:
             findings.append(f"the {r.label} run diverged (non-finite loss) at step {r.diverged_at}")
     explain(ctx, spec, findings, summary)
-    return RunResult("succeeded", summary)
+    return RunResult(RunStatus.SUCCEEDED, summary)
 
 
 def _distance(a: nn.Module, b: nn.Module) -> float:

@@ -24,6 +24,7 @@ from anode_lab.experiments.demos.figures import plot_columns
 from anode_lab.experiments.context import RunContext, RunResult
 from anode_lab.experiments.demos.common import device_and_dtype, explain
 from anode_lab.specs.demo import DemoSpec
+from anode_lab.status import RunStatus
 
 GAIN = 3.0
 THETA = 0.5
@@ -88,7 +89,7 @@ def run(spec: DemoSpec, ctx: RunContext) -> RunResult:
     paths: list[dict[str, Any]] = []
     for n in steps:
         if ctx.should_stop():
-            return RunResult("cancelled", {}, f"stopped after {len(rows)} of {len(steps)} values of N_t")
+            return RunResult(RunStatus.CANCELLED, {}, f"stopped after {len(rows)} of {len(steps)} values of N_t")
         states = trajectory(field, z0, n)
         row: dict[str, Any] = {"steps": n, "dt": 1.0 / n, "dt_gain": GAIN / n,
                                   "crosses_kink": int(min(states) < 0), "loss": states[-1],
@@ -138,7 +139,7 @@ def run(spec: DemoSpec, ctx: RunContext) -> RunResult:
         else "ANODE's sign disagrees somewhere: this should not happen, please report it",
     ]
     explain(ctx, spec, findings, summary)
-    return RunResult("succeeded", summary)
+    return RunResult(RunStatus.SUCCEEDED, summary)
 
 
 def _loss_curve(field: KinkField, z0: Tensor, steps: int) -> list[dict[str, float]]:
