@@ -135,3 +135,14 @@ def test_catalog_texts_carry_no_developer_markup() -> None:
     assert plain("a preset of :data:`DEMOS` and ``x``") == "a preset of DEMOS and x"
     text = json.dumps(catalog())
     assert not re.search(r":(data|class|func|meth|attr|mod):`", text)
+
+
+def test_a_group_over_the_operators_cost_limit_is_refused_whole(tmp_path: Path) -> None:
+    """The same cost rules as ``POST /runs``: checked for every run of the group before any is stored."""
+    with TestClient(create_app(Settings(data_dir=tmp_path, max_run_steps=10)),
+                    base_url=f"http://testserver{API}") as client:
+        single = client.post("/runs", json={"kind": "train", "spec": SPEC})
+        group = client.post("/groups", json={"spec": SPEC, "methods": METHODS})
+        assert single.status_code == group.status_code == 422
+        assert {e["type"] for e in group.json()["errors"]} == {"cost_limit"}
+        assert run_count(client) == 0

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from train_helpers import make_spec, write_cifar, write_mnist
+from train_helpers import make_spec, stand_ins, write_cifar, write_mnist  # noqa: F401  (fixture)
 
 import anode_core as ac
 from anode_lab.experiments.data import (
@@ -22,6 +22,8 @@ from anode_lab.experiments.data import (
     two_spirals,
 )
 from anode_lab.experiments.models import build_model
+
+pytestmark = pytest.mark.usefixtures("stand_ins")  # the files these tests write are stand-ins
 
 MODELS = [
     pytest.param({"model": "mlp_ode", "dataset": "moons", "width": 4, "hidden": 8}, 1, id="mlp-moons"),

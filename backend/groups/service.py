@@ -29,15 +29,16 @@ def method_label(gradient: dict[str, Any]) -> str:
     return method
 
 
-def run_bodies(body: GroupCreate) -> list[RunCreate]:
-    """One run per method, validated; 422 naming ``methods.<i>`` (or ``spec.<field>``) before anything is made."""
+def run_bodies(settings: Settings, body: GroupCreate) -> list[RunCreate]:
+    """One run per method, validated and admitted (the operator's cost limits); a 422 naming ``methods.<i>`` (or
+    ``spec.<field>``) before anything is made."""
     errors: list[dict[str, Any]] = []
     bodies: list[RunCreate] = []
     labels: dict[str, int] = {}
     for index, method in enumerate(body.methods):
         spec = {**body.spec, "ode": {**_mapping(body.spec.get("ode")), "gradient": method}}
         try:
-            valid = runs_service.validate_spec(body.kind, spec).model_dump(mode="json")
+            admitted = runs_service.admit_spec(settings, body.kind, runs_service.validate_spec(body.kind, spec))
         except InvalidSpec as exc:
             for e in exc.errors or []:
                 loc = list(e["loc"])
@@ -46,6 +47,7 @@ def run_bodies(body: GroupCreate) -> list[RunCreate]:
                 if {**e, "loc": loc} not in errors:  # a fault of the shared spec is said once
                     errors.append({**e, "loc": loc})
             continue
+        valid = admitted.model_dump(mode="json")
         label = method_label(valid["ode"]["gradient"])
         if label in labels:
             errors.append({"loc": ["methods", str(index)], "type": "duplicate",
@@ -62,7 +64,7 @@ def run_bodies(body: GroupCreate) -> list[RunCreate]:
 
 
 def create_group(session: Session, settings: Settings, queues: RunQueues, body: GroupCreate) -> GroupPublic:
-    bodies = run_bodies(body)
+    bodies = run_bodies(settings, body)
     group = groups.add(session, kind=body.kind, name=body.name)
     created = [runs_service.create_run(session, settings, queues, run, group_id=group.id) for run in bodies]
     return GroupPublic(id=group.id, kind=group.kind, name=group.name, created_at=group.created_at, runs=created)
