@@ -3,6 +3,7 @@
 >>> import anode_core as ac
 >>> z1 = ac.odesolve(field, z0, steps=8, solver=ac.RK4(), gradient=ac.Anode())
 >>> block = ac.ODEBlock(field, steps=2, solver=ac.Euler(), gradient=ac.Adjoint())
+>>> report = ac.check(model, batch, loss)          # every gradient method against the exact one
 
 The library imports torch and nothing of pydantic, HTTP, SQL or queues; the application (specs, experiments,
 demos, the CLI) lives in :mod:`anode_lab`. Attributes load lazily (PEP 562).
@@ -18,6 +19,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Adjoint": "anode_core.gradients",
     "Anode": "anode_core.gradients",
+    "CheckReport": "anode_core.instruments.check",
     "Direct": "anode_core.gradients",
     "Euler": "anode_core.solvers",
     "EvaluationCounter": "anode_core.instruments.counting",
@@ -28,7 +30,9 @@ _EXPORTS = {
     "Measurement": "anode_core.instruments.measure",
     "MemoryMeter": "anode_core.instruments.memory",
     "MemoryModel": "anode_core.instruments.memory",
+    "MethodCheck": "anode_core.instruments.check",
     "Midpoint": "anode_core.solvers",
+    "NoSolveError": "anode_core.instruments.check",
     "ODEBlock": "anode_core.block",
     "ParameterComparison": "anode_core.instruments.compare",
     "Problem": "anode_core.problem",
@@ -37,6 +41,7 @@ _EXPORTS = {
     "Solver": "anode_core.solvers",
     "Tableau": "anode_core.solvers",
     "block_reconstruction_errors": "anode_core.instruments.reconstruction",
+    "check": "anode_core.instruments.check",
     "compare_gradients": "anode_core.instruments.compare",
     "gradient_named": "anode_core.registry",
     "measure_gradient": "anode_core.instruments.measure",
@@ -76,6 +81,12 @@ if TYPE_CHECKING:
         Anode as Anode,
         Direct as Direct,
         GradientMethod as GradientMethod,
+    )
+    from anode_core.instruments.check import (
+        CheckReport as CheckReport,
+        MethodCheck as MethodCheck,
+        NoSolveError as NoSolveError,
+        check as check,
     )
     from anode_core.instruments.compare import (
         GradientComparison as GradientComparison,

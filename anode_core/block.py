@@ -9,8 +9,9 @@ from torch import Tensor, nn
 
 from anode_core.gradients import Anode, GradientMethod
 from anode_core.problem import Problem
-from anode_core.solve import check_grid, make_problem, resolve_gradient, resolve_solver
+from anode_core.solve import DEFAULT_GRADIENT, check_grid, make_problem, resolve_gradient, resolve_solver
 from anode_core.solvers import Euler, Solver
+from anode_core.watch import solve_problem
 
 
 class ODEBlock(nn.Module):
@@ -44,7 +45,7 @@ class ODEBlock(nn.Module):
         )
 
     def forward(self, z0: Tensor) -> Tensor:
-        return self.gradient.solve(self.problem(z0), z0)
+        return solve_problem(self.problem(z0), z0, self.gradient)
 
     def extra_repr(self) -> str:
         return f"steps={self.steps}, solver={self.solver!r}, gradient={self.gradient!r}, t=[{self.t0}, {self.t1}]"
@@ -56,15 +57,29 @@ def ode_blocks(model: nn.Module) -> list[ODEBlock]:
 
 
 @contextmanager
-def use_gradient(model: nn.Module, gradient: GradientMethod | str) -> Iterator[nn.Module]:
-    """Differentiate every ODE block of ``model`` with ``gradient`` inside the ``with`` body."""
-    method = resolve_gradient(gradient)
-    blocks = ode_blocks(model)
+def use_gradient(
+    target: nn.Module | GradientMethod | str, gradient: GradientMethod | str | None = None
+) -> Iterator[nn.Module | None]:
+    """Differentiate with ``gradient`` every solve inside the ``with`` body that names no method.
+
+    ``use_gradient(method)`` sets the default of ``odesolve(..., gradient=None)``; ``use_gradient(model,
+    method)`` also switches every :class:`ODEBlock` of ``model``, whatever method it was built with.
+    """
+    model = None if gradient is None else target
+    if model is not None and not isinstance(model, nn.Module):
+        raise TypeError(f"`model` must be an nn.Module; got {type(model).__name__}")
+    chosen = target if gradient is None else gradient
+    if isinstance(chosen, nn.Module):
+        raise TypeError("use_gradient(model) needs a method too: use_gradient(model, method), or use_gradient(method)")
+    method = resolve_gradient(chosen)
+    blocks = ode_blocks(model) if model is not None else []
     before = [b.gradient for b in blocks]
+    token = DEFAULT_GRADIENT.set(method)
     for b in blocks:
         b.gradient = method
     try:
         yield model
     finally:
+        DEFAULT_GRADIENT.reset(token)
         for b, g in zip(blocks, before):
             b.gradient = g

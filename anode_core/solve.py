@@ -7,6 +7,7 @@ exported function ``anode_core.odesolve`` as soon as any module (``block``, ``me
 from __future__ import annotations
 
 import math
+from contextvars import ContextVar
 
 from torch import Tensor, nn
 
@@ -14,6 +15,7 @@ from anode_core.gradients import Anode, GradientMethod
 from anode_core.problem import Field, Problem
 from anode_core.registry import gradient_named, solver_named
 from anode_core.solvers import Euler, Solver
+from anode_core.watch import solve_problem
 
 
 def odesolve(
@@ -22,7 +24,7 @@ def odesolve(
     *,
     steps: int,
     solver: Solver | str = Euler(),
-    gradient: GradientMethod | str = Anode(),
+    gradient: GradientMethod | str | None = None,
     t0: float = 0.0,
     t1: float = 1.0,
     params: tuple[Tensor, ...] | None = None,
@@ -30,12 +32,12 @@ def odesolve(
     """``z(t1)`` of ``dz/dt = field(t, z)``, ``z(t0) = z0``, with ``steps`` fixed steps of ``solver``.
 
     ``gradient`` decides how backward works (:class:`Direct`, :class:`Anode`, :class:`Adjoint`); all of them
-    compute the same forward value. ``params`` are the tensors gradients flow to; by default the parameters of
+    compute the same forward value. ``None`` takes the default set by :func:`use_gradient` (``Anode()``). ``params`` are the tensors gradients flow to; by default the parameters of
     ``field`` when it is an ``nn.Module`` (a plain function closing over tensors must pass them here, or the
     memory-lean methods cannot reach them).
     """
     problem = make_problem(field, z0, steps=steps, solver=solver, t0=t0, t1=t1, params=params)
-    return resolve_gradient(gradient).solve(problem, z0)
+    return solve_problem(problem, z0, resolve_gradient(gradient))
 
 
 def make_problem(
@@ -74,7 +76,13 @@ def resolve_solver(solver: Solver | str) -> Solver:
     return solver
 
 
-def resolve_gradient(gradient: GradientMethod | str) -> GradientMethod:
+DEFAULT_GRADIENT: ContextVar[GradientMethod] = ContextVar("DEFAULT_GRADIENT", default=Anode())
+"""The gradient method of solves that name none; set with :func:`anode_core.use_gradient`."""
+
+
+def resolve_gradient(gradient: GradientMethod | str | None) -> GradientMethod:
+    if gradient is None:
+        return DEFAULT_GRADIENT.get()
     if isinstance(gradient, str):
         return gradient_named(gradient)
     if not isinstance(gradient, GradientMethod):

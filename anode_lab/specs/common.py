@@ -37,19 +37,22 @@ MAX_CHECKPOINTS = 64
 
 
 class SpecModel(BaseModel):
-    """Base of every spec: immutable, unknown keys rejected (a typo is an error, not a silent default)."""
+    """Base of every spec: immutable, unknown keys rejected (a typo is an error, not a silent default), NaN and
+    infinities refused as such (not as "less than or equal to" a bound they fail to compare with)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class GradientSpec(SpecModel):
     """How the ODE blocks are differentiated."""
 
-    method: MethodName = Field("anode", description="direct: backprop; anode: exact, O(L)+O(N_t); adjoint: Chen et al.")
+    method: MethodName = Field("anode", description="direct: backprop; anode: exact, O(L)+O(N_t); "
+                             "adjoint: the continuous adjoint (Chen et al.)")
     checkpoints: int | None = Field(
         None, ge=0, le=MAX_CHECKPOINTS, description="anode only: states kept inside a block (binomial schedule)"
     )
-    reconstruct: bool = Field(True, description="adjoint only: false evaluates on stored forward states")
+    reconstruct: bool = Field(True, description="adjoint only: false restarts each reverse step from the "
+                               "stored forward state (no accumulated reconstruction error)")
 
     @model_validator(mode="after")
     def _knobs_match_method(self) -> GradientSpec:
