@@ -18,12 +18,13 @@ GENEROUS = RunLimits(max_bytes=8 * GIB, max_steps=10**8)
 
 def test_issue_11s_sweep_is_estimated_at_its_measured_34_gb() -> None:
     spec = parse_spec("compare", {"field": "mlp", "hidden": 512, "batch": 1024, "blocks": 8, "solvers": ["rk4"],
-                                  "steps": [256], "dtypes": ["float64"]})
+                                  "steps": [256], "dtypes": ["float64"], "timing_repeats": 1})
     assert estimate("compare", spec).bytes == pytest.approx(34e9, rel=0.05)
 
 
 def test_issue_11s_training_run_is_estimated_at_75_million_training_steps() -> None:
-    spec = parse_spec("train", {"dataset": "moons", "n_samples": 100000, "epochs": 1000, "batch_size": 1})
+    spec = parse_spec("train", {"dataset": "moons", "n_samples": 100000, "epochs": 1000, "batch_size": 1,
+                                "probe_every": 0})
     # 75 000 training points, batch 1, 1000 epochs; one block of 2 Euler steps, forward and backward
     assert estimate("train", spec).steps == 75_000 * 1000 * 1 * 2 * 2
 
@@ -48,7 +49,7 @@ def test_defaults_fit_small_limits(kind: str) -> None:
 
 
 def test_refusal_states_estimate_limit_and_fields() -> None:
-    spec = parse_spec("compare", {"batch": 1024, "hidden": 512, "steps": [256], "solvers": ["rk4"]})
+    spec = parse_spec("compare", {"batch": 1024, "hidden": 512, "steps": [256], "solvers": ["rk4"], "blocks": 1})
     with pytest.raises(SpecRefused) as info:
         admit("compare", spec, RunLimits(max_bytes=GIB, max_steps=10**8))
     message = str(info.value)

@@ -43,7 +43,7 @@ ENV = {**FAST_LEASES, "ANODE_METRICS_FLUSH_SECONDS": "0", "ANODE_CANCEL_POLL_SEC
 ENDED = {"succeeded", "failed", "cancelled", "diverged"}
 QUICK_DEMO = {"name": "non-invertible"}
 COMPARE_34_GB = {"field": "mlp", "hidden": 512, "batch": 1024, "blocks": 8, "solvers": ["rk4"], "steps": [256],
-                 "dtypes": ["float64"]}
+                 "dtypes": ["float64"], "timing_repeats": 1}
 TRAIN_75M_STEPS = {"dataset": "moons", "n_samples": 100000, "epochs": 1000, "batch_size": 1}
 LONG_CELL = {"field": "mlp", "hidden": 256, "batch": 128, "blocks": 1, "solvers": ["rk4"], "steps": [256],
              "dtypes": ["float64"], "methods": [{"method": "direct"}], "fd_check": 16, "device": "cpu"}
