@@ -66,5 +66,5 @@ def use_gradient(model: nn.Module, gradient: GradientMethod | str) -> Iterator[n
     try:
         yield model
     finally:
-        for b, g in zip(blocks, before):
+        for b, g in zip(blocks, before, strict=True):
             b.gradient = g

@@ -81,9 +81,9 @@ def _add_specs(sub: argparse._SubParsersAction) -> None:
 def _demo(args: argparse.Namespace) -> int:
     import time
 
-    from anode_lab.specs.demo import DEMOS, DemoSpec
     from anode_lab.run import run_loaded
     from anode_lab.specfile import SpecFile
+    from anode_lab.specs.demo import DEMOS, DemoSpec
 
     if args.name not in DEMOS:
         print(f"error: NAME must be one of {', '.join(DEMOS)}; got {args.name!r}", file=sys.stderr)

@@ -25,7 +25,7 @@ def merge(old: Payload | None, new: Payload) -> Payload:
     for name, points in new["series"].items():
         target = series.setdefault(name, {"steps": [], "values": []})
         last = target["steps"][-1] if target["steps"] else None
-        for step, value in zip(points["steps"], points["values"]):
+        for step, value in zip(points["steps"], points["values"], strict=True):
             if last is None or step > last:
                 target["steps"].append(step)
                 target["values"].append(value)
@@ -77,7 +77,7 @@ def _interpolate(knots_x: Sequence[float], knots_y: Sequence[float], x: float) -
 def epoch_of_steps(steps: Sequence[int], epoch_points: tuple[Sequence[int], Sequence[float | None]]) -> list[float]:
     """Fractional epoch of each step, from the ``epoch`` series (value k at the last step of epoch k); before the
     first epoch ends, one epoch is assumed to take ``steps_per_epoch`` guessed from the latest step."""
-    ends = [(s, v) for s, v in zip(*epoch_points) if v is not None]
+    ends = [(s, v) for s, v in zip(*epoch_points, strict=True) if v is not None]
     knots_x, knots_y = [0.0], [0.0]
     for step, epoch in ends:
         if step > knots_x[-1]:
@@ -91,7 +91,7 @@ def epoch_of_steps(steps: Sequence[int], epoch_points: tuple[Sequence[int], Sequ
 def time_of_steps(steps: Sequence[int], step_time: tuple[Sequence[int], Sequence[float | None]]) -> list[float]:
     """Seconds of compute up to each step: the running sum of ``step_time``. A decimated ``step_time`` keeps
     only some steps; the gaps are filled with the mean of their neighbours."""
-    known = [(s, v) for s, v in zip(*step_time) if v is not None]
+    known = [(s, v) for s, v in zip(*step_time, strict=True) if v is not None]
     if not known:
         return [float("nan")] * len(steps)
     knots_x, knots_y, total, previous = [0.0], [0.0], 0.0, 0

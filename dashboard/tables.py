@@ -6,7 +6,7 @@ import csv
 import io
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 ACTIVE = ("queued", "running")
@@ -66,7 +66,7 @@ def parse_time(value: str | None) -> datetime | None:
     if not value:
         return None
     parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def duration_seconds(run: Mapping[str, Any], now: datetime | None = None) -> float | None:
@@ -74,7 +74,7 @@ def duration_seconds(run: Mapping[str, Any], now: datetime | None = None) -> flo
     started = parse_time(run.get("started_at"))
     if started is None:
         return None
-    finished = parse_time(run.get("finished_at")) or (now or datetime.now(timezone.utc))
+    finished = parse_time(run.get("finished_at")) or (now or datetime.now(UTC))
     return max(0.0, (finished - started).total_seconds())
 
 

@@ -14,7 +14,7 @@ from dashboard.api_client import ApiClient
 from dashboard.charts import Curve
 from dashboard.components import artifact_bytes, progress, status_badge
 from dashboard.series import X_AXES, Payload, longest, merge, points_of, x_values
-from dashboard.tables import ACTIVE, distinct, format_duration, duration_seconds, finite, method_label, parse_csv
+from dashboard.tables import ACTIVE, distinct, duration_seconds, finite, format_duration, method_label, parse_csv
 
 METRIC_POINTS = 1500
 """Points per series asked of the API: it decimates longer series (keeping each bucket's min and max)."""
@@ -50,7 +50,7 @@ def summary_metrics(run: dict[str, Any], limit: int = 6) -> None:
     numbers = [(k, v) for k, v in (run.get("summary") or {}).items() if finite(v)][:limit]
     if not numbers:
         return
-    for column, (name, value) in zip(st.columns(len(numbers)), numbers):
+    for column, (name, value) in zip(st.columns(len(numbers)), numbers, strict=True):
         shown = f"{value:.4g}" if isinstance(value, float) else str(value)
         column.metric(name.replace("_", " "), shown)
 
@@ -117,7 +117,7 @@ def train_curves(api: ApiClient, run: dict[str, Any], *, key: str, font_size: in
     error_steps, error_values = points_of(payload, "probe_rel_error")
     if error_steps:
         cosine_steps, cosine_values = points_of(payload, "probe_cosine")
-        cosine = dict(zip(cosine_steps, cosine_values))
+        cosine = dict(zip(cosine_steps, cosine_values, strict=True))
         figures.append(charts.gradient_error_figure(x_values(axis, error_steps, payload), error_values,
                                                     [cosine.get(s) for s in error_steps], x_title=x_title,
                                                     method=method, font_size=font_size))
@@ -178,7 +178,7 @@ def sweep_results(api: ApiClient, run: dict[str, Any], *, key: str, font_size: i
     solvers = distinct(rows, "solver")
     columns = st.columns(max(1, len(varying) + (len(solvers) > 1)))
     chosen = {}
-    for column, (name, values) in zip(columns, varying):
+    for column, (name, values) in zip(columns, varying, strict=False):
         chosen[name] = column.selectbox(name.replace("_", " "), values, key=f"{key}.{name}")
     solver = solvers[0] if solvers else None
     if len(solvers) > 1:
@@ -222,12 +222,13 @@ def demo_results(api: ApiClient, run: dict[str, Any], *, key: str, font_size: in
     if images:
         per_row = 4
         for start in range(0, len(images), per_row):
-            for column, (name, caption) in zip(st.columns(per_row), images[start:start + per_row]):
+            for column, (name, caption) in zip(st.columns(per_row), images[start:start + per_row], strict=False):
                 column.image(artifact_bytes(api, api.base_url, run["id"], name, artifacts[name]["created_at"]),
                              caption=caption, width="stretch")
     for index in range(0, len(figures), 2):
         pair = figures[index:index + 2]
-        for column, (offset, figure) in zip(st.columns(2) if len(pair) > 1 else [st.container()], enumerate(pair)):
+        columns = st.columns(2) if len(pair) > 1 else [st.container()]
+        for column, (offset, figure) in zip(columns, enumerate(pair), strict=True):
             with column:
                 st.plotly_chart(figure, key=f"{key}.figure.{index + offset}")
     if not figures and not images:
@@ -257,7 +258,7 @@ def artifact_list(api: ApiClient, run: dict[str, Any], *, key: str, show_images:
     images = [a for a in artifacts if a["media_type"] in IMAGE_TYPES] if show_images else []
     if images:
         for start in range(0, len(images), 4):
-            for column, artifact in zip(st.columns(4), images[start:start + 4]):
+            for column, artifact in zip(st.columns(4), images[start:start + 4], strict=False):
                 column.image(artifact_bytes(api, api.base_url, run["id"], artifact["name"], artifact["created_at"]),
                              caption=artifact["name"], width="stretch")
     for artifact in artifacts:

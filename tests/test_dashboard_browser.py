@@ -12,14 +12,13 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import httpx
 import pytest
-
-from service_helpers import FAST_LEASES, free_port, wait_for
-
 from playwright import sync_api as playwright
+from service_helpers import FAST_LEASES, free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 # The README's pictures are refreshed on purpose (ANODE_UPDATE_SCREENSHOTS=1); otherwise they go under build/.
@@ -163,8 +162,8 @@ def test_launch_watch_compare_and_teach_in_a_browser(system: System, browser: ob
     settle(page)
     for index in range(images.count()):
         images.nth(index).scroll_into_view_if_needed()
-        wait_for(lambda: images.nth(index).evaluate("img => img.complete && img.naturalWidth > 0"), 20,
-                 f"image {index} to load")
+        loaded = partial(images.nth(index).evaluate, "img => img.complete && img.naturalWidth > 0")
+        wait_for(loaded, 20, f"image {index} to load")
     page.screenshot(path=str(SCREENSHOTS / "teaching-demo.png"))
     assert not page.locator("[data-testid='stException']").count()
     assert not errors, errors

@@ -175,7 +175,7 @@ def test_launch_queues_a_run_opens_its_page_and_the_runs_table_lists_it(api_url:
     run = client.get(f"/runs/{run_id}").json()
     assert run["name"] == "from-the-launch-form" and run["tags"] == ["apptest", "moons"]
     assert run["spec"]["seed"] == 7 and run["spec"]["ode"]["gradient"]["method"] == "anode"
-    assert "#%d from-the-launch-form" % run_id in texts(at, "markdown")  # landed on the run's page
+    assert f"#{run_id} from-the-launch-form" in texts(at, "markdown")  # landed on the run's page
 
     runs = page("runs")
     table = runs.dataframe[0].value

@@ -150,7 +150,7 @@ def test_batch_order_depends_on_seed_and_epoch_only() -> None:
     first = epoch_batches(10, 4, seed=3, epoch=0)
     assert [len(b) for b in first] == [4, 4, 2]
     assert sorted(torch.cat(first).tolist()) == list(range(10))
-    assert all(torch.equal(a, b) for a, b in zip(first, epoch_batches(10, 4, seed=3, epoch=0)))
+    assert all(torch.equal(a, b) for a, b in zip(first, epoch_batches(10, 4, seed=3, epoch=0), strict=True))
     assert not torch.equal(torch.cat(first), torch.cat(epoch_batches(10, 4, seed=3, epoch=1)))
     assert not torch.equal(torch.cat(first), torch.cat(epoch_batches(10, 4, seed=4, epoch=0)))
 

@@ -66,7 +66,7 @@ class _AdjointFunction(torch.autograd.Function):
         (z1,) = ctx.saved_tensors
         problem: Problem = ctx.problem
         wanted = ctx.needs_input_grad[2:]
-        params = [p for p, w in zip(problem.params, wanted[1:]) if w]
+        params = [p for p, w in zip(problem.params, wanted[1:], strict=True) if w]
 
         def augmented(t: float, y: State) -> State:
             z, a = y[0], y[1]

@@ -29,7 +29,9 @@ def reconstruction_error(problem: Problem, z0: Tensor) -> float:
 def block_reconstruction_errors(model: nn.Module, *inputs: Tensor) -> list[float]:
     """:func:`reconstruction_error` of every ODE block of ``model`` on the inputs it sees in ``model(*inputs)``."""
     seen: list[tuple[ODEBlock, Tensor]] = []
-    handles = [b.register_forward_pre_hook(lambda m, args: seen.append((m, args[0].detach()))) for b in ode_blocks(model)]
+    handles = [
+        b.register_forward_pre_hook(lambda m, args: seen.append((m, args[0].detach()))) for b in ode_blocks(model)
+    ]
     try:
         with torch.no_grad(), torch.random.fork_rng(), frozen_buffers(model):
             model(*inputs)

@@ -17,9 +17,9 @@ from collections.abc import Callable
 from torch import Tensor, nn
 
 from anode_core.block import ODEBlock
+from anode_core.registry import gradient_named
 from anode_lab.experiments.data import CLASSES, SHAPES
 from anode_lab.experiments.fields import ConvField, MLPField, SqueezeNextField, norm_named, squeezenext_layers
-from anode_core.registry import gradient_named
 from anode_lab.specs.common import OdeSpec
 from anode_lab.specs.train import TrainSpec
 

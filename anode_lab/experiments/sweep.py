@@ -59,7 +59,8 @@ def _sweep(spec: CompareSpec, ctx: RunContext) -> RunResult:
     for cell in grid:
         if ctx.should_stop():
             write_csv(ctx, "results.csv", rows, COLUMNS)
-            return RunResult(RunStatus.CANCELLED, _summary(spec, rows), f"stopped after {len(rows)} of {len(grid)} cells")
+            stopped = f"stopped after {len(rows)} of {len(grid)} cells"
+            return RunResult(RunStatus.CANCELLED, _summary(spec, rows), stopped)
         if setting is None or not setting.serves(cell):
             setting = _Setting(spec, cell, device)
         row = setting.measure(cell)
@@ -184,7 +185,7 @@ def finite_difference_error(
             view[local] = original
             fd.append((plus - minus) / (2 * epsilon))
             exact.append(grads[name].reshape(-1)[local].item())
-    diff = math.sqrt(sum((a - b) ** 2 for a, b in zip(fd, exact)))
+    diff = math.sqrt(sum((a - b) ** 2 for a, b in zip(fd, exact, strict=True)))
     scale = math.sqrt(sum(a * a for a in fd))
     return diff / scale if scale > 0 else diff
 
@@ -204,7 +205,7 @@ def slope_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for key, points in groups.items():
         slope, intercept = fit_loglog([n for n, _ in points], [e for _, e in points])
         out.append({
-            **dict(zip(SLOPE_COLUMNS[:5], key)), "slope": slope, "intercept": intercept,
+            **dict(zip(SLOPE_COLUMNS[:5], key, strict=True)), "slope": slope, "intercept": intercept,
             "expected_slope": -int(orders[key[3]]),
         })
     return out

@@ -28,11 +28,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from anode_lab.experiments.checkpoints import Checkpoints, Position
-from anode_lab.experiments.context import RunContext, RunResult, Status
-from anode_lab.experiments.data import Data, augment, epoch_batches, load_data
-from anode_lab.experiments.models import build_model
-from anode_lab.experiments.threads import torch_threads
 from anode_core.gradients import Direct
 from anode_core.instruments.compare import compare_gradients
 from anode_core.instruments.counting import EvaluationCounter
@@ -41,6 +36,11 @@ from anode_core.instruments.memory import MemoryMeter
 from anode_core.instruments.reconstruction import block_reconstruction_errors
 from anode_core.registry import gradient_named
 from anode_core.replay import frozen_buffers
+from anode_lab.experiments.checkpoints import Checkpoints, Position
+from anode_lab.experiments.context import RunContext, RunResult, Status
+from anode_lab.experiments.data import Data, augment, epoch_batches, load_data
+from anode_lab.experiments.models import build_model
+from anode_lab.experiments.threads import torch_threads
 from anode_lab.specs.train import TrainSpec
 from anode_lab.status import RunStatus
 

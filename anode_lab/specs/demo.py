@@ -9,6 +9,7 @@ stored spec always says exactly what ran.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -59,8 +60,8 @@ DEMOS: dict[str, DemoInfo] = {
         "gradient of the computed network (central finite differences, Direct and ANODE) uses ∂f/∂θ = z at the "
         "states the step started from (z0 = 1 > 0), so dL/dθ > 0. The continuous adjoint evaluates the same "
         "derivative at the end of each step (ANODE §2: its Euler step takes the Jacobians at z_{n+1} instead of "
-        "z_n), on the other side of the kink where z < 0, and returns dL/dθ < 0. Reading the exact stored states does not help. With more "
-        "steps (dt·K < 1) no step crosses the kink and the signs agree again.",
+        "z_n), on the other side of the kink where z < 0, and returns dL/dθ < 0. Reading the exact stored states "
+        "does not help. With more steps (dt·K < 1) no step crosses the kink and the signs agree again.",
         {"steps": (1, 2, 4, 8, 16), "dtype": "float64"},
     ),
     "reconstruction-blowup": DemoInfo(
@@ -69,8 +70,9 @@ DEMOS: dict[str, DemoInfo] = {
         "image in the forward solve. The adjoint must rebuild the states by solving backwards, which is the "
         "ill-posed backward heat equation: every reverse Euler step multiplies the finest modes by up to "
         "1 + 8κ·dt, (1 + 8κ·dt)^N_t in all: 4·10^9 at N_t = 32, approaching e^32 ≈ 8·10^13 as N_t grows. So "
-        "the rounding errors of the blurred image come back amplified. In float32 the rebuilt input is a checkerboard many times larger than the image, and worse for "
-        "larger N_t; in float64 the rounding is about 10^9 times smaller and what remains is the O(dt) mismatch "
+        "the rounding errors of the blurred image come back amplified. In float32 the rebuilt input is a "
+        "checkerboard many times larger than the image, and worse for larger N_t; in float64 the rounding is "
+        "about 10^9 times smaller and what remains is the O(dt) mismatch "
         "between a reverse Euler step and the inverse of a forward one. The table also holds the gradient with "
         "respect to κ: in this linear example it survives, because the adjoint variable is itself diffused on its "
         "way back and holds almost nothing in the modes the reconstruction ruins. ANODE never solves backwards.",
@@ -150,7 +152,7 @@ class DemoSpec(SpecModel):
         steps = self.steps or ()
         if any(n < 1 or n > MAX_STEPS for n in steps):
             raise ValueError(f"every entry of `steps` (N_t) must be between 1 and {MAX_STEPS}; got {list(steps)}")
-        if any(b <= a for a, b in zip(steps, steps[1:])):
+        if any(b <= a for a, b in pairwise(steps)):
             raise ValueError(f"`steps` must be strictly increasing (each N_t once); got {list(steps)}")
         if self.solvers is not None and len(set(self.solvers)) != len(self.solvers):
             raise ValueError(f"`solvers` lists a solver more than once; list each once (got {list(self.solvers)})")

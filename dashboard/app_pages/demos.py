@@ -77,7 +77,7 @@ def body() -> None:
         st.session_state["demos.live"] = active
         st.rerun()
     tabs = st.tabs([tab_label(d) for d in demos], key="demo", on_change="rerun", bind="query-params")
-    for tab, demo in zip(tabs, demos):
+    for tab, demo in zip(tabs, demos, strict=True):
         if tab.open is False:  # only the open tab fetches its pictures
             continue
         with tab:

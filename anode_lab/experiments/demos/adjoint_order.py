@@ -42,7 +42,8 @@ def run(spec: DemoSpec, ctx: RunContext) -> RunResult:
         for n in steps:
             if ctx.should_stop():
                 write_csv(ctx, "errors.csv", rows)
-                return RunResult(RunStatus.CANCELLED, {}, f"stopped after {len(rows)} of {len(solvers) * len(steps)} runs")
+                stopped = f"stopped after {len(rows)} of {len(solvers) * len(steps)} runs"
+                return RunResult(RunStatus.CANCELLED, {}, stopped)
             block = ac.ODEBlock(field, steps=n, solver=solver)
             reference = ac.measure_gradient(block, loss, ac.Direct())
             row: dict[str, Any] = {"solver": solver, "steps": n, "dt": 1.0 / n}

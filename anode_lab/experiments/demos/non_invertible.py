@@ -85,7 +85,8 @@ def run(spec: DemoSpec, ctx: RunContext) -> RunResult:
     with torch.no_grad():
         images = problem.step(points, 0)
     write_csv(ctx, "fold_grid.csv", [
-        {"x": p[0], "y": p[1], "step_x": q[0], "step_y": q[1]} for p, q in zip(points.tolist(), images.tolist())
+        {"x": p[0], "y": p[1], "step_x": q[0], "step_y": q[1]}
+        for p, q in zip(points.tolist(), images.tolist(), strict=True)
     ])
     write_csv(ctx, "pairs.csv", rows)
     write_json(ctx, "pair.json", {

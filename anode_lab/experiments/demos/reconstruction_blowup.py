@@ -17,12 +17,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import anode_core as ac
+from anode_core.problem import Problem
 from anode_lab.experiments.artifacts import numeric, write_csv
 from anode_lab.experiments.context import RunContext, RunResult
 from anode_lab.experiments.demos.common import explain
 from anode_lab.experiments.demos.images import digit, pattern, relative_error, save_panel, save_png
 from anode_lab.experiments.train import DTYPES, resolve_device
-from anode_core.problem import Problem
 from anode_lab.specs.demo import DemoSpec
 from anode_lab.status import RunStatus
 
