@@ -125,12 +125,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (runs_router, catalog_router, health_router):
         api.include_router(router)
     app.include_router(api)
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)  # type: ignore[arg-type]
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     if settings.cors_origins:  # closed unless configured: no CORS headers, so browsers keep other origins out
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,  # type: ignore[arg-type]
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST", "DELETE"], allow_headers=["X-API-Key", "Content-Type"],
                            expose_headers=["Retry-After"], max_age=600)
-    app.add_middleware(SecurityHeaders)  # type: ignore[arg-type]  # outermost: 413s and preflights get them too
+    app.add_middleware(SecurityHeaders)  # outermost: 413s and preflights get them too
     return app
 
 

@@ -166,8 +166,12 @@ class ApiClient:
         return self._request("GET", f"/runs/{run_id}/artifacts/{name}").content
 
     # ------------------------------------------------------------------------------------------ plumbing
-    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        return self._request(method, path, **kwargs).json()
+    def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        response = self._request(method, path, **kwargs)
+        body = response.json()
+        if not isinstance(body, dict):  # every endpoint answers an object; anything else is not this API
+            raise ApiError(response.status_code, "unexpected_response", f"{path} answered a {type(body).__name__}")
+        return body
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:

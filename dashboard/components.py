@@ -106,10 +106,10 @@ def pick_run(runs: Sequence[dict[str, Any]], *, label: str, key: str, default_id
         return None
     ids = [r["id"] for r in runs]
     by_id = {r["id"]: r for r in runs}
-    index = ids.index(default_id) if default_id in ids else 0
-    first = {} if key in st.session_state else {"index": index}  # a set state must not meet a default too
+    # A set state must not meet a default too; Streamlit reads index 0 as "no default".
+    index = ids.index(default_id) if default_id in ids and key not in st.session_state else 0
     chosen = st.selectbox(label, ids, key=key, help=help, on_change=on_change,
-                          format_func=lambda i: run_label(by_id[i]), **first)
+                          format_func=lambda i: run_label(by_id[i]), index=index)
     return by_id.get(chosen)
 
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import streamlit as st
 
 Named = Sequence[Mapping[str, str]]
 """A catalog list such as ``catalog["solvers"]``: ``[{"name": ..., "description": ...}]``."""
+T = TypeVar("T")
 
 
 # ------------------------------------------------------------------------------------ pure schema helpers
@@ -129,7 +130,7 @@ class SpecForm:
             if where == path:
                 st.error(message, icon=":material/error:")
 
-    def _store(self, path: str, value: Any) -> Any:
+    def _store(self, path: str, value: T) -> T:
         set_path(self.spec, path, value)
         self.field_error(path)
         return value

@@ -7,7 +7,7 @@ import io
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeGuard
 
 ACTIVE = ("queued", "running")
 FINISHED = ("succeeded", "failed", "cancelled", "diverged")
@@ -185,7 +185,7 @@ def _number(value: str | None) -> Any:
     return number
 
 
-def finite(value: Any) -> bool:
+def finite(value: object) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import streamlit as st
@@ -13,7 +14,7 @@ from dashboard import charts, demo_charts
 from dashboard.api_client import ApiClient
 from dashboard.charts import Curve
 from dashboard.components import artifact_bytes, progress, status_badge
-from dashboard.series import X_AXES, Payload, longest, merge, points_of, x_values
+from dashboard.series import X_AXES, Payload, XAxis, longest, merge, points_of, x_values
 from dashboard.tables import ACTIVE, distinct, duration_seconds, finite, format_duration, method_label, parse_csv
 
 METRIC_POINTS = 1500
@@ -64,7 +65,8 @@ def poll_metrics(api: ApiClient, run: dict[str, Any], *, key: str) -> Payload:
     state_key = f"{key}.metrics"
     cached = st.session_state.get(state_key)
     if cached and cached["run_id"] == run["id"] and cached["final"]:
-        return cached["payload"]
+        final: Payload = cached["payload"]
+        return final
     payload = cached["payload"] if cached and cached["run_id"] == run["id"] else None
     if payload is None or payload.get("last_step") is None:
         payload = api.metrics(run["id"], points=METRIC_POINTS)
@@ -76,7 +78,7 @@ def poll_metrics(api: ApiClient, run: dict[str, Any], *, key: str) -> Payload:
     return payload
 
 
-def _curve(payload: Payload, name: str, axis: str, label: str, colour: str, *, markers: bool = False,
+def _curve(payload: Payload, name: str, axis: XAxis, label: str, colour: str, *, markers: bool = False,
            dash: str = "solid") -> Curve | None:
     steps, values = points_of(payload, name)
     if not steps:
@@ -267,8 +269,7 @@ def artifact_list(api: ApiClient, run: dict[str, Any], *, key: str, show_images:
         left.markdown(f"`{name}` · {artifact['media_type']} · {_size(artifact['size'])}")
         right.download_button(
             "Download", key=f"{key}.download.{name}", file_name=name, mime=artifact["media_type"],
-            data=lambda name=name, created=artifact["created_at"]: artifact_bytes(api, api.base_url, run["id"], name,
-                                                                                  created),
+            data=partial(artifact_bytes, api, api.base_url, run["id"], name, artifact["created_at"]),
             on_click="ignore",
         )
         if name.endswith((".md", ".csv", ".json")) and artifact["size"] < 200_000:
@@ -282,7 +283,7 @@ def artifact_list(api: ApiClient, run: dict[str, Any], *, key: str, show_images:
                     st.json(json.loads(raw), expanded=False)
 
 
-def _size(n: int) -> str:
+def _size(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

@@ -173,7 +173,7 @@ def test_memory_follows_the_model(demo: Demo) -> None:
         assert all(b > a for a, b in pairwise(direct))  # Direct grows with N_t
         assert direct[-1] > 30 * direct[0]  # about linearly: N_t goes from 1 to 64
         assert max(adjoint) == min(adjoint)  # Adjoint is flat: nothing depends on N_t
-        assert max(peaks("anode(c=2)")) < 2 * min(peaks("anode(c=2)"))
+        assert max(peaks(solver, "anode(c=2)")) < 2 * min(peaks(solver, "anode(c=2)"))
 
 
 ANODE_PROBE_RTOL = 1e-10

@@ -207,7 +207,7 @@ def epoch_batches(n: int, batch_size: int, *, seed: int, epoch: int) -> list[Ten
     A final partial batch is kept unless it holds a single example (BatchNorm cannot train on one).
     """
     order = torch.randperm(n, generator=_generator(seed, epoch))
-    batches = list(order.split(batch_size))
+    batches = list(torch.split(order, batch_size))
     if len(batches) > 1 and len(batches[-1]) == 1:
         batches.pop()
     return batches

@@ -46,7 +46,8 @@ class MLPField(nn.Module):
         self.net = nn.Sequential(nn.Linear(dim, hidden), activation_named(activation), nn.Linear(hidden, dim))
 
     def forward(self, t: float, z: Tensor) -> Tensor:
-        return self.net(z)
+        out: Tensor = self.net(z)
+        return out
 
 
 class ConvField(nn.Module):
@@ -62,7 +63,8 @@ class ConvField(nn.Module):
         )
 
     def forward(self, t: float, z: Tensor) -> Tensor:
-        return self.net(z)
+        out: Tensor = self.net(z)
+        return out
 
 
 def squeezenext_layers(c_in: int, c_out: int, *, activation: str, norm: str, stride: int = 1) -> list[nn.Module]:
@@ -94,4 +96,5 @@ class SqueezeNextField(nn.Module):
         self.net = nn.Sequential(*squeezenext_layers(channels, channels, activation=activation, norm=norm))
 
     def forward(self, t: float, z: Tensor) -> Tensor:
-        return self.net(z)
+        out: Tensor = self.net(z)
+        return out

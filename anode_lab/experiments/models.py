@@ -13,6 +13,7 @@ an ODE block in place of the second residual block.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypedDict
 
 from torch import Tensor, nn
 
@@ -42,7 +43,8 @@ class MLPODE(nn.Module):
         self.head = nn.Linear(width, classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.block(self.lift(x)))
+        out: Tensor = self.head(self.block(self.lift(x)))
+        return out
 
 
 def _conv_unit(c_in: int, c_out: int, norm: str, stride: int = 1) -> nn.Sequential:
@@ -61,7 +63,8 @@ class _Classifier(nn.Module):
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(features, classes))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.body(self.stem(x)))
+        out: Tensor = self.head(self.body(self.stem(x)))
+        return out
 
 
 def conv_ode(*, channels: int, classes: int, width: int, norm: str, ode: OdeSpec) -> nn.Module:
@@ -88,7 +91,8 @@ class ResidualBlock(nn.Module):
         self.act = nn.ReLU()
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.act(self.branch(x) + self.shortcut(x))
+        out: Tensor = self.act(self.branch(x) + self.shortcut(x))
+        return out
 
 
 def basic_block(c_in: int, c_out: int, stride: int, norm: str) -> ResidualBlock:
@@ -127,12 +131,24 @@ def staged_ode_net(
     return _Classifier(_conv_unit(channels, width, norm), nn.Sequential(*stages), c_in, classes)
 
 
+class _ConvNet(TypedDict):
+    """The arguments every convolutional classifier takes."""
+
+    channels: int
+    classes: int
+    width: int
+    norm: str
+    ode: OdeSpec
+
+
 def build_model(spec: TrainSpec) -> nn.Module:
     """The classifier ``spec`` asks for, sized for its data set, in float32 on the CPU."""
     shape, classes = SHAPES[spec.dataset], CLASSES[spec.dataset]
     if spec.model == "mlp_ode":
         return MLPODE(features=shape[0], classes=classes, width=spec.width, hidden=spec.field_hidden, ode=spec.ode)
-    conv = {"channels": shape[0], "classes": classes, "width": spec.width, "norm": spec.field_norm, "ode": spec.ode}
+    conv: _ConvNet = {
+        "channels": shape[0], "classes": classes, "width": spec.width, "norm": spec.field_norm, "ode": spec.ode
+    }
     if spec.model == "conv_ode":
         return conv_ode(**conv)
     if spec.model == "resnet_ode":

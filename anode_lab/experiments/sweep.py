@@ -103,7 +103,8 @@ class _Setting:
         return _setting_key(cell) == self.key
 
     def loss(self, model: nn.Module) -> Tensor:
-        return 0.5 * ((model(self.x) - self.y) ** 2).sum() / self.x.shape[0]
+        out: Tensor = model(self.x)
+        return 0.5 * ((out - self.y) ** 2).sum() / self.x.shape[0]
 
     def measure(self, cell: Cell) -> dict[str, Any]:
         method = ac.gradient_named(cell.method.method, **cell.method.knobs())
@@ -137,6 +138,7 @@ def build_problem(
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
+        fields: list[nn.Module]
         if spec.field == "mlp":
             fields = [MLPField(spec.state_dim, spec.field_hidden, cell.activation) for _ in range(spec.blocks)]
         else:
@@ -193,20 +195,20 @@ def finite_difference_error(
 def slope_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One fitted log-log slope of relative error against N_t per (dtype, activation, scale, solver, method)
     for the inexact methods (the exact ones sit at rounding level, where a slope means nothing)."""
-    groups: dict[tuple[object, ...], list[tuple[int, float]]] = defaultdict(list)
-    orders: dict[object, object] = {}
+    groups: dict[tuple[Any, ...], list[tuple[int, float]]] = defaultdict(list)
+    orders: dict[str, int] = {}
     for row in rows:
         if row["exact"]:
             continue
         key = (row["dtype"], row["activation"], row["weight_scale"], row["solver"], row["method"])
         groups[key].append((int(row["steps"]), float(row["rel_error"])))
-        orders[row["solver"]] = row["order"]
+        orders[row["solver"]] = int(row["order"])
     out = []
     for key, points in groups.items():
         slope, intercept = fit_loglog([n for n, _ in points], [e for _, e in points])
         out.append({
             **dict(zip(SLOPE_COLUMNS[:5], key, strict=True)), "slope": slope, "intercept": intercept,
-            "expected_slope": -int(orders[key[3]]),
+            "expected_slope": -orders[key[3]],
         })
     return out
 

@@ -142,7 +142,7 @@ class _Trainer:
             nfe_forward = nfe.calls
             if not math.isfinite(loss.item()):
                 return f"the loss became {loss.item()} at step {step} (lr {lr:g}); lower `lr`"
-            loss.backward()
+            torch.autograd.backward(loss)
         grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
         if not math.isfinite(grad_norm.item()):
             return f"the gradient norm became {grad_norm.item()} at step {step} (lr {lr:g}); lower `lr`"
@@ -188,7 +188,7 @@ class _Trainer:
     def _evaluate(self) -> None:
         self.model.eval()
         loss, correct, test = 0.0, 0, self.data.test
-        for index in torch.arange(len(test)).split(EVAL_BATCH):
+        for index in torch.split(torch.arange(len(test)), EVAL_BATCH):
             x = self.data.inputs(test.x[index], dtype=self.dtype, device=self.device)
             y = test.y[index].to(self.device)
             logits = self.model(x)

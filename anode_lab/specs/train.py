@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from anode_lab.specs.common import DeviceName, DtypeName, GradientSpec, OdeSpec, SpecModel
+from anode_lab.specs.common import DeviceName, DtypeName, GradientSpec, OdeSpec, SolverName, SpecModel
 
 ModelName = Literal["mlp_ode", "conv_ode", "resnet_ode", "squeezenext_ode"]
 DatasetName = Literal["moons", "circles", "spirals", "digits", "mnist", "cifar10", "cifar100"]
@@ -181,7 +181,7 @@ class TrainSpec(SpecModel):
         return self.lr * 0.1 ** sum(epoch >= m for m in self.milestones())
 
 
-def _anode(steps: int = 2, solver: str = "euler") -> OdeSpec:
+def _anode(steps: int = 2, solver: SolverName = "euler") -> OdeSpec:
     return OdeSpec(solver=solver, steps=steps, activation="relu", gradient=GradientSpec(method="anode"))
 
 

@@ -186,9 +186,9 @@ def decimate(steps: Sequence[int], values: Sequence[float | None], points: int) 
     out_values: list[float | None] = []
     for b in range(buckets):
         lo, hi = b * n // buckets, (b + 1) * n // buckets
-        finite = [i for i in range(lo, hi) if values[i] is not None]
+        finite = {i: v for i in range(lo, hi) if (v := values[i]) is not None}
         if finite:
-            keep = sorted({min(finite, key=values.__getitem__), max(finite, key=values.__getitem__)})  # type: ignore[arg-type]
+            keep = sorted({min(finite, key=finite.__getitem__), max(finite, key=finite.__getitem__)})
         else:
             keep = [lo]
         out_steps.extend(steps[i] for i in keep)

@@ -43,7 +43,8 @@ def launch(name: str) -> None:
 
 
 def tab_label(demo: dict[str, Any]) -> str:
-    return demo["name"].replace("-", " ").capitalize()
+    name: str = demo["name"]
+    return name.replace("-", " ").capitalize()
 
 
 def section(demo: dict[str, Any], run: dict[str, Any] | None) -> None:

@@ -4,7 +4,9 @@ on every page. The table refreshes itself while runs are queued or running."""
 
 from __future__ import annotations
 
+import math
 from functools import partial
+from numbers import Real
 from typing import Any
 
 import pandas as pd
@@ -40,14 +42,23 @@ sort_by = order[0].selectbox("Sort by", TABLE_COLUMNS, index=0, key="runs.sort")
 descending = order[1].toggle("Descending", value=True, key="runs.descending")
 
 
+def known(v: object) -> float | None:
+    """A table cell's number, or None where the run has none (NaN)."""
+    return float(v) if isinstance(v, Real) and not math.isnan(v) else None
+
+
 def styled(frame: pd.DataFrame) -> Any:
     """Each run's id cell in its colour, the one its curves have on the other pages."""
     def colour(column: pd.Series) -> list[str]:
         return [f"background-color: {run_colour(int(i))}; color: white; font-weight: 600" for i in column]
 
-    return frame.style.apply(colour, subset=["id"]).format(
-        {"best accuracy": lambda v: "" if pd.isna(v) else f"{v:.2%}",
-         "duration": lambda v: format_duration(None if pd.isna(v) else v)})
+    def percent(v: object) -> str:
+        return "" if (x := known(v)) is None else f"{x:.2%}"
+
+    def duration(v: object) -> str:
+        return format_duration(known(v))
+
+    return frame.style.apply(colour, subset=["id"]).format({"best accuracy": percent, "duration": duration})
 
 
 def act_on(action: str, run_id: int) -> str | None:

@@ -33,7 +33,8 @@ def run(spec: DemoSpec, ctx: RunContext) -> RunResult:
         y = torch.randn(BATCH, DIM, dtype=torch.float64).to(device, dtype)
 
     def loss(model: nn.Module) -> Tensor:
-        return 0.5 * ((model(x) - y) ** 2).sum() / BATCH
+        out: Tensor = model(x)
+        return 0.5 * ((out - y) ** 2).sum() / BATCH
 
     solvers = spec.solvers or ()
     steps = spec.steps or ()
@@ -57,7 +58,7 @@ def run(spec: DemoSpec, ctx: RunContext) -> RunResult:
             ctx.on_metrics(len(rows) - 1, numeric(row))
             ctx.on_progress(len(rows), len(solvers) * len(steps), f"{solver} N_t={n}")
 
-    fits = []
+    fits: list[dict[str, float | int | str]] = []
     for solver in solvers:
         mine = [r for r in rows if r["solver"] == solver]
         for label in ("adjoint", "adjoint(stored)"):

@@ -47,7 +47,8 @@ def run(spec: DemoSpec, ctx: RunContext) -> RunResult:
     eval_bytes = ac.saved_bytes_of_one_evaluation(fields[0], x)
 
     def loss(model: nn.Module) -> Tensor:
-        return 0.5 * ((model(x) - y) ** 2).sum() / BATCH
+        out: Tensor = model(x)
+        return 0.5 * ((out - y) ** 2).sum() / BATCH
 
     solvers, steps = spec.solvers or (), spec.steps or ()
     total = len(solvers) * len(steps) * len(METHODS)

@@ -32,12 +32,8 @@ FOLD_TOLERANCE = 1e-12
 def folding_field(gain: float = GAIN) -> MLPField:
     """``f(z) = −gain·relu(z)`` on the plane, as an MLP field with fixed weights."""
     field = MLPField(2, hidden=2, activation="relu")
-    first, last = field.net[0], field.net[2]
-    with torch.no_grad():
-        first.weight.copy_(torch.eye(2))
-        first.bias.zero_()
-        last.weight.copy_(-gain * torch.eye(2))
-        last.bias.zero_()
+    eye, zero = torch.eye(2), torch.zeros(2)
+    field.net.load_state_dict({"0.weight": eye, "0.bias": zero, "2.weight": -gain * eye, "2.bias": zero})
     return field
 
 

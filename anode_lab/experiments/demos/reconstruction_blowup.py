@@ -38,6 +38,8 @@ SAME_GRADIENT_ERROR = 1.5
 class Diffusion(nn.Module):
     """``f(z) = κ·Δz``: the fixed 5-point Laplacian stencil as a depthwise convolution, times a learnable κ."""
 
+    stencil: Tensor
+
     def __init__(self, kappa: float = KAPPA, channels: int = 1) -> None:
         super().__init__()
         self.kappa = nn.Parameter(torch.tensor(kappa, dtype=torch.float64))

@@ -38,6 +38,8 @@ METHODS = {"direct": ac.Direct(), "anode": ac.Anode(), "adjoint": ac.Adjoint(),
 class KinkField(nn.Module):
     """``f(z; θ) = θ·z − K·relu(z)``: a ReLU field with gain ``K`` at its kink ``z = 0`` and one parameter θ."""
 
+    gain: Tensor
+
     def __init__(self, theta: float = THETA, gain: float = GAIN) -> None:
         super().__init__()
         self.theta = nn.Parameter(torch.tensor(theta, dtype=torch.float64))
