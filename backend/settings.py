@@ -3,16 +3,30 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from anode_lab.specs.cost import RunLimits
 
 DeviceClass = Literal["cpu", "gpu"]
 DEVICE_CLASSES: tuple[DeviceClass, ...] = ("cpu", "gpu")
 
 LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
+RUN_MEMORY_FRACTION = 0.5
+"""Default ``ANODE_MAX_RUN_BYTES``: this share of the machine's memory for one run."""
+
+
+def default_max_run_bytes() -> int:
+    """Half the machine's physical memory (8 GiB where the machine does not say)."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") * RUN_MEMORY_FRACTION)
+    except (ValueError, OSError):
+        return 8 * 2**30
 
 
 def is_loopback(host: str) -> bool:
@@ -58,11 +72,34 @@ class Settings(BaseSettings):
     create_rate_per_minute: float = Field(120.0, gt=0, description="runs one client (API key, else address) may "
                                           "create per minute, after a burst of `create_burst`")
     create_burst: int = Field(60, ge=1, description="runs one client may create at once before the rate applies")
+    data_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list, description="comma-separated folders a run's data `root` must lie under (symlinks "
+        "and `..` resolved); default data_dir/datasets"
+    )
+    max_run_bytes: int = Field(default_factory=default_max_run_bytes, ge=2**20, description="a spec whose "
+                               "estimated peak memory is larger is refused (422); a run's child process gets this "
+                               "much memory beyond its start-up size; default half the machine's memory")
+    max_run_steps: int = Field(10**8, ge=1, description="a spec that would take more ODE solver steps (forward and "
+                               "backward, over every block and training step or sweep cell) is refused (422)")
+    max_run_seconds: float = Field(24 * 3600.0, gt=0, description="a run still going after this long is stopped "
+                                   "and fails with \"time limit\"")
 
     @field_validator("data_dir")
     @classmethod
     def _expand(cls, path: Path) -> Path:
         return path.expanduser().resolve()
+
+    @field_validator("data_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("data_roots")
+    @classmethod
+    def _resolve_roots(cls, roots: list[Path]) -> list[Path]:
+        return [root.expanduser().resolve() for root in roots]
 
     @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod
@@ -101,6 +138,19 @@ class Settings(BaseSettings):
     @property
     def runs_dir(self) -> Path:
         return self.data_dir / "runs"
+
+    @property
+    def allowed_data_roots(self) -> tuple[Path, ...]:
+        """``data_roots``, or ``data_dir/datasets`` when none is configured (resolved)."""
+        return tuple(self.data_roots) or ((self.data_dir / "datasets").resolve(),)
+
+    @property
+    def run_limits(self) -> RunLimits:
+        """What one spec may ask for, as the spec checks (:func:`anode_lab.specs.cost.admit`) take it."""
+        from anode_lab.specs.cost import RunLimits
+
+        return RunLimits(max_bytes=self.max_run_bytes, max_steps=self.max_run_steps,
+                         data_roots=self.allowed_data_roots)
 
     def run_dir(self, run_id: int) -> Path:
         """Working folder of one run: checkpoints, the metrics journal and ``artifacts/``."""

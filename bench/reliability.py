@@ -9,7 +9,8 @@
    supervisor would); time until the run is re-queued (lease expiry + reaper), running again, and past the step
    it had reached; every step stored once, and how many steps were computed twice (after the checkpoint);
    with short leases, then (unless ``--quick``) with the default ``ANODE_HEARTBEAT_TIMEOUT_SECONDS``;
-4. cancel: time from ``POST /runs/{id}/cancel`` to ``cancelled``, and steps run after the flag was set.
+4. cancel: time from ``POST /runs/{id}/cancel`` to ``cancelled``, and steps run after the flag was set;
+5. refusal: time to answer 422 to an over-budget spec (issue 11's 34 GB sweep and 75 M-step training run).
 
     python bench/reliability.py [--seconds 20] [--quick]
 
@@ -272,6 +273,23 @@ def cancel_latency(stack: Stack, client: httpx.Client, repeats: int) -> dict[str
     return out
 
 
+OVER_BUDGET = [{"kind": "compare", "spec": {"field": "mlp", "hidden": 512, "batch": 1024, "blocks": 8,
+                                            "solvers": ["rk4"], "steps": [256], "dtypes": ["float64"]}},
+               {"kind": "train", "spec": {"dataset": "moons", "n_samples": 100000, "epochs": 1000, "batch_size": 1}}]
+
+
+def refusal_latency(client: httpx.Client, repeats: int) -> list[float]:
+    """Seconds from sending an over-budget spec to its 422 (the estimate is arithmetic over the spec)."""
+    out = []
+    for _ in range(repeats):
+        for body in OVER_BUDGET:
+            start = time.perf_counter()
+            response = client.post("/runs", json=body)
+            out.append(time.perf_counter() - start)
+            assert response.status_code == 422, response.text
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=20.0, help="duration of the load test")
@@ -331,6 +349,11 @@ def main() -> int:
                 lines.append(f"cancel: {statistics.median(cancel['seconds']) * 1e3:.0f} ms median, "
                              f"{max(cancel['seconds']) * 1e3:.0f} ms max to `cancelled`; steps after the flag: "
                              f"max {max(cancel['extra_steps']):.0f} (5 runs, ANODE_CANCEL_POLL_SECONDS=0)")
+
+                refused = refusal_latency(client, 25)
+                lines.append(f"over-budget spec refused (422 with estimate, limit, fields): "
+                             f"{statistics.median(refused) * 1e3:.1f} ms median, {max(refused) * 1e3:.1f} ms max "
+                             f"({len(refused)} requests: a 34 GB sweep, a 75 M-step training run)")
             finally:
                 stack.stop()
 

@@ -107,7 +107,7 @@ def logging_overhead(data_dir: Path, reps: int) -> dict[str, float]:
 
     from anode_lab.experiments import RunContext, run_experiment
     from anode_lab.specs import parse_spec
-    from backend.db import Database, migrate
+    from backend.db import migrate
     from backend.runs import repository as runs
     from backend.runs.ingest import MetricWriter
     from backend.settings import Settings
@@ -116,9 +116,8 @@ def logging_overhead(data_dir: Path, reps: int) -> dict[str, float]:
     torch.set_num_threads(1)
     settings = Settings(data_dir=data_dir / "overhead")
     migrate(settings.db_url, settings.data_dir)
-    db = Database(settings.db_url)
     worker = WorkerProcess(settings, "cpu")
-    worker.db = db
+    db = worker.db
     spec = parse_spec("train", TRAIN)
     intervals: dict[str, list[float]] = {"bare": [], "logged": []}
     inside: list[float] = []
@@ -138,7 +137,8 @@ def logging_overhead(data_dir: Path, reps: int) -> dict[str, float]:
             with db.session(write=True) as session:
                 runs.claim(session, run_id, worker.id, "cpu")
             writer = MetricWriter(db, run_id, workdir, settings.metrics_flush_seconds).start()
-            ctx = worker.context(Lease(run_id), writer, workdir)
+            lease = Lease(run_id)  # what the worker does with each report its run's child process sends
+            ctx = RunContext(workdir, on_metrics=writer.add, should_stop=lambda: worker.should_stop(lease))
             add, stop = ctx.on_metrics, ctx.should_stop
 
             def report(step: int, values: Any) -> None:

@@ -254,3 +254,37 @@ def slope_table(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             "difference": round(slope - expected, 3) if finite(slope) and finite(expected) else None,
         })
     return out
+
+
+# ------------------------------------------------------------------------------------------ checkpoint cost
+CHECKPOINT_BUDGETS = (0, 1, 2, 3, 4, 8)
+
+
+def revolve_evaluations(steps: int, checkpoints: int) -> int:
+    """Field evaluations per solver stage in the backward pass of one block of ``steps`` steps under
+    ``Anode(checkpoints=c)``: the steps advanced without a graph by the optimal binomial schedule, then every step
+    once with its graph. With ``h = c + 1`` states held and ``r`` the least integer with ``C(h + r, h) ≥ N_t``,
+    the advances are ``r·N_t − C(h + r, h + 1)`` (Griewank & Walther, ACM TOMS 26(1), 2000, Prop. 1); with no
+    slot, ``N_t(N_t − 1)/2``. The same count as ``anode_core``'s schedule, which the dashboard cannot import."""
+    if steps <= 1 or checkpoints == 0:
+        return steps * (steps - 1) // 2 + steps
+    held, sweeps = checkpoints + 1, 0
+    while math.comb(held + sweeps, held) < steps:
+        sweeps += 1
+    return sweeps * steps - math.comb(held + sweeps, held + 1) + steps
+
+
+def checkpoint_cost_figure(max_steps: int = 256, budgets: Sequence[int] = CHECKPOINT_BUDGETS, *,
+                           font_size: int = FONT_SIZE) -> go.Figure:
+    """ANODE's backward field evaluations per block (per solver stage) vs N_t, one line per checkpoint budget
+    ``c``, next to recomputing the whole block once (``checkpoints=None``: N_t evaluations, memory O(N_t))."""
+    steps = list(range(1, max_steps + 1))
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=steps, y=steps, name="no checkpoints: whole block once", mode="lines",
+                             line={"color": METHOD_COLOURS["anode"], "dash": "dot", "width": 2}))
+    for c in budgets:
+        fig.add_trace(go.Scatter(x=steps, y=[revolve_evaluations(n, c) for n in steps], name=f"c = {c}",
+                                 mode="lines", line={"color": method_colour(f"anode(c={c})"), "width": 2}))
+    style(fig, title="Backward cost of checkpoints (optimal binomial schedule)", x_title="N_t (steps per block)",
+          y_title="field evaluations per stage", font_size=font_size, log_x=True, log_y=True)
+    return fig

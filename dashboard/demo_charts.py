@@ -45,7 +45,7 @@ def adjoint_order_rows(errors: Rows) -> list[dict[str, Any]]:
 
 def adjoint_order_figure(errors: Rows, *, font_size: int = FONT_SIZE) -> go.Figure:
     fig = sweep_error_figure(adjoint_order_rows(errors), font_size=font_size)
-    fig.update_layout(title_text="Adjoint error falls at the solver's order")
+    fig.update_layout(title_text="Continuous adjoint's error against N_t, next to the solver's order")
     return fig
 
 

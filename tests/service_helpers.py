@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -135,16 +136,41 @@ def submit(client: httpx.Client, kind: str, spec: dict[str, Any], **extra: Any) 
 @contextmanager
 def in_process_worker(settings: Any) -> Iterator[Any]:
     """A migrated store and a ``WorkerProcess`` driven by the test itself (no subprocess, no consumer loop)."""
-    from backend.db import Database, migrate
-    from backend.queue import RunQueues
+    from backend.db import migrate
     from backend.workers.process import WorkerProcess
 
     migrate(settings.db_url, settings.data_dir)
     process = WorkerProcess(settings, "cpu")
-    process.db = Database(settings.db_url)
-    process.queues = RunQueues(settings, body=process.execute)
     try:
         yield process
     finally:
-        process.queues.close()
-        process.db.dispose()
+        process.close()
+
+
+@contextmanager
+def tmpfs(mount: Path, size: str) -> Iterator[Path]:
+    """A real tmpfs of ``size`` mounted at ``mount`` (created), unmounted after; skips where this process may not
+    mount (not root, or a kernel that refuses), as the simulated ENOSPC tests cover that case."""
+    import pytest
+
+    mount.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], capture_output=True,
+                          check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip() or 'not root'}); the simulated "
+                    "ENOSPC tests cover this")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(disk: Path, leave: int) -> Path:
+    """Fill ``disk`` with a ballast file until about ``leave`` bytes are free; returns the ballast."""
+    ballast = disk / "ballast"
+    with ballast.open("wb", buffering=0) as handle:
+        with contextlib.suppress(OSError):
+            while True:
+                handle.write(b"\0" * 4096)
+        handle.truncate(max(0, handle.tell() - leave))
+    return ballast

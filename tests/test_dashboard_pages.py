@@ -118,6 +118,9 @@ def test_every_page_has_an_empty_state(tmp_path: Path, monkeypatch: pytest.Monke
             assert message in texts(at, "info"), name
             assert "no live worker" in texts(at.sidebar, "caption"), name
         assert page("launch").button(key="launch.train.submit")
+        lab = page("gradient_lab")  # the checkpoint cost needs no sweep: it is computed, not measured
+        assert [e.label for e in lab.expander] == ["Cost of checkpoints inside a block"]
+        assert len(lab.get("plotly_chart")) == 1
     finally:
         svc.stop()
 
@@ -295,7 +298,8 @@ def test_gradient_lab_shows_a_sweep_and_launches_the_default(api_url: str, clien
     at = page("gradient_lab")
     at.selectbox(key="gradient_lab.run").set_value(seeded["sweep"]).run()
     assert_ok(at)
-    error, cosine, memory, time = figures(at)
+    cost, error, cosine, memory, time = figures(at)
+    assert cost["layout"]["title"]["text"].startswith("Backward cost of checkpoints")
     assert error["layout"]["xaxis"]["type"] == "log" and error["layout"]["yaxis"]["type"] == "log"
     assert {"slope −1 (euler)", "slope −2 (midpoint)"} <= {d["name"] for d in error["data"]}
     assert any(d["name"].endswith("model") for d in memory["data"])

@@ -9,7 +9,6 @@ series holds every step once; the service still answers and runs new work.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import signal
@@ -26,8 +25,10 @@ from service_helpers import (
     FAST_LEASES,
     TRAIN_SMALL,
     Service,
+    fill,
     in_process_worker,
     submit,
+    tmpfs,
     wait_for,
     wait_status,
 )
@@ -204,11 +205,12 @@ def test_loss_becoming_nan_ends_the_run_as_diverged(client: httpx.Client) -> Non
     assert_still_serving(client)
 
 
-def test_failing_training_reports_why(client: httpx.Client, tmp_path: Path) -> None:
-    spec = {"model": "conv_ode", "dataset": "mnist", "root": str(tmp_path / "absent"), "epochs": 1, "device": "cpu"}
+def test_failing_training_reports_why(client: httpx.Client, service: Service) -> None:
+    root = service.data_dir / "datasets" / "absent"
+    spec = {"model": "conv_ode", "dataset": "mnist", "root": str(root), "epochs": 1, "device": "cpu"}
     run = wait_status(client, submit(client, "train", spec), ENDED)
     assert run["status"] == "failed" and run["error"]["type"] and run["error"]["traceback"], run
-    assert str(tmp_path) in run["error"]["message"] or "MNIST" in run["error"]["message"]
+    assert str(root) in run["error"]["message"] and "MNIST" in run["error"]["message"]
     assert_still_serving(client)
 
 
@@ -221,14 +223,12 @@ def worker(tmp_path: Path) -> Iterator[WorkerProcess]:
 
 
 def stored_run(worker: WorkerProcess, kind: str, spec: dict[str, Any]) -> int:
-    assert worker.db is not None
     with worker.db.session(write=True) as session:
         return runs.add(session, kind=kind, name="", spec=parse_spec(kind, spec).model_dump(mode="json"),
                         device="cpu", tags=[]).id
 
 
 def outcome(worker: WorkerProcess, run_id: int) -> tuple[Any, list[int]]:
-    assert worker.db is not None
     with worker.db.session() as session:
         run = runs.get(session, run_id)
         steps = [step for name, step, _ in runs.read_metrics(session, run_id) if name == "train_loss"]
@@ -261,58 +261,28 @@ def test_disk_full_under_the_journal_fails_the_run_with_the_reason(worker: Worke
     assert outcome(worker, again)[0].status == "succeeded"
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A real 256 KiB tmpfs, mounted when this process may (root, and a kernel that allows it here)."""
-    import subprocess
-
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True,
-                          check=False)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip() or 'not root'}); "
-                    "test_disk_full_under_the_journal_fails_the_run_with_the_reason simulates ENOSPC instead")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def test_a_really_full_disk_under_the_run_folder(worker: WorkerProcess, small_disk: Path) -> None:
+def test_a_really_full_disk_under_the_run_folder(worker: WorkerProcess, tmp_path: Path) -> None:
     """The run's folder on a real filesystem that fills up (the store stays on its own disk): the run fails with
-    ENOSPC and its steps so far; with space freed, the next run on that disk succeeds."""
+    ENOSPC and its steps so far; on a disk with room, the next run succeeds."""
     run_id = stored_run(worker, "train", {**TRAIN_SMALL, "n_samples": 512, "batch_size": 16, "epochs": 6})
-    folder = worker.settings.run_dir(run_id)  # 144 steps: the journal outgrows the 4 KiB left at about step 60
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    folder.symlink_to(small_disk, target_is_directory=True)
-    ballast = small_disk / "ballast"
-    with ballast.open("wb", buffering=0) as fill:
-        with contextlib.suppress(OSError):
-            while True:
-                fill.write(b"\0" * 4096)
-        fill.truncate(fill.tell() - 4096)  # room for a few dozen journal records
-    worker.execute(run_id)
-    run, steps = outcome(worker, run_id)
+    with tmpfs(worker.settings.run_dir(run_id), "256k") as disk:  # 144 steps: the journal outgrows 4 KiB at ~60
+        fill(disk, 4096)
+        worker.execute(run_id)
+        run, steps = outcome(worker, run_id)
     assert run.status == "failed" and "No space left on device" in run.message, run.message
+    assert run.message.startswith("disk full: ")
     assert steps == list(range(1, len(steps) + 1))
-    ballast.unlink()
     again = stored_run(worker, "train", TRAIN_SMALL)
-    worker.settings.run_dir(again).symlink_to(small_disk, target_is_directory=True)
-    worker.execute(again)
-    assert outcome(worker, again)[0].status == "succeeded"
+    with tmpfs(worker.settings.run_dir(again), "256k"):
+        worker.execute(again)
+        assert outcome(worker, again)[0].status == "succeeded"
 
 
 def test_training_that_raises_midway_fails_with_its_error(worker: WorkerProcess,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from anode_lab import experiments
+    from worker_stand_ins import exploding_child
 
-    def explodes(kind: str, spec: Any, ctx: Any) -> Any:
-        for step in range(1, 6):
-            ctx.on_metrics(step, {"train_loss": 1.0 / step})
-        raise FloatingPointError("the field blew up at step 6")
-
-    monkeypatch.setattr(experiments, "run_experiment", explodes)
+    monkeypatch.setattr(worker, "child_target", exploding_child)
     run_id = stored_run(worker, "train", TRAIN_SMALL)
     worker.execute(run_id)
     run, steps = outcome(worker, run_id)

@@ -153,7 +153,9 @@ HOSTILE_BODIES: dict[str, tuple[str, set[int]]] = {
                       {422}),
     "oversized body": ('{"kind": "train", "spec": {}, "name": "' + "x" * (BODY_LIMIT + 10) + '"}', {413}),
     "root path outside": ('{"kind": "train", "spec": {"model": "conv_ode", "dataset": "mnist", "root": "/"}}',
-                          {201}),
+                          {422}),
+    "root escaping by ..": ('{"kind": "train", "spec": {"model": "conv_ode", "dataset": "mnist", "root": "../.."}}',
+                            {422}),
 }
 
 

@@ -187,8 +187,8 @@ def test_killed_worker_run_is_requeued_and_finished_without_gaps(client: httpx.C
     assert [int(line.split(",")[0]) for line in lines] == list(range(1, total + 1))
 
 
-def test_a_failing_run_reports_its_error_with_a_traceback_summary(client: httpx.Client, tmp_path: Path) -> None:
-    spec = {"model": "conv_ode", "dataset": "mnist", "root": str(tmp_path / "no-mnist-here"), "epochs": 1,
+def test_a_failing_run_reports_its_error_with_a_traceback_summary(client: httpx.Client, service: Service) -> None:
+    spec = {"model": "conv_ode", "dataset": "mnist", "root": str(service.data_dir / "datasets" / "none"), "epochs": 1,
             "device": "cpu"}
     run = wait_status(client, submit(client, "train", spec), {"succeeded", "failed"})
     assert run["status"] == "failed" and run["finished_at"] is not None

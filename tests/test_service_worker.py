@@ -25,13 +25,11 @@ def worker(tmp_path: Path) -> Iterator[WorkerProcess]:
 
 
 def new_run(worker: WorkerProcess, device: str = "cpu") -> int:
-    assert worker.db is not None
     with worker.db.session(write=True) as session:
         return runs.add(session, kind="train", name="", spec={}, device=device, tags=[]).id
 
 
 def row(worker: WorkerProcess, run_id: int) -> Run:
-    assert worker.db is not None
     with worker.db.session() as session:
         run = runs.get(session, run_id)
         assert run is not None
@@ -39,14 +37,12 @@ def row(worker: WorkerProcess, run_id: int) -> Run:
 
 
 def go_stale(worker: WorkerProcess, run_id: int) -> None:
-    assert worker.db is not None
     with worker.db.session(write=True) as session:
         session.get(Run, run_id).heartbeat = utcnow() - timedelta(minutes=1)  # type: ignore[union-attr]
 
 
 def test_only_one_claim_wins(worker: WorkerProcess) -> None:
     run_id = new_run(worker)
-    assert worker.db is not None
     with worker.db.session(write=True) as session:
         assert runs.claim(session, run_id, "a", "cpu")
         assert not runs.claim(session, run_id, "b", "cpu")
@@ -56,7 +52,6 @@ def test_only_one_claim_wins(worker: WorkerProcess) -> None:
 @pytest.mark.parametrize("status", ["succeeded", "cancelled", "running"])
 def test_execute_skips_runs_that_are_not_queued(worker: WorkerProcess, status: str) -> None:
     run_id = new_run(worker)
-    assert worker.db is not None
     with worker.db.session(write=True) as session:
         session.get(Run, run_id).status = status  # type: ignore[union-attr]
     worker.execute(run_id)  # a duplicate or late message: nothing happens, nothing is imported from torch
@@ -64,7 +59,6 @@ def test_execute_skips_runs_that_are_not_queued(worker: WorkerProcess, status: s
 
 
 def test_reaper_requeues_a_stale_run_then_fails_it_past_the_retry_limit(worker: WorkerProcess) -> None:
-    assert worker.db is not None and worker.queues is not None
     run_id = new_run(worker)
     with worker.db.session(write=True) as session:
         runs.claim(session, run_id, "dead", "cpu")
@@ -85,7 +79,6 @@ def test_reaper_requeues_a_stale_run_then_fails_it_past_the_retry_limit(worker: 
 
 
 def test_a_reaped_worker_loses_its_lease_and_cannot_finish(worker: WorkerProcess) -> None:
-    assert worker.db is not None
     run_id = new_run(worker)
     with worker.db.session(write=True) as session:
         runs.claim(session, run_id, worker.id, "cpu")
@@ -94,27 +87,25 @@ def test_a_reaped_worker_loses_its_lease_and_cannot_finish(worker: WorkerProcess
     go_stale(worker, run_id)
     worker.reap()
     worker._beat()
-    assert lease.lost.is_set() and worker._should_stop(lease)
+    assert lease.lost.is_set() and worker.should_stop(lease)
     with worker.db.session(write=True) as session:
         assert not runs.finish(session, run_id, worker.id, status="succeeded")
 
 
 def test_cancel_flag_is_seen_through_the_poll_connection(worker: WorkerProcess) -> None:
-    assert worker.db is not None
     run_id = new_run(worker)
     with worker.db.session(write=True) as session:
         runs.claim(session, run_id, worker.id, "cpu")
     lease = Lease(run_id)
-    assert not worker._should_stop(lease)
+    assert not worker.should_stop(lease)
     with worker.db.session(write=True) as session:
         assert runs.request_cancel(session, run_id)
-    assert worker._should_stop(lease)  # autocommit: the poll sees the new commit, not an old snapshot
-    assert lease.poll is not None
-    lease.poll.close()
+    assert worker.should_stop(lease)  # autocommit: the poll sees the new commit, not an old snapshot
+    assert lease.cancel_conn is not None
+    lease.cancel_conn.close()
 
 
 def test_stored_queued_runs_are_queued_again_at_start(worker: WorkerProcess) -> None:
-    assert worker.queues is not None
     cpu, gpu = new_run(worker), new_run(worker, device="cuda")
     worker._recover_queued()
     task = worker.queues.hueys["cpu"].dequeue()
@@ -123,7 +114,6 @@ def test_stored_queued_runs_are_queued_again_at_start(worker: WorkerProcess) -> 
 
 
 def test_metric_writer_stores_complete_steps_and_replays_its_journal(worker: WorkerProcess, tmp_path: Path) -> None:
-    assert worker.db is not None
     run_id = new_run(worker)
     writer = MetricWriter(worker.db, run_id, tmp_path / "w", flush_seconds=3600)
     for step in range(1, 6):
@@ -152,7 +142,6 @@ def test_metric_writer_takes_numbers_of_other_types(worker: WorkerProcess, tmp_p
     import numpy as np
     import torch
 
-    assert worker.db is not None
     run_id = new_run(worker)
     writer = MetricWriter(worker.db, run_id, tmp_path, flush_seconds=3600)
     writer.add(np.int64(1), {"a": np.float32(0.5), "b": np.int64(3), "c": torch.tensor(0.25), "d": True})
@@ -163,7 +152,6 @@ def test_metric_writer_takes_numbers_of_other_types(worker: WorkerProcess, tmp_p
 
 
 def test_metric_writer_thread_writes_while_the_run_goes_on(worker: WorkerProcess, tmp_path: Path) -> None:
-    assert worker.db is not None
     run_id = new_run(worker)
     writer = MetricWriter(worker.db, run_id, tmp_path / "t", flush_seconds=0).start()
     for step in range(1, 201):

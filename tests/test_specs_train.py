@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from anode_lab.specfile import preset_yaml
 from anode_lab.specs import parse_spec
-from anode_lab.specs.train import DESCRIPTIONS, PRESETS, TrainSpec
+from anode_lab.specs.train import DESCRIPTIONS, GROUP_PRESETS, PRESETS, TrainSpec
 
 GOOD = [
     pytest.param({}, id="defaults"),
@@ -120,10 +120,19 @@ def test_required_presets_match_the_brief() -> None:
     assert (digits.model, digits.dataset, digits.ode.solver, digits.ode.steps, digits.ode.gradient.method) == (
         "conv_ode", "digits", "euler", 2, "anode")
     assert PRESETS["moons-adjoint"].ode.gradient.method == "adjoint"
-    for name, model in (("cifar10-resnet-anode", "resnet_ode"), ("cifar10-squeezenext-anode", "squeezenext_ode")):
-        paper = PRESETS[name]
+    for net, model in (("resnet", "resnet_ode"), ("squeezenext", "squeezenext_ode")):
+        paper = PRESETS[f"cifar10-{net}-anode"]
         assert (paper.model, paper.dataset, paper.epochs, paper.augment, paper.milestones()) == (
             model, "cifar10", 350, True, [150, 250])
+        assert (paper.batch_size, paper.lr, paper.sgd_momentum, paper.weight_decay) == (256, 0.1, 0.9, 5e-4)
+        for method in ("adjoint", "direct"):  # the same run but for the gradient method, seed included
+            other = PRESETS[f"cifar10-{net}-{method}"]
+            assert other.ode.gradient.method == method
+            assert other.model_copy(update={"ode": paper.ode}) == paper
+        group = GROUP_PRESETS[f"cifar10-{net}-paper"]  # a POST /groups body giving exactly those three runs
+        for entry in group["methods"]:
+            spec = {**group["spec"], "ode": {**group["spec"]["ode"], "gradient": entry}}
+            assert parse_spec("train", spec) == PRESETS[f"cifar10-{net}-{entry['method']}"]
     assert set(DESCRIPTIONS) == set(PRESETS)
 
 

@@ -7,11 +7,20 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_helpers import Recorder, make_spec, respec, write_cifar, write_mnist
+from train_helpers import (  # noqa: F401  (fixture)
+    Recorder,
+    make_spec,
+    respec,
+    stand_ins,
+    write_cifar,
+    write_mnist,
+)
 
 from anode_lab.experiments import run_experiment
 from anode_lab.experiments.train import run_train
 from anode_lab.specs.train import PRESETS
+
+pytestmark = pytest.mark.usefixtures("stand_ins")  # the files these tests write are stand-ins
 
 EXACT_RTOL = 1e-12  # ANODE vs Direct in float64: the same ops in the same order, so rounding at most
 PER_STEP = {"train_loss", "train_acc", "grad_norm", "step_time", "lr"}

@@ -4,9 +4,11 @@ Chen, Rubanova, Bettencourt & Duvenaud, "Neural Ordinary Differential Equations"
 solve ``dz/dt = f``, ``da/dt = -aᵀ ∂f/∂z``, ``dg/dt = -aᵀ ∂f/∂θ`` backwards from ``(z(t1), ∂L/∂z(t1), 0)``
 with the same fixed-step scheme. ANODE §2 (arXiv:1902.10298) names its two flaws: (a) ``z(t)`` is rebuilt by a
 reverse solve that can be unstable or wrong (dissipative fields, ReLU, float32); (b) even on exact states the
-discretised continuous adjoint is not the gradient of the discrete network, with an error of ``O(dt^p)``.
+discretised continuous adjoint is not the gradient of the discrete network, with an error of ``O(dt^p)`` for a
+smooth field (with ReLU's kinks the measured log-log slope departs from ``−p``; the sweeps fit and show it).
 ``Adjoint(reconstruct=False)`` removes flaw (a) by restarting each reverse step from the stored forward state,
-leaving flaw (b) alone visible.
+leaving flaw (b) alone visible: no accumulated reconstruction error, though the stages inside each reverse step
+are still integrated backwards from the stored ``z_n``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from anode_core.solvers import State
 
 @dataclass(frozen=True)
 class Adjoint(GradientMethod):
-    """Chen et al.'s adjoint: memory ``O(L)``, gradient inexact (see the module docstring)."""
+    """The continuous adjoint of Chen et al.: memory ``O(L)``, gradient inexact (see the module docstring)."""
 
     reconstruct: bool = True
 
@@ -81,7 +83,7 @@ class _AdjointFunction(torch.autograd.Function):
         with frozen_buffers(problem.field), isolated_rng(RngState.capture(z1)), ctx.autocast.entered():
             for n in range(problem.steps, 0, -1):
                 if ctx.states is not None and n < problem.steps:
-                    y = (ctx.states[n], *y[1:])  # restart from the stored z_n: no reconstruction error
+                    y = (ctx.states[n], *y[1:])  # restart from the stored z_n: no accumulated reconstruction error
                 y = problem.solver.step(augmented, problem.time(n), y, -problem.dt)
         ctx.states = None
         grads = iter(y[2:])

@@ -4,11 +4,13 @@ A checkpoint holds the model and optimizer states, the RNG states, and the run's
 within the epoch; the learning-rate schedule is a function of the epoch) with the few running numbers of its
 summary. Together with the seeded batch order
 of :mod:`anode_lab.experiments.data`, a resumed run reports the same metrics, bit for bit on the CPU, as an
-uninterrupted one. Files are written atomically (temporary file, then rename) and only the latest is kept.
+uninterrupted one. Files are written atomically (temporary file, then rename) and only the latest is kept; a
+write that fails (a full disk) removes its temporary file.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from dataclasses import asdict, dataclass, field
@@ -61,19 +63,24 @@ class Checkpoints:
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"step-{position.step:09d}.pt"
         tmp = path.with_suffix(".tmp")
-        torch.save(
-            {
-                "format": FORMAT,
-                "spec": spec.model_dump(mode="json"),
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "rng_cpu": torch.get_rng_state(),
-                "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
-                "position": asdict(position),
-            },
-            tmp,
-        )
-        os.replace(tmp, path)
+        state = {
+            "format": FORMAT,
+            "spec": spec.model_dump(mode="json"),
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+            "position": asdict(position),
+        }
+        buffer = io.BytesIO()
+        torch.save(state, buffer)  # in memory first: a full disk then fails as an OSError (ENOSPC), not as torch's
+        try:                       # zip writer's "unexpected pos"
+            with tmp.open("wb") as handle:
+                handle.write(buffer.getbuffer())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a half-written file on a full disk would keep it full
+            raise
         for _, old in self._all():
             if old != path:
                 old.unlink(missing_ok=True)

@@ -47,7 +47,11 @@ class RunContext:
             raise ValueError(f"artifact `name` must be a plain file name; got {name!r}")
         folder = self.workdir / "artifacts"
         folder.mkdir(exist_ok=True)
-        return folder / name
+        path = folder / name
+        if folder.is_symlink() or path.is_symlink() or folder.resolve() != self.workdir.resolve() / "artifacts":
+            raise PermissionError(f"{path} is a symlink or leads out of the run's folder; artifacts are written "
+                                  f"only into the real folder {self.workdir / 'artifacts'}: remove the link")
+        return path
 
 
 @dataclass(frozen=True)

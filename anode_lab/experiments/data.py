@@ -3,9 +3,10 @@
 * 2-D sets: two moons and two circles (``sklearn.datasets``), two interleaved spirals (generated here).
 * ``digits``: scikit-learn's 8×8 handwritten digits (1797 images, shipped with scikit-learn).
 * ``mnist``, ``cifar10``, ``cifar100``: read from a local folder in the layout torchvision writes; nothing is
-  downloaded. MNIST goes through ``torchvision.datasets.MNIST(download=False)``. CIFAR is read from its
-  python pickle batches with torchvision's own file lists, without torchvision's MD5 check, so subsets and small
-  stand-ins in the same format load too.
+  downloaded. Each file is read once into memory and checked against torchvision's published MD5
+  (``MNIST.resources``, ``CIFAR10.train_list`` / ``test_list`` / ``meta``) before anything parses it, so a
+  hand-made file is refused instead of parsed: CIFAR's batches are pickles, and unpickling a file someone else
+  chose runs their code. MNIST is read from its four ``*-ubyte.gz`` files (IDX arrays, no pickle).
 
 The batch order of epoch ``e`` is a permutation drawn from a ``torch.Generator`` seeded with ``(seed, e)`` and
 CIFAR augmentation draws from one seeded with ``(seed, e, batch)``: a run resumed at (epoch, batch) sees exactly
@@ -14,6 +15,8 @@ the batches an uninterrupted run would.
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import math
 import pickle
 from dataclasses import dataclass
@@ -52,6 +55,10 @@ _SOURCES = {
 
 class DatasetNotFoundError(FileNotFoundError):
     """A local data set is missing; the message says where to put it and how to fetch it."""
+
+
+class ChecksumError(ValueError):
+    """A local data file is not the one torchvision publishes; nothing of it was parsed."""
 
 
 @dataclass(frozen=True)
@@ -154,16 +161,48 @@ def _missing(name: str, root: Path, expected: Path) -> DatasetNotFoundError:
     )
 
 
-def _mnist(root: Path) -> Data:
-    from torchvision.datasets import MNIST
+def published_md5(name: str) -> dict[str, str]:
+    """torchvision's published MD5 of every file of ``name``, by its path under ``root``."""
+    from torchvision.datasets import CIFAR10, CIFAR100, MNIST
 
-    raw = root / "MNIST" / "raw"
-    needed = [raw / Path(url).stem for url, _ in MNIST.resources]
-    missing = [p for p in needed if not p.is_file()]
+    if name == "mnist":
+        return {f"{MNIST.__name__}/raw/{file}": md5 for file, md5 in MNIST.resources}
+    cls = CIFAR10 if name == "cifar10" else CIFAR100
+    files = [*cls.train_list, *cls.test_list, (cls.meta["filename"], cls.meta["md5"])]
+    return {f"{cls.base_folder}/{file}": md5 for file, md5 in files}
+
+
+def read_verified(name: str, root: Path) -> dict[str, bytes]:
+    """Every file of ``name`` under ``root``, read once and checked against :func:`published_md5` (the bytes
+    checked are the bytes returned: nothing can swap a file in between)."""
+    expected = published_md5(name)
+    missing = [root / rel for rel in expected if not (root / rel).is_file()]
     if missing:
-        raise _missing("mnist", root, missing[0])
-    splits = [MNIST(str(root), train=train, download=False) for train in (True, False)]
-    train, test = (Split(s.data[:, None].contiguous(), s.targets.long()) for s in splits)
+        raise _missing(name, root, missing[0])
+    contents: dict[str, bytes] = {}
+    for rel, md5 in expected.items():
+        data = (root / rel).read_bytes()
+        if hashlib.md5(data, usedforsecurity=False).hexdigest() != md5:
+            raise ChecksumError(
+                f"{root / rel} is not torchvision's {name} file (its MD5 is not {md5}), so it was not loaded: a "
+                f"damaged or hand-made file. Replace it with the original (from {_SOURCES[name][1]}), or delete "
+                f"{root} and put the data set there again"
+            )
+        contents[rel] = data
+    return contents
+
+
+def _mnist(root: Path) -> Data:
+    files = read_verified("mnist", root)
+
+    def idx(kind: str, prefix: str) -> Tensor:
+        data = gzip.decompress(files[f"MNIST/raw/{prefix}-{kind}.gz"])
+        dims = data[3]
+        shape = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(dims)]
+        return torch.from_numpy(np.frombuffer(data, np.uint8, offset=4 + 4 * dims).reshape(shape).copy())
+
+    train, test = (Split(idx("images-idx3-ubyte", p)[:, None].contiguous(), idx("labels-idx1-ubyte", p).long())
+                   for p in ("train", "t10k"))
     mean, std = _MEAN_STD["mnist"]
     return Data("mnist", train, test, 10, mean, std)
 
@@ -173,22 +212,18 @@ def _cifar(name: str, root: Path) -> Data:
     from torchvision.datasets import CIFAR10, CIFAR100
 
     cls = CIFAR10 if name == "cifar10" else CIFAR100
-    folder = root / cls.base_folder
-    files = [folder / f for f, _ in (*cls.train_list, *cls.test_list)] + [folder / cls.meta["filename"]]
-    missing = [p for p in files if not p.is_file()]
-    if missing:
-        raise _missing(name, root, missing[0])
-    train = _cifar_batches([folder / f for f, _ in cls.train_list])
-    test = _cifar_batches([folder / f for f, _ in cls.test_list])
+    files = read_verified(name, root)
+    train = _cifar_batches([files[f"{cls.base_folder}/{f}"] for f, _ in cls.train_list])
+    test = _cifar_batches([files[f"{cls.base_folder}/{f}"] for f, _ in cls.test_list])
     mean, std = _MEAN_STD[name]
     return Data(name, train, test, CLASSES[name], mean, std)
 
 
-def _cifar_batches(paths: list[Path]) -> Split:
+def _cifar_batches(contents: list[bytes]) -> Split:
+    """Batches whose bytes :func:`read_verified` checked: torchvision's own pickles, safe to load."""
     xs, ys = [], []
-    for path in paths:
-        with path.open("rb") as f:
-            entry = pickle.load(f, encoding="latin1")
+    for data in contents:
+        entry = pickle.loads(data, encoding="latin1")
         xs.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
         ys.append(np.asarray(entry["labels"] if "labels" in entry else entry["fine_labels"], dtype=np.int64))
     return Split(torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys)))

@@ -51,7 +51,8 @@ class MLPField(nn.Module):
 
 
 class ConvField(nn.Module):
-    """``f(t, z) = conv(σ(norm(conv(z))))`` on feature maps, shape-preserving (the paper's ODE-block field)."""
+    """``f(t, z) = conv(σ(norm(conv(z))))`` on feature maps, shape-preserving: the small conv ODE net's field (the
+    paper's ResNet field is :class:`ResNetField`)."""
 
     def __init__(self, channels: int, activation: str = "relu", norm: str = "group") -> None:
         super().__init__()
@@ -67,33 +68,53 @@ class ConvField(nn.Module):
         return out
 
 
-def squeezenext_layers(c_in: int, c_out: int, *, activation: str, norm: str, stride: int = 1) -> list[nn.Module]:
-    """SqueezeNext's branch: 1×1 squeezes to C/2 and C/4, separable 3×1 and 1×3, then a plain 1×1 conv to ``c_out``.
+class ResNetField(nn.Module):
+    """``f(t, z) = σ(norm(conv(σ(norm(conv(z))))))``, 3×3 convs without bias: the field of the ODE blocks of ANODE's
+    ResNet (``BasicBlock2`` in ``models/resnet.py`` of github.com/amirgholami/anode), a basic block without its
+    shortcut."""
 
-    Gholami et al., "SqueezeNext: Hardware-Aware Neural Network Design", CVPR Workshops 2018 (arXiv:1803.10615),
-    Fig. 3. ``stride`` goes on the first 1×1 conv.
-    """
-    half, quarter = max(1, c_out // 2), max(1, c_out // 4)
+    def __init__(self, channels: int, activation: str = "relu", norm: str = "batch") -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for _ in range(2):
+            conv = nn.Conv2d(channels, channels, 3, padding=1, bias=norm == "none")
+            layers += [conv, norm_named(norm, channels), activation_named(activation)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, t: float, z: Tensor) -> Tensor:
+        out: Tensor = self.net(z)
+        return out
+
+
+def squeezenext_layers(
+    c_in: int, c_out: int, *, reduction: float, activation: str, norm: str, stride: int = 1
+) -> list[nn.Module]:
+    """SqueezeNext's branch as published for CIFAR (``models/sqnxt.py`` of github.com/amirgholami/anode; Gholami et
+    al., "SqueezeNext", CVPR Workshops 2018, arXiv:1803.10615, Fig. 3): with ``r = c_in·reduction``, 1×1 convs to
+    ``r`` (carrying ``stride``) and ``r/2``, a 1×3 conv back to ``r``, a 3×1 conv, a 1×1 conv to ``c_out``; every
+    conv with a bias and followed by a norm and the activation, the last one included."""
+    wide, narrow = max(1, int(c_in * reduction)), max(1, int(c_in * reduction * 0.5))
     layers: list[nn.Module] = []
     for i, (a, b, kernel, pad) in enumerate((
-        (c_in, half, (1, 1), (0, 0)),
-        (half, quarter, (1, 1), (0, 0)),
-        (quarter, half, (3, 1), (1, 0)),
-        (half, half, (1, 3), (0, 1)),
+        (c_in, wide, (1, 1), (0, 0)),
+        (wide, narrow, (1, 1), (0, 0)),
+        (narrow, wide, (1, 3), (0, 1)),
+        (wide, wide, (3, 1), (1, 0)),
+        (wide, c_out, (1, 1), (0, 0)),
     )):
-        conv = nn.Conv2d(a, b, kernel, stride=stride if i == 0 else 1, padding=pad, bias=norm == "none")
+        conv = nn.Conv2d(a, b, kernel, stride=stride if i == 0 else 1, padding=pad)
         layers += [conv, norm_named(norm, b), activation_named(activation)]
-    layers.append(nn.Conv2d(half, c_out, 1))
     return layers
 
 
 class SqueezeNextField(nn.Module):
-    """A SqueezeNext branch as a shape-preserving field (:func:`squeezenext_layers`), the field of the ODE blocks
-    in ANODE's SqueezeNext experiments."""
+    """A SqueezeNext branch with reduction 0.5 as a shape-preserving field (:func:`squeezenext_layers`): the field of
+    the ODE blocks of ANODE's SqueezeNext (``BasicBlock2`` in the authors' ``models/sqnxt.py``)."""
 
     def __init__(self, channels: int, activation: str = "relu", norm: str = "batch") -> None:
         super().__init__()
-        self.net = nn.Sequential(*squeezenext_layers(channels, channels, activation=activation, norm=norm))
+        layers = squeezenext_layers(channels, channels, reduction=0.5, activation=activation, norm=norm)
+        self.net = nn.Sequential(*layers)
 
     def forward(self, t: float, z: Tensor) -> Tensor:
         out: Tensor = self.net(z)

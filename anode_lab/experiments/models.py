@@ -5,9 +5,9 @@ the spec's solver, number of steps, activation and gradient method. Layers that 
 downsampling, heads) sit between the blocks, as they must.
 
 The CIFAR networks follow ANODE §4 (Gholami, Keutzer & Biros, IJCAI 2019, arXiv:1902.10298) and the authors'
-driver (github.com/amirgholami/anode, ``ResNet18(ODEBlock)`` and ``SqNxt_23_1x(10, ODEBlock)``): four stages
-whose widths double while the resolution halves, each an ordinary residual block (which downsamples) followed by
-an ODE block in place of the second residual block.
+code (github.com/amirgholami/anode, ``models/resnet.py``: ``ResNet18(ODEBlock)``, and ``models/sqnxt.py``:
+``SqNxt_23_1x(10, ODEBlock)``) as published: four stages whose widths double while the resolution halves, each
+an ordinary residual block (which downsamples) followed by an ODE block in place of the second residual block.
 """
 
 from __future__ import annotations
@@ -20,11 +20,20 @@ from torch import Tensor, nn
 from anode_core.block import ODEBlock
 from anode_core.registry import gradient_named
 from anode_lab.experiments.data import CLASSES, SHAPES
-from anode_lab.experiments.fields import ConvField, MLPField, SqueezeNextField, norm_named, squeezenext_layers
+from anode_lab.experiments.fields import (
+    ConvField,
+    MLPField,
+    ResNetField,
+    SqueezeNextField,
+    norm_named,
+    squeezenext_layers,
+)
 from anode_lab.specs.common import OdeSpec
 from anode_lab.specs.train import TrainSpec
 
 STAGES = 4
+STAGE_GROWTH = 2 ** (STAGES - 1)
+"""The last stage is this many times as wide as the first."""
 
 
 def ode_block(field: nn.Module, ode: OdeSpec) -> ODEBlock:
@@ -78,16 +87,20 @@ def conv_ode(*, channels: int, classes: int, width: int, norm: str, ode: OdeSpec
 
 
 class ResidualBlock(nn.Module):
-    """``relu(branch(x) + shortcut(x))``; the shortcut is a strided 1×1 conv when the shape changes."""
+    """``relu(branch(x) + shortcut(x))``; the shortcut is a strided 1×1 conv and a norm when the shape changes, then
+    a ReLU where the network has one there (``shortcut_act``, SqueezeNext)."""
 
-    def __init__(self, branch: nn.Module, c_in: int, c_out: int, stride: int, norm: str) -> None:
+    def __init__(self, branch: nn.Module, c_in: int, c_out: int, stride: int, norm: str, *, bias: bool | None = None,
+                 shortcut_act: bool = False) -> None:
         super().__init__()
         self.branch = branch
-        self.shortcut: nn.Module = nn.Identity()
+        bias = norm == "none" if bias is None else bias
+        layers: list[nn.Module] = []
         if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(c_in, c_out, 1, stride=stride, bias=norm == "none"), norm_named(norm, c_out)
-            )
+            layers += [nn.Conv2d(c_in, c_out, 1, stride=stride, bias=bias), norm_named(norm, c_out)]
+        if shortcut_act:
+            layers.append(nn.ReLU())
+        self.shortcut = nn.Sequential(*layers)  # empty: the identity
         self.act = nn.ReLU()
 
     def forward(self, x: Tensor) -> Tensor:
@@ -106,29 +119,50 @@ def basic_block(c_in: int, c_out: int, stride: int, norm: str) -> ResidualBlock:
 
 
 def squeezenext_block(c_in: int, c_out: int, stride: int, norm: str) -> ResidualBlock:
-    """SqueezeNext's block (Gholami et al., CVPR-W 2018, Fig. 3): :func:`squeezenext_layers` then a norm."""
-    layers = squeezenext_layers(c_in, c_out, activation="relu", norm=norm, stride=stride)
-    return ResidualBlock(nn.Sequential(*layers, norm_named(norm, c_out)), c_in, c_out, stride, norm)
+    """SqueezeNext's block as the authors' ``models/sqnxt.py`` builds it for CIFAR: the branch of
+    :func:`squeezenext_layers` with reduction 1 when it downsamples, 0.25 when it narrows, else 0.5; convs with
+    biases, and a ReLU on the shortcut."""
+    reduction = 1.0 if stride == 2 else 0.25 if c_in > c_out else 0.5
+    layers = squeezenext_layers(c_in, c_out, reduction=reduction, activation="relu", norm=norm, stride=stride)
+    return ResidualBlock(nn.Sequential(*layers), c_in, c_out, stride, norm, bias=True, shortcut_act=True)
 
 
-def staged_ode_net(
-    *,
-    channels: int,
-    classes: int,
+def _stages(
+    c_in: int,
     width: int,
     norm: str,
     ode: OdeSpec,
     block: Callable[[int, int, int, str], nn.Module],
     field: Callable[[int, str, str], nn.Module],
-) -> nn.Module:
-    """Stem, then per stage ``block`` (downsampling from the second stage on) and an ODE block over ``field``."""
+) -> list[nn.Module]:
+    """Per stage (widths ``width·2^i``) ``block``, downsampling from the second stage on, then an ODE block."""
     stages: list[nn.Module] = []
-    c_in = width
     for i in range(STAGES):
         c_out = width * 2**i
         stages += [block(c_in, c_out, 1 if i == 0 else 2, norm), ode_block(field(c_out, ode.activation, norm), ode)]
         c_in = c_out
-    return _Classifier(_conv_unit(channels, width, norm), nn.Sequential(*stages), c_in, classes)
+    return stages
+
+
+def resnet_ode(*, channels: int, classes: int, width: int, norm: str, ode: OdeSpec) -> nn.Module:
+    """ANODE's ResNet (``ResNet18(ODEBlock)``): a 3×3 stem to ``width``, four stages of a basic block and an ODE block
+    over :class:`ResNetField`; 11,173,962 parameters at width 64, as ResNet-18."""
+    body = nn.Sequential(*_stages(width, width, norm, ode, basic_block, ResNetField))
+    return _Classifier(_conv_unit(channels, width, norm), body, STAGE_GROWTH * width, classes)
+
+
+def squeezenext_ode(*, channels: int, classes: int, width: int, norm: str, ode: OdeSpec) -> nn.Module:
+    """ANODE's SqueezeNext (``SqNxt_23_1x(10, ODEBlock)``): a 3×3 stem to ``2·width``, four stages of a SqueezeNext
+    block and an ODE block over :class:`SqueezeNextField`, then a 1×1 conv to ``4·width`` with norm and ReLU;
+    461,466 parameters at width 32 (stages 32-64-128-256)."""
+    stem = nn.Sequential(nn.Conv2d(channels, 2 * width, 3, padding=1), norm_named(norm, 2 * width), nn.ReLU())
+    body = nn.Sequential(
+        *_stages(2 * width, width, norm, ode, squeezenext_block, SqueezeNextField),
+        nn.Conv2d(STAGE_GROWTH * width, 4 * width, 1),
+        norm_named(norm, 4 * width),
+        nn.ReLU(),
+    )
+    return _Classifier(stem, body, 4 * width, classes)
 
 
 class _ConvNet(TypedDict):
@@ -152,5 +186,5 @@ def build_model(spec: TrainSpec) -> nn.Module:
     if spec.model == "conv_ode":
         return conv_ode(**conv)
     if spec.model == "resnet_ode":
-        return staged_ode_net(**conv, block=basic_block, field=ConvField)
-    return staged_ode_net(**conv, block=squeezenext_block, field=SqueezeNextField)
+        return resnet_ode(**conv)
+    return squeezenext_ode(**conv)

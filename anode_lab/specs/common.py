@@ -45,11 +45,13 @@ class SpecModel(BaseModel):
 class GradientSpec(SpecModel):
     """How the ODE blocks are differentiated."""
 
-    method: MethodName = Field("anode", description="direct: backprop; anode: exact, O(L)+O(N_t); adjoint: Chen et al.")
+    method: MethodName = Field("anode", description="direct: backprop; anode: exact, O(L)+O(N_t); "
+                             "adjoint: the continuous adjoint (Chen et al.)")
     checkpoints: int | None = Field(
         None, ge=0, le=MAX_CHECKPOINTS, description="anode only: states kept inside a block (binomial schedule)"
     )
-    reconstruct: bool = Field(True, description="adjoint only: false evaluates on stored forward states")
+    reconstruct: bool = Field(True, description="adjoint only: false restarts each reverse step from the "
+                               "stored forward state (no accumulated reconstruction error)")
 
     @model_validator(mode="after")
     def _knobs_match_method(self) -> GradientSpec:

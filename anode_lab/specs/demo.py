@@ -22,10 +22,24 @@ ImageName = Literal["digit", "pattern"]
 MAX_DEMO_STEPS = 12
 """Entries of a demo's `steps` list."""
 MAX_DEMO_ITERATIONS = 5000
+DIFFUSION_KAPPA = 4.0
+"""κ of reconstruction-blowup's field κ·Δz; the finest mode of Δz has eigenvalue −8 (nearly)."""
 DIFFUSION_MIN_STEPS = 32
 """Smallest N_t of reconstruction-blowup (κ = 4): with dt·8κ ≤ 1 a reverse Euler step after a forward one
 amplifies no mode in exact arithmetic, so what explodes is the rounding (below 16 the forward solve itself is
 unstable)."""
+
+
+def _too_few_diffusion_steps(n: int) -> str:
+    """Why ``n`` Euler steps of reconstruction-blowup would hide the rounding blow-up, in numbers."""
+    x = 8 * DIFFUSION_KAPPA / n  # 8κ·dt
+    if x > 2:
+        return f"at N_t = {n} the forward Euler steps are themselves unstable (|1 − 8κ·dt| = {abs(1 - x):.3g} > 1)"
+    if x > 2**0.5:
+        return (f"at N_t = {n} a forward step followed by a reverse one multiplies the finest mode by "
+                f"1 − (8κ·dt)² = {1 - x * x:.3g}, larger than 1 in size once 8κ·dt > √2")
+    return (f"at N_t = {n} a forward step followed by a reverse one multiplies the finest mode by "
+            f"1 − (8κ·dt)² = {1 - x * x:.3g}: no blow-up, but the forward step flips that mode's sign (8κ·dt > 1)")
 
 
 @dataclass(frozen=True)
@@ -43,37 +57,44 @@ class DemoInfo:
 
 DEMOS: dict[str, DemoInfo] = {
     "adjoint-order": DemoInfo(
-        "The adjoint's gradient error shrinks only at the solver's order",
+        "The continuous adjoint's gradient error shrinks only as dt^p",
         "A ReLU MLP field, integrated with Euler and with the midpoint rule for growing N_t. ANODE's gradient equals "
         "the exact gradient of the computed network (Direct) to rounding at every N_t. The continuous adjoint "
-        "differentiates the ODE rather than the network, so its gradient differs from Direct's by O(dt^p): the "
-        "log-log slope of its relative error against N_t is minus the solver's order, -1 for Euler and -2 for "
-        "midpoint. At the small N_t used in practice the error is large (of order 10% of the gradient's norm for "
+        "differentiates the ODE rather than the network, so its gradient differs from Direct's by O(dt^p) for a "
+        "smooth field: the log-log slope of its relative error against N_t is then minus the solver's order, -1 for "
+        "Euler and -2 for midpoint. This field is ReLU, whose kinks can move the measured slope away from -p (more "
+        "so for higher-order solvers): the run reports the slopes it measured. At the small N_t used in practice "
+        "the error is large (of order 10% of the gradient's norm for "
         "Euler at N_t = 2), and nearly the same whether the adjoint rebuilds the states by a reverse solve or reads "
         "stored ones: this is flaw (b) of ANODE §2, independent of reconstruction.",
         {"steps": (2, 4, 8, 16, 32, 64, 128), "solvers": ("euler", "midpoint"), "dtype": "float64"},
     ),
     "wrong-sign": DemoInfo(
-        "A ReLU field for which the adjoint's gradient has the wrong sign",
+        "A ReLU field for which the continuous adjoint's gradient has the wrong sign",
         "The scalar field f(z; θ) = θ·z − K·relu(z) with gain K = 3 and θ = 0.5, started at z0 = 1, with Euler and "
         "loss L = z_N. With dt·K > 1 the first Euler step jumps over the kink of the ReLU to a negative z. The exact "
         "gradient of the computed network (central finite differences, Direct and ANODE) uses ∂f/∂θ = z at the "
         "states the step started from (z0 = 1 > 0), so dL/dθ > 0. The continuous adjoint evaluates the same "
         "derivative at the end of each step (ANODE §2: its Euler step takes the Jacobians at z_{n+1} instead of "
         "z_n), on the other side of the kink where z < 0, and returns dL/dθ < 0. Reading the exact stored states "
-        "does not help. With more steps (dt·K < 1) no step crosses the kink and the signs agree again.",
+        "does not help. With more "
+        "steps (dt·K < 1) no step crosses the kink and the signs agree again. At N_t = 1 the forward step is "
+        "itself unstable on the z > 0 branch (|1 − dt·(K − θ)| > 1; the run prints its value), so there the "
+        "network is a poor model of the ODE; the gradients are still compared on the network actually computed.",
         {"steps": (1, 2, 4, 8, 16), "dtype": "float64"},
     ),
     "reconstruction-blowup": DemoInfo(
-        "Reversing a blur: the adjoint's reconstruction explodes",
+        "Reversing a blur: the continuous adjoint's reconstruction explodes",
         "A diffusion field f(z) = κ·Δz (a fixed 5-point Laplacian stencil applied as a convolution, κ = 4) blurs an "
         "image in the forward solve. The adjoint must rebuild the states by solving backwards, which is the "
         "ill-posed backward heat equation: every reverse Euler step multiplies the finest modes by up to "
-        "1 + 8κ·dt, (1 + 8κ·dt)^N_t in all: 4·10^9 at N_t = 32, approaching e^32 ≈ 8·10^13 as N_t grows. So "
-        "the rounding errors of the blurred image come back amplified. In float32 the rebuilt input is a "
-        "checkerboard many times larger than the image, and worse for larger N_t; in float64 the rounding is "
-        "about 10^9 times smaller and what remains is the O(dt) mismatch "
-        "between a reverse Euler step and the inverse of a forward one. The table also holds the gradient with "
+        "1 + 8κ·dt, (1 + 8κ·dt)^N_t in all: 4·10^9 at N_t = 32, approaching e^32 ≈ 8·10^13 as N_t grows. That "
+        "is a bound on how much an error in the finest mode can grow, not the error observed: the rounding errors "
+        "of the blurred image put little there, and come back amplified. In float32 the rebuilt input is a "
+        "checkerboard many times larger than the image (the error reported is relative to the image's norm), "
+        "and worse for larger N_t; in float64 the rounding is about 10^9 times smaller and what remains is the "
+        "mismatch between a reverse Euler step and the inverse of a forward one, which shrinks with N_t more "
+        "slowly than dt (the run reports its measured order). The table also holds the gradient with "
         "respect to κ: in this linear example it survives, because the adjoint variable is itself diffused on its "
         "way back and holds almost nothing in the modes the reconstruction ruins. ANODE never solves backwards.",
         {"steps": (32, 64, 128, 256), "image": "digit"},
@@ -94,11 +115,13 @@ DEMOS: dict[str, DemoInfo] = {
         "model of ANODE §3 (L blocks, S bytes per block input, s stages, A bytes saved by one field evaluation): "
         "Direct keeps L·N_t·s·A and grows linearly with N_t; ANODE keeps L·S + s·N_t·A, one block's graph at a "
         "time; ANODE with c checkpoints keeps (L + c)·S + s·A, flat in N_t; the adjoint keeps L·S + A, flat, and "
-        "L·N_t·S more when it stores the forward states instead of reconstructing them.",
+        "L·N_t·S more when it stores the forward states instead of reconstructing them. That model counts the "
+        "state an evaluation starts from twice (in S and in A) and leaves out the loss's saved tensor; the demo "
+        "also counts every storage once and shows the measurement against both.",
         {"steps": (1, 2, 4, 8, 16, 32, 64), "solvers": ("euler", "rk4"), "dtype": "float32"},
     ),
     "training": DemoInfo(
-        "Training with the adjoint against ANODE, same seed",
+        "Training with the continuous adjoint against ANODE, same seed",
         "Two copies of one small MLP-ODE classifier (ReLU field, Euler, N_t = 2) start from the same weights and see "
         "the same batches of the two-spirals set; one is trained with the adjoint's gradients, the other with "
         "ANODE's. Every few steps a probe compares each run's gradient with the exact Direct gradient of its own "
@@ -158,9 +181,8 @@ class DemoSpec(SpecModel):
             raise ValueError(f"`solvers` lists a solver more than once; list each once (got {list(self.solvers)})")
         if self.name == "reconstruction-blowup" and steps[0] < DIFFUSION_MIN_STEPS:
             raise ValueError(
-                f"`steps` of reconstruction-blowup must all be ≥ {DIFFUSION_MIN_STEPS}: below that the Euler steps "
-                "themselves amplify the finest modes (dt·8κ > 1), hiding the rounding blow-up the demo shows; got "
-                f"{list(steps)}"
+                f"`steps` of reconstruction-blowup must all be ≥ {DIFFUSION_MIN_STEPS} (8κ·dt ≤ 1, where what blows up "
+                f"is the rounding the demo shows): {_too_few_diffusion_steps(steps[0])}; got {list(steps)}"
             )
         if self.name == "training" and len(steps) != 1:
             raise ValueError(f"`steps` of training is the one N_t both runs use, e.g. [2]; got {list(steps)}")

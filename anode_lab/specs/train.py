@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from anode_lab.specs.common import DeviceName, DtypeName, GradientSpec, OdeSpec, SolverName, SpecModel
+from anode_lab.specs.common import DeviceName, DtypeName, GradientSpec, MethodName, OdeSpec, SolverName, SpecModel
 
 ModelName = Literal["mlp_ode", "conv_ode", "resnet_ode", "squeezenext_ode"]
 DatasetName = Literal["moons", "circles", "spirals", "digits", "mnist", "cifar10", "cifar100"]
@@ -185,12 +185,24 @@ def _anode(steps: int = 2, solver: SolverName = "euler") -> OdeSpec:
     return OdeSpec(solver=solver, steps=steps, activation="relu", gradient=GradientSpec(method="anode"))
 
 
-def _paper_cifar(model: ModelName) -> TrainSpec:
-    """The authors' CIFAR-10 recipe (module docstring) at paper scale: ResNet-18 widths 64-128-256-512."""
+PAPER_NETWORKS: dict[str, tuple[ModelName, int]] = {
+    "resnet": ("resnet_ode", 64), "squeezenext": ("squeezenext_ode", 32)
+}
+"""The paper's CIFAR networks and their widths as published: ResNet-18 stages 64-512, SqNxt_23_1x stages 32-256."""
+PAPER_METHODS: tuple[MethodName, ...] = ("anode", "adjoint", "direct")
+"""ANODE against the continuous adjoint (Chen et al.) and Direct backprop, as the paper compares them."""
+PAPER_METHOD_NAMES = {"anode": "ANODE", "adjoint": "the continuous adjoint (Chen et al.)", "direct": "Direct backprop"}
+
+
+def _paper_cifar(network: str, method: MethodName = "anode") -> TrainSpec:
+    """The authors' CIFAR-10 recipe (module docstring) at paper scale, Euler with N_t = 2 (their driver's default);
+    every method with the same seed, so the runs differ only in how the ODE blocks are differentiated."""
+    model, width = PAPER_NETWORKS[network]
+    ode = OdeSpec(solver="euler", steps=2, activation="relu", gradient=GradientSpec(method=method))
     return TrainSpec(
-        model=model, dataset="cifar10", root="./data", ode=_anode(), width=64, epochs=350, batch_size=256,
+        model=model, dataset="cifar10", root="./data", ode=ode, width=width, epochs=350, batch_size=256,
         optimizer="sgd", lr=0.1, weight_decay=5e-4, schedule="step", augment=True, device="auto",
-        checkpoint_every=1000,
+        seed=0, probe_every=0, checkpoint_every=1000,  # no probes: epoch time and memory are the method's own
     )
 
 
@@ -215,18 +227,34 @@ PRESETS: dict[str, TrainSpec] = {
         model="conv_ode", dataset="mnist", root="./data", ode=_anode(), width=32, epochs=10, batch_size=128,
         optimizer="sgd", lr=0.05, weight_decay=5e-4, device="auto", checkpoint_every=500,
     ),
-    "cifar10-resnet-anode": _paper_cifar("resnet_ode"),
-    "cifar10-squeezenext-anode": _paper_cifar("squeezenext_ode"),
+    **{f"cifar10-{net}-{method}": _paper_cifar(net, method) for net in PAPER_NETWORKS for method in PAPER_METHODS},
 }
 """Named example specs: ``anode-lab specs NAME`` prints one, ready for ``anode-lab run``."""
 
 DESCRIPTIONS: dict[str, str] = {
     "digits-anode": "conv ODE net on sklearn's 8×8 digits, Euler N_t=2, ANODE; ≥95% test accuracy in seconds "
                     "on one CPU thread",
-    "moons-adjoint": "MLP-ODE on two moons with Chen et al.'s adjoint; the probe shows its gradient error",
+    "moons-adjoint": "MLP-ODE on two moons with the continuous adjoint (Chen et al.); the probe shows its gradient "
+                     "error",
     "spirals-anode": "MLP-ODE on two spirals, RK4 N_t=8, ANODE",
     "mnist-anode": "conv ODE net on MNIST (files under ./data/MNIST/raw), ANODE",
-    "cifar10-resnet-anode": "the paper's ResNet with ODE blocks on CIFAR-10 (./data/cifar-10-batches-py), 350 epochs",
-    "cifar10-squeezenext-anode": "the paper's SqueezeNext with ODE blocks on CIFAR-10, 350 epochs",
+    **{
+        f"cifar10-{net}-{method}": f"the paper's {'ResNet-18' if net == 'resnet' else 'SqNxt_23_1x'} with ODE blocks "
+        f"on CIFAR-10 (./data/cifar-10-batches-py), Euler N_t=2, {PAPER_METHOD_NAMES[method]}, 350 epochs, seed 0"
+        for net in PAPER_NETWORKS
+        for method in PAPER_METHODS
+    },
 }
 """One line per preset, shown next to it."""
+
+GROUP_PRESETS: dict[str, dict[str, Any]] = {
+    f"cifar10-{net}-paper": {
+        "kind": "train",
+        "spec": PRESETS[f"cifar10-{net}-anode"].model_dump(mode="json", exclude_none=True),
+        "methods": [{"method": method} for method in PAPER_METHODS],
+        "name": f"CIFAR-10 {net}: {', '.join(PAPER_METHOD_NAMES[m] for m in PAPER_METHODS)}",
+    }
+    for net in PAPER_NETWORKS
+}
+"""The paper's CIFAR-10 comparison as side-by-side groups: each a ``POST /groups`` body whose runs are the
+``cifar10-<net>-<method>`` presets, identical (seed included) but for the gradient method."""

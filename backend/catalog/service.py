@@ -12,7 +12,8 @@ from pydantic import BaseModel, ValidationError
 METHODS = {
     "direct": "backpropagate through every step: the exact gradient, memory grows with N_t",
     "anode": "ANODE: keep each block's input, recompute the block in backward; exact, memory O(L) + O(N_t)",
-    "adjoint": "Chen et al.'s continuous adjoint: solve backwards; O(L) memory, gradient off by O(dt^p)",
+    "adjoint": "the continuous adjoint (Chen et al.): solve backwards; O(L) memory, gradient off by O(dt^p) for smooth "
+               "fields (ReLU's kinks change the measured slope)",
 }
 ACTIVATIONS = {
     "relu": "max(0, x): kinks make the adjoint's error large at small N_t",

@@ -105,6 +105,19 @@ def validate_spec(kind: str, spec: dict[str, object]) -> BaseModel:
         raise InvalidSpec(detail, errors=clean) from None
 
 
+def admit_spec(settings: Settings, kind: str, spec: BaseModel) -> BaseModel:
+    """``spec`` within the operator's cost limits and data folders (a root made absolute), else a 422 naming the
+    estimate, the limit and the fields to lower. Every way of creating runs goes through :func:`create_run`."""
+    from anode_lab.specs.cost import SpecRefused, admit
+
+    try:
+        return admit(kind, spec, settings.run_limits)
+    except SpecRefused as exc:
+        errors = [{"loc": ["spec", *field.split(" ")[0].split(".")], "msg": str(exc), "type": "cost_limit"}
+                  for field in exc.fields]
+        raise InvalidSpec(str(exc), errors=errors) from None
+
+
 def resolve_device(spec: BaseModel, devices: frozenset[str]) -> str:
     """``cuda`` or ``cpu``: ``auto`` means the gpu queue when a gpu worker is alive, else the cpu queue."""
     wanted = getattr(spec, "device", "cpu")
@@ -114,7 +127,7 @@ def resolve_device(spec: BaseModel, devices: frozenset[str]) -> str:
 
 
 def create_run(session: Session, settings: Settings, queues: RunQueues, body: RunCreate) -> RunPublic:
-    spec = validate_spec(body.kind, body.spec)
+    spec = admit_spec(settings, body.kind, validate_spec(body.kind, body.spec))
     live = liveness(session, settings)
     run = runs.add(session, kind=body.kind, name=body.name, spec=spec.model_dump(mode="json"),
                    device=resolve_device(spec, live.devices), tags=body.tags)
@@ -243,12 +256,13 @@ def artifact_dir(settings: Settings, run_id: int) -> Path:
 
 
 def artifact_file(session: Session, settings: Settings, run_id: int, name: str) -> tuple[Path, str]:
-    """Path and media type of an indexed artifact; a name that would leave the run's folder is not found."""
+    """Path and media type of an indexed artifact; a name that would leave the run's folder, or a folder or file
+    that is a symlink (the path must resolve to itself under the real runs folder), is not found."""
     require(session, run_id)
     plain = "\x00" not in name and name not in {"", ".", ".."} and Path(name).name == name  # NUL: resolve() raises
-    folder = artifact_dir(settings, run_id).resolve()
-    if not plain or (folder / name).resolve().parent != folder:
-        raise NotFound(f"artifact names are plain file names inside run {run_id}'s folder; got {name!r}")
+    folder = settings.runs_dir.resolve() / str(run_id) / "artifacts"
+    if not plain or (folder / name).resolve() != folder / name:
+        raise NotFound(f"artifact names are plain file names inside run {run_id}'s real folder; got {name!r}")
     path = folder / name
     row = runs.artifact(session, run_id, name)
     if row is None or not path.is_file():

@@ -6,6 +6,10 @@ torch wants the main thread, shutdown must reach the running experiment between 
 owns the signals and runs tasks in worker threads), and a fixed poll interval (``ANODE_POLL_SECONDS``) keeps
 enqueue-to-running latency under a second where the ``Consumer`` backs off to 10 s when idle.
 
+Each run runs in a child process with memory and wall-time limits (:mod:`backend.workers.supervise` and
+:mod:`backend.workers.child`); the worker stores what it reports. Its spec is checked again against this worker's
+cost limits and data folders first, and its folder must be the run's real folder (no symlink in the way).
+
 Next to it (and the metrics writer thread of the running run) two threads keep the store honest:
 
 * heartbeat: renews the worker's row and the lease of the run it holds (with its progress); a lease that
@@ -27,13 +31,13 @@ import signal
 import socket
 import threading
 import time
-import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
@@ -46,12 +50,15 @@ from backend.runs.ingest import MetricWriter
 from backend.runs.service import guess_media_type
 from backend.settings import DeviceClass, Settings
 from backend.workers import repository as workers
-
-if TYPE_CHECKING:
-    from anode_lab.experiments import RunContext
+from backend.workers.child import (
+    error_summary,
+    is_disk_full,
+    run_child,
+    start_forkserver,
+)
+from backend.workers.supervise import Ended, Supervisor
 
 log = logging.getLogger("anode.worker")
-TRACEBACK_FRAMES = 6
 FORGET_WORKERS_AFTER = timedelta(days=1)
 SCHEMA_WAIT_S = 300.0
 
@@ -64,9 +71,10 @@ class Lease:
     progress: tuple[int, int, str] | None = None
     lost: threading.Event = field(default_factory=threading.Event)
     cancelled: bool = False
-    checked: float = float("-inf")
-    poll: Connection | None = None
-    """Autocommit connection of the training thread for cancel-flag reads."""
+    cancel_checked_at: float = float("-inf")
+    """``time.monotonic()`` of the last cancel-flag read."""
+    cancel_conn: Connection | None = None
+    """Autocommit connection for cancel-flag reads."""
 
 
 def progress_row(progress: tuple[int, int, str] | None) -> dict[str, Any] | None:
@@ -76,21 +84,13 @@ def progress_row(progress: tuple[int, int, str] | None) -> dict[str, Any] | None
     return {"done": int(done), "total": int(total), "note": str(note)[:200]}
 
 
-def error_summary(exc: BaseException) -> dict[str, Any]:
-    frames = traceback.extract_tb(exc.__traceback__)[-TRACEBACK_FRAMES:]
-    return {"type": type(exc).__name__, "message": str(exc),
-            "traceback": [f"{Path(f.filename).name}:{f.lineno} in {f.name}: {f.line or ''}".strip() for f in frames]}
-
-
-def prepare_torch(device: DeviceClass, threads: int | None) -> tuple[str, str, int | None]:
-    """Set torch's thread count; return (device torch runs on, a readable name, its memory in bytes). A gpu
-    worker without CUDA refuses to start; it uses the first visible GPU (one worker per GPU: give each its own
-    ``CUDA_VISIBLE_DEVICES`` or device reservation)."""
-    import torch
-
-    if threads is not None:
-        torch.set_num_threads(threads)
+def describe_device(device: DeviceClass) -> tuple[str, str, int | None]:
+    """(device torch runs on, a readable name, its memory in bytes). Only a gpu worker imports torch here (to
+    name its GPU; it refuses to start without CUDA and uses the first visible GPU: one worker per GPU, each with
+    its own ``CUDA_VISIBLE_DEVICES`` or device reservation); the runs themselves import it in their child."""
     if device == "gpu":
+        import torch
+
         if not torch.cuda.is_available():
             raise SystemExit("`anode-lab worker --device gpu` needs a CUDA device, and torch sees none")
         props = torch.cuda.get_device_properties(0)
@@ -99,22 +99,39 @@ def prepare_torch(device: DeviceClass, threads: int | None) -> tuple[str, str, i
     return "cpu", f"cpu ({os.cpu_count()} cores)", int(pages * page_size) if pages > 0 else None
 
 
+def confine(folder: Path, real: Path) -> None:
+    """Refuse a run folder (or its ``artifacts``) that is not the run's real folder: a symlink put in its place
+    would make the run write, and the API serve, files elsewhere."""
+    for path, expected in ((folder, real), (folder / "artifacts", real / "artifacts")):
+        if path.is_symlink() or (path.exists() and path.resolve() != expected):
+            raise PermissionError(f"{path} is a symlink or leads out of the run's folder {expected}; remove it "
+                                  "(runs write only into their real folder)")
+
+
 class WorkerProcess:
+    """A worker of one device class; the store and the queues are opened here, the consumer loop in
+    :meth:`serve`. ``child_target`` is what the run's child process runs (tests put a stand-in there)."""
+
+    child_target: Callable[..., None] = staticmethod(run_child)
+
     def __init__(self, settings: Settings, device: DeviceClass) -> None:
         self.settings, self.device = settings, device
         self.id = f"{socket.gethostname()}:{os.getpid()}:{device}:{secrets.token_hex(3)}"
         self.stop = threading.Event()
         self.lease: Lease | None = None
         self.torch_device = "cuda" if device == "gpu" else "cpu"
-        self.db: Database | None = None
-        self.queues: RunQueues | None = None
+        self.db = Database(settings.db_url)
+        self.queues = RunQueues(settings, body=self.execute)
+
+    def close(self) -> None:
+        self.queues.close()
+        self.db.dispose()
 
     # -------------------------------------------------------------------------------------------- lifecycle
     def serve(self) -> int:
-        self.torch_device, device_name, device_memory = prepare_torch(self.device, self.settings.torch_threads)
-        self.db = Database(self.settings.db_url)
+        start_forkserver()  # imports torch for the runs' child processes while this one starts up
+        self.torch_device, device_name, device_memory = describe_device(self.device)
         self._wait_for_schema()
-        self.queues = RunQueues(self.settings, body=self.execute)
         huey = self.queues.hueys[self.device]
         with self.db.session(write=True) as session:
             workers.forget_older_than(session, utcnow() - FORGET_WORKERS_AFTER)
@@ -144,15 +161,13 @@ class WorkerProcess:
             self.stop.set()
             with self.db.session(write=True) as session:
                 workers.remove(session, self.id)
-            self.queues.close()
-            self.db.dispose()
+            self.close()
             log.info("worker %s stopped", self.id)
         return 0
 
     def _wait_for_schema(self) -> None:
         """Workers never migrate (several of them, on several hosts, would race): they wait until the API has
         brought the store to the newest revision at its start."""
-        assert self.db is not None
         deadline = time.monotonic() + SCHEMA_WAIT_S
         said = False
         while True:
@@ -191,7 +206,6 @@ class WorkerProcess:
     def _recover_queued(self) -> None:
         """Queue again every stored queued run of this device class: a message lost with the queue (or never
         sent) is restored, and a duplicate is skipped by the claim."""
-        assert self.db is not None and self.queues is not None
         with self.db.session() as session:
             ids = runs.queued_ids(session, cuda=self.device == "gpu")
         for run_id in ids:
@@ -199,7 +213,6 @@ class WorkerProcess:
 
     # ------------------------------------------------------------------------------------ lease and reaping
     def _beat(self) -> None:
-        assert self.db is not None
         lease = self.lease
         with self.db.session(write=True) as session:
             workers.beat(session, self.id, lease.run_id if lease else None)
@@ -208,7 +221,6 @@ class WorkerProcess:
 
     def reap(self) -> None:
         """Re-queue (or fail, past the retry limit) running runs whose lease is stale."""
-        assert self.db is not None and self.queues is not None
         queues = self.queues
         cutoff = utcnow() - timedelta(seconds=self.settings.heartbeat_timeout_seconds)
         with self.db.session(write=True) as session:
@@ -229,7 +241,6 @@ class WorkerProcess:
     def execute(self, run_id: int) -> None:
         """Body of ``runs.execute``: claim the run, run it, finish its row. A run that is not queued any more
         (finished, cancelled, deleted, or claimed by a duplicate message) is skipped."""
-        assert self.db is not None
         with self.db.session(write=True) as session:
             if not runs.claim(session, run_id, self.id, self.torch_device):
                 log.info("run %s is not queued any more; skipped", run_id)
@@ -238,75 +249,90 @@ class WorkerProcess:
         try:
             self._run(self.lease)
         finally:
-            if self.lease.poll is not None:
-                self.lease.poll.close()
+            if self.lease.cancel_conn is not None:
+                self.lease.cancel_conn.close()
             self.lease = None
 
-    def _should_stop(self, lease: Lease) -> bool:
-        """``RunContext.should_stop``: shutdown, a lost lease, or the cancel flag (read at most every
-        ``cancel_poll_seconds``, and at most once per step)."""
+    def should_stop(self, lease: Lease) -> bool:
+        """Shutdown, a lost lease, or the cancel flag (read at most every ``cancel_poll_seconds``)."""
         if self.stop.is_set() or lease.lost.is_set():
             return True
         now = time.monotonic()
-        if not lease.cancelled and now - lease.checked >= self.settings.cancel_poll_seconds:
-            lease.checked = now
-            if lease.poll is None:
-                assert self.db is not None
-                lease.poll = self.db.autocommit()
-            lease.cancelled = runs.cancel_requested(lease.poll, lease.run_id)
+        if not lease.cancelled and now - lease.cancel_checked_at >= self.settings.cancel_poll_seconds:
+            lease.cancel_checked_at = now
+            if lease.cancel_conn is None:
+                lease.cancel_conn = self.db.autocommit()
+            lease.cancelled = runs.cancel_requested(lease.cancel_conn, lease.run_id)
         return lease.cancelled
 
-    def context(self, lease: Lease, writer: MetricWriter, workdir: Path) -> RunContext:
-        """The :class:`RunContext` a run gets: metrics to ``writer``, progress to the lease (the heartbeat
-        stores it), ``should_stop`` from shutdown, lease and cancel flag."""
-        from anode_lab.experiments import RunContext
+    def admitted_spec(self, kind: str, spec_data: dict[str, Any]) -> dict[str, Any]:
+        """The stored spec checked again here (this worker's cost limits and data folders), with ``device: auto``
+        made this worker's device and ``threads`` at most ``ANODE_TORCH_THREADS``."""
+        from anode_lab.specs import parse_spec
+        from anode_lab.specs.cost import admit
 
-        def progress(done: int, total: int, note: str) -> None:
-            lease.progress = (done, total, note)  # the heartbeat thread shapes and stores it
-
-        return RunContext(workdir, on_metrics=writer.add, on_progress=progress,
-                          should_stop=lambda: self._should_stop(lease))
+        spec = admit(kind, parse_spec(kind, spec_data), self.settings.run_limits)
+        update: dict[str, Any] = {}
+        if getattr(spec, "device", None) == "auto":
+            update["device"] = self.torch_device
+        cap, threads = self.settings.torch_threads, getattr(spec, "threads", None)
+        if cap is not None and hasattr(spec, "threads") and (threads is None or threads > cap):
+            update["threads"] = cap
+        return spec.model_copy(update=update).model_dump(mode="json")
 
     def _run(self, lease: Lease) -> None:
-        from anode_lab.experiments import run_experiment
-        from anode_lab.specs import parse_spec
-
-        assert self.db is not None
         with self.db.session() as session:
             run = runs.get(session, lease.run_id)
             assert run is not None
             kind, spec_data, attempt = run.kind, run.spec, run.attempt
         workdir = self.settings.run_dir(lease.run_id)
-        writer = MetricWriter(self.db, lease.run_id, workdir, self.settings.metrics_flush_seconds)
+        try:
+            spec = self.admitted_spec(kind, spec_data)
+            confine(workdir, self.settings.runs_dir.resolve() / str(lease.run_id))
+            writer = MetricWriter(self.db, lease.run_id, workdir, self.settings.metrics_flush_seconds)
+        except Exception as exc:  # noqa: BLE001 - whatever refuses the run is its failure message
+            log.warning("run %s refused: %s", lease.run_id, exc)
+            self._finish(lease, status=RunStatus.FAILED, message=f"{type(exc).__name__}: {exc}",
+                         error=error_summary(exc))
+            return
         replayed = writer.replay()
         writer.start()
         log.info("run %s (%s) attempt %s started%s", lease.run_id, kind, attempt,
                  f"; {replayed} journaled metric rows restored" if replayed else "")
-
-        ctx = self.context(lease, writer, workdir)
         try:
-            spec = parse_spec(kind, spec_data)
-            if getattr(spec, "device", None) == "auto":
-                spec = spec.model_copy(update={"device": self.torch_device})
-            result = run_experiment(kind, spec, ctx)
+            ended = Supervisor(self, lease, writer).run(kind, spec, workdir)
             writer.close()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the run fails with it; the worker goes on
             with contextlib.suppress(Exception):
                 writer.close()
-            log.exception("run %s failed", lease.run_id)
-            self._finish(lease, status=RunStatus.FAILED, message=f"{type(exc).__name__}: {exc}",
-                         error=error_summary(exc))
-            return
-        if result.status == RunStatus.CANCELLED and not lease.cancelled:
+            ended = Ended("error", reason="disk" if is_disk_full(exc) else "error", error=error_summary(exc))
+        self._conclude(lease, ended)
+
+    def _conclude(self, lease: Lease, ended: Ended) -> None:
+        """Store how the run ended: cancel wins once accepted; a shutdown re-queues; a lost lease drops it."""
+        if not lease.cancelled and not lease.lost.is_set():
+            with contextlib.suppress(SQLAlchemyError), self.db.session() as session:
+                lease.cancelled = runs.cancel_requested(session, lease.run_id)
+        if lease.cancelled:
+            with self.db.session() as session:
+                last = runs.last_step(session, lease.run_id)
+            message = f"cancelled after step {last}" if last is not None else "cancelled before its first step"
+            self._finish(lease, status=RunStatus.CANCELLED, summary=ended.summary, message=message)
+        elif ended.kind == "done" and ended.status != RunStatus.CANCELLED:
+            self._finish(lease, status=ended.status, summary=ended.summary, message=ended.message)
+        elif ended.kind in ("done", "stopped"):
             if lease.lost.is_set():
                 log.warning("run %s: lease lost (reaped); another worker owns it now", lease.run_id)
-                return
-            self._release(lease)
-            return
-        self._finish(lease, status=result.status, summary=dict(result.summary), message=result.message)
+            else:
+                self._release(lease)
+        else:
+            message = ended.describe(self.settings)
+            error = ended.error or {"type": "TimeLimit" if ended.kind == "time" else "RunProcessDied",
+                                    "message": message, "traceback": []}
+            log.warning("run %s failed: %s", lease.run_id, message)
+            self._finish(lease, status=RunStatus.FAILED, message=message, error=error)
 
     def _finish(self, lease: Lease, **outcome: Any) -> None:
-        assert self.db is not None
         files = self._artifact_files(lease.run_id)
         with self.db.session(write=True) as session:
             if runs.finish(session, lease.run_id, self.id, progress=progress_row(lease.progress), **outcome):
@@ -317,7 +343,6 @@ class WorkerProcess:
 
     def _release(self, lease: Lease) -> None:
         """Shutting down mid-run: back to the queue, to resume from its checkpoint."""
-        assert self.db is not None and self.queues is not None
         queues, device = self.queues, self.device
         with self.db.session(write=True) as session:
             if runs.release(session, lease.run_id, self.id, "worker stopped; re-queued to resume"):
@@ -325,11 +350,17 @@ class WorkerProcess:
                 log.info("run %s re-queued (worker stopping)", lease.run_id)
 
     def _artifact_files(self, run_id: int) -> list[tuple[str, int, str]]:
+        """The run's artifacts: plain files in its real ``artifacts`` folder (symlinks are not indexed)."""
         folder = self.settings.run_dir(run_id) / "artifacts"
+        try:
+            confine(folder.parent, self.settings.runs_dir.resolve() / str(run_id))
+        except PermissionError as exc:
+            log.warning("run %s: artifacts not indexed: %s", run_id, exc)
+            return []
         if not folder.is_dir():
             return []
         return [(path.name, path.stat().st_size, guess_media_type(path.name))
-                for path in sorted(folder.iterdir()) if path.is_file()]
+                for path in sorted(folder.iterdir()) if path.is_file() and not path.is_symlink()]
 
 
 def run_worker(settings: Settings | None = None, device: DeviceClass = "cpu") -> int:

@@ -1,0 +1,127 @@
+"""One experiment in a child process of the worker, with a memory limit; the worker keeps the wall-time limit.
+
+The worker (:mod:`backend.workers.process`) starts :func:`run_child` through a ``forkserver`` that has imported
+torch once, so a run starts in a fraction of a second and never shares the worker's threads or memory. The child:
+
+* limits its own address space to its size at start plus ``ANODE_MAX_RUN_BYTES`` (``RLIMIT_AS``; on a GPU, where
+  CUDA reserves address space it never touches, torch's per-process CUDA memory fraction instead), so an
+  oversized run fails alone with "out of memory" instead of taking the worker (or the machine) with it;
+* sends every report up a pipe as it happens (``("metrics", step, values)``, ``("progress", done, total,
+  note)``) and, at the end, ``("done", status, summary, message)`` or ``("error", kind, summary)``; the worker
+  journals and stores the metrics, so nothing the child reported is lost when it dies;
+* asks the worker up the same pipe whenever the experiment checks ``should_stop`` (before every step) and waits
+  for "go" or "stop" (cancel, a lost lease, shutdown): as exact as a check in the worker's own thread, since the
+  worker answers after storing every report sent before the question; it ends at once, without saving, when
+  the worker itself is gone (a killed worker's run is re-queued and resumed by another one).
+"""
+
+from __future__ import annotations
+
+import errno
+import multiprocessing
+import os
+import resource
+import traceback
+from collections.abc import Mapping
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+TRACEBACK_FRAMES = 6
+PRELOAD = ["torch", "sklearn.datasets", "sklearn.model_selection", "torchvision.datasets",
+           "anode_lab.experiments.train", "anode_lab.experiments.sweep", "anode_lab.experiments.demos"]
+"""Imported once by the forkserver, so no run pays for them (seconds each on a busy machine)."""
+OOM_MARKERS = ("can't allocate memory", "out of memory", "cannot allocate memory")
+
+
+def context() -> multiprocessing.context.ForkServerContext:
+    """The worker's process context: a forkserver with torch and the experiments imported once."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(PRELOAD)
+    return ctx
+
+
+def start_forkserver() -> None:
+    """Start the forkserver now (it imports :data:`PRELOAD` in the background), not at the first run."""
+    from multiprocessing import forkserver
+
+    context()
+    forkserver.ensure_running()
+
+
+def error_summary(exc: BaseException) -> dict[str, Any]:
+    frames = traceback.extract_tb(exc.__traceback__)[-TRACEBACK_FRAMES:]
+    return {"type": type(exc).__name__, "message": str(exc),
+            "traceback": [f"{Path(f.filename).name}:{f.lineno} in {f.name}: {f.line or ''}".strip() for f in frames]}
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError)
+                                            and any(m in str(exc).lower() for m in OOM_MARKERS))
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return False
+
+
+def _address_space() -> int:
+    """This process's virtual size now (``VmSize``), in bytes."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    raise OSError("no VmSize in /proc/self/status")
+
+
+def limit_memory(max_bytes: int, device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        total = torch.cuda.get_device_properties(0).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, max_bytes / total))
+        return
+    limit = _address_space() + max_bytes
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
+
+
+def run_child(kind: str, spec_data: Mapping[str, Any], workdir: str, max_bytes: int, threads: int | None,
+              conn: Connection) -> None:
+    """Body of the child process (see the module docstring)."""
+    def send(message: tuple[Any, ...]) -> None:
+        try:
+            conn.send(message)
+        except (BrokenPipeError, ConnectionResetError, EOFError):
+            os._exit(3)  # the worker is gone: its successor resumes the run
+
+    def should_stop() -> bool:
+        """Ask the worker, which has stored every report sent before this question when it answers."""
+        send(("ask",))
+        try:
+            return bool(conn.recv() == "stop")
+        except (EOFError, OSError):
+            os._exit(3)
+
+    try:
+        import torch
+
+        from anode_lab.experiments import RunContext, run_experiment
+        from anode_lab.specs import parse_spec
+
+        spec = parse_spec(kind, dict(spec_data))
+        if threads is not None:
+            torch.set_num_threads(threads)
+        limit_memory(max_bytes, getattr(spec, "device", "cpu"))
+        ctx = RunContext(Path(workdir), on_metrics=lambda step, values: send(("metrics", step, dict(values))),
+                         on_progress=lambda done, total, note: send(("progress", done, total, note)),
+                         should_stop=should_stop)
+        result = run_experiment(kind, spec, ctx)
+    except BaseException as exc:  # noqa: BLE001 - every failure is reported to the worker, then the child ends
+        reason = "memory" if is_out_of_memory(exc) else "disk" if is_disk_full(exc) else "error"
+        send(("error", reason, error_summary(exc)))
+        return
+    send(("done", result.status, dict(result.summary), result.message))

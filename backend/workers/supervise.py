@@ -1,0 +1,148 @@
+"""The worker's side of a run's child process (:mod:`backend.workers.child`): start it, store what it reports,
+answer its "stop?", and end it when it overstays.
+
+* Metrics go to the run's :class:`~backend.runs.ingest.MetricWriter` (journal at once, store in batches) and
+  progress to the lease, which the heartbeat stores; a store or journal that fails ends the child and the run.
+* The child asks "stop?" before every step; the answer is the worker's ``should_stop`` (shutdown, a lost lease,
+  the cancel flag), read after every earlier report is stored. After a cancel (or a lost lease) the child gets
+  :data:`STOP_GRACE_S`, then it is killed: a run whose step is long (a sweep cell, a demo's solve) still stops
+  within about one step. A shutdown waits, so training can checkpoint.
+* ``ANODE_MAX_RUN_SECONDS`` after the start, the child is killed and the run fails with "time limit".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from anode_lab.specs.cost import readable_size
+from backend.runs.ingest import MetricWriter
+from backend.settings import Settings
+from backend.workers.child import context, error_summary, is_disk_full
+
+if TYPE_CHECKING:
+    from backend.workers.process import Lease, WorkerProcess
+
+STOP_GRACE_S = 3.0
+"""How long a child may take to stop by itself after a cancel before it is killed."""
+POLL_S = 0.05
+KILL_WAIT_S = 5.0
+
+
+@dataclass
+class Ended:
+    """How a child ended, as the worker stores it."""
+
+    kind: Literal["done", "error", "time", "stopped", "died"]
+    status: str = ""
+    summary: dict[str, Any] = field(default_factory=dict)
+    message: str = ""
+    reason: str = ""
+    """For ``error``: ``memory``, ``disk`` or ``error``."""
+    error: dict[str, Any] | None = None
+    seconds: float = 0.0
+    exitcode: int | None = None
+
+    def describe(self, settings: Settings) -> str:
+        """The run's failure message: what happened and what to change."""
+        limit = readable_size(settings.max_run_bytes)
+        if self.kind == "time":
+            return (f"time limit: stopped after {self.seconds:.0f} s (ANODE_MAX_RUN_SECONDS="
+                    f"{settings.max_run_seconds:g}); lower the run's steps or epochs, or ask the operator")
+        if self.kind == "died":
+            code = self.exitcode or 0
+            how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+            if code == -signal.SIGKILL:
+                return (f"out of memory (limit {limit}, ANODE_MAX_RUN_BYTES)? the run's process was killed ({how}), "
+                        "as the kernel does when memory runs out")
+            return f"the run's process ended without a result ({how})"
+        error = self.error or {}
+        text = f"{error.get('type', 'Error')}: {error.get('message', '')}"
+        if self.reason == "memory":
+            return (f"out of memory (limit {limit} per run, ANODE_MAX_RUN_BYTES): {text}; lower the batch, the "
+                    "model's size or N_t")
+        if self.reason == "disk":
+            return f"disk full: {text}; free space under the data folder and run it again"
+        return text
+
+
+class Supervisor:
+    """One child process for one run of ``worker``."""
+
+    def __init__(self, worker: WorkerProcess, lease: Lease, writer: MetricWriter) -> None:
+        self.worker, self.lease, self.writer = worker, lease, writer
+        self.settings = worker.settings
+
+    def run(self, kind: str, spec: dict[str, Any], workdir: Path) -> Ended:
+        ctx = context()
+        receiver, sender = ctx.Pipe()
+        threads = spec.get("threads")
+        child = ctx.Process(target=self.worker.child_target, name=f"run-{self.lease.run_id}", daemon=True,
+                            args=(kind, spec, str(workdir), self.settings.max_run_bytes, threads, sender))
+        child.start()
+        sender.close()
+        started = time.monotonic()
+        stop_asked: float | None = None
+        ended: Ended | None = None
+        try:
+            while True:
+                message = None
+                if receiver.poll(POLL_S):
+                    try:
+                        message = receiver.recv()
+                    except EOFError:
+                        break
+                now = time.monotonic()
+                if message is not None and message[0] == "ask":  # the child is between two steps
+                    stopping = self.worker.should_stop(self.lease)
+                    with contextlib.suppress(OSError):  # a child killed meanwhile cannot read it
+                        receiver.send("stop" if stopping else "go")
+                    stop_asked = now if stopping and stop_asked is None else stop_asked
+                elif message is not None:
+                    ended = self._handle(message) or ended
+                    if ended is not None:  # its last word: no need to wait for the process to wind down
+                        break
+                elif stop_asked is None and self.worker.should_stop(self.lease):  # quiet: inside a long step
+                    stop_asked = now
+                hurried = self.lease.cancelled or self.lease.lost.is_set()
+                if stop_asked is not None and hurried and now - stop_asked > STOP_GRACE_S and ended is None:
+                    ended = Ended("stopped")
+                    break
+                if now - started > self.settings.max_run_seconds and ended is None:
+                    ended = Ended("time", seconds=now - started)
+                    break
+                if ended is None and not child.is_alive() and not receiver.poll(0):
+                    break
+        except Exception as exc:  # noqa: BLE001 - storing a report failed (a full journal disk, a store error)
+            reason = "disk" if is_disk_full(exc) else "error"
+            ended = Ended("error", reason=reason, error=error_summary(exc))
+        finally:
+            _end(child)
+            receiver.close()
+        if ended is None:
+            return Ended("stopped") if stop_asked is not None else Ended("died", exitcode=child.exitcode)
+        return ended
+
+    def _handle(self, message: tuple[Any, ...]) -> Ended | None:
+        what = message[0]
+        if what == "metrics":
+            self.writer.add(message[1], message[2])
+        elif what == "progress":
+            self.lease.progress = (message[1], message[2], message[3])
+        elif what == "done":
+            return Ended("done", status=message[1], summary=message[2], message=message[3])
+        elif what == "error":
+            return Ended("error", reason=message[1], error=message[2])
+        return None
+
+
+def _end(child: Any) -> None:
+    """Kill the child unless it has already exited: once it has sent its result (or overstayed) nothing it does
+    matters, and its interpreter's wind-down would only delay the run's outcome."""
+    if child.is_alive():
+        child.kill()
+        child.join(KILL_WAIT_S)

@@ -1,0 +1,94 @@
+"""The cost estimate of a spec (pure arithmetic, no torch) against issue 11's figures, the operator's limits, the
+data folders, and against what a run really holds."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from anode_lab.specs import parse_spec
+from anode_lab.specs.cost import RunLimits, SpecRefused, admit, confine_root, estimate
+from anode_lab.specs.train import PRESETS
+
+GIB = 2**30
+GENEROUS = RunLimits(max_bytes=8 * GIB, max_steps=10**8)
+
+
+def test_issue_11s_sweep_is_estimated_at_its_measured_34_gb() -> None:
+    spec = parse_spec("compare", {"field": "mlp", "hidden": 512, "batch": 1024, "blocks": 8, "solvers": ["rk4"],
+                                  "steps": [256], "dtypes": ["float64"]})
+    assert estimate("compare", spec).bytes == pytest.approx(34e9, rel=0.05)
+
+
+def test_issue_11s_training_run_is_estimated_at_75_million_training_steps() -> None:
+    spec = parse_spec("train", {"dataset": "moons", "n_samples": 100000, "epochs": 1000, "batch_size": 1})
+    # 75 000 training points, batch 1, 1000 epochs; one block of 2 Euler steps, forward and backward
+    assert estimate("train", spec).steps == 75_000 * 1000 * 1 * 2 * 2
+
+
+def test_torch_is_not_imported_to_estimate() -> None:
+    import subprocess  # a fresh interpreter: this one may have imported torch for other tests
+
+    code = ("import sys; from anode_lab.specs import parse_spec; from anode_lab.specs.cost import estimate; "
+            "estimate('train', parse_spec('train', {})); print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_fits_generous_limits(name: str) -> None:
+    assert admit("train", PRESETS[name], GENEROUS) == PRESETS[name]
+
+
+@pytest.mark.parametrize("kind", ["train", "compare"])
+def test_defaults_fit_small_limits(kind: str) -> None:
+    assert admit(kind, parse_spec(kind, {}), RunLimits(max_bytes=64 * 2**20, max_steps=10**5))
+
+
+def test_refusal_states_estimate_limit_and_fields() -> None:
+    spec = parse_spec("compare", {"batch": 1024, "hidden": 512, "steps": [256], "solvers": ["rk4"]})
+    with pytest.raises(SpecRefused) as info:
+        admit("compare", spec, RunLimits(max_bytes=GIB, max_steps=10**8))
+    message = str(info.value)
+    assert "about 4.06 GiB" in message and "allows 1 GiB per run (ANODE_MAX_RUN_BYTES)" in message, message
+    assert info.value.fields[:2] == ("steps (the largest N_t)", "batch")
+    with pytest.raises(SpecRefused, match=r"ANODE_MAX_RUN_STEPS\): lower `epochs`"):
+        admit("train", parse_spec("train", {"epochs": 1000}), RunLimits(max_bytes=GIB, max_steps=1000))
+
+
+def test_a_root_is_resolved_and_confined(tmp_path: Path) -> None:
+    allowed = tmp_path / "datasets"
+    (allowed / "cifar").mkdir(parents=True)
+    (allowed / "out").symlink_to(tmp_path, target_is_directory=True)
+    assert confine_root(str(allowed / "cifar"), (allowed,)) == allowed / "cifar"
+    assert confine_root("cifar", (allowed,)) == allowed / "cifar"  # relative: under the first folder
+    for bad in (str(tmp_path), str(allowed / ".." / "x"), str(allowed / "out"), "../x", "/"):
+        with pytest.raises(SpecRefused, match="outside the data folders") as info:
+            confine_root(bad, (allowed,))
+        assert str(allowed) in str(info.value) and info.value.fields == ("root",)
+    spec = parse_spec("train", {"model": "conv_ode", "dataset": "mnist", "root": "cifar/../cifar"})
+    assert admit("train", spec, RunLimits(GIB, 10**8, (allowed,))).root == str(allowed / "cifar")  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("method", ["direct", "anode", "adjoint"])
+def test_the_estimate_is_close_to_what_a_training_step_holds(method: str) -> None:
+    """What autograd and the gradient method keep for one MLP-ODE step (MemoryMeter) against the estimate's held
+    part: within a factor of two either way."""
+    import torch
+    import torch.nn.functional as F
+
+    from anode_core.instruments.memory import MemoryMeter
+    from anode_lab.experiments.models import build_model
+    from anode_lab.specs.cost import held_bytes
+
+    spec = parse_spec("train", {"width": 64, "hidden": 256, "batch_size": 512, "dtype": "float64",
+                                "ode": {"solver": "rk4", "steps": 16, "gradient": {"method": method}}})
+    model = build_model(spec).double()
+    x, y = torch.randn(512, 2, dtype=torch.float64), torch.randint(0, 2, (512,))
+    with MemoryMeter() as meter:
+        F.cross_entropy(model(x), y).backward()
+    item = 8
+    held = held_bytes(spec.ode.gradient, [512 * 64 * item], [512 * (64 + 256) * item], 16, 4)  # type: ignore[attr-defined]
+    assert 0.5 <= meter.peak_bytes / held <= 2.0, (meter.peak_bytes, held)
