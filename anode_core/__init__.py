@@ -3,6 +3,9 @@
 >>> import anode_core as ac
 >>> z1 = ac.odesolve(field, z0, steps=8, solver=ac.RK4(), gradient=ac.Anode())
 >>> block = ac.ODEBlock(field, steps=2, solver=ac.Euler(), gradient=ac.Adjoint())
+>>> report = ac.check(model, batch, loss)          # every gradient method against the exact one
+>>> z1 = ac.odesolve(field, z0, solver=ac.Dopri5(rtol=1e-6, atol=1e-8), gradient=ac.Anode())
+>>> ys = ac.odeint(func, y0, t, method="dopri5")          # torchdiffeq's signature
 
 The library imports torch and nothing of pydantic, HTTP, SQL or queues; the application (specs, experiments,
 demos, the CLI) lives in :mod:`anode_lab`. Attributes load lazily (PEP 562).
@@ -16,31 +19,43 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "AdaptiveSolver": "anode_core.adaptive",
     "Adjoint": "anode_core.gradients",
     "Anode": "anode_core.gradients",
+    "CheckReport": "anode_core.instruments.check",
+    "Bosh3": "anode_core.adaptive",
+    "Dopri5": "anode_core.adaptive",
     "Direct": "anode_core.gradients",
     "Euler": "anode_core.solvers",
     "EvaluationCounter": "anode_core.instruments.counting",
+    "ALL_SOLVERS": "anode_core.registry",
     "GRADIENTS": "anode_core.registry",
     "GradientComparison": "anode_core.instruments.compare",
     "GradientMethod": "anode_core.gradients",
+    "Grid": "anode_core.adaptive",
     "Heun": "anode_core.solvers",
     "Measurement": "anode_core.instruments.measure",
     "MemoryMeter": "anode_core.instruments.memory",
     "MemoryModel": "anode_core.instruments.memory",
+    "MethodCheck": "anode_core.instruments.check",
     "Midpoint": "anode_core.solvers",
+    "NoSolveError": "anode_core.instruments.check",
     "ODEBlock": "anode_core.block",
     "ParameterComparison": "anode_core.instruments.compare",
     "Problem": "anode_core.problem",
     "RK4": "anode_core.solvers",
+    "Reversible": "anode_core.gradients",
+    "ReversibleHeun": "anode_core.reversible",
     "SOLVERS": "anode_core.solvers",
     "Solver": "anode_core.solvers",
     "Tableau": "anode_core.solvers",
     "block_reconstruction_errors": "anode_core.instruments.reconstruction",
+    "check": "anode_core.instruments.check",
     "compare_gradients": "anode_core.instruments.compare",
     "gradient_named": "anode_core.registry",
     "measure_gradient": "anode_core.instruments.measure",
     "ode_blocks": "anode_core.block",
+    "odeint": "anode_core.compat",
     "odesolve": "anode_core.solve",
     "reconstruction_error": "anode_core.instruments.reconstruction",
     "saved_bytes_of_one_evaluation": "anode_core.instruments.memory",
@@ -66,16 +81,32 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from anode_core.adaptive import (
+        AdaptiveSolver as AdaptiveSolver,
+        Bosh3 as Bosh3,
+        Dopri5 as Dopri5,
+        Grid as Grid,
+    )
     from anode_core.block import (
         ODEBlock as ODEBlock,
         ode_blocks as ode_blocks,
         use_gradient as use_gradient,
+    )
+    from anode_core.compat import (
+        odeint as odeint,
     )
     from anode_core.gradients import (
         Adjoint as Adjoint,
         Anode as Anode,
         Direct as Direct,
         GradientMethod as GradientMethod,
+        Reversible as Reversible,
+    )
+    from anode_core.instruments.check import (
+        CheckReport as CheckReport,
+        MethodCheck as MethodCheck,
+        NoSolveError as NoSolveError,
+        check as check,
     )
     from anode_core.instruments.compare import (
         GradientComparison as GradientComparison,
@@ -102,9 +133,13 @@ if TYPE_CHECKING:
         Problem as Problem,
     )
     from anode_core.registry import (
+        ALL_SOLVERS as ALL_SOLVERS,
         GRADIENTS as GRADIENTS,
         gradient_named as gradient_named,
         solver_named as solver_named,
+    )
+    from anode_core.reversible import (
+        ReversibleHeun as ReversibleHeun,
     )
     from anode_core.solve import (
         odesolve as odesolve,

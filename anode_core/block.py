@@ -3,40 +3,55 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from typing import overload
 
 from torch import Tensor, nn
 
-from anode_core.gradients import Anode, GradientMethod
+from anode_core.adaptive import AdaptiveSolver
+from anode_core.gradients import GradientMethod
 from anode_core.problem import Problem
-from anode_core.solve import check_grid, make_problem, resolve_gradient, resolve_solver
+from anode_core.solve import (
+    DEFAULT_GRADIENT,
+    check_pairing,
+    check_steps,
+    make_problem,
+    resolve_gradient,
+    resolve_solver,
+)
 from anode_core.solvers import Euler, Solver
+from anode_core.watch import solve_problem
 
 
 class ODEBlock(nn.Module):
     """``z -> z(t1)`` for ``dz/dt = field(t, z)``; with ``Euler`` and ``steps=1`` exactly a ResNet block.
 
-    ``field`` is an ``nn.Module`` called as ``field(t, z)``. ``gradient`` may be changed between passes
-    (see :func:`use_gradient`).
+    ``field`` is an ``nn.Module`` called as ``field(t, z)``. ``steps`` defaults to 2 for fixed-step solvers and
+    must stay ``None`` for adaptive ones. ``gradient=None`` takes the default of :func:`use_gradient` at each
+    pass (else ``Anode()``); ``gradient`` may be changed between passes.
     """
 
     def __init__(
         self,
         field: nn.Module,
         *,
-        steps: int = 2,
+        steps: int | None = None,
         solver: Solver | str = Euler(),
-        gradient: GradientMethod | str = Anode(),
+        gradient: GradientMethod | str | None = None,
         t0: float = 0.0,
         t1: float = 1.0,
     ) -> None:
         super().__init__()
-        check_grid(steps, t0, t1)
+        self.solver = resolve_solver(solver)
+        if steps is None and not isinstance(self.solver, AdaptiveSolver):
+            steps = 2
         self.field = field
         self.steps = steps
-        self.solver = resolve_solver(solver)
-        self.gradient = resolve_gradient(gradient)
+        self.gradient = None if gradient is None else resolve_gradient(gradient)
+        if self.gradient is not None:
+            check_pairing(self.solver, self.gradient)
         self.t0, self.t1 = t0, t1
+        check_steps(self.solver, steps, t0, t1)
 
     def problem(self, z0: Tensor) -> Problem:
         return make_problem(
@@ -44,7 +59,9 @@ class ODEBlock(nn.Module):
         )
 
     def forward(self, z0: Tensor) -> Tensor:
-        return self.gradient.solve(self.problem(z0), z0)
+        method = resolve_gradient(self.gradient)
+        check_pairing(self.solver, method)
+        return solve_problem(self.problem(z0), z0, method)
 
     def extra_repr(self) -> str:
         return f"steps={self.steps}, solver={self.solver!r}, gradient={self.gradient!r}, t=[{self.t0}, {self.t1}]"
@@ -55,16 +72,44 @@ def ode_blocks(model: nn.Module) -> list[ODEBlock]:
     return [m for m in model.modules() if isinstance(m, ODEBlock)]
 
 
+@overload
+def use_gradient(model: GradientMethod | str) -> AbstractContextManager[GradientMethod]: ...
+@overload
+def use_gradient(model: nn.Module, gradient: GradientMethod | str) -> AbstractContextManager[nn.Module]: ...
+def use_gradient(
+    model: nn.Module | GradientMethod | str, gradient: GradientMethod | str | None = None
+) -> AbstractContextManager[nn.Module] | AbstractContextManager[GradientMethod]:
+    """``use_gradient(method)``: the method of every solve inside the ``with`` body that names none
+    (``ODEBlock``, ``odesolve``, ``odeint``); ``use_gradient(model, method)``: every ODE block of ``model``,
+    whatever it names."""
+    if gradient is None:
+        if isinstance(model, nn.Module):
+            raise TypeError("use_gradient(model, gradient) needs a gradient method; or call use_gradient(method)")
+        return _as_default(resolve_gradient(model))
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"use_gradient(model, gradient) needs an nn.Module first; got {type(model).__name__}")
+    return _on_blocks(model, resolve_gradient(gradient))
+
+
 @contextmanager
-def use_gradient(model: nn.Module, gradient: GradientMethod | str) -> Iterator[nn.Module]:
-    """Differentiate every ODE block of ``model`` with ``gradient`` inside the ``with`` body."""
-    method = resolve_gradient(gradient)
+def _as_default(method: GradientMethod) -> Iterator[GradientMethod]:
+    token = DEFAULT_GRADIENT.set(method)
+    try:
+        yield method
+    finally:
+        DEFAULT_GRADIENT.reset(token)
+
+
+@contextmanager
+def _on_blocks(model: nn.Module, method: GradientMethod) -> Iterator[nn.Module]:
     blocks = ode_blocks(model)
     before = [b.gradient for b in blocks]
+    token = DEFAULT_GRADIENT.set(method)
     for b in blocks:
         b.gradient = method
     try:
         yield model
     finally:
+        DEFAULT_GRADIENT.reset(token)
         for b, g in zip(blocks, before, strict=True):
             b.gradient = g

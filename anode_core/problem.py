@@ -1,16 +1,20 @@
-"""One ODE block's forward problem: a field, its parameters, a solver and a fixed time grid.
+"""One ODE block's forward problem: a field, its parameters, a solver and a time grid.
 
 Every gradient method receives a :class:`Problem` and differentiates the same discrete map
-``z0 -> z_{N_t}``; they differ only in what they keep and what they recompute.
+``z0 -> z_{N_t}``; they differ only in what they keep and what they recompute. The grid is ``steps`` equal
+steps, or an explicit :class:`~anode_core.adaptive.Grid`: the accepted steps of an adaptive solve (found by
+:meth:`Problem.settle`) or the grid of :func:`anode_core.odeint`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from torch import Tensor
 
+from anode_core.adaptive import AdaptiveSolver, Grid
+from anode_core.reversible import ReversibleHeun
 from anode_core.solvers import Solver, State
 
 Field = Callable[[float, Tensor], Tensor]
@@ -18,7 +22,10 @@ Field = Callable[[float, Tensor], Tensor]
 
 @dataclass(frozen=True)
 class Problem:
-    """``dz/dt = field(t, z)`` on ``[t0, t1]`` with ``steps`` equal steps of ``solver``."""
+    """``dz/dt = field(t, z)`` on ``[t0, t1]`` with ``steps`` equal steps of ``solver``, or on ``grid``.
+
+    An adaptive solver's problem has no grid (and ``steps == 0``) until :meth:`settle` finds one.
+    """
 
     field: Field
     params: tuple[Tensor, ...]
@@ -26,14 +33,33 @@ class Problem:
     t0: float
     t1: float
     steps: int
+    grid: Grid | None = None
 
     @property
     def dt(self) -> float:
         return (self.t1 - self.t0) / self.steps
 
+    @property
+    def adaptive(self) -> bool:
+        return isinstance(self.solver, AdaptiveSolver)
+
     def time(self, n: int) -> float:
         """Time of grid point ``n`` (0 ≤ n ≤ steps)."""
-        return self.t0 + n * self.dt
+        return self.t0 + n * self.dt if self.grid is None else self.grid.time(n)
+
+    def size(self, n: int) -> float:
+        """Size of step ``n`` (from grid point ``n`` to ``n + 1``)."""
+        return self.dt if self.grid is None else self.grid.sizes[n]
+
+    def on_grid(self, grid: Grid) -> Problem:
+        return replace(self, grid=grid, steps=len(grid), t0=grid.time(0), t1=grid.end)
+
+    def settle(self, z0: Tensor) -> tuple[Tensor, Problem]:
+        """Run the adaptive controller (without a graph): ``z(t1)`` and the problem on its accepted grid."""
+        if not isinstance(self.solver, AdaptiveSolver):
+            raise TypeError(f"settle() needs an adaptive solver such as Dopri5(); got {self.solver!r}")
+        y, grid = self.solver.integrate(self.tuple_field, (z0,), self.t0, self.t1)
+        return y[0], self.on_grid(grid)
 
     def tuple_field(self, t: float, y: State) -> State:
         out = self.field(t, y[0])
@@ -47,10 +73,19 @@ class Problem:
 
     def step(self, z: Tensor, n: int) -> Tensor:
         """Advance from grid point ``n`` to ``n + 1``."""
-        return self.solver.step(self.tuple_field, self.time(n), (z,), self.dt)[0]
+        if self.grid is None:
+            return self.solver.step(self.tuple_field, self.time(n), (z,), self.dt)[0]
+        t, h = self.grid.starts[n], self.grid.sizes[n]
+        if isinstance(self.solver, AdaptiveSolver):
+            return self.solver.replay(self.tuple_field, t, (z,), h, self.time(n + 1))[0]
+        return self.solver.step(self.tuple_field, t, (z,), h)[0]
 
     def advance(self, z: Tensor, start: int, stop: int) -> Tensor:
         """Advance from grid point ``start`` to ``stop``."""
+        if isinstance(self.solver, ReversibleHeun):
+            if start != 0:
+                raise ValueError("ReversibleHeun carries a second state: it can only be advanced from grid point 0")
+            return self.solver.solve(self.tuple_field, self.time, z, stop)[0]
         for n in range(start, stop):
             z = self.step(z, n)
         return z

@@ -7,42 +7,66 @@ exported function ``anode_core.odesolve`` as soon as any module (``block``, ``me
 from __future__ import annotations
 
 import math
+from contextvars import ContextVar
 
 from torch import Tensor, nn
 
-from anode_core.gradients import Anode, GradientMethod
+from anode_core.adaptive import AdaptiveSolver
+from anode_core.gradients import Adjoint, Anode, GradientMethod, Reversible
 from anode_core.problem import Field, Problem
 from anode_core.registry import gradient_named, solver_named
+from anode_core.reversible import ReversibleHeun
 from anode_core.solvers import Euler, Solver
+from anode_core.watch import solve_problem
 
 
 def odesolve(
     field: Field,
     z0: Tensor,
     *,
-    steps: int,
+    steps: int | None = None,
     solver: Solver | str = Euler(),
-    gradient: GradientMethod | str = Anode(),
+    gradient: GradientMethod | str | None = None,
     t0: float = 0.0,
     t1: float = 1.0,
     params: tuple[Tensor, ...] | None = None,
 ) -> Tensor:
-    """``z(t1)`` of ``dz/dt = field(t, z)``, ``z(t0) = z0``, with ``steps`` fixed steps of ``solver``.
+    """``z(t1)`` of ``dz/dt = field(t, z)``, ``z(t0) = z0``, with ``steps`` fixed steps of ``solver``, or with
+    the steps an adaptive solver (:class:`Dopri5`, :class:`Bosh3`) chooses (then ``steps`` stays ``None``).
 
-    ``gradient`` decides how backward works (:class:`Direct`, :class:`Anode`, :class:`Adjoint`); all of them
-    compute the same forward value. ``params`` are the tensors gradients flow to; by default the parameters of
-    ``field`` when it is an ``nn.Module`` (a plain function closing over tensors must pass them here, or the
+    ``gradient`` decides how backward works (:class:`Direct`, :class:`Anode`, :class:`Adjoint`,
+    :class:`Reversible`); all of them compute the same forward value. ``None`` takes the default set by
+    :func:`use_gradient`, else ``Anode()``. ``params`` are the tensors gradients flow to; by default the parameters
+    of ``field`` when it is an ``nn.Module`` (a plain function closing over tensors must pass them here, or the
     memory-lean methods cannot reach them).
     """
     problem = make_problem(field, z0, steps=steps, solver=solver, t0=t0, t1=t1, params=params)
-    return resolve_gradient(gradient).solve(problem, z0)
+    method = resolve_gradient(gradient)
+    check_pairing(problem.solver, method)
+    return solve_problem(problem, z0, method)
+
+
+def check_pairing(solver: Solver, method: GradientMethod) -> None:
+    """Solvers and methods that cannot work together fail here, before any computation."""
+    if isinstance(method, Reversible) and not isinstance(solver, ReversibleHeun):
+        raise ValueError(
+            f"gradient=Reversible() needs an algebraically reversible solver; got solver={solver!r}: "
+            "use solver=ReversibleHeun(), or gradient=Anode() with this solver"
+        )
+    if isinstance(solver, ReversibleHeun) and (
+        isinstance(method, Adjoint) or getattr(method, "checkpoints", None) is not None
+    ):
+        raise ValueError(
+            f"solver=ReversibleHeun() carries a second state and cannot be differentiated with {method!r}: "
+            "use gradient=Reversible() (memory flat in N_t), Direct() or Anode()"
+        )
 
 
 def make_problem(
     field: Field,
     z0: Tensor,
     *,
-    steps: int,
+    steps: int | None,
     solver: Solver | str,
     t0: float,
     t1: float,
@@ -53,10 +77,30 @@ def make_problem(
         raise TypeError(f"`field` must be callable as field(t, z) -> dz/dt; got {type(field).__name__}")
     if not isinstance(z0, Tensor) or not z0.is_floating_point():
         raise TypeError(f"`z0` must be a floating-point tensor; got {getattr(z0, 'dtype', type(z0).__name__)}")
-    check_grid(steps, t0, t1)
+    solver = resolve_solver(solver)
+    steps = check_steps(solver, steps, t0, t1)
     if params is None:
         params = tuple(p for p in field.parameters() if p.requires_grad) if isinstance(field, nn.Module) else ()
-    return Problem(field, tuple(params), resolve_solver(solver), float(t0), float(t1), steps)
+    return Problem(field, tuple(params), solver, float(t0), float(t1), steps)
+
+
+def check_steps(solver: Solver, steps: int | None, t0: float, t1: float) -> int:
+    """``steps`` for a fixed-step solver, ``None`` (returned as 0 until the controller runs) for an adaptive one."""
+    if isinstance(solver, AdaptiveSolver):
+        if steps is not None:
+            raise ValueError(
+                f"`steps` must be None with the adaptive solver {solver!r}, which chooses its own steps; got "
+                f"{steps!r}: bound them with max_steps=..., or pick a fixed-step solver such as RK4()"
+            )
+        check_grid(1, t0, t1)
+        return 0
+    if steps is None:
+        raise ValueError(
+            f"`steps` is required with the fixed-step solver {solver.name!r}: pass steps=N (N ≥ 1), or use an "
+            "adaptive solver such as Dopri5(rtol=1e-6, atol=1e-8)"
+        )
+    check_grid(steps, t0, t1)
+    return steps
 
 
 def check_grid(steps: int, t0: float, t1: float) -> None:
@@ -74,7 +118,13 @@ def resolve_solver(solver: Solver | str) -> Solver:
     return solver
 
 
-def resolve_gradient(gradient: GradientMethod | str) -> GradientMethod:
+DEFAULT_GRADIENT: ContextVar[GradientMethod] = ContextVar("DEFAULT_GRADIENT", default=Anode())
+"""The gradient method of solves that name none; set with :func:`anode_core.use_gradient`."""
+
+
+def resolve_gradient(gradient: GradientMethod | str | None) -> GradientMethod:
+    if gradient is None:
+        return DEFAULT_GRADIENT.get()
     if isinstance(gradient, str):
         return gradient_named(gradient)
     if not isinstance(gradient, GradientMethod):

@@ -104,6 +104,28 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo.set_defaults(run=_demo)
 
 
+def _check(args: argparse.Namespace) -> int:
+    from anode_lab.check import check_command
+
+    return check_command(args)
+
+
+def _add_check(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    check = sub.add_parser(
+        "check", help="every gradient method against the exact one on your own model, e.g. `anode-lab check "
+        "my_model.py:build`", epilog="exit codes: 0 checked, 2 bad input (file, factory, method, device, loss, "
+        "or a model that solved no ODE through anode_core)",
+    )
+    check.add_argument("target", metavar="FILE.py:FACTORY", help="FACTORY() returns (model, batch, loss); "
+                       "loss(model, batch) returns a scalar tensor")
+    check.add_argument("--methods", nargs="+", metavar="METHOD", help="e.g. anode 'anode(checkpoints=2)' adjoint "
+                       "'adjoint(reconstruct=False)' (default: all; Direct always runs as the reference)")
+    check.add_argument("--device", help="cpu, cuda or cuda:N (default: where the model is)")
+    check.add_argument("--json", action="store_true", help="print one JSON object per method instead of the table")
+    check.add_argument("--out", type=Path, help="folder for check.csv and check.svg (default ./runs/check-<timestamp>)")
+    check.set_defaults(run=_check)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="anode-lab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -125,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_specs(sub)
     _add_demo(sub)
+    _add_check(sub)
     return parser
 
 

@@ -1,7 +1,10 @@
 """The FastAPI application: ``create_app(settings)`` builds it; nothing happens at import.
 
-``uvicorn --factory backend.app:create_app`` or ``anode-lab api`` serves it. At start-up the schema is migrated
-to the newest revision, then the store and the queues are opened.
+``uvicorn --factory backend.app:create_app`` or ``anode-lab api`` serves it. At start-up a SQLite store's
+integrity is checked and the schema migrated to the newest revision, then the store and the queues are opened.
+Without API keys the app serves only loopback, whatever started it. Proxy headers are the app's own business
+(``ANODE_TRUSTED_PROXIES``): under plain uvicorn pass ``--no-proxy-headers``, since uvicorn otherwise trusts
+``X-Forwarded-For`` from 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -17,17 +20,25 @@ from fastapi import APIRouter, Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from backend.catalog.routes import router as catalog_router
 from backend.catalog.service import catalog
-from backend.db import Database, migrate
+from backend.db import DamagedStore, Database, check_integrity, migrate
 from backend.deps import require_api_key
 from backend.errors import ERROR_RESPONSES, error_body, install_handlers
 from backend.health.routes import router as health_router
 from backend.queue import RunQueues
 from backend.runs.routes import router as runs_router
 from backend.runs.service import requeue_stored
-from backend.security import SecurityHeaders, TokenBuckets
+from backend.security import (
+    LoopbackOnlyWithoutKeys,
+    SecurityHeaders,
+    StreamLimit,
+    StreamSlots,
+    TokenBuckets,
+    redact_access_log,
+)
 from backend.settings import Settings
 
 API_PREFIX = "/api/v1"
@@ -93,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from anyio import to_thread
 
+        await to_thread.run_sync(check_integrity, settings.db_url)
         await to_thread.run_sync(migrate, settings.db_url, settings.data_dir)
         app.state.db = Database(settings.db_url)
         app.state.queues = RunQueues(settings)
@@ -120,17 +132,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.create_limit = TokenBuckets(settings.create_rate_per_minute, settings.create_burst)
+    app.state.streams = StreamSlots(settings.max_streams, settings.max_streams_per_client)
+    redact_access_log()
     install_handlers(app)
-    api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(require_api_key)], responses=ERROR_RESPONSES)
+    # the key check (and its X-API-Key in the OpenAPI contract) only where keys exist: a keyless API asks for none
+    keyed = [Depends(require_api_key)] if settings.api_keys else []
+    api = APIRouter(prefix=API_PREFIX, dependencies=keyed, responses=ERROR_RESPONSES)
     for router in (runs_router, catalog_router, health_router):
         api.include_router(router)
     app.include_router(api)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(StreamLimit, settings=settings, slots=app.state.streams)
     if settings.cors_origins:  # closed unless configured: no CORS headers, so browsers keep other origins out
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST", "DELETE"], allow_headers=["X-API-Key", "Content-Type"],
                            expose_headers=["Retry-After"], max_age=600)
-    app.add_middleware(SecurityHeaders)  # outermost: 413s and preflights get them too
+    app.add_middleware(LoopbackOnlyWithoutKeys, settings=settings)
+    app.add_middleware(SecurityHeaders)  # 403s, 413s, 429s and preflights get them too
+    if settings.trusted_proxies:  # outermost: every check above sees the client the proxy names
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     return app
 
 
@@ -143,8 +163,10 @@ def serve(settings: Settings | None = None, **uvicorn_options: Any) -> int:
     settings = settings or Settings()
     try:
         settings.check_bind()
-    except ValueError as exc:
+        check_integrity(settings.db_url)
+    except (ValueError, DamagedStore) as exc:
         print(f"anode-lab api: {exc}", file=sys.stderr)
         return 2
+    uvicorn_options.setdefault("proxy_headers", False)  # the app applies ANODE_TRUSTED_PROXIES itself
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, **uvicorn_options)
     return 0

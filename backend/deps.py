@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -14,7 +13,7 @@ from sqlalchemy.orm import Session
 from backend.db import Database
 from backend.errors import Unauthorized
 from backend.queue import RunQueues
-from backend.security import client_key
+from backend.security import client_key, valid_key
 from backend.settings import Settings
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -65,16 +64,12 @@ api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
 
 async def require_api_key(settings: SettingsDep, key: Annotated[str | None, Security(api_key_header)]) -> None:
     """With keys configured, the request must carry one of them (compared in constant time)."""
-    if not settings.api_keys:
-        return
-    offered = (key or "").encode()
-    matched = False
-    for known in settings.api_keys:
-        matched |= hmac.compare_digest(offered, known.encode())
-    if not matched:
+    if settings.api_keys and not valid_key(settings, key):
         raise Unauthorized("missing or unknown API key: send it in the X-API-Key header")
 
 
-async def limit_creation(request: Request, key: Annotated[str | None, Security(api_key_header)]) -> None:
-    """Run creation is rate limited per client: 429 with ``Retry-After`` past the burst (see backend.security)."""
-    request.app.state.create_limit.check(client_key(key, request.client.host if request.client else None))
+async def limit_creation(request: Request, settings: SettingsDep) -> None:
+    """Run creation is rate limited per client, its valid API key else its peer address: 429 with ``Retry-After``
+    past the burst (see backend.security). The key is read as is: ``require_api_key`` declares and checks it."""
+    key = request.headers.get("X-API-Key")
+    request.app.state.create_limit.check(client_key(settings, key, request.client.host if request.client else None))

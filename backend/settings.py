@@ -72,6 +72,19 @@ class Settings(BaseSettings):
     create_rate_per_minute: float = Field(120.0, gt=0, description="runs one client (API key, else address) may "
                                           "create per minute, after a burst of `create_burst`")
     create_burst: int = Field(60, ge=1, description="runs one client may create at once before the rate applies")
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="comma-separated addresses (or CIDR networks) of reverse proxies whose "
+        "X-Forwarded-For names the client; default none (the peer address is the client)"
+    )
+    sse_window_points: int = Field(1000, ge=1, le=100_000, description="points per series in an event stream's "
+                                   "first event; older ones are paged back with GET /runs/{id}/metrics?before_step")
+    max_streams: int = Field(64, ge=1, description="event streams and metric reads served at once, in all")
+    max_streams_per_client: int = Field(8, ge=1, description="event streams and metric reads one client (API key, "
+                                        "else address) may hold at once")
+    stream_send_timeout_seconds: float = Field(30.0, gt=0, description="a stream whose client reads nothing for "
+                                               "this long is ended")
+    min_free_disk_bytes: int = Field(1 << 30, ge=0, description="/health reports low disk below this many free "
+                                     "bytes under data_dir")
     data_roots: Annotated[list[Path], NoDecode] = Field(
         default_factory=list, description="comma-separated folders a run's data `root` must lie under (symlinks "
         "and `..` resolved); default data_dir/datasets"
@@ -101,7 +114,7 @@ class Settings(BaseSettings):
     def _resolve_roots(cls, roots: list[Path]) -> list[Path]:
         return [root.expanduser().resolve() for root in roots]
 
-    @field_validator("api_keys", "cors_origins", mode="before")
+    @field_validator("api_keys", "cors_origins", "trusted_proxies", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):

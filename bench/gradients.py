@@ -12,7 +12,9 @@ same fields. Per method and setting:
 * relative error of the parameter gradient against ``Direct``, and the field evaluations in forward / backward.
 
 Run ``python bench/gradients.py [--quick] [--reps N] [--budget S] [--threads T] [--out PATH]``. Prints one table, the
-footnotes that qualify it, and a verdict on the targets; writes the rows as CSV.
+footnotes that qualify it, and a verdict on the targets; writes the rows as CSV. Then (unless ``--fixed-only``) the
+adaptive and reversible table of ``bench/adaptive_gradients.py``: dopri5 at rtol 1e-3, 1e-5, 1e-7 against
+torchdiffeq, and ReversibleHeun + Reversible against Direct.
 """
 
 from __future__ import annotations
@@ -467,6 +469,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--checkpoints", type=int, default=4, help="c of Anode(checkpoints=c) (default: 4)")
     p.add_argument("--limit", type=float, default=1.35, help="target bound of Anode time / Direct (default: 1.35)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"CSV path (default: {DEFAULT_OUT})")
+    p.add_argument("--fixed-only", action="store_true", help="skip the adaptive and reversible table")
     args = p.parse_args(argv)
     if args.budget is not None and args.budget < 0:
         p.error(f"--budget must be ≥ 0 seconds; got {args.budget}")
@@ -532,6 +535,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     write_csv(rows, args.out)
     print(f"\nwrote {args.out}; wall time {elapsed:.0f} s; load average {load}")
+    if not args.fixed_only:
+        # Imported under other names: a plain ``FULL``/``QUICK`` import here would make those names local to the
+        # whole function, unbound where the fixed-step sizes are chosen above.
+        if __package__:
+            from .adaptive_gradients import FULL as ADAPTIVE_FULL, QUICK as ADAPTIVE_QUICK, report
+        else:
+            from adaptive_gradients import FULL as ADAPTIVE_FULL, QUICK as ADAPTIVE_QUICK, report
+        print("\n" + report(*(ADAPTIVE_QUICK if args.quick else ADAPTIVE_FULL), reps, args.checkpoints))
     return 0
 
 

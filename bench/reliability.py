@@ -11,8 +11,10 @@
    with short leases, then (unless ``--quick``) with the default ``ANODE_HEARTBEAT_TIMEOUT_SECONDS``;
 4. cancel: time from ``POST /runs/{id}/cancel`` to ``cancelled``, and steps run after the flag was set;
 5. refusal: time to answer 422 to an over-budget spec (issue 11's 34 GB sweep and 75 M-step training run).
+6. reads of a long run: the API's peak memory over idle (``VmHWM`` against ``VmRSS`` at rest) while 3 clients read
+   a run with 1 M metric rows whole (JSON, CSV, decimated, in turn) and 50 slow clients follow its event stream.
 
-    python bench/reliability.py [--seconds 20] [--quick]
+    python bench/reliability.py [--seconds 20] [--quick] [--reads-only]
 
 Numbers from a shared machine are noisy: rerun before trusting an absolute.
 """
@@ -290,14 +292,115 @@ def refusal_latency(client: httpx.Client, repeats: int) -> list[float]:
     return out
 
 
+def fill_metrics(data_dir: Path, rows: int) -> int:
+    """A queued run with two series of ``rows // 2`` points, inserted by SQLite itself (a few seconds)."""
+    import sqlite3
+
+    from backend.db import Database, migrate
+    from backend.runs import repository as runs
+
+    url = f"sqlite:///{data_dir / 'anode.db'}"
+    migrate(url, data_dir)
+    db = Database(url)
+    with db.session(write=True) as session:
+        run_id = runs.add(session, kind="train", name="long", spec={}, device="cpu", tags=[]).id
+    db.dispose()
+    with sqlite3.connect(data_dir / "anode.db") as conn:
+        for name in ("step_time", "train_loss"):
+            conn.execute("WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < ?) "
+                         "INSERT INTO metrics (run_id, series, step, value) SELECT ?, ?, i, 1.0 / i FROM c",
+                         (rows // 2, run_id, name))
+    return run_id
+
+
+def memory(pid: int) -> dict[str, int]:
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    return {name: int(fields[name].split()[0]) * 1024 for name in ("VmRSS", "VmHWM")}
+
+
+async def long_reads(url: str, run_id: int, seconds: float, readers: int, followers: int) -> dict[str, Any]:
+    """``readers`` clients read the whole run in turn (JSON, CSV, decimated); ``followers`` follow its events
+    reading one chunk a second."""
+    done: dict[str, list[float]] = {"json": [], "csv": [], "decimated": []}
+    errors: list[str] = []
+    first_events: list[float] = []
+    stop = time.monotonic() + seconds
+    reads = [("json", {}), ("csv", {"format": "csv"}), ("decimated", {"points": 1000})]
+
+    async def reader(http: httpx.AsyncClient, offset: int) -> None:
+        i = offset
+        while time.monotonic() < stop:
+            kind, params = reads[i % len(reads)]
+            started = time.monotonic()
+            try:
+                async with http.stream("GET", f"/runs/{run_id}/metrics", params=params) as response:
+                    async for _ in response.aiter_bytes():
+                        pass
+                    if response.status_code != 200:
+                        errors.append(f"{kind} {response.status_code}")
+                done[kind].append(time.monotonic() - started)
+            except httpx.HTTPError as exc:
+                errors.append(f"{kind} {type(exc).__name__}")
+            i += 1
+
+    async def follower(http: httpx.AsyncClient) -> None:
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(stop - started), http.stream("GET", f"/runs/{run_id}/events") as response:
+                async for _ in response.aiter_bytes(4096):
+                    if len(first_events) < followers and started:
+                        first_events.append(time.monotonic() - started)
+                        started = 0.0
+                    await asyncio.sleep(1.0)
+        except TimeoutError:
+            pass  # followed until the end of the test
+        except httpx.HTTPError as exc:
+            errors.append(f"events {type(exc).__name__}")
+
+    limits = httpx.Limits(max_connections=readers + followers + 5)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
+        await asyncio.gather(*(reader(http, i) for i in range(readers)), *(follower(http) for _ in range(followers)))
+    return {"done": done, "errors": errors, "first_events": first_events}
+
+
+def read_memory(tmp: Path, rows: int, seconds: float, readers: int = 3, followers: int = 50) -> str:
+    data_dir = tmp / "long"
+    data_dir.mkdir()
+    run_id = fill_metrics(data_dir, rows)
+    stack = Stack(data_dir, {"ANODE_MAX_STREAMS": str(readers + followers + 8),
+                             "ANODE_MAX_STREAMS_PER_CLIENT": str(readers + followers + 8)})
+    with httpx.Client(base_url=stack.url, timeout=30) as client:
+        try:
+            api = stack.spawn("api")
+            wait(lambda: client.get("/health").status_code == 200, 120, "the API")
+            client.get(f"/runs/{run_id}/metrics", params={"after_step": rows // 2 - 5})
+            idle = memory(api.pid)["VmRSS"]
+            got = asyncio.run(long_reads(stack.url, run_id, seconds, readers, followers))
+            peak = memory(api.pid)["VmHWM"]
+        finally:
+            stack.stop()
+    times = ", ".join(f"{kind} {len(v)} reads p50 {percentile(v, 0.5):.1f} s" for kind, v in got["done"].items())
+    return (f"long run ({rows:,} metric rows), {readers} whole-history readers and {followers} slow event followers "
+            f"for {seconds:.0f} s: API peak {(peak - idle) / 2**20:.0f} MiB over idle ({idle / 2**20:.0f} MiB at "
+            f"rest; target < 200 MB); {times}; first event p50 {percentile(got['first_events'], 0.5) * 1e3:.0f} ms; "
+            f"{len(got['errors'])} errors" + (f" ({Counter(got['errors']).most_common(3)})" if got["errors"] else ""))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=20.0, help="duration of the load test")
     parser.add_argument("--sse-clients", type=int, default=50)
     parser.add_argument("--quick", action="store_true", help="skip the recovery with default leases")
+    parser.add_argument("--reads-only", action="store_true", help="only the reads of a long run (6.)")
+    parser.add_argument("--rows", type=int, default=1_000_000, help="metric rows of the long run")
     args = parser.parse_args()
     lines: list[str] = []
+    if args.reads_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            print(read_memory(Path(tmp), args.rows, max(args.seconds, 30.0)))
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
+        lines.append(read_memory(Path(tmp), args.rows, max(args.seconds, 30.0)))
         env = {**FAST_LEASES, "ANODE_CREATE_BURST": "1000", "ANODE_CANCEL_POLL_SECONDS": "0"}
         (Path(tmp) / "fast").mkdir()
         stack = Stack(Path(tmp) / "fast", env)

@@ -3,7 +3,7 @@ pickers and the jump to a run's page. Pages call these; these call :mod:`dashboa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn, TypeVar
 
 import streamlit as st
@@ -115,7 +115,7 @@ def pick_run(runs: Sequence[dict[str, Any]], *, label: str, key: str, default_id
 
 def progress(run: dict[str, Any]) -> None:
     """A progress bar with the worker's note for an active run, or where it waits."""
-    info = run.get("progress") or {}
+    info: Mapping[str, Any] = run.get("progress") or {}
     done, total = info.get("done", 0), info.get("total", 0)
     if run["status"] == "queued":
         st.info(run.get("status_detail") or "queued", icon=":material/hourglass_top:")

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-Payload = dict[str, Any]
+Payload = Mapping[str, Any]
 XAxis = Literal["step", "epoch", "time"]
 X_AXES: dict[XAxis, str] = {"step": "optimizer step", "epoch": "epoch", "time": "compute time (s)"}
 

@@ -15,7 +15,8 @@ from backend.app import create_app
 from backend.db import Database
 from backend.errors import NotFound
 from backend.runs import repository as runs
-from backend.runs.service import artifact_file, decimate
+from backend.runs.reads import decimate
+from backend.runs.service import artifact_file
 from backend.settings import Settings
 
 API = "/api/v1"
@@ -66,7 +67,7 @@ def test_cuda_run_waits_for_gpu_worker(client: TestClient) -> None:
         ("train", {"epochs": 0}, ["spec", "epochs"]),
         ("train", {"optimiser": "adam"}, ["spec", "optimiser"]),
         ("compare", {"batch": -1}, ["spec", "batch"]),
-        ("demo", {}, ["spec", "name"]),
+        ("demo", {"name": "no-such-demo"}, ["spec", "name"]),
     ],
 )
 def test_invalid_spec_is_422_naming_the_field(client: TestClient, kind: str, spec: dict[str, object],

@@ -52,7 +52,7 @@ BAD = [
     pytest.param({"ode": {"solver": "dopri5"}}, ("ode", "solver"), "'euler'", id="solver-unknown"),
     pytest.param({"ode": {"gradient": {"method": "adjoint", "checkpoints": 2}}}, ("ode", "gradient"),
                  "`checkpoints` applies to method 'anode' only", id="checkpoints-adjoint"),
-    pytest.param({"model": "vgg"}, ("model",), "'mlp_ode'", id="model-unknown"),
+    pytest.param({"model": "vgg"}, ("model",), "set `model` to one of mlp_ode, conv_ode", id="model-unknown"),
     pytest.param({"device": "tpu"}, ("device",), "'cuda'", id="device-unknown"),
     pytest.param({"learning_rate": 0.1}, ("learning_rate",), "Extra inputs are not permitted", id="typo"),
     pytest.param({"probe_every": -1}, ("probe_every",), "greater than or equal to 0", id="probe-negative"),

@@ -19,6 +19,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor
 
+from anode_core.gradients.adaptive import adaptive_adjoint
 from anode_core.gradients.base import GradientMethod, vjp
 from anode_core.held import note_held
 from anode_core.problem import Problem
@@ -31,6 +32,9 @@ class Adjoint(GradientMethod):
     """The continuous adjoint of Chen et al.: memory ``O(L)``, gradient inexact (see the module docstring)."""
 
     reconstruct: bool = True
+    rtol: float | None = None
+    atol: float | None = None
+    """Tolerances of the backward solve when the forward one is adaptive; ``None``: the forward ones."""
 
     name = "adjoint"
     exact = False
@@ -38,8 +42,20 @@ class Adjoint(GradientMethod):
     def __post_init__(self) -> None:
         if not isinstance(self.reconstruct, bool):
             raise ValueError(f"`reconstruct` must be True or False; got {self.reconstruct!r}")
+        for name in ("rtol", "atol"):
+            value = getattr(self, name)
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if value is not None and (not number or not 0 <= value < 1):
+                raise ValueError(f"`{name}` must be None (the forward tolerance) or a number in [0, 1); got {value!r}")
 
     def solve(self, problem: Problem, z0: Tensor) -> Tensor:
+        if problem.adaptive:
+            if not self.reconstruct:
+                raise ValueError(
+                    "Adjoint(reconstruct=False) restarts from stored states on a fixed grid; with an adaptive "
+                    "solver use Adjoint() (the backward solve is adaptive too)"
+                )
+            return adaptive_adjoint(problem, self.rtol, self.atol, z0)
         z1: Tensor = _AdjointFunction.apply(problem, self.reconstruct, z0, *problem.params)
         return z1
 
@@ -84,7 +100,7 @@ class _AdjointFunction(torch.autograd.Function):
             for n in range(problem.steps, 0, -1):
                 if ctx.states is not None and n < problem.steps:
                     y = (ctx.states[n], *y[1:])  # restart from the stored z_n: no accumulated reconstruction error
-                y = problem.solver.step(augmented, problem.time(n), y, -problem.dt)
+                y = problem.solver.step(augmented, problem.time(n), y, -problem.size(n - 1))
         ctx.states = None
         grads = iter(y[2:])
         return (None, None, y[1] if wanted[0] else None, *(next(grads) if w else None for w in wanted[1:]))

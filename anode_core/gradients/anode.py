@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from anode_core.gradients.adaptive import adaptive_anode
 from anode_core.gradients.base import GradientMethod, vjp
 from anode_core.gradients.revolve import revolve_backward
 from anode_core.held import listeners, listening
@@ -46,6 +47,8 @@ class Anode(GradientMethod):
             )
 
     def solve(self, problem: Problem, z0: Tensor) -> Tensor:
+        if problem.adaptive and problem.grid is None:
+            return adaptive_anode(problem, self.checkpoints, z0)
         # apply() reports needs_input_grad even under no_grad, so the grad mode is read here, outside
         z1: Tensor = _AnodeFunction.apply(problem, self.checkpoints, torch.is_grad_enabled(), z0, *problem.params)
         return z1

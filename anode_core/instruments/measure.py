@@ -49,10 +49,10 @@ def measure_gradient(
     method = resolve_gradient(gradient)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.zero_grad(set_to_none=True)
-    with use_gradient(model, method) as m, EvaluationCounter(m) as nfe, MemoryMeter(device) as meter:
+    with use_gradient(model, method), EvaluationCounter(model) as nfe, MemoryMeter(device) as meter:
         _sync(device)
         start = time.perf_counter()
-        loss = loss_fn(m)
+        loss = loss_fn(model)
         _sync(device)
         forward_seconds = time.perf_counter() - start
         nfe_forward = nfe.calls

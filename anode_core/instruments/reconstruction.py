@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from anode_core.block import ODEBlock, ode_blocks
 from anode_core.problem import Problem
 from anode_core.replay import frozen_buffers
+from anode_core.watch import watching_solves
 
 
 def reconstruction_error(problem: Problem, z0: Tensor) -> float:
@@ -27,15 +27,14 @@ def reconstruction_error(problem: Problem, z0: Tensor) -> float:
 
 
 def block_reconstruction_errors(model: nn.Module, *inputs: Tensor) -> list[float]:
-    """:func:`reconstruction_error` of every ODE block of ``model`` on the inputs it sees in ``model(*inputs)``."""
-    seen: list[tuple[ODEBlock, Tensor]] = []
-    handles = [
-        b.register_forward_pre_hook(lambda m, args: seen.append((m, args[0].detach()))) for b in ode_blocks(model)
-    ]
-    try:
-        with torch.no_grad(), torch.random.fork_rng(), frozen_buffers(model):
-            model(*inputs)
-    finally:
-        for h in handles:
-            h.remove()
-    return [reconstruction_error(block.problem(z0), z0) for block, z0 in seen]
+    """:func:`reconstruction_error` of every ODE solve in ``model(*inputs)`` (``ODEBlock``, ``odesolve``,
+    ``odeint``), in the order they run, each on the input it received."""
+    seen: list[tuple[Problem, Tensor]] = []
+
+    def record(problem: Problem, z0: Tensor) -> Problem:
+        seen.append((problem, z0.detach()))
+        return problem
+
+    with torch.no_grad(), torch.random.fork_rng(), frozen_buffers(model), watching_solves(record):
+        model(*inputs)
+    return [reconstruction_error(problem, z0) for problem, z0 in seen]

@@ -26,20 +26,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from anode_lab.specs.train import TrainSpec
+from anode_lab.specs.train import CLASSES, TrainSpec, plugin_datasets
 
 DATA_SEED = 0
 """Seed of the generated 2-D sets and of the digits train/test split: fixed, so every run sees the same data."""
 TEST_FRACTION = 0.25
 
-SHAPES: dict[str, tuple[int, ...]] = {
-    "moons": (2,), "circles": (2,), "spirals": (2,),
-    "digits": (1, 8, 8), "mnist": (1, 28, 28), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32),
-}
-"""Shape of one example of each data set."""
-CLASSES: dict[str, int] = {
-    "moons": 2, "circles": 2, "spirals": 2, "digits": 10, "mnist": 10, "cifar10": 10, "cifar100": 100,
-}
 _MEAN_STD: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "mnist": ((0.1307,), (0.3081,)),
     # the ANODE authors' CIFAR-10 constants (github.com/amirgholami/anode, train.py)
@@ -99,6 +91,8 @@ def load_data(spec: TrainSpec) -> Data:
         return _points(name, spec.points, spec.point_noise)
     if name == "digits":
         return _digits()
+    if name in plugin_datasets():
+        return _plugin(name)
     assert spec.root is not None  # the spec requires it for local sets
     root = Path(spec.root).expanduser()
     if name == "mnist":
@@ -145,6 +139,24 @@ def _digits() -> Data:
     )
     mean, std = x_train.mean(), x_train.std()
     return Data("digits", _split((x_train - mean) / std, y_train), _split((x_test - mean) / std, y_test), 10)
+
+
+def _plugin(name: str) -> Data:
+    """A data set an installed package adds (:mod:`anode_lab.plugins`), checked against its declaration."""
+    from anode_lab.plugins import load_callable
+
+    plugin = plugin_datasets()[name]
+    parts = load_callable(plugin.load)(seed=DATA_SEED)
+    if not isinstance(parts, tuple) or len(parts) != 4:
+        raise ValueError(f"data-set plugin {name!r}: {plugin.load} must return (x_train, y_train, x_test, y_test)")
+    train, test = (_split(np.asarray(x), np.asarray(y)) for x, y in (parts[:2], parts[2:]))
+    for split, which in ((train, "train"), (test, "test")):
+        if tuple(split.x.shape[1:]) != tuple(plugin.shape) or len(split.x) != len(split.y) or not len(split.y):
+            raise ValueError(f"data-set plugin {name!r}: x_{which} must be (N, *{tuple(plugin.shape)}) with one "
+                             f"label per row; got x {tuple(split.x.shape)}, y {tuple(split.y.shape)}")
+        if split.y.min() < 0 or split.y.max() >= plugin.classes:
+            raise ValueError(f"data-set plugin {name!r}: y_{which} must hold classes 0..{plugin.classes - 1}")
+    return Data(name, train, test, plugin.classes)
 
 
 def _split(x: np.ndarray, y: np.ndarray) -> Split:

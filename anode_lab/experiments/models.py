@@ -19,7 +19,6 @@ from torch import Tensor, nn
 
 from anode_core.block import ODEBlock
 from anode_core.registry import gradient_named
-from anode_lab.experiments.data import CLASSES, SHAPES
 from anode_lab.experiments.fields import (
     ConvField,
     MLPField,
@@ -29,7 +28,7 @@ from anode_lab.experiments.fields import (
     squeezenext_layers,
 )
 from anode_lab.specs.common import OdeSpec
-from anode_lab.specs.train import TrainSpec
+from anode_lab.specs.train import TrainSpec, dataset_classes, dataset_shape, plugin_models
 
 STAGES = 4
 STAGE_GROWTH = 2 ** (STAGES - 1)
@@ -177,7 +176,9 @@ class _ConvNet(TypedDict):
 
 def build_model(spec: TrainSpec) -> nn.Module:
     """The classifier ``spec`` asks for, sized for its data set, in float32 on the CPU."""
-    shape, classes = SHAPES[spec.dataset], CLASSES[spec.dataset]
+    shape, classes = dataset_shape(spec.dataset), dataset_classes(spec.dataset)
+    if spec.model in plugin_models():
+        return _plugin_model(spec, shape, classes)
     if spec.model == "mlp_ode":
         return MLPODE(features=shape[0], classes=classes, width=spec.width, hidden=spec.field_hidden, ode=spec.ode)
     conv: _ConvNet = {
@@ -188,3 +189,15 @@ def build_model(spec: TrainSpec) -> nn.Module:
     if spec.model == "resnet_ode":
         return resnet_ode(**conv)
     return squeezenext_ode(**conv)
+
+
+def _plugin_model(spec: TrainSpec, shape: tuple[int, ...], classes: int) -> nn.Module:
+    """A model an installed package adds (:mod:`anode_lab.plugins`); its builder is imported here, in the worker."""
+    from anode_lab.plugins import load_callable
+
+    plugin = plugin_models()[spec.model]
+    model = load_callable(plugin.build)(spec=spec, shape=shape, classes=classes)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model plugin {spec.model!r}: {plugin.build} must return an nn.Module; got "
+                        f"{type(model).__name__}")
+    return model

@@ -87,7 +87,7 @@ class _Setting:
             stages=self.solver.stages,
             steps=cell.steps,
             eval_bytes=ac.saved_bytes_of_one_evaluation(fields[0], self.x),
-        )
+        ) if spec.model is None else None  # a whole model's states differ from its input: no analytic model
         self.reference = ac.measure_gradient(self.model, self.loss, ac.Direct(), device=device)
         self.device = device
         self.reconstruction = _worst(ac.block_reconstruction_errors(self.model, self.x))
@@ -104,6 +104,8 @@ class _Setting:
 
     def loss(self, model: nn.Module) -> Tensor:
         out: Tensor = model(self.x)
+        if self.y.dtype == torch.int64:  # class labels of a whole model
+            return torch.nn.functional.cross_entropy(out, self.y)
         return 0.5 * ((out - self.y) ** 2).sum() / self.x.shape[0]
 
     def measure(self, cell: Cell) -> dict[str, Any]:
@@ -112,7 +114,7 @@ class _Setting:
             self.model, self.loss, method, device=self.device
         )
         cmp = ac.compare_gradients(self.reference.grads, m.grads)
-        model_bytes = _model_bytes(self.memory, cell.method)
+        model_bytes = _model_bytes(self.memory, cell.method) if self.memory is not None else None
         return {
             "cell": cell.index, "dtype": cell.dtype, "activation": cell.activation, "weight_scale": cell.weight_scale,
             "solver": cell.solver, "order": self.solver.order, "steps": cell.steps, "method": cell.label,
@@ -136,6 +138,8 @@ def build_problem(
     The weights depend on the seed (and the field's shape) only, so every cell of a sweep differentiates the
     same field; the weight scale multiplies them afterwards.
     """
+    if spec.model is not None:
+        return _whole_model(spec, cell, device, dtype)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
         fields: list[nn.Module]
@@ -152,6 +156,31 @@ def build_problem(
     x = torch.randn(shape, generator=gen, dtype=torch.float64)
     y = torch.randn(shape, generator=gen, dtype=torch.float64)
     return model.to(device=device, dtype=dtype), x.to(device, dtype), y.to(device, dtype)
+
+
+def _whole_model(
+    spec: CompareSpec, cell: Cell, device: torch.device, dtype: torch.dtype
+) -> tuple[nn.Module, Tensor, Tensor]:
+    """``spec.model`` (built in or a plugin) built as a train run with the cell's ODE settings, on seeded random
+    inputs of its data set's shape and random class labels: the gradients need no real data."""
+    from anode_lab.experiments.models import build_model
+    from anode_lab.specs.common import OdeSpec
+    from anode_lab.specs.train import LOCAL_SETS, TrainSpec, dataset_classes
+
+    assert spec.model is not None and spec.dataset is not None
+    ode = OdeSpec(solver=cell.solver, steps=cell.steps, activation=cell.activation)
+    train = TrainSpec(model=spec.model, dataset=spec.dataset, root="." if spec.dataset in LOCAL_SETS else None,
+                      ode=ode, seed=spec.seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.seed)
+        model = build_model(train)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(cell.weight_scale)
+    gen = torch.Generator().manual_seed(spec.seed)
+    x = torch.randn((spec.batch, *spec.example_shape), generator=gen, dtype=torch.float64)
+    y = torch.randint(0, dataset_classes(spec.dataset), (spec.batch,), generator=gen)
+    return model.to(device=device, dtype=dtype), x.to(device, dtype), y.to(device)
 
 
 def finite_difference_error(

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from anode_core.block import use_gradient
 from anode_core.gradients import Direct
 from anode_core.instruments.compare import compare_gradients
 from anode_core.instruments.counting import EvaluationCounter
@@ -66,9 +67,12 @@ def make_optimizer(spec: TrainSpec, model: nn.Module) -> torch.optim.Optimizer:
 def run_train(spec: TrainSpec, ctx: RunContext) -> RunResult:
     """Train as ``spec`` says, resuming from the latest checkpoint in ``ctx.workdir`` when there is one.
 
-    The caller's RNG state and thread count are left as they were."""
+    The caller's RNG state and thread count are left as they were. Solves that name no gradient method (those of
+    model plugins) are differentiated with the spec's."""
     device = resolve_device(spec.device)
-    with torch_threads(spec.threads), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    method = gradient_named(spec.ode.gradient.method, **spec.ode.gradient.knobs())
+    with torch_threads(spec.threads), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
+            use_gradient(method):
         return _Trainer(spec, ctx, device).run()
 
 

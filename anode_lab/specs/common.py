@@ -37,9 +37,10 @@ MAX_CHECKPOINTS = 64
 
 
 class SpecModel(BaseModel):
-    """Base of every spec: immutable, unknown keys rejected (a typo is an error, not a silent default)."""
+    """Base of every spec: immutable, unknown keys rejected (a typo is an error, not a silent default), NaN and
+    infinities refused as such (not as "less than or equal to" a bound they fail to compare with)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class GradientSpec(SpecModel):

@@ -26,6 +26,7 @@ from anode_lab.specs.common import (
     SolverName,
     SpecModel,
 )
+from anode_lab.specs.train import dataset_shape, model_datasets
 
 FieldKind = Literal["mlp", "conv"]
 
@@ -81,6 +82,10 @@ class CompareSpec(SpecModel):
     """Compare gradient methods with the exact Direct gradient over a grid of solvers, N_t and settings."""
 
     field: FieldKind = Field("mlp", description="mlp: MLP field on random vectors; conv: conv field on feature maps")
+    model: str | None = Field(
+        None, max_length=40, description="instead of `field`: a train model, built in or an installed plugin (the "
+        "catalog lists them), on random inputs of its data set's shape with random class labels"
+    )
     dim: int | None = Field(None, ge=1, le=MAX_DIM, description=f"mlp only: state dimension (default {DEFAULT_DIM})")
     hidden: int | None = Field(
         None, ge=1, le=MAX_HIDDEN, description=f"mlp only: hidden units of the field (default {DEFAULT_HIDDEN})"
@@ -131,6 +136,14 @@ class CompareSpec(SpecModel):
             raise ValueError(f"`{info.field_name}` lists {', '.join(repeated)} more than once; list each value once")
         return values
 
+    @field_validator("model")
+    @classmethod
+    def _model_installed(cls, model: str | None) -> str | None:
+        if model is not None and model not in model_datasets():
+            raise ValueError(f"model {model!r} is not installed: set `model` to one of {', '.join(model_datasets())}"
+                             " or remove it")
+        return model
+
     @field_validator("steps")
     @classmethod
     def _steps_in_range(cls, steps: tuple[int, ...]) -> tuple[int, ...]:
@@ -159,6 +172,11 @@ class CompareSpec(SpecModel):
     @model_validator(mode="after")
     def _fits_the_machine(self) -> CompareSpec:
         wrong = _CONV_ONLY if self.field == "mlp" else _MLP_ONLY
+        if self.model is not None:
+            stray = [name for name in (*_MLP_ONLY, *_CONV_ONLY) if getattr(self, name) is not None]
+            if stray or self.blocks != 1:
+                raise ValueError(f"`{stray[0] if stray else 'blocks'}` shapes the synthetic field; with `model` the "
+                                 "model decides: remove it")
         stray = [name for name in wrong if getattr(self, name) is not None]
         if stray:
             other = "conv" if self.field == "mlp" else "mlp"
@@ -197,8 +215,15 @@ class CompareSpec(SpecModel):
         return DEFAULT_SIZE if self.size is None else self.size
 
     @property
+    def dataset(self) -> str | None:
+        """With ``model``: the data set whose shape and classes the random inputs take (the first it takes)."""
+        return None if self.model is None else model_datasets()[self.model][0]
+
+    @property
     def example_shape(self) -> tuple[int, ...]:
-        """Shape of one example's state: ``(dim,)`` or ``(channels, size, size)``."""
+        """Shape of one example's state: ``(dim,)`` or ``(channels, size, size)``; with ``model``, of its input."""
+        if self.dataset is not None:
+            return dataset_shape(self.dataset)
         if self.field == "mlp":
             return (self.state_dim,)
         return (self.map_channels, self.map_size, self.map_size)

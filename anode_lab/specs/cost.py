@@ -32,7 +32,7 @@ from pydantic import BaseModel
 from anode_lab.specs.common import GradientSpec
 from anode_lab.specs.compare import STAGES, CompareSpec
 from anode_lab.specs.demo import DemoSpec
-from anode_lab.specs.train import POINT_SETS, TrainSpec
+from anode_lab.specs.train import DEFAULT_HIDDEN, MODEL_DATASETS, POINT_SETS, TrainSpec, plugin_datasets
 
 BYTES = {"float32": 4, "float64": 8}
 CONV_FIELD_SAVES = 5
@@ -148,8 +148,11 @@ def _compare(spec: CompareSpec) -> Cost:
 
 def train_steps(spec: TrainSpec) -> int:
     """Optimizer steps the run plans: epochs × batches per epoch, or ``max_steps`` if fewer."""
-    examples = spec.points - int(spec.points * TEST_FRACTION) if spec.dataset in POINT_SETS else (
-        TRAIN_SIZES[spec.dataset] - (int(1797 * TEST_FRACTION) if spec.dataset == "digits" else 0))
+    if spec.dataset in plugin_datasets():
+        examples = plugin_datasets()[spec.dataset].examples
+    else:
+        examples = spec.points - int(spec.points * TEST_FRACTION) if spec.dataset in POINT_SETS else (
+            TRAIN_SIZES[spec.dataset] - (int(1797 * TEST_FRACTION) if spec.dataset == "digits" else 0))
     planned = spec.epochs * math.ceil(examples / spec.batch_size)
     return planned if spec.max_steps is None else min(planned, spec.max_steps)
 
@@ -157,11 +160,15 @@ def train_steps(spec: TrainSpec) -> int:
 def _train(spec: TrainSpec) -> Cost:
     itemsize = BYTES[spec.dtype]
     batch, width = spec.batch_size, spec.width
-    if spec.model == "mlp_ode":
+    if spec.model == "mlp_ode" or spec.model not in MODEL_DATASETS:  # a plugin: estimated as an MLP-ODE
+        hidden = spec.field_hidden if spec.model == "mlp_ode" else DEFAULT_HIDDEN
         inputs = [batch * width * itemsize]
-        saves = [batch * (width + spec.field_hidden) * itemsize]
-        params = (2 * width + 2 * width * spec.field_hidden + width * 2) * itemsize
+        saves = [batch * (width + hidden) * itemsize]
+        params = (2 * width + 2 * width * hidden + width * 2) * itemsize
         data = spec.points * 3 * 8
+        if spec.dataset in plugin_datasets():
+            plugin = plugin_datasets()[spec.dataset]
+            data = 2 * plugin.examples * math.prod(plugin.shape) * 8 * 4 // 3
     else:
         side, blocks = IMAGE_SIDE[spec.dataset], (2 if spec.model == "conv_ode" else 4)
         channels = [width * 2**i for i in range(blocks)] if blocks == 4 else [width, 2 * width]

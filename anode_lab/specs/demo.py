@@ -134,13 +134,14 @@ DEMOS: dict[str, DemoInfo] = {
 }
 """Every preset: name -> title, one paragraph on what it shows, and its knobs' defaults."""
 
+DEFAULT_DEMO: DemoName = "wrong-sign"
 _OPTIONAL_KNOBS = ("steps", "solvers", "dtype", "image", "iterations")
 
 
 class DemoSpec(SpecModel):
     """Run one teaching demo (a preset of :data:`DEMOS`), with its knobs."""
 
-    name: DemoName
+    name: DemoName = Field(DEFAULT_DEMO, description="the preset; an empty spec runs wrong-sign")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="weights and data of the random presets; the digit shown")
     device: DeviceName = "cpu"
     threads: int | None = Field(
@@ -159,6 +160,8 @@ class DemoSpec(SpecModel):
     @classmethod
     def _preset_knobs(cls, data: Any) -> Any:
         """Reject knobs the preset does not take; fill the ones left out with the preset's defaults."""
+        if isinstance(data, dict) and "name" not in data:
+            data = {**data, "name": DEFAULT_DEMO}
         if not isinstance(data, dict) or not isinstance(data.get("name"), str) or data["name"] not in DEMOS:
             return data
         info = DEMOS[data["name"]]

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
+from anode_lab.plugins import DatasetPlugin, ModelPlugin, dataset_plugins, model_plugins
 from anode_lab.specs.common import DeviceName, DtypeName, GradientSpec, MethodName, OdeSpec, SolverName, SpecModel
 
 ModelName = Literal["mlp_ode", "conv_ode", "resnet_ode", "squeezenext_ode"]
@@ -31,6 +32,14 @@ MODEL_DATASETS: dict[str, tuple[str, ...]] = {
     "squeezenext_ode": CIFAR_SETS,
 }
 """Which data sets each model takes: the MLP needs points, the paper's networks need 32×32 RGB images."""
+SHAPES: dict[str, tuple[int, ...]] = {
+    "moons": (2,), "circles": (2,), "spirals": (2,),
+    "digits": (1, 8, 8), "mnist": (1, 28, 28), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32),
+}
+"""Shape of one example of each data set."""
+CLASSES: dict[str, int] = {
+    "moons": 2, "circles": 2, "spirals": 2, "digits": 10, "mnist": 10, "cifar10": 10, "cifar100": 100,
+}
 
 DEFAULT_NOISE = 0.1
 DEFAULT_POINTS = 1000
@@ -46,9 +55,11 @@ MAX_TRAIN_STEPS = 10_000_000
 class TrainSpec(SpecModel):
     """Train one classifier with ODE blocks and report loss, accuracy, gradient error, memory and time."""
 
-    model: ModelName = Field("mlp_ode", description="mlp_ode: 2-D points; conv_ode: any image set; "
-                             "resnet_ode / squeezenext_ode: the paper's networks, 32×32 images")
-    dataset: DatasetName = Field("moons", validate_default=True)
+    model: str = Field("mlp_ode", max_length=40, description="mlp_ode: 2-D points; conv_ode: any image set; "
+                       "resnet_ode / squeezenext_ode: the paper's networks, 32×32 images; or an installed plugin "
+                       "(the catalog lists them)")
+    dataset: str = Field("moons", max_length=40, validate_default=True,
+                         description="a built-in data set or an installed plugin (the catalog lists them)")
     noise: float | None = Field(None, ge=0.0, le=1.0, validate_default=True,
                                 description=f"2-D sets only: noise of the points (default {DEFAULT_NOISE})")
     n_samples: int | None = Field(None, ge=16, le=100_000, validate_default=True,
@@ -84,13 +95,24 @@ class TrainSpec(SpecModel):
                                   description="save a resumable checkpoint every k steps; 0 = off")
     max_steps: int | None = Field(None, ge=1, le=MAX_TRAIN_STEPS, description="stop after this many steps")
 
+    @field_validator("model")
+    @classmethod
+    def _model_installed(cls, model: str) -> str:
+        if model not in model_datasets():
+            raise ValueError(f"model {model!r} is not installed: set `model` to one of {', '.join(model_datasets())}")
+        return model
+
     @field_validator("dataset")
     @classmethod
     def _dataset_fits_model(cls, dataset: str, info: ValidationInfo) -> str:
+        if dataset not in SHAPES and dataset not in plugin_datasets():
+            known = ", ".join([*SHAPES, *plugin_datasets()])
+            raise ValueError(f"dataset {dataset!r} is not installed: set `dataset` to one of {known}")
         model = info.data.get("model")
-        if model is not None and dataset not in MODEL_DATASETS[model]:
-            takes = ", ".join(MODEL_DATASETS[model])
-            fits = ", ".join(m for m, sets in MODEL_DATASETS.items() if dataset in sets)
+        takes_all = model_datasets()
+        if model is not None and dataset not in takes_all[model]:
+            takes = ", ".join(takes_all[model])
+            fits = ", ".join(m for m, sets in takes_all.items() if dataset in sets) or "a model that takes it"
             raise ValueError(
                 f"model {model!r} cannot train on {dataset!r}: set `dataset` to one of {takes}, "
                 f"or `model` to {fits}"
@@ -179,6 +201,44 @@ class TrainSpec(SpecModel):
     def lr_at(self, epoch: int) -> float:
         """Learning rate of epoch ``epoch`` (0-based): ``lr`` divided by 10 at each milestone passed."""
         return self.lr * 0.1 ** sum(epoch >= m for m in self.milestones())
+
+
+def plugin_models() -> dict[str, ModelPlugin]:
+    """Installed model plugins whose names are not built in (a built-in name always means the built-in)."""
+    return {name: p for name, p in model_plugins().items() if name not in MODEL_DATASETS}
+
+
+def plugin_datasets() -> dict[str, DatasetPlugin]:
+    """Installed data-set plugins whose names are not built in."""
+    return {name: p for name, p in dataset_plugins().items() if name not in SHAPES}
+
+
+def dataset_shape(name: str) -> tuple[int, ...]:
+    return SHAPES[name] if name in SHAPES else tuple(plugin_datasets()[name].shape)
+
+
+def dataset_classes(name: str) -> int:
+    return CLASSES[name] if name in CLASSES else int(plugin_datasets()[name].classes)
+
+
+def model_datasets() -> dict[str, tuple[str, ...]]:
+    """:data:`MODEL_DATASETS` and, for each model plugin, the data sets its declared ``data`` covers."""
+    sets = [*SHAPES, *plugin_datasets()]
+    images = [name for name in sets if len(dataset_shape(name)) == 3]
+
+    def covered(kind: str) -> list[str]:
+        if kind == "points":
+            return [name for name in sets if dataset_shape(name) == (2,)]
+        if kind == "images":
+            return images
+        if kind.startswith("images:"):
+            return [name for name in images if "x".join(map(str, dataset_shape(name))) == kind[7:].replace("×", "x")]
+        return [kind] if kind in sets else []
+
+    out = dict(MODEL_DATASETS)
+    for name, plugin in plugin_models().items():
+        out[name] = tuple(dict.fromkeys(d for kind in plugin.data for d in covered(kind)))
+    return out
 
 
 def _anode(steps: int = 2, solver: SolverName = "euler") -> OdeSpec:

@@ -110,10 +110,7 @@ def catalog() -> dict[str, Any]:
                           "knobs": list(info.knobs), "defaults": _jsonable(info.defaults),
                           "spec": model.model_validate({"name": name}).model_dump(mode="json")})
         if kind == "train":
-            model_datasets = getattr(module, "MODEL_DATASETS", {})
-            models = [{"name": name, "description": MODELS.get(name, ""),
-                       "datasets": list(model_datasets.get(name, ()))} for name in get_args(module.ModelName)]
-            datasets = _named(get_args(module.DatasetName), DATASETS)
+            models, datasets = _models_and_datasets(module)
     return {
         "kinds": kinds,
         "solvers": [{"name": name, "description": f"{s.description}: order {s.order}, {s.stages} field evaluation"
@@ -129,6 +126,20 @@ def catalog() -> dict[str, Any]:
         "demos": demos,
         "bounds": bounds,
     }
+
+
+def _models_and_datasets(train: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Built-in models and data sets, then installed plugins (``"plugin": true``) from their torch-free
+    declarations (:mod:`anode_lab.plugins`)."""
+    takes = train.model_datasets()
+    plugin_models, plugin_sets = train.plugin_models(), train.plugin_datasets()
+    models = [{"name": name, "description": MODELS.get(name, ""), "datasets": list(takes[name]), "plugin": False}
+              for name in get_args(train.ModelName)]
+    models += [{"name": name, "description": p.description, "datasets": list(takes[name]), "plugin": True}
+               for name, p in plugin_models.items()]
+    datasets = [{**d, "plugin": False} for d in _named(get_args(train.DatasetName), DATASETS)]
+    datasets += [{"name": name, "description": p.description, "plugin": True} for name, p in plugin_sets.items()]
+    return models, datasets
 
 
 def _jsonable(value: Any) -> Any:

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, CursorResult, Select, Update, delete, func, select, update
+from sqlalchemy import Connection, CursorResult, Select, Update, delete, func, select, text, union_all, update
 from sqlalchemy.orm import Session
 
 from anode_lab.status import RunStatus
@@ -200,6 +200,72 @@ def read_metrics(session: Session, run_id: int, *, series: Sequence[str] | None 
 
 def last_step(session: Session, run_id: int) -> int | None:
     return session.scalar(select(func.max(Metric.step)).where(Metric.run_id == run_id))
+
+
+def series_names(session: Session, run_id: int, wanted: Sequence[str] | None = None) -> list[str]:
+    """The run's series names, sorted: one index seek per name (a recursive CTE jumping to the next name), not a
+    scan of every row; SQLite and PostgreSQL alike."""
+    rows = session.execute(text(
+        "WITH RECURSIVE names(name) AS ("
+        " SELECT MIN(series) FROM metrics WHERE run_id = :run"
+        " UNION ALL SELECT (SELECT MIN(series) FROM metrics WHERE run_id = :run AND series > names.name)"
+        " FROM names WHERE names.name IS NOT NULL)"
+        " SELECT name FROM names WHERE name IS NOT NULL"), {"run": run_id})
+    names = [row.name for row in rows]
+    return [name for name in names if name in set(wanted)] if wanted else names
+
+
+def series_page(session: Session, run_id: int, series: str, *, after_step: int | None, before_step: int | None,
+                limit: int, newest: bool = False) -> list[tuple[int, float | None]]:
+    """Up to ``limit`` ``(step, value)`` of one series with ``after_step < step < before_step``, by step (newest
+    first with ``newest``): a keyset page read along the primary key, however long the history."""
+    query = select(Metric.step, Metric.value).where(Metric.run_id == run_id, Metric.series == series)
+    if after_step is not None:
+        query = query.where(Metric.step > after_step)
+    if before_step is not None:
+        query = query.where(Metric.step < before_step)
+    order = Metric.step.desc() if newest else Metric.step
+    return [(row.step, row.value) for row in session.execute(query.order_by(order).limit(limit))]
+
+
+def series_pages(session: Session, run_id: int, names: Sequence[str], *, after_step: int | None,
+                 before_step: int | None, limit: int) -> dict[str, list[tuple[int, float | None]]]:
+    """:func:`series_page` of several series in one statement (a UNION ALL of keyset pages), so all of them come
+    from one snapshot: under PostgreSQL's READ COMMITTED, one statement per series could see a batch committed
+    between two of them, and a cursor past it would skip its points of the series read first."""
+    if not names:
+        return {}
+    pages = []
+    for name in names:
+        query = select(Metric.series, Metric.step, Metric.value).where(Metric.run_id == run_id, Metric.series == name)
+        if after_step is not None:
+            query = query.where(Metric.step > after_step)
+        if before_step is not None:
+            query = query.where(Metric.step < before_step)
+        pages.append(select(query.order_by(Metric.step).limit(limit).subquery()))
+    out: dict[str, list[tuple[int, float | None]]] = {name: [] for name in names}
+    for row in session.execute(union_all(*pages)):
+        out[row.series].append((row.step, row.value))
+    for page in out.values():
+        page.sort(key=lambda point: point[0])
+    return out
+
+
+def series_count(session: Session, run_id: int, series: str, *, after_step: int | None,
+                 before_step: int | None) -> int:
+    query = select(func.count()).where(Metric.run_id == run_id, Metric.series == series)
+    if after_step is not None:
+        query = query.where(Metric.step > after_step)
+    if before_step is not None:
+        query = query.where(Metric.step < before_step)
+    return int(session.scalar(query) or 0)
+
+
+def nth_latest_step(session: Session, run_id: int, series: str, n: int) -> int | None:
+    """The step of the ``n``-th newest point of a series (``None`` when it has fewer): where a window of its ``n``
+    most recent points begins."""
+    return session.scalar(select(Metric.step).where(Metric.run_id == run_id, Metric.series == series)
+                          .order_by(Metric.step.desc()).offset(n - 1).limit(1))
 
 
 # ----------------------------------------------------------------------------------------------- artifacts

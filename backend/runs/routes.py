@@ -19,7 +19,7 @@ from sse_starlette import EventSourceResponse
 
 from anode_lab.status import RunStatus
 from backend.deps import DatabaseDep, QueuesDep, SessionDep, SettingsDep, limit_creation
-from backend.runs import service
+from backend.runs import reads, service
 from backend.runs.events import parse_cursor, run_events
 from backend.runs.schemas import (
     SQL_INT_MAX,
@@ -67,21 +67,34 @@ async def get_run(run_id: RunId, session: SessionDep, settings: SettingsDep) -> 
 async def get_metrics(
     run_id: RunId,
     session: SessionDep,
+    db: DatabaseDep,
+    settings: SettingsDep,
     series: Annotated[list[str] | None, Query(description="repeat to pick several; default all")] = None,
     after_step: Annotated[int | None, Query(ge=SQL_INT_MIN, le=SQL_INT_MAX,
                                             description="only points after this step (incremental polling)")] = None,
+    before_step: Annotated[int | None, Query(ge=SQL_INT_MIN, le=SQL_INT_MAX,
+                                             description="only points before this step (paging back)")] = None,
     points: Annotated[int | None, Query(ge=2, le=100_000, description="decimate each series to at most this "
                                         "many points, keeping each bucket's min and max")] = None,
     format: Literal["json", "csv"] = "json",
 ) -> MetricsPublic | Response:
-    """A run's series. Incremental polls (``after_step``) read a few rows and run on the event loop; whole
-    histories (JSON, decimated or CSV) may be large and are read on a worker thread."""
+    """A run's series, read from the store a page at a time: a page per series answers at once (incremental polls
+    run on the event loop), longer JSON and every CSV are streamed, decimation keeps O(points) in memory."""
+    stream = partial(reads.TimedStreamingResponse, send_timeout=settings.stream_send_timeout_seconds)
     if format == "csv":
-        text = await to_thread.run_sync(partial(service.metrics_csv, session, run_id, series=series))
-        return Response(text, media_type="text/csv",
-                        headers={"Content-Disposition": f'attachment; filename="run-{run_id}-metrics.csv"'})
-    read = partial(service.metrics, session, run_id, series=series, after_step=after_step, points=points)
-    return read() if after_step is not None and points is None else await to_thread.run_sync(read)
+        names = await to_thread.run_sync(service.metric_names, session, run_id, series)
+        return stream(reads.csv_chunks(db, run_id, names), media_type="text/csv",
+                      headers={"Content-Disposition": f'attachment; filename="run-{run_id}-metrics.csv"'})
+    if points is not None:
+        return await to_thread.run_sync(partial(service.decimated_metrics, session, run_id, series=series,
+                                                points=points, after_step=after_step, before_step=before_step))
+    read = partial(service.metrics_block, session, run_id, series=series, after_step=after_step,
+                   before_step=before_step)
+    names, whole = read() if after_step is not None else await to_thread.run_sync(read)
+    if whole is not None:
+        return whole
+    return stream(reads.json_chunks(db, run_id, names, after_step=after_step, before_step=before_step),
+                  media_type="application/json")
 
 
 @router.get("/{run_id}/events", response_class=EventSourceResponse,
@@ -94,10 +107,14 @@ async def run_events_stream(
     after_step: Annotated[int | None, Query(ge=SQL_INT_MIN, le=SQL_INT_MAX)] = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> EventSourceResponse:
-    """Status changes and new metrics as Server-Sent Events; resumes after ``Last-Event-ID`` (a step)."""
+    """Status changes and new metrics as Server-Sent Events; resumes after ``Last-Event-ID`` (a step). Without
+    one, the first metrics event holds a recent window and ``more_before``, the step to page back from."""
     await to_thread.run_sync(service.ensure_exists, db, run_id)
     cursor = parse_cursor(last_event_id, after_step)
-    return EventSourceResponse(run_events(db, settings, run_id, cursor, request.is_disconnected), ping=15)
+    window = after_step is None and cursor == -1
+    return EventSourceResponse(run_events(db, settings, run_id, cursor, window=window,
+                                          disconnected=request.is_disconnected),
+                               ping=15, send_timeout=settings.stream_send_timeout_seconds)
 
 
 @router.post("/{run_id}/cancel")
@@ -124,7 +141,8 @@ async def list_artifacts(run_id: RunId, session: SessionDep) -> ArtifactsPublic:
 
 
 @router.get("/{run_id}/artifacts/{name}", response_class=FileResponse,
-            responses={200: {"content": {"application/octet-stream": {}}}})
+            responses={200: {"content": {media_type: {} for media_type in service.ARTIFACT_MEDIA_TYPES},
+                             "description": "the file, as its type (anything else as application/octet-stream)"}})
 def get_artifact(run_id: RunId, name: str, session: SessionDep, settings: SettingsDep) -> FileResponse:
     path, media_type = service.artifact_file(session, settings, run_id, name)
     return FileResponse(path, media_type=media_type, filename=name)

@@ -79,6 +79,8 @@ class MetricsPublic(BaseModel):
     series: dict[str, SeriesPoints]
     last_step: int | None = Field(description="pass as `after_step` to get only newer points")
     decimated: bool = Field(description="true when min/max buckets replaced full resolution")
+    more_before: int | None = Field(None, description="older points exist (an event stream's first event holds "
+                                    "a recent window): GET /runs/{id}/metrics?before_step=<this> pages back")
 
 
 class ArtifactPublic(BaseModel):

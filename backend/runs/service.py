@@ -5,24 +5,29 @@ Services raise :mod:`backend.errors` exceptions and never commit; the request's 
 
 from __future__ import annotations
 
-import csv
-import io
 import mimetypes
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 
 from anode_lab.status import FINISHED, RunStatus
 from backend.db import Database, after_commit, utcnow
-from backend.errors import Conflict, InvalidSpec, NotFound, QueueUnavailable, describe_errors
+from backend.errors import (
+    Conflict,
+    InvalidSpec,
+    NotFound,
+    QueueUnavailable,
+    describe_errors,
+)
 from backend.models import Run
 from backend.queue import RunQueues, queue_for_device
-from backend.runs import repository as runs
+from backend.runs import reads, repository as runs
 from backend.runs.schemas import (
     ArtifactPublic,
     ArtifactsPublic,
@@ -30,7 +35,6 @@ from backend.runs.schemas import (
     RunCreate,
     RunPublic,
     RunsPublic,
-    SeriesPoints,
 )
 from backend.settings import Settings
 from backend.workers import repository as workers
@@ -100,7 +104,9 @@ def validate_spec(kind: str, spec: dict[str, object]) -> BaseModel:
     try:
         return parse_spec(kind, spec)
     except ValidationError as exc:
-        errors = [{**e, "loc": ("spec", *e["loc"])} for e in exc.errors(include_url=False, include_input=False)]
+        errors: list[dict[str, Any]] = [
+            {**e, "loc": ("spec", *e["loc"])} for e in exc.errors(include_url=False, include_input=False)
+        ]
         detail, clean = describe_errors(errors)
         raise InvalidSpec(detail, errors=clean) from None
 
@@ -187,64 +193,32 @@ def delete(session: Session, settings: Settings, run_id: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- metrics
-def decimate(steps: Sequence[int], values: Sequence[float | None], points: int) -> tuple[list[int], list[float | None]]:
-    """At most ``points`` points: the series cut into ``points // 2`` buckets of consecutive steps, each kept as
-    its minimum and maximum in step order, so spikes and dips survive. A bucket with no finite value keeps its
-    first point (``None``: where a run diverged)."""
-    n = len(steps)
-    if n <= points:
-        return list(steps), list(values)
-    buckets = max(1, points // 2)
-    out_steps: list[int] = []
-    out_values: list[float | None] = []
-    for b in range(buckets):
-        lo, hi = b * n // buckets, (b + 1) * n // buckets
-        finite = {i: v for i in range(lo, hi) if (v := values[i]) is not None}
-        if finite:
-            keep = sorted({min(finite, key=finite.__getitem__), max(finite, key=finite.__getitem__)})
-        else:
-            keep = [lo]
-        out_steps.extend(steps[i] for i in keep)
-        out_values.extend(values[i] for i in keep)
-    return out_steps, out_values
-
-
-def metrics(session: Session, run_id: int, *, series: Sequence[str] | None, after_step: int | None,
-            points: int | None) -> MetricsPublic:
+def metric_names(session: Session, run_id: int, series: Sequence[str] | None) -> list[str]:
+    """The run's series (those of ``series`` it has, when given); 404 for an unknown run."""
     require(session, run_id)
-    grouped: dict[str, tuple[list[int], list[float | None]]] = {}
-    for name, step, value in runs.read_metrics(session, run_id, series=series, after_step=after_step):
-        steps, values = grouped.setdefault(name, ([], []))
-        steps.append(step)
-        values.append(value)
-    last = max((steps[-1] for steps, _ in grouped.values()), default=after_step)
-    decimated = False
-    if points is not None:
-        for name, (steps, values) in list(grouped.items()):
-            if len(steps) > points:
-                grouped[name] = decimate(steps, values, points)
-                decimated = True
-    return MetricsPublic(run_id=run_id, last_step=last, decimated=decimated,
-                         series={name: SeriesPoints(steps=s, values=v) for name, (s, v) in grouped.items()})
+    return runs.series_names(session, run_id, series)
 
 
-def metrics_csv(session: Session, run_id: int, *, series: Sequence[str] | None) -> str:
-    """Full resolution, one row per step, one column per series (empty where a series has no value)."""
+def metrics_block(session: Session, run_id: int, *, series: Sequence[str] | None, after_step: int | None,
+                  before_step: int | None) -> tuple[list[str], MetricsPublic | None]:
+    """The series' names and, when they fit in one page per series, their points; ``None`` means: stream them
+    (:func:`backend.runs.reads.json_chunks`)."""
     require(session, run_id)
-    rows = runs.read_metrics(session, run_id, series=series)
-    names = sorted({name for name, _, _ in rows})
-    table: dict[int, dict[str, float | None]] = {}
-    for name, step, value in rows:
-        table.setdefault(step, {})[name] = value
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["step", *names])
-    for step in sorted(table):
-        writer.writerow([step, *("" if table[step].get(n) is None else repr(table[step][n]) for n in names)])
-    return buffer.getvalue()
+    names, block = reads.read_new(session, run_id, series, after_step=after_step, before_step=before_step)
+    return names, (reads.public(run_id, block) if block.complete else None)
+
+
+def decimated_metrics(session: Session, run_id: int, *, series: Sequence[str] | None, points: int,
+                      after_step: int | None, before_step: int | None) -> MetricsPublic:
+    names = metric_names(session, run_id, series)
+    return reads.decimated(session, run_id, names, points=points, after_step=after_step, before_step=before_step)
 
 
 # -------------------------------------------------------------------------------------------------- artifacts
+ARTIFACT_MEDIA_TYPES = ("text/csv", "application/json", "text/plain", "image/png", "application/octet-stream")
+"""What an artifact is served as (the OpenAPI contract lists them); any other type goes out as a download."""
+
+
 def list_artifacts(session: Session, run_id: int) -> ArtifactsPublic:
     require(session, run_id)
     rows = runs.artifacts(session, run_id)
@@ -267,10 +241,11 @@ def artifact_file(session: Session, settings: Settings, run_id: int, name: str) 
     row = runs.artifact(session, run_id, name)
     if row is None or not path.is_file():
         raise NotFound(f"run {run_id} has no artifact {name!r} (GET /runs/{run_id}/artifacts lists them)")
-    return path, row.media_type
+    return path, row.media_type if row.media_type in ARTIFACT_MEDIA_TYPES else "application/octet-stream"
 
 
 def guess_media_type(name: str) -> str:
+    """What a worker indexes a file as (served as one of ``ARTIFACT_MEDIA_TYPES``)."""
     return mimetypes.guess_type(name)[0] or "application/octet-stream"
 
 

@@ -56,8 +56,8 @@ def results() -> None:
         st.session_state["gradient_lab.live"] = is_active(run)
         st.rerun()
     progress(run)
-    if run.get("error"):
-        st.error(f"{run['error']['type']}: {run['error']['message']}")
+    if error := run.get("error"):
+        st.error(f"{error['type']}: {error['message']}")
     views.sweep_results(api, run, key="gradient_lab.sweep")
 
 

@@ -1,0 +1,127 @@
+"""ANODE and the continuous adjoint on adaptive solves (Dopri5, Bosh3).
+
+What "exact" means here: the controller (:mod:`anode_core.adaptive`) picks the accepted steps without a graph;
+``Direct`` and ``Anode`` replay them and return the exact gradient of that solve *with the accepted step sizes
+held fixed*. Every method returns the controller's value itself (the replay equals it up to rounding, which a
+following adaptive block's controller could amplify into other steps).
+torchdiffeq's own backprop through ``odeint`` also differentiates the first step size (its initial step
+selection runs with a graph), so it differs from ours by that term, which shrinks with the tolerance
+(``bench/gradients.py`` measures it).
+
+- ``Anode``: forward runs the controller without a graph and keeps the block input and the accepted grid;
+  backward replays the accepted steps with their graph (or reverses them with ``checkpoints=c``) and
+  back-propagates once: Zhuang et al., "Adaptive Checkpoint Adjoint", ICML 2020. Equal to ``Direct``.
+- ``Adjoint``: Chen et al.'s continuous adjoint solved backwards with the same adaptive pair and its own
+  tolerances (default: the forward ones), as torchdiffeq's ``odeint_adjoint`` does; off by an amount that
+  shrinks as the tolerances tighten.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from anode_core.adaptive import AdaptiveSolver
+from anode_core.gradients.base import vjp
+from anode_core.gradients.revolve import revolve_backward
+from anode_core.held import listeners, listening
+from anode_core.problem import Problem
+from anode_core.replay import AutocastState, RngState, frozen_buffers, isolated_rng
+from anode_core.solvers import State
+
+
+def adaptive_direct(problem: Problem, z0: Tensor) -> Tensor:
+    """The controller's value with the gradient of the replayed accepted steps: every method then returns the
+    same bits, so the next block's controller sees the same input whichever method differentiates this one."""
+    z1, settled = problem.settle(z0)
+    out: Tensor = _Stitch.apply(settled.advance(z0, 0, settled.steps), z1)
+    return out
+
+
+def adaptive_anode(problem: Problem, checkpoints: int | None, z0: Tensor) -> Tensor:
+    z1: Tensor = _AdaptiveAnode.apply(problem, checkpoints, z0, *problem.params)
+    return z1
+
+
+def adaptive_adjoint(problem: Problem, rtol: float | None, atol: float | None, z0: Tensor) -> Tensor:
+    solver: AdaptiveSolver = problem.solver  # type: ignore[assignment]
+    backward = replace(solver, rtol=solver.rtol if rtol is None else rtol, atol=solver.atol if atol is None else atol)
+    z1: Tensor = _AdaptiveAdjoint.apply(problem, backward, z0, *problem.params)
+    return z1
+
+
+class _Stitch(torch.autograd.Function):
+    """``value`` forward, the gradient of ``replayed`` backward (torchdiffeq's ``_StitchGradient``)."""
+
+    @staticmethod
+    def forward(ctx: Any, replayed: Tensor, value: Tensor) -> Tensor:
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor, None]:
+        return grad_out, None
+
+
+class _AdaptiveAnode(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, problem: Problem, checkpoints: int | None, z0: Tensor, *params: Tensor) -> Tensor:
+        ctx.rng = RngState.capture(z0)
+        ctx.autocast = AutocastState.capture(z0)
+        ctx.listeners = listeners()
+        z1, ctx.problem = problem.settle(z0)
+        ctx.checkpoints = checkpoints
+        ctx.save_for_backward(z0)
+        return z1
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        (z0,) = ctx.saved_tensors
+        problem: Problem = ctx.problem
+        wanted = ctx.needs_input_grad[2:]
+        with (
+            torch.enable_grad(),
+            isolated_rng(ctx.rng),
+            ctx.autocast.entered(),
+            listening(*ctx.listeners),
+            frozen_buffers(problem.field),
+        ):
+            if ctx.checkpoints is None:
+                z = z0.detach().requires_grad_(wanted[0])
+                grads = vjp(problem.advance(z, 0, problem.steps), (z, *problem.params), wanted, grad_out)
+            else:
+                grads = revolve_backward(problem, z0, ctx.rng, grad_out, ctx.checkpoints, wanted)
+        return (None, None, *grads)
+
+
+class _AdaptiveAdjoint(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, problem: Problem, backward: AdaptiveSolver, z0: Tensor, *params: Tensor) -> Tensor:
+        z1 = problem.settle(z0)[0] if problem.grid is None else problem.advance(z0, 0, problem.steps)
+        ctx.problem, ctx.backward_solver = problem, backward
+        ctx.autocast = AutocastState.capture(z0)
+        ctx.save_for_backward(z1)
+        return z1
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        (z1,) = ctx.saved_tensors
+        problem: Problem = ctx.problem
+        wanted = ctx.needs_input_grad[2:]
+        params = [p for p, w in zip(problem.params, wanted[1:], strict=True) if w]
+
+        def reversed_augmented(s: float, y: State) -> State:
+            # time runs backwards as s = −t, as in torchdiffeq: d/ds (z, a, g) = −(f, −aᵀ∂f/∂z, −aᵀ∂f/∂θ) at t = −s
+            with torch.enable_grad():
+                z = y[0].detach().requires_grad_(True)
+                fz = problem.field(-s, z)
+                grads = vjp(fz, (z, *params), [True] * (1 + len(params)), y[1])
+            return (torch.neg(fz.detach()), *(g for g in grads if g is not None))  # all wanted: none is None
+
+        y0: State = (z1.detach(), grad_out, *(torch.zeros_like(p) for p in params))
+        with frozen_buffers(problem.field), isolated_rng(RngState.capture(z1)), ctx.autocast.entered():
+            y, _ = ctx.backward_solver.integrate(reversed_augmented, y0, -problem.t1, -problem.t0)
+        grads = iter(y[2:])
+        return (None, None, y[1] if wanted[0] else None, *(next(grads) if w else None for w in wanted[1:]))

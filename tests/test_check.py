@@ -1,0 +1,141 @@
+"""`anode_core.check` on a model written the torchdiffeq way: Done-when numbers of issue 14."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+import anode_core as ac
+
+sys.path.insert(0, str(Path(__file__).parent / "data"))
+import check_models
+
+
+@pytest.fixture(scope="module", params=["odesolve", "odeint"])
+def report(request: pytest.FixtureRequest) -> ac.CheckReport:
+    """The model written with odesolve, and as a torchdiffeq user writes it with anode_core.odeint."""
+    model, batch, loss = (check_models.build if request.param == "odesolve" else check_models.build_odeint)()
+    return ac.check(model, batch, loss)
+
+
+def rows(report: ac.CheckReport) -> dict[str, ac.MethodCheck]:
+    return {m.method: m for m in report.methods}
+
+
+def test_methods_and_solves(report: ac.CheckReport) -> None:
+    assert list(rows(report)) == ["Direct", "Anode", "Anode(checkpoints=2)", "Adjoint", "Adjoint(reconstruct=False)"]
+    assert report.solves >= 3  # odesolve: one per interval; odeint may cut finer
+    assert list(report.skipped) == ["Reversible"]  # Euler is not algebraically reversible
+    assert "use solver=ReversibleHeun()" in report.skipped["Reversible"]
+
+
+def test_direct_and_anode_are_exact(report: ac.CheckReport) -> None:
+    """ReLU field, Euler, step 0.5, float64: Anode (with and without checkpoints) equals Direct to ≤ 1e-10."""
+    for name in ("Direct", "Anode", "Anode(checkpoints=2)"):
+        row = rows(report)[name]
+        assert row.rel_error <= 1e-10, name
+        assert row.cosine == pytest.approx(1.0, abs=1e-10)
+        assert row.sign_agreement == pytest.approx(1.0, abs=0.0)
+        assert row.verdict == "exact"
+
+
+def test_the_adjoint_is_visibly_off(report: ac.CheckReport) -> None:
+    """Measured: rel. error 0.21 (reconstructing) and 0.22 (stored states), 8–10 % of entries of opposite sign."""
+    for name in ("Adjoint", "Adjoint(reconstruct=False)"):
+        row = rows(report)[name]
+        assert row.rel_error > 0.05, name
+        assert row.sign_agreement < 0.97, name
+        assert row.verdict.startswith(("opposite sign on", "off by")), row.verdict
+        assert row.worst[0].rel_error >= max(p.rel_error for p in row.worst[1:])
+    assert rows(report)["Adjoint"].reconstruction_error > 1e-3  # a stiff ReLU field does not reverse exactly
+    assert rows(report)["Adjoint(reconstruct=False)"].reconstruction_error is None
+
+
+def test_peak_memory_direct_above_anode_above_adjoint(report: ac.CheckReport) -> None:
+    r = rows(report)
+    assert r["Direct"].peak_bytes > r["Anode"].peak_bytes > r["Adjoint"].peak_bytes > 0
+    assert r["Anode"].peak_bytes > r["Anode(checkpoints=2)"].peak_bytes
+
+
+def test_field_evaluations(report: ac.CheckReport) -> None:
+    """3 solves of 2 Euler steps: 6 forward for all; backward none for Direct, 6 for the adjoint, and for
+    Anode a recomputation of the two solves whose graph is not the last kept."""
+    r = rows(report)
+    assert {m.nfe_forward for m in report.methods} == {6}
+    assert (r["Direct"].nfe_backward, r["Adjoint"].nfe_backward) == (0, 6)
+    assert r["Anode"].nfe_backward == 6 - 6 // report.solves  # every solve but the last kept one is recomputed
+
+
+def test_check_leaves_rng_and_buffers_alone() -> None:
+    model, batch, loss = check_models.build()
+    before = torch.get_rng_state()
+    ac.check(model, batch, loss, methods=["anode"])
+    assert torch.equal(torch.get_rng_state(), before)
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_named_methods_are_parsed_once() -> None:
+    model, batch, loss = check_models.build()
+    report = ac.check(model, batch, loss, methods=["adjoint", ac.Anode(checkpoints=1)])
+    assert [m.method for m in report.methods] == ["Direct", "Adjoint", "Anode(checkpoints=1)"]
+
+
+class DropoutField(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Dropout(0.3), nn.Linear(8, 3))
+
+    def forward(self, t: float, z: Tensor) -> Tensor:
+        return self.net(z)
+
+
+def test_every_method_sees_the_same_dropout_masks() -> None:
+    """An ODEBlock built with an explicit method is switched too; dropout replays, so Anode stays exact."""
+    torch.manual_seed(0)
+    model = nn.Sequential(ac.ODEBlock(DropoutField(), steps=3, gradient="direct")).double()
+    x = torch.randn(5, 3, dtype=torch.float64)
+    report = ac.check(model, x, lambda m, b: m(b).square().sum(), methods=["anode"])
+    assert report.methods[1].rel_error <= 1e-12
+
+
+def test_a_model_without_anode_core_solves_is_refused() -> None:
+    model, batch, loss = check_models.no_solve()
+    with pytest.raises(ac.NoSolveError, match="replace torchdiffeq.odeint with anode_core.odeint"):
+        ac.check(model, batch, loss)
+
+
+def test_a_loss_that_is_not_a_scalar_is_refused() -> None:
+    model, batch, loss = check_models.not_scalar()
+    with pytest.raises(ValueError, match=r"`loss\(model, batch\)` must return a scalar floating-point tensor; got "
+                       r"shape \(4, 16, 1\)"):
+        ac.check(model, batch, loss)
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        pytest.param(("model", None, None), "`model` must be a torch.nn.Module; got str", id="model"),
+        pytest.param((nn.Linear(1, 1), None, 3), "`loss` must be callable", id="loss"),
+    ],
+)
+def test_bad_arguments_name_the_argument(args: tuple[object, object, object], message: str) -> None:
+    with pytest.raises(TypeError, match=message):
+        ac.check(*args)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "rel,cosine,sign,verdict",
+    [
+        pytest.param(1e-15, 1.0, 1.0, "exact", id="exact"),
+        pytest.param(0.032, 0.998, 1.0, "off by 3.2 %, cosine 0.998", id="off"),
+        pytest.param(0.5, 0.9, 0.88, "opposite sign on 12 % of entries", id="sign"),
+        pytest.param(float("nan"), float("nan"), 0.0, "not finite: the gradient holds NaN or inf", id="nan"),
+    ],
+)
+def test_verdicts(rel: float, cosine: float, sign: float, verdict: str) -> None:
+    row = ac.MethodCheck("X", rel, cosine, sign, (), 0, None, 0.0, 0, 0, None, exact_below=1e-13)
+    assert row.verdict == verdict
