@@ -55,14 +55,14 @@ def load_factory(target: str) -> Callable[[], Any]:
         raise CheckInputError(f"importing {path_text} failed: {type(error).__name__}: {error}") from error
     finally:
         sys.path.remove(str(path.resolve().parent))
-    factory = getattr(module, name, None)
+    factory: object = getattr(module, name, None)
     if not callable(factory):
         defined = sorted(k for k, v in vars(module).items() if callable(v) and getattr(v, "__module__", None)
                          == module.__name__ and not k.startswith("_"))
         raise CheckInputError(
             f"{path_text} has no function {name!r}; it defines: {', '.join(defined) or 'no functions'}"
         )
-    return factory  # type: ignore[no-any-return]
+    return factory
 
 
 def build(factory: Callable[[], Any]) -> tuple[nn.Module, Any, Callable[[nn.Module, Any], Any]]:
@@ -213,9 +213,9 @@ def _short(value: float | None) -> str:
     return "" if value is None else f"{value:.2e}"
 
 
-def _bytes(n: int) -> str:
+def _bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB"):
         if n < 1024:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
+        n /= 1024
     return f"{n:.1f} GiB"

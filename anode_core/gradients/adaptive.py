@@ -47,7 +47,9 @@ def adaptive_anode(problem: Problem, checkpoints: int | None, z0: Tensor) -> Ten
 
 
 def adaptive_adjoint(problem: Problem, rtol: float | None, atol: float | None, z0: Tensor) -> Tensor:
-    solver: AdaptiveSolver = problem.solver  # type: ignore[assignment]
+    solver = problem.solver
+    if not isinstance(solver, AdaptiveSolver):  # Adjoint.solve sends only adaptive problems here
+        raise TypeError(f"the adaptive adjoint needs an adaptive solver; got solver={solver!r}")
     backward = replace(solver, rtol=solver.rtol if rtol is None else rtol, atol=solver.atol if atol is None else atol)
     z1: Tensor = _AdaptiveAdjoint.apply(problem, backward, z0, *problem.params)
     return z1

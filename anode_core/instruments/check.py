@@ -109,9 +109,10 @@ def default_methods() -> tuple[GradientMethod, ...]:
 
 def method_label(method: GradientMethod) -> str:
     """``Anode``, ``Anode(checkpoints=2)``, ``Adjoint(reconstruct=False)``: only knobs that differ from defaults."""
+    knobs: tuple[dataclasses.Field[Any], ...] = dataclasses.fields(method) if dataclasses.is_dataclass(method) else ()
     changed = [
         f"{f.name}={getattr(method, f.name)!r}"
-        for f in dataclasses.fields(method)  # type: ignore[arg-type]
+        for f in knobs
         if f.default is dataclasses.MISSING or getattr(method, f.name) != f.default
     ]
     return f"{type(method).__name__}({', '.join(changed)})" if changed else type(method).__name__
