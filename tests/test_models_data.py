@@ -13,8 +13,6 @@ from train_helpers import make_spec, stand_ins, write_cifar, write_mnist  # noqa
 
 import anode_core as ac
 from anode_lab.experiments.data import (
-    CLASSES,
-    SHAPES,
     DatasetNotFoundError,
     augment,
     epoch_batches,
@@ -22,6 +20,7 @@ from anode_lab.experiments.data import (
     two_spirals,
 )
 from anode_lab.experiments.models import build_model
+from anode_lab.specs.train import CLASSES, SHAPES
 
 pytestmark = pytest.mark.usefixtures("stand_ins")  # the files these tests write are stand-ins
 
