@@ -26,7 +26,7 @@ def _api(args: argparse.Namespace) -> int:
     from backend.settings import Settings
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-    return serve(Settings(**overrides))
+    return serve(Settings(**overrides), access_log=args.access_log)
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -41,10 +41,10 @@ def _health(args: argparse.Namespace) -> int:
     return probe(worker=args.worker)
 
 
-def _up(_: argparse.Namespace) -> int:
+def _up(args: argparse.Namespace) -> int:
     from backend.launcher import up
 
-    return up()
+    return up(access_log=args.access_log)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -134,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     api = sub.add_parser("api", help="serve the REST API (ANODE_* settings; loopback unless API keys are set)")
     api.add_argument("--host", help="bind address (default ANODE_HOST or 127.0.0.1)")
     api.add_argument("--port", type=int, help="port (default ANODE_PORT or 8000)")
+    api.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True,
+                     help="one line per request (default on; `anode-lab up` turns it off)")
     api.set_defaults(run=_api)
     worker = sub.add_parser("worker", help="run queued experiments of one device class")
     worker.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="which queue to consume")
@@ -143,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="instead: a worker on this host renewed its heartbeat in the store lately")
     health.set_defaults(run=_health)
     up = sub.add_parser("up", help="API, workers and dashboard in one terminal; Ctrl-C stops all")
+    up.add_argument("--access-log", action="store_true",
+                    help="print a line for every API request (off by default: the dashboard polls often)")
     up.set_defaults(run=_up)
     _add_run(sub)
     _add_specs(sub)

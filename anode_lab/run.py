@@ -84,7 +84,7 @@ def run_loaded(loaded: SpecFile, out: Path) -> int:
     seconds = time.perf_counter() - started
     _write_json(out / "result.json", {"status": result.status, "summary": dict(result.summary),
                                       "message": result.message, "seconds": round(seconds, 3)})
-    print(f"{result.status} in {seconds:.1f} s: {result.message}")
+    print(f"{result.status} in {seconds:.1f} s" + (f": {result.message}" if result.message else ""))
     for key, value in result.summary.items():
         print(f"  {key}: {value:.6g}" if isinstance(value, float) else f"  {key}: {value}")
     print(f"results in {out.resolve()} (metrics.csv, spec.json, environment.json, result.json)")

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from anode_lab.specs import SPECS, parse_spec
+from anode_lab.specs import SPECS, parse_spec, unknown_field_message
 
 TOP_LEVEL = ("kind", "spec", "name", "tags")
 
@@ -68,7 +68,7 @@ def load_spec_file(path: Path, kind: str | None = None) -> SpecFile:
         prefix = "spec." if wrapped else ""
         raise SpecFileError([f"{path}: invalid {kind} spec ({exc.error_count()} "
                              f"{'error' if exc.error_count() == 1 else 'errors'}):",
-                             *(f"  {line}" for line in describe_errors(exc, prefix))]) from None
+                             *(f"  {line}" for line in describe_errors(exc, prefix, kind))]) from None
     name, tags = data.get("name"), data.get("tags") or []
     if name is not None and not isinstance(name, str | int | float):  # YAML reads `name: 2024` as a number
         raise SpecFileError([f"{path}: `name` must be text; got {name!r}"])
@@ -99,14 +99,14 @@ def _read(path: Path) -> Any:
         raise SpecFileError([f"{path} nests too deeply to be a spec"]) from None
 
 
-def describe_errors(exc: ValidationError, prefix: str = "") -> list[str]:
+def describe_errors(exc: ValidationError, prefix: str = "", kind: str = "") -> list[str]:
     """One line per wrong field: its location, what is wrong and how to fix it, and the value given."""
     lines = []
     for err in exc.errors(include_url=False):
         loc = prefix + ".".join(str(part) for part in err["loc"]) if err["loc"] else prefix.rstrip(".") or "spec"
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = "unknown field; remove it or check its spelling"
+            msg = unknown_field_message(kind, err["loc"])
         elif err["type"] == "missing":
             msg = "required; add it"
         got = "" if err["type"] in ("extra_forbidden", "missing") else f" (got {err['input']!r})"

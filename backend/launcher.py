@@ -1,7 +1,9 @@
 """``anode-lab up``: the API, one worker per device class present and the dashboard, as child processes.
 
 Each child gets its own process group, so Ctrl-C in the terminal reaches only this launcher, which then stops
-the children in order (workers first: they hand their runs back to the queue), SIGTERM then SIGKILL.
+the children in order (workers first: they hand their runs back to the queue), SIGTERM then SIGKILL. SIGINT
+and SIGTERM are both handled explicitly: a shell that starts a background job (or a supervisor) may hand this
+process SIGINT ignored, and Python then never raises ``KeyboardInterrupt``.
 """
 
 from __future__ import annotations
@@ -100,7 +102,9 @@ def _stop(children: list[Child]) -> None:
             child.process.wait()
 
 
-def up(settings: Settings | None = None) -> int:
+def up(settings: Settings | None = None, *, access_log: bool = False) -> int:
+    """Start everything, print the URLs, and stop everything on SIGINT or SIGTERM (exit 0) or when a part exits
+    (exit 1). Quiet: the API's access log (a line per dashboard poll) only with ``access_log``."""
     settings = settings or Settings()
     try:
         settings.check_bind()
@@ -112,9 +116,10 @@ def up(settings: Settings | None = None) -> int:
     def terminate(_signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, terminate)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, terminate)
     try:
-        api = _spawn("api", _cli("api"))
+        api = _spawn("api", _cli("api", "--access-log" if access_log else "--no-access-log"))
         children.append(api)
         _wait_healthy(settings, api)
         devices = ["cpu", *(["gpu"] if _cuda_present() else [])]
@@ -141,4 +146,6 @@ def up(settings: Settings | None = None) -> int:
         print(f"anode-lab up: {exc}", file=sys.stderr, flush=True)
         return 1
     finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the orderly stop short
+            signal.signal(signum, signal.SIG_IGN)
         _stop(sorted(children, key=lambda child: child.name == "api"))  # the API last: workers still write

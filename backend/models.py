@@ -42,6 +42,8 @@ class Run(Base):
     summary: Mapped[dict[str, Any] | None]
     message: Mapped[str] = mapped_column(Text, default="")
     error: Mapped[dict[str, Any] | None]
+    group_id: Mapped[int | None] = mapped_column(ForeignKey("groups.id", ondelete="SET NULL"), index=True)
+    """The side-by-side group the run was created in (``POST /groups``), if any."""
 
     tag_rows: Mapped[list[RunTag]] = relationship(
         cascade="all, delete-orphan", passive_deletes=True, lazy="selectin", order_by="RunTag.tag"
@@ -50,6 +52,18 @@ class Run(Base):
     @property
     def tags(self) -> list[str]:
         return [row.tag for row in self.tag_rows]
+
+
+class Group(Base):
+    """Runs created together, identical but for the gradient method: the compare page overlays them."""
+
+    __tablename__ = "groups"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class RunTag(Base):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import Any, TypedDict, TypeVar, cast
 
 import httpx
 from pydantic import Field
@@ -22,6 +22,66 @@ T = TypeVar("T")
 DEFAULT_URL = "http://127.0.0.1:8000"
 PAGE = 100
 """Runs asked for per ``GET /runs`` (the API caps a page)."""
+
+
+class RunProgress(TypedDict):
+    done: int
+    total: int
+    note: str
+
+
+class Run(TypedDict):
+    """A run as ``GET /runs/{id}`` returns it (``backend.runs.schemas.RunPublic``); times are ISO strings."""
+
+    id: int
+    kind: str
+    name: str
+    tags: list[str]
+    spec: dict[str, Any]
+    status: str
+    status_detail: str
+    device: str
+    attempt: int
+    worker: str | None
+    heartbeat: str | None
+    cancel_requested: bool
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    updated_at: str
+    progress: RunProgress | None
+    summary: dict[str, Any] | None
+    message: str
+    error: dict[str, Any] | None
+    group_id: int | None
+
+
+class RunsPage(TypedDict):
+    data: list[Run]
+    count: int
+
+
+class SeriesPoints(TypedDict):
+    steps: list[int]
+    values: list[float | None]
+
+
+class Metrics(TypedDict):
+    """A metrics payload (``GET /runs/{id}/metrics``): ``values`` are ``None`` where a value was not finite."""
+
+    series: dict[str, SeriesPoints]
+    last_step: int | None
+    decimated: bool
+
+
+class Group(TypedDict):
+    """Runs made side by side, one per gradient method (``POST /groups``)."""
+
+    id: int
+    kind: str
+    name: str
+    created_at: str
+    runs: list[Run]
 
 
 class ClientSettings(BaseSettings):
@@ -107,21 +167,31 @@ class ApiClient:
 
     # --------------------------------------------------------------------------------------------- runs
     def create_run(self, kind: str, spec: Mapping[str, Any], *, name: str = "",
-                   tags: Sequence[str] = ()) -> dict[str, Any]:
+                   tags: Sequence[str] = ()) -> Run:
         """Queue a run; a bad spec raises :class:`ApiError` (422) with per-field ``errors``."""
         body = {"kind": kind, "spec": dict(spec), "name": name, "tags": list(tags)}
-        return self._json(dict[str, Any], "POST", "/runs", json=body)
+        return self._json(Run, "POST", "/runs", json=body)
+
+    def create_group(self, spec: Mapping[str, Any], methods: Sequence[Mapping[str, Any]], *, name: str = "",
+                     tags: Sequence[str] = ()) -> Group:
+        """One training run per gradient method in ``methods``, otherwise identical; all or none are made."""
+        body = {"kind": "train", "spec": dict(spec), "methods": [dict(m) for m in methods], "name": name,
+                "tags": list(tags)}
+        return self._json(Group, "POST", "/groups", json=body)
+
+    def get_group(self, group_id: int) -> Group:
+        return self._json(Group, "GET", f"/groups/{group_id}")
 
     def list_runs(self, *, status: str | None = None, kind: str | None = None, tag: str | None = None,
-                  offset: int = 0, limit: int = PAGE) -> dict[str, Any]:
+                  offset: int = 0, limit: int = PAGE) -> RunsPage:
         """``{"data": [...], "count": n}``, newest first."""
         params = {k: v for k, v in (("status", status), ("kind", kind), ("tag", tag)) if v is not None}
-        return self._json(dict[str, Any], "GET", "/runs", params={**params, "offset": offset, "limit": limit})
+        return self._json(RunsPage, "GET", "/runs", params={**params, "offset": offset, "limit": limit})
 
     def recent_runs(self, *, status: str | None = None, kind: str | None = None, tag: str | None = None,
-                    most: int = 500) -> dict[str, Any]:
+                    most: int = 500) -> RunsPage:
         """Up to ``most`` runs, newest first, read in pages of :data:`PAGE`; ``{"data", "count"}`` as one page."""
-        data: list[dict[str, Any]] = []
+        data: list[Run] = []
         count = 0
         while len(data) < most:
             page = self.list_runs(status=status, kind=kind, tag=tag, offset=len(data),
@@ -132,21 +202,21 @@ class ApiClient:
                 break
         return {"data": data, "count": count}
 
-    def get_run(self, run_id: int) -> dict[str, Any]:
-        return self._json(dict[str, Any], "GET", f"/runs/{run_id}")
+    def get_run(self, run_id: int) -> Run:
+        return self._json(Run, "GET", f"/runs/{run_id}")
 
-    def cancel_run(self, run_id: int) -> dict[str, Any]:
-        return self._json(dict[str, Any], "POST", f"/runs/{run_id}/cancel")
+    def cancel_run(self, run_id: int) -> Run:
+        return self._json(Run, "POST", f"/runs/{run_id}/cancel")
 
-    def rerun(self, run_id: int) -> dict[str, Any]:
-        return self._json(dict[str, Any], "POST", f"/runs/{run_id}/rerun")
+    def rerun(self, run_id: int) -> Run:
+        return self._json(Run, "POST", f"/runs/{run_id}/rerun")
 
     def delete_run(self, run_id: int) -> None:
         self._request("DELETE", f"/runs/{run_id}")
 
     # ------------------------------------------------------------------------------------------ metrics
     def metrics(self, run_id: int, *, series: Iterable[str] | None = None, after_step: int | None = None,
-                points: int | None = None) -> dict[str, Any]:
+                points: int | None = None) -> Metrics:
         """``{"series": {name: {"steps", "values"}}, "last_step", "decimated"}``; pass the previous
         ``last_step`` as ``after_step`` to get only newer points, ``points`` to let the API decimate."""
         params: list[tuple[str, str | int]] = [("series", s) for s in series or ()]
@@ -154,7 +224,7 @@ class ApiClient:
             params.append(("after_step", after_step))
         if points is not None:
             params.append(("points", points))
-        return self._json(dict[str, Any], "GET", f"/runs/{run_id}/metrics", params=params)
+        return self._json(Metrics, "GET", f"/runs/{run_id}/metrics", params=params)
 
     def metrics_csv(self, run_id: int) -> bytes:
         """Every series at full resolution, one row per step."""

@@ -9,7 +9,8 @@ import streamlit as st
 if importlib.util.find_spec("dashboard") is None:  # Streamlit puts this file's folder on sys.path, not its parent
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-st.set_page_config(page_title="anode-lab", page_icon=":material/functions:", layout="wide")
+# The icon ships with the app: a ":material/…:" page icon is fetched from a font host, and fails offline.
+st.set_page_config(page_title="anode-lab", page_icon=str(Path(__file__).with_name("icon.png")), layout="wide")
 
 navigation = st.navigation({
     "Experiments": [

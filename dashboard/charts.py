@@ -24,13 +24,43 @@ METHOD_COLOURS = {
     "finite_difference": "#7f7f7f", "reversible": "#2ca02c",
 }
 CHECKPOINT_COLOURS = ("#6baed6", "#3182bd", "#08519c", "#9ecae1")
+METHOD_DASHES = {"direct": "solid", "anode": "dash", "adjoint": "dot", "adjoint(stored)": "dashdot",
+                 "reversible": "longdashdot"}
+"""With the colours, so that methods whose curves coincide (Direct and ANODE are exact; the adjoint and its
+stored-state twin nearly agree) stay visible on top of each other."""
 SOLVER_DASHES = {"euler": "solid", "midpoint": "dash", "heun": "dot", "rk4": "dashdot"}
+SOLVER_MARKERS = {"euler": "circle", "midpoint": "square", "heun": "diamond", "rk4": "triangle-up"}
 SOLVER_ORDERS = {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4}
 ROUNDING_FLOOR = 1e-17
 """Exact methods agree with Direct to 0 or rounding; a log axis cannot show 0, so they are drawn here."""
 EXACT_BELOW = 1e-10
 """A relative error below this is rounding: the method is exact."""
 BYTES_FORMAT = ".4~s"
+PLOT_MIN_HEIGHT = 300
+"""Pixels kept for the plotting area itself, whatever the title, legend and type size take around it."""
+
+
+LEGEND_WIDTH_PX = 500
+"""The legend's line width assumed for a half-width chart (two to a row on a laptop screen)."""
+
+
+def legend_lines(names: Sequence[str], font_size: int) -> int:
+    """Lines a horizontal legend of ``names`` takes, packed greedily at an average glyph width."""
+    lines, used = 0, float(LEGEND_WIDTH_PX)
+    for name in names:
+        width = 0.65 * (font_size - 1) * len(name) + 50  # text and the line sample before it
+        if used + width > LEGEND_WIDTH_PX:
+            lines, used = lines + 1, 0.0
+        used += width
+    return lines
+
+
+def figure_height(fig: go.Figure, font_size: int, legend: bool = True) -> int:
+    """A height that keeps :data:`PLOT_MIN_HEIGHT` for the data: the title, the axes' ticks and titles and the
+    legend's lines (more of them, and taller, in projector type) are added to it, never taken from it."""
+    names = [str(t.name or "") for t in fig.data if t.showlegend is not False] if legend else []
+    legend_px = legend_lines(names, font_size) * font_size * 1.9
+    return round(PLOT_MIN_HEIGHT + (40 + 2 * font_size) + 5 * font_size + legend_px + 20)
 
 
 @dataclass(frozen=True)
@@ -44,6 +74,10 @@ class Curve:
     dash: str = "solid"
     markers: bool = False
     group: str | None = None
+
+
+def method_dash(label: str) -> str:
+    return METHOD_DASHES.get(label, "longdash" if not label.startswith("anode(c=") else "dashdot")
 
 
 def method_colour(label: str) -> str:
@@ -68,11 +102,12 @@ def style(fig: go.Figure, *, title: str, x_title: str, y_title: str, font_size: 
                 "font": {"size": font_size - 1}},
         showlegend=legend,
         hovermode="closest",
+        height=figure_height(fig, font_size, legend),
     )
-    fig.update_xaxes(title_text=x_title, showline=True, linecolor="#888", automargin=True,
-                     **({"type": "log", "exponentformat": "power"} if log_x else {}))
-    fig.update_yaxes(title_text=y_title, showline=True, linecolor="#888", automargin=True,
-                     **({"type": "log", "exponentformat": "power"} if log_y else {}))
+    axis = {"showline": True, "linecolor": "#888", "automargin": True, "tickfont": {"size": font_size},
+            "title_font": {"size": font_size}}
+    fig.update_xaxes(title_text=x_title, **axis, **({"type": "log", "exponentformat": "power"} if log_x else {}))
+    fig.update_yaxes(title_text=y_title, **axis, **({"type": "log", "exponentformat": "power"} if log_y else {}))
     return fig
 
 
@@ -112,6 +147,9 @@ def curves_figure(curves: Sequence[Curve], *, title: str, x_title: str, y_title:
     style(fig, title=title, x_title=x_title, y_title=y_title, font_size=font_size, log_y=log_y)
     if y_format:
         fig.update_yaxes(tickformat=y_format)
+    levels = {v for curve in curves for v in curve.y if finite(v)}
+    if len(levels) == 1:  # a constant series gets one tick at its value, not five labels of the same number
+        fig.update_yaxes(tickmode="array", tickvals=list(levels))
     return fig
 
 
@@ -144,20 +182,24 @@ def gradient_error_figure(x: Sequence[float], rel_error: Sequence[float | None],
 # ----------------------------------------------------------------------------------- gradient sweeps
 def _sweep_traces(fig: go.Figure, rows: Sequence[Mapping[str, Any]], y_key: str, *, floor: float | None = None,
                   log_y: bool = True, dash_by_solver: bool = True, suffix: str = "") -> None:
-    for solver in distinct(rows, "solver"):
-        for method in distinct(rows, "method"):
-            mine = sorted((r for r in rows if r.get("solver") == solver and r.get("method") == method),
+    """One line per method and solver: the method gives the colour and the dash, the solver the marker; the
+    legend groups each method's lines under its name. (``dash_by_solver`` False: one line per method.)"""
+    for method in distinct(rows, "method"):
+        solvers = distinct(rows, "solver") if dash_by_solver else [None]
+        for index, solver in enumerate(solvers):
+            mine = sorted((r for r in rows if r.get("method") == method and solver in (None, r.get("solver"))),
                           key=lambda r: r["steps"])
             if not mine:
                 continue
             y = [r.get(y_key) if finite(r.get(y_key)) else None for r in mine]
+            width = 3.5 if method_dash(str(method)) == "solid" else 2  # a solid line under a dotted one shows
             fig.add_trace(go.Scatter(
                 x=[r["steps"] for r in mine], y=positive(y, floor) if log_y else y,
-                name=f"{method} · {solver}{suffix}" if dash_by_solver else f"{method}{suffix}",
-                mode="lines+markers", legendgroup=method,
-                line={"color": method_colour(str(method)), "dash": SOLVER_DASHES.get(str(solver), "solid") if
-                      dash_by_solver else "solid", "width": 2},
-                marker={"size": 7},
+                name=f"{method} · {solver}{suffix}" if solver is not None else f"{method}{suffix}",
+                mode="lines+markers", legendgroup=str(method),
+                legendgrouptitle={"text": str(method)} if solver is not None and index == 0 else None,
+                line={"color": method_colour(str(method)), "dash": method_dash(str(method)), "width": width},
+                marker={"size": 8, "symbol": SOLVER_MARKERS.get(str(solver), "circle")},
             ))
 
 
@@ -183,7 +225,7 @@ def reference_slopes(rows: Sequence[Mapping[str, Any]], y_key: str = "rel_error"
         first = steps[0]
         anchor = max(r[y_key] for r in mine if float(r["steps"]) == first)
         curves.append(Curve(f"slope −{order} ({solver})", steps, [anchor * (n / first) ** -order for n in steps],
-                            colour="#aaaaaa", dash="dot"))
+                            colour="#555555", dash="dot"))
     return curves
 
 
@@ -192,9 +234,12 @@ def sweep_error_figure(rows: Sequence[Mapping[str, Any]], *, font_size: int = FO
     """Relative error of each method's gradient against Direct's vs N_t, log-log, with reference slopes of
     the solvers' orders. Exact methods (ANODE, Direct) are drawn at the rounding floor."""
     fig = go.Figure()
-    for ref in reference_slopes(rows, y_key):
-        fig.add_trace(go.Scatter(x=list(ref.x), y=list(ref.y), name=ref.name, mode="lines",
-                                 line={"color": ref.colour, "dash": ref.dash, "width": 2}))
+    for ref in reference_slopes(rows, y_key):  # labelled at their end, where they are told apart
+        fig.add_trace(go.Scatter(x=list(ref.x), y=list(ref.y), name=ref.name, mode="lines+text",
+                                 text=[""] * (len(ref.x) - 1) + [ref.name.split(" (")[0]], textposition="bottom left",
+                                 textfont={"size": font_size, "color": ref.colour}, legendgroup="reference",
+                                 legendgrouptitle={"text": "expected"},
+                                 line={"color": ref.colour, "dash": ref.dash, "width": 1.5}))
     _sweep_traces(fig, rows, y_key, floor=ROUNDING_FLOOR)
     style(fig, title="Gradient error vs N_t (against exact DTO)", x_title="N_t (steps per block)",
           y_title="relative error", font_size=font_size, log_x=True, log_y=True)
@@ -227,7 +272,7 @@ def sweep_memory_figure(rows: Sequence[Mapping[str, Any]], *, font_size: int = F
                                      line={"color": colour, "dash": "dash", "width": 1.5}))
     style(fig, title="Memory for backward vs N_t", x_title="N_t (steps per block)", y_title="bytes",
           font_size=font_size, log_x=True, log_y=True)
-    fig.update_yaxes(tickformat=BYTES_FORMAT)
+    fig.update_yaxes(tickformat=BYTES_FORMAT, dtick="D2")  # 1, 2, 5 of each decade: labels that do not collide
     return steps_ticks(fig, rows)
 
 

@@ -8,10 +8,11 @@ from typing import Any, NoReturn, TypeVar
 
 import streamlit as st
 
-from dashboard.api_client import ApiClient, ApiError, ApiUnreachable
+from dashboard.api_client import ApiClient, ApiError, ApiUnreachable, Run
 from dashboard.tables import ACTIVE, STATUS_COLOURS, run_label
 
 RUN_DETAIL_PAGE = "app_pages/run_detail.py"
+COMPARE_PAGE = "app_pages/compare.py"
 T = TypeVar("T")
 
 
@@ -98,8 +99,13 @@ def open_run(run_id: int) -> NoReturn:
     st.switch_page(RUN_DETAIL_PAGE, query_params={"run": str(run_id)})
 
 
-def pick_run(runs: Sequence[dict[str, Any]], *, label: str, key: str, default_id: int | None = None,
-             help: str | None = None, on_change: Callable[[], None] | None = None) -> dict[str, Any] | None:
+def open_group(group_id: int) -> NoReturn:
+    """Go to the compare page of a side-by-side group (``/compare?group=ID``)."""
+    st.switch_page(COMPARE_PAGE, query_params={"group": str(group_id)})
+
+
+def pick_run(runs: Sequence[Run], *, label: str, key: str, default_id: int | None = None,
+             help: str | None = None, on_change: Callable[[], None] | None = None) -> Run | None:
     """A select box over ``runs`` (labels ``#id name``: a keyed widget keeps its first labels, so nothing that
     changes, such as the status, goes into them); returns the chosen run."""
     if not runs:
@@ -113,7 +119,7 @@ def pick_run(runs: Sequence[dict[str, Any]], *, label: str, key: str, default_id
     return by_id.get(chosen)
 
 
-def progress(run: dict[str, Any]) -> None:
+def progress(run: Run) -> None:
     """A progress bar with the worker's note for an active run, or where it waits."""
     info: Mapping[str, Any] = run.get("progress") or {}
     done, total = info.get("done", 0), info.get("total", 0)
@@ -124,5 +130,5 @@ def progress(run: dict[str, Any]) -> None:
         st.progress(fraction, text=f"{done}/{total} · {info.get('note', '')}" if total else "starting…")
 
 
-def is_active(run: dict[str, Any]) -> bool:
+def is_active(run: Run) -> bool:
     return run.get("status") in ACTIVE

@@ -141,13 +141,19 @@ def fold_figure(grid: Rows, pair: Mapping[str, Any], *, font_size: int = FONT_SI
                              marker={"color": "#bbbbbb", "size": 6}))
     fig.add_trace(go.Scatter(x=[r["step_x"] for r in grid], y=[r["step_y"] for r in grid], name="after one step",
                              mode="markers", marker={"color": "#1f77b4", "size": 6, "opacity": 0.6}))
-    points = {"a": ("input_a", "#2ca02c", "circle"), "b": ("input_b", "#9467bd", "circle"),
-              "shared output": ("output_a", "#d62728", "star"), "reverse solve": ("reverse_of_output", "#ff7f0e", "x")}
-    for label, (key, colour, symbol) in points.items():
+    # Each point is labelled on the chart; points that coincide (the reverse solve lands on a) stay apart: the
+    # later ones are drawn smaller, on top, and labelled on another side.
+    points = {"a": ("input_a", "#2ca02c", "circle", 24, "top left"),
+              "b": ("input_b", "#9467bd", "circle", 20, "top right"),
+              "shared output": ("output_a", "#d62728", "star", 18, "bottom right"),
+              "reverse solve": ("reverse_of_output", "#ff7f0e", "x", 11, "bottom left")}
+    for label, (key, colour, symbol, size, where) in points.items():
         if key in pair:
             x, y = pair[key]
-            fig.add_trace(go.Scatter(x=[x], y=[y], name=f"{label} ({x:.3g}, {y:.3g})", mode="markers",
-                                     marker={"color": colour, "size": 16, "symbol": symbol,
+            fig.add_trace(go.Scatter(x=[x], y=[y], name=f"{label} ({x:.3g}, {y:.3g})", mode="markers+text",
+                                     text=[label], textposition=where,
+                                     textfont={"size": font_size, "color": colour},
+                                     marker={"color": colour, "size": size, "symbol": symbol,
                                              "line": {"width": 1, "color": "#222"}}))
     for key in ("input_a", "input_b"):
         if key in pair and "output_a" in pair:

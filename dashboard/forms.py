@@ -12,96 +12,19 @@ from typing import Any, TypeVar
 
 import streamlit as st
 
-Named = Sequence[Mapping[str, str]]
-"""A catalog list such as ``catalog["solvers"]``: ``[{"name": ..., "description": ...}]``."""
+from dashboard.schema import (
+    Named,
+    bound_error,
+    description_of,
+    enum_of,
+    field_help,
+    get_path,
+    names,
+    number_limits,
+    set_path,
+)
+
 T = TypeVar("T")
-
-
-# ------------------------------------------------------------------------------------ pure schema helpers
-def get_path(spec: Mapping[str, Any], path: str, default: Any = None) -> Any:
-    node: Any = spec
-    for part in path.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return default
-        node = node[part]
-    return node
-
-
-def set_path(spec: dict[str, Any], path: str, value: Any) -> None:
-    parts = path.split(".")
-    node = spec
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-    node[parts[-1]] = value
-
-
-def schema_field(schema: Mapping[str, Any], path: str) -> dict[str, Any]:
-    """The JSON-schema property at dotted ``path`` (``$ref`` followed), merged with its non-null ``anyOf``
-    variant, so ``type``, ``enum`` and ``description`` are at the top."""
-    defs = schema.get("$defs", {})
-
-    def resolve(node: Mapping[str, Any]) -> dict[str, Any]:
-        ref = node.get("$ref")
-        return dict(defs[ref.rsplit("/", 1)[1]]) if ref else dict(node)
-
-    node: dict[str, Any] = resolve(schema)
-    for part in path.split("."):
-        prop = resolve(node.get("properties", {}).get(part, {}))
-        for variant in prop.get("anyOf", []):
-            variant = resolve(variant)
-            if variant.get("type") != "null":
-                prop = {**variant, **{k: v for k, v in prop.items() if k != "anyOf"}}
-                break
-        node = prop
-    return node
-
-
-def field_help(schema: Mapping[str, Any], bounds: Mapping[str, Any], path: str,
-               choices: Named | None = None) -> str | None:
-    """The field's description, its bounds in words and, for a choice, what each option means."""
-    field = schema_field(schema, path)
-    lines = [field["description"]] if field.get("description") else []
-    limits = bounds.get(path, {})
-    words = {"minimum": "≥", "maximum": "≤", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}
-    said = [f"{sign} {limits[k]}" for k, sign in words.items() if k in limits]
-    if said:
-        lines.append("Allowed: " + ", ".join(said) + ".")
-    for item in choices or ():
-        if item.get("description"):
-            lines.append(f"- **{item['name']}**: {item['description']}")
-    return "\n\n".join(lines) if lines else None
-
-
-def number_limits(schema: Mapping[str, Any], bounds: Mapping[str, Any], path: str) -> tuple[bool, Any, Any]:
-    """``(is_integer, min_value, max_value)`` for a number input. Exclusive float bounds are left to the API,
-    whose 422 then names the field."""
-    field = schema_field(schema, path)
-    integer = field.get("type") == "integer"
-    limits = bounds.get(path, {})
-    low, high = limits.get("minimum"), limits.get("maximum")
-    if integer and "exclusiveMinimum" in limits:
-        low = limits["exclusiveMinimum"] + 1
-    if integer and "exclusiveMaximum" in limits:
-        high = limits["exclusiveMaximum"] - 1
-    return integer, low, high
-
-
-def enum_of(schema: Mapping[str, Any], path: str) -> list[Any]:
-    field = schema_field(schema, path)
-    if "enum" in field:
-        return list(field["enum"])
-    items = field.get("items") or {}
-    if isinstance(items, Mapping) and "enum" in items:
-        return list(items["enum"])
-    return []
-
-
-def names(items: Named) -> list[str]:
-    return [item["name"] for item in items]
-
-
-def description_of(items: Named, name: str) -> str:
-    return next((item.get("description", "") for item in items if item["name"] == name), "")
 
 
 # -------------------------------------------------------------------------------------------- the form
@@ -109,7 +32,9 @@ class SpecForm:
     """Widgets for one spec of ``kind``; every value goes into :attr:`spec` at its dotted path.
 
     ``key`` prefixes every widget key (``launch.train.ode.steps``); ``errors`` are the last 422's messages by
-    path (:meth:`dashboard.api_client.ApiError.field_errors`)."""
+    path (:meth:`dashboard.api_client.ApiError.field_errors`). Number boxes take any number typed (a box with
+    bounds would keep its previous value and launch that); one out of bounds is listed in :attr:`invalid`, with
+    its message under the field, and a page launches nothing while :attr:`invalid` is not empty."""
 
     def __init__(self, catalog: Mapping[str, Any], kind: str, base: Mapping[str, Any], *, key: str,
                  errors: Mapping[str, str] | None = None) -> None:
@@ -119,20 +44,25 @@ class SpecForm:
         self.key = key
         self.errors = dict(errors or {})
         self.shown: set[str] = set()
+        self.invalid: dict[str, str] = {}
+        """``{path: "must be ≥ 1; got 0"}``: values the API would refuse."""
+        self.labels: dict[str, str] = {}
 
     def _key(self, path: str) -> str:
         return f"{self.key}.{path}"
 
-    def field_error(self, path: str) -> None:
-        """Show the API's error about ``path`` here, and remember that it was shown."""
+    def field_error(self, path: str, label: str = "") -> None:
+        """Show the bound this field breaks, or else the API's error about it, here (naming the field), and
+        remember that it was shown."""
         self.shown.add(path)
-        for where, message in self.errors.items():
-            if where == path:
-                st.error(message, icon=":material/error:")
+        message = self.invalid.get(path) or self.errors.get(path)
+        if message:
+            st.error(f"{label}: {message}" if label else message, icon=":material/error:")
 
-    def _store(self, path: str, value: T) -> T:
+    def _store(self, path: str, value: T, label: str = "") -> T:
         set_path(self.spec, path, value)
-        self.field_error(path)
+        self.labels[path] = label
+        self.field_error(path, label)
         return value
 
     def select(self, path: str, label: str, options: Sequence[Any] | None = None, *, choices: Named | None = None,
@@ -145,37 +75,35 @@ class SpecForm:
                              help=field_help(self.schema, self.bounds, path, choices))
         if choices and describe:
             st.caption(description_of(choices, value))
-        return self._store(path, value)
+        return self._store(path, value, label)
 
     def number(self, path: str, label: str, *, optional: bool = False, step: float | None = None,
                fmt: str | None = None, default: Any = None) -> Any:
-        """A number input with the field's bounds; ``optional`` allows an empty box (the spec's ``None``:
-        "the model's default", or "off")."""
-        integer, low, high = number_limits(self.schema, self.bounds, path)
+        """A number input; ``optional`` allows an empty box (the spec's ``None``: "the model's default", or
+        "off"). The field's bounds are in its help and checked here, not by the box (see the class)."""
+        integer, low, _ = number_limits(self.schema, self.bounds, path)
         current = get_path(self.spec, path, default)
         if current is None and not optional:
             current = low if low is not None else 0
-        if integer:
-            low, high = (None if low is None else int(low)), (None if high is None else int(high))
-            current = None if current is None else int(current)
-        else:
-            low, high = (None if low is None else float(low)), (None if high is None else float(high))
-            current = None if current is None else float(current)
-        value = st.number_input(label, min_value=low, max_value=high, value=current,
-                                step=step if step is not None else (1 if integer else None), format=fmt,
-                                key=self._key(path), placeholder="default" if optional else None,
+        if current is not None:
+            current = int(current) if integer else float(current)
+        value = st.number_input(label, value=current, step=step if step is not None else (1 if integer else None),
+                                format=fmt, key=self._key(path), placeholder="default" if optional else None,
                                 help=field_help(self.schema, self.bounds, path))
-        return self._store(path, value)
+        problem = bound_error(value, self.bounds, path)
+        if problem:
+            self.invalid[path] = problem
+        return self._store(path, value, label)
 
     def toggle(self, path: str, label: str) -> bool:
         value = st.toggle(label, value=bool(get_path(self.spec, path, False)), key=self._key(path),
                           help=field_help(self.schema, self.bounds, path))
-        return bool(self._store(path, value))
+        return bool(self._store(path, value, label))
 
     def text(self, path: str, label: str, *, placeholder: str | None = None) -> str | None:
         value = st.text_input(label, value=get_path(self.spec, path) or "", key=self._key(path),
                               placeholder=placeholder, help=field_help(self.schema, self.bounds, path))
-        return self._store(path, value.strip() or None)
+        return self._store(path, value.strip() or None, label)
 
     def multiselect(self, path: str, label: str, options: Sequence[Any] | None = None, *,
                     choices: Named | None = None, format_func: Callable[[Any], str] = str,
@@ -187,7 +115,7 @@ class SpecForm:
         default = [v for v in current if v in options]
         values = st.multiselect(label, options, default=default, key=self._key(path), format_func=format_func,
                                 help=field_help(self.schema, self.bounds, path, choices))
-        return self._store(path, [to_spec(v) if to_spec else v for v in values])
+        return self._store(path, [to_spec(v) if to_spec else v for v in values], label)
 
     def omit(self, path: str, value: Any = None) -> None:
         """A field that does not apply to what is chosen: send its "not set" value so the API accepts it."""
@@ -196,9 +124,3 @@ class SpecForm:
     def other_errors(self) -> dict[str, str]:
         """Errors of fields this form has not shown (whole-spec rules, or fields it does not edit)."""
         return {path: message for path, message in self.errors.items() if path not in self.shown}
-
-
-def reset_keys(prefix: str) -> None:
-    """Forget the widgets under ``prefix`` so they start again from a new base spec (a preset)."""
-    for name in [k for k in st.session_state if isinstance(k, str) and k.startswith(prefix)]:
-        del st.session_state[name]

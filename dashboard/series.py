@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 Payload = Mapping[str, Any]
+"""A metrics payload as the pages keep it (``dashboard.api_client.Metrics`` extended by polls)."""
 XAxis = Literal["step", "epoch", "time"]
 X_AXES: dict[XAxis, str] = {"step": "optimizer step", "epoch": "epoch", "time": "compute time (s)"}
 
@@ -39,7 +40,7 @@ def longest(payload: Payload) -> int:
     return max((len(v["steps"]) for v in payload["series"].values()), default=0)
 
 
-def points_of(payload: Payload, name: str) -> tuple[list[int], list[float | None]]:
+def points_of(payload: Mapping[str, Any], name: str) -> tuple[list[int], list[float | None]]:
     points = payload["series"].get(name)
     if not points:
         return [], []
@@ -107,7 +108,7 @@ def time_of_steps(steps: Sequence[int], step_time: tuple[Sequence[int], Sequence
     return [_interpolate(knots_x, knots_y, float(s)) for s in steps]
 
 
-def x_values(axis: XAxis, steps: Sequence[int], payload: Payload) -> list[float]:
+def x_values(axis: XAxis, steps: Sequence[int], payload: Mapping[str, Any]) -> list[float]:
     """The x coordinates of ``steps`` on the chosen axis."""
     if axis == "epoch":
         return epoch_of_steps(steps, points_of(payload, "epoch"))

@@ -53,6 +53,14 @@ def method_label(gradient: Mapping[str, Any]) -> str:
     return method
 
 
+def method_options(catalog: Mapping[str, Any]) -> list[str]:
+    """Every gradient method the catalog offers, then the variants its default sweep compares
+    (``adjoint(stored)``) and revolve checkpoints (``anode(c=4)``): the labels a user can pick."""
+    return list(dict.fromkeys([*(m["name"] for m in catalog["gradient_methods"]),
+                               *(method_label(m) for m in catalog["kinds"]["compare"]["default"]["methods"]),
+                               "anode(c=4)"]))
+
+
 def method_from_label(label: str) -> dict[str, Any]:
     """The inverse of :func:`method_label`."""
     if label.startswith("anode(c=") and label.endswith(")"):

@@ -11,7 +11,7 @@ from typing import Any
 import streamlit as st
 
 from dashboard import charts, demo_charts
-from dashboard.api_client import ApiClient
+from dashboard.api_client import ApiClient, Run
 from dashboard.charts import Curve
 from dashboard.components import artifact_bytes, progress, status_badge
 from dashboard.series import X_AXES, Payload, XAxis, longest, merge, points_of, x_values
@@ -19,11 +19,17 @@ from dashboard.tables import ACTIVE, distinct, duration_seconds, finite, format_
 
 METRIC_POINTS = 1500
 """Points per series asked of the API: it decimates longer series (keeping each bucket's min and max)."""
+DTO_NOTE = ("**Exact (DTO)**: discretize-then-optimize, the exact gradient of the network the solver actually "
+            "computed, which Direct gets by backpropagating through every step. ANODE returns it too; the "
+            "continuous adjoint (optimize-then-discretize) does not.")
+ANODE_NFE_NOTE = ("**Backward NFE 0 for ANODE**: with a single ODE block the block's graph is still alive when "
+                  "backward starts, so ANODE uses it instead of recomputing the block; with more blocks each earlier "
+                  "block is recomputed from its stored input.")
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/svg+xml", "image/webp")
 
 
 # ------------------------------------------------------------------------------------------------ status
-def status_panel(run: dict[str, Any]) -> None:
+def status_panel(run: Run) -> None:
     """Status, where it runs, how long it took, the progress of an active run and the error of a failed one."""
     seconds = duration_seconds(run)
     facts = [status_badge(run["status"]), f"**{run['kind']}**", f"device `{run.get('device', '?')}`"]
@@ -46,18 +52,17 @@ def status_panel(run: dict[str, Any]) -> None:
         st.success(run["message"], icon=":material/check_circle:")
 
 
-def summary_metrics(run: dict[str, Any], limit: int = 6) -> None:
-    """The run summary's first numbers as big figures."""
+def summary_metrics(run: Run, limit: int = 6, per_row: int = 3) -> None:
+    """The run summary's first numbers as big figures, three to a row so neither name nor number is cut off."""
     numbers = [(k, v) for k, v in (run.get("summary") or {}).items() if finite(v)][:limit]
-    if not numbers:
-        return
-    for column, (name, value) in zip(st.columns(len(numbers)), numbers, strict=True):
-        shown = f"{value:.4g}" if isinstance(value, float) else str(value)
-        column.metric(name.replace("_", " "), shown)
+    for start in range(0, len(numbers), per_row):
+        for column, (name, value) in zip(st.columns(per_row), numbers[start:start + per_row], strict=False):
+            shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+            column.metric(name.replace("_", " "), shown)
 
 
 # ------------------------------------------------------------------------------------------------ metrics
-def poll_metrics(api: ApiClient, run: dict[str, Any], *, key: str) -> Payload:
+def poll_metrics(api: ApiClient, run: Run, *, key: str) -> Payload:
     """The run's metrics, kept in the session and extended by ``after_step`` polls; decimated by the API.
 
     The run is read before its metrics, so once it has ended the points read after are complete and are not
@@ -90,7 +95,7 @@ def _present(*curves: Curve | None) -> list[Curve]:
     return [c for c in curves if c is not None]
 
 
-def train_curves(api: ApiClient, run: dict[str, Any], *, key: str, font_size: int = charts.FONT_SIZE) -> None:
+def train_curves(api: ApiClient, run: Run, *, key: str, font_size: int = charts.FONT_SIZE) -> None:
     """Loss, accuracy, gradient error against exact DTO, memory, step time and field evaluations of a training
     run, with the x axis, log scales and smoothing chosen above them."""
     payload = poll_metrics(api, run, key=key)
@@ -140,9 +145,13 @@ def train_curves(api: ApiClient, run: dict[str, Any], *, key: str, font_size: in
             columns = st.columns(2)
         with columns[index % 2]:
             st.plotly_chart(figure, key=f"{key}.figure.{index}")
+    st.caption(DTO_NOTE)
+    backward = [v for v in points_of(payload, "nfe_backward")[1] if finite(v)]
+    if method == "anode" and backward and not any(backward):
+        st.caption(ANODE_NFE_NOTE)
     if not error_steps:
-        st.caption("Gradient error against exact DTO: the probe is off for this run (set a probe interval when "
-                   "launching to compare its gradient with Direct's every k steps).")
+        st.caption("The probe is off for this run (set a probe interval when launching to compare its gradient "
+                   "with the exact one every k steps).")
     extra = [name for name in ("grad_norm", "lr", "probe_sign_agreement", "probe_recon_error")
              if name in payload["series"]]
     if extra:
@@ -163,7 +172,7 @@ def _read_table(api: ApiClient, run: Mapping[str, Any], artifact: Mapping[str, A
     return parse_csv(artifact_bytes(api, api.base_url, run["id"], artifact["name"], artifact["created_at"]))
 
 
-def sweep_results(api: ApiClient, run: dict[str, Any], *, key: str, font_size: int = charts.FONT_SIZE) -> None:
+def sweep_results(api: ApiClient, run: Run, *, key: str, font_size: int = charts.FONT_SIZE) -> None:
     """The sweep's ``results.csv``: error vs N_t (log-log, with the solvers' slopes), cosine, memory next to
     the analytic model, and time; the fitted slopes; the table."""
     artifacts = {a["name"]: a for a in api.artifacts(run["id"])}
@@ -202,7 +211,7 @@ def sweep_results(api: ApiClient, run: dict[str, Any], *, key: str, font_size: i
 
 
 # ------------------------------------------------------------------------------------------------- demos
-def demo_results(api: ApiClient, run: dict[str, Any], *, key: str, font_size: int = charts.FONT_SIZE,
+def demo_results(api: ApiClient, run: Run, *, key: str, font_size: int = charts.FONT_SIZE,
                  findings: bool = True) -> None:
     """A demo's figures (from its CSV and JSON) and its images side by side, then what the run found."""
     artifacts = {a["name"]: a for a in api.artifacts(run["id"])}
@@ -219,7 +228,9 @@ def demo_results(api: ApiClient, run: dict[str, Any], *, key: str, font_size: in
                  caption="left to right: original · blurred · rebuilt in float32 · rebuilt in float64 (largest N_t)",
                  width="stretch")
         images = [(n, c) for n, c in images if n not in ("original.png", "blurred.png")]
-    images += [(n, n) for n, a in artifacts.items() if a["media_type"] in IMAGE_TYPES
+    drawn = {n.rsplit(".", 1)[0] for n in artifacts if n.endswith(".svg")}  # figures, drawn here as charts
+    images += [(n, n) for n, a in artifacts.items()
+               if a["media_type"] in IMAGE_TYPES and n.rsplit(".", 1)[0] not in drawn
                and n not in {i for i, _ in images} | {"panel.png", "original.png", "blurred.png"}]
     if images:
         per_row = 4
@@ -250,7 +261,7 @@ def demo_results(api: ApiClient, run: dict[str, Any], *, key: str, font_size: in
 
 
 # --------------------------------------------------------------------------------------------- artifacts
-def artifact_list(api: ApiClient, run: dict[str, Any], *, key: str, show_images: bool = True) -> None:
+def artifact_list(api: ApiClient, run: Run, *, key: str, show_images: bool = True) -> None:
     """Every file of the run: images shown (unless a view above shows them already), text and tables previewed,
     everything downloadable."""
     artifacts = api.artifacts(run["id"])

@@ -32,6 +32,32 @@ FAST_LEASES = {
 TRAIN_SMALL: dict[str, Any] = {"dataset": "moons", "n_samples": 256, "batch_size": 32, "epochs": 2, "device": "cpu"}
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process started under ``pid`` (children first), read from /proc."""
+    try:
+        children = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+    return [*children, *(grandchild for child in children for grandchild in descendants(child))]
+
+
+def kill_tree(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a process started with ``start_new_session=True``, its process group and the process group of
+    everything under it (``anode-lab up`` starts each part in a group of its own), so a failing test leaves
+    no API, worker or Streamlit behind. Only while ``process`` is alive and not reaped: once reaped, its id
+    may belong to another process."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGSTOP)  # no new children while they are listed
+    for pid in [*descendants(process.pid), process.pid]:
+        for kill in (os.killpg, os.kill):
+            try:
+                kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+    process.wait()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

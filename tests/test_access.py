@@ -17,7 +17,7 @@ from backend.app import API_PREFIX, create_app
 from backend.settings import Settings
 
 KEY = "k3y-that-must-never-be-logged-8f2c"
-SAMPLE_PATHS = {"run_id": "1", "name": "results.csv"}
+SAMPLE_PATHS = {"run_id": "1", "name": "results.csv", "group_id": "1"}
 
 
 def make_client(tmp_path: Path, **overrides: object) -> TestClient:

@@ -1,7 +1,9 @@
 """The whole system in a real browser: ``anode-lab up`` (API, worker, dashboard) in a temporary data folder on
-free ports, driven by Debian's Chromium through Playwright. Launch a small training run from the form, watch it
-finish on its page with its loss chart drawn, run the default sweep and a teaching demo whose images must load,
-and save screenshots for the README under ``docs/screenshots/``."""
+free ports, driven by Debian's Chromium through Playwright. A preset fills the form and launches exactly itself;
+N_t 0 launches nothing and says why under N_t; "Run side by side" makes a group whose compare page overlays one
+curve per method; a run's page, the default sweep, and teaching demos in projector mode (every chart keeps its
+height and its large ticks, images load). Nothing is fetched from outside the machine. Screenshots for the README
+go under ``docs/screenshots/`` (``ANODE_UPDATE_SCREENSHOTS=1``), else under ``build/screenshots/``."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 from playwright import sync_api as playwright
-from service_helpers import FAST_LEASES, free_port, wait_for
+from service_helpers import FAST_LEASES, free_port, kill_tree, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 # The README's pictures are refreshed on purpose (ANODE_UPDATE_SCREENSHOTS=1); otherwise they go under build/.
@@ -30,13 +32,6 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 # scripts/test installs chromium, so under CI a missing browser is a failure, never a skip.
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists() and not os.environ.get("CI"),
                                 reason="needs Debian's chromium (apt-get install chromium; scripts/test does)")
-
-
-def children_of(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
 
 
 class System:
@@ -52,8 +47,12 @@ class System:
         self.process = subprocess.Popen([sys.executable, "-m", "anode_lab.cli", "up"], cwd=ROOT, env=env,
                                         stdout=self.log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
         self.api = f"http://127.0.0.1:{api_port}/api/v1"
-        self.dashboard = wait_for(self._dashboard_url, 90, "`anode-lab up` to print the dashboard URL", 0.2)
-        wait_for(self._ready, 90, "the API, a worker and the dashboard to answer", 0.25)
+        try:
+            self.dashboard = wait_for(self._dashboard_url, 90, "`anode-lab up` to print the dashboard URL", 0.2)
+            wait_for(self._ready, 90, "the API, a worker and the dashboard to answer", 0.25)
+        except BaseException:
+            kill_tree(self.process)  # a start that failed must not leave the API, a worker or Streamlit behind
+            raise
 
     def _dashboard_url(self) -> str | None:
         assert self.process.poll() is None, f"`anode-lab up` exited:\n{self.log.read_text()}"
@@ -70,18 +69,12 @@ class System:
         return bool(workers) and page.status_code == 200
 
     def stop(self) -> None:
-        children = children_of(self.process.pid)
+        """SIGTERM, as a supervisor stops it; whatever is left after 40 s is killed, process group and all."""
         self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(40)
         except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        for pid in children:  # anything the launcher failed to stop
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            kill_tree(self.process)
 
 
 @pytest.fixture(scope="module")
@@ -117,44 +110,133 @@ def set_number(page: object, label: str, value: str) -> None:
     settle(page)
 
 
-def test_launch_watch_compare_and_teach_in_a_browser(system: System, browser: object) -> None:
+def to_top(page: object) -> None:
+    """Scroll Streamlit's main pane (not the window) back to the top, for a screenshot that starts at the title."""
+    page.evaluate("() => document.querySelectorAll('*').forEach(e => { if (e.scrollTop > 0) e.scrollTop = 0; })")  # type: ignore[attr-defined]
+    page.wait_for_timeout(300)  # type: ignore[attr-defined]
+
+
+def select(page: object, label: str, option: str) -> None:
+    """Choose ``option`` (the start of its text) in the select box labelled ``label``."""
+    page.locator("[data-testid='stSelectbox']").filter(has_text=label).first.click()  # type: ignore[attr-defined]
+    page.get_by_role("option", name=re.compile("^" + re.escape(option))).first.click()  # type: ignore[attr-defined]
+    settle(page)
+
+
+def run_count(system: System) -> int:
+    return int(httpx.get(f"{system.api}/runs", timeout=5).json()["count"])
+
+
+def wait_ended(system: System, run_ids: list[int], timeout: float) -> list[dict[str, object]]:
+    def ended() -> list[dict[str, object]] | None:
+        runs = [httpx.get(f"{system.api}/runs/{i}", timeout=5).json() for i in run_ids]
+        return runs if all(r["status"] not in ("queued", "running") for r in runs) else None
+
+    return wait_for(ended, timeout, f"runs {run_ids} to end", 0.5)
+
+
+def projector_charts_readable(page: object) -> None:
+    """Every chart keeps a plotting area of at least 250 px and draws its ticks in projector type (20 px)."""
+    page.keyboard.press("End")  # type: ignore[attr-defined]  # charts below the fold are drawn when scrolled to
+    page.mouse.wheel(0, 20_000)  # type: ignore[attr-defined]
+    plots = page.locator(".js-plotly-plot")  # type: ignore[attr-defined]
+    wait_for(lambda: plots.count() >= 1, 60, "the demo's charts")
+    for index in range(plots.count()):
+        plot = plots.nth(index)
+        plot.scroll_into_view_if_needed()
+        area = plot.locator("rect.nsewdrag").first
+        assert float(area.get_attribute("height") or 0) >= 250, f"chart {index} is squeezed"
+        size = plot.locator("g.xtick text").first.evaluate("t => getComputedStyle(t).fontSize")
+        assert size == "20px", f"chart {index} ticks are {size}"
+
+
+def test_launch_side_by_side_watch_and_teach_in_a_browser(system: System, browser: object) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1440, "height": 1700})  # type: ignore[attr-defined]
     errors: list[str] = []
+    outside: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("request", lambda request: outside.append(request.url)
+            if not re.match(r"(https?|wss?)://(127\.0\.0\.1|localhost)[:/]|data:|blob:", request.url) else None)
 
+    # A preset fills the form, and Launch runs exactly the preset.
     page.goto(system.dashboard)
     page.get_by_role("heading", name="Launch a run").wait_for(timeout=60_000)
     settle(page)
+    catalog = httpx.get(f"{system.api}/catalog", timeout=5).json()
+    preset = next(p for p in catalog["presets"]["train"] if p["name"] == "moons-adjoint")
+    select(page, "Start from", "moons-adjoint")
+    method = page.get_by_role("combobox", name="Gradient method", exact=True)
+    wait_for(lambda: method.input_value() == "adjoint", 30, "the preset's method in the form")
+    settle(page)
+    page.get_by_role("button", name="Launch", exact=True).click()
+    page.wait_for_url(re.compile(r".*/run\?run=\d+"), timeout=60_000)
+    run_id = int(page.url.rsplit("=", 1)[1])
+    assert httpx.get(f"{system.api}/runs/{run_id}", timeout=5).json()["spec"] == preset["spec"]
+    httpx.post(f"{system.api}/runs/{run_id}/cancel", timeout=5)
+
+    # N_t 0 creates no run and says why under N_t.
+    page.goto(system.dashboard)
+    page.get_by_role("heading", name="Launch a run").wait_for(timeout=60_000)
+    settle(page)
+    before = run_count(system)
+    set_number(page, "N_t (steps per block)", "0")
+    page.get_by_text("N_t (steps per block): must be ≥ 1; got 0").wait_for(timeout=10_000)
+    page.get_by_role("button", name="Launch", exact=True).click()
+    settle(page)
+    page.get_by_text("Nothing was launched: fix N_t (steps per block) above.").wait_for(timeout=10_000)
+    assert run_count(system) == before and "/run" not in page.url
+    set_number(page, "N_t (steps per block)", "2")
+
+    # Run side by side: a group of three runs, overlaid on the compare page, one curve per method.
     for label, value in (("Points (a quarter held out)", "256"), ("Epochs", "3"), ("Batch size", "32"),
-                         ("Probe interval (compare with exact DTO every k steps; 0 = off)", "4"),
+                         ("Probe interval (compare with the exact gradient every k steps; 0 = off)", "4"),
                          ("CPU threads", "1")):
         set_number(page, label, value)
     page.get_by_label("Run name").fill("browser-moons")
     page.get_by_label("Run name").press("Enter")
     settle(page)
+    to_top(page)
     page.screenshot(path=str(SCREENSHOTS / "launch.png"))
+    page.get_by_role("button", name="Run side by side").click()
+    page.wait_for_url(re.compile(r".*/compare\?group=\d+"), timeout=60_000)
+    group = httpx.get(f"{system.api}/groups/{int(page.url.rsplit('=', 1)[1])}", timeout=5).json()
+    runs = wait_ended(system, [r["id"] for r in group["runs"]], 180)
+    assert [r["status"] for r in runs] == ["succeeded"] * 3
+    assert [r["spec"]["ode"]["gradient"]["method"] for r in runs] == ["direct", "anode", "adjoint"]
+    loss = page.locator(".js-plotly-plot").filter(has_text="Training loss")
+    names = [f"{m} (#{r['id']})" for m, r in zip(("direct", "anode", "adjoint"), runs, strict=True)]
+    wait_for(lambda: all(loss.first.locator("text.legendtext", has_text=n).count() for n in names), 60,
+             "one curve per method in the loss chart")
+    assert loss.first.locator("text.legendtext").count() == 3
+    page.locator("[data-testid='stDataFrame']").first.wait_for(timeout=10_000)  # the one-glance table leads
+    for column in ("final test accuracy", "gradient error at the end", "peak memory ×Direct", "time ×Direct"):
+        assert page.get_by_role("columnheader", name=column, include_hidden=True).count() == 1
+    settle(page)
+    page.screenshot(path=str(SCREENSHOTS / "side-by-side.png"))
 
-    page.get_by_role("button", name="Launch").click()
-    page.wait_for_url(re.compile(r".*/run\?run=\d+"), timeout=60_000)
-    run_id = int(page.url.rsplit("=", 1)[1])
-    page.get_by_text("trained", exact=False).first.wait_for(timeout=120_000)  # the status line of a finished run
-    run = httpx.get(f"{system.api}/runs/{run_id}", timeout=5).json()
-    assert run["status"] == "succeeded" and run["name"] == "browser-moons" and run["spec"]["epochs"] == 3
-    loss = page.locator(".js-plotly-plot").filter(has_text="Loss").first
-    loss.wait_for(timeout=30_000)
-    assert loss.locator("svg.main-svg").count() >= 1
-    assert loss.locator("path.js-line").count() >= 2  # train and test curves drawn
+    # A run's page: its curves, with the gradient error against the exact gradient.
+    page.goto(f"{system.dashboard}/run?run={runs[2]['id']}")
+    chart = page.locator(".js-plotly-plot").filter(has_text="Loss").first
+    chart.wait_for(timeout=60_000)
+    assert chart.locator("path.js-line").count() >= 2  # train and test curves drawn
+    page.locator(".js-plotly-plot").filter(has_text="Gradient error").first.wait_for(timeout=30_000)
     settle(page)
     page.screenshot(path=str(SCREENSHOTS / "run-detail.png"))
 
     page.goto(f"{system.dashboard}/gradient-lab")
     page.get_by_role("button", name="Run the default sweep").click()
-    page.locator(".js-plotly-plot").filter(has_text="Gradient error vs N_t").first.wait_for(timeout=120_000)
+    page.locator(".js-plotly-plot").filter(has_text="Gradient error vs N_t").first.wait_for(timeout=180_000)
     wait_for(lambda: page.locator(".js-plotly-plot").count() >= 4, 30, "the four sweep figures")
     settle(page)
     page.screenshot(path=str(SCREENSHOTS / "gradient-lab.png"))
 
+    # Teaching demos in projector mode (the default there): charts keep their height and large ticks.
+    page.goto(f"{system.dashboard}/demos?demo=Memory")
+    page.get_by_role("button", name="Run this demo").click()
+    page.locator(".js-plotly-plot").first.wait_for(timeout=180_000)
+    settle(page)
+    projector_charts_readable(page)
     page.goto(f"{system.dashboard}/demos?demo=Reconstruction+blowup")
     page.get_by_role("button", name="Run this demo").click()
     images = page.locator("[data-testid='stImage'] img")
@@ -164,6 +246,9 @@ def test_launch_watch_compare_and_teach_in_a_browser(system: System, browser: ob
         images.nth(index).scroll_into_view_if_needed()
         loaded = partial(images.nth(index).evaluate, "img => img.complete && img.naturalWidth > 0")
         wait_for(loaded, 20, f"image {index} to load")
+    projector_charts_readable(page)
+    to_top(page)
     page.screenshot(path=str(SCREENSHOTS / "teaching-demo.png"))
     assert not page.locator("[data-testid='stException']").count()
     assert not errors, errors
+    assert not outside, outside  # the page works offline: nothing is fetched from another host

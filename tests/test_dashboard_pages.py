@@ -132,7 +132,7 @@ def test_launch_builds_its_forms_from_the_catalog(api_url: str, client: httpx.Cl
     for label in ("Model", "Data set", "Solver", "Activation of the field", "Gradient method", "Device"):
         assert label in labels
     steps = at.number_input(key="launch.train.spec.ode.steps")
-    assert (steps.value, steps.proto.min, steps.proto.max) == (2, 1, 256)  # default and bounds from the catalog
+    assert steps.value == 2 and "Allowed: ≥ 1, ≤ 256." in steps.help  # default and bounds from the catalog
     assert "Checkpoints inside a block (empty: none)" in [n.label for n in at.number_input]
     at.selectbox(key="launch.train.spec.ode.gradient.method").set_value("adjoint").run()
     assert_ok(at)
@@ -153,15 +153,80 @@ def test_launch_builds_its_forms_from_the_catalog(api_url: str, client: httpx.Cl
     assert "N_t values" in [m.label for m in at.multiselect]
 
 
+def error_under(at: AppTest, key: str) -> str | None:
+    """The error shown right under the widget ``key``, if any."""
+    order = flat(at.main)
+    index = next(i for i, e in enumerate(order) if getattr(e, "key", None) == key)
+    return order[index + 1].value if index + 1 < len(order) and order[index + 1].type == "error" else None
+
+
 def test_launch_shows_the_apis_422_under_the_field(api_url: str) -> None:
     at = page("launch")
-    at.number_input(key="launch.train.spec.lr").set_value(0.0).run()
+    at.selectbox(key="launch.train.spec.model").set_value("conv_ode").run()
+    at.selectbox(key="launch.train.spec.dataset").set_value("mnist").run()
     at.button(key="launch.train.submit").click().run()
     assert_ok(at)
-    assert [e.value for e in at.error] == ["Input should be greater than 0"]
-    order = flat(at.main)
-    lr = next(i for i, e in enumerate(order) if getattr(e, "key", None) == "launch.train.spec.lr")
-    assert (order[lr + 1].type, order[lr + 1].value) == ("error", "Input should be greater than 0")  # right under it
+    under = error_under(at, "launch.train.spec.root") or ""
+    assert under.startswith("Local folder with the torchvision files: dataset 'mnist' is read from a local folder")
+
+
+def test_an_out_of_range_number_launches_nothing_and_says_why_under_it(api_url: str,
+                                                                       client: httpx.Client) -> None:
+    before = client.get("/runs").json()["count"]
+    at = page("launch")
+    for key, value, said in (("ode.steps", 0, "N_t (steps per block): must be ≥ 1; got 0"),
+                             ("epochs", 100000, "Epochs: must be ≤ 1000; got 100000"),
+                             ("lr", 0.0, "Learning rate: must be > 0; got 0")):
+        at.number_input(key=f"launch.train.spec.{key}").set_value(value).run()
+        assert error_under(at, f"launch.train.spec.{key}") == said
+    at.button(key="launch.train.submit").click().run()
+    assert_ok(at)
+    assert "Nothing was launched: fix N_t (steps per block), Epochs, Learning rate above." in texts(at, "error")
+    at.button(key="launch.train.side_by_side").click().run()
+    assert client.get("/runs").json()["count"] == before and "run" not in at.query_params
+
+
+def test_a_preset_fills_the_form_and_launch_runs_exactly_the_preset(api_url: str, client: httpx.Client) -> None:
+    preset = next(p for p in client.get("/catalog").json()["presets"]["train"] if p["name"] == "moons-adjoint")
+    at = page("launch")
+    at.selectbox(key="launch.train.preset").set_value("moons-adjoint").run()
+    assert_ok(at)
+    key = "launch.train.moons-adjoint.spec"
+    assert at.selectbox(key=f"{key}.ode.gradient.method").value == "adjoint"
+    assert at.number_input(key=f"{key}.probe_every").value == preset["spec"]["probe_every"]
+    at.button(key="launch.train.submit").click().run()
+    assert_ok(at)
+    run = client.get(f"/runs/{int(at.query_params['run'])}").json()
+    assert run["spec"] == preset["spec"]
+    client.post(f"/runs/{run['id']}/cancel")
+
+
+def test_run_side_by_side_makes_a_group_and_the_compare_page_overlays_it(api_url: str,
+                                                                         client: httpx.Client) -> None:
+    at = page("launch")
+    assert [c.label for c in at.checkbox if c.value] == ["direct", "anode", "adjoint"]
+    assert "adjoint(stored)" in [c.label for c in at.checkbox]  # any other method can be added
+    for key, value in (("n_samples", 256), ("epochs", 1), ("batch_size", 64), ("threads", 1)):
+        at.number_input(key=f"launch.train.spec.{key}").set_value(value)
+    at.selectbox(key="launch.train.spec.device").set_value("cpu")
+    at.text_input(key="launch.train.run_name").input("side")
+    at.button(key="launch.train.side_by_side").click().run()
+    assert_ok(at)
+    group = client.get(f"/groups/{int(at.query_params['group'])}").json()
+    assert [r["spec"]["ode"]["gradient"]["method"] for r in group["runs"]] == ["direct", "anode", "adjoint"]
+    for run in group["runs"]:
+        assert wait_status(client, run["id"], ENDED, timeout=120)["status"] == "succeeded"
+    compare = page("compare", group=str(group["id"]))
+    table = compare.dataframe[0].value
+    assert list(table["method"]) == ["direct", "anode", "adjoint"]
+    assert table["peak memory ×Direct"][0] == pytest.approx(1.0, abs=1e-12)
+    assert table["gradient error at the end"][1] < 1e-6 < table["gradient error at the end"][2]  # ANODE exact
+    loss = next(f for f in figures(compare) if f["layout"]["title"]["text"] == "Training loss (batch)")
+    shown = [t for t in loss["data"] if t.get("showlegend", True) is not False]
+    assert [t["name"] for t in shown] == [f"{m} (#{r['id']})" for m, r in zip(("direct", "anode", "adjoint"),
+                                                                           group["runs"], strict=True)]
+    assert len({t["line"]["color"] for t in shown}) == 3
+    assert loss["layout"]["yaxis"]["title"]["text"] == "cross-entropy"
 
 
 def test_launch_queues_a_run_opens_its_page_and_the_runs_table_lists_it(api_url: str, client: httpx.Client) -> None:
@@ -200,6 +265,17 @@ def test_run_detail_draws_every_curve_of_a_training_run(api_url: str, seeded: di
     assert [d["name"] for d in loss["data"]] == ["train (batch) (raw)", "train (batch)", "test"]
     assert at.download_button(key="run_detail.csv")
     assert ":green-badge[succeeded]" in texts(at, "markdown")
+    assert "**Exact (DTO)**: discretize-then-optimize" in texts(at, "caption")  # said where DTO first shows
+    assert "Backward NFE 0 for ANODE" not in texts(at, "caption")
+
+
+def test_run_detail_says_why_anodes_backward_nfe_is_zero(api_url: str, client: httpx.Client,
+                                                         seeded: dict[str, int]) -> None:
+    backward = client.get(f"/runs/{seeded['anode']}/metrics", params={"series": "nfe_backward"}).json()
+    values = backward["series"]["nfe_backward"]["values"]
+    assert values and not any(values)  # one block (mlp_ode): its graph is kept, nothing is recomputed
+    at = page("run_detail", run=str(seeded["anode"]))
+    assert "Backward NFE 0 for ANODE" in texts(at, "caption")
     at.slider(key="run_detail.train.smoothing").set_value(0.0).run()
     at.toggle(key="run_detail.train.log_loss").set_value(False).run()
     assert_ok(at)
@@ -283,9 +359,13 @@ def test_compare_overlays_runs_in_their_colours(api_url: str, seeded: dict[str, 
     at.multiselect(key="compare.runs").set_value([seeded["anode"], seeded["adjoint"]]).run()
     assert_ok(at)
     shown = titles(at)
-    assert {"train_loss", "test_acc", "probe_rel_error"} <= set(shown)
-    loss = figures(at)[shown.index("train_loss")]
-    colours = {d["name"]: d["line"]["color"] for d in loss["data"]}
+    wanted = {"Training loss (batch)", "Test accuracy", "Gradient error against the exact gradient (Direct)"}
+    assert wanted <= set(shown)
+    loss = figures(at)[shown.index("Training loss (batch)")]
+    assert (loss["layout"]["xaxis"]["title"]["text"], loss["layout"]["yaxis"]["title"]["text"]) == (
+        "optimizer step", "cross-entropy")  # names and units, not raw keys
+    assert at.slider(key="compare.smoothing").value == 0.6  # Run detail's default
+    colours = {d["name"]: d["line"]["color"] for d in loss["data"] if d.get("showlegend") is not False}
     assert colours == {f"#{seeded['anode']} moons-anode": run_colour(seeded["anode"]),
                        f"#{seeded['adjoint']} moons-adjoint": run_colour(seeded["adjoint"])}
     table = at.dataframe[0].value

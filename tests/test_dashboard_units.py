@@ -12,7 +12,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 import pytest
 
-from dashboard import charts, demo_charts, forms, series, tables
+from dashboard import charts, demo_charts, schema, series, side_by_side, tables
 from dashboard.api_client import ApiClient, ApiError, ApiUnreachable, ClientSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -170,25 +170,118 @@ SCHEMA = {
 
 
 def test_schema_field_follows_refs_and_any_of() -> None:
-    assert forms.schema_field(SCHEMA, "ode.steps")["description"] == "N_t"
-    assert forms.schema_field(SCHEMA, "hidden")["type"] == "integer"
+    assert schema.schema_field(SCHEMA, "ode.steps")["description"] == "N_t"
+    assert schema.schema_field(SCHEMA, "hidden")["type"] == "integer"
 
 
 def test_number_limits_turn_exclusive_integer_bounds_inclusive() -> None:
     bounds = {"ode.steps": {"exclusiveMinimum": 0, "maximum": 256}, "lr": {"exclusiveMinimum": 0.0, "maximum": 10}}
-    assert forms.number_limits(SCHEMA, bounds, "ode.steps") == (True, 1, 256)
-    assert forms.number_limits(SCHEMA, bounds, "lr") == (False, None, 10)
-    assert "> 0.0" in (forms.field_help(SCHEMA, bounds, "lr") or "")
+    assert schema.number_limits(SCHEMA, bounds, "ode.steps") == (True, 1, 256)
+    assert schema.number_limits(SCHEMA, bounds, "lr") == (False, None, 10)
+    assert "> 0.0" in (schema.field_help(SCHEMA, bounds, "lr") or "")
 
 
 def test_set_and_get_path() -> None:
     spec: dict[str, object] = {}
-    forms.set_path(spec, "ode.gradient.method", "anode")
-    assert forms.get_path(spec, "ode.gradient.method") == "anode"
-    assert forms.get_path(spec, "ode.missing", 5) == 5
+    schema.set_path(spec, "ode.gradient.method", "anode")
+    assert schema.get_path(spec, "ode.gradient.method") == "anode"
+    assert schema.get_path(spec, "ode.missing", 5) == 5
+
+
+@pytest.mark.parametrize(("value", "path", "said"), [
+    (0, "ode.steps", "must be ≥ 1; got 0"), (300, "ode.steps", "must be ≤ 256; got 300"),
+    (0.0, "lr", "must be > 0; got 0"), (1, "ode.steps", None), (None, "ode.steps", None), (0.5, "lr", None),
+])
+def test_bound_error_says_the_bound_a_number_breaks(value: float | None, path: str, said: str | None) -> None:
+    bounds = {"ode.steps": {"minimum": 1, "maximum": 256}, "lr": {"exclusiveMinimum": 0.0, "maximum": 10}}
+    assert schema.bound_error(value, bounds, path) == said
+
+
+def test_only_page_and_component_modules_import_streamlit() -> None:
+    """The pure modules (client, schema helpers, series, tables, chart builders) load without Streamlit."""
+    pure = ("api_client", "schema", "series", "tables", "charts", "demo_charts", "side_by_side")
+    code = (f"import sys\nfor m in {pure!r}: __import__('dashboard.' + m)\n"
+            "assert 'streamlit' not in sys.modules, sorted(m for m in sys.modules if m.startswith('streamlit'))")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+# ----------------------------------------------------------------------------------------- side by side
+def test_group_rows_lead_with_accuracy_error_and_multiples_of_direct() -> None:
+    runs = [{"id": i, "status": "succeeded", "spec": {"ode": {"gradient": g}}, "summary": {"final_test_acc": acc}}
+            for i, g, acc in ((1, {"method": "direct"}, 0.9), (2, {"method": "anode"}, 0.91),
+                              (3, {"method": "adjoint", "reconstruct": False}, 0.5))]
+
+    def payload(error: float, memory: float, times: list[float]) -> dict[str, object]:
+        return {"series": {"probe_rel_error": {"steps": [1, 11], "values": [error * 2, error]},
+                           "peak_memory_bytes": {"steps": [1, 11], "values": [memory, memory / 2]},
+                           "step_time": {"steps": [1, 2, 3], "values": times}}}
+
+    payloads = {1: payload(0.0, 400.0, [1.0, 2.0, 100.0]), 2: payload(0.0, 100.0, [3.0, 3.0, 3.0]),
+                3: payload(0.25, 50.0, [1.0, 1.0, 1.0])}
+    rows = side_by_side.group_rows(runs, payloads)
+    assert [r["method"] for r in rows] == ["direct", "anode", "adjoint(stored)"]
+    assert [r["final test accuracy"] for r in rows] == [0.9, 0.91, 0.5]
+    assert [r["gradient error at the end"] for r in rows] == [0.0, 0.0, 0.25]
+    assert [r["peak memory ×Direct"] for r in rows] == pytest.approx([1.0, 0.25, 0.125], rel=1e-12)
+    assert [r["time ×Direct"] for r in rows] == pytest.approx([1.0, 1.5, 0.5], rel=1e-12)  # medians, not means
+    without_direct = side_by_side.group_rows(runs[1:], payloads)
+    assert [r["time ×Direct"] for r in without_direct] == [None, None]
+
+
+def test_series_have_titles_and_units_instead_of_keys() -> None:
+    assert side_by_side.series_info("step_time") == side_by_side.SeriesInfo("Step time", "seconds")
+    assert side_by_side.series_info("train_loss").y_title == "cross-entropy"
+    assert side_by_side.series_info("my_new_metric").title == "My new metric"
+
+
+def test_method_options_offer_every_catalog_method_and_the_sweeps_variants() -> None:
+    catalog = {"gradient_methods": [{"name": "direct"}, {"name": "anode"}, {"name": "adjoint"}, {"name": "reversible"}],
+               "kinds": {"compare": {"default": {"methods": [{"method": "anode"},
+                                                             {"method": "adjoint", "reconstruct": False}]}}}}
+    assert tables.method_options(catalog) == ["direct", "anode", "adjoint", "reversible", "adjoint(stored)",
+                                              "anode(c=4)"]
+    assert [tables.method_from_label(m) for m in ("adjoint(stored)", "anode(c=4)")] == [
+        {"method": "adjoint", "reconstruct": False}, {"method": "anode", "checkpoints": 4}]
 
 
 # ----------------------------------------------------------------------------------------------- charts
+@pytest.mark.parametrize("font_size", [charts.FONT_SIZE, charts.WALL_FONT_SIZE])
+def test_projector_type_scales_ticks_titles_legends_and_keeps_the_plot_tall(font_size: int) -> None:
+    for fig in (charts.sweep_memory_figure(SWEEP_ROWS, font_size=font_size),
+                charts.sweep_error_figure(SWEEP_ROWS, font_size=font_size)):
+        layout = fig.layout
+        assert layout.xaxis.tickfont.size == layout.yaxis.tickfont.size == font_size
+        assert layout.xaxis.title.font.size == layout.yaxis.title.font.size == font_size
+        assert layout.legend.font.size == font_size - 1
+        names = [t.name for t in fig.data if t.showlegend is not False]
+        taken = layout.margin.t + 5 * font_size + charts.legend_lines(names, font_size) * font_size * 1.9
+        assert layout.height - taken >= charts.PLOT_MIN_HEIGHT  # the data keeps its height
+
+
+def test_gradient_lab_gives_each_method_its_colour_and_dash_and_groups_the_legend() -> None:
+    rows = [{**r, "method": m} for r in SWEEP_ROWS if r["method"] == "adjoint" for m in ("adjoint", "adjoint(stored)")]
+    fig = charts.sweep_error_figure(rows + [r for r in SWEEP_ROWS if r["method"] == "anode"])
+    looks = {t.legendgroup: (t.line.color, t.line.dash) for t in fig.data if t.legendgroup != "reference"}
+    assert set(looks) == {"adjoint", "adjoint(stored)", "anode"} and len(set(looks.values())) == 3
+    titled = [t.legendgrouptitle.text for t in fig.data if t.legendgrouptitle and t.legendgrouptitle.text]
+    assert sorted(set(titled)) == ["adjoint", "adjoint(stored)", "anode", "expected"]
+    assert all(titled.count(t) == 1 for t in titled if t != "expected")  # one title per method's group
+    references = [t for t in fig.data if t.legendgroup == "reference"]
+    assert [t.text[-1] for t in references] == ["slope −1", "slope −2"]  # labelled where they end
+
+
+def test_a_constant_series_gets_one_tick() -> None:
+    flat_fig = charts.curves_figure([charts.Curve("memory", [1, 2, 3], [4096.0, 4096.0, 4096.0])], title="Memory",
+                                    x_title="step", y_title="bytes")
+    assert list(flat_fig.layout.yaxis.tickvals) == [4096.0]
+    moving = charts.curves_figure([charts.Curve("memory", [1, 2], [1.0, 2.0])], title="m", x_title="s", y_title="b")
+    assert moving.layout.yaxis.tickvals is None
+
+
+def test_legend_lines_grow_with_the_type_and_the_names() -> None:
+    names = ["direct measured", "direct model", "anode measured", "anode model", "adjoint measured"]
+    assert charts.legend_lines(names[:1], 14) == 1
+    assert charts.legend_lines(names, 14) < charts.legend_lines(names, 20) <= len(names)
 def test_sweep_error_figure_is_log_log_with_a_reference_slope_per_solver() -> None:
     fig = charts.sweep_error_figure(SWEEP_ROWS)
     assert isinstance(fig, go.Figure)
@@ -246,3 +339,15 @@ def test_reconstruction_images_in_reading_order() -> None:
     order = [n for n, _ in demo_charts.reconstruction_images(names)]
     assert order == ["original.png", "blurred.png", "reconstructed_float32_N32.png", "reconstructed_float32_N64.png",
                      "reconstructed_float64_N32.png"]
+
+
+def test_the_fold_labels_its_points_and_keeps_coinciding_ones_apart() -> None:
+    grid = [{"x": 0.0, "y": 0.0, "step_x": 0.0, "step_y": 0.0}]
+    pair = {"input_a": [1.0, 1.0], "input_b": [2.0, 2.0], "output_a": [0.5, 0.5], "reverse_of_output": [1.0, 1.0],
+            "gain": 4, "steps": 1}
+    fig = demo_charts.fold_figure(grid, pair)
+    marked = {t.text[0]: t for t in fig.data if t.text}
+    assert set(marked) == {"a", "b", "shared output", "reverse solve"}
+    a, back = marked["a"], marked["reverse solve"]
+    assert (a.x, a.y) == (back.x, back.y)  # the reverse solve lands on a …
+    assert back.marker.size < a.marker.size and back.textposition != a.textposition  # … and both stay visible

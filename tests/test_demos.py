@@ -56,6 +56,25 @@ def test_every_demo_succeeds_and_explains_itself(demo: Demo, name: str) -> None:
     assert text.startswith(f"# {DEMOS[name].title}")
     assert "## What this run found" in text and "## Numbers" in text
     assert result.summary
+    figures = sorted(p.stem for p in artifacts.glob("*.svg"))
+    assert figures and figures == sorted(p.stem for p in artifacts.glob("*.png") if p.stem in figures)
+    for stem in figures:  # a title, both axes named with their units, a legend; the PNG is a real picture
+        texts, legend = svg_texts(artifacts / f"{stem}.svg")
+        assert any("N_t" in t or "step" in t for t in texts), (stem, texts)  # the x axis
+        assert any(t.endswith(")") and len(t) > 8 for t in texts), (stem, texts)  # a unit in brackets
+        assert max(map(len, texts)) > 30 and legend, (stem, texts)  # a title
+        with Image.open(artifacts / f"{stem}.png") as png:
+            assert png.size[0] >= 600, stem
+
+
+def svg_texts(path: Path) -> tuple[list[str], bool]:
+    """The words of an SVG figure (``<text>`` elements), and whether it has a legend."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.parse(path).getroot()
+    texts = ["".join(t.itertext()).strip() for t in root.iter("{http://www.w3.org/2000/svg}text")]
+    legend = any(g.get("id", "").startswith("legend") for g in root.iter("{http://www.w3.org/2000/svg}g"))
+    return texts, legend
 
 
 ADJOINT_ORDER_BAND = 0.25
@@ -134,7 +153,9 @@ def test_reconstruction_blowup_writes_images(demo: Demo) -> None:
         with Image.open(artifacts / name) as image:
             assert (image.format, image.mode, image.size) == ("PNG", "L", (side, side))
     with Image.open(artifacts / "panel.png") as panel:
-        assert panel.size[1] == side and panel.size[0] > 4 * side
+        assert panel.size[1] > side and panel.size[0] > 4 * side  # the images, and a line of labels under them
+        labels = panel.crop((0, side, panel.size[0], panel.size[1]))
+        assert labels.getextrema()[0] < 128  # dark text on the white strip under each image
 
 
 def test_reconstruction_blowup_generated_pattern(demo: Demo) -> None:
@@ -227,7 +248,15 @@ def test_cli_demo_writes_artifacts_and_prints_summary(tmp_path: Path) -> None:
     assert "folds_at: 1, 2, 4" in done.stdout
     assert str((out / "artifacts").resolve()) in done.stdout
     written = {p.name for p in (out / "artifacts").iterdir()}
-    assert {"explanation.md", "pairs.csv", "pair.json", "fold_grid.csv"} <= written
+    assert {"explanation.md", "pairs.csv", "pair.json", "fold_grid.csv", "pairs.png", "pairs.svg"} <= written
+    status = next(line for line in done.stdout.splitlines() if line.startswith("succeeded in "))
+    assert not status.rstrip().endswith(":"), status  # a colon only when a message follows it
+
+
+def test_readme_installs_the_cpu_torch_next_to_the_quick_start() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    quick_start = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    assert "--index-url https://download.pytorch.org/whl/cpu" in quick_start
 
 
 def test_cli_demo_rejects_unknown_name(tmp_path: Path) -> None:

@@ -253,7 +253,7 @@ def test_openapi_documents_every_endpoint(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     expected = {"/runs", "/runs/{run_id}", "/runs/{run_id}/metrics", "/runs/{run_id}/events", "/runs/{run_id}/cancel",
                 "/runs/{run_id}/rerun", "/runs/{run_id}/artifacts", "/runs/{run_id}/artifacts/{name}", "/catalog",
-                "/health"}
+                "/health", "/groups", "/groups/{group_id}"}
     assert {p.removeprefix(API) for p in paths} >= expected
 
 

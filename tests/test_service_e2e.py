@@ -276,17 +276,27 @@ def test_api_refuses_a_public_bind_without_keys(tmp_path: Path) -> None:
     assert done.returncode == 2 and "ANODE_API_KEYS" in done.stderr
 
 
-def test_up_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
+def ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a shell's background job (`cmd &`) or some supervisors
+
+
+@pytest.mark.parametrize(("stop", "sigint_ignored", "access_log"), [
+    (signal.SIGINT, False, False), (signal.SIGINT, True, False), (signal.SIGTERM, False, True),
+], ids=["ctrl-c", "ctrl-c-with-sigint-ignored-at-start", "sigterm-with-access-log"])
+def test_up_starts_everything_and_a_signal_stops_it(tmp_path: Path, stop: signal.Signals, sigint_ignored: bool,
+                                                   access_log: bool) -> None:
     import subprocess
     import sys
 
-    from service_helpers import free_port
+    from service_helpers import free_port, kill_tree
 
     port = free_port()
     env = {**os.environ, **FAST_LEASES, "ANODE_DATA_DIR": str(tmp_path), "ANODE_PORT": str(port),
            "ANODE_DASHBOARD_PORT": str(free_port())}
     log = open(tmp_path / "up.log", "wb")
-    up = subprocess.Popen([sys.executable, "-m", "anode_lab.cli", "up"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    up = subprocess.Popen([sys.executable, "-m", "anode_lab.cli", "up", *(["--access-log"] if access_log else [])],
+                          env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                          preexec_fn=ignore_sigint if sigint_ignored else None)
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v1", timeout=5) as client:
             def workers() -> list[dict[str, Any]] | None:
@@ -296,19 +306,22 @@ def test_up_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
                     return None
 
             live = wait_for(workers, 90, "`anode-lab up` to serve the API with a worker")
+            for _ in range(3):
+                assert client.get("/runs").status_code == 200
         assert [w["device"] for w in live] == ["cpu"]
-        up.send_signal(signal.SIGINT)  # what Ctrl-C sends to the terminal's foreground process
+        up.send_signal(stop)  # SIGINT: what Ctrl-C sends to the terminal's foreground process
         assert up.wait(60) == 0
     finally:
         if up.poll() is None:
-            up.kill()
+            kill_tree(up)
     text = (tmp_path / "up.log").read_text()
     assert f"http://127.0.0.1:{port}/api/v1" in text
+    assert ("GET /api/v1/runs" in text) == access_log, text  # quiet unless asked: the dashboard polls often
+    assert "alembic" not in text.lower() and "Context impl" not in text, text
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=2)
     with pytest.raises(ProcessLookupError):
         os.kill(live[0]["pid"], 0)
-
 
 
 def test_health_probes_of_the_containers(service: Service) -> None:

@@ -98,7 +98,7 @@ def test_reconstruction_error_reported_for_reconstructing_adjoint_only(
         assert (row["reconstruction_error"] != "") == reconstructs
         assert ("reconstruction_error" in metrics) == reconstructs
         assert float(row["peak_bytes"]) > 0 and float(row["model_bytes"]) > 0
-        assert int(row["nfe_forward"]) == int(row["steps"]) * (1 if row["solver"] == "euler" else 2)
+        assert int(row["nfe_forward"]) == SMALL.blocks * int(row["steps"]) * (1 if row["solver"] == "euler" else 2)
 
 
 def test_reference_passes_finite_differences(small_sweep: Swept) -> None:
@@ -166,3 +166,31 @@ def test_fit_slope_skips_points_without_a_logarithm() -> None:
     assert math.isnan(fit_slope([4, 8], [0.0, 1e-3]))
     with pytest.raises(ValueError, match="same length"):
         fit_slope([1, 2], [1.0])
+
+
+def test_times_are_medians_of_the_repeats(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each cell's times are the medians of ``timing_repeats`` measurements, not one noisy shot."""
+    import dataclasses
+    from itertools import count
+
+    import anode_lab.experiments.sweep as sweep
+
+    measure, calls = sweep.ac.measure_gradient, count()
+    shots = (5.0, 1.0, 3.0)  # the median is the last: neither the first shot nor the mean
+
+    def timed(*args: object, **kwargs: object) -> object:
+        seconds = shots[next(calls) % len(shots)]
+        return dataclasses.replace(measure(*args, **kwargs), forward_seconds=seconds, backward_seconds=2 * seconds)
+
+    monkeypatch.setattr(sweep.ac, "measure_gradient", timed)
+    spec = SMALL.model_copy(update={"steps": (2,), "solvers": ("euler",), "timing_repeats": 3,
+                                    "methods": (GradientSpec(method="adjoint"),)})
+    result = run_experiment("compare", spec, RunContext(tmp_path))
+    assert result.status == "succeeded"
+    row = read_csv(tmp_path / "artifacts" / "results.csv")[0]
+    assert row["method"] == "adjoint" and next(calls) == 4  # the Direct reference, then three of the adjoint
+    assert (float(row["forward_seconds"]), float(row["backward_seconds"])) == (3.0, 6.0)
+
+
+def test_the_default_sweep_has_several_blocks_and_repeats() -> None:
+    assert CompareSpec().blocks >= 3 and CompareSpec().timing_repeats >= 3  # ANODE's memory advantage shows

@@ -60,7 +60,8 @@ def test_one_step_of_every_model_and_data_set(tmp_path: Path, model: str, datase
     rec = Recorder()
     result = run_train(spec, rec.context(tmp_path / "run"))
     assert result.status == "succeeded", result.message
-    assert {s for (_, s) in rec.metrics} == PER_STEP | PER_EPOCH | MEASURED
+    probed = {"probe_rel_error", "probe_cosine", "probe_sign_agreement"}  # the default probe: steps 1, 11, …
+    assert {s for (_, s) in rec.metrics} == PER_STEP | PER_EPOCH | MEASURED | probed
     blocks = 1 if model == "mlp_ode" else (2 if model == "conv_ode" else 4)
     assert rec.metrics[(1, "nfe_forward")] == blocks * spec.ode.steps  # Euler: one evaluation per step
     assert rec.metrics[(1, "peak_memory_bytes")] > 0

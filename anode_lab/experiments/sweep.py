@@ -12,6 +12,7 @@ evaluations. The log-log slope of the adjoint's error against N_t estimates the 
 from __future__ import annotations
 
 import math
+import statistics
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -63,7 +64,7 @@ def _sweep(spec: CompareSpec, ctx: RunContext) -> RunResult:
             return RunResult(RunStatus.CANCELLED, _summary(spec, rows), stopped)
         if setting is None or not setting.serves(cell):
             setting = _Setting(spec, cell, device)
-        row = setting.measure(cell)
+        row = setting.measure(cell, spec.timing_repeats)
         rows.append(row)
         ctx.on_metrics(cell.index, numeric(row))
         ctx.on_progress(cell.index + 1, len(grid), f"{cell.solver} N_t={cell.steps} {cell.label}")
@@ -108,11 +109,16 @@ class _Setting:
             return torch.nn.functional.cross_entropy(out, self.y)
         return 0.5 * ((out - self.y) ** 2).sum() / self.x.shape[0]
 
-    def measure(self, cell: Cell) -> dict[str, Any]:
+    def measure(self, cell: Cell, repeats: int = 1) -> dict[str, Any]:
+        """One cell: the gradient's error against Direct's, its memory, and its times as the medians of
+        ``repeats`` measurements (a single shot of a millisecond solve is mostly noise)."""
         method = ac.gradient_named(cell.method.method, **cell.method.knobs())
         m = self.reference if isinstance(method, ac.Direct) else ac.measure_gradient(
             self.model, self.loss, method, device=self.device
         )
+        again = [ac.measure_gradient(self.model, self.loss, method, device=self.device) for _ in range(repeats - 1)]
+        forward_seconds = statistics.median([m.forward_seconds, *(r.forward_seconds for r in again)])
+        backward_seconds = statistics.median([m.backward_seconds, *(r.backward_seconds for r in again)])
         cmp = ac.compare_gradients(self.reference.grads, m.grads)
         model_bytes = _model_bytes(self.memory, cell.method) if self.memory is not None else None
         return {
@@ -124,8 +130,8 @@ class _Setting:
             "reconstruction_error": self.reconstruction if _reconstructs(cell.method) else None,
             "peak_bytes": m.peak_bytes, "model_bytes": model_bytes,
             "memory_ratio": m.peak_bytes / model_bytes if model_bytes else math.nan,
-            "cuda_peak_bytes": m.cuda_peak_bytes, "forward_seconds": m.forward_seconds,
-            "backward_seconds": m.backward_seconds, "nfe_forward": m.nfe_forward, "nfe_backward": m.nfe_backward,
+            "cuda_peak_bytes": m.cuda_peak_bytes, "forward_seconds": forward_seconds,
+            "backward_seconds": backward_seconds, "nfe_forward": m.nfe_forward, "nfe_backward": m.nfe_backward,
             "loss": m.loss, "fd_rel_error": self.fd_rel_error,
         }
 

@@ -50,6 +50,7 @@ STAGES: dict[str, int] = {name: solver.stages for name, solver in SOLVERS.items(
 
 _CONV_ONLY = ("channels", "size")
 _MLP_ONLY = ("dim", "hidden")
+MAX_TIMING_REPEATS = 20
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,11 @@ class CompareSpec(SpecModel):
     size: int | None = Field(
         None, ge=2, le=MAX_SIZE, description=f"conv only: height and width of the maps (default {DEFAULT_SIZE})"
     )
-    blocks: int = Field(1, ge=1, le=MAX_BLOCKS, description="ODE blocks in a row, each with its own field")
+    blocks: int = Field(3, ge=1, le=MAX_BLOCKS, description="ODE blocks in a row, each with its own field "
+                        "(several by default: ANODE keeps one block's graph at a time, Direct keeps all of them)")
+    timing_repeats: int = Field(3, ge=1, le=MAX_TIMING_REPEATS,
+                                description="times each gradient is measured; the median forward and backward "
+                                "times are reported, not one noisy shot")
     batch: int = Field(16, ge=1, le=MAX_BATCH)
     solvers: tuple[SolverName, ...] = Field(("euler", "midpoint"), min_length=1)
     steps: tuple[int, ...] = Field((1, 2, 4, 8, 16, 32), min_length=1, description="the N_t values of the grid")
@@ -245,7 +250,7 @@ class CompareSpec(SpecModel):
         a cell counts three, the reference one more per setting, and the finite-difference check two per entry.
         """
         per_setting = len(self.activations) * len(self.weight_scales) * len(self.dtypes)
-        solves = 3 * len(self.methods) + 1 + 2 * self.fd_check
+        solves = (3 * len(self.methods) + 1) * self.timing_repeats + 2 * self.fd_check
         total = sum(STAGES[s] * n for s, n in product(self.solvers, self.steps))
         return total * solves * per_setting * self.blocks * self.state_elements
 

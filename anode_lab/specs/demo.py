@@ -139,7 +139,7 @@ _OPTIONAL_KNOBS = ("steps", "solvers", "dtype", "image", "iterations")
 
 
 class DemoSpec(SpecModel):
-    """Run one teaching demo (a preset of :data:`DEMOS`), with its knobs."""
+    """Run one teaching demo (one of the catalog's demos), with its knobs."""
 
     name: DemoName = Field(DEFAULT_DEMO, description="the preset; an empty spec runs wrong-sign")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="weights and data of the random presets; the digit shown")

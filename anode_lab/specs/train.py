@@ -89,8 +89,9 @@ class TrainSpec(SpecModel):
     threads: int | None = Field(None, ge=1, le=256, description="CPU threads for torch (default: torch's own); "
                                 "small networks run fastest on 1, and on a busy machine much faster")
     seed: int = Field(0, ge=0, le=2**32 - 1)
-    probe_every: int = Field(0, ge=0, le=MAX_TRAIN_STEPS,
-                             description="compare the run's gradient with Direct's every k steps; 0 = off")
+    probe_every: int = Field(10, ge=0, le=MAX_TRAIN_STEPS,
+                             description="compare the run's gradient with Direct's every k steps (on by default, "
+                             "so a first run shows its gradient error); 0 = off")
     checkpoint_every: int = Field(0, ge=0, le=MAX_TRAIN_STEPS,
                                   description="save a resumable checkpoint every k steps; 0 = off")
     max_steps: int | None = Field(None, ge=1, le=MAX_TRAIN_STEPS, description="stop after this many steps")

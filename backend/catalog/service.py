@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from functools import cache
 from typing import Any, get_args
@@ -41,6 +42,11 @@ DATASETS = {
 }
 BOUND_KEYS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minItems", "maxItems", "minLength",
               "maxLength")
+
+
+def plain(text: str) -> str:
+    """A docstring line as users read it: Sphinx roles (``:data:`DEMOS```) and double backticks dropped."""
+    return re.sub(r":[a-z]+:`~?([^`]*)`", r"\1", text).replace("``", "")
 
 
 def _named(names: tuple[str, ...], descriptions: dict[str, str]) -> list[dict[str, str]]:
@@ -97,7 +103,7 @@ def catalog() -> dict[str, Any]:
     for kind, model in SPECS.items():
         module = sys.modules[model.__module__]
         schema = model.model_json_schema()
-        kinds[kind] = {"description": (model.__doc__ or "").strip().splitlines()[0], "schema": schema,
+        kinds[kind] = {"description": plain((model.__doc__ or "").strip().splitlines()[0]), "schema": schema,
                        "default": _default_spec(model, module)}
         bounds[kind] = _bounds(schema)
         descriptions = getattr(module, "DESCRIPTIONS", {})

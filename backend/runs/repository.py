@@ -19,9 +19,11 @@ MetricRow = tuple[str, int, float | None]
 
 
 # ---------------------------------------------------------------------------------------------------- runs
-def add(session: Session, *, kind: str, name: str, spec: dict[str, Any], device: str, tags: Sequence[str]) -> Run:
+def add(session: Session, *, kind: str, name: str, spec: dict[str, Any], device: str, tags: Sequence[str],
+        group_id: int | None = None) -> Run:
     run = Run(kind=kind, name=name, spec=spec, device=device, status=RunStatus.QUEUED, attempt=0,
-              cancel_requested=False, message="", tag_rows=[RunTag(tag=tag) for tag in sorted(set(tags))])
+              cancel_requested=False, message="", tag_rows=[RunTag(tag=tag) for tag in sorted(set(tags))],
+              group_id=group_id)
     session.add(run)
     session.flush()
     return run

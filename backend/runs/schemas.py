@@ -62,6 +62,7 @@ class RunPublic(BaseModel):
     summary: dict[str, Any] | None
     message: str
     error: RunError | None
+    group_id: int | None = Field(None, description="the side-by-side group (POST /groups) the run belongs to")
 
 
 class RunsPublic(BaseModel):

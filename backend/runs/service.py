@@ -10,8 +10,8 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
+from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
@@ -99,7 +99,7 @@ def list_runs(session: Session, settings: Settings, *, status: str | None, kind:
 
 # ---------------------------------------------------------------------------------------------- changing runs
 def validate_spec(kind: str, spec: dict[str, object]) -> BaseModel:
-    from anode_lab.specs import parse_spec
+    from anode_lab.specs import parse_spec, unknown_field_message
 
     try:
         return parse_spec(kind, spec)
@@ -107,6 +107,8 @@ def validate_spec(kind: str, spec: dict[str, object]) -> BaseModel:
         errors: list[dict[str, Any]] = [
             {**e, "loc": ("spec", *e["loc"])} for e in exc.errors(include_url=False, include_input=False)
         ]
+        errors = [{**e, "msg": unknown_field_message(kind, e["loc"][1:])} if e["type"] == "extra_forbidden" else e
+                  for e in errors]
         detail, clean = describe_errors(errors)
         raise InvalidSpec(detail, errors=clean) from None
 
@@ -132,11 +134,14 @@ def resolve_device(spec: BaseModel, devices: frozenset[str]) -> str:
     return "cuda" if wanted == "cuda" else "cpu"
 
 
-def create_run(session: Session, settings: Settings, queues: RunQueues, body: RunCreate) -> RunPublic:
+def create_run(session: Session, settings: Settings, queues: RunQueues, body: RunCreate, *,
+               group_id: int | None = None) -> RunPublic:
+    """Validate, admit (cost limits) and store one run, queued once the request commits; ``POST /groups`` calls
+    this for each of its runs, so every rule about creating a run applies to a group's runs too."""
     spec = admit_spec(settings, body.kind, validate_spec(body.kind, body.spec))
     live = liveness(session, settings)
     run = runs.add(session, kind=body.kind, name=body.name, spec=spec.model_dump(mode="json"),
-                   device=resolve_device(spec, live.devices), tags=body.tags)
+                   device=resolve_device(spec, live.devices), tags=body.tags, group_id=group_id)
     _enqueue_after_commit(session, queues, run)
     return public(run, live)
 
@@ -244,9 +249,17 @@ def artifact_file(session: Session, settings: Settings, run_id: int, name: str) 
     return path, row.media_type if row.media_type in ARTIFACT_MEDIA_TYPES else "application/octet-stream"
 
 
+MEDIA_TYPES = {".pt": "application/octet-stream", ".pth": "application/octet-stream",
+               ".npz": "application/octet-stream", ".yaml": "application/yaml", ".yml": "application/yaml",
+               ".csv": "text/csv", ".json": "application/json", ".png": "image/png", ".svg": "image/svg+xml",
+               ".txt": "text/plain", ".log": "text/plain"}
+"""The kinds of files runs write. The system's table is consulted for anything else, and it can be wrong for
+ours: it lists ``.pt`` (a torch checkpoint) as ``application/vnd.snesdev-page-table``."""
+
+
 def guess_media_type(name: str) -> str:
     """What a worker indexes a file as (served as one of ``ARTIFACT_MEDIA_TYPES``)."""
-    return mimetypes.guess_type(name)[0] or "application/octet-stream"
+    return MEDIA_TYPES.get(Path(name).suffix.lower()) or mimetypes.guess_type(name)[0] or "application/octet-stream"
 
 
 def ensure_exists(db: Database, run_id: int) -> None:

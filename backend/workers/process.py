@@ -366,4 +366,5 @@ class WorkerProcess:
 def run_worker(settings: Settings | None = None, device: DeviceClass = "cpu") -> int:
     """``anode-lab worker``: consume ``device``'s queue until SIGINT/SIGTERM."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its schema checks say "Context impl …" each time
     return WorkerProcess(settings or Settings(), device).serve()

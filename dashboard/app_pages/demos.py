@@ -8,6 +8,7 @@ from typing import Any
 import streamlit as st
 
 from dashboard import charts, views
+from dashboard.api_client import Run
 from dashboard.components import call, connect, is_active, load_catalog, open_run, progress
 
 REFRESH = "1s"
@@ -28,9 +29,9 @@ if not demos:
     st.stop()
 
 
-def latest_runs() -> dict[str, dict[str, Any]]:
+def latest_runs() -> dict[str, Run]:
     """The newest run of each demo, by the demo's name in its spec."""
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, Run] = {}
     for run in api.recent_runs(kind="demo", most=200)["data"]:
         out.setdefault((run.get("spec") or {}).get("name", ""), run)
     return out
@@ -47,7 +48,7 @@ def tab_label(demo: dict[str, Any]) -> str:
     return name.replace("-", " ").capitalize()
 
 
-def section(demo: dict[str, Any], run: dict[str, Any] | None) -> None:
+def section(demo: dict[str, Any], run: Run | None) -> None:
     name = demo["name"]
     st.header(demo["title"])
     text, actions = st.columns([4, 1])

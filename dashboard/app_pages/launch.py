@@ -4,14 +4,13 @@ errors appear under the field they are about."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import streamlit as st
 
 from dashboard.api_client import ApiError, ApiUnreachable
-from dashboard.components import connect, load_catalog, open_run, unreachable_banner
-from dashboard.forms import SpecForm, names, reset_keys
-from dashboard.tables import method_from_label, method_label
+from dashboard.components import connect, load_catalog, open_group, open_run, unreachable_banner
+from dashboard.forms import SpecForm
+from dashboard.schema import names
+from dashboard.tables import method_from_label, method_label, method_options
 
 KINDS = {"train": "Train a classifier", "compare": "Gradient sweep", "demo": "Teaching demo"}
 POINT_SETS = ("moons", "circles", "spirals")
@@ -32,10 +31,12 @@ def train_form() -> SpecForm:
     presets = {p["name"]: p for p in catalog["presets"].get("train", [])}
     preset = st.selectbox("Start from", ["", *presets], key="launch.train.preset",
                           format_func=lambda n: f"{n}: {presets[n]['description']}" if n else "the defaults",
-                          on_change=reset_keys, args=("launch.train.spec.",),
                           help="a preset fills every field below; change any of them afterwards")
     base = presets[preset]["spec"] if preset else catalog["kinds"]["train"]["default"]
-    form = SpecForm(catalog, "train", base, key="launch.train.spec", errors=errors)
+    # Each preset has widgets of its own: a widget that keeps its key keeps the value the browser holds, so
+    # a preset that only reset the widgets' state would show, and launch, the old values.
+    form = SpecForm(catalog, "train", base, key=f"launch.train.{preset}.spec" if preset else "launch.train.spec",
+                    errors=errors)
     data, ode, training = st.columns(3, gap="large")
     with data:
         st.subheader("Model and data")
@@ -76,7 +77,8 @@ def train_form() -> SpecForm:
         else:
             form.omit("ode.gradient.reconstruct", True)
         form.select("dtype", "Precision", catalog["dtypes"])
-        form.number("probe_every", "Probe interval (compare with exact DTO every k steps; 0 = off)")
+        form.number("probe_every", "Probe interval (compare with the exact gradient every k steps; 0 = off)")
+        st.caption("The exact gradient is Direct's (DTO, discretize-then-optimize: backprop through every step).")
     with training:
         st.subheader("Training")
         form.number("epochs", "Epochs")
@@ -104,8 +106,7 @@ def train_form() -> SpecForm:
 def compare_form() -> SpecForm:
     default = catalog["kinds"]["compare"]["default"]
     form = SpecForm(catalog, "compare", default, key="launch.compare.spec", errors=errors)
-    labels = list(dict.fromkeys([*(method_label(m) for m in default["methods"]), *names(catalog["gradient_methods"]),
-                                 "anode(c=4)"]))
+    labels = method_options(catalog)
     problem, grid = st.columns([1, 2], gap="large")
     with problem:
         st.subheader("The problem")
@@ -171,6 +172,27 @@ def demo_form() -> SpecForm:
     return form
 
 
+SIDE_BY_SIDE = ("direct", "anode", "adjoint")  # checked at first: the comparison the paper makes
+
+
+def side_by_side_methods() -> list[str]:
+    """Checkboxes, one per gradient method the catalog offers (with the variants its sweeps use)."""
+    options = method_options(catalog)
+    st.markdown("**Side by side**: one run per method checked, identical but for the gradient method "
+                "(same seed, same data order), overlaid on one page.")
+    columns = st.columns(min(len(options), 6))
+    return [label for index, label in enumerate(options)
+            if columns[index % len(columns)].checkbox(label, value=label in SIDE_BY_SIDE, key=f"launch.side.{label}")]
+
+
+def refused(exc: ApiError) -> None:
+    """Keep a 422's messages for the fields (shown under each after the rerun); say any other refusal here."""
+    if exc.status == 422:
+        st.session_state[f"launch.errors.{kind}"] = exc.field_errors() or {"": exc.detail}
+        st.rerun()
+    st.error(f"The API refused the run: {exc.detail}", icon=":material/error:")
+
+
 form = {"train": train_form, "compare": compare_form, "demo": demo_form}[kind]()
 
 st.divider()
@@ -181,19 +203,26 @@ tags_text = right.text_input("Tags (comma-separated)", key=f"launch.{kind}.run_t
 tags = [t.strip() for t in tags_text.split(",") if t.strip()]
 for path, message in form.other_errors().items():
     st.error(f"`{path or 'spec'}`: {message}", icon=":material/error:")
-if st.button("Launch", type="primary", icon=":material/rocket_launch:", key=f"launch.{kind}.submit"):
+methods = side_by_side_methods() if kind == "train" else []
+buttons = st.columns([1, 3])
+launched = buttons[0].button("Launch", type="primary", icon=":material/rocket_launch:", key=f"launch.{kind}.submit")
+grouped = kind == "train" and buttons[1].button("Run side by side", icon=":material/compare_arrows:",
+                                          key="launch.train.side_by_side", disabled=not methods,
+                                          help="one run per method checked above, then the compare page")
+if (launched or grouped) and form.invalid:
+    st.error("Nothing was launched: fix " + ", ".join(form.labels.get(p, p) for p in form.invalid) + " above.",
+             icon=":material/error:")
+elif launched or grouped:
     try:
-        with st.spinner("Queueing the run…"):
-            run: dict[str, Any] = api.create_run(kind, form.spec, name=name.strip(), tags=tags)
+        with st.spinner("Queueing…"):
+            made = (api.create_run(kind, form.spec, name=name.strip(), tags=tags) if launched else
+                    api.create_group(form.spec, [method_from_label(m) for m in methods], name=name.strip(), tags=tags))
     except ApiUnreachable as exc:
         unreachable_banner(exc)
     except ApiError as exc:
-        if exc.status == 422:
-            st.session_state[f"launch.errors.{kind}"] = exc.field_errors() or {"": exc.detail}
-            st.rerun()
-        st.error(f"The API refused the run: {exc.detail}", icon=":material/error:")
+        refused(exc)
     else:
         st.session_state.pop(f"launch.errors.{kind}", None)
-        open_run(run["id"])
+        (open_run if launched else open_group)(made["id"])
 if errors:
     st.caption("The fields marked above were refused by the API; fix them and launch again.")

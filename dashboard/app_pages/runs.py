@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from dashboard.api_client import ApiUnreachable
+from dashboard.api_client import ApiUnreachable, Run
 from dashboard.components import call, connect, open_run, unreachable_banner
 from dashboard.tables import (
     ACTIVE,
@@ -96,7 +96,7 @@ def runs_table() -> None:
     except ApiUnreachable as exc:
         unreachable_banner(exc)
         return
-    runs: list[dict[str, Any]] = page["data"]
+    runs: list[Run] = page["data"]
     active = any(r["status"] in ACTIVE for r in runs)
     if active != st.session_state.get("runs.active", False):  # start or stop the refresh: a full rerun
         st.session_state["runs.active"] = active

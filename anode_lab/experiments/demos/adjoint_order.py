@@ -16,6 +16,7 @@ import anode_core as ac
 from anode_lab.experiments.artifacts import numeric, write_csv, write_json
 from anode_lab.experiments.context import RunContext, RunResult
 from anode_lab.experiments.demos.common import device_and_dtype, explain, seeded
+from anode_lab.experiments.demos.figures import plot_columns
 from anode_lab.experiments.fields import MLPField
 from anode_lab.experiments.slopes import fit_loglog
 from anode_lab.specs.demo import DemoSpec
@@ -67,6 +68,11 @@ def run(spec: DemoSpec, ctx: RunContext) -> RunResult:
                          "expected_slope": -ac.solver_named(solver).order})
     write_csv(ctx, "errors.csv", rows)
     write_json(ctx, "slopes.json", fits)
+    plot_columns(ctx, "errors", rows, x="steps", split="solver",
+                 columns={f"{label}_rel_error": label for label in METHODS},
+                 title="Gradient error against Direct vs N_t (ANODE: 0, not drawn on a log axis)",
+                 x_label="N_t (steps per block)", y_label="‖g − g_Direct‖ / ‖g_Direct‖ (relative)",
+                 log_x=True, log_y=True)
 
     summary: dict[str, float | int | str] = {
         "max_rel_error/anode": max(float(r["anode_rel_error"]) for r in rows),

@@ -53,14 +53,22 @@ def save_png(ctx: RunContext, name: str, values: Tensor) -> None:
     to_image(values).save(ctx.artifact_path(name))
 
 
-def save_panel(ctx: RunContext, name: str, panels: list[Tensor], gap: int = 8) -> None:
-    """The images side by side on a white strip, left to right in the order given."""
+def save_panel(ctx: RunContext, name: str, panels: list[Tensor], labels: list[str], gap: int = 8) -> None:
+    """The images side by side on a white strip, left to right in the order given, each labelled underneath."""
+    from PIL import ImageDraw, ImageFont
+
+    if len(labels) != len(panels):
+        raise ValueError(f"`labels` must name each of the {len(panels)} panels; got {len(labels)}")
     tiles = [to_image(p) for p in panels]
+    font = ImageFont.load_default(size=14)
+    text_height = 24
     width = sum(t.width for t in tiles) + gap * (len(tiles) - 1)
-    strip = Image.new("L", (width, max(t.height for t in tiles)), color=255)
+    strip = Image.new("L", (width, max(t.height for t in tiles) + text_height), color=255)
+    draw = ImageDraw.Draw(strip)
     left = 0
-    for tile in tiles:
+    for tile, label in zip(tiles, labels, strict=True):
         strip.paste(tile, (left, 0))
+        draw.text((left + tile.width / 2, tile.height + 4), label, fill=0, font=font, anchor="ma")
         left += tile.width + gap
     strip.save(ctx.artifact_path(name))
 

@@ -24,6 +24,7 @@ import anode_core as ac
 from anode_lab.experiments.artifacts import numeric, write_csv
 from anode_lab.experiments.context import RunContext, RunResult
 from anode_lab.experiments.demos.common import device_and_dtype, explain, seeded
+from anode_lab.experiments.demos.figures import plot_columns
 from anode_lab.experiments.fields import MLPField
 from anode_lab.specs.demo import DemoSpec
 from anode_lab.status import RunStatus
@@ -111,6 +112,11 @@ def run(spec: DemoSpec, ctx: RunContext) -> RunResult:
                 ctx.on_metrics(len(rows) - 1, numeric(rows[-1]))
                 ctx.on_progress(len(rows), total, f"{solver} N_t={n} {label}")
     write_csv(ctx, "memory.csv", rows)
+    for solver in solvers:
+        mine = [r for r in rows if r["solver"] == solver]
+        plot_columns(ctx, f"memory_{solver}", mine, x="steps", split="method", columns={"peak_bytes": "measured"},
+                     title=f"Memory held for backward vs N_t ({solver})", x_label="N_t (steps per block)",
+                     y_label="memory held for backward (bytes)", log_x=True, log_y=True)
 
     summary: dict[str, float | int | str] = {
         "blocks": BLOCKS, "state_bytes": x.numel() * x.element_size(), "eval_bytes": eval_bytes,

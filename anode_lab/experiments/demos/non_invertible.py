@@ -18,6 +18,7 @@ import anode_core as ac
 from anode_lab.experiments.artifacts import numeric, write_csv, write_json
 from anode_lab.experiments.context import RunContext, RunResult
 from anode_lab.experiments.demos.common import device_and_dtype, explain
+from anode_lab.experiments.demos.figures import plot_columns
 from anode_lab.experiments.fields import MLPField
 from anode_lab.specs.demo import DemoSpec
 from anode_lab.status import RunStatus
@@ -85,6 +86,10 @@ def run(spec: DemoSpec, ctx: RunContext) -> RunResult:
         for p, q in zip(points.tolist(), images.tolist(), strict=True)
     ])
     write_csv(ctx, "pairs.csv", rows)
+    plot_columns(ctx, "pairs", rows, x="steps", columns={"input_distance": "distance of the inputs a, b",
+                                                         "output_gap": "distance after one Euler step"},
+                 title="One Euler step maps two inputs to one point when dt·K ≥ 1", x_label="N_t (Euler steps)",
+                 y_label="distance (state units)", log_x=True, log_y=True)
     write_json(ctx, "pair.json", {
         "gain": GAIN, "steps": first["steps"], "input_a": [first["a_x"], first["a_y"]],
         "input_b": [first["b_x"], first["b_y"]], "output_a": [first["out_a_x"], first["out_a_y"]],

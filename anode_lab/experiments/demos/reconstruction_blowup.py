@@ -24,6 +24,7 @@ from anode_core.problem import Problem
 from anode_lab.experiments.artifacts import numeric, write_csv
 from anode_lab.experiments.context import RunContext, RunResult
 from anode_lab.experiments.demos.common import explain
+from anode_lab.experiments.demos.figures import plot_columns
 from anode_lab.experiments.demos.images import digit, pattern, relative_error, save_panel, save_png
 from anode_lab.experiments.slopes import fit_slope
 from anode_lab.experiments.train import DTYPES, resolve_device
@@ -110,8 +111,13 @@ def run(spec: DemoSpec, ctx: RunContext) -> RunResult:
     save_png(ctx, "original.png", source)
     save_png(ctx, "blurred.png", shown[f"blurred/float64/{last}"])
     save_panel(ctx, "panel.png", [source, shown[f"blurred/float64/{last}"], shown[f"float32/{last}"],
-                                  shown[f"float64/{last}"]])
+                                  shown[f"float64/{last}"]],
+               ["original", f"blurred (N_t={last})", "rebuilt, float32", "rebuilt, float64"])
     write_csv(ctx, "errors.csv", rows)
+    plot_columns(ctx, "reconstruction_error", rows, x="steps", split="dtype",
+                 columns={"reconstruction_error": "reverse reconstruction"},
+                 title="The adjoint's reverse solve un-blurs the image: error vs N_t", x_label="N_t (steps)",
+                 y_label="‖rebuilt − original‖ / ‖original‖ (relative)", log_x=True, log_y=True)
 
     def at(name: str, n: int, key: str) -> float:
         return float(next(r[key] for r in rows if r["dtype"] == name and r["steps"] == n))

@@ -20,6 +20,7 @@ from anode_lab.experiments.artifacts import numeric, write_csv
 from anode_lab.experiments.context import RunContext, RunResult
 from anode_lab.experiments.data import two_spirals
 from anode_lab.experiments.demos.common import device_and_dtype, explain, seeded
+from anode_lab.experiments.demos.figures import plot_columns
 from anode_lab.experiments.models import MLPODE
 from anode_lab.specs.common import GradientSpec, OdeSpec
 from anode_lab.specs.demo import DemoSpec
@@ -173,3 +174,10 @@ def _summary(
 def _write(ctx: RunContext, curve: list[dict[str, Any]], probes: list[dict[str, Any]]) -> None:
     write_csv(ctx, "loss_curve.csv", curve)
     write_csv(ctx, "probes.csv", probes)
+    losses = {key: key.removesuffix("_loss") for key in (curve[0] if curve else {}) if key.endswith("_loss")}
+    plot_columns(ctx, "loss_curve", curve, x="step", columns=losses, title="Training loss of each gradient method",
+                 x_label="optimizer step", y_label="cross-entropy (nats)", log_y=True)
+    errors = {key: key.split("/")[0] for key in dict.fromkeys(k for p in probes for k in p)
+              if key.endswith("/grad_rel_error")}
+    plot_columns(ctx, "probes", probes, x="step", columns=errors, title="Gradient error against Direct during training",
+                 x_label="optimizer step", y_label="‖g − g_Direct‖ / ‖g_Direct‖ (relative)", log_y=True)

@@ -23,6 +23,7 @@ import anode_core as ac
 from anode_lab.experiments.artifacts import numeric, write_csv, write_json
 from anode_lab.experiments.context import RunContext, RunResult
 from anode_lab.experiments.demos.common import device_and_dtype, explain
+from anode_lab.experiments.demos.figures import plot_columns
 from anode_lab.specs.demo import DemoSpec
 from anode_lab.status import RunStatus
 
@@ -115,6 +116,10 @@ def run(spec: DemoSpec, ctx: RunContext) -> RunResult:
     first = steps[0]
     curve = _loss_curve(field, z0, first)
     write_csv(ctx, "gradients.csv", rows)
+    plot_columns(ctx, "gradients", rows, x="steps", columns={"finite_difference": "finite differences",
+                                                             **{label: label for label in METHODS}},
+                 title="dL/dθ by each method: the adjoint's has the wrong sign at small N_t",
+                 x_label="N_t (Euler steps)", y_label="dL/dθ (L = z_N, dimensionless)", log_x=True, zero_line=True)
     write_csv(ctx, "trajectories.csv", paths)
     write_csv(ctx, "loss_curve.csv", curve)
     top = rows[0]

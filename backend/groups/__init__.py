@@ -1,0 +1,1 @@
+"""Side-by-side groups: one training run per gradient method, identical otherwise."""
