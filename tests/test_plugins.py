@@ -218,7 +218,7 @@ def test_the_cost_estimate_covers_plugins(on_path: Path) -> None:
     from anode_lab.specs import parse_spec
     from anode_lab.specs.cost import estimate, train_steps
 
-    spec = parse_spec("train", {"model": "tiny_ode", "dataset": "xor", "epochs": 2, "batch_size": 50,
+    spec = parse_spec("train", {"model": "tiny_ode", "dataset": "xor", "epochs": 2, "batch_size": 50, "probe_every": 0,
                                 "ode": {"steps": 4}})
     assert train_steps(spec) == 6
     cost = estimate("train", spec)

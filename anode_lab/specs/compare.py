@@ -12,7 +12,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 from itertools import product
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -173,6 +173,14 @@ class CompareSpec(SpecModel):
         if repeated:
             raise ValueError(f"`methods` lists {', '.join(repeated)} more than once; list each method once")
         return methods
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_block_for_a_model(cls, data: Any) -> Any:
+        """A named model brings its own blocks: the synthetic field's default of several does not apply."""
+        if isinstance(data, dict) and data.get("model") is not None and "blocks" not in data:
+            return {**data, "blocks": 1}
+        return data
 
     @model_validator(mode="after")
     def _fits_the_machine(self) -> CompareSpec:
