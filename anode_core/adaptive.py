@@ -113,15 +113,17 @@ class AdaptiveSolver(Solver):
         """
         tab, s = self.tableau, self.stages
         stacked = [torch.empty(*c.shape, s, dtype=c.dtype, device=c.device) for c in y]
-        for buf, k in zip(stacked, f0):
+        for buf, k in zip(stacked, f0, strict=True):
             buf[..., 0] = k
         dt = torch.tensor(h, dtype=y[0].dtype, device=y[0].device)
         y1 = y
         for i in range(1, s):
             beta = torch.tensor(tab.a[i], dtype=y[0].dtype, device=y[0].device)
-            y1 = tuple(c + torch.sum(buf[..., :i] * (beta * dt), dim=-1).view_as(c) for c, buf in zip(y, stacked))
+            y1 = tuple(
+                c + torch.sum(buf[..., :i] * (beta * dt), dim=-1).view_as(c) for c, buf in zip(y, stacked, strict=True)
+            )
             ti = math.nextafter(t + h, -math.inf) if tab.c[i] == 1.0 else t + tab.c[i] * h
-            for buf, k in zip(stacked, f(ti, y1)):
+            for buf, k in zip(stacked, f(ti, y1), strict=True):
                 buf[..., i] = k
         error = torch.tensor(tab.error, dtype=y[0].dtype, device=y[0].device)
         err = tuple(torch.sum(buf * (dt * error), dim=-1) for buf in stacked)
@@ -132,7 +134,7 @@ class AdaptiveSolver(Solver):
         y_mid = _combine(y0, ks, self.tableau.mid, h)
         x = (end - t) / ((t + h) - t)
         out = []
-        for a0, a1, am, f0, f1 in zip(y0, y1, y_mid, ks[0], ks[-1]):
+        for a0, a1, am, f0, f1 in zip(y0, y1, y_mid, ks[0], ks[-1], strict=True):
             c4 = 2 * h * (f1 - f0) - 8 * (a1 + a0) + 16 * am
             c3 = h * (5 * f0 - 3 * f1) + 18 * a0 + 14 * a1 - 32 * am
             c2 = h * (f1 - 4 * f0) - 11 * a0 - 5 * a1 + 16 * am
@@ -168,8 +170,8 @@ class AdaptiveSolver(Solver):
             trials += 1
             y1, ks, err = self._trial(f, t, y, fy, h)
             evaluations += self.stages - 1
-            scale = tuple(self.atol + self.rtol * torch.max(a.abs(), b.abs()) for a, b in zip(y, y1))
-            ratio = norm(tuple(e / s for e, s in zip(err, scale)))
+            scale = tuple(self.atol + self.rtol * torch.max(a.abs(), b.abs()) for a, b in zip(y, y1, strict=True))
+            ratio = norm(tuple(e / s for e, s in zip(err, scale, strict=True)))
             if not math.isfinite(ratio):
                 raise RuntimeError(f"{self.name}: non-finite state or error estimate at t={t:.6g}")
             if ratio <= 1:
@@ -190,7 +192,7 @@ class AdaptiveSolver(Solver):
         mid = torch.tensor(self.tableau.mid, dtype=like.dtype, device=like.device)
         x = torch.tensor((end - t) / ((t + h) - t), dtype=torch.float64).to(like.dtype)
         out = []
-        for m, (a0, a1) in enumerate(zip(y0, y1)):
+        for m, (a0, a1) in enumerate(zip(y0, y1, strict=True)):
             stacked = torch.stack([k[m] for k in ks], dim=-1)
             am = a0 + torch.sum(stacked * (dt * mid), dim=-1).view_as(a0)
             f0, f1 = ks[0][m], ks[-1][m]
@@ -212,11 +214,11 @@ class AdaptiveSolver(Solver):
         """Hairer, Nørsett & Wanner's starting step, as torchdiffeq's ``_select_initial_step`` computes it."""
         like = torch.zeros((), dtype=torch.float64)
         scale = tuple(self.atol + c.abs() * self.rtol for c in y0)
-        d0 = like + norm(tuple(c / s for c, s in zip(y0, scale)))
-        d1 = like + norm(tuple(c / s for c, s in zip(f0, scale)))
+        d0 = like + norm(tuple(c / s for c, s in zip(y0, scale, strict=True)))
+        d1 = like + norm(tuple(c / s for c, s in zip(f0, scale, strict=True)))
         h0 = like + 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
-        f1 = f(t0 + h0.item(), tuple(a + h0.item() * b for a, b in zip(y0, f0)))
-        d2 = (like + norm(tuple((b - a) / s for a, b, s in zip(f0, f1, scale)))) / h0
+        f1 = f(t0 + h0.item(), tuple(a + h0.item() * b for a, b in zip(y0, f0, strict=True)))
+        d2 = (like + norm(tuple((b - a) / s for a, b, s in zip(f0, f1, scale, strict=True)))) / h0
         if d1 <= 1e-15 and d2 <= 1e-15:
             h1 = torch.max(like + 1e-6, h0 * 1e-3)
         else:

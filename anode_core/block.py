@@ -111,5 +111,5 @@ def _on_blocks(model: nn.Module, method: GradientMethod) -> Iterator[nn.Module]:
         yield model
     finally:
         DEFAULT_GRADIENT.reset(token)
-        for b, g in zip(blocks, before):
+        for b, g in zip(blocks, before, strict=True):
             b.gradient = g

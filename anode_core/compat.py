@@ -127,7 +127,7 @@ def _adaptive(
     accepted step that reaches ``t[i]``, as in torchdiffeq, replayed by the gradient method piece by piece."""
     with torch.no_grad():
         _, grid = solver.integrate(lambda s, y: (field(s, y[0]),), (y0.detach(),), times[0], times[-1])
-    ends = [s + h for s, h in zip(grid.starts, grid.sizes)]
+    ends = [s + h for s, h in zip(grid.starts, grid.sizes, strict=True)]
     outputs, y, at = [y0], y0, 0
     for ti in times[1:]:
         m = next(k for k in range(at, len(ends)) if ends[k] >= ti)
@@ -147,7 +147,7 @@ def _fixed(grid: list[float], y0: Tensor, times: list[float], piece: Callable[[G
         sizes = tuple(grid[n + 1] - grid[n] for n in range(a, b))
         states[b] = piece(Grid(tuple(grid[a:b]), sizes, grid[b]), states[a])
     outputs = []
-    for ti, n in zip(times, cells):
+    for ti, n in zip(times, cells, strict=True):
         g0, g1, y_a, y_b = grid[n - 1], grid[n], states[n - 1], states[n]
         if ti == g0:
             outputs.append(y_a)

@@ -15,7 +15,8 @@ ALL_SOLVERS: dict[str, type[Solver]] = {**SOLVERS, **{cls.name: cls for cls in (
 
 
 def solver_named(name: str, **knobs: object) -> Solver:
-    """``"rk4"`` -> ``RK4()``, ``("dopri5", rtol=1e-6)`` -> ``Dopri5(rtol=1e-6)``; unknown names raise ``ValueError``."""
+    """``"rk4"`` -> ``RK4()``, ``("dopri5", rtol=1e-6)`` -> ``Dopri5(rtol=1e-6)``; unknown names raise
+    ``ValueError``."""
     try:
         cls = ALL_SOLVERS[name]
     except KeyError:

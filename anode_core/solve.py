@@ -19,6 +19,7 @@ from anode_core.reversible import ReversibleHeun
 from anode_core.solvers import Euler, Solver
 from anode_core.watch import solve_problem
 
+
 def odesolve(
     field: Field,
     z0: Tensor,

@@ -35,7 +35,7 @@ class Tableau:
             raise ValueError(f"an explicit tableau with {s} stages needs {s} nodes and a strictly lower A")
         if abs(sum(self.b) - 1.0) > 1e-12:
             raise ValueError(f"tableau weights b must sum to 1 for consistency; got {sum(self.b)}")
-        for i, (ci, row) in enumerate(zip(self.c, self.a)):
+        for i, (ci, row) in enumerate(zip(self.c, self.a, strict=True)):
             # Each stage must sit at the time its increment reaches (Butcher 2016, §23; diffrax asserts it too);
             # 1e-12, scaled by the row's size, allows for the rounding of coefficients written as fractions.
             if abs(sum(row) - ci) > 1e-12 * max(1.0, sum(map(abs, row))):
@@ -70,7 +70,7 @@ class Solver:
 def _combine(y: State, ks: Sequence[State], coeffs: Sequence[float], dt: float) -> State:
     """``y + dt * sum_j coeffs[j] * ks[j]``, component-wise, skipping zero coefficients."""
     out = list(y)
-    for k, coef in zip(ks, coeffs):
+    for k, coef in zip(ks, coeffs, strict=True):
         if coef == 0.0:
             continue
         for m, km in enumerate(k):

@@ -55,14 +55,14 @@ def load_factory(target: str) -> Callable[[], Any]:
         raise CheckInputError(f"importing {path_text} failed: {type(error).__name__}: {error}") from error
     finally:
         sys.path.remove(str(path.resolve().parent))
-    factory = getattr(module, name, None)
+    factory: object = getattr(module, name, None)
     if not callable(factory):
         defined = sorted(k for k, v in vars(module).items() if callable(v) and getattr(v, "__module__", None)
                          == module.__name__ and not k.startswith("_"))
         raise CheckInputError(
             f"{path_text} has no function {name!r}; it defines: {', '.join(defined) or 'no functions'}"
         )
-    return factory  # type: ignore[no-any-return]
+    return factory
 
 
 def build(factory: Callable[[], Any]) -> tuple[nn.Module, Any, Callable[[nn.Module, Any], Any]]:
@@ -138,7 +138,7 @@ def table(report: CheckReport) -> str:
             _bytes(m.peak_bytes), f"{m.seconds:.3f}", f"{m.nfe_forward}/{m.nfe_backward}", worst,
         ))
     widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
-    text = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in lines]
+    text = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in lines]
     notes = [f"{m.method}: reverse reconstruction error {_short(m.reconstruction_error)}"
              for m in report.methods if m.reconstruction_error is not None]
     notes += [f"{name}: skipped, {why}" for name, why in report.skipped.items()]
@@ -168,7 +168,8 @@ def write_svg(report: CheckReport, path: Path) -> Path:
     peak = max([m.peak_bytes for m in methods] + [1])
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + 2 * bar_w + 120}" height="{height}" '
              'font-family="sans-serif" font-size="12">',
-             f'<text x="{label_w}" y="20" font-weight="bold">relative error against Direct (log, 1e{lo} to 1e{hi})</text>',
+             f'<text x="{label_w}" y="20" font-weight="bold">'
+             f'relative error against Direct (log, 1e{lo} to 1e{hi})</text>',
              f'<text x="{label_w + bar_w + 40}" y="20" font-weight="bold">peak bytes held for backward</text>']
     for i, m in enumerate(methods):
         y = top + i * row_h
@@ -178,7 +179,8 @@ def write_svg(report: CheckReport, path: Path) -> Path:
         colour = "#2a9d8f" if m.verdict == "exact" else "#e76f51"
         parts += [
             f'<text x="{label_w - 8}" y="{y + 15}" text-anchor="end">{escape(m.method)}</text>',
-            f'<rect x="{label_w}" y="{y + 3}" width="{max(share, 0.0) * bar_w:.1f}" height="{row_h - 8}" fill="{colour}"/>',
+            f'<rect x="{label_w}" y="{y + 3}" width="{max(share, 0.0) * bar_w:.1f}" height="{row_h - 8}" '
+            f'fill="{colour}"/>',
             f'<text x="{label_w + 4}" y="{y + 15}">{escape(m.verdict)}</text>',
             f'<rect x="{label_w + bar_w + 40}" y="{y + 3}" width="{m.peak_bytes / peak * bar_w:.1f}" '
             f'height="{row_h - 8}" fill="#264653"/>',
@@ -211,9 +213,9 @@ def _short(value: float | None) -> str:
     return "" if value is None else f"{value:.2e}"
 
 
-def _bytes(n: int) -> str:
+def _bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB"):
         if n < 1024:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
+        n /= 1024
     return f"{n:.1f} GiB"

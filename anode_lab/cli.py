@@ -53,7 +53,7 @@ def _run(args: argparse.Namespace) -> int:
     return run_command(args)
 
 
-def _add_run(sub: argparse._SubParsersAction) -> None:
+def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = sub.add_parser(
         "run", help="run one experiment from a spec file in the terminal and write its results to a folder",
         epilog="exit codes: 0 succeeded, 1 diverged or could not start, 2 invalid spec, 130 cancelled (Ctrl-C)",
@@ -72,7 +72,7 @@ def _specs(args: argparse.Namespace) -> int:
     return specs_command(args)
 
 
-def _add_specs(sub: argparse._SubParsersAction) -> None:
+def _add_specs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     specs = sub.add_parser("specs", help="print example specs (YAML), e.g. `anode-lab specs digits-anode > d.yaml`")
     specs.add_argument("name", nargs="?", help="one preset (default: all of them)")
     specs.set_defaults(run=_specs)
@@ -81,9 +81,9 @@ def _add_specs(sub: argparse._SubParsersAction) -> None:
 def _demo(args: argparse.Namespace) -> int:
     import time
 
-    from anode_lab.specs.demo import DEMOS, DemoSpec
     from anode_lab.run import run_loaded
     from anode_lab.specfile import SpecFile
+    from anode_lab.specs.demo import DEMOS, DemoSpec
 
     if args.name not in DEMOS:
         print(f"error: NAME must be one of {', '.join(DEMOS)}; got {args.name!r}", file=sys.stderr)
@@ -95,7 +95,7 @@ def _demo(args: argparse.Namespace) -> int:
     return code
 
 
-def _add_demo(sub: argparse._SubParsersAction) -> None:
+def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo = sub.add_parser("demo", help="run a teaching demo of the adjoint's failure modes, e.g. `anode-lab demo "
                           "wrong-sign`")
     demo.add_argument("name", metavar="NAME", help="adjoint-order, wrong-sign, reconstruction-blowup, "
@@ -110,7 +110,7 @@ def _check(args: argparse.Namespace) -> int:
     return check_command(args)
 
 
-def _add_check(sub: argparse._SubParsersAction) -> None:
+def _add_check(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     check = sub.add_parser(
         "check", help="every gradient method against the exact one on your own model, e.g. `anode-lab check "
         "my_model.py:build`", epilog="exit codes: 0 checked, 2 bad input (file, factory, method, device, loss, "
@@ -157,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    code: int = args.run(args)
+    return code
 
 
 if __name__ == "__main__":

@@ -104,7 +104,8 @@ def forget() -> None:
 def load_callable(ref: str) -> Callable[..., Any]:
     """The function ``"module:function"`` of an installed declaration (never a name from a request)."""
     module, _, name = ref.partition(":")
-    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+    function: Callable[..., Any] = getattr(importlib.import_module(module), name)
+    return function
 
 
 def _discover(group: str, kind: type[P]) -> dict[str, P]:

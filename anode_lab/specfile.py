@@ -130,7 +130,8 @@ def preset_yaml(name: str, kind: str, description: str, spec: BaseModel) -> str:
     body = {"kind": kind, "spec": spec.model_dump(mode="json", exclude_none=True)}
     head = f"# {name}: {description}\n" if description else f"# {name}\n"
     head += f"# run: anode-lab specs {name} > {name}.yaml && anode-lab run {name}.yaml\n"
-    return head + yaml.safe_dump(body, sort_keys=False, allow_unicode=True)
+    text: str = yaml.safe_dump(body, sort_keys=False, allow_unicode=True)
+    return head + text
 
 
 def specs_command(args: argparse.Namespace) -> int:

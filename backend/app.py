@@ -142,16 +142,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (runs_router, groups_router, catalog_router, health_router):
         api.include_router(router)
     app.include_router(api)
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)  # type: ignore[arg-type]
-    app.add_middleware(StreamLimit, settings=settings, slots=app.state.streams)  # type: ignore[arg-type]
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(StreamLimit, settings=settings, slots=app.state.streams)
     if settings.cors_origins:  # closed unless configured: no CORS headers, so browsers keep other origins out
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,  # type: ignore[arg-type]
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST", "DELETE"], allow_headers=["X-API-Key", "Content-Type"],
                            expose_headers=["Retry-After"], max_age=600)
-    app.add_middleware(LoopbackOnlyWithoutKeys, settings=settings)  # type: ignore[arg-type]
-    app.add_middleware(SecurityHeaders)  # type: ignore[arg-type]  # 403s, 413s, 429s and preflights get them too
+    app.add_middleware(LoopbackOnlyWithoutKeys, settings=settings)
+    app.add_middleware(SecurityHeaders)  # 403s, 413s, 429s and preflights get them too
     if settings.trusted_proxies:  # outermost: every check above sees the client the proxy names
-        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)  # type: ignore[arg-type]
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     return app
 
 

@@ -20,15 +20,18 @@ READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 async def get_settings(request: Request) -> Settings:
-    return request.app.state.settings  # type: ignore[no-any-return]
+    settings: Settings = request.app.state.settings
+    return settings
 
 
 async def get_db(request: Request) -> Database:
-    return request.app.state.db  # type: ignore[no-any-return]
+    db: Database = request.app.state.db
+    return db
 
 
 async def get_queues(request: Request) -> RunQueues:
-    return request.app.state.queues  # type: ignore[no-any-return]
+    queues: RunQueues = request.app.state.queues
+    return queues
 
 
 async def get_session(request: Request) -> AsyncIterator[Session]:

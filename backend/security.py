@@ -1,10 +1,10 @@
 """Hardening that is not a route: security headers on every response, the rate limit on run creation, the cap on
 concurrent streams, loopback-only service without keys, and key-like query parameters kept out of the access log.
 
-The limit is a token bucket per client (its validated API key, else its peer address) held in the API process: ``create_burst``
-runs at once, then ``create_rate_per_minute``. About thirty lines, where ``limits``/``slowapi`` would add two
-dependencies and a storage abstraction for one counter. With several API processes each keeps its own buckets,
-so the limit is per process; it bounds a flood, it is not a quota.
+The limit is a token bucket per client (its validated API key, else its peer address) held in the API process:
+``create_burst`` runs at once, then ``create_rate_per_minute``. About thirty lines, where ``limits``/``slowapi``
+would add two dependencies and a storage abstraction for one counter. With several API processes each keeps its
+own buckets, so the limit is per process; it bounds a flood, it is not a quota.
 """
 
 from __future__ import annotations
@@ -127,7 +127,8 @@ def client_key(settings: Settings, api_key: str | None, address: str | None) -> 
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope["headers"]:
         if key == name:
-            return value.decode("latin-1")
+            text: str = value.decode("latin-1")
+            return text
     return None
 
 

@@ -5,7 +5,8 @@ Part of ``bench/gradients.py`` (which runs it after its fixed-step table); also 
 
 * dopri5 at rtol 1e-3, 1e-5, 1e-7 (atol = rtol/100): ``Direct``, ``Anode``, ``Anode(checkpoints=c)``,
   ``Adjoint`` and torchdiffeq's ``odeint`` / ``odeint_adjoint`` on the same fields. Time of one training step
-  (median of interleaved reps; the two adjoints, up to 100× slower at rtol 1e-7, by one metered pass) and its ratio to ``odeint`` (target for Anode ≤ 1.5×) and to ``odeint_adjoint``
+  (median of interleaved reps; the two adjoints, up to 100× slower at rtol 1e-7, by one metered pass) and its
+  ratio to ``odeint`` (target for Anode ≤ 1.5×) and to ``odeint_adjoint``
   (target < 1); field evaluations forward/backward; peak bytes held for backward; relative gradient error
   against ``Direct`` (the exact gradient with the accepted step sizes held fixed; torchdiffeq's ``odeint`` row
   is its distance from torchdiffeq's own backprop, which also differentiates the first step size).
@@ -165,8 +166,8 @@ def format_rows(rows: Sequence[Row]) -> str:
         ]
         for r in rows
     ]
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *body)]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths)) for line in [header, *body]]
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *body, strict=True)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)) for line in [header, *body]]
     return "\n".join(lines)
 
 
@@ -177,7 +178,8 @@ def verdict(rows: Sequence[Row]) -> str:
     worst_fwd = max(r.ratios["torchdiffeq.odeint"] for r in anode)
     worst_adj = max(r.ratios["torchdiffeq.odeint_adjoint"] for r in anode)
     return (
-        f"verdict: Anode / torchdiffeq.odeint ≤ {worst_fwd:.2f}× (target ≤ 1.5: {'met' if worst_fwd <= 1.5 else 'MISSED'});"
+        f"verdict: Anode / torchdiffeq.odeint ≤ {worst_fwd:.2f}× "
+        f"(target ≤ 1.5: {'met' if worst_fwd <= 1.5 else 'MISSED'});"
         f" Anode / odeint_adjoint ≤ {worst_adj:.2f}× (target < 1: {'met' if worst_adj < 1 else 'MISSED'})"
     )
 

@@ -310,7 +310,8 @@ def main() -> int:
                   f"{statistics.median(group_warm):.2f} s (max {max(group_warm):.2f} s)")
             group_browser = None if args.no_browser else time_group_browser(url, group_id, args.steps, args.repeats)
             if group_browser:
-                print(f"group of 3 on compare page in Chromium, new tab  median {statistics.median(group_browser):.2f} s "
+                print("group of 3 on compare page in Chromium, new tab  "
+                      f"median {statistics.median(group_browser):.2f} s "
                       f"(min {min(group_browser):.2f}, max {max(group_browser):.2f}) to the three loss curves")
         finally:
             os.killpg(api.pid, signal.SIGTERM)

@@ -536,11 +536,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_csv(rows, args.out)
     print(f"\nwrote {args.out}; wall time {elapsed:.0f} s; load average {load}")
     if not args.fixed_only:
+        # Imported under other names: a plain ``FULL``/``QUICK`` import here would make those names local to the
+        # whole function, unbound where the fixed-step sizes are chosen above.
         if __package__:
-            from .adaptive_gradients import FULL, QUICK, report
+            from .adaptive_gradients import FULL as ADAPTIVE_FULL, QUICK as ADAPTIVE_QUICK, report
         else:
-            from adaptive_gradients import FULL, QUICK, report
-        print("\n" + report(*(QUICK if args.quick else FULL), reps, args.checkpoints))
+            from adaptive_gradients import FULL as ADAPTIVE_FULL, QUICK as ADAPTIVE_QUICK, report
+        print("\n" + report(*(ADAPTIVE_QUICK if args.quick else ADAPTIVE_FULL), reps, args.checkpoints))
     return 0
 
 

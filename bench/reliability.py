@@ -33,6 +33,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -155,8 +156,8 @@ async def load(url: str, seconds: float, run_id: int) -> dict[str, list[float]]:
         cursor = 0
         while time.monotonic() < deadline:
             await timed("poll", lambda: client.get(f"/runs/{run_id}"))
-            params = {"after_step": cursor}
-            response = await timed("metrics", lambda: client.get(f"/runs/{run_id}/metrics", params=params))
+            metrics = partial(client.get, f"/runs/{run_id}/metrics", params={"after_step": cursor})
+            response = await timed("metrics", metrics)
             if response is not None and response.status_code == 200:
                 cursor = response.json()["last_step"] or cursor
             await asyncio.sleep(0.05)
@@ -180,7 +181,7 @@ async def load(url: str, seconds: float, run_id: int) -> dict[str, list[float]]:
     roles = [creator] * 2 + [lister] * 4 + [poller] * 8 + [streamer] * 4
     clients = [httpx.AsyncClient(base_url=url, timeout=30, limits=limits) for _ in roles]
     try:
-        await asyncio.gather(*(role(client) for role, client in zip(roles, clients)))
+        await asyncio.gather(*(role(client) for role, client in zip(roles, clients, strict=True)))
     finally:
         for client in clients:
             await client.aclose()
@@ -261,11 +262,12 @@ def cancel_latency(stack: Stack, client: httpx.Client, repeats: int) -> dict[str
     out: dict[str, list[float]] = {"seconds": [], "extra_steps": []}
     for _ in range(repeats):
         run_id = submit(client, {"kind": "train", "spec": TRAIN})
-        wait(lambda: last_step(client, run_id) >= 10, 120, "step 10")
+        wait(lambda run_id=run_id: last_step(client, run_id) >= 10, 120, "step 10")
         start = time.monotonic()
         client.post(f"/runs/{run_id}/cancel").raise_for_status()
         at_flag = max(step for step, _ in journal.read(stack.data_dir / "runs" / str(run_id)))
-        run = wait(lambda: (r := client.get(f"/runs/{run_id}").json())["status"] in ENDED and r, 60, "cancelled",
+        run = wait(lambda run_id=run_id: (r := client.get(f"/runs/{run_id}").json())["status"] in ENDED and r, 60,
+                   "cancelled",
                    interval=0.005)
         out["seconds"].append(time.monotonic() - start)
         assert run["status"] == "cancelled", run

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +53,10 @@ def enqueue_latency(client: httpx.Client, runs: int) -> list[float]:
     latencies = []
     for _ in range(runs):
         run_id = client.post("/runs", json=TINY_DEMO).json()["id"]
-        run = wait(lambda: (r := client.get(f"/runs/{run_id}").json())["status"] not in ("queued", "running") and r,
-                    60, f"run {run_id}")
+        def ended(run_id: int = run_id) -> Any:
+            return (r := client.get(f"/runs/{run_id}").json())["status"] not in ("queued", "running") and r
+
+        run = wait(ended, 60, f"run {run_id}")
         started = run["started_at"].replace("Z", "+00:00")
         created = run["created_at"].replace("Z", "+00:00")
         from datetime import datetime
@@ -159,13 +162,13 @@ def logging_overhead(data_dir: Path, reps: int) -> dict[str, float]:
             writer.close()
             spent[0] += time.perf_counter() - start
             inside.append(spent[0] / len(stamps))
-        intervals[name].append(statistics.median(b - a for a, b in zip(stamps, stamps[1:])))
+        intervals[name].append(statistics.median(b - a for a, b in pairwise(stamps)))
 
     time_interleaved({"bare": lambda: one("bare"), "logged": lambda: one("logged")}, reps=reps, warmup=1)
     bare, logged, cost = intervals["bare"][1:], intervals["logged"][1:], inside[1:]  # drop the warm-up rep
     db.dispose()
     return {"bare": statistics.median(bare), "logged": statistics.median(logged),
-            "ab": statistics.median(b / a for a, b in zip(bare, logged)) - 1,
+            "ab": statistics.median(b / a for a, b in zip(bare, logged, strict=True)) - 1,
             "inside": statistics.median(cost), "direct": statistics.median(cost) / statistics.median(bare)}
 
 

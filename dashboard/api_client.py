@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from typing import Any, TypedDict, TypeVar, cast
 
 import httpx
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 API_PREFIX = "/api/v1"
+T = TypeVar("T")
 DEFAULT_URL = "http://127.0.0.1:8000"
 PAGE = 100
 """Runs asked for per ``GET /runs`` (the API caps a page)."""
@@ -159,32 +160,33 @@ class ApiClient:
 
     # ------------------------------------------------------------------------------------------ service
     def health(self) -> dict[str, Any]:
-        return self._json("GET", "/health")
+        return self._json(dict[str, Any], "GET", "/health")
 
     def catalog(self) -> dict[str, Any]:
-        return self._json("GET", "/catalog")
+        return self._json(dict[str, Any], "GET", "/catalog")
 
     # --------------------------------------------------------------------------------------------- runs
     def create_run(self, kind: str, spec: Mapping[str, Any], *, name: str = "",
                    tags: Sequence[str] = ()) -> Run:
         """Queue a run; a bad spec raises :class:`ApiError` (422) with per-field ``errors``."""
-        return self._json("POST", "/runs", json={"kind": kind, "spec": dict(spec), "name": name, "tags": list(tags)})
+        body = {"kind": kind, "spec": dict(spec), "name": name, "tags": list(tags)}
+        return self._json(Run, "POST", "/runs", json=body)
 
     def create_group(self, spec: Mapping[str, Any], methods: Sequence[Mapping[str, Any]], *, name: str = "",
                      tags: Sequence[str] = ()) -> Group:
         """One training run per gradient method in ``methods``, otherwise identical; all or none are made."""
         body = {"kind": "train", "spec": dict(spec), "methods": [dict(m) for m in methods], "name": name,
                 "tags": list(tags)}
-        return self._json("POST", "/groups", json=body)
+        return self._json(Group, "POST", "/groups", json=body)
 
     def get_group(self, group_id: int) -> Group:
-        return self._json("GET", f"/groups/{group_id}")
+        return self._json(Group, "GET", f"/groups/{group_id}")
 
     def list_runs(self, *, status: str | None = None, kind: str | None = None, tag: str | None = None,
                   offset: int = 0, limit: int = PAGE) -> RunsPage:
         """``{"data": [...], "count": n}``, newest first."""
         params = {k: v for k, v in (("status", status), ("kind", kind), ("tag", tag)) if v is not None}
-        return self._json("GET", "/runs", params={**params, "offset": offset, "limit": limit})
+        return self._json(RunsPage, "GET", "/runs", params={**params, "offset": offset, "limit": limit})
 
     def recent_runs(self, *, status: str | None = None, kind: str | None = None, tag: str | None = None,
                     most: int = 500) -> RunsPage:
@@ -201,13 +203,13 @@ class ApiClient:
         return {"data": data, "count": count}
 
     def get_run(self, run_id: int) -> Run:
-        return self._json("GET", f"/runs/{run_id}")
+        return self._json(Run, "GET", f"/runs/{run_id}")
 
     def cancel_run(self, run_id: int) -> Run:
-        return self._json("POST", f"/runs/{run_id}/cancel")
+        return self._json(Run, "POST", f"/runs/{run_id}/cancel")
 
     def rerun(self, run_id: int) -> Run:
-        return self._json("POST", f"/runs/{run_id}/rerun")
+        return self._json(Run, "POST", f"/runs/{run_id}/rerun")
 
     def delete_run(self, run_id: int) -> None:
         self._request("DELETE", f"/runs/{run_id}")
@@ -222,7 +224,7 @@ class ApiClient:
             params.append(("after_step", after_step))
         if points is not None:
             params.append(("points", points))
-        return self._json("GET", f"/runs/{run_id}/metrics", params=params)
+        return self._json(Metrics, "GET", f"/runs/{run_id}/metrics", params=params)
 
     def metrics_csv(self, run_id: int) -> bytes:
         """Every series at full resolution, one row per step."""
@@ -230,14 +232,19 @@ class ApiClient:
 
     # ---------------------------------------------------------------------------------------- artifacts
     def artifacts(self, run_id: int) -> list[dict[str, Any]]:
-        return list(self._json("GET", f"/runs/{run_id}/artifacts")["data"])
+        return list(self._json(dict[str, Any], "GET", f"/runs/{run_id}/artifacts")["data"])
 
     def artifact(self, run_id: int, name: str) -> bytes:
         return self._request("GET", f"/runs/{run_id}/artifacts/{name}").content
 
     # ------------------------------------------------------------------------------------------ plumbing
-    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        return self._request(method, path, **kwargs).json()
+    def _json(self, shape: type[T], method: str, path: str, **kwargs: Any) -> T:
+        """The JSON object the API answered, of the ``shape`` its OpenAPI schema gives for ``path``."""
+        response = self._request(method, path, **kwargs)
+        body = response.json()
+        if not isinstance(body, dict):  # every endpoint answers an object; anything else is not this API
+            raise ApiError(response.status_code, "unexpected_response", f"{path} answered a {type(body).__name__}")
+        return cast(T, body)
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:

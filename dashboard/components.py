@@ -3,7 +3,7 @@ pickers and the jump to a run's page. Pages call these; these call :mod:`dashboa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn, TypeVar
 
 import streamlit as st
@@ -112,16 +112,16 @@ def pick_run(runs: Sequence[Run], *, label: str, key: str, default_id: int | Non
         return None
     ids = [r["id"] for r in runs]
     by_id = {r["id"]: r for r in runs}
-    index = ids.index(default_id) if default_id in ids else 0
-    first = {} if key in st.session_state else {"index": index}  # a set state must not meet a default too
+    # A set state must not meet a default too; Streamlit reads index 0 as "no default".
+    index = ids.index(default_id) if default_id in ids and key not in st.session_state else 0
     chosen = st.selectbox(label, ids, key=key, help=help, on_change=on_change,
-                          format_func=lambda i: run_label(by_id[i]), **first)
+                          format_func=lambda i: run_label(by_id[i]), index=index)
     return by_id.get(chosen)
 
 
 def progress(run: Run) -> None:
     """A progress bar with the worker's note for an active run, or where it waits."""
-    info = run.get("progress") or {}
+    info: Mapping[str, Any] = run.get("progress") or {}
     done, total = info.get("done", 0), info.get("total", 0)
     if run["status"] == "queued":
         st.info(run.get("status_detail") or "queued", icon=":material/hourglass_top:")

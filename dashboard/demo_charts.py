@@ -16,11 +16,11 @@ from dashboard.charts import (
     ROUNDING_FLOOR,
     SOLVER_ORDERS,
     Curve,
-    positive,
-    style,
     curves_figure,
     method_colour,
+    positive,
     steps_ticks,
+    style,
     sweep_error_figure,
     sweep_memory_figure,
 )

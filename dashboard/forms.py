@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import streamlit as st
 
@@ -23,6 +23,8 @@ from dashboard.schema import (
     number_limits,
     set_path,
 )
+
+T = TypeVar("T")
 
 
 # -------------------------------------------------------------------------------------------- the form
@@ -57,7 +59,7 @@ class SpecForm:
         if message:
             st.error(f"{label}: {message}" if label else message, icon=":material/error:")
 
-    def _store(self, path: str, value: Any, label: str = "") -> Any:
+    def _store(self, path: str, value: T, label: str = "") -> T:
         set_path(self.spec, path, value)
         self.labels[path] = label
         self.field_error(path, label)

@@ -11,7 +11,7 @@ from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-Payload = dict[str, Any]
+Payload = Mapping[str, Any]
 """A metrics payload as the pages keep it (``dashboard.api_client.Metrics`` extended by polls)."""
 XAxis = Literal["step", "epoch", "time"]
 X_AXES: dict[XAxis, str] = {"step": "optimizer step", "epoch": "epoch", "time": "compute time (s)"}
@@ -26,7 +26,7 @@ def merge(old: Payload | None, new: Payload) -> Payload:
     for name, points in new["series"].items():
         target = series.setdefault(name, {"steps": [], "values": []})
         last = target["steps"][-1] if target["steps"] else None
-        for step, value in zip(points["steps"], points["values"]):
+        for step, value in zip(points["steps"], points["values"], strict=True):
             if last is None or step > last:
                 target["steps"].append(step)
                 target["values"].append(value)
@@ -78,7 +78,7 @@ def _interpolate(knots_x: Sequence[float], knots_y: Sequence[float], x: float) -
 def epoch_of_steps(steps: Sequence[int], epoch_points: tuple[Sequence[int], Sequence[float | None]]) -> list[float]:
     """Fractional epoch of each step, from the ``epoch`` series (value k at the last step of epoch k); before the
     first epoch ends, one epoch is assumed to take ``steps_per_epoch`` guessed from the latest step."""
-    ends = [(s, v) for s, v in zip(*epoch_points) if v is not None]
+    ends = [(s, v) for s, v in zip(*epoch_points, strict=True) if v is not None]
     knots_x, knots_y = [0.0], [0.0]
     for step, epoch in ends:
         if step > knots_x[-1]:
@@ -92,7 +92,7 @@ def epoch_of_steps(steps: Sequence[int], epoch_points: tuple[Sequence[int], Sequ
 def time_of_steps(steps: Sequence[int], step_time: tuple[Sequence[int], Sequence[float | None]]) -> list[float]:
     """Seconds of compute up to each step: the running sum of ``step_time``. A decimated ``step_time`` keeps
     only some steps; the gaps are filled with the mean of their neighbours."""
-    known = [(s, v) for s, v in zip(*step_time) if v is not None]
+    known = [(s, v) for s, v in zip(*step_time, strict=True) if v is not None]
     if not known:
         return [float("nan")] * len(steps)
     knots_x, knots_y, total, previous = [0.0], [0.0], 0.0, 0

@@ -84,7 +84,8 @@ def group_rows(runs: Sequence[Mapping[str, Any]], payloads: Mapping[int, Mapping
         tests, errors, memory, times = (_values(payload, name) for name in
                                         ("test_acc", "probe_rel_error", "peak_memory_bytes", "step_time"))
         facts.append(_Facts(run_method(run), run.get("status"),
-                            float(accuracy) if accuracy is not None and finite(accuracy) else (tests[-1] if tests else None),
+                            float(accuracy) if accuracy is not None and finite(accuracy)
+                            else (tests[-1] if tests else None),
                             errors[-1] if errors else None, max(memory) if memory else None,
                             statistics.median(times) if times else None))
     direct = next((f for f in facts if f.method == "direct"), None)

@@ -6,8 +6,8 @@ import csv
 import io
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timezone
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, TypeGuard
 
 ACTIVE = ("queued", "running")
 FINISHED = ("succeeded", "failed", "cancelled", "diverged")
@@ -74,7 +74,7 @@ def parse_time(value: str | None) -> datetime | None:
     if not value:
         return None
     parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def duration_seconds(run: Mapping[str, Any], now: datetime | None = None) -> float | None:
@@ -82,7 +82,7 @@ def duration_seconds(run: Mapping[str, Any], now: datetime | None = None) -> flo
     started = parse_time(run.get("started_at"))
     if started is None:
         return None
-    finished = parse_time(run.get("finished_at")) or (now or datetime.now(timezone.utc))
+    finished = parse_time(run.get("finished_at")) or (now or datetime.now(UTC))
     return max(0.0, (finished - started).total_seconds())
 
 
@@ -193,7 +193,7 @@ def _number(value: str | None) -> Any:
     return number
 
 
-def finite(value: Any) -> bool:
+def finite(value: object) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 

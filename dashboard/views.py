@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import streamlit as st
@@ -13,8 +14,8 @@ from dashboard import charts, demo_charts
 from dashboard.api_client import ApiClient, Run
 from dashboard.charts import Curve
 from dashboard.components import artifact_bytes, progress, status_badge
-from dashboard.series import X_AXES, Payload, longest, merge, points_of, x_values
-from dashboard.tables import ACTIVE, distinct, format_duration, duration_seconds, finite, method_label, parse_csv
+from dashboard.series import X_AXES, Payload, XAxis, longest, merge, points_of, x_values
+from dashboard.tables import ACTIVE, distinct, duration_seconds, finite, format_duration, method_label, parse_csv
 
 METRIC_POINTS = 1500
 """Points per series asked of the API: it decimates longer series (keeping each bucket's min and max)."""
@@ -55,7 +56,7 @@ def summary_metrics(run: Run, limit: int = 6, per_row: int = 3) -> None:
     """The run summary's first numbers as big figures, three to a row so neither name nor number is cut off."""
     numbers = [(k, v) for k, v in (run.get("summary") or {}).items() if finite(v)][:limit]
     for start in range(0, len(numbers), per_row):
-        for column, (name, value) in zip(st.columns(per_row), numbers[start:start + per_row]):
+        for column, (name, value) in zip(st.columns(per_row), numbers[start:start + per_row], strict=False):
             shown = f"{value:.4g}" if isinstance(value, float) else str(value)
             column.metric(name.replace("_", " "), shown)
 
@@ -69,7 +70,8 @@ def poll_metrics(api: ApiClient, run: Run, *, key: str) -> Payload:
     state_key = f"{key}.metrics"
     cached = st.session_state.get(state_key)
     if cached and cached["run_id"] == run["id"] and cached["final"]:
-        return cached["payload"]
+        final: Payload = cached["payload"]
+        return final
     payload = cached["payload"] if cached and cached["run_id"] == run["id"] else None
     if payload is None or payload.get("last_step") is None:
         payload = api.metrics(run["id"], points=METRIC_POINTS)
@@ -81,7 +83,7 @@ def poll_metrics(api: ApiClient, run: Run, *, key: str) -> Payload:
     return payload
 
 
-def _curve(payload: Payload, name: str, axis: str, label: str, colour: str, *, markers: bool = False,
+def _curve(payload: Payload, name: str, axis: XAxis, label: str, colour: str, *, markers: bool = False,
            dash: str = "solid") -> Curve | None:
     steps, values = points_of(payload, name)
     if not steps:
@@ -122,7 +124,7 @@ def train_curves(api: ApiClient, run: Run, *, key: str, font_size: int = charts.
     error_steps, error_values = points_of(payload, "probe_rel_error")
     if error_steps:
         cosine_steps, cosine_values = points_of(payload, "probe_cosine")
-        cosine = dict(zip(cosine_steps, cosine_values))
+        cosine = dict(zip(cosine_steps, cosine_values, strict=True))
         figures.append(charts.gradient_error_figure(x_values(axis, error_steps, payload), error_values,
                                                     [cosine.get(s) for s in error_steps], x_title=x_title,
                                                     method=method, font_size=font_size))
@@ -187,7 +189,7 @@ def sweep_results(api: ApiClient, run: Run, *, key: str, font_size: int = charts
     solvers = distinct(rows, "solver")
     columns = st.columns(max(1, len(varying) + (len(solvers) > 1)))
     chosen = {}
-    for column, (name, values) in zip(columns, varying):
+    for column, (name, values) in zip(columns, varying, strict=False):
         chosen[name] = column.selectbox(name.replace("_", " "), values, key=f"{key}.{name}")
     solver = solvers[0] if solvers else None
     if len(solvers) > 1:
@@ -227,17 +229,19 @@ def demo_results(api: ApiClient, run: Run, *, key: str, font_size: int = charts.
                  width="stretch")
         images = [(n, c) for n, c in images if n not in ("original.png", "blurred.png")]
     drawn = {n.rsplit(".", 1)[0] for n in artifacts if n.endswith(".svg")}  # figures, drawn here as charts
-    images += [(n, n) for n, a in artifacts.items() if a["media_type"] in IMAGE_TYPES and n.rsplit(".", 1)[0] not in drawn
+    images += [(n, n) for n, a in artifacts.items()
+               if a["media_type"] in IMAGE_TYPES and n.rsplit(".", 1)[0] not in drawn
                and n not in {i for i, _ in images} | {"panel.png", "original.png", "blurred.png"}]
     if images:
         per_row = 4
         for start in range(0, len(images), per_row):
-            for column, (name, caption) in zip(st.columns(per_row), images[start:start + per_row]):
+            for column, (name, caption) in zip(st.columns(per_row), images[start:start + per_row], strict=False):
                 column.image(artifact_bytes(api, api.base_url, run["id"], name, artifacts[name]["created_at"]),
                              caption=caption, width="stretch")
     for index in range(0, len(figures), 2):
         pair = figures[index:index + 2]
-        for column, (offset, figure) in zip(st.columns(2) if len(pair) > 1 else [st.container()], enumerate(pair)):
+        columns = st.columns(2) if len(pair) > 1 else [st.container()]
+        for column, (offset, figure) in zip(columns, enumerate(pair), strict=True):
             with column:
                 st.plotly_chart(figure, key=f"{key}.figure.{index + offset}")
     if not figures and not images:
@@ -267,7 +271,7 @@ def artifact_list(api: ApiClient, run: Run, *, key: str, show_images: bool = Tru
     images = [a for a in artifacts if a["media_type"] in IMAGE_TYPES] if show_images else []
     if images:
         for start in range(0, len(images), 4):
-            for column, artifact in zip(st.columns(4), images[start:start + 4]):
+            for column, artifact in zip(st.columns(4), images[start:start + 4], strict=False):
                 column.image(artifact_bytes(api, api.base_url, run["id"], artifact["name"], artifact["created_at"]),
                              caption=artifact["name"], width="stretch")
     for artifact in artifacts:
@@ -276,8 +280,7 @@ def artifact_list(api: ApiClient, run: Run, *, key: str, show_images: bool = Tru
         left.markdown(f"`{name}` · {artifact['media_type']} · {_size(artifact['size'])}")
         right.download_button(
             "Download", key=f"{key}.download.{name}", file_name=name, mime=artifact["media_type"],
-            data=lambda name=name, created=artifact["created_at"]: artifact_bytes(api, api.base_url, run["id"], name,
-                                                                                  created),
+            data=partial(artifact_bytes, api, api.base_url, run["id"], name, artifact["created_at"]),
             on_click="ignore",
         )
         if name.endswith((".md", ".csv", ".json")) and artifact["size"] < 200_000:
@@ -291,7 +294,7 @@ def artifact_list(api: ApiClient, run: Run, *, key: str, show_images: bool = Tru
                     st.json(json.loads(raw), expanded=False)
 
 
-def _size(n: int) -> str:
+def _size(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

@@ -128,8 +128,8 @@ def test_distance_to_torchdiffeq_backprop_shrinks_with_rtol() -> None:
         return torch.cat([x.grad.flatten(), *(p.grad.flatten() for p in field.parameters())])
 
     for rtol, bound in ((1e-3, 1e-3), (1e-8, 1e-7)):
-        ours = grad(lambda x: ac.odeint(field, x, SPAN, rtol=rtol, atol=rtol * 1e-2, gradient=ac.Direct())[-1])
-        theirs = grad(lambda x: torchdiffeq.odeint(field, x, SPAN, rtol=rtol, atol=rtol * 1e-2)[-1])
+        ours = grad(lambda x, r=rtol: ac.odeint(field, x, SPAN, rtol=r, atol=r * 1e-2, gradient=ac.Direct())[-1])
+        theirs = grad(lambda x, r=rtol: torchdiffeq.odeint(field, x, SPAN, rtol=r, atol=r * 1e-2)[-1])
         assert 0.0 < rel_error(ours, theirs) <= bound
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from anode_lab.run import MetricsFile
 from anode_lab.specs import parse_spec
 from anode_lab.specs.train import PRESETS
-from anode_lab.run import MetricsFile
 
 TINY = {"n_samples": 48, "width": 4, "hidden": 8, "epochs": 2, "batch_size": 12, "device": "cpu", "threads": 1,
         "probe_every": 2}

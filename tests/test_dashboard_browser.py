@@ -14,14 +14,13 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import httpx
 import pytest
-
-from service_helpers import FAST_LEASES, free_port, kill_tree, wait_for
-
 from playwright import sync_api as playwright
+from service_helpers import FAST_LEASES, free_port, kill_tree, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 # The README's pictures are refreshed on purpose (ANODE_UPDATE_SCREENSHOTS=1); otherwise they go under build/.
@@ -206,7 +205,7 @@ def test_launch_side_by_side_watch_and_teach_in_a_browser(system: System, browse
     assert [r["status"] for r in runs] == ["succeeded"] * 3
     assert [r["spec"]["ode"]["gradient"]["method"] for r in runs] == ["direct", "anode", "adjoint"]
     loss = page.locator(".js-plotly-plot").filter(has_text="Training loss")
-    names = [f"{m} (#{r['id']})" for m, r in zip(("direct", "anode", "adjoint"), runs)]
+    names = [f"{m} (#{r['id']})" for m, r in zip(("direct", "anode", "adjoint"), runs, strict=True)]
     wait_for(lambda: all(loss.first.locator("text.legendtext", has_text=n).count() for n in names), 60,
              "one curve per method in the loss chart")
     assert loss.first.locator("text.legendtext").count() == 3
@@ -245,8 +244,8 @@ def test_launch_side_by_side_watch_and_teach_in_a_browser(system: System, browse
     settle(page)
     for index in range(images.count()):
         images.nth(index).scroll_into_view_if_needed()
-        wait_for(lambda: images.nth(index).evaluate("img => img.complete && img.naturalWidth > 0"), 20,
-                 f"image {index} to load")
+        loaded = partial(images.nth(index).evaluate, "img => img.complete && img.naturalWidth > 0")
+        wait_for(loaded, 20, f"image {index} to load")
     projector_charts_readable(page)
     to_top(page)
     page.screenshot(path=str(SCREENSHOTS / "teaching-demo.png"))

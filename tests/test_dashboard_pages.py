@@ -224,7 +224,7 @@ def test_run_side_by_side_makes_a_group_and_the_compare_page_overlays_it(api_url
     loss = next(f for f in figures(compare) if f["layout"]["title"]["text"] == "Training loss (batch)")
     shown = [t for t in loss["data"] if t.get("showlegend", True) is not False]
     assert [t["name"] for t in shown] == [f"{m} (#{r['id']})" for m, r in zip(("direct", "anode", "adjoint"),
-                                                                           group["runs"])]
+                                                                           group["runs"], strict=True)]
     assert len({t["line"]["color"] for t in shown}) == 3
     assert loss["layout"]["yaxis"]["title"]["text"] == "cross-entropy"
 
@@ -243,7 +243,7 @@ def test_launch_queues_a_run_opens_its_page_and_the_runs_table_lists_it(api_url:
     run = client.get(f"/runs/{run_id}").json()
     assert run["name"] == "from-the-launch-form" and run["tags"] == ["apptest", "moons"]
     assert run["spec"]["seed"] == 7 and run["spec"]["ode"]["gradient"]["method"] == "anode"
-    assert "#%d from-the-launch-form" % run_id in texts(at, "markdown")  # landed on the run's page
+    assert f"#{run_id} from-the-launch-form" in texts(at, "markdown")  # landed on the run's page
 
     runs = page("runs")
     table = runs.dataframe[0].value
@@ -359,7 +359,8 @@ def test_compare_overlays_runs_in_their_colours(api_url: str, seeded: dict[str, 
     at.multiselect(key="compare.runs").set_value([seeded["anode"], seeded["adjoint"]]).run()
     assert_ok(at)
     shown = titles(at)
-    assert {"Training loss (batch)", "Test accuracy", "Gradient error against the exact gradient (Direct)"} <= set(shown)
+    wanted = {"Training loss (batch)", "Test accuracy", "Gradient error against the exact gradient (Direct)"}
+    assert wanted <= set(shown)
     loss = figures(at)[shown.index("Training loss (batch)")]
     assert (loss["layout"]["xaxis"]["title"]["text"], loss["layout"]["yaxis"]["title"]["text"]) == (
         "optimizer step", "cross-entropy")  # names and units, not raw keys

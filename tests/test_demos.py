@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -116,7 +117,8 @@ def test_wrong_sign_adjoint_opposes_finite_differences_and_anode_matches(demo: D
     factors = {n: float(row["positive_step_factor"]) for n, row in table.items()}
     assert factors[1] == pytest.approx(1.5, rel=1e-12) and all(f < 1 for n, f in factors.items() if n > 1)
     text = (artifacts / "explanation.md").read_text(encoding="utf-8")
-    assert f"at N_t = 1 the forward Euler step is itself unstable on the z > 0 branch (|1 − dt·(K − θ)| = 1.5 > 1)" in text
+    unstable = "at N_t = 1 the forward Euler step is itself unstable on the z > 0 branch (|1 − dt·(K − θ)| = 1.5 > 1)"
+    assert unstable in text
 
 
 def test_reconstruction_blowup_large_in_float32_and_growing_with_steps(demo: Demo) -> None:
@@ -125,7 +127,7 @@ def test_reconstruction_blowup_large_in_float32_and_growing_with_steps(demo: Dem
     f32 = [float(r["reconstruction_error"]) for r in table if r["dtype"] == "float32"]
     f64 = [float(r["reconstruction_error"]) for r in table if r["dtype"] == "float64"]
     assert min(f32) > 1.0  # the rebuilt input is further from the image than the image is from zero
-    assert all(b > 2 * a for a, b in zip(f32, f32[1:]))  # and more so with every doubling of N_t
+    assert all(b > 2 * a for a, b in pairwise(f32))  # and more so with every doubling of N_t
     assert max(f64) < 0.2 and f32[-1] > 1e4 * f64[-1]
     assert float(result.summary["reconstruction_error/float32/N_t=256"]) == f32[-1]
     # float64: the reverse-step mismatch falls with N_t, but far slower than dt: its measured order is reported
@@ -203,15 +205,16 @@ def test_memory_follows_the_model(demo: Demo) -> None:
                                  for r in table if r["method"] == "anode")
     text = (artifacts / "explanation.md").read_text(encoding="utf-8")
     assert f"its ratio to the model is {result.summary['paper_ratio_max/anode']:.2f} by coincidence" in text
-    for solver in ("euler", "rk4"):
-        def peaks(method: str) -> list[int]:
-            return [int(r["peak_bytes"]) for r in table if r["solver"] == solver and r["method"] == method]
 
-        direct, adjoint = peaks("direct"), peaks("adjoint")
-        assert all(b > a for a, b in zip(direct, direct[1:]))  # Direct grows with N_t
+    def peaks(solver: str, method: str) -> list[int]:
+        return [int(r["peak_bytes"]) for r in table if r["solver"] == solver and r["method"] == method]
+
+    for solver in ("euler", "rk4"):
+        direct, adjoint = peaks(solver, "direct"), peaks(solver, "adjoint")
+        assert all(b > a for a, b in pairwise(direct))  # Direct grows with N_t
         assert direct[-1] > 30 * direct[0]  # about linearly: N_t goes from 1 to 64
         assert max(adjoint) == min(adjoint)  # Adjoint is flat: nothing depends on N_t
-        assert max(peaks("anode(c=2)")) < 2 * min(peaks("anode(c=2)"))
+        assert max(peaks(solver, "anode(c=2)")) < 2 * min(peaks(solver, "anode(c=2)"))
 
 
 ANODE_PROBE_RTOL = 1e-10

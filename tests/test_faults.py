@@ -35,8 +35,7 @@ from service_helpers import (
 
 from anode_lab.specs import parse_spec
 from backend.db import Database, migrate
-from backend.runs import journal
-from backend.runs import repository as runs
+from backend.runs import journal, repository as runs
 from backend.settings import Settings
 from backend.workers.process import WorkerProcess
 

@@ -14,13 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from pydantic import BaseModel, ValidationError
 
+from anode_lab.specfile import SpecFile, SpecFileError, load_spec_file
 from anode_lab.specs import SPECS, parse_spec
 from anode_lab.specs.common import MAX_STEPS
-from anode_lab.specfile import SpecFile, SpecFileError, load_spec_file
 
 FUZZ = settings(max_examples=150, derandomize=True, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,

@@ -80,7 +80,7 @@ def test_direct_matches_central_differences(solver: ac.Solver, kind: str) -> Non
     tensors = [x, *model.parameters()]
     fd = central_differences(lambda: loss_of(model(x)), tensors)
     names = ["input", *(name for name, _ in model.named_parameters())]
-    assert_rel_close(grads, dict(zip(names, fd)), rtol=FD_RTOL, atol=FD_ATOL)
+    assert_rel_close(grads, dict(zip(names, fd, strict=True)), rtol=FD_RTOL, atol=FD_ATOL)
 
 
 @pytest.mark.parametrize("method", EXACT_METHODS)
@@ -248,7 +248,7 @@ def test_anode_recomputes_a_block_whose_kept_graph_was_dropped() -> None:
             block(block(x)).square().sum().backward()
         return [p.grad.clone() for p in block.parameters()]
 
-    for exact, anode in zip(grads(ac.Direct()), grads(ac.Anode())):
+    for exact, anode in zip(grads(ac.Direct()), grads(ac.Anode()), strict=True):
         torch.testing.assert_close(anode, exact, rtol=1e-12, atol=0.0)
 
 

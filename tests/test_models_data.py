@@ -13,8 +13,6 @@ from train_helpers import make_spec, stand_ins, write_cifar, write_mnist  # noqa
 
 import anode_core as ac
 from anode_lab.experiments.data import (
-    CLASSES,
-    SHAPES,
     DatasetNotFoundError,
     augment,
     epoch_batches,
@@ -22,6 +20,7 @@ from anode_lab.experiments.data import (
     two_spirals,
 )
 from anode_lab.experiments.models import build_model
+from anode_lab.specs.train import CLASSES, SHAPES
 
 pytestmark = pytest.mark.usefixtures("stand_ins")  # the files these tests write are stand-ins
 
@@ -146,7 +145,7 @@ def test_batch_order_depends_on_seed_and_epoch_only() -> None:
     first = epoch_batches(10, 4, seed=3, epoch=0)
     assert [len(b) for b in first] == [4, 4, 2]
     assert sorted(torch.cat(first).tolist()) == list(range(10))
-    assert all(torch.equal(a, b) for a, b in zip(first, epoch_batches(10, 4, seed=3, epoch=0)))
+    assert all(torch.equal(a, b) for a, b in zip(first, epoch_batches(10, 4, seed=3, epoch=0), strict=True))
     assert not torch.equal(torch.cat(first), torch.cat(epoch_batches(10, 4, seed=3, epoch=1)))
     assert not torch.equal(torch.cat(first), torch.cat(epoch_batches(10, 4, seed=4, epoch=0)))
 

@@ -121,9 +121,10 @@ def test_specs_name_installed_plugins_only(on_path: Path) -> None:
 
 def test_training_a_plugin_in_process_uses_the_specs_method(on_path: Path) -> None:
     """The plugin's odesolve names no method: the spec's (adjoint) applies, so the probe sees an inexact gradient."""
+    from train_helpers import Recorder
+
     from anode_lab.experiments.train import run_train
     from anode_lab.specs import parse_spec
-    from train_helpers import Recorder
 
     spec = parse_spec("train", {"model": "tiny_ode", "dataset": "xor", "width": 4, "epochs": 1, "batch_size": 50,
                                 "device": "cpu", "threads": 1, "probe_every": 1,
@@ -139,9 +140,10 @@ def test_training_a_plugin_in_process_uses_the_specs_method(on_path: Path) -> No
 @pytest.mark.parametrize("model", ["tiny_ode", "mlp_ode"])
 def test_a_compare_sweep_over_a_whole_model(on_path: Path, model: str) -> None:
     """Compare specs name a model too: Anode stays exact on it, the adjoint's error falls at Euler's order 1."""
+    from train_helpers import Recorder
+
     from anode_lab.experiments.sweep import run_compare
     from anode_lab.specs import parse_spec
-    from train_helpers import Recorder
 
     spec = parse_spec("compare", {"model": model, "solvers": ["euler"], "steps": [2, 4, 8], "batch": 8,
                                   "device": "cpu", "threads": 1})

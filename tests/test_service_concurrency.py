@@ -58,7 +58,7 @@ def test_four_writer_processes_share_one_sqlite_file(tmp_path: Path) -> None:
             runs.read_metrics(session, ids[0], after_step=max(0, (runs.last_step(session, ids[0]) or 0) - 10))
         reads += 1
     outputs = [p.communicate() for p in procs]
-    for proc, (_, err) in zip(procs, outputs):
+    for proc, (_, err) in zip(procs, outputs, strict=True):
         assert "database is locked" not in err
         assert proc.returncode == 0, err
     with db.session() as session:

@@ -82,7 +82,7 @@ def test_train_run_goes_queued_running_succeeded_with_live_metrics(client: httpx
         params = {} if cursor is None else {"after_step": cursor}
         batch = client.get(f"/runs/{run_id}/metrics", params=params).json()
         for name, points in batch["series"].items():
-            polled.setdefault(name, {}).update(zip(points["steps"], points["values"]))
+            polled.setdefault(name, {}).update(zip(points["steps"], points["values"], strict=True))
         cursor = batch["last_step"] if batch["last_step"] is not None else cursor
         return status in {"succeeded", "failed", "diverged", "cancelled"}
 
@@ -94,13 +94,14 @@ def test_train_run_goes_queued_running_succeeded_with_live_metrics(client: httpx
     full = client.get(f"/runs/{run_id}/metrics").json()["series"]
     steps = run["summary"]["steps"]
     assert full["train_loss"]["steps"] == list(range(1, steps + 1))
-    assert {name: dict(zip(p["steps"], p["values"])) for name, p in full.items()} == polled  # incremental == full
+    # incremental == full
+    assert {name: dict(zip(p["steps"], p["values"], strict=True)) for name, p in full.items()} == polled
     events = read_sse(client, run_id)  # a finished run: the whole history, then end
     streamed: dict[str, dict[int, Any]] = {}
     for event, _, data in events:
         if event == "metrics":
             for name, points in data["series"].items():
-                streamed.setdefault(name, {}).update(zip(points["steps"], points["values"]))
+                streamed.setdefault(name, {}).update(zip(points["steps"], points["values"], strict=True))
     assert streamed == polled
     assert events[-1][0] == "end" and events[-1][2]["status"] == "succeeded"
     resumed = read_sse(client, run_id, headers={"Last-Event-ID": str(steps - 3)})

@@ -11,8 +11,7 @@ from service_helpers import in_process_worker
 
 from backend.db import utcnow
 from backend.models import Run
-from backend.runs import journal
-from backend.runs import repository as runs
+from backend.runs import journal, repository as runs
 from backend.runs.ingest import MetricWriter
 from backend.settings import Settings
 from backend.workers.process import Lease, WorkerProcess

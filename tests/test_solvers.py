@@ -46,7 +46,7 @@ def test_tableau_is_consistent_and_explicit(solver: ac.Solver) -> None:
     tab = solver.tableau
     assert solver.stages == len(tab.b)
     assert math.isclose(sum(tab.b), 1.0, rel_tol=0.0, abs_tol=1e-15)
-    for c_i, row in zip(tab.c, tab.a):
+    for c_i, row in zip(tab.c, tab.a, strict=True):
         assert math.isclose(sum(row), c_i, rel_tol=0.0, abs_tol=1e-15)  # row-sum condition
 
 
@@ -107,7 +107,7 @@ def test_solvers_are_found_by_name(name: str, cls: type[ac.Solver]) -> None:
 def test_every_node_is_its_row_sum(solver: ac.Solver) -> None:
     """c_i = Σ_j a_ij for the shipped tableaux, to 1e-12 (the tolerance ``Tableau`` checks with)."""
     tab = solver.tableau
-    assert all(abs(sum(row) - ci) <= 1e-12 for ci, row in zip(tab.c, tab.a))
+    assert all(abs(sum(row) - ci) <= 1e-12 for ci, row in zip(tab.c, tab.a, strict=True))
 
 
 def test_a_row_sum_within_rounding_is_accepted() -> None:

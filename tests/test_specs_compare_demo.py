@@ -119,8 +119,10 @@ def test_demo_defaults_are_filled_and_round_trip(name: str) -> None:
         pytest.param({"name": "memory", "steps": [4, 2]}, "steps", "strictly increasing", id="steps-decreasing"),
         pytest.param({"name": "memory", "steps": [1, MAX_STEPS + 1]}, "steps", "between 1 and", id="steps-too-many"),
         pytest.param({"name": "training", "steps": [1, 2]}, "steps", "e.g. [2]", id="training-two-steps"),
-        pytest.param({"name": "reconstruction-blowup", "steps": [8, 64]}, "steps", "themselves unstable (|1 − 8κ·dt| = 3",
-                     id="blowup-unstable"),
+        pytest.param(
+            {"name": "reconstruction-blowup", "steps": [8, 64]}, "steps", "themselves unstable (|1 − 8κ·dt| = 3",
+            id="blowup-unstable",
+        ),
         pytest.param({"name": "reconstruction-blowup", "steps": [16, 64]}, "steps", "1 − (8κ·dt)² = -3, larger than 1",
                      id="blowup-round-trip"),
         pytest.param({"name": "reconstruction-blowup", "steps": [24, 64]}, "steps", "= -0.778: no blow-up",

@@ -9,9 +9,9 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from anode_lab.specfile import preset_yaml
 from anode_lab.specs import parse_spec
 from anode_lab.specs.train import DESCRIPTIONS, GROUP_PRESETS, PRESETS, TrainSpec
-from anode_lab.specfile import preset_yaml
 
 GOOD = [
     pytest.param({}, id="defaults"),

@@ -93,7 +93,7 @@ def test_reconstruction_error_reported_for_reconstructing_adjoint_only(
     small_sweep: Swept,
 ) -> None:
     _, rows, recorder = small_sweep
-    for row, (_, metrics) in zip(rows, recorder.metrics):
+    for row, (_, metrics) in zip(rows, recorder.metrics, strict=True):
         reconstructs = row["method"] == "adjoint"
         assert (row["reconstruction_error"] != "") == reconstructs
         assert ("reconstruction_error" in metrics) == reconstructs

@@ -148,7 +148,9 @@ def test_z0_must_be_a_floating_tensor(z0: object) -> None:
             r"tableau row 2: node c\[2\] = 0.5 but the row a\[2\] sums to 1.0; .* set c\[2\] = 1.0 or correct a\[2\]",
             id="node-not-row-sum",
         ),
-        pytest.param((0.5,), ((),), (1.0,), r"tableau row 0: node c\[0\] = 0.5 but the row a\[0\] sums", id="first-node"),
+        pytest.param(
+            (0.5,), ((),), (1.0,), r"tableau row 0: node c\[0\] = 0.5 but the row a\[0\] sums", id="first-node"
+        ),
     ],
 )
 def test_bad_tableau(c, a, b, message: str) -> None:

@@ -27,8 +27,8 @@ from torch import Tensor
 from anode_core.adaptive import AdaptiveSolver
 from anode_core.gradients.base import vjp
 from anode_core.gradients.revolve import revolve_backward
-from anode_core.problem import Problem
 from anode_core.held import listeners, listening
+from anode_core.problem import Problem
 from anode_core.replay import AutocastState, RngState, frozen_buffers, isolated_rng
 from anode_core.solvers import State
 
@@ -37,17 +37,22 @@ def adaptive_direct(problem: Problem, z0: Tensor) -> Tensor:
     """The controller's value with the gradient of the replayed accepted steps: every method then returns the
     same bits, so the next block's controller sees the same input whichever method differentiates this one."""
     z1, settled = problem.settle(z0)
-    return _Stitch.apply(settled.advance(z0, 0, settled.steps), z1)
+    out: Tensor = _Stitch.apply(settled.advance(z0, 0, settled.steps), z1)
+    return out
 
 
 def adaptive_anode(problem: Problem, checkpoints: int | None, z0: Tensor) -> Tensor:
-    return _AdaptiveAnode.apply(problem, checkpoints, z0, *problem.params)
+    z1: Tensor = _AdaptiveAnode.apply(problem, checkpoints, z0, *problem.params)
+    return z1
 
 
 def adaptive_adjoint(problem: Problem, rtol: float | None, atol: float | None, z0: Tensor) -> Tensor:
-    solver: AdaptiveSolver = problem.solver  # type: ignore[assignment]
+    solver = problem.solver
+    if not isinstance(solver, AdaptiveSolver):  # Adjoint.solve sends only adaptive problems here
+        raise TypeError(f"the adaptive adjoint needs an adaptive solver; got solver={solver!r}")
     backward = replace(solver, rtol=solver.rtol if rtol is None else rtol, atol=solver.atol if atol is None else atol)
-    return _AdaptiveAdjoint.apply(problem, backward, z0, *problem.params)
+    z1: Tensor = _AdaptiveAdjoint.apply(problem, backward, z0, *problem.params)
+    return z1
 
 
 class _Stitch(torch.autograd.Function):
@@ -107,7 +112,7 @@ class _AdaptiveAdjoint(torch.autograd.Function):
         (z1,) = ctx.saved_tensors
         problem: Problem = ctx.problem
         wanted = ctx.needs_input_grad[2:]
-        params = [p for p, w in zip(problem.params, wanted[1:]) if w]
+        params = [p for p, w in zip(problem.params, wanted[1:], strict=True) if w]
 
         def reversed_augmented(s: float, y: State) -> State:
             # time runs backwards as s = −t, as in torchdiffeq: d/ds (z, a, g) = −(f, −aᵀ∂f/∂z, −aᵀ∂f/∂θ) at t = −s

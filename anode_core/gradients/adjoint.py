@@ -44,7 +44,8 @@ class Adjoint(GradientMethod):
             raise ValueError(f"`reconstruct` must be True or False; got {self.reconstruct!r}")
         for name in ("rtol", "atol"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1):
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if value is not None and (not number or not 0 <= value < 1):
                 raise ValueError(f"`{name}` must be None (the forward tolerance) or a number in [0, 1); got {value!r}")
 
     def solve(self, problem: Problem, z0: Tensor) -> Tensor:
@@ -83,7 +84,7 @@ class _AdjointFunction(torch.autograd.Function):
         (z1,) = ctx.saved_tensors
         problem: Problem = ctx.problem
         wanted = ctx.needs_input_grad[2:]
-        params = [p for p, w in zip(problem.params, wanted[1:]) if w]
+        params = [p for p, w in zip(problem.params, wanted[1:], strict=True) if w]
 
         def augmented(t: float, y: State) -> State:
             z, a = y[0], y[1]

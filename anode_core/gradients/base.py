@@ -26,10 +26,10 @@ class GradientMethod(ABC):
 
 def vjp(output: Tensor, inputs: Sequence[Tensor], wanted: Sequence[bool], grad_output: Tensor) -> list[Tensor | None]:
     """``grad_output^T d output / d inputs`` in one backward pass: ``None`` where not wanted, zeros where unused."""
-    chosen = [x for x, want in zip(inputs, wanted) if want]
+    chosen = [x for x, want in zip(inputs, wanted, strict=True) if want]
     grads = iter(torch.autograd.grad(output, chosen, grad_output, allow_unused=True)) if chosen else iter(())
     out: list[Tensor | None] = []
-    for x, want in zip(inputs, wanted):
+    for x, want in zip(inputs, wanted, strict=True):
         if not want:
             out.append(None)
             continue

@@ -18,7 +18,8 @@ class Direct(GradientMethod):
     Exact gradient of the computed network; memory grows as ``L · N_t · s · A`` (blocks, steps, stages,
     activations per stage). The reference every other method is compared against. On an adaptive solve the
     controller runs first without a graph, then the accepted steps are replayed with theirs (the value returned is
-    the controller's): rejected trials hold nothing and step sizes are constants (see :mod:`anode_core.gradients.adaptive` for what "exact" means there).
+    the controller's): rejected trials hold nothing and step sizes are constants (see
+    :mod:`anode_core.gradients.adaptive` for what "exact" means there).
     """
 
     name = "direct"

@@ -31,12 +31,18 @@ class Reversible(GradientMethod):
     exact = True
 
     def solve(self, problem: Problem, z0: Tensor) -> Tensor:
-        if not isinstance(problem.solver, ReversibleHeun):
-            raise ValueError(
-                f"gradient=Reversible() needs an algebraically reversible solver; got solver={problem.solver!r}: "
-                "use solver=ReversibleHeun(), or gradient=Anode() with this solver"
-            )
-        return _ReversibleFunction.apply(problem, z0, *problem.params)
+        _reversible_solver(problem)
+        z1: Tensor = _ReversibleFunction.apply(problem, z0, *problem.params)
+        return z1
+
+
+def _reversible_solver(problem: Problem) -> ReversibleHeun:
+    if not isinstance(problem.solver, ReversibleHeun):
+        raise ValueError(
+            f"gradient=Reversible() needs an algebraically reversible solver; got solver={problem.solver!r}: "
+            "use solver=ReversibleHeun(), or gradient=Anode() with this solver"
+        )
+    return problem.solver
 
 
 class _ReversibleFunction(torch.autograd.Function):
@@ -44,7 +50,7 @@ class _ReversibleFunction(torch.autograd.Function):
     def forward(ctx: Any, problem: Problem, z0: Tensor, *params: Tensor) -> Tensor:
         ctx.problem = problem
         ctx.autocast = AutocastState.capture(z0)
-        solver: ReversibleHeun = problem.solver  # type: ignore[assignment]
+        solver = _reversible_solver(problem)
         y, y_hat, _ = solver.solve(problem.tuple_field, problem.time, z0, problem.steps)
         ctx.save_for_backward(y, y_hat)
         return y
@@ -52,11 +58,11 @@ class _ReversibleFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         problem: Problem = ctx.problem
-        solver: ReversibleHeun = problem.solver  # type: ignore[assignment]
+        solver = _reversible_solver(problem)
         y, y_hat = (s.detach() for s in ctx.saved_tensors)
         params = problem.params
         wanted = ctx.needs_input_grad[1:]
-        acc = [torch.zeros_like(p) if w else None for p, w in zip(params, wanted[1:])]
+        acc = [torch.zeros_like(p) if w else None for p, w in zip(params, wanted[1:], strict=True)]
         a_y, a_hat, a_f = grad_out, torch.zeros_like(grad_out), torch.zeros_like(grad_out)
         with torch.enable_grad(), frozen_buffers(problem.field), ctx.autocast.entered():
             leaf, out = _evaluate(problem, problem.steps, y_hat)
@@ -80,11 +86,11 @@ def _evaluate(problem: Problem, n: int, y_hat: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _pull(
-    out: Tensor, leaf: Tensor, params: tuple[Tensor, ...], wanted: tuple[bool, ...], a: Tensor, acc: list
+    out: Tensor, leaf: Tensor, params: tuple[Tensor, ...], wanted: tuple[bool, ...], a: Tensor, acc: list[Tensor | None]
 ) -> Tensor:
     """``aᵀ ∂f/∂ŷ``, accumulating ``aᵀ ∂f/∂θ`` into ``acc``."""
     grads = vjp(out, (leaf, *params), (True, *wanted[1:]), a)
-    for total, g in zip(acc, grads[1:]):
+    for total, g in zip(acc, grads[1:], strict=True):
         if total is not None and g is not None:
             total.add_(g)
-    return grads[0]  # type: ignore[return-value]
+    return grads[0] if grads[0] is not None else torch.zeros_like(leaf)  # wanted, so vjp filled it

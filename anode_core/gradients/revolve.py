@@ -122,7 +122,7 @@ def revolve_backward(
 ) -> list[Tensor | None]:
     """Gradients of ``<grad_out, z_N>`` w.r.t. ``(z0, *params)`` holding at most ``slots`` extra states."""
     params = problem.params
-    acc: list[Tensor | None] = [torch.zeros_like(p) if w else None for p, w in zip(params, wanted[1:])]
+    acc: list[Tensor | None] = [torch.zeros_like(p) if w else None for p, w in zip(params, wanted[1:], strict=True)]
     held = {0: _Snapshot(0, z0.detach(), rng0)}
     grad = grad_out
     for action in binomial_schedule(problem.steps, slots):
@@ -156,7 +156,7 @@ def _step_backward(
     z = snap.z.detach().requires_grad_(want_z)
     out = problem.step(z, snap.n)
     grads = vjp(out, (z, *problem.params), (want_z, *wanted[1:]), grad)
-    for total, g in zip(acc, grads[1:]):
+    for total, g in zip(acc, grads[1:], strict=True):
         if total is not None and g is not None:
             total.add_(g)
     return grads[0] if grads[0] is not None else torch.zeros_like(z)  # the block input's, when it is not wanted

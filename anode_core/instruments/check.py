@@ -100,16 +100,19 @@ class CheckReport:
 def default_methods() -> tuple[GradientMethod, ...]:
     """``Direct``, ``Anode``, ``Anode(checkpoints=2)``, ``Adjoint``, ``Adjoint(reconstruct=False)``, and every
     other registered method (``Reversible`` where installed) with its default knobs."""
-    listed: tuple[GradientMethod, ...] = (Direct(), Anode(), Anode(checkpoints=2), Adjoint(), Adjoint(reconstruct=False))
+    listed: tuple[GradientMethod, ...] = (
+        Direct(), Anode(), Anode(checkpoints=2), Adjoint(), Adjoint(reconstruct=False)
+    )
     known = {type(m) for m in listed}
     return listed + tuple(cls() for cls in GRADIENTS.values() if cls not in known)
 
 
 def method_label(method: GradientMethod) -> str:
     """``Anode``, ``Anode(checkpoints=2)``, ``Adjoint(reconstruct=False)``: only knobs that differ from defaults."""
+    knobs: tuple[dataclasses.Field[Any], ...] = dataclasses.fields(method) if dataclasses.is_dataclass(method) else ()
     changed = [
         f"{f.name}={getattr(method, f.name)!r}"
-        for f in dataclasses.fields(method)  # type: ignore[arg-type]
+        for f in knobs
         if f.default is dataclasses.MISSING or getattr(method, f.name) != f.default
     ]
     return f"{type(method).__name__}({', '.join(changed)})" if changed else type(method).__name__

@@ -66,7 +66,7 @@ class MemoryMeter:
             torch.cuda.synchronize(self.device)
             self.cuda_peak_bytes = torch.cuda.max_memory_allocated(self.device) - self._cuda_base
 
-    def _pack(self, tensor: Tensor) -> object:
+    def _pack(self, tensor: Tensor) -> Tensor | _Packed:
         base = tensor if tensor._base is None else tensor._base  # nn.Linear saves a view, weight.t()
         if base.is_leaf and base.requires_grad:  # a parameter (or a detached alias of a counted state)
             return tensor
@@ -75,8 +75,8 @@ class MemoryMeter:
         return packed
 
     @staticmethod
-    def _unpack(packed: object) -> Tensor:
-        return packed.tensor if isinstance(packed, _Packed) else packed  # type: ignore[return-value]
+    def _unpack(packed: Tensor | _Packed) -> Tensor:
+        return packed.tensor if isinstance(packed, _Packed) else packed
 
     def hold(self, tensor: Tensor) -> None:
         """Count ``tensor``, kept outside autograd, until it is garbage-collected (see :mod:`anode_core.held`)."""

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from anode_lab.specs.train import CLASSES, SHAPES, TrainSpec, plugin_datasets
+from anode_lab.specs.train import CLASSES, TrainSpec, plugin_datasets
 
 DATA_SEED = 0
 """Seed of the generated 2-D sets and of the digits train/test split: fixed, so every run sees the same data."""
@@ -254,7 +254,7 @@ def epoch_batches(n: int, batch_size: int, *, seed: int, epoch: int) -> list[Ten
     A final partial batch is kept unless it holds a single example (BatchNorm cannot train on one).
     """
     order = torch.randperm(n, generator=_generator(seed, epoch))
-    batches = list(order.split(batch_size))
+    batches = list(torch.split(order, batch_size))
     if len(batches) > 1 and len(batches[-1]) == 1:
         batches.pop()
     return batches

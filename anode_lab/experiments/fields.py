@@ -46,7 +46,8 @@ class MLPField(nn.Module):
         self.net = nn.Sequential(nn.Linear(dim, hidden), activation_named(activation), nn.Linear(hidden, dim))
 
     def forward(self, t: float, z: Tensor) -> Tensor:
-        return self.net(z)
+        out: Tensor = self.net(z)
+        return out
 
 
 class ConvField(nn.Module):
@@ -63,7 +64,8 @@ class ConvField(nn.Module):
         )
 
     def forward(self, t: float, z: Tensor) -> Tensor:
-        return self.net(z)
+        out: Tensor = self.net(z)
+        return out
 
 
 class ResNetField(nn.Module):
@@ -80,7 +82,8 @@ class ResNetField(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, t: float, z: Tensor) -> Tensor:
-        return self.net(z)
+        out: Tensor = self.net(z)
+        return out
 
 
 def squeezenext_layers(
@@ -114,4 +117,5 @@ class SqueezeNextField(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, t: float, z: Tensor) -> Tensor:
-        return self.net(z)
+        out: Tensor = self.net(z)
+        return out

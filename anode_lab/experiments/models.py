@@ -13,10 +13,12 @@ an ordinary residual block (which downsamples) followed by an ODE block in place
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypedDict
 
 from torch import Tensor, nn
 
 from anode_core.block import ODEBlock
+from anode_core.registry import gradient_named
 from anode_lab.experiments.fields import (
     ConvField,
     MLPField,
@@ -25,7 +27,6 @@ from anode_lab.experiments.fields import (
     norm_named,
     squeezenext_layers,
 )
-from anode_core.registry import gradient_named
 from anode_lab.specs.common import OdeSpec
 from anode_lab.specs.train import TrainSpec, dataset_classes, dataset_shape, plugin_models
 
@@ -50,7 +51,8 @@ class MLPODE(nn.Module):
         self.head = nn.Linear(width, classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.block(self.lift(x)))
+        out: Tensor = self.head(self.block(self.lift(x)))
+        return out
 
 
 def _conv_unit(c_in: int, c_out: int, norm: str, stride: int = 1) -> nn.Sequential:
@@ -69,7 +71,8 @@ class _Classifier(nn.Module):
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(features, classes))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.body(self.stem(x)))
+        out: Tensor = self.head(self.body(self.stem(x)))
+        return out
 
 
 def conv_ode(*, channels: int, classes: int, width: int, norm: str, ode: OdeSpec) -> nn.Module:
@@ -100,7 +103,8 @@ class ResidualBlock(nn.Module):
         self.act = nn.ReLU()
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.act(self.branch(x) + self.shortcut(x))
+        out: Tensor = self.act(self.branch(x) + self.shortcut(x))
+        return out
 
 
 def basic_block(c_in: int, c_out: int, stride: int, norm: str) -> ResidualBlock:
@@ -160,6 +164,16 @@ def squeezenext_ode(*, channels: int, classes: int, width: int, norm: str, ode: 
     return _Classifier(stem, body, 4 * width, classes)
 
 
+class _ConvNet(TypedDict):
+    """The arguments every convolutional classifier takes."""
+
+    channels: int
+    classes: int
+    width: int
+    norm: str
+    ode: OdeSpec
+
+
 def build_model(spec: TrainSpec) -> nn.Module:
     """The classifier ``spec`` asks for, sized for its data set, in float32 on the CPU."""
     shape, classes = dataset_shape(spec.dataset), dataset_classes(spec.dataset)
@@ -167,7 +181,9 @@ def build_model(spec: TrainSpec) -> nn.Module:
         return _plugin_model(spec, shape, classes)
     if spec.model == "mlp_ode":
         return MLPODE(features=shape[0], classes=classes, width=spec.width, hidden=spec.field_hidden, ode=spec.ode)
-    conv = {"channels": shape[0], "classes": classes, "width": spec.width, "norm": spec.field_norm, "ode": spec.ode}
+    conv: _ConvNet = {
+        "channels": shape[0], "classes": classes, "width": spec.width, "norm": spec.field_norm, "ode": spec.ode
+    }
     if spec.model == "conv_ode":
         return conv_ode(**conv)
     if spec.model == "resnet_ode":

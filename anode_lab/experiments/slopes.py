@@ -17,7 +17,7 @@ def fit_loglog(ns: Sequence[float], errors: Sequence[float]) -> tuple[float, flo
     if len(ns) != len(errors):
         raise ValueError(f"`ns` and `errors` must have the same length; got {len(ns)} and {len(errors)}")
     points = [
-        (math.log(n), math.log(e)) for n, e in zip(ns, errors) if n > 0 and math.isfinite(e) and e > 0
+        (math.log(n), math.log(e)) for n, e in zip(ns, errors, strict=True) if n > 0 and math.isfinite(e) and e > 0
     ]
     if len({x for x, _ in points}) < 2:
         return math.nan, math.nan

@@ -60,7 +60,8 @@ def _sweep(spec: CompareSpec, ctx: RunContext) -> RunResult:
     for cell in grid:
         if ctx.should_stop():
             write_csv(ctx, "results.csv", rows, COLUMNS)
-            return RunResult(RunStatus.CANCELLED, _summary(spec, rows), f"stopped after {len(rows)} of {len(grid)} cells")
+            stopped = f"stopped after {len(rows)} of {len(grid)} cells"
+            return RunResult(RunStatus.CANCELLED, _summary(spec, rows), stopped)
         if setting is None or not setting.serves(cell):
             setting = _Setting(spec, cell, device)
         row = setting.measure(cell, spec.timing_repeats)
@@ -103,9 +104,10 @@ class _Setting:
         return _setting_key(cell) == self.key
 
     def loss(self, model: nn.Module) -> Tensor:
+        out: Tensor = model(self.x)
         if self.y.dtype == torch.int64:  # class labels of a whole model
-            return torch.nn.functional.cross_entropy(model(self.x), self.y)
-        return 0.5 * ((model(self.x) - self.y) ** 2).sum() / self.x.shape[0]
+            return torch.nn.functional.cross_entropy(out, self.y)
+        return 0.5 * ((out - self.y) ** 2).sum() / self.x.shape[0]
 
     def measure(self, cell: Cell, repeats: int = 1) -> dict[str, Any]:
         """One cell: the gradient's error against Direct's, its memory, and its times as the medians of
@@ -146,6 +148,7 @@ def build_problem(
         return _whole_model(spec, cell, device, dtype)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
+        fields: list[nn.Module]
         if spec.field == "mlp":
             fields = [MLPField(spec.state_dim, spec.field_hidden, cell.activation) for _ in range(spec.blocks)]
         else:
@@ -219,7 +222,7 @@ def finite_difference_error(
             view[local] = original
             fd.append((plus - minus) / (2 * epsilon))
             exact.append(grads[name].reshape(-1)[local].item())
-    diff = math.sqrt(sum((a - b) ** 2 for a, b in zip(fd, exact)))
+    diff = math.sqrt(sum((a - b) ** 2 for a, b in zip(fd, exact, strict=True)))
     scale = math.sqrt(sum(a * a for a in fd))
     return diff / scale if scale > 0 else diff
 
@@ -227,20 +230,20 @@ def finite_difference_error(
 def slope_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One fitted log-log slope of relative error against N_t per (dtype, activation, scale, solver, method)
     for the inexact methods (the exact ones sit at rounding level, where a slope means nothing)."""
-    groups: dict[tuple[object, ...], list[tuple[int, float]]] = defaultdict(list)
-    orders: dict[object, object] = {}
+    groups: dict[tuple[Any, ...], list[tuple[int, float]]] = defaultdict(list)
+    orders: dict[str, int] = {}
     for row in rows:
         if row["exact"]:
             continue
         key = (row["dtype"], row["activation"], row["weight_scale"], row["solver"], row["method"])
         groups[key].append((int(row["steps"]), float(row["rel_error"])))
-        orders[row["solver"]] = row["order"]
+        orders[row["solver"]] = int(row["order"])
     out = []
     for key, points in groups.items():
         slope, intercept = fit_loglog([n for n, _ in points], [e for _, e in points])
         out.append({
-            **dict(zip(SLOPE_COLUMNS[:5], key)), "slope": slope, "intercept": intercept,
-            "expected_slope": -int(orders[key[3]]),
+            **dict(zip(SLOPE_COLUMNS[:5], key, strict=True)), "slope": slope, "intercept": intercept,
+            "expected_slope": -orders[key[3]],
         })
     return out
 

@@ -28,11 +28,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from anode_lab.experiments.checkpoints import Checkpoints, Position
-from anode_lab.experiments.context import RunContext, RunResult, Status
-from anode_lab.experiments.data import Data, augment, epoch_batches, load_data
-from anode_lab.experiments.models import build_model
-from anode_lab.experiments.threads import torch_threads
 from anode_core.block import use_gradient
 from anode_core.gradients import Direct
 from anode_core.instruments.compare import compare_gradients
@@ -42,6 +37,11 @@ from anode_core.instruments.memory import MemoryMeter
 from anode_core.instruments.reconstruction import block_reconstruction_errors
 from anode_core.registry import gradient_named
 from anode_core.replay import frozen_buffers
+from anode_lab.experiments.checkpoints import Checkpoints, Position
+from anode_lab.experiments.context import RunContext, RunResult, Status
+from anode_lab.experiments.data import Data, augment, epoch_batches, load_data
+from anode_lab.experiments.models import build_model
+from anode_lab.experiments.threads import torch_threads
 from anode_lab.specs.train import TrainSpec
 from anode_lab.status import RunStatus
 
@@ -146,7 +146,7 @@ class _Trainer:
             nfe_forward = nfe.calls
             if not math.isfinite(loss.item()):
                 return f"the loss became {loss.item()} at step {step} (lr {lr:g}); lower `lr`"
-            loss.backward()
+            torch.autograd.backward(loss)
         grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
         if not math.isfinite(grad_norm.item()):
             return f"the gradient norm became {grad_norm.item()} at step {step} (lr {lr:g}); lower `lr`"
@@ -192,7 +192,7 @@ class _Trainer:
     def _evaluate(self) -> None:
         self.model.eval()
         loss, correct, test = 0.0, 0, self.data.test
-        for index in torch.arange(len(test)).split(EVAL_BATCH):
+        for index in torch.split(torch.arange(len(test)), EVAL_BATCH):
             x = self.data.inputs(test.x[index], dtype=self.dtype, device=self.device)
             y = test.y[index].to(self.device)
             logits = self.model(x)

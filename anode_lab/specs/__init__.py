@@ -30,11 +30,13 @@ def unknown_field_message(kind: str, loc: Sequence[str | int]) -> str:
     when a field of the same level is spelled alike (the CLI and the API both say it)."""
     model: Any = SPECS.get(kind)
     for part in loc[:-1]:
-        field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        field = model.model_fields.get(str(part)) if isinstance(model, type) and issubclass(model, BaseModel) else None
         model = field.annotation if field is not None else None
     known = list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
     close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6) if loc else []
     return f"unknown field; did you mean {close[0]}?" if close else "unknown field; remove it or check its spelling"
 
 
-__all__ = ["SPECS", "CompareSpec", "DemoSpec", "GradientSpec", "OdeSpec", "TrainSpec", "parse_spec", "unknown_field_message"]
+__all__ = [
+    "SPECS", "CompareSpec", "DemoSpec", "GradientSpec", "OdeSpec", "TrainSpec", "parse_spec", "unknown_field_message"
+]

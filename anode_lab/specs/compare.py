@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from dataclasses import dataclass
 from itertools import product
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -52,7 +53,8 @@ _MLP_ONLY = ("dim", "hidden")
 MAX_TIMING_REPEATS = 20
 
 
-class Cell(NamedTuple):
+@dataclass(frozen=True)
+class Cell:
     """One cell of a sweep's grid, in the order the sweep runs them (``index`` is the metrics step)."""
 
     index: int

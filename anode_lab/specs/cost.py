@@ -84,7 +84,8 @@ def admit(kind: str, spec: BaseModel, limits: RunLimits) -> BaseModel:
     if cost.bytes > limits.max_bytes:
         fields = _memory_fields(spec)
         raise SpecRefused(
-            f"the run would need about {readable_size(cost.bytes)} of memory; this service allows {readable_size(limits.max_bytes)} "
+            f"the run would need about {readable_size(cost.bytes)} of memory; "
+            f"this service allows {readable_size(limits.max_bytes)} "
             f"per run (ANODE_MAX_RUN_BYTES): lower {_listed(fields)}", fields)
     if cost.steps > limits.max_steps:
         fields = _step_fields(spec)
@@ -172,7 +173,7 @@ def _train(spec: TrainSpec) -> Cost:
         side, blocks = IMAGE_SIDE[spec.dataset], (2 if spec.model == "conv_ode" else 4)
         channels = [width * 2**i for i in range(blocks)] if blocks == 4 else [width, 2 * width]
         sides = [max(1, side // 2**i) for i in range(blocks)] if blocks == 4 else [side, max(1, (side + 1) // 2)]
-        inputs = [batch * c * s * s * itemsize for c, s in zip(channels, sides)]
+        inputs = [batch * c * s * s * itemsize for c, s in zip(channels, sides, strict=True)]
         saves = [CONV_FIELD_SAVES * size for size in inputs]
         params = (9 * IMAGE_CHANNELS[spec.dataset] * width + sum(36 * c * c for c in channels)
                   + channels[-1] * CLASSES[spec.dataset]) * itemsize

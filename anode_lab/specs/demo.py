@@ -9,6 +9,7 @@ stored spec always says exactly what ran.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -62,7 +63,8 @@ DEMOS: dict[str, DemoInfo] = {
         "differentiates the ODE rather than the network, so its gradient differs from Direct's by O(dt^p) for a "
         "smooth field: the log-log slope of its relative error against N_t is then minus the solver's order, -1 for "
         "Euler and -2 for midpoint. This field is ReLU, whose kinks can move the measured slope away from -p (more "
-        "so for higher-order solvers): the run reports the slopes it measured. At the small N_t used in practice the error is large (of order 10% of the gradient's norm for "
+        "so for higher-order solvers): the run reports the slopes it measured. At the small N_t used in practice "
+        "the error is large (of order 10% of the gradient's norm for "
         "Euler at N_t = 2), and nearly the same whether the adjoint rebuilds the states by a reverse solve or reads "
         "stored ones: this is flaw (b) of ANODE §2, independent of reconstruction.",
         {"steps": (2, 4, 8, 16, 32, 64, 128), "solvers": ("euler", "midpoint"), "dtype": "float64"},
@@ -74,7 +76,8 @@ DEMOS: dict[str, DemoInfo] = {
         "gradient of the computed network (central finite differences, Direct and ANODE) uses ∂f/∂θ = z at the "
         "states the step started from (z0 = 1 > 0), so dL/dθ > 0. The continuous adjoint evaluates the same "
         "derivative at the end of each step (ANODE §2: its Euler step takes the Jacobians at z_{n+1} instead of "
-        "z_n), on the other side of the kink where z < 0, and returns dL/dθ < 0. Reading the exact stored states does not help. With more "
+        "z_n), on the other side of the kink where z < 0, and returns dL/dθ < 0. Reading the exact stored states "
+        "does not help. With more "
         "steps (dt·K < 1) no step crosses the kink and the signs agree again. At N_t = 1 the forward step is "
         "itself unstable on the z > 0 branch (|1 − dt·(K − θ)| > 1; the run prints its value), so there the "
         "network is a poor model of the ODE; the gradients are still compared on the network actually computed.",
@@ -175,7 +178,7 @@ class DemoSpec(SpecModel):
         steps = self.steps or ()
         if any(n < 1 or n > MAX_STEPS for n in steps):
             raise ValueError(f"every entry of `steps` (N_t) must be between 1 and {MAX_STEPS}; got {list(steps)}")
-        if any(b <= a for a, b in zip(steps, steps[1:])):
+        if any(b <= a for a, b in pairwise(steps)):
             raise ValueError(f"`steps` must be strictly increasing (each N_t once); got {list(steps)}")
         if self.solvers is not None and len(set(self.solvers)) != len(self.solvers):
             raise ValueError(f"`solvers` lists a solver more than once; list each once (got {list(self.solvers)})")

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationInfo, field_validator
 
 from anode_lab.plugins import DatasetPlugin, ModelPlugin, dataset_plugins, model_plugins
-from anode_lab.specs.common import DeviceName, DtypeName, GradientSpec, MethodName, OdeSpec, SpecModel
+from anode_lab.specs.common import DeviceName, DtypeName, GradientSpec, MethodName, OdeSpec, SolverName, SpecModel
 
 ModelName = Literal["mlp_ode", "conv_ode", "resnet_ode", "squeezenext_ode"]
 DatasetName = Literal["moons", "circles", "spirals", "digits", "mnist", "cifar10", "cifar100"]
@@ -242,11 +242,13 @@ def model_datasets() -> dict[str, tuple[str, ...]]:
     return out
 
 
-def _anode(steps: int = 2, solver: str = "euler") -> OdeSpec:
+def _anode(steps: int = 2, solver: SolverName = "euler") -> OdeSpec:
     return OdeSpec(solver=solver, steps=steps, activation="relu", gradient=GradientSpec(method="anode"))
 
 
-PAPER_NETWORKS: dict[str, tuple[ModelName, int]] = {"resnet": ("resnet_ode", 64), "squeezenext": ("squeezenext_ode", 32)}
+PAPER_NETWORKS: dict[str, tuple[ModelName, int]] = {
+    "resnet": ("resnet_ode", 64), "squeezenext": ("squeezenext_ode", 32)
+}
 """The paper's CIFAR networks and their widths as published: ResNet-18 stages 64-512, SqNxt_23_1x stages 32-256."""
 PAPER_METHODS: tuple[MethodName, ...] = ("anode", "adjoint", "direct")
 """ANODE against the continuous adjoint (Chen et al.) and Direct backprop, as the paper compares them."""

@@ -20,8 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from backend.db import Database
-from backend.runs import journal
-from backend.runs import repository as runs
+from backend.runs import journal, repository as runs
 from backend.runs.repository import MetricRow
 
 REPLAY_CHUNK = 5000
@@ -35,7 +34,11 @@ def finite(value: float) -> float | None:
 
 
 def _rows(reports: list[Report]) -> list[MetricRow]:
-    return [(name, step, finite(value)) for step, names, values in reports for name, value in zip(names, values)]
+    return [
+        (name, step, finite(value))
+        for step, names, values in reports
+        for name, value in zip(names, values, strict=True)
+    ]
 
 
 class MetricWriter:

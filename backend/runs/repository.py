@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, Select, delete, func, select, text, union_all, update
+from sqlalchemy import Connection, CursorResult, Select, Update, delete, func, select, text, union_all, update
 from sqlalchemy.orm import Session
 
 from anode_lab.status import RunStatus
@@ -61,21 +61,21 @@ def delete_run(session: Session, run: Run) -> None:
 def cancel_queued(session: Session, run_id: int) -> bool:
     """Cancel a run no worker holds yet; False if it was claimed meanwhile."""
     now = utcnow()
-    result = session.execute(
+    return _changed_one(
+        session,
         update(Run).where(Run.id == run_id, Run.status == RunStatus.QUEUED)
         .values(status=RunStatus.CANCELLED, cancel_requested=True, finished_at=now, updated_at=now,
                 message="cancelled before it started")
     )
-    return result.rowcount == 1  # type: ignore[attr-defined]
 
 
 def request_cancel(session: Session, run_id: int) -> bool:
     """Raise the cancel flag of a running run; its worker ends it at the next step."""
-    result = session.execute(
+    return _changed_one(
+        session,
         update(Run).where(Run.id == run_id, Run.status == RunStatus.RUNNING)
         .values(cancel_requested=True, updated_at=utcnow())
     )
-    return result.rowcount == 1  # type: ignore[attr-defined]
 
 
 def cancel_requested(conn: Session | Connection, run_id: int) -> bool:
@@ -86,12 +86,12 @@ def claim(session: Session, run_id: int, worker: str, device: str) -> bool:
     """Take a queued run for ``worker``: the one way a run becomes running, so duplicates of a queue message
     and runs finished or deleted meanwhile are skipped."""
     now = utcnow()
-    result = session.execute(
+    return _changed_one(
+        session,
         update(Run).where(Run.id == run_id, Run.status == RunStatus.QUEUED)
         .values(status=RunStatus.RUNNING, worker=worker, device=device, attempt=Run.attempt + 1, heartbeat=now,
                 started_at=func.coalesce(Run.started_at, now), updated_at=now, error=None)
     )
-    return result.rowcount == 1  # type: ignore[attr-defined]
 
 
 def renew(session: Session, run_id: int, worker: str, progress: Mapping[str, Any] | None) -> bool:
@@ -99,10 +99,10 @@ def renew(session: Session, run_id: int, worker: str, progress: Mapping[str, Any
     values: dict[str, Any] = {"heartbeat": utcnow()}
     if progress is not None:
         values["progress"] = dict(progress)
-    result = session.execute(
+    return _changed_one(
+        session,
         update(Run).where(Run.id == run_id, Run.status == RunStatus.RUNNING, Run.worker == worker).values(**values)
     )
-    return result.rowcount == 1  # type: ignore[attr-defined]
 
 
 def finish(session: Session, run_id: int, worker: str, *, status: str, summary: Mapping[str, Any] | None = None,
@@ -115,20 +115,20 @@ def finish(session: Session, run_id: int, worker: str, *, status: str, summary: 
                               "error": dict(error) if error is not None else None}
     if progress is not None:
         values["progress"] = dict(progress)
-    result = session.execute(
+    return _changed_one(
+        session,
         update(Run).where(Run.id == run_id, Run.status == RunStatus.RUNNING, Run.worker == worker).values(**values)
     )
-    return result.rowcount == 1  # type: ignore[attr-defined]
 
 
 def release(session: Session, run_id: int, worker: str, message: str) -> bool:
     """Give a running run back to the queue (worker shutting down); it resumes from its checkpoint. The attempt
     is not counted: only lost workers use up retries."""
-    result = session.execute(
+    return _changed_one(
+        session,
         update(Run).where(Run.id == run_id, Run.status == RunStatus.RUNNING, Run.worker == worker)
         .values(status=RunStatus.QUEUED, worker=None, attempt=Run.attempt - 1, updated_at=utcnow(), message=message)
     )
-    return result.rowcount == 1  # type: ignore[attr-defined]
 
 
 def stale(session: Session, cutoff: datetime) -> list[tuple[int, int, str]]:
@@ -140,21 +140,28 @@ def stale(session: Session, cutoff: datetime) -> list[tuple[int, int, str]]:
 
 
 def requeue_stale(session: Session, run_id: int, cutoff: datetime, message: str) -> bool:
-    result = session.execute(
+    return _changed_one(
+        session,
         update(Run).where(Run.id == run_id, Run.status == RunStatus.RUNNING, Run.heartbeat < cutoff)
         .values(status=RunStatus.QUEUED, worker=None, updated_at=utcnow(), message=message)
     )
-    return result.rowcount == 1  # type: ignore[attr-defined]
 
 
 def fail_stale(session: Session, run_id: int, cutoff: datetime, error: Mapping[str, Any]) -> bool:
     now = utcnow()
-    result = session.execute(
+    return _changed_one(
+        session,
         update(Run).where(Run.id == run_id, Run.status == RunStatus.RUNNING, Run.heartbeat < cutoff)
         .values(status=RunStatus.FAILED, worker=None, finished_at=now, updated_at=now, error=dict(error),
                 message=str(error.get("message", "")))
     )
-    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def _changed_one(session: Session, statement: Update) -> bool:
+    """Execute a conditional ``UPDATE``: True when it changed exactly one row (the compare-and-set won)."""
+    result = session.execute(statement)
+    # An UPDATE's result is a CursorResult, which holds the row count; Session.execute is typed for any statement.
+    return cast(CursorResult[Any], result).rowcount == 1
 
 
 # ------------------------------------------------------------------------------------------------- metrics

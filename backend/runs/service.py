@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
@@ -26,8 +27,7 @@ from backend.errors import (
 )
 from backend.models import Run
 from backend.queue import RunQueues, queue_for_device
-from backend.runs import reads
-from backend.runs import repository as runs
+from backend.runs import reads, repository as runs
 from backend.runs.schemas import (
     ArtifactPublic,
     ArtifactsPublic,
@@ -104,7 +104,9 @@ def validate_spec(kind: str, spec: dict[str, object]) -> BaseModel:
     try:
         return parse_spec(kind, spec)
     except ValidationError as exc:
-        errors = [{**e, "loc": ("spec", *e["loc"])} for e in exc.errors(include_url=False, include_input=False)]
+        errors: list[dict[str, Any]] = [
+            {**e, "loc": ("spec", *e["loc"])} for e in exc.errors(include_url=False, include_input=False)
+        ]
         errors = [{**e, "msg": unknown_field_message(kind, e["loc"][1:])} if e["type"] == "extra_forbidden" else e
                   for e in errors]
         detail, clean = describe_errors(errors)

@@ -61,10 +61,11 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 
 def is_disk_full(exc: BaseException) -> bool:
-    while exc is not None:
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+    link: BaseException | None = exc
+    while link is not None:  # the error itself, then what caused it
+        if isinstance(link, OSError) and link.errno in (errno.ENOSPC, errno.EDQUOT):
             return True
-        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+        link = link.__cause__ or link.__context__
     return False
 
 

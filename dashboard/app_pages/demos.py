@@ -44,7 +44,8 @@ def launch(name: str) -> None:
 
 
 def tab_label(demo: dict[str, Any]) -> str:
-    return demo["name"].replace("-", " ").capitalize()
+    name: str = demo["name"]
+    return name.replace("-", " ").capitalize()
 
 
 def section(demo: dict[str, Any], run: Run | None) -> None:
@@ -78,7 +79,7 @@ def body() -> None:
         st.session_state["demos.live"] = active
         st.rerun()
     tabs = st.tabs([tab_label(d) for d in demos], key="demo", on_change="rerun", bind="query-params")
-    for tab, demo in zip(tabs, demos):
+    for tab, demo in zip(tabs, demos, strict=True):
         if tab.open is False:  # only the open tab fetches its pictures
             continue
         with tab:

@@ -47,16 +47,17 @@ with head[0]:
     chosen = pick_run(sweeps, label="Sweep", key="gradient_lab.run", default_id=default_id)
 if chosen is None:
     st.stop()
+chosen_id: int = chosen["id"]  # the functions below read it after this page's sweep has been narrowed
 
 
 def results() -> None:
-    run = api.get_run(chosen["id"])
+    run = api.get_run(chosen_id)
     if is_active(run) != st.session_state.get("gradient_lab.live", False):
         st.session_state["gradient_lab.live"] = is_active(run)
         st.rerun()
     progress(run)
-    if run.get("error"):
-        st.error(f"{run['error']['type']}: {run['error']['message']}")
+    if error := run.get("error"):
+        st.error(f"{error['type']}: {error['message']}")
     views.sweep_results(api, run, key="gradient_lab.sweep")
 
 

@@ -52,6 +52,7 @@ with st.sidebar:
     picked = pick_run(recent, label="Run", key="run_detail.run", default_id=run_id, on_change=url_follows_picker)
 if picked is None:
     st.stop()
+picked_id: int = picked["id"]  # the functions below read it after this page's run has been narrowed
 if picked["id"] != run_id:
     st.query_params["run"] = str(picked["id"])
 
@@ -64,12 +65,12 @@ if picked.get("tags"):
 def live() -> None:
     """Status and results, polled every few seconds while the run is queued or running."""
     try:
-        run = api.get_run(picked["id"])
+        run = api.get_run(picked_id)
     except ApiUnreachable as exc:
         unreachable_banner(exc)
         return
     except ApiError as exc:
-        st.warning(f"Run {picked['id']}: {exc.detail}")
+        st.warning(f"Run {picked_id}: {exc.detail}")
         return
     if is_active(run) != st.session_state.get("run_detail.live", False):  # start or stop polling
         st.session_state["run_detail.live"] = is_active(run)
@@ -104,7 +105,7 @@ spec_column, files_column = st.columns([1, 2], gap="large")
 with spec_column:
     st.subheader("Spec")
     st.json(picked["spec"], expanded=2)
-    st.download_button("Download every metric (CSV)", data=lambda: api.metrics_csv(picked["id"]),
+    st.download_button("Download every metric (CSV)", data=lambda: api.metrics_csv(picked_id),
                        file_name=f"run-{picked['id']}-metrics.csv", mime="text/csv", key="run_detail.csv",
                        icon=":material/download:", on_click="ignore")
 with files_column:

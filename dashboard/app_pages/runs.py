@@ -4,6 +4,9 @@ on every page. The table refreshes itself while runs are queued or running."""
 
 from __future__ import annotations
 
+import math
+from functools import partial
+from numbers import Real
 from typing import Any
 
 import pandas as pd
@@ -39,31 +42,46 @@ sort_by = order[0].selectbox("Sort by", TABLE_COLUMNS, index=0, key="runs.sort")
 descending = order[1].toggle("Descending", value=True, key="runs.descending")
 
 
+def known(v: object) -> float | None:
+    """A table cell's number, or None where the run has none (NaN)."""
+    return float(v) if isinstance(v, Real) and not math.isnan(v) else None
+
+
 def styled(frame: pd.DataFrame) -> Any:
     """Each run's id cell in its colour, the one its curves have on the other pages."""
     def colour(column: pd.Series) -> list[str]:
         return [f"background-color: {run_colour(int(i))}; color: white; font-weight: 600" for i in column]
 
-    return frame.style.apply(colour, subset=["id"]).format(
-        {"best accuracy": lambda v: "" if pd.isna(v) else f"{v:.2%}",
-         "duration": lambda v: format_duration(None if pd.isna(v) else v)})
+    def percent(v: object) -> str:
+        return "" if (x := known(v)) is None else f"{x:.2%}"
+
+    def duration(v: object) -> str:
+        return format_duration(known(v))
+
+    return frame.style.apply(colour, subset=["id"]).format({"best accuracy": percent, "duration": duration})
+
+
+def act_on(action: str, run_id: int) -> str | None:
+    """Cancel, rerun or delete one run: the note to show, or None when the call failed (its error is shown)."""
+    what = f"{action} run {run_id}"
+    if action == "cancel":
+        cancelled = call(partial(api.cancel_run, run_id), what=what)
+        return None if cancelled is None else f"Run {run_id}: cancel requested"
+    if action == "rerun":
+        again = call(partial(api.rerun, run_id), what=what)
+        return None if again is None else f"Run {run_id} queued again as run {again['id']}"
+    deleted = call(partial(delete, run_id), what=what)
+    return None if deleted is None else f"Run {run_id} deleted"
+
+
+def delete(run_id: int) -> bool:
+    api.delete_run(run_id)
+    return True
 
 
 def act(action: str, run_ids: list[int]) -> None:
     """Button callback: cancel, rerun or delete the chosen runs before the table is drawn again."""
-    notes: list[tuple[str, str]] = []
-    for run_id in run_ids:
-        if action == "cancel":
-            done = call(lambda: api.cancel_run(run_id), what=f"cancel run {run_id}")
-            note = f"Run {run_id}: cancel requested"
-        elif action == "rerun":
-            done = call(lambda: api.rerun(run_id), what=f"rerun run {run_id}")
-            note = f"Run {run_id} queued again as run {done['id']}" if done else ""
-        else:
-            done = call(lambda: api.delete_run(run_id) or {}, what=f"delete run {run_id}")
-            note = f"Run {run_id} deleted"
-        if done is not None:
-            notes.append(("success", note))
+    notes = [("success", note) for run_id in run_ids if (note := act_on(action, run_id)) is not None]
     st.session_state["runs.notes"] = notes
     if action == "delete":
         st.session_state["runs.selected"] = []

@@ -21,4 +21,5 @@ def run_demo(spec: DemoSpec, ctx: RunContext) -> RunResult:
         raise ValueError(f"`name` must be one of {', '.join(DEMOS)}; got {spec.name!r}")
     module = importlib.import_module(f"{__name__}.{spec.name.replace('-', '_')}")
     with torch_threads(spec.threads):
-        return module.run(spec, ctx)
+        result: RunResult = module.run(spec, ctx)
+    return result

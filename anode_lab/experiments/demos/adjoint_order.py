@@ -14,9 +14,9 @@ from torch import Tensor, nn
 
 import anode_core as ac
 from anode_lab.experiments.artifacts import numeric, write_csv, write_json
-from anode_lab.experiments.demos.figures import plot_columns
 from anode_lab.experiments.context import RunContext, RunResult
 from anode_lab.experiments.demos.common import device_and_dtype, explain, seeded
+from anode_lab.experiments.demos.figures import plot_columns
 from anode_lab.experiments.fields import MLPField
 from anode_lab.experiments.slopes import fit_loglog
 from anode_lab.specs.demo import DemoSpec
@@ -34,7 +34,8 @@ def run(spec: DemoSpec, ctx: RunContext) -> RunResult:
         y = torch.randn(BATCH, DIM, dtype=torch.float64).to(device, dtype)
 
     def loss(model: nn.Module) -> Tensor:
-        return 0.5 * ((model(x) - y) ** 2).sum() / BATCH
+        out: Tensor = model(x)
+        return 0.5 * ((out - y) ** 2).sum() / BATCH
 
     solvers = spec.solvers or ()
     steps = spec.steps or ()
@@ -43,7 +44,8 @@ def run(spec: DemoSpec, ctx: RunContext) -> RunResult:
         for n in steps:
             if ctx.should_stop():
                 write_csv(ctx, "errors.csv", rows)
-                return RunResult(RunStatus.CANCELLED, {}, f"stopped after {len(rows)} of {len(solvers) * len(steps)} runs")
+                stopped = f"stopped after {len(rows)} of {len(solvers) * len(steps)} runs"
+                return RunResult(RunStatus.CANCELLED, {}, stopped)
             block = ac.ODEBlock(field, steps=n, solver=solver)
             reference = ac.measure_gradient(block, loss, ac.Direct())
             row: dict[str, Any] = {"solver": solver, "steps": n, "dt": 1.0 / n}
@@ -57,7 +59,7 @@ def run(spec: DemoSpec, ctx: RunContext) -> RunResult:
             ctx.on_metrics(len(rows) - 1, numeric(row))
             ctx.on_progress(len(rows), len(solvers) * len(steps), f"{solver} N_t={n}")
 
-    fits = []
+    fits: list[dict[str, float | int | str]] = []
     for solver in solvers:
         mine = [r for r in rows if r["solver"] == solver]
         for label in ("adjoint", "adjoint(stored)"):

@@ -36,9 +36,10 @@ def _draw(figure: Any, ctx: RunContext, name: str, rows: Sequence[Mapping[str, A
     for column, label in columns.items():
         for group in groups:
             points = [(float(row[x]), float(row[column])) for row in rows
-                      if (group is None or row.get(split) == group) and _shown(row.get(column), log_y)]
+                      if (group is None or (split is not None and row.get(split) == group))
+                      and _shown(row.get(column), log_y)]
             if points:
-                xs, ys = zip(*points)
+                xs, ys = zip(*points, strict=True)
                 axes.plot(xs, ys, marker="o" if len(points) < 30 else None, markersize=4,
                           label=f"{label} · {group}" if group is not None else label)
     if zero_line:

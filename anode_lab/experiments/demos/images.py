@@ -66,7 +66,7 @@ def save_panel(ctx: RunContext, name: str, panels: list[Tensor], labels: list[st
     strip = Image.new("L", (width, max(t.height for t in tiles) + text_height), color=255)
     draw = ImageDraw.Draw(strip)
     left = 0
-    for tile, label in zip(tiles, labels):
+    for tile, label in zip(tiles, labels, strict=True):
         strip.paste(tile, (left, 0))
         draw.text((left + tile.width / 2, tile.height + 4), label, fill=0, font=font, anchor="ma")
         left += tile.width + gap

@@ -22,9 +22,9 @@ from torch import Tensor, nn
 
 import anode_core as ac
 from anode_lab.experiments.artifacts import numeric, write_csv
-from anode_lab.experiments.demos.figures import plot_columns
 from anode_lab.experiments.context import RunContext, RunResult
 from anode_lab.experiments.demos.common import device_and_dtype, explain, seeded
+from anode_lab.experiments.demos.figures import plot_columns
 from anode_lab.experiments.fields import MLPField
 from anode_lab.specs.demo import DemoSpec
 from anode_lab.status import RunStatus
@@ -105,7 +105,8 @@ def run(spec: DemoSpec, ctx: RunContext) -> RunResult:
                 rows.append({
                     "solver": solver, "steps": n, "method": label, "peak_bytes": m.peak_bytes,
                     "model_bytes": counted, "ratio": m.peak_bytes / counted,
-                    "paper_model_bytes": paper, "paper_ratio": m.peak_bytes / paper, "cuda_peak_bytes": m.cuda_peak_bytes,
+                    "paper_model_bytes": paper, "paper_ratio": m.peak_bytes / paper,
+                    "cuda_peak_bytes": m.cuda_peak_bytes,
                     "seconds": m.seconds, "nfe_forward": m.nfe_forward, "nfe_backward": m.nfe_backward,
                 })
                 ctx.on_metrics(len(rows) - 1, numeric(rows[-1]))

@@ -16,9 +16,9 @@ from torch import Tensor
 
 import anode_core as ac
 from anode_lab.experiments.artifacts import numeric, write_csv, write_json
-from anode_lab.experiments.demos.figures import plot_columns
 from anode_lab.experiments.context import RunContext, RunResult
 from anode_lab.experiments.demos.common import device_and_dtype, explain
+from anode_lab.experiments.demos.figures import plot_columns
 from anode_lab.experiments.fields import MLPField
 from anode_lab.specs.demo import DemoSpec
 from anode_lab.status import RunStatus
@@ -33,12 +33,8 @@ FOLD_TOLERANCE = 1e-12
 def folding_field(gain: float = GAIN) -> MLPField:
     """``f(z) = −gain·relu(z)`` on the plane, as an MLP field with fixed weights."""
     field = MLPField(2, hidden=2, activation="relu")
-    first, last = field.net[0], field.net[2]
-    with torch.no_grad():
-        first.weight.copy_(torch.eye(2))
-        first.bias.zero_()
-        last.weight.copy_(-gain * torch.eye(2))
-        last.bias.zero_()
+    eye, zero = torch.eye(2), torch.zeros(2)
+    field.net.load_state_dict({"0.weight": eye, "0.bias": zero, "2.weight": -gain * eye, "2.bias": zero})
     return field
 
 
@@ -86,7 +82,8 @@ def run(spec: DemoSpec, ctx: RunContext) -> RunResult:
     with torch.no_grad():
         images = problem.step(points, 0)
     write_csv(ctx, "fold_grid.csv", [
-        {"x": p[0], "y": p[1], "step_x": q[0], "step_y": q[1]} for p, q in zip(points.tolist(), images.tolist())
+        {"x": p[0], "y": p[1], "step_x": q[0], "step_y": q[1]}
+        for p, q in zip(points.tolist(), images.tolist(), strict=True)
     ])
     write_csv(ctx, "pairs.csv", rows)
     plot_columns(ctx, "pairs", rows, x="steps", columns={"input_distance": "distance of the inputs a, b",

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import anode_core as ac
+from anode_core.problem import Problem
 from anode_lab.experiments.artifacts import numeric, write_csv
 from anode_lab.experiments.context import RunContext, RunResult
 from anode_lab.experiments.demos.common import explain
@@ -27,7 +28,6 @@ from anode_lab.experiments.demos.figures import plot_columns
 from anode_lab.experiments.demos.images import digit, pattern, relative_error, save_panel, save_png
 from anode_lab.experiments.slopes import fit_slope
 from anode_lab.experiments.train import DTYPES, resolve_device
-from anode_core.problem import Problem
 from anode_lab.specs.demo import DIFFUSION_KAPPA, DemoSpec
 from anode_lab.status import RunStatus
 
@@ -42,6 +42,8 @@ SAME_GRADIENT_ERROR = 1.5
 
 class Diffusion(nn.Module):
     """``f(z) = κ·Δz``: the fixed 5-point Laplacian stencil as a depthwise convolution, times a learnable κ."""
+
+    stencil: Tensor
 
     def __init__(self, kappa: float = KAPPA, channels: int = 1) -> None:
         super().__init__()

@@ -17,10 +17,10 @@ from torch import Tensor, nn
 
 import anode_core as ac
 from anode_lab.experiments.artifacts import numeric, write_csv
-from anode_lab.experiments.demos.figures import plot_columns
 from anode_lab.experiments.context import RunContext, RunResult
 from anode_lab.experiments.data import two_spirals
 from anode_lab.experiments.demos.common import device_and_dtype, explain, seeded
+from anode_lab.experiments.demos.figures import plot_columns
 from anode_lab.experiments.models import MLPODE
 from anode_lab.specs.common import GradientSpec, OdeSpec
 from anode_lab.specs.demo import DemoSpec
@@ -53,7 +53,7 @@ class _Run:
         if not math.isfinite(loss.item()):
             self.diverged_at = iteration
             return math.nan
-        loss.backward()
+        torch.autograd.backward(loss)
         self.optimizer.step()
         return loss.item()
 
@@ -105,7 +105,7 @@ def run(spec: DemoSpec, ctx: RunContext) -> RunResult:
             return RunResult(RunStatus.CANCELLED, _summary(runs, probes, x_test, y_test, x_train, y_train),
                              f"stopped after {it} of {iterations} steps")
         if not batches:
-            batches = list(torch.randperm(len(y_train), generator=order).to(device).split(BATCH))
+            batches = list(torch.split(torch.randperm(len(y_train), generator=order).to(device), BATCH))
         index = batches.pop(0)
         x, y = x_train[index], y_train[index]
         values: dict[str, float] = {}
@@ -153,7 +153,7 @@ def run(spec: DemoSpec, ctx: RunContext) -> RunResult:
 def _distance(a: nn.Module, b: nn.Module) -> float:
     va = torch.cat([p.detach().reshape(-1) for p in a.parameters()])
     vb = torch.cat([p.detach().reshape(-1) for p in b.parameters()])
-    return ((va - vb).norm() / vb.norm()).item()
+    return float(((va - vb).norm() / vb.norm()).item())
 
 
 def _summary(

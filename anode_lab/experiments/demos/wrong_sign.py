@@ -21,9 +21,9 @@ from torch import Tensor, nn
 
 import anode_core as ac
 from anode_lab.experiments.artifacts import numeric, write_csv, write_json
-from anode_lab.experiments.demos.figures import plot_columns
 from anode_lab.experiments.context import RunContext, RunResult
 from anode_lab.experiments.demos.common import device_and_dtype, explain
+from anode_lab.experiments.demos.figures import plot_columns
 from anode_lab.specs.demo import DemoSpec
 from anode_lab.status import RunStatus
 
@@ -39,6 +39,8 @@ METHODS = {"direct": ac.Direct(), "anode": ac.Anode(), "adjoint": ac.Adjoint(),
 
 class KinkField(nn.Module):
     """``f(z; θ) = θ·z − K·relu(z)``: a ReLU field with gain ``K`` at its kink ``z = 0`` and one parameter θ."""
+
+    gain: Tensor
 
     def __init__(self, theta: float = THETA, gain: float = GAIN) -> None:
         super().__init__()
