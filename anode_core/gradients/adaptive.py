@@ -25,9 +25,9 @@ import torch
 from torch import Tensor
 
 from anode_core.adaptive import AdaptiveSolver
-from anode_core.gradients.base import vjp
-from anode_core.gradients.revolve import revolve_backward
-from anode_core.held import listeners, listening
+from anode_core.gradients.augmented import adjoint_result, adjoint_start
+from anode_core.gradients.recompute import recompute_block
+from anode_core.held import listeners
 from anode_core.problem import Problem
 from anode_core.replay import AutocastState, RngState, frozen_buffers, isolated_rng
 from anode_core.solvers import State
@@ -82,19 +82,7 @@ class _AdaptiveAnode(torch.autograd.Function):
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         (z0,) = ctx.saved_tensors
         problem: Problem = ctx.problem
-        wanted = ctx.needs_input_grad[2:]
-        with (
-            torch.enable_grad(),
-            isolated_rng(ctx.rng),
-            ctx.autocast.entered(),
-            listening(*ctx.listeners),
-            frozen_buffers(problem.field),
-        ):
-            if ctx.checkpoints is None:
-                z = z0.detach().requires_grad_(wanted[0])
-                grads = vjp(problem.advance(z, 0, problem.steps), (z, *problem.params), wanted, grad_out)
-            else:
-                grads = revolve_backward(problem, z0, ctx.rng, grad_out, ctx.checkpoints, wanted)
+        grads = recompute_block(ctx, problem, z0, grad_out, ctx.needs_input_grad[2:])
         return (None, None, *grads)
 
 
@@ -109,21 +97,12 @@ class _AdaptiveAdjoint(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
-        (z1,) = ctx.saved_tensors
-        problem: Problem = ctx.problem
-        wanted = ctx.needs_input_grad[2:]
-        params = [p for p, w in zip(problem.params, wanted[1:], strict=True) if w]
+        problem, wanted, y0, augmented = adjoint_start(ctx, grad_out)
 
         def reversed_augmented(s: float, y: State) -> State:
-            # time runs backwards as s = −t, as in torchdiffeq: d/ds (z, a, g) = −(f, −aᵀ∂f/∂z, −aᵀ∂f/∂θ) at t = −s
-            with torch.enable_grad():
-                z = y[0].detach().requires_grad_(True)
-                fz = problem.field(-s, z)
-                grads = vjp(fz, (z, *params), [True] * (1 + len(params)), y[1])
-            return (torch.neg(fz.detach()), *(g for g in grads if g is not None))  # all wanted: none is None
+            # time runs backwards as s = −t, as in torchdiffeq: d/ds of the augmented state is −(its d/dt) at t = −s
+            return tuple(torch.neg(v) for v in augmented(-s, y))
 
-        y0: State = (z1.detach(), grad_out, *(torch.zeros_like(p) for p in params))
-        with frozen_buffers(problem.field), isolated_rng(RngState.capture(z1)), ctx.autocast.entered():
+        with frozen_buffers(problem.field), isolated_rng(RngState.capture(y0[0])), ctx.autocast.entered():
             y, _ = ctx.backward_solver.integrate(reversed_augmented, y0, -problem.t1, -problem.t0)
-        grads = iter(y[2:])
-        return (None, None, y[1] if wanted[0] else None, *(next(grads) if w else None for w in wanted[1:]))
+        return adjoint_result(y, wanted)

@@ -14,17 +14,17 @@ are still integrated backwards from the stored ``z_n``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from anode_core.gradients.adaptive import adaptive_adjoint
-from anode_core.gradients.base import GradientMethod, vjp
+from anode_core.gradients.augmented import adjoint_result, adjoint_start
+from anode_core.gradients.base import GradientMethod
 from anode_core.held import note_held
 from anode_core.problem import Problem
 from anode_core.replay import AutocastState, RngState, frozen_buffers, isolated_rng
-from anode_core.solvers import State
 
 
 @dataclass(frozen=True)
@@ -81,26 +81,12 @@ class _AdjointFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
-        (z1,) = ctx.saved_tensors
-        problem: Problem = ctx.problem
-        wanted = ctx.needs_input_grad[2:]
-        params = [p for p, w in zip(problem.params, wanted[1:], strict=True) if w]
-
-        def augmented(t: float, y: State) -> State:
-            z, a = y[0], y[1]
-            with torch.enable_grad():
-                z = z.detach().requires_grad_(True)
-                fz = problem.field(t, z)
-                grads = cast(list[Tensor], vjp(fz, (z, *params), [True] * (1 + len(params)), a))  # all wanted
-            return (fz.detach(), *(torch.neg(g) for g in grads))
-
-        y: State = (z1.detach(), grad_out, *(torch.zeros_like(p) for p in params))
+        problem, wanted, y, augmented = adjoint_start(ctx, grad_out)
         # The reverse solve draws its own dropout masks; it must not advance the caller's RNG stream.
-        with frozen_buffers(problem.field), isolated_rng(RngState.capture(z1)), ctx.autocast.entered():
+        with frozen_buffers(problem.field), isolated_rng(RngState.capture(y[0])), ctx.autocast.entered():
             for n in range(problem.steps, 0, -1):
                 if ctx.states is not None and n < problem.steps:
                     y = (ctx.states[n], *y[1:])  # restart from the stored z_n: no accumulated reconstruction error
                 y = problem.solver.step(augmented, problem.time(n), y, -problem.size(n - 1))
         ctx.states = None
-        grads = iter(y[2:])
-        return (None, None, y[1] if wanted[0] else None, *(next(grads) if w else None for w in wanted[1:]))
+        return adjoint_result(y, wanted)

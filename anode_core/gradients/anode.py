@@ -16,10 +16,10 @@ from torch import Tensor
 
 from anode_core.gradients.adaptive import adaptive_anode
 from anode_core.gradients.base import GradientMethod, vjp
-from anode_core.gradients.revolve import revolve_backward
-from anode_core.held import listeners, listening
+from anode_core.gradients.recompute import recompute_block
+from anode_core.held import listeners
 from anode_core.problem import Problem
-from anode_core.replay import AutocastState, RngState, frozen_buffers, isolated_rng
+from anode_core.replay import AutocastState, RngState
 
 
 @dataclass(frozen=True)
@@ -131,17 +131,5 @@ class _AnodeFunction(torch.autograd.Function):
         if kept is not None:
             with torch.enable_grad():
                 return (None, None, None, *vjp(kept[1], (kept[0], *problem.params), wanted, grad_out))
-        with (
-            torch.enable_grad(),
-            isolated_rng(ctx.rng),
-            ctx.autocast.entered(),
-            listening(*ctx.listeners),
-            frozen_buffers(problem.field),
-        ):
-            if ctx.checkpoints is None:
-                z = z0.detach().requires_grad_(wanted[0])
-                z1 = problem.advance(z, 0, problem.steps)
-                grads = vjp(z1, (z, *problem.params), wanted, grad_out)
-            else:
-                grads = revolve_backward(problem, z0, ctx.rng, grad_out, ctx.checkpoints, wanted)
+        grads = recompute_block(ctx, problem, z0, grad_out, wanted)
         return (None, None, None, *grads)
