@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 
 import httpx
 
+from anode_lab.status import FINISHED
+
 T = TypeVar("T")
 API = "/api/v1"
 
@@ -28,6 +30,12 @@ FAST_LEASES = {
     "ANODE_TORCH_THREADS": "1",
 }
 """Short leases so a killed worker's run is re-queued in about two seconds."""
+
+EAGER = {**FAST_LEASES, "ANODE_METRICS_FLUSH_SECONDS": "0", "ANODE_CANCEL_POLL_SECONDS": "0"}
+"""Short leases, and metrics and cancel flags seen at once: for tests that watch a run step by step."""
+
+ENDED = frozenset(FINISHED)
+"""The statuses a run ends in."""
 
 TRAIN_SMALL: dict[str, Any] = {"dataset": "moons", "n_samples": 256, "batch_size": 32, "epochs": 2, "device": "cpu"}
 

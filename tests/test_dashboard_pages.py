@@ -14,7 +14,8 @@ import httpx
 import pytest
 import streamlit as st
 from service_helpers import (
-    FAST_LEASES,
+    EAGER,
+    ENDED,
     TRAIN_SMALL,
     Service,
     submit,
@@ -26,8 +27,7 @@ from streamlit.testing.v1 import AppTest
 from dashboard.tables import run_colour
 
 APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
-ENDED = {"succeeded", "failed", "cancelled", "diverged"}
-ENV = {**FAST_LEASES, "ANODE_METRICS_FLUSH_SECONDS": "0", "ANODE_CANCEL_POLL_SECONDS": "0"}
+ENV = EAGER
 SMALL_SWEEP = {"solvers": ["euler", "midpoint"], "steps": [1, 2, 4], "device": "cpu"}
 
 

@@ -22,7 +22,8 @@ from typing import Any
 import httpx
 import pytest
 from service_helpers import (
-    FAST_LEASES,
+    EAGER,
+    ENDED,
     TRAIN_SMALL,
     Service,
     fill,
@@ -39,8 +40,7 @@ from backend.runs import journal, repository as runs
 from backend.settings import Settings
 from backend.workers.process import WorkerProcess
 
-ENV = {**FAST_LEASES, "ANODE_METRICS_FLUSH_SECONDS": "0", "ANODE_CANCEL_POLL_SECONDS": "0"}
-ENDED = {"succeeded", "failed", "cancelled", "diverged"}
+ENV = EAGER
 SETTLED = ENDED | {"queued"}
 LONG_TRAIN = {**TRAIN_SMALL, "n_samples": 1024, "batch_size": 16, "epochs": 4, "checkpoint_every": 10}
 """192 steps of a few milliseconds: long enough to be hit mid-run, short enough for the suite."""

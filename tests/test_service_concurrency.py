@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from service_helpers import FAST_LEASES, TRAIN_SMALL, Service, wait_status
+from service_helpers import EAGER, TRAIN_SMALL, Service, wait_status
 
 from backend.db import Database, migrate
 from backend.runs import repository as runs
@@ -73,7 +73,7 @@ def test_four_writer_processes_share_one_sqlite_file(tmp_path: Path) -> None:
 
 @pytest.fixture
 def four_workers(tmp_path: Path) -> Iterator[Service]:
-    svc = Service(tmp_path, {**FAST_LEASES, "ANODE_METRICS_FLUSH_SECONDS": "0", "ANODE_CANCEL_POLL_SECONDS": "0"})
+    svc = Service(tmp_path, EAGER)
     try:
         svc.start_api()
         for _ in range(4):

@@ -23,7 +23,8 @@ from typing import Any
 import httpx
 import pytest
 from service_helpers import (
-    FAST_LEASES,
+    EAGER,
+    ENDED,
     TRAIN_SMALL,
     Service,
     fill,
@@ -39,8 +40,7 @@ from backend.runs import repository as runs
 from backend.settings import Settings
 from backend.workers.process import WorkerProcess
 
-ENV = {**FAST_LEASES, "ANODE_METRICS_FLUSH_SECONDS": "0", "ANODE_CANCEL_POLL_SECONDS": "0"}
-ENDED = {"succeeded", "failed", "cancelled", "diverged"}
+ENV = EAGER
 QUICK_DEMO = {"name": "non-invertible"}
 COMPARE_34_GB = {"field": "mlp", "hidden": 512, "batch": 1024, "blocks": 8, "solvers": ["rk4"], "steps": [256],
                  "dtypes": ["float64"], "timing_repeats": 1}
