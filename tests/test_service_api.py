@@ -190,10 +190,13 @@ def test_artifact_names_cannot_leave_the_run_folder(client: TestClient, settings
 def test_catalog_lists_names_defaults_and_bounds(client: TestClient) -> None:
     catalog = client.get("/catalog").json()
     assert set(catalog["kinds"]) == {"train", "compare", "demo"}
-    assert [s["name"] for s in catalog["solvers"]] == ["euler", "midpoint", "heun", "rk4"]
-    assert [(s["order"], s["stages"]) for s in catalog["solvers"]] == [(1, 1), (2, 2), (2, 2), (4, 4)]
-    assert catalog["solvers"][-1]["description"] == "classic Runge-Kutta: order 4, 4 field evaluations per step"
-    assert {m["name"] for m in catalog["gradient_methods"]} == {"direct", "anode", "adjoint"}
+    assert [s["name"] for s in catalog["solvers"]] == [
+        "euler", "midpoint", "heun", "rk4", "dopri5", "bosh3", "reversible_heun"]
+    assert [(s["order"], s["stages"], s["kind"]) for s in catalog["solvers"]] == [
+        (1, 1, "fixed"), (2, 2, "fixed"), (2, 2, "fixed"), (4, 4, "fixed"), (5, 7, "adaptive"), (3, 4, "adaptive"),
+        (2, 1, "reversible")]
+    assert catalog["solvers"][3]["description"] == "classic Runge-Kutta: order 4, 4 field evaluations per step"
+    assert {m["name"] for m in catalog["gradient_methods"]} == {"direct", "anode", "adjoint", "reversible"}
     assert all(m["description"] for m in catalog["gradient_methods"])
     assert catalog["bounds"]["train"]["ode.steps"] == {"minimum": 1, "maximum": 256}
     assert catalog["kinds"]["train"]["schema"]["type"] == "object"

@@ -23,4 +23,4 @@ def test_the_dashboards_statuses_are_the_enum() -> None:
 
 def test_the_dashboards_solver_orders_are_the_solver_table() -> None:
     assert charts.SOLVER_ORDERS == {name: solver.order for name, solver in SOLVERS.items()}
-    assert set(charts.SOLVER_DASHES) == set(SOLVERS)
+    assert set(charts.SOLVER_DASHES) == set(charts.SOLVER_MARKERS) == set(SOLVERS)

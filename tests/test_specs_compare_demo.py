@@ -77,12 +77,17 @@ def test_compare_rejects_with_field_and_fix(changes: dict[str, object], named: s
 
 
 def test_the_torch_free_solver_table_matches_the_library() -> None:
-    """Names, orders and stages of ``anode_lab.specs.common.SOLVERS`` are those of ``anode_core.SOLVERS``, and
-    the ``SolverName`` literal of the specs lists exactly its keys."""
+    """Names, orders, stages and kinds of ``anode_lab.specs.common.SOLVERS`` are those of
+    ``anode_core.ALL_SOLVERS``, and the ``SolverName`` literal of the specs lists exactly its keys."""
     import anode_core as ac
 
-    library = {name: (cls.order, cls().stages) for name, cls in ac.SOLVERS.items()}
-    assert {name: (s.order, s.stages) for name, s in SOLVERS.items()} == library
+    def kind(solver: object) -> str:
+        if isinstance(solver, ac.AdaptiveSolver):
+            return "adaptive"
+        return "reversible" if isinstance(solver, ac.ReversibleHeun) else "fixed"
+
+    library = {name: (cls.order, cls().stages, kind(cls())) for name, cls in ac.ALL_SOLVERS.items()}
+    assert {name: (s.order, s.stages, s.kind) for name, s in SOLVERS.items()} == library
     assert typing.get_args(SolverName) == tuple(SOLVERS)
 
 

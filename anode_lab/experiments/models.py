@@ -18,7 +18,7 @@ from typing import TypedDict
 from torch import Tensor, nn
 
 from anode_core.block import ODEBlock
-from anode_core.registry import gradient_named
+from anode_core.registry import gradient_named, solver_named
 from anode_lab.experiments.fields import (
     ConvField,
     MLPField,
@@ -38,7 +38,7 @@ STAGE_GROWTH = 2 ** (STAGES - 1)
 def ode_block(field: nn.Module, ode: OdeSpec) -> ODEBlock:
     """An ODE block over ``field`` solved and differentiated as ``ode`` says."""
     gradient = gradient_named(ode.gradient.method, **ode.gradient.knobs())
-    return ODEBlock(field, steps=ode.steps, solver=ode.solver, gradient=gradient)
+    return ODEBlock(field, steps=ode.steps, solver=solver_named(ode.solver, **ode.solver_knobs()), gradient=gradient)
 
 
 class MLPODE(nn.Module):

@@ -88,7 +88,8 @@ class _Setting:
             stages=self.solver.stages,
             steps=cell.steps,
             eval_bytes=ac.saved_bytes_of_one_evaluation(fields[0], self.x),
-        ) if spec.model is None else None  # a whole model's states differ from its input: no analytic model
+        ) if spec.model is None and cell.steps is not None else None
+        # a whole model's states differ from its input, an adaptive solve's N_t is its own: no analytic model
         self.reference = ac.measure_gradient(self.model, self.loss, ac.Direct(), device=device)
         self.device = device
         self.reconstruction = _worst(ac.block_reconstruction_errors(self.model, self.x))

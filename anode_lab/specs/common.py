@@ -5,9 +5,12 @@ Bounds here are what one request may ask of a machine; the API, the CLI and the 
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+import math
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+SolverKind = Literal["fixed", "adaptive", "reversible"]
 
 
 class SolverFacts(NamedTuple):
@@ -15,6 +18,9 @@ class SolverFacts(NamedTuple):
     stages: int
     """Field evaluations per step (the length of the solver's tableau)."""
     description: str
+    kind: SolverKind = "fixed"
+    """fixed: N_t steps of one size; adaptive: an embedded pair choosing its steps from ``rtol``/``atol``;
+    reversible: fixed steps whose states can be rebuilt backwards exactly (the ``reversible`` method)."""
 
 
 SOLVERS: dict[str, SolverFacts] = {
@@ -22,18 +28,59 @@ SOLVERS: dict[str, SolverFacts] = {
     "midpoint": SolverFacts(2, 2, "explicit midpoint (RK2)"),
     "heun": SolverFacts(2, 2, "Heun's method (RK2, trapezoidal)"),
     "rk4": SolverFacts(4, 4, "classic Runge-Kutta"),
+    "dopri5": SolverFacts(5, 7, "Dormand-Prince 5(4), adaptive steps (torchdiffeq's default)", "adaptive"),
+    "bosh3": SolverFacts(3, 4, "Bogacki-Shampine 3(2), adaptive steps", "adaptive"),
+    "reversible_heun": SolverFacts(2, 1, "reversible Heun (Kidger et al. 2021), algebraically reversible",
+                                   "reversible"),
 }
-"""The solvers of ``anode_core.SOLVERS`` without importing torch: the one table the specs, the catalog and the
-dashboard read. A test checks names, orders and stages against the library's registry."""
-SolverName = Literal["euler", "midpoint", "heun", "rk4"]
+"""The solvers of ``anode_core.ALL_SOLVERS`` without importing torch: the one table the specs, the catalog and
+the dashboard read. A test checks names, orders, stages and kinds against the library's registry."""
+SolverName = Literal["euler", "midpoint", "heun", "rk4", "dopri5", "bosh3", "reversible_heun"]
 """The keys of :data:`SOLVERS`, spelled for the type checker and the JSON schema (a test checks they agree)."""
-MethodName = Literal["direct", "anode", "adjoint"]
+MethodName = Literal["direct", "anode", "adjoint", "reversible"]
 ActivationName = Literal["relu", "tanh", "softplus", "elu", "gelu", "leaky_relu", "sigmoid"]
 DtypeName = Literal["float32", "float64"]
 DeviceName = Literal["auto", "cpu", "cuda"]
 
 MAX_STEPS = 256
 MAX_CHECKPOINTS = 64
+MIN_RTOL, MAX_RTOL = 1e-10, 1e-1
+MIN_ATOL, MAX_ATOL = 1e-12, 1e-1
+FLOAT32_MIN_RTOL = 1e-6
+"""float32 carries about 7 digits: a tighter tolerance is never met and the solve ends at its step limit."""
+DEFAULT_RTOL, DEFAULT_ATOL = 1e-3, 1e-5
+DEFAULT_STEP_LIMIT = 100
+MAX_STEP_LIMIT = 4096
+
+
+def is_adaptive(solver: str) -> bool:
+    return SOLVERS[solver].kind == "adaptive"
+
+
+def adaptive_steps(solver: str, rtol: float, limit: int) -> int:
+    """A guess of the steps an adaptive solve over [0, 1] takes at ``rtol``, for cost estimates only: the
+    controller picks h with local error ∝ h^(p+1) ≈ rtol, so about 2·rtol^(−1/p) steps (measured: dopri5 takes
+    ~40 trial steps per block at 1e-7 on the conv field); never more than the step limit."""
+    order = SOLVERS[solver].order
+    guess: float = 2.0 * rtol ** (-1.0 / order)
+    return max(1, min(limit, math.ceil(guess)))
+
+
+def pairing_error(solver: str, gradient: GradientSpec) -> str | None:
+    """Why ``gradient`` cannot differentiate ``solver`` (``None`` when it can): the torch-free twin of
+    ``anode_core.solve.check_pairing``, so a spec is refused with a 422 rather than failing in the worker."""
+    kind = SOLVERS[solver].kind
+    if gradient.method == "reversible" and kind != "reversible":
+        return (f"method 'reversible' rebuilds the states backwards and needs an algebraically reversible solver; "
+                f"got solver {solver!r}: set the solver to reversible_heun, or the method to 'anode'")
+    if kind == "reversible" and (gradient.method == "adjoint" or gradient.checkpoints is not None):
+        return (f"solver {solver!r} carries a second state and cannot be differentiated with "
+                f"{'the adjoint' if gradient.method == 'adjoint' else 'checkpoints'}: use method 'reversible' "
+                "(memory flat in N_t), 'direct' or 'anode' without checkpoints")
+    if kind == "adaptive" and gradient.method == "adjoint" and not gradient.reconstruct:
+        return (f"`reconstruct: false` restarts from stored states on a fixed grid; with the adaptive solver "
+                f"{solver!r} remove it (the adjoint then solves backwards adaptively)")
+    return None
 
 
 class SpecModel(BaseModel):
@@ -47,7 +94,8 @@ class GradientSpec(SpecModel):
     """How the ODE blocks are differentiated."""
 
     method: MethodName = Field("anode", description="direct: backprop; anode: exact, O(L)+O(N_t); "
-                             "adjoint: the continuous adjoint (Chen et al.)")
+                             "adjoint: the continuous adjoint (Chen et al.); reversible: exact, O(L), "
+                             "reversible_heun only")
     checkpoints: int | None = Field(
         None, ge=0, le=MAX_CHECKPOINTS, description="anode only: states kept inside a block (binomial schedule)"
     )
@@ -68,13 +116,74 @@ class GradientSpec(SpecModel):
             return {"checkpoints": self.checkpoints}
         if self.method == "adjoint":
             return {"reconstruct": self.reconstruct}
-        return {}
+        return {}  # direct, reversible
+
+
+_ADAPTIVE_ONLY = ("rtol", "atol", "step_limit")
+_ADAPTIVE_DEFAULTS = {"rtol": DEFAULT_RTOL, "atol": DEFAULT_ATOL, "step_limit": DEFAULT_STEP_LIMIT}
 
 
 class OdeSpec(SpecModel):
-    """The ODE blocks of a model: scheme, number of steps, field activation and gradient method."""
+    """The ODE blocks of a model: scheme, number of steps (or tolerances), field activation and gradient method.
+
+    A fixed-step or reversible solver takes ``steps``; an adaptive one (dopri5, bosh3) takes ``rtol``, ``atol``
+    and ``step_limit`` instead, filled with their defaults when left out, so a stored spec says what ran.
+    """
 
     solver: SolverName = "euler"
-    steps: int = Field(2, ge=1, le=MAX_STEPS, description="N_t, fixed steps per ODE block")
+    steps: int | None = Field(2, ge=1, le=MAX_STEPS, description="N_t, fixed steps per ODE block; null (and "
+                              "left out) for an adaptive solver, which chooses its own")
+    rtol: float | None = Field(None, ge=MIN_RTOL, le=MAX_RTOL, description="adaptive solvers only: relative "
+                               f"tolerance of each step (default {DEFAULT_RTOL:g})")
+    atol: float | None = Field(None, ge=MIN_ATOL, le=MAX_ATOL, description="adaptive solvers only: absolute "
+                               f"tolerance of each step (default {DEFAULT_ATOL:g})")
+    step_limit: int | None = Field(None, ge=1, le=MAX_STEP_LIMIT, description="adaptive solvers only: the most "
+                                   "steps (accepted and rejected) one block's solve may take before the run fails "
+                                   f"naming it (default {DEFAULT_STEP_LIMIT})")
     activation: ActivationName = "relu"
     gradient: GradientSpec = GradientSpec()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _knobs_of_the_solver(cls, data: Any) -> Any:
+        """Adaptive solvers take tolerances, not ``steps``; fixed ones the reverse. Defaults are filled in."""
+        solver = data.get("solver", "euler") if isinstance(data, dict) else None
+        if not isinstance(solver, str) or solver not in SOLVERS:
+            return data
+        if is_adaptive(solver):
+            if data.get("steps") is not None:
+                raise ValueError(f"`steps` applies to fixed-step solvers; {solver!r} chooses its own steps: "
+                                 "remove `steps` (bound them with `step_limit`)")
+            return {**data, "steps": None, **{k: data.get(k) or v for k, v in _ADAPTIVE_DEFAULTS.items()}}
+        stray = [k for k in _ADAPTIVE_ONLY if data.get(k) is not None]
+        if stray:
+            raise ValueError(f"`{stray[0]}` applies to adaptive solvers (dopri5, bosh3) only; remove it or set "
+                             "`solver` to dopri5 or bosh3")
+        return data
+
+    @model_validator(mode="after")
+    def _pairs_with_the_method(self) -> OdeSpec:
+        if self.steps is None and not is_adaptive(self.solver):
+            raise ValueError(f"solver {self.solver!r} takes fixed steps: set `steps` (N_t), e.g. 2")
+        problem = pairing_error(self.solver, self.gradient)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    @property
+    def adaptive(self) -> bool:
+        return is_adaptive(self.solver)
+
+    @property
+    def planned_steps(self) -> int:
+        """N_t, or for an adaptive solver a guess of its steps (:func:`adaptive_steps`), for cost estimates."""
+        if self.steps is not None:
+            return self.steps
+        assert self.rtol is not None and self.step_limit is not None
+        return adaptive_steps(self.solver, self.rtol, self.step_limit)
+
+    def solver_knobs(self) -> dict[str, object]:
+        """Keyword arguments for ``anode_core.solver_named(self.solver, **knobs)``."""
+        if not self.adaptive:
+            return {}
+        return {"rtol": self.rtol, "atol": self.atol, "max_steps": self.step_limit}

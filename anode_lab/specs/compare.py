@@ -2,6 +2,9 @@
 
 A sweep is a grid solvers × N_t × gradient methods (× activations × weight scales × dtypes) over one seeded
 model; every cell is compared with the exact Direct (discretize-then-optimize) gradient of the same network.
+An adaptive solver (dopri5, bosh3) runs along the tolerance axis (``tolerances``, the rtol values) instead of
+N_t; a method that cannot differentiate a solver (the reversible method on a non-reversible solver, the adjoint
+on reversible_heun) has no cell there.
 The bounds keep one request to seconds or minutes on a CPU: at most :data:`MAX_CELLS` cells and
 :data:`MAX_WORK` state-element field evaluations in all.
 """
@@ -17,7 +20,11 @@ from typing import Any, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from anode_lab.specs.common import (
+    FLOAT32_MIN_RTOL,
+    MAX_RTOL,
+    MAX_STEP_LIMIT,
     MAX_STEPS,
+    MIN_RTOL,
     SOLVERS,
     ActivationName,
     DeviceName,
@@ -25,6 +32,9 @@ from anode_lab.specs.common import (
     GradientSpec,
     SolverName,
     SpecModel,
+    adaptive_steps,
+    is_adaptive,
+    pairing_error,
 )
 from anode_lab.specs.train import dataset_shape, model_datasets
 
@@ -51,6 +61,8 @@ STAGES: dict[str, int] = {name: solver.stages for name, solver in SOLVERS.items(
 _CONV_ONLY = ("channels", "size")
 _MLP_ONLY = ("dim", "hidden")
 MAX_TIMING_REPEATS = 20
+MAX_TOLERANCES = 12
+DEFAULT_SWEEP_STEP_LIMIT = 1000
 
 
 @dataclass(frozen=True)
@@ -62,12 +74,21 @@ class Cell:
     activation: ActivationName
     weight_scale: float
     solver: SolverName
-    steps: int
+    steps: int | None
+    """N_t of a fixed-step or reversible solver; ``None`` for an adaptive one."""
     method: GradientSpec
+    rtol: float | None = None
+    """The tolerance of an adaptive solver's cell (``None`` for the others)."""
+    atol: float | None = None
 
     @property
     def label(self) -> str:
         return method_label(self.method)
+
+    @property
+    def where(self) -> str:
+        """``N_t=8`` or ``rtol=1e-05``: the cell's place on its solver's axis, for progress lines."""
+        return f"N_t={self.steps}" if self.rtol is None else f"rtol={self.rtol:g}"
 
 
 def method_label(gradient: GradientSpec) -> str:
@@ -104,7 +125,15 @@ class CompareSpec(SpecModel):
                                 "times are reported, not one noisy shot")
     batch: int = Field(16, ge=1, le=MAX_BATCH)
     solvers: tuple[SolverName, ...] = Field(("euler", "midpoint"), min_length=1)
-    steps: tuple[int, ...] = Field((1, 2, 4, 8, 16, 32), min_length=1, description="the N_t values of the grid")
+    steps: tuple[int, ...] = Field((1, 2, 4, 8, 16, 32), min_length=1, description="the N_t values of the grid "
+                                   "(fixed-step and reversible solvers)")
+    tolerances: tuple[float, ...] = Field(
+        (1e-3, 1e-5, 1e-7), min_length=1, max_length=MAX_TOLERANCES, description="adaptive solvers (dopri5, bosh3) "
+        "only: the rtol values of their axis, instead of N_t"
+    )
+    atol_ratio: float = Field(0.01, ge=1e-6, le=1.0, description="adaptive solvers: atol = rtol × atol_ratio")
+    step_limit: int = Field(DEFAULT_SWEEP_STEP_LIMIT, ge=1, le=MAX_STEP_LIMIT, description="adaptive solvers: the "
+                            "most steps (accepted and rejected) one block's solve may take")
     methods: tuple[GradientSpec, ...] = Field(
         (
             GradientSpec(method="direct"),
@@ -133,7 +162,7 @@ class CompareSpec(SpecModel):
         None, ge=1, le=256, description="CPU threads for torch (default: torch's own); small states run fastest on 1"
     )
 
-    @field_validator("solvers", "activations", "dtypes", "weight_scales", "steps")
+    @field_validator("solvers", "activations", "dtypes", "weight_scales", "steps", "tolerances")
     @classmethod
     def _unique(cls, values: tuple[object, ...], info: ValidationInfo) -> tuple[object, ...]:
         repeated = sorted(str(v) for v, n in Counter(values).items() if n > 1)  # linear: lists may be long
@@ -156,6 +185,14 @@ class CompareSpec(SpecModel):
         if bad:
             raise ValueError(f"every entry of `steps` (N_t) must be between 1 and {MAX_STEPS}; got {bad}")
         return steps
+
+    @field_validator("tolerances")
+    @classmethod
+    def _tolerances_in_range(cls, tolerances: tuple[float, ...]) -> tuple[float, ...]:
+        bad = [t for t in tolerances if not (math.isfinite(t) and MIN_RTOL <= t <= MAX_RTOL)]
+        if bad:
+            raise ValueError(f"every entry of `tolerances` (rtol) must be in [{MIN_RTOL:g}, {MAX_RTOL:g}]; got {bad}")
+        return tolerances
 
     @field_validator("weight_scales")
     @classmethod
@@ -194,6 +231,12 @@ class CompareSpec(SpecModel):
         if stray:
             other = "conv" if self.field == "mlp" else "mlp"
             raise ValueError(f"`{stray[0]}` applies to field {other!r} only; remove it or set `field` to {other!r}")
+        self._methods_pair_with_solvers()
+        if "float32" in self.dtypes and self.adaptive_solvers and min(self.tolerances) < FLOAT32_MIN_RTOL:
+            raise ValueError(
+                f"float32 carries about 7 digits: an adaptive solve at rtol {min(self.tolerances):g} never meets it; "
+                f"keep `tolerances` ≥ {FLOAT32_MIN_RTOL:g} or remove float32 from `dtypes`"
+            )
         if self.state_elements > MAX_STATE_ELEMENTS:
             raise ValueError(
                 f"one block input has {self.state_elements} elements (`batch` × the state); at most "
@@ -201,7 +244,8 @@ class CompareSpec(SpecModel):
             )
         if self.cells > MAX_CELLS:
             raise ValueError(
-                f"the grid `solvers` × `steps` × `methods` × `activations` × `weight_scales` × `dtypes` has "
+                f"the grid `solvers` × `steps` (or `tolerances`) × `methods` × `activations` × `weight_scales` × "
+                f"`dtypes` has "
                 f"{self.cells} cells; at most {MAX_CELLS}: shorten one of these lists"
             )
         if self.work > MAX_WORK:
@@ -210,6 +254,31 @@ class CompareSpec(SpecModel):
                 f"{MAX_WORK:.3g}: lower the largest `steps`, `batch` or the state size, or shorten `methods`"
             )
         return self
+
+    def _methods_pair_with_solvers(self) -> None:
+        """Every method listed differentiates at least one solver, every solver has a method: else an entry with
+        no cells. Methods left at their default simply have no cells on the solvers they cannot differentiate."""
+        for method in self.methods if "methods" in self.model_fields_set else ():
+            problems = [pairing_error(s, method) for s in self.solvers]
+            if all(problems):
+                raise ValueError(f"`methods` lists {method_label(method)}, which none of `solvers` takes: "
+                                 f"{problems[0]}")
+        for solver in self.solvers:
+            if not self.methods_of(solver):
+                raise ValueError(f"no method of `methods` can differentiate solver {solver!r}: "
+                                 f"{pairing_error(solver, self.methods[0])}")
+
+    def methods_of(self, solver: str) -> list[GradientSpec]:
+        """The methods of the spec that can differentiate ``solver``, in the spec's order."""
+        return [m for m in self.methods if pairing_error(solver, m) is None]
+
+    def axis(self, solver: str) -> tuple[float, ...] | tuple[int, ...]:
+        """The values a solver's cells run along: ``tolerances`` for an adaptive one, else ``steps``."""
+        return self.tolerances if is_adaptive(solver) else self.steps
+
+    @property
+    def adaptive_solvers(self) -> list[str]:
+        return [s for s in self.solvers if is_adaptive(s)]
 
     @property
     def state_dim(self) -> int:
@@ -246,9 +315,17 @@ class CompareSpec(SpecModel):
         return self.batch * math.prod(self.example_shape)
 
     @property
+    def per_setting(self) -> int:
+        return len(self.activations) * len(self.weight_scales) * len(self.dtypes)
+
+    @property
     def cells(self) -> int:
-        lists = (self.solvers, self.steps, self.methods, self.activations, self.weight_scales, self.dtypes)
-        return math.prod(len(values) for values in lists)
+        per_solver = sum(len(self.axis(s)) * len(self.methods_of(s)) for s in self.solvers)
+        return per_solver * self.per_setting
+
+    def planned_steps(self, solver: str, value: float) -> int:
+        """N_t, or for an adaptive solver at rtol ``value`` a guess of its steps (for the work bound)."""
+        return adaptive_steps(solver, value, self.step_limit) if is_adaptive(solver) else int(value)
 
     @property
     def work(self) -> int:
@@ -256,11 +333,13 @@ class CompareSpec(SpecModel):
 
         Each method costs at most about two solves (ANODE recomputes the block; the adjoint solves back), so
         a cell counts three, the reference one more per setting, and the finite-difference check two per entry.
+        An adaptive solver's N_t is guessed from its tolerance (:func:`anode_lab.specs.common.adaptive_steps`).
         """
-        per_setting = len(self.activations) * len(self.weight_scales) * len(self.dtypes)
-        solves = (3 * len(self.methods) + 1) * self.timing_repeats + 2 * self.fd_check
-        total = sum(STAGES[s] * n for s, n in product(self.solvers, self.steps))
-        return total * solves * per_setting * self.blocks * self.state_elements
+        total = 0
+        for solver in self.solvers:
+            solves = (3 * len(self.methods_of(solver)) + 1) * self.timing_repeats + 2 * self.fd_check
+            total += sum(STAGES[solver] * self.planned_steps(solver, v) for v in self.axis(solver)) * solves
+        return total * self.per_setting * self.blocks * self.state_elements
 
     def epsilon(self, dtype: DtypeName) -> float:
         """The finite-difference step for ``dtype``."""
@@ -273,6 +352,17 @@ class CompareSpec(SpecModel):
 
     def grid(self) -> list[Cell]:
         """Every cell, dtype outermost and method innermost: the order of ``results.csv`` and of the metrics
-        steps, so a live view can label step ``i`` with ``grid()[i]`` without waiting for the table."""
-        combos = product(self.dtypes, self.activations, self.weight_scales, self.solvers, self.steps, self.methods)
-        return [Cell(i, *combo) for i, combo in enumerate(combos)]
+        steps, so a live view can label step ``i`` with ``grid()[i]`` without waiting for the table. An adaptive
+        solver's cells run along ``tolerances`` (``steps`` is ``None``); a method has cells only on the solvers
+        it can differentiate."""
+        cells: list[Cell] = []
+        for dtype, activation, scale, solver in product(self.dtypes, self.activations, self.weight_scales,
+                                                        self.solvers):
+            for value in self.axis(solver):
+                for method in self.methods_of(solver):
+                    if is_adaptive(solver):
+                        cells.append(Cell(len(cells), dtype, activation, scale, solver, None, method,
+                                          float(value), float(f"{value * self.atol_ratio:.12g}")))
+                    else:
+                        cells.append(Cell(len(cells), dtype, activation, scale, solver, int(value), method))
+        return cells

@@ -123,6 +123,8 @@ def held_bytes(gradient: GradientSpec, inputs: list[int], saves: list[int], step
     ``saves`` (ANODE §3; ``anode_core.MemoryModel`` for one block size)."""
     if gradient.method == "direct":
         return sum(steps * stages * a for a in saves)
+    if gradient.method == "reversible":  # each block's output and its second state; one step's graph at a time
+        return 2 * sum(inputs) + stages * max(saves)
     if gradient.method == "anode":
         if gradient.checkpoints is None:
             return sum(inputs) + stages * steps * max(saves)
@@ -140,7 +142,7 @@ def _compare(spec: CompareSpec) -> Cost:
     else:
         save = CONV_FIELD_SAVES * state
         params = 18 * spec.map_channels**2 * itemsize
-    longest = max(STAGES[s] * n for s in spec.solvers for n in spec.steps)
+    longest = max(STAGES[s] * spec.planned_steps(s, v) for s in spec.solvers for v in spec.axis(s))
     reference = spec.blocks * longest * save  # Direct, computed in every cell
     peak = reference + 4 * spec.blocks * (state + params)
     return Cost(peak, spec.work // max(1, spec.state_elements))
@@ -178,7 +180,7 @@ def _train(spec: TrainSpec) -> Cost:
         params = (9 * IMAGE_CHANNELS[spec.dataset] * width + sum(36 * c * c for c in channels)
                   + channels[-1] * CLASSES[spec.dataset]) * itemsize
         data = 2 * DATA_BYTES[spec.dataset]  # a second copy while the files are read
-    stages, n_t = STAGES[spec.ode.solver], spec.ode.steps
+    stages, n_t = STAGES[spec.ode.solver], spec.ode.planned_steps
     held = held_bytes(spec.ode.gradient, inputs, saves, n_t, stages)
     if spec.probe_every:
         held = max(held, held_bytes(GradientSpec(method="direct"), inputs, saves, n_t, stages))

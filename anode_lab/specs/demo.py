@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from anode_lab.specs.common import MAX_STEPS, DeviceName, DtypeName, SolverName, SpecModel
+from anode_lab.specs.common import MAX_STEPS, SOLVERS, DeviceName, DtypeName, SolverName, SpecModel
 
 DemoName = Literal["adjoint-order", "wrong-sign", "reconstruction-blowup", "non-invertible", "memory", "training"]
 ImageName = Literal["digit", "pattern"]
@@ -180,6 +180,10 @@ class DemoSpec(SpecModel):
             raise ValueError(f"every entry of `steps` (N_t) must be between 1 and {MAX_STEPS}; got {list(steps)}")
         if any(b <= a for a, b in pairwise(steps)):
             raise ValueError(f"`steps` must be strictly increasing (each N_t once); got {list(steps)}")
+        fixed = [s for s in self.solvers or () if SOLVERS[s].kind != "fixed"]
+        if fixed:
+            tableaux = ", ".join(k for k, f in SOLVERS.items() if f.kind == "fixed")
+            raise ValueError(f"`solvers` of {self.name} are fixed-step tableaux ({tableaux}); remove {fixed[0]}")
         if self.solvers is not None and len(set(self.solvers)) != len(self.solvers):
             raise ValueError(f"`solvers` lists a solver more than once; list each once (got {list(self.solvers)})")
         if self.name == "reconstruction-blowup" and steps[0] < DIFFUSION_MIN_STEPS:

@@ -14,7 +14,16 @@ from typing import Any, Literal
 from pydantic import Field, ValidationInfo, field_validator
 
 from anode_lab.plugins import DatasetPlugin, ModelPlugin, dataset_plugins, model_plugins
-from anode_lab.specs.common import DeviceName, DtypeName, GradientSpec, MethodName, OdeSpec, SolverName, SpecModel
+from anode_lab.specs.common import (
+    FLOAT32_MIN_RTOL,
+    DeviceName,
+    DtypeName,
+    GradientSpec,
+    MethodName,
+    OdeSpec,
+    SolverName,
+    SpecModel,
+)
 
 ModelName = Literal["mlp_ode", "conv_ode", "resnet_ode", "squeezenext_ode"]
 DatasetName = Literal["moons", "circles", "spirals", "digits", "mnist", "cifar10", "cifar100"]
@@ -163,6 +172,15 @@ class TrainSpec(SpecModel):
         if momentum is not None and info.data.get("optimizer") == "adam":
             raise ValueError("`momentum` applies to optimizer 'sgd' only (adam has its own); remove it")
         return momentum
+
+    @field_validator("dtype")
+    @classmethod
+    def _tolerance_fits_dtype(cls, dtype: str, info: ValidationInfo) -> str:
+        ode = info.data.get("ode")
+        if dtype == "float32" and isinstance(ode, OdeSpec) and ode.rtol is not None and ode.rtol < FLOAT32_MIN_RTOL:
+            raise ValueError(f"float32 carries about 7 digits: an adaptive solve at `ode.rtol` {ode.rtol:g} never "
+                             f"meets it; set `ode.rtol` ≥ {FLOAT32_MIN_RTOL:g} or `dtype` to float64")
+        return dtype
 
     @field_validator("augment")
     @classmethod

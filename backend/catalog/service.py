@@ -14,7 +14,8 @@ METHODS = {
     "direct": "backpropagate through every step: the exact gradient, memory grows with N_t",
     "anode": "ANODE: keep each block's input, recompute the block in backward; exact, memory O(L) + O(N_t)",
     "adjoint": "the continuous adjoint (Chen et al.): solve backwards; O(L) memory, gradient off by O(dt^p) for smooth "
-               "fields (ReLU's kinks change the measured slope)",
+               "fields (ReLU's kinks change the measured slope), by about the tolerance on adaptive steps",
+    "reversible": "rebuild the states backwards algebraically (reversible_heun only): exact, O(L) memory, flat in N_t",
 }
 ACTIVATIONS = {
     "relu": "max(0, x): kinks make the adjoint's error large at small N_t",
@@ -120,7 +121,8 @@ def catalog() -> dict[str, Any]:
     return {
         "kinds": kinds,
         "solvers": [{"name": name, "description": f"{s.description}: order {s.order}, {s.stages} field evaluation"
-                     f"{'s' if s.stages > 1 else ''} per step", "order": s.order, "stages": s.stages}
+                     f"{'s' if s.stages > 1 else ''} per step", "order": s.order, "stages": s.stages,
+                     "kind": s.kind}
                     for name, s in common.SOLVERS.items()],
         "gradient_methods": _named(get_args(common.MethodName), METHODS),
         "activations": _named(get_args(common.ActivationName), ACTIVATIONS),
