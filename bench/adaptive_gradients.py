@@ -1,28 +1,30 @@
-"""Adaptive and reversible solves of the conv network: Anode against torchdiffeq, Reversible against Direct.
+"""The adaptive and reversible table of ``bench/gradients.py`` (run through it; see its docstring).
 
-Part of ``bench/gradients.py`` (which runs it after its fixed-step table); also runs alone:
-``python bench/adaptive_gradients.py [--quick] [--reps N] [--threads T]``.
+On the conv network of the fixed-step table, in float64 (rtol 1e-7 is below float32's resolution of the state):
 
 * dopri5 at rtol 1e-3, 1e-5, 1e-7 (atol = rtol/100): ``Direct``, ``Anode``, ``Anode(checkpoints=c)``,
   ``Adjoint`` and torchdiffeq's ``odeint`` / ``odeint_adjoint`` on the same fields. Time of one training step
-  (median of interleaved reps; the two adjoints, up to 100× slower at rtol 1e-7, by one metered pass) and its
-  ratio to ``odeint`` (target for Anode ≤ 1.5×) and to ``odeint_adjoint``
-  (target < 1); field evaluations forward/backward; peak bytes held for backward; relative gradient error
-  against ``Direct`` (the exact gradient with the accepted step sizes held fixed; torchdiffeq's ``odeint`` row
-  is its distance from torchdiffeq's own backprop, which also differentiates the first step size).
+  and its ratio to ``odeint`` (target for Anode ≤ 1.5×) and to ``odeint_adjoint`` (target < 1); field
+  evaluations forward/backward; peak bytes held for backward; relative gradient error against ``Direct`` (the
+  exact gradient of the solve with the accepted step sizes held fixed) and against torchdiffeq's own backprop
+  through ``odeint`` (which also differentiates its first step size; its row is the distance between the two).
 * ReversibleHeun at N_t ∈ {8, 32, 128}: ``Reversible`` against ``Direct`` through the same scheme (and
   ``Anode``): time ratio, peak bytes, gradient error.
 
-The network runs in float64 here: rtol 1e-7 is below float32's resolution of the state.
+All methods of a setting are timed interleaved rep by rep; the two adjoints, up to 100× slower than the rest at
+tight tolerances, take part in only as many reps as fit in the time budget (none when one pass takes longer: their
+metered pass is then their time): their ratio to Anode is far from any bound. Times are this process's CPU time
+with one compute thread (blind to the load of a shared machine, see ``bench/timing.py``), wall time with several.
 """
 
 from __future__ import annotations
 
-import argparse
+import csv
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -30,11 +32,11 @@ from torch import Tensor, nn
 import anode_core as ac
 
 if __package__:
-    from .gradients import BLOCKS, MIB, Network, conv_network, instrumented_pass, training_step
-    from .timing import time_interleaved
-else:  # run as a script
-    from gradients import BLOCKS, MIB, Network, conv_network, instrumented_pass, training_step
-    from timing import time_interleaved
+    from .measure import MIB, Network, instrumented_pass, judge, training_step
+    from .timing import Clock, Timing, time_interleaved
+else:  # imported by bench/gradients.py run as a script
+    from measure import MIB, Network, instrumented_pass, judge, training_step
+    from timing import Clock, Timing, time_interleaved
 
 try:
     import torchdiffeq
@@ -42,9 +44,9 @@ except ImportError:
     torchdiffeq = None
 
 RTOLS = (1e-3, 1e-5, 1e-7)
-QUICK, FULL = (2, 4, 8), (16, 16, 16)
-"""(batch, channels, size) of the conv network."""
 REVERSIBLE_STEPS = (8, 32, 128)
+ODEINT, ODEINT_ADJOINT = "torchdiffeq.odeint", "torchdiffeq.odeint_adjoint"
+SLOW = ("Adjoint", ODEINT_ADJOINT)
 
 
 class TorchdiffeqAdaptive(nn.Module):
@@ -65,54 +67,80 @@ class Row:
     setting: str
     method: str
     time_ms: float
+    reps: int
     ratios: dict[str, float]
+    """Median time / median time of each peer."""
     peak_mib: float
     rel_grad_error: float
-    nfe: str
+    """Against the exact gradient (``Direct``)."""
+    vs_odeint: float | None
+    """Against torchdiffeq's backprop through ``odeint`` (None when it is not in the setting)."""
+    nfe_forward: int
+    nfe_backward: int
+
+
+@dataclass(frozen=True)
+class Measured:
+    rows: list[Row]
+    timings: dict[str, Timing]
 
 
 def measure(
+    setting: str,
     net: Network,
     models: dict[str, nn.Module],
-    reference: str,
-    reps: int,
     peers: Sequence[str],
-    once: Sequence[str] = (),
-) -> list[Row]:
-    """A metered pass per model, then interleaved timed reps; ratios to each peer, errors against ``reference``.
+    reps: int,
+    budget: float,
+    clock: Clock,
+) -> Measured:
+    """A metered pass per model, then all timed interleaved; ratios to each peer, errors against ``Direct``.
 
-    Models in ``once`` (the adjoints, 10–100× slower at tight tolerances) are timed by their metered pass alone.
-    Times are this process's CPU time: with one compute thread it is the step's own cost, blind to the load of a
-    shared machine (see ``bench/timing.py``).
+    Cheap settings get more than ``reps`` reps (up to 10×, as many as fit in ``budget`` seconds); the slow
+    adjoints only as many as fit in ``budget`` (at most ``reps``), and none when one pass takes longer: their
+    metered pass is then their only time (reps shown as ``1m``).
     """
-    metered, seconds = {}, {}
+    metered, alone = {}, {}
     for label, model in models.items():
-        start = time.process_time()
-        metered[label] = instrumented_pass(model, net)
-        seconds[label] = time.process_time() - start
-    timed = [label for label in models if label not in once]
-    steps = {label: training_step(models[label], net) for label in timed}
-    timings = time_interleaved(steps, reps=reps, warmup=1, setup=lambda label: models[label].zero_grad(None))
-    median = {**seconds, **{label: timings[label].median("cpu") for label in timed}}
-    exact = metered[reference].grads
+        wall, cpu = time.perf_counter(), time.process_time()
+        metered[label] = instrumented_pass(model, net)  # also the warm-up
+        alone[label] = Timing((time.perf_counter() - wall,), (time.process_time() - cpu,))
+    cost = {label: t.median(clock) for label, t in alone.items()}
+    slow = {label: int(budget / cost[label]) for label in models if label in SLOW}
+    per_rep = sum(cost[label] for label in models if label not in slow)
+    reps = max(reps, min(10 * reps, int(budget / per_rep)))
+    cases = {label: training_step(model, net) for label, model in models.items() if slow.get(label) != 0}
+    timings = time_interleaved(
+        cases,
+        reps=reps,
+        warmup=0,
+        setup=lambda label: models[label].zero_grad(set_to_none=True),
+        fewer={label: min(n, reps) for label, n in slow.items() if n},
+    )
+    timings |= {label: alone[label] for label in models if label not in cases}
+    median = {label: t.median(clock) for label, t in timings.items()}
+    exact = metered["Direct"].grads
+    theirs = metered[ODEINT].grads if ODEINT in metered else None
     rows = []
-    for label in models:
-        cmp = ac.compare_gradients(exact, metered[label].grads)
+    for label, m in metered.items():
         rows.append(
             Row(
-                setting="",
-                method=label + (" (1 rep)" if label in once else ""),
+                setting=setting,
+                method=label,
                 time_ms=1e3 * median[label],
+                reps=len(timings[label].wall) if label in cases else 0,
                 ratios={p: median[label] / median[p] for p in peers},
-                peak_mib=metered[label].peak_bytes / MIB,
-                rel_grad_error=cmp.rel_error,
-                nfe=f"{metered[label].nfe_forward}/{metered[label].nfe_backward}",
+                peak_mib=m.peak_bytes / MIB,
+                rel_grad_error=ac.compare_gradients(exact, m.grads).rel_error,
+                vs_odeint=None if theirs is None else ac.compare_gradients(theirs, m.grads).rel_error,
+                nfe_forward=m.nfe_forward,
+                nfe_backward=m.nfe_backward,
             )
         )
-    return rows
+    return Measured(rows, timings)
 
 
-def adaptive_rows(net: Network, rtol: float, checkpoints: int, reps: int) -> list[Row]:
+def adaptive_setting(net: Network, rtol: float, checkpoints: int, reps: int, budget: float, clock: Clock) -> Measured:
     solver = ac.Dopri5(rtol=rtol, atol=rtol / 100)
     ours = {
         "Direct": ac.Direct(),
@@ -126,100 +154,133 @@ def adaptive_rows(net: Network, rtol: float, checkpoints: int, reps: int) -> lis
     }
     peers = []
     if torchdiffeq is not None:
-        for label, adjoint in (("torchdiffeq.odeint", False), ("torchdiffeq.odeint_adjoint", True)):
+        for label, adjoint in ((ODEINT, False), (ODEINT_ADJOINT, True)):
             models[label] = nn.Sequential(*(TorchdiffeqAdaptive(f, rtol, adjoint) for f in net.fields))
             peers.append(label)
-    rows = measure(net, models, "Direct", reps, peers, once=("Adjoint", "torchdiffeq.odeint_adjoint"))
-    return [Row(f"dopri5 rtol={rtol:.0e}", *list(r.__dict__.values())[1:]) for r in rows]
+    return measure(f"dopri5 rtol={rtol:.0e}", net, models, peers, reps, budget, clock)
 
 
-def reversible_rows(net: Network, steps: int, reps: int) -> list[Row]:
+def reversible_setting(net: Network, steps: int, reps: int, budget: float, clock: Clock) -> Measured:
     solver = ac.ReversibleHeun()
     models: dict[str, nn.Module] = {
         label: nn.Sequential(*(ac.ODEBlock(f, steps=steps, solver=solver, gradient=g) for f in net.fields))
         for label, g in (("Direct", ac.Direct()), ("Anode", ac.Anode()), ("Reversible", ac.Reversible()))
     }
-    rows = measure(net, models, "Direct", reps, ["Direct"])
-    return [Row(f"reversible_heun N_t={steps}", *list(r.__dict__.values())[1:]) for r in rows]
+    return measure(f"reversible_heun N_t={steps}", net, models, ["Direct"], reps, budget, clock)
 
 
-def format_rows(rows: Sequence[Row]) -> str:
-    peers = sorted({p for r in rows for p in r.ratios})
+def format_rows(rows: Sequence[Row], clock: Clock) -> str:
+    peers = list(dict.fromkeys(p for r in rows for p in r.ratios))
+    with_odeint = any(r.vs_odeint is not None for r in rows)
     header = [
         "setting",
         "method",
-        "cpu ms",
+        f"{clock} ms",
+        "reps",
         *(f"×{p.split('.')[-1]}" for p in peers),
         "peak MiB",
-        "rel grad err",
-        "NFE f/b",
+        "err vs exact",
+        *(["err vs odeint"] if with_odeint else []),
+        "NFE fwd/bwd",
     ]
     body = [
         [
             r.setting,
             r.method,
             f"{r.time_ms:.1f}",
-            *(f"{r.ratios[p]:.2f}" if p in r.ratios else "" for p in peers),
+            str(r.reps) if r.reps else "1m",
+            *(f"{r.ratios[p]:.2f}" for p in peers),
             f"{r.peak_mib:.2f}",
             f"{r.rel_grad_error:.2e}",
-            r.nfe,
+            *([f"{r.vs_odeint:.2e}" if r.vs_odeint is not None else ""] if with_odeint else []),
+            f"{r.nfe_forward}/{r.nfe_backward}",
         ]
         for r in rows
     ]
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *body, strict=True)]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)) for line in [header, *body]]
+    widths = [max(len(c) for c in col) for col in zip(header, *body, strict=True)]
+
+    def render(line: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True)))
+
+    out = [render(header), "  ".join("-" * w for w in widths)]
+    for k, (r, line) in enumerate(zip(rows, body, strict=True)):
+        if k and r.setting != rows[k - 1].setting:
+            out.append("")
+        out.append(render(line))
+    return "\n".join(out)
+
+
+def verdict(timings: dict[str, dict[str, Timing]], clock: Clock) -> str:
+    """Anode against torchdiffeq: median of paired per-rep ratios [quartiles] for odeint (timed as often as Anode),
+    the ratio of medians for odeint_adjoint (timed in fewer reps)."""
+    lines = [f"Verdict (dopri5; {clock} time): Anode ≤ 1.5× torchdiffeq.odeint, and Anode < torchdiffeq.odeint_adjoint"]
+    if torchdiffeq is None:
+        return lines[0] + "\n  n/a: torchdiffeq not installed"
+    ok_all = True
+    for setting, t in timings.items():
+        anode = t["Anode"]
+        fwd_ok, fwd = judge(anode.paired_ratios(t[ODEINT], clock), lambda r: r <= 1.5)
+        adj = anode.ratio_to(t[ODEINT_ADJOINT], clock)
+        adj_ok = adj < 1
+        ok_all &= fwd_ok and adj_ok
+        lines.append(f"  {setting}: Anode/odeint {fwd};  Anode/odeint_adjoint {adj:.2f} {'PASS' if adj_ok else 'FAIL'}")
+    lines.append(f"  overall: {'PASS' if ok_all else 'FAIL'}")
     return "\n".join(lines)
 
 
-def verdict(rows: Sequence[Row]) -> str:
-    anode = [r for r in rows if r.method == "Anode" and "torchdiffeq.odeint" in r.ratios]
-    if not anode:
-        return "verdict: torchdiffeq not installed; no peer ratios"
-    worst_fwd = max(r.ratios["torchdiffeq.odeint"] for r in anode)
-    worst_adj = max(r.ratios["torchdiffeq.odeint_adjoint"] for r in anode)
-    return (
-        f"verdict: Anode / torchdiffeq.odeint ≤ {worst_fwd:.2f}× "
-        f"(target ≤ 1.5: {'met' if worst_fwd <= 1.5 else 'MISSED'});"
-        f" Anode / odeint_adjoint ≤ {worst_adj:.2f}× (target < 1: {'met' if worst_adj < 1 else 'MISSED'})"
-    )
+NOTES = """\
+Notes
+ * Direct's forward runs the controller without a graph, then replays the accepted steps with one (hence its
+   forward NFE ≈ twice Anode's); Anode keeps only each block's input and the accepted grid and replays in
+   backward; torchdiffeq.odeint backpropagates through its own solve, rejected trials included.
+ * err vs exact: ‖g − g_Direct‖ / ‖g_Direct‖; Direct, Anode and Anode(c) differentiate the same accepted steps
+   (equal to round-off); err vs odeint: the same against torchdiffeq's backprop, which also differentiates the
+   first step size (that term shrinks with rtol). The adjoints are off by the continuous adjoint's error.
+ * reps: timed reps of each method, interleaved; 1m: timed by its one metered pass (MemoryMeter on), as a
+   single pass took longer than the budget of the setting.
+ * ReversibleHeun: Reversible rebuilds the states backwards algebraically, so it holds O(L) states whatever
+   N_t, and pays for it with a second field evaluation per step in backward."""
 
 
-def report(batch: int, channels: int, size: int, reps: int, checkpoints: int = 4) -> str:
-    net = conv_network(batch, channels, size)
-    net = Network(net.name, net.description + ", float64", net.fields.double(), net.x.double(), net.labels)
-    rows: list[Row] = []
+def write_csv(rows: Sequence[Row], path: Path) -> None:
+    peers = list(dict.fromkeys(p for r in rows for p in r.ratios))
+    names = ["setting", "method", "time_ms", "reps", *(f"x_{p}" for p in peers)]
+    names += ["peak_mib", "rel_grad_error", "vs_odeint", "nfe_forward", "nfe_backward"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=names)
+        writer.writeheader()
+        for r in rows:
+            ratios = {f"x_{p}": v for p, v in r.ratios.items()}
+            writer.writerow({k: v for k, v in r.__dict__.items() if k != "ratios"} | ratios)
+
+
+def report(net: Network, reps: int, budget: float, checkpoints: int, clock: Clock, out: Path) -> str:
+    """Both tables on ``net`` in float64, as printed text; the rows go to ``out`` as CSV."""
+    net = net.double()
+    adaptive: list[Row] = []
+    timings: dict[str, dict[str, Timing]] = {}
     for rtol in RTOLS:
         print(f"  dopri5 rtol={rtol:.0e}", file=sys.stderr)
-        rows += adaptive_rows(net, rtol, checkpoints, reps)
-    adaptive = format_rows(rows)
+        found = adaptive_setting(net, rtol, checkpoints, reps, budget, clock)
+        adaptive += found.rows
+        timings[found.rows[0].setting] = found.timings
     reversible: list[Row] = []
     for steps in REVERSIBLE_STEPS:
         print(f"  reversible_heun N_t={steps}", file=sys.stderr)
-        reversible += reversible_rows(net, steps, reps)
+        reversible += reversible_setting(net, steps, reps, budget, clock).rows
+    write_csv(adaptive + reversible, out)
     return "\n".join(
         [
-            f"adaptive and reversible solves, {BLOCKS} blocks: {net.description}",
+            f"Adaptive and reversible solves: {net.description}",
             "",
-            adaptive,
+            format_rows(adaptive, clock),
             "",
-            verdict(rows),
+            format_rows(reversible, clock),
             "",
-            format_rows(reversible),
+            NOTES,
+            "",
+            verdict(timings, clock),
+            f"\nwrote {out}",
         ]
     )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="a smaller batch and 3 reps")
-    p.add_argument("--reps", type=int, default=None, help="timed reps per method (default: 5, or 3 with --quick)")
-    p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default: 1)")
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    reps = args.reps or (3 if args.quick else 5)
-    print(report(*(QUICK if args.quick else FULL), reps))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

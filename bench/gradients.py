@@ -11,10 +11,13 @@ same fields. Per method and setting:
   the analytic :class:`anode_core.MemoryModel`;
 * relative error of the parameter gradient against ``Direct``, and the field evaluations in forward / backward.
 
-Run ``python bench/gradients.py [--quick] [--reps N] [--budget S] [--threads T] [--out PATH]``. Prints one table, the
-footnotes that qualify it, and a verdict on the targets; writes the rows as CSV. Then (unless ``--fixed-only``) the
-adaptive and reversible table of ``bench/adaptive_gradients.py``: dopri5 at rtol 1e-3, 1e-5, 1e-7 against
-torchdiffeq, and ReversibleHeun + Reversible against Direct.
+Then, on the same conv network in float64, the adaptive and reversible table (``bench/adaptive_gradients.py``):
+dopri5 at rtol 1e-3, 1e-5, 1e-7 against torchdiffeq's ``odeint`` and ``odeint_adjoint``, and ReversibleHeun +
+``Reversible`` against ``Direct``.
+
+Run ``python bench/gradients.py [--quick] [--only fixed|adaptive] [--reps N] [--budget S] [--threads T]
+[--out PATH]`` (the only way to run either table). Prints each table, the notes that qualify it and a verdict on
+its targets; writes the rows as CSV (``PATH`` and ``PATH`` with ``_adaptive`` added to its stem).
 """
 
 from __future__ import annotations
@@ -23,24 +26,24 @@ import argparse
 import csv
 import os
 import platform
-import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 import anode_core as ac
-from anode_lab.experiments.fields import ConvField, MLPField
 
 if __package__:
+    from .adaptive_gradients import report as adaptive_report
+    from .measure import BLOCKS, MIB, Network, conv_network, instrumented_pass, judge, mlp_network, training_step
     from .timing import Clock, Timing, time_interleaved
 else:  # run as a script: python bench/gradients.py
+    from adaptive_gradients import report as adaptive_report
+    from measure import BLOCKS, MIB, Network, conv_network, instrumented_pass, judge, mlp_network, training_step
     from timing import Clock, Timing, time_interleaved
 
 try:
@@ -53,50 +56,12 @@ try:
 except ImportError:
     tqdm = None
 
-BLOCKS = 4
 STEPS = (2, 8, 32)
 SOLVERS = (ac.Euler(), ac.RK4())
-MIB = 2**20
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "gradients.csv"
 
 
 # ---------------------------------------------------------------------------------------------- networks
-
-
-@dataclass(frozen=True)
-class Network:
-    """Four fields (one per ODE block), a fixed input batch and labels; the loss is cross-entropy."""
-
-    name: str
-    description: str
-    fields: nn.ModuleList
-    x: Tensor
-    labels: Tensor
-
-    def loss(self, model: nn.Module, x: Tensor | None = None) -> Tensor:
-        z = model(self.x if x is None else x)
-        logits = z.mean(dim=(2, 3)) if z.dim() == 4 else z  # conv: global average pool, one class per channel
-        return F.cross_entropy(logits, self.labels)
-
-
-def conv_network(batch: int, channels: int, size: int) -> Network:
-    torch.manual_seed(0)
-    fields_ = nn.ModuleList(ConvField(channels, activation="relu", norm="group") for _ in range(BLOCKS))
-    x = torch.randn(batch, channels, size, size)
-    labels = torch.randint(channels, (batch,))
-    desc = (
-        f"conv: {BLOCKS} ODE blocks of ConvField({channels}, relu, group norm), input {batch}×{channels}×{size}×{size}"
-    )
-    return Network("conv", desc, fields_, x, labels)
-
-
-def mlp_network(batch: int, dim: int, hidden: int) -> Network:
-    torch.manual_seed(1)
-    fields_ = nn.ModuleList(MLPField(dim, hidden, activation="tanh") for _ in range(BLOCKS))
-    x = torch.randn(batch, dim)
-    labels = torch.randint(dim, (batch,))
-    desc = f"mlp:  {BLOCKS} ODE blocks of MLPField({dim}, hidden {hidden}, tanh), input {batch}×{dim}"
-    return Network("mlp", desc, fields_, x, labels)
 
 
 class TorchdiffeqBlock(nn.Module):
@@ -165,56 +130,6 @@ def methods(checkpoints: int) -> list[Method]:
 
 
 # ---------------------------------------------------------------------------------------------- measuring
-
-
-@dataclass(frozen=True)
-class Instrumented:
-    """What the untimed, metered pass of one method returned."""
-
-    grads: dict[str, Tensor]
-    peak_bytes: int
-    left_bytes: int
-    """Bytes the meter still counts once the step, its input and its graph are dropped: should be 0."""
-    nfe_forward: int
-    nfe_backward: int
-
-
-@contextmanager
-def counting(modules: Sequence[nn.Module]) -> Iterator[list[int]]:
-    """``calls[0]``: calls to any of ``modules`` so far (counts torchdiffeq's calls too, unlike EvaluationCounter)."""
-    calls = [0]
-
-    def hook(*_: object) -> None:
-        calls[0] += 1
-
-    handles = [m.register_forward_pre_hook(hook) for m in modules]
-    try:
-        yield calls
-    finally:
-        for h in handles:
-            h.remove()
-
-
-def instrumented_pass(model: nn.Module, net: Network) -> Instrumented:
-    model.zero_grad(set_to_none=True)
-    x = net.x.clone()  # dropped below with the graph, so nothing the step held need outlive it
-    with ac.MemoryMeter() as meter, counting(list(net.fields)) as calls:
-        loss = net.loss(model, x)
-        nfe_forward = calls[0]
-        loss.backward()
-        nfe_backward = calls[0] - nfe_forward
-        del loss, x
-        left_bytes = meter.current_bytes
-    grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
-    model.zero_grad(set_to_none=True)
-    return Instrumented(grads, meter.peak_bytes, left_bytes, nfe_forward, nfe_backward)
-
-
-def training_step(model: nn.Module, net: Network) -> Callable[[], None]:
-    def step() -> None:
-        net.loss(model).backward()
-
-    return step
 
 
 @dataclass(frozen=True)
@@ -392,10 +307,10 @@ def verdict(timings: dict[tuple[str, str, int], dict[str, Timing]], limit: float
         if name != "conv":
             continue
         anode = t["Anode"]
-        ratio_ok, text = _judge(anode.paired_ratios(t["Direct"], clock), lambda r: r <= limit)
+        ratio_ok, text = judge(anode.paired_ratios(t["Direct"], clock), lambda r: r <= limit)
         line = f"  {solver:5s} N_t={steps:<3d} Anode/Direct {text}"
         if "torchdiffeq.odeint_adjoint" in t:
-            peer_ok, text = _judge(anode.paired_ratios(t["torchdiffeq.odeint_adjoint"], clock), lambda r: r < 1.0)
+            peer_ok, text = judge(anode.paired_ratios(t["torchdiffeq.odeint_adjoint"], clock), lambda r: r < 1.0)
             line += f";  Anode/odeint_adjoint {text}"
         else:
             peer_ok = True
@@ -404,16 +319,6 @@ def verdict(timings: dict[tuple[str, str, int], dict[str, Timing]], limit: float
         lines.append(line)
     lines.append(f"  overall: {'PASS' if ok_all else 'FAIL'}")
     return "\n".join(lines)
-
-
-def _judge(ratios: Sequence[float], ok: Callable[[float], bool]) -> tuple[bool, str]:
-    """PASS/FAIL on the median; 'within noise' when the quartiles fall on both sides of the bound."""
-    median = statistics.median(ratios)
-    q1, q3 = statistics.quantiles(ratios, n=4, method="inclusive")[::2] if len(ratios) > 1 else (median, median)
-    passed = ok(median)
-    noisy = ok(q1) != ok(q3)
-    text = f"{median:.2f} [{q1:.2f}–{q3:.2f}] {'PASS' if passed else 'FAIL'}{' (within noise)' if noisy else ''}"
-    return passed, text
 
 
 def write_csv(rows: Sequence[Row], path: Path) -> None:
@@ -438,10 +343,12 @@ class Sizes:
     mlp_hidden: int
     reps: int
     budget: float
+    adaptive_conv: tuple[int, int, int]
+    """(batch, channels, size) of the conv network of the adaptive and reversible table."""
 
 
-FULL = Sizes(conv_batch=16, conv_channels=16, conv_size=16, mlp_batch=1024, mlp_dim=16, mlp_hidden=64, reps=5, budget=8)
-QUICK = Sizes(conv_batch=8, conv_channels=16, conv_size=16, mlp_batch=64, mlp_dim=16, mlp_hidden=64, reps=3, budget=1.0)
+FULL = Sizes(16, 16, 16, mlp_batch=1024, mlp_dim=16, mlp_hidden=64, reps=5, budget=8, adaptive_conv=(16, 16, 16))
+QUICK = Sizes(8, 16, 16, mlp_batch=64, mlp_dim=16, mlp_hidden=64, reps=3, budget=1.0, adaptive_conv=(2, 4, 8))
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -469,7 +376,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--checkpoints", type=int, default=4, help="c of Anode(checkpoints=c) (default: 4)")
     p.add_argument("--limit", type=float, default=1.35, help="target bound of Anode time / Direct (default: 1.35)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"CSV path (default: {DEFAULT_OUT})")
-    p.add_argument("--fixed-only", action="store_true", help="skip the adaptive and reversible table")
+    p.add_argument(
+        "--only",
+        choices=("fixed", "adaptive"),
+        default=None,
+        help="run one table: the fixed-step one, or the adaptive and reversible one (default: both)",
+    )
     args = p.parse_args(argv)
     if args.budget is not None and args.budget < 0:
         p.error(f"--budget must be ≥ 0 seconds; got {args.budget}")
@@ -482,13 +394,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    started = time.perf_counter()
-    torch.set_num_threads(args.threads)
-    sizes = QUICK if args.quick else FULL
-    reps = args.reps if args.reps is not None else sizes.reps
-    budget = args.budget if args.budget is not None else sizes.budget
+def fixed_section(args: argparse.Namespace, sizes: Sizes, reps: int, budget: float, clock: Clock) -> str:
+    """The fixed-step table, its notes and verdict, as printed text; the rows go to ``args.out`` as CSV."""
     nets = [
         conv_network(sizes.conv_batch, sizes.conv_channels, sizes.conv_size),
         mlp_network(sizes.mlp_batch, sizes.mlp_dim, sizes.mlp_hidden),
@@ -496,53 +403,53 @@ def main(argv: Sequence[str] | None = None) -> int:
     candidates = methods(args.checkpoints)
     settings = [(net, solver, steps) for net in nets for solver in SOLVERS for steps in STEPS]
     bar = tqdm(total=len(settings), file=sys.stderr, unit="setting", disable=None) if tqdm is not None else None
-
     rows: list[Row] = []
     timings: dict[tuple[str, str, int], dict[str, Timing]] = {}
     for net, solver, steps in settings:
         if bar is not None:
             bar.set_description(f"{net.name} {solver.name} N_t={steps}")
         else:
-            print(f"[{time.perf_counter() - started:6.1f}s] {net.name} {solver.name} N_t={steps}", file=sys.stderr)
+            print(f"  {net.name} {solver.name} N_t={steps}", file=sys.stderr)
         found, timings[net.name, solver.name, steps] = bench_setting(net, solver, steps, candidates, reps, budget)
         rows.extend(found)
         if bar is not None:
             bar.update()
     if bar is not None:
         bar.close()
-    elapsed = time.perf_counter() - started
-
-    load = " ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
-    print(
-        f"anode-lab gradient benchmark ({'quick' if args.quick else 'full'}): torch {torch.__version__}, "
-        f"torchdiffeq {getattr(torchdiffeq, '__version__', 'not installed')}, {platform.machine()}, "
-        f"{torch.get_num_threads()} thread(s), float32, ≥{reps} reps per method (cheap settings more, ~{budget:g} s)"
-    )
-    for net in nets:
-        print(f"  {net.description}")
-    print()
-    print(format_table(rows))
-    print()
-    print(footnotes(rows))
-    print()
-    # With one compute thread, CPU time is the step's own cost, blind to other processes; with several, it also
-    # counts threads spinning at barriers, so wall time is the fairer judge there.
-    print(verdict(timings, args.limit, "cpu" if args.threads == 1 else "wall"))
+    write_csv(rows, args.out)
+    text = [*(f"  {net.description}" for net in nets), "", format_table(rows), "", footnotes(rows), ""]
+    text.append(verdict(timings, args.limit, clock))
     if args.quick:
-        print(
+        text.append(
             "  (--quick: with a conv batch this small, each block's fixed bookkeeping (custom Function, RNG capture,\n"
             "   reentrant autograd.grad, ≈0.1–0.2 ms) weighs on Anode's ratio at N_t=2; judge on the full run.)"
         )
-    write_csv(rows, args.out)
-    print(f"\nwrote {args.out}; wall time {elapsed:.0f} s; load average {load}")
-    if not args.fixed_only:
-        # Imported under other names: a plain ``FULL``/``QUICK`` import here would make those names local to the
-        # whole function, unbound where the fixed-step sizes are chosen above.
-        if __package__:
-            from .adaptive_gradients import FULL as ADAPTIVE_FULL, QUICK as ADAPTIVE_QUICK, report
-        else:
-            from adaptive_gradients import FULL as ADAPTIVE_FULL, QUICK as ADAPTIVE_QUICK, report
-        print("\n" + report(*(ADAPTIVE_QUICK if args.quick else ADAPTIVE_FULL), reps, args.checkpoints))
+    return "\n".join([*text, f"\nwrote {args.out}"])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    torch.set_num_threads(args.threads)
+    sizes = QUICK if args.quick else FULL
+    reps = args.reps if args.reps is not None else sizes.reps
+    budget = args.budget if args.budget is not None else sizes.budget
+    # With one compute thread, CPU time is the step's own cost, blind to other processes; with several, it also
+    # counts threads spinning at barriers, so wall time is the fairer judge there.
+    clock: Clock = "cpu" if args.threads == 1 else "wall"
+    print(
+        f"anode-lab gradient benchmark ({'quick' if args.quick else 'full'}): torch {torch.__version__}, "
+        f"torchdiffeq {getattr(torchdiffeq, '__version__', 'not installed')}, {platform.machine()}, "
+        f"{torch.get_num_threads()} thread(s), ≥{reps} reps per method (cheap settings more, ~{budget:g} s)"
+    )
+    if args.only != "adaptive":
+        print("\nFixed steps, float32:\n" + fixed_section(args, sizes, reps, budget, clock), flush=True)
+    if args.only != "fixed":
+        net = conv_network(*sizes.adaptive_conv)
+        out = args.out.with_name(f"{args.out.stem}_adaptive{args.out.suffix}")
+        print("\n" + adaptive_report(net, reps, budget, args.checkpoints, clock, out))
+    load = " ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    print(f"\nwall time {time.perf_counter() - started:.0f} s; load average {load}")
     return 0
 
 

@@ -74,8 +74,12 @@ def time_interleaved(
     setup: Callable[[str], object] | None = None,
     sync: Callable[[], object] | None = None,
     on_sample: Callable[[str], object] | None = None,
+    fewer: Mapping[str, int] | None = None,
 ) -> dict[str, Timing]:
     """Time every case ``reps`` times, interleaved, after ``warmup`` untimed calls of each.
+
+    ``fewer`` names slow cases that take part in only their first ``n`` reps (then drop out of the rotation): a
+    case 50× slower than the rest need not be timed as often for a ratio that far from any bound.
 
     ``setup(name)`` runs untimed before every call (e.g. zeroing gradients); ``sync()`` runs inside the timed
     region after each call (e.g. ``torch.cuda.synchronize``); ``on_sample(name)`` after each timed call (e.g. a
@@ -90,6 +94,10 @@ def time_interleaved(
         raise ValueError(f"`warmup` must be an integer ≥ 0; got {warmup!r}")
     if not cases:
         raise ValueError("`cases` must name at least one callable to time; got none")
+    fewer = dict(fewer or {})
+    for name, n in fewer.items():
+        if name not in cases or isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= reps:
+            raise ValueError(f"`fewer` must map names of `cases` to a number of reps in 1…{reps}; got {name!r}: {n!r}")
     names = list(cases)
     for _ in range(warmup):
         for name in names:
@@ -100,6 +108,8 @@ def time_interleaved(
     for rep in range(reps):
         shift = rep % len(names)
         for name in names[shift:] + names[:shift]:
+            if rep >= fewer.get(name, reps):
+                continue
             w, c = _call(cases[name], name, setup, sync)
             wall[name].append(w)
             cpu[name].append(c)

@@ -1,0 +1,57 @@
+"""The benchmark's own machinery: interleaved timing with slow cases in fewer reps, and the adaptive table's rows
+on a tiny conv network (what it measures, not how fast: performance lives in ``bench/``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.adaptive_gradients import ODEINT, ODEINT_ADJOINT, adaptive_setting, reversible_setting
+from bench.measure import Network, conv_network
+from bench.timing import time_interleaved
+
+
+def test_fewer_drops_a_slow_case_from_the_rotation_after_its_reps() -> None:
+    calls: list[str] = []
+    timings = time_interleaved(
+        {"a": lambda: calls.append("a"), "b": lambda: calls.append("b"), "slow": lambda: calls.append("slow")},
+        reps=4,
+        warmup=0,
+        fewer={"slow": 2},
+    )
+    assert {name: len(t.wall) for name, t in timings.items()} == {"a": 4, "b": 4, "slow": 2}
+    assert calls.count("slow") == 2 and "slow" not in calls[6:]  # in the first two rounds of three calls
+
+
+@pytest.mark.parametrize("fewer", [{"missing": 1}, {"a": 0}, {"a": 5}, {"a": True}])
+def test_fewer_names_cases_and_bounds_their_reps(fewer: dict[str, int]) -> None:
+    with pytest.raises(ValueError, match=r"`fewer` must map names of `cases` to a number of reps in 1…4"):
+        time_interleaved({"a": lambda: None}, reps=4, warmup=0, fewer=fewer)
+
+
+@pytest.fixture(scope="module")
+def tiny_net() -> Network:
+    return conv_network(1, 2, 4).double()
+
+
+def test_adaptive_rows_anode_is_exact_and_the_adjoints_are_not(tiny_net: Network) -> None:
+    found = adaptive_setting(tiny_net, 1e-3, checkpoints=2, reps=2, budget=0.0, clock="cpu")
+    rows = {r.method: r for r in found.rows}
+    assert set(rows) == {"Direct", "Anode", "Anode(checkpoints=2)", "Adjoint", ODEINT, ODEINT_ADJOINT}
+    assert rows["Anode"].rel_grad_error <= 1e-12 and rows["Anode(checkpoints=2)"].rel_grad_error <= 1e-12
+    # the same accepted steps: the forward evaluations of Anode and torchdiffeq's odeint coincide
+    assert rows["Anode"].nfe_forward == rows[ODEINT].nfe_forward
+    assert rows[ODEINT].vs_odeint == 0.0 and 0 < rows[ODEINT].rel_grad_error < 1e-2
+    assert rows["Adjoint"].rel_grad_error > 1e-6  # the continuous adjoint is not the gradient of the solve
+    assert rows["Adjoint"].rel_grad_error == pytest.approx(rows[ODEINT_ADJOINT].rel_grad_error, rel=1e-3)
+    assert rows["Anode"].peak_mib < rows["Direct"].peak_mib
+    # budget 0: the slow adjoints are timed by their metered pass alone; the rest interleaved, twice each
+    assert (rows["Adjoint"].reps, rows[ODEINT_ADJOINT].reps, rows["Anode"].reps) == (0, 0, 2)
+    adjoint_ratio = rows[ODEINT].time_ms / rows[ODEINT_ADJOINT].time_ms
+    assert rows[ODEINT].ratios == {ODEINT: 1.0, ODEINT_ADJOINT: pytest.approx(adjoint_ratio, rel=1e-12)}
+
+
+def test_reversible_rows_match_direct_with_flat_memory(tiny_net: Network) -> None:
+    rows = {r.method: r for r in reversible_setting(tiny_net, 8, reps=1, budget=0.0, clock="cpu").rows}
+    assert rows["Reversible"].rel_grad_error <= 1e-10
+    assert rows["Reversible"].peak_mib < rows["Anode"].peak_mib < rows["Direct"].peak_mib
+    assert rows["Direct"].ratios == {"Direct": 1.0}
