@@ -364,7 +364,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=float,
         default=None,
         help="seconds of timing per setting: cheap settings get more reps, up to 10× --reps (default: 8, or 1 "
-        "with --quick; 0 for exactly --reps)",
+        "with --quick; 0 for exactly --reps, and the adaptive table's adjoints timed by their metered pass)",
     )
     p.add_argument(
         "--threads",
