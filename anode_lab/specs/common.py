@@ -32,10 +32,12 @@ SOLVERS: dict[str, SolverFacts] = {
     "bosh3": SolverFacts(3, 4, "Bogacki-Shampine 3(2), adaptive steps", "adaptive"),
     "reversible_heun": SolverFacts(2, 1, "reversible Heun (Kidger et al. 2021), algebraically reversible",
                                    "reversible"),
+    "alf": SolverFacts(2, 1, "asynchronous leapfrog (MALI, Zhuang et al. 2021), algebraically reversible",
+                       "reversible"),
 }
 """The solvers of ``anode_core.ALL_SOLVERS`` without importing torch: the one table the specs, the catalog and
 the dashboard read. A test checks names, orders, stages and kinds against the library's registry."""
-SolverName = Literal["euler", "midpoint", "heun", "rk4", "dopri5", "bosh3", "reversible_heun"]
+SolverName = Literal["euler", "midpoint", "heun", "rk4", "dopri5", "bosh3", "reversible_heun", "alf"]
 """The keys of :data:`SOLVERS`, spelled for the type checker and the JSON schema (a test checks they agree)."""
 MethodName = Literal["direct", "anode", "adjoint", "reversible"]
 ActivationName = Literal["relu", "tanh", "softplus", "elu", "gelu", "leaky_relu", "sigmoid"]
