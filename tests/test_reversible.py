@@ -38,6 +38,13 @@ def test_reversible_equals_direct(solver: ac.ReversibleSolver, kind: str, steps:
     assert_rel_close(gradients(model, x, ac.Reversible()), gradients(model, x, ac.Direct()), rtol=1e-10, atol=1e-13)
 
 
+@pytest.mark.parametrize("solver", [*REVERSIBLE, pytest.param(ac.DampedLeapfrog(damping=0.8), id="alf-0.8")])
+def test_anode_equals_direct(solver: ac.ReversibleSolver) -> None:
+    """Anode recomputes the block from its input through the same carry: Direct's gradient to 1e-12."""
+    model, x = ode_chain("mlp", BLOCKS, solver=solver, steps=16)
+    assert_rel_close(gradients(model, x, ac.Anode()), gradients(model, x, ac.Direct()), rtol=1e-12)
+
+
 @pytest.mark.parametrize("steps", [8, 32])
 def test_damped_leapfrog_equals_direct_over_few_steps(steps: int) -> None:
     """Damping 0.9 amplifies the reconstruction's rounding by 1.25 a step backwards: still ≤ 1e-10 (measured
