@@ -74,7 +74,7 @@ def pairing_error(solver: str, gradient: GradientSpec) -> str | None:
     kind = SOLVERS[solver].kind
     if gradient.method == "reversible" and kind != "reversible":
         return (f"method 'reversible' rebuilds the states backwards and needs an algebraically reversible solver; "
-                f"got solver {solver!r}: set the solver to reversible_heun, or the method to 'anode'")
+                f"got solver {solver!r}: set the solver to reversible_heun or alf, or the method to 'anode'")
     if kind == "reversible" and (gradient.method == "adjoint" or gradient.checkpoints is not None):
         return (f"solver {solver!r} carries a second state and cannot be differentiated with "
                 f"{'the adjoint' if gradient.method == 'adjoint' else 'checkpoints'}: use method 'reversible' "
@@ -97,7 +97,7 @@ class GradientSpec(SpecModel):
 
     method: MethodName = Field("anode", description="direct: backprop; anode: exact, O(L)+O(N_t); "
                              "adjoint: the continuous adjoint (Chen et al.); reversible: exact, O(L), "
-                             "reversible_heun only")
+                             "reversible_heun and alf only")
     checkpoints: int | None = Field(
         None, ge=0, le=MAX_CHECKPOINTS, description="anode only: states kept inside a block (binomial schedule)"
     )
