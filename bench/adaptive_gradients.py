@@ -8,8 +8,8 @@ On the conv network of the fixed-step table, in float64 (rtol 1e-7 is below floa
   evaluations forward/backward; peak bytes held for backward; relative gradient error against ``Direct`` (the
   exact gradient of the solve with the accepted step sizes held fixed) and against torchdiffeq's own backprop
   through ``odeint`` (which also differentiates its first step size; its row is the distance between the two).
-* ReversibleHeun at N_t ∈ {8, 32, 128}: ``Reversible`` against ``Direct`` through the same scheme (and
-  ``Anode``): time ratio, peak bytes, gradient error.
+* ReversibleHeun and MALI's DampedLeapfrog (``alf``) at N_t ∈ {8, 32, 128}: ``Reversible`` against ``Direct``
+  through the same scheme (and ``Anode``): time ratio, peak bytes, gradient error.
 
 All methods of a setting are timed interleaved rep by rep; the two adjoints, up to 100× slower than the rest at
 tight tolerances, take part in only as many reps as fit in the time budget (none when one pass takes longer: their
@@ -44,6 +44,7 @@ except ImportError:
     torchdiffeq = None
 
 RTOLS = (1e-3, 1e-5, 1e-7)
+REVERSIBLE_SOLVERS = (ac.ReversibleHeun(), ac.DampedLeapfrog())
 REVERSIBLE_STEPS = (8, 32, 128)
 ODEINT, ODEINT_ADJOINT = "torchdiffeq.odeint", "torchdiffeq.odeint_adjoint"
 SLOW = ("Adjoint", ODEINT_ADJOINT)
@@ -160,13 +161,12 @@ def adaptive_setting(net: Network, rtol: float, checkpoints: int, reps: int, bud
     return measure(f"dopri5 rtol={rtol:.0e}", net, models, peers, reps, budget, clock)
 
 
-def reversible_setting(net: Network, steps: int, reps: int, budget: float, clock: Clock) -> Measured:
-    solver = ac.ReversibleHeun()
+def reversible_setting(net: Network, solver: ac.Solver, steps: int, reps: int, budget: float, clock: Clock) -> Measured:
     models: dict[str, nn.Module] = {
         label: nn.Sequential(*(ac.ODEBlock(f, steps=steps, solver=solver, gradient=g) for f in net.fields))
         for label, g in (("Direct", ac.Direct()), ("Anode", ac.Anode()), ("Reversible", ac.Reversible()))
     }
-    return measure(f"reversible_heun N_t={steps}", net, models, ["Direct"], reps, budget, clock)
+    return measure(f"{solver.name} N_t={steps}", net, models, ["Direct"], reps, budget, clock)
 
 
 def format_rows(rows: Sequence[Row], clock: Clock) -> str:
@@ -238,8 +238,8 @@ Notes
    first step size (that term shrinks with rtol). The adjoints are off by the continuous adjoint's error.
  * reps: timed reps of each method, interleaved; 1m: timed by its one metered pass (MemoryMeter on), as a
    single pass took longer than the budget of the setting.
- * ReversibleHeun: Reversible rebuilds the states backwards algebraically, so it holds O(L) states whatever
-   N_t, and pays for it with a second field evaluation per step in backward."""
+ * reversible_heun, alf: Reversible rebuilds the states backwards algebraically, so it holds O(L) states
+   whatever N_t; its reverse step's field evaluation is reused for the step's VJP (one evaluation per step)."""
 
 
 def write_csv(rows: Sequence[Row], path: Path) -> None:
@@ -266,9 +266,10 @@ def report(net: Network, reps: int, budget: float, checkpoints: int, clock: Cloc
         adaptive += found.rows
         timings[found.rows[0].setting] = found.timings
     reversible: list[Row] = []
-    for steps in REVERSIBLE_STEPS:
-        print(f"  reversible_heun N_t={steps}", file=sys.stderr)
-        reversible += reversible_setting(net, steps, reps, budget, clock).rows
+    for solver in REVERSIBLE_SOLVERS:
+        for steps in REVERSIBLE_STEPS:
+            print(f"  {solver.name} N_t={steps}", file=sys.stderr)
+            reversible += reversible_setting(net, solver, steps, reps, budget, clock).rows
     write_csv(adaptive + reversible, out)
     return "\n".join(
         [

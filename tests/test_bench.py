@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+import anode_core as ac
 from bench.adaptive_gradients import ODEINT, ODEINT_ADJOINT, adaptive_setting, reversible_setting
 from bench.measure import Network, conv_network
 from bench.timing import time_interleaved
@@ -50,8 +51,9 @@ def test_adaptive_rows_anode_is_exact_and_the_adjoints_are_not(tiny_net: Network
     assert rows[ODEINT].ratios == {ODEINT: 1.0, ODEINT_ADJOINT: pytest.approx(adjoint_ratio, rel=1e-12)}
 
 
-def test_reversible_rows_match_direct_with_flat_memory(tiny_net: Network) -> None:
-    rows = {r.method: r for r in reversible_setting(tiny_net, 8, reps=1, budget=0.0, clock="cpu").rows}
+@pytest.mark.parametrize("solver", [ac.ReversibleHeun(), ac.DampedLeapfrog()], ids=lambda s: s.name)
+def test_reversible_rows_match_direct_with_flat_memory(tiny_net: Network, solver: ac.Solver) -> None:
+    rows = {r.method: r for r in reversible_setting(tiny_net, solver, 8, reps=1, budget=0.0, clock="cpu").rows}
     assert rows["Reversible"].rel_grad_error <= 1e-10
     assert rows["Reversible"].peak_mib < rows["Anode"].peak_mib < rows["Direct"].peak_mib
     assert rows["Direct"].ratios == {"Direct": 1.0}
