@@ -254,9 +254,10 @@ class DemoSpec(SpecModel):
         if any(b >= a for a, b in pairwise(rtols)):
             raise ValueError(f"`tolerances` must be strictly decreasing (each rtol tighter than the one before); "
                              f"got {list(rtols)}")
-        if self.dtype == "float32" and rtols and rtols[-1] < FLOAT32_MIN_RTOL:
-            raise ValueError(f"`tolerances` below {FLOAT32_MIN_RTOL:g} are never met in float32 (about 7 digits); "
-                             f"remove {rtols[-1]:g} or set `dtype` to float64")
+        tight = [f"{r:g}" for r in rtols if r < FLOAT32_MIN_RTOL]
+        if self.dtype == "float32" and tight:
+            raise ValueError(f"`tolerances` below {FLOAT32_MIN_RTOL:g} are never met in float32 (about 7 digits): "
+                             f"remove {', '.join(tight)} or set `dtype` to float64")
 
     @property
     def info(self) -> DemoInfo:
