@@ -2,9 +2,9 @@
 
 Each preset reproduces one claim of ANODE (Gholami, Keutzer & Biros, IJCAI 2019, arXiv:1902.10298, §2–§4) about
 the continuous adjoint of Chen et al. (NeurIPS 2018) in seconds on a CPU; two go beyond the paper, to adaptive
-steps (adaptive-adjoint) and to an algebraically reversible solver (reversible-exact). A spec names the preset and may set a
-few knobs; knobs a preset does not take are rejected, and knobs left out take the preset's defaults, so a
-stored spec always says exactly what ran.
+steps (adaptive-adjoint) and to an algebraically reversible solver (reversible-exact). A spec names the preset and
+may set a few knobs; knobs a preset does not take are rejected, and knobs left out take the preset's defaults, so
+a stored spec always says exactly what ran.
 """
 
 from __future__ import annotations
