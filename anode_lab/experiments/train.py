@@ -81,7 +81,8 @@ def run_train(spec: TrainSpec, ctx: RunContext) -> RunResult:
         except RuntimeError as exc:  # the adaptive controller's step limit, underflow or a non-finite state
             if not spec.ode.adaptive:
                 raise
-            raise ValueError(f"{exc}. In the spec, raise `ode.step_limit` (now {spec.ode.step_limit}; the run then "
+            what = str(exc).partition(": raise")[0]  # the library's hint names its arguments, not the spec's
+            raise ValueError(f"{what}. In the spec, raise `ode.step_limit` (now {spec.ode.step_limit}; the run then "
                              f"resumes from its latest checkpoint) or loosen `ode.rtol` (now {spec.ode.rtol:g}) and "
                              f"`ode.atol` (now {spec.ode.atol:g}) in a fresh folder") from exc
 
