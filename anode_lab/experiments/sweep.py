@@ -341,8 +341,8 @@ def _failure(spec: CompareSpec, cell: Cell, exc: RuntimeError) -> str:
     what = str(exc).partition(": raise")[0]  # the library's own hint names its arguments, not the spec's fields
     return (f"cell {cell.index} ({cell.solver} {cell.where} {cell.label}, {cell.dtype} {cell.activation} "
             f"weight scale {cell.weight_scale:g}) failed: {what}. In the spec, raise `step_limit` (now "
-            f"{spec.step_limit}) or loosen the tightest of `tolerances` (raise rtol); the {cell.index} cells before "
-            "it are in results.csv")
+            f"{spec.step_limit}) or loosen the tightest of `tolerances` (raise rtol); results.csv keeps the rows done "
+            f"before it ({cell.index})")
 
 
 def _reconstructs(gradient: GradientSpec) -> bool:
