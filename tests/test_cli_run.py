@@ -169,3 +169,10 @@ def test_a_sweep_past_its_step_limit_exits_1_naming_the_cell_and_the_fix(tmp_pat
     assert "Traceback" not in done.stderr
     assert "raise `step_limit` (now 2)" in done.stderr
     assert [r["method"] for r in _rows(tmp_path / "out" / "artifacts" / "results.csv")] == ["anode"]
+
+
+def test_info_lists_every_solver_and_method(tmp_path: Path) -> None:
+    done = anode_lab("info", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "solvers:   euler, midpoint, heun, rk4, dopri5, bosh3, reversible_heun" in done.stdout
+    assert "gradients: direct, anode, adjoint, reversible" in done.stdout
