@@ -126,7 +126,8 @@ def test_adaptive_and_reversible_estimates_against_what_a_step_holds(ode: dict, 
 
 
 def test_a_tighter_tolerance_costs_more_and_too_tight_a_run_is_refused_naming_it() -> None:
-    loose, tight = ({"ode": {"solver": "dopri5", "rtol": rtol}, "epochs": 200} for rtol in (1e-3, 1e-8))
+    loose, tight = ({"ode": {"solver": "dopri5", "rtol": rtol}, "epochs": 200, "dtype": "float64"}
+                    for rtol in (1e-3, 1e-8))
     cheap, dear = estimate("train", parse_spec("train", loose)), estimate("train", parse_spec("train", tight))
     assert 0 < cheap.steps < dear.steps and 0 < cheap.bytes < dear.bytes
     with pytest.raises(SpecRefused, match=r"lower `epochs`, `max_steps`, `n_samples`, `ode.rtol` \(raise it: fewer "
