@@ -16,9 +16,9 @@ from anode_lab.specs.compare import CompareSpec
 METHODS = tuple(GradientSpec(method=m) for m in ("direct", "anode", "adjoint", "reversible"))
 TOLERANCES = (1e-2, 1e-4, 1e-6, 1e-8)
 SPEC = CompareSpec(
-    solvers=("dopri5", "bosh3", "reversible_heun"), tolerances=TOLERANCES, steps=(2, 4, 8, 16, 32), methods=METHODS,
-    activations=("tanh",), weight_scales=(2.0,), dim=3, hidden=8, batch=4, blocks=2, fd_check=0, timing_repeats=1,
-    device="cpu", threads=1,
+    solvers=("dopri5", "bosh3", "reversible_heun", "alf"), tolerances=TOLERANCES, steps=(2, 4, 8, 16, 32),
+    methods=METHODS, activations=("tanh",), weight_scales=(2.0,), dim=3, hidden=8, batch=4, blocks=2, fd_check=0,
+    timing_repeats=1, device="cpu", threads=1,
 )
 """A field strong enough (weights × 2) that a loose tolerance really is loose: at rtol 1e-2 dopri5 takes two
 steps per block and the adjoint is off by a few per cent, at 1e-8 a dozen steps and ~1e-7."""
@@ -56,9 +56,10 @@ def test_cells_follow_each_solvers_axis_and_pairing(swept: tuple[RunResult, Rows
     result, rows, _, notes = swept
     assert result.status == "succeeded" and list(rows[0]) == list(COLUMNS)
     assert [(r["solver"], r["method"]) for r in rows] == [(c.solver, c.label) for c in SPEC.grid()]
-    assert {r["method"] for r in rows if r["solver"] != "reversible_heun"} == {"direct", "anode", "adjoint"}
-    assert {r["method"] for r in rows if r["solver"] == "reversible_heun"} == {"direct", "anode", "reversible"}
-    assert len(rows) == result.summary["cells"] == SPEC.cells == 2 * 4 * 3 + 5 * 3
+    assert {r["method"] for r in rows if r["solver"] in ("dopri5", "bosh3")} == {"direct", "anode", "adjoint"}
+    for solver in ("reversible_heun", "alf"):
+        assert {r["method"] for r in rows if r["solver"] == solver} == {"direct", "anode", "reversible"}
+    assert len(rows) == result.summary["cells"] == SPEC.cells == 2 * 4 * 3 + 2 * 5 * 3
     for solver in ("dopri5", "bosh3"):
         mine = _of(rows, solver, "adjoint")
         assert [float(r["rtol"]) for r in mine] == list(TOLERANCES)
@@ -66,7 +67,7 @@ def test_cells_follow_each_solvers_axis_and_pairing(swept: tuple[RunResult, Rows
         assert all(r["model_bytes"] == "" and r["reconstruction_error"] == "" for r in mine)
     heun = _of(rows, "reversible_heun", "reversible")
     assert [int(r["steps"]) for r in heun] == list(SPEC.steps) and all(r["rtol"] == r["atol"] == "" for r in heun)
-    assert notes[0] == "dopri5 rtol=0.01 direct" and notes[-1] == "reversible_heun N_t=32 reversible"
+    assert notes[0] == "dopri5 rtol=0.01 direct" and notes[-1] == "alf N_t=32 reversible"
 
 
 @pytest.mark.parametrize("solver", ["dopri5", "bosh3"])
@@ -102,19 +103,21 @@ def test_adjoint_error_shrinks_and_work_grows_as_rtol_tightens(swept: tuple[RunR
     assert result.summary[f"expected_slope/{solver}"] == 1
 
 
-def test_reversible_is_exact_and_its_memory_flat_in_n_t(swept: tuple[RunResult, Rows, Rows, list[str]]) -> None:
+@pytest.mark.parametrize("solver", ["reversible_heun", "alf"])
+def test_reversible_is_exact_and_its_memory_flat_in_n_t(swept: tuple[RunResult, Rows, Rows, list[str]],
+                                                        solver: str) -> None:
     rows = swept[1]
-    reversible, direct = _of(rows, "reversible_heun", "reversible"), _of(rows, "reversible_heun", "direct")
+    reversible, direct = _of(rows, solver, "reversible"), _of(rows, solver, "direct")
     assert max(float(r["rel_error"]) for r in reversible) <= REVERSIBLE_RTOL
     assert all(r["exact"] == "1" for r in reversible)
     held = [int(r["peak_bytes"]) for r in reversible]
     assert max(held) <= 1.5 * min(held), held  # N_t from 2 to 32: flat
     grows = [int(r["peak_bytes"]) for r in direct]
     assert grows[-1] >= 8 * grows[0], grows  # Direct keeps every step's graph: ∝ N_t + 1
-    for r in (*reversible, *direct, *_of(rows, "reversible_heun", "anode")):
+    for r in (*reversible, *direct, *_of(rows, solver, "anode")):
         assert 0.5 <= float(r["memory_ratio"]) <= 2.0, r  # measured against the analytic model
-    assert not any(r["method"] == "reversible" for r in rows if r["solver"] != "reversible_heun")
-    assert [r for r in swept[2] if r["solver"] == "reversible_heun"] == []  # exact methods only: no slope
+    assert not any(r["method"] == "reversible" for r in rows if r["solver"] in ("dopri5", "bosh3"))
+    assert [r for r in swept[2] if r["solver"] == solver] == []  # exact methods only: no slope
 
 
 def test_a_solve_past_its_step_limit_fails_naming_the_cell_and_keeps_the_rows(tmp_path: Path) -> None:

@@ -240,6 +240,7 @@ NEW_SOLVERS = [
     pytest.param("reversible_heun", "reversible", id="reversible_heun-reversible"),
     pytest.param("reversible_heun", "anode", id="reversible_heun-anode"),
     pytest.param("reversible_heun", "direct", id="reversible_heun-direct"),
+    pytest.param("alf", "reversible", id="alf-reversible"),
 ]
 EXACT_ADAPTIVE_RTOL = 1e-10
 """Exact methods on adaptive and reversible solves, against Direct in float64: the replay of the accepted steps
@@ -248,7 +249,7 @@ EXACT_ADAPTIVE_RTOL = 1e-10
 
 @pytest.mark.parametrize(("solver", "method"), NEW_SOLVERS)
 def test_adaptive_and_reversible_solvers_train_with_probes(tmp_path: Path, solver: str, method: str) -> None:
-    knobs = {"steps": 4} if solver == "reversible_heun" else {"rtol": 1e-5, "atol": 1e-7, "step_limit": 1000}
+    knobs = {"steps": 4} if solver in ("reversible_heun", "alf") else {"rtol": 1e-5, "atol": 1e-7, "step_limit": 1000}
     spec = make_spec(n_samples=64, batch_size=16, max_steps=3, dtype="float64", probe_every=1,
                      ode={"solver": solver, "gradient": {"method": method}, **knobs})
     rec = Recorder()
@@ -263,7 +264,7 @@ def test_adaptive_and_reversible_solvers_train_with_probes(tmp_path: Path, solve
         assert 1e-9 < min(errors) and max(errors) < 1e-2, errors
     else:
         assert max(errors) <= EXACT_ADAPTIVE_RTOL, errors
-    if solver == "reversible_heun":  # f̂_0, then one evaluation per step
+    if solver in ("reversible_heun", "alf"):  # f(t_0, z_0), then one evaluation per step
         assert rec.metrics[(1, "nfe_forward")] == 4 + 1
     else:
         assert rec.metrics[(1, "nfe_forward")] > 0 and rec.metrics[(1, "peak_memory_bytes")] > 0

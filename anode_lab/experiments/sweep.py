@@ -101,12 +101,13 @@ class _Setting:
         dtype = DTYPES[cell.dtype]
         self.model, self.x, self.y = build_problem(spec, cell, device, dtype)
         self.solver = cell_solver(spec, cell)
+        kind = SOLVERS[cell.solver].kind
         fields = [block.field for block in ac.ode_blocks(self.model)]
         self.memory = ac.MemoryModel(
             blocks=len(fields),
             state_bytes=self.x.numel() * self.x.element_size(),
             stages=self.solver.stages,
-            steps=cell.steps + (cell.solver == "reversible_heun"),  # f̂_0 = f(t_0, z_0) before its N_t steps
+            steps=cell.steps + (kind == "reversible"),  # f(t_0, z_0) (f̂_0, v_0) before its N_t steps
             eval_bytes=ac.saved_bytes_of_one_evaluation(fields[0], self.x),
         ) if spec.model is None and cell.steps is not None else None
         # a whole model's states differ from its input, an adaptive solve's N_t is its own: no analytic model
@@ -115,7 +116,7 @@ class _Setting:
         self.steps = cell.steps if cell.steps is not None else accepted_steps(self.model, self.x)
         # the adjoint's reverse solve on a fixed grid; an adaptive one picks its reverse steps on the augmented
         # state, so a reverse solve of z alone would not be the state it differentiates at
-        fixed = SOLVERS[cell.solver].kind == "fixed"
+        fixed = kind == "fixed"
         self.reconstruction = _worst(ac.block_reconstruction_errors(self.model, self.x)) if fixed else None
         self.fd_rel_error = (
             finite_difference_error(
@@ -354,6 +355,6 @@ def _model_bytes(model: ac.MemoryModel, gradient: GradientSpec) -> int:
         return model.direct()
     if gradient.method == "anode":
         return model.anode(gradient.checkpoints)
-    if gradient.method == "reversible":  # each block's (y_N, ŷ_N), one evaluation's graph at a time
+    if gradient.method == "reversible":  # each block's final two states, one evaluation's graph at a time
         return 2 * model.blocks * model.state_bytes + model.eval_bytes
     return model.adjoint(gradient.reconstruct)
