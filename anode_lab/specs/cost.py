@@ -29,7 +29,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from anode_lab.specs.common import GradientSpec
+from anode_lab.specs.common import MAX_STEP_LIMIT, GradientSpec, adaptive_steps, is_adaptive
 from anode_lab.specs.compare import STAGES, CompareSpec
 from anode_lab.specs.demo import DemoSpec
 from anode_lab.specs.train import DEFAULT_HIDDEN, MODEL_DATASETS, POINT_SETS, TrainSpec, plugin_datasets
@@ -113,7 +113,10 @@ def estimate(kind: str, spec: BaseModel) -> Cost:
     if isinstance(spec, CompareSpec):
         return _compare(spec)
     if isinstance(spec, DemoSpec):
-        solves = sum(spec.steps or (1,)) * len(spec.solvers or ("euler",)) * 4
+        solvers = spec.solvers or ("euler",)
+        per_solver = [sum(adaptive_steps(s, rtol, MAX_STEP_LIMIT) for rtol in spec.tolerances or ())
+                      if is_adaptive(s) else sum(spec.steps or (1,)) for s in solvers]
+        solves = sum(per_solver) * 4
         return Cost(DEMO_BYTES, solves * max(1, spec.iterations or 1))
     raise ValueError(f"`kind` must be one of train, compare, demo; got {kind!r}")
 
@@ -191,21 +194,36 @@ def _train(spec: TrainSpec) -> Cost:
 
 def _memory_fields(spec: BaseModel) -> tuple[str, ...]:
     if isinstance(spec, TrainSpec):
-        return ("batch_size", "width", *(("hidden",) if spec.model == "mlp_ode" else ()), "ode.steps",
+        return ("batch_size", "width", *(("hidden",) if spec.model == "mlp_ode" else ()), *_ode_fields(spec),
                 "ode.gradient.method (anode keeps one block's graph)")
     if isinstance(spec, CompareSpec):
         state = ("dim", "hidden") if spec.field == "mlp" else ("channels", "size")
-        return ("steps (the largest N_t)", "batch", *state, "blocks", "solvers (rk4 has 4 stages)", "dtypes")
+        return (*_axis_fields(spec, "steps (the largest N_t)"), "batch", *state, "blocks",
+                "solvers (rk4 has 4 stages)", "dtypes")
     return ("steps",)
 
 
 def _step_fields(spec: BaseModel) -> tuple[str, ...]:
     if isinstance(spec, TrainSpec):
         points = ("n_samples",) if spec.dataset in POINT_SETS else ()
-        return ("epochs", "max_steps", *points, "ode.steps", "batch_size (raise it: fewer steps per epoch)")
+        return ("epochs", "max_steps", *points, *_ode_fields(spec), "batch_size (raise it: fewer steps per epoch)")
     if isinstance(spec, CompareSpec):
-        return ("steps", "methods", "solvers", "activations", "weight_scales", "dtypes", "blocks")
+        return (*_axis_fields(spec, "steps"), "methods", "solvers", "activations", "weight_scales", "dtypes", "blocks")
     return ("steps", "iterations")
+
+
+def _ode_fields(spec: TrainSpec) -> tuple[str, ...]:
+    """What sets N_t: ``ode.steps``, or an adaptive solver's tolerance and step limit."""
+    if spec.ode.adaptive:
+        return ("ode.rtol (raise it: fewer steps)", "ode.step_limit")
+    return ("ode.steps",)
+
+
+def _axis_fields(spec: CompareSpec, steps: str) -> tuple[str, ...]:
+    """``steps`` when a fixed-step or reversible solver is swept, the tolerances when an adaptive one is."""
+    fixed = (steps,) if len(spec.adaptive_solvers) < len(spec.solvers) else ()
+    adaptive = ("tolerances (raise the smallest rtol)", "step_limit") if spec.adaptive_solvers else ()
+    return (*fixed, *adaptive)
 
 
 def readable_size(n: int) -> str:
