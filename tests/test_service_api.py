@@ -197,6 +197,13 @@ def test_catalog_lists_names_defaults_and_bounds(client: TestClient) -> None:
         (2, 1, "reversible")]
     assert catalog["solvers"][3]["description"] == "classic Runge-Kutta: order 4, 4 field evaluations per step"
     assert {m["name"] for m in catalog["gradient_methods"]} == {"direct", "anode", "adjoint", "reversible"}
+    solvers = {s["name"]: s for s in catalog["solvers"]}
+    assert solvers["rk4"]["methods"] == ["direct", "anode", "adjoint"]
+    assert solvers["dopri5"]["methods"] == ["direct", "anode", "adjoint"] and not solvers["dopri5"]["stored_states"]
+    assert solvers["reversible_heun"]["methods"] == ["direct", "anode", "reversible"]
+    assert not solvers["reversible_heun"]["checkpoints"] and solvers["euler"]["checkpoints"]
+    assert solvers["euler"]["knobs"] == {"steps": 2}  # what a spec that names the solver alone runs
+    assert solvers["bosh3"]["knobs"] == {"rtol": 1e-3, "atol": 1e-5, "step_limit": 100}
     assert all(m["description"] for m in catalog["gradient_methods"])
     assert catalog["bounds"]["train"]["ode.steps"] == {"minimum": 1, "maximum": 256}
     assert catalog["kinds"]["train"]["schema"]["type"] == "object"
