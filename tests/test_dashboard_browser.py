@@ -2,8 +2,10 @@
 free ports, driven by Debian's Chromium through Playwright. A preset fills the form and launches exactly itself;
 N_t 0 launches nothing and says why under N_t; "Run side by side" makes a group whose compare page overlays one
 curve per method; a run's page, the default sweep, and teaching demos in projector mode (every chart keeps its
-height and its large ticks, images load). Nothing is fetched from outside the machine. Screenshots for the README
-go under ``docs/screenshots/`` (``ANODE_UPDATE_SCREENSHOTS=1``), else under ``build/screenshots/``."""
+height and its large ticks, images load); dopri5 on the launch form (tolerances instead of N_t, sent as shown)
+and a dopri5 sweep's error against rtol in the gradient lab. Nothing is fetched from outside the machine.
+Screenshots for the README go under ``docs/screenshots/`` (``ANODE_UPDATE_SCREENSHOTS=1``), else under
+``build/screenshots/``."""
 
 from __future__ import annotations
 
@@ -299,7 +301,7 @@ def test_adaptive_solvers_on_the_launch_form_and_in_the_gradient_lab(system: Sys
     select(page, "Sweep", f"#{ended['id']} dopri5 sweep")
     chart = page.locator(".js-plotly-plot").filter(has_text="Gradient error vs rtol").first
     chart.wait_for(timeout=60_000)
-    assert set(chart.locator("g.xtick text").all_inner_texts()) == {"1e-06", "0.001"}  # ticked at its tolerances
+    assert set(chart.locator("g.xtick text").all_text_contents()) == {"1e-06", "0.001"}  # ticked at its tolerances
     assert chart.locator("text.legendtext", has_text="adjoint · dopri5").count() == 1
     page.locator(".js-plotly-plot").filter(has_text="Field evaluations vs rtol").first.wait_for(timeout=10_000)
     settle(page)
