@@ -173,6 +173,7 @@ def test_the_solver_decides_the_knobs_and_the_methods_offered(api_url: str, clie
     method = at.selectbox(key=f"{key}.ode.gradient.method")
     assert method.options == ["direct", "anode", "reversible"] and method.value in method.options
     assert at.number_input(key=f"{key}.ode.steps").value == 2 and not at.select_slider
+    assert [c.label for c in at.checkbox] == ["direct", "anode", "reversible"]  # side by side: what pairs
     method.set_value("anode").run()
     assert "Checkpoints inside a block (empty: none)" not in [n.label for n in at.number_input]
 

@@ -210,9 +210,10 @@ def demo_form() -> SpecForm:
 SIDE_BY_SIDE = ("direct", "anode", "adjoint")  # checked at first: the comparison the paper makes
 
 
-def side_by_side_methods() -> list[str]:
-    """Checkboxes, one per gradient method the catalog offers (with the variants its sweeps use)."""
-    options = method_options(catalog)
+def side_by_side_methods(solver: Mapping[str, Any]) -> list[str]:
+    """Checkboxes, one per gradient method the catalog offers (with the variants its sweeps use) that pairs
+    with the solver chosen above."""
+    options = [label for label in method_options(catalog) if pairs(solver, method_from_label(label))]
     st.markdown("**Side by side**: one run per method checked, identical but for the gradient method "
                 "(same seed, same data order), overlaid on one page.")
     columns = st.columns(min(len(options), 6))
@@ -238,7 +239,7 @@ tags_text = right.text_input("Tags (comma-separated)", key=f"launch.{kind}.run_t
 tags = [t.strip() for t in tags_text.split(",") if t.strip()]
 for path, message in form.other_errors().items():
     st.error(f"`{path or 'spec'}`: {message}", icon=":material/error:")
-methods = side_by_side_methods() if kind == "train" else []
+methods = side_by_side_methods(solver_entry(catalog["solvers"], form.spec["ode"]["solver"])) if kind == "train" else []
 buttons = st.columns([1, 3])
 launched = buttons[0].button("Launch", type="primary", icon=":material/rocket_launch:", key=f"launch.{kind}.submit")
 grouped = kind == "train" and buttons[1].button("Run side by side", icon=":material/compare_arrows:",
