@@ -32,6 +32,11 @@ st.caption(catalog["kinds"][kind]["description"])
 errors: dict[str, str] = st.session_state.get(f"launch.errors.{kind}", {})
 
 
+def adaptive(solver: Mapping[str, Any]) -> bool:
+    """Whether the catalog's ``solver`` chooses its own steps (takes rtol/atol, not N_t)."""
+    return solver.get("kind") == "adaptive"
+
+
 def train_form() -> SpecForm:
     presets = {p["name"]: p for p in catalog["presets"].get("train", [])}
     preset = st.selectbox("Start from", ["", *presets], key="launch.train.preset",
@@ -71,17 +76,16 @@ def train_form() -> SpecForm:
         st.subheader("ODE blocks and gradient")
         # Outside any st.form: choosing a solver reruns the page at once, and the knobs below follow it.
         solver = solver_entry(catalog["solvers"], form.select("ode.solver", "Solver", choices=catalog["solvers"]))
-        knobs = solver.get("knobs", {})
-        if "steps" in knobs:
+        knobs = solver["knobs"]  # a spec naming this solver alone runs these: the defaults when switching to it
+        if adaptive(solver):
+            form.drop("ode.steps")
+            form.log_slider("ode.rtol", "rtol (relative tolerance per step)", default=knobs["rtol"])
+            form.log_slider("ode.atol", "atol (absolute tolerance per step)", default=knobs["atol"])
+            form.number("ode.step_limit", "Step limit per block (accepted and rejected)", default=knobs["step_limit"])
+        else:
             form.number("ode.steps", "N_t (steps per block)", default=knobs["steps"])
             for path in ADAPTIVE_KNOBS:
                 form.omit(path)
-        else:
-            form.drop("ode.steps")
-            form.log_slider("ode.rtol", "rtol (relative tolerance per step)", default=knobs.get("rtol", 1e-3))
-            form.log_slider("ode.atol", "atol (absolute tolerance per step)", default=knobs.get("atol", 1e-5))
-            form.number("ode.step_limit", "Step limit per block (accepted and rejected)",
-                        default=knobs.get("step_limit"))
         form.select("ode.activation", "Activation of the field", choices=catalog["activations"])
         offered = [m for m in catalog["gradient_methods"] if m["name"] in solver.get("methods", names(
             catalog["gradient_methods"]))]
@@ -149,11 +153,11 @@ def compare_form() -> SpecForm:
         st.subheader("The grid")
         solvers = [solver_entry(catalog["solvers"], name)
                    for name in form.multiselect("solvers", "Solvers", choices=catalog["solvers"])]
-        if any("steps" in s.get("knobs", {}) for s in solvers):
+        if not solvers or not all(adaptive(s) for s in solvers):
             form.multiselect("steps", "N_t values (fixed-step and reversible solvers)",
                              sorted(set(STEP_CHOICES) | set(default["steps"])))
-        if any("rtol" in s.get("knobs", {}) for s in solvers):
-            rtol = catalog["bounds"]["train"].get("ode.rtol", {})
+        if any(adaptive(s) for s in solvers):
+            rtol = catalog["bounds"]["train"].get("ode.rtol", {})  # a sweep's tolerances obey a run's rtol bounds
             grid_of = log_grid(rtol.get("minimum", 1e-10), rtol.get("maximum", 0.1), (1,))
             form.multiselect("tolerances", "rtol values (adaptive solvers)",
                              sorted(set(grid_of) | set(default["tolerances"]), reverse=True),
@@ -180,7 +184,7 @@ def grid_cells(spec: Mapping[str, Any], solvers: Sequence[Mapping[str, Any]]) ->
     """The cells of the sweep on screen: per solver its N_t (or rtol) values × the methods that pair with it,
     times the other lists (as :meth:`anode_lab.specs.compare.CompareSpec.cells` counts them)."""
     per_setting = math.prod(len(spec.get(name) or []) for name in ("activations", "weight_scales", "dtypes"))
-    per_solver = sum(len(spec.get("steps" if "steps" in s.get("knobs", {}) else "tolerances") or [])
+    per_solver = sum(len(spec.get("tolerances" if adaptive(s) else "steps") or [])
                      * sum(pairs(s, m) for m in spec.get("methods") or []) for s in solvers)
     return per_solver * per_setting
 
