@@ -25,6 +25,12 @@ GOOD = [
                  id="anode-revolve"),
     pytest.param({"ode": {"gradient": {"method": "adjoint", "reconstruct": False}}, "probe_every": 1}, id="adjoint"),
     pytest.param({"dtype": "float64", "checkpoint_every": 5, "max_steps": 7, "seed": 2**32 - 1}, id="limits"),
+    pytest.param({"ode": {"solver": "dopri5"}}, id="dopri5-defaults"),
+    pytest.param({"ode": {"solver": "bosh3", "rtol": 1e-6, "atol": 1e-8, "step_limit": 500,
+                          "gradient": {"method": "adjoint"}}, "dtype": "float64"}, id="bosh3-adjoint"),
+    pytest.param({"ode": {"solver": "dopri5", "gradient": {"method": "anode", "checkpoints": 3}}}, id="dopri5-revolve"),
+    pytest.param({"ode": {"solver": "reversible_heun", "steps": 16, "gradient": {"method": "reversible"}}},
+                 id="reversible"),
 ]
 
 BAD = [
@@ -57,6 +63,22 @@ BAD = [
     pytest.param({"learning_rate": 0.1}, ("learning_rate",), "Extra inputs are not permitted", id="typo"),
     pytest.param({"probe_every": -1}, ("probe_every",), "greater than or equal to 0", id="probe-negative"),
     pytest.param({"threads": 0}, ("threads",), "greater than or equal to 1", id="threads-0"),
+    pytest.param({"ode": {"solver": "dopri5", "steps": 8}}, ("ode",), "remove `steps` (bound them with `step_limit`)",
+                 id="steps-adaptive"),
+    pytest.param({"ode": {"rtol": 1e-4}}, ("ode",), "set `solver` to dopri5 or bosh3", id="rtol-fixed"),
+    pytest.param({"ode": {"solver": "dopri5", "rtol": 1.0}}, ("ode", "rtol"), "less than or equal to 0.1",
+                 id="rtol-huge"),
+    pytest.param({"ode": {"solver": "dopri5", "atol": 0.0}}, ("ode", "atol"), "greater than or equal to 0.000000000001",
+                 id="atol-0"),
+    pytest.param({"ode": {"solver": "dopri5", "step_limit": 10**6}}, ("ode", "step_limit"), "less than or equal",
+                 id="step-limit-huge"),
+    pytest.param({"ode": {"solver": "dopri5", "rtol": 1e-8}}, ("dtype",), "`dtype` to float64", id="rtol-float32"),
+    pytest.param({"ode": {"gradient": {"method": "reversible"}}}, ("ode",), "set the solver to reversible_heun",
+                 id="reversible-on-euler"),
+    pytest.param({"ode": {"solver": "reversible_heun", "gradient": {"method": "adjoint"}}}, ("ode",),
+                 "use method 'reversible'", id="adjoint-on-reversible"),
+    pytest.param({"ode": {"solver": "dopri5", "gradient": {"method": "adjoint", "reconstruct": False}}}, ("ode",),
+                 "remove it", id="stored-adjoint-adaptive"),
 ]
 
 
@@ -80,6 +102,16 @@ def test_every_wrong_field_is_reported_at_once() -> None:
     with pytest.raises(ValidationError) as info:
         TrainSpec.model_validate({"model": "resnet_ode", "dataset": "moons", "epochs": 0, "ode": {"steps": 0}})
     assert {e["loc"] for e in info.value.errors()} == {("dataset",), ("epochs",), ("ode", "steps")}
+
+
+def test_an_adaptive_spec_says_what_runs() -> None:
+    """Left-out tolerances are filled in, so the stored spec names the rtol, atol and step limit that ran; a
+    fixed-step spec carries none of them."""
+    ode = TrainSpec.model_validate({"ode": {"solver": "dopri5"}}).ode
+    assert (ode.steps, ode.rtol, ode.atol, ode.step_limit) == (None, 1e-3, 1e-5, 100)
+    assert ode.solver_knobs() == {"rtol": 1e-3, "atol": 1e-5, "max_steps": 100}
+    assert TrainSpec().ode.solver_knobs() == {}
+    assert TrainSpec().ode.planned_steps == 2
 
 
 def test_spec_is_frozen() -> None:

@@ -154,7 +154,8 @@ class OdeSpec(SpecModel):
             if data.get("steps") is not None:
                 raise ValueError(f"`steps` applies to fixed-step solvers; {solver!r} chooses its own steps: "
                                  "remove `steps` (bound them with `step_limit`)")
-            return {**data, "steps": None, **{k: data.get(k) or v for k, v in _ADAPTIVE_DEFAULTS.items()}}
+            filled = {k: v if data.get(k) is None else data[k] for k, v in _ADAPTIVE_DEFAULTS.items()}
+            return {**data, "steps": None, **filled}
         stray = [k for k in _ADAPTIVE_ONLY if data.get(k) is not None]
         if stray:
             raise ValueError(f"`{stray[0]}` applies to adaptive solvers (dopri5, bosh3) only; remove it or set "

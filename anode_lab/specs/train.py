@@ -93,7 +93,7 @@ class TrainSpec(SpecModel):
         "step", description="step: lr ÷10 after 150/350 and 250/350 of the epochs (the paper's, scaled)"
     )
     augment: bool = Field(False, validate_default=True, description="cifar only: random crop (pad 4) and flip")
-    dtype: DtypeName = "float32"
+    dtype: DtypeName = Field("float32", validate_default=True)
     device: DeviceName = "auto"
     threads: int | None = Field(None, ge=1, le=256, description="CPU threads for torch (default: torch's own); "
                                 "small networks run fastest on 1, and on a busy machine much faster")
