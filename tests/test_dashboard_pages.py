@@ -178,6 +178,9 @@ def test_the_solver_decides_the_knobs_and_the_methods_offered(api_url: str, clie
     assert "Checkpoints inside a block (empty: none)" not in [n.label for n in at.number_input]
 
     at.selectbox(key=f"{key}.ode.solver").set_value("bosh3").run()
+    at.select_slider(key=f"{key}.ode.rtol").set_value(1e-7).run()
+    at.button(key="launch.train.submit").click().run()  # tighter than float32 can meet: the API says so, here
+    assert "float32 carries about 7 digits" in (error_under(at, f"{key}.dtype") or "")
     at.select_slider(key=f"{key}.ode.rtol").set_value(1e-4)
     at.number_input(key=f"{key}.ode.step_limit").set_value(50)
     for name, value in (("n_samples", 256), ("epochs", 1), ("batch_size", 64), ("threads", 1)):
