@@ -25,6 +25,7 @@ _EXPORTS = {
     "CheckReport": "anode_core.instruments.check",
     "Bosh3": "anode_core.adaptive",
     "Dopri5": "anode_core.adaptive",
+    "DampedLeapfrog": "anode_core.reversible",
     "Direct": "anode_core.gradients",
     "Euler": "anode_core.solvers",
     "EvaluationCounter": "anode_core.instruments.counting",
@@ -46,6 +47,7 @@ _EXPORTS = {
     "RK4": "anode_core.solvers",
     "Reversible": "anode_core.gradients",
     "ReversibleHeun": "anode_core.reversible",
+    "ReversibleSolver": "anode_core.reversible",
     "SOLVERS": "anode_core.solvers",
     "Solver": "anode_core.solvers",
     "Tableau": "anode_core.solvers",
@@ -139,7 +141,9 @@ if TYPE_CHECKING:
         solver_named as solver_named,
     )
     from anode_core.reversible import (
+        DampedLeapfrog as DampedLeapfrog,
         ReversibleHeun as ReversibleHeun,
+        ReversibleSolver as ReversibleSolver,
     )
     from anode_core.solve import (
         odesolve as odesolve,

@@ -11,11 +11,11 @@ Every method name both libraries share gives torchdiffeq's numbers: ``dopri5`` a
 accepted steps and evaluate the solution at each ``t[i]`` with the same dense output; ``euler``, ``midpoint``
 and ``rk4`` run on the same grid (``t`` itself, or ``options=dict(step_size=h)``, with linear interpolation at
 the ``t[i]`` between its points). torchdiffeq's fixed-grid ``rk4`` is Kutta's 3/8 rule, so this one is too
-(``odesolve``'s ``RK4`` stays the classical tableau). ``reversible_heun`` is anode_core's own.
+(``odesolve``'s ``RK4`` stays the classical tableau). ``reversible_heun`` and ``alf`` are anode_core's own.
 
 The solve is cut at the output times into pieces, each an ODE block for the gradient method: ``Anode`` keeps
 each piece's input, ``Adjoint`` solves the continuous adjoint backwards over each piece (adaptively, as
-``odeint_adjoint`` does). Reversible Heun restarts ``ŷ = y`` at each output time.
+``odeint_adjoint`` does). A reversible solver restarts its carry at each output time (``ŷ = y``, ``v = f(t, z)``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from anode_core.adaptive import AdaptiveSolver, Bosh3, Dopri5, Grid
 from anode_core.gradients import GradientMethod
 from anode_core.problem import Problem
-from anode_core.reversible import ReversibleHeun
+from anode_core.reversible import DampedLeapfrog, ReversibleHeun
 from anode_core.solve import check_pairing, resolve_gradient
 from anode_core.solvers import Euler, Midpoint, Solver, Tableau
 from anode_core.watch import solve_problem
@@ -56,6 +56,7 @@ METHODS: dict[str, type[Solver]] = {
     "midpoint": Midpoint,
     "rk4": RK38,
     "reversible_heun": ReversibleHeun,
+    "alf": DampedLeapfrog,
 }
 FIXED_OPTIONS = {"step_size"}
 ADAPTIVE_OPTIONS = {"max_num_steps"}

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from torch import Tensor
 
 from anode_core.adaptive import AdaptiveSolver, Grid
-from anode_core.reversible import ReversibleHeun
+from anode_core.reversible import ReversibleSolver
 from anode_core.solvers import Solver, State
 
 Field = Callable[[float, Tensor], Tensor]
@@ -82,9 +82,9 @@ class Problem:
 
     def advance(self, z: Tensor, start: int, stop: int) -> Tensor:
         """Advance from grid point ``start`` to ``stop``."""
-        if isinstance(self.solver, ReversibleHeun):
+        if isinstance(self.solver, ReversibleSolver):
             if start != 0:
-                raise ValueError("ReversibleHeun carries a second state: it can only be advanced from grid point 0")
+                raise ValueError(f"{self.solver!r} carries a second state: it can only be advanced from grid point 0")
             return self.solver.solve(self.tuple_field, self.time, z, stop)[0]
         for n in range(start, stop):
             z = self.step(z, n)

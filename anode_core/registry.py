@@ -6,12 +6,15 @@ from inspect import signature
 
 from anode_core.adaptive import Bosh3, Dopri5
 from anode_core.gradients import Adjoint, Anode, Direct, GradientMethod, Reversible
-from anode_core.reversible import ReversibleHeun
+from anode_core.reversible import DampedLeapfrog, ReversibleHeun
 from anode_core.solvers import SOLVERS, Solver
 
 GRADIENTS: dict[str, type[GradientMethod]] = {cls.name: cls for cls in (Direct, Anode, Adjoint, Reversible)}
-ALL_SOLVERS: dict[str, type[Solver]] = {**SOLVERS, **{cls.name: cls for cls in (Dopri5, Bosh3, ReversibleHeun)}}
-"""Fixed-step tableaux (``SOLVERS``), the adaptive pairs and the reversible scheme, by name."""
+ALL_SOLVERS: dict[str, type[Solver]] = {
+    **SOLVERS,
+    **{cls.name: cls for cls in (Dopri5, Bosh3, ReversibleHeun, DampedLeapfrog)},
+}
+"""Fixed-step tableaux (``SOLVERS``), the adaptive pairs and the reversible schemes, by name."""
 
 
 def solver_named(name: str, **knobs: object) -> Solver:

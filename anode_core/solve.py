@@ -15,7 +15,7 @@ from anode_core.adaptive import AdaptiveSolver
 from anode_core.gradients import Adjoint, Anode, GradientMethod, Reversible
 from anode_core.problem import Field, Problem
 from anode_core.registry import gradient_named, solver_named
-from anode_core.reversible import ReversibleHeun
+from anode_core.reversible import ReversibleSolver
 from anode_core.solvers import Euler, Solver
 from anode_core.watch import solve_problem
 
@@ -48,16 +48,16 @@ def odesolve(
 
 def check_pairing(solver: Solver, method: GradientMethod) -> None:
     """Solvers and methods that cannot work together fail here, before any computation."""
-    if isinstance(method, Reversible) and not isinstance(solver, ReversibleHeun):
+    if isinstance(method, Reversible) and not isinstance(solver, ReversibleSolver):
         raise ValueError(
             f"gradient=Reversible() needs an algebraically reversible solver; got solver={solver!r}: "
-            "use solver=ReversibleHeun(), or gradient=Anode() with this solver"
+            "use solver=ReversibleHeun() or DampedLeapfrog(), or gradient=Anode() with this solver"
         )
-    if isinstance(solver, ReversibleHeun) and (
+    if isinstance(solver, ReversibleSolver) and (
         isinstance(method, Adjoint) or getattr(method, "checkpoints", None) is not None
     ):
         raise ValueError(
-            f"solver=ReversibleHeun() carries a second state and cannot be differentiated with {method!r}: "
+            f"solver={solver!r} carries a second state and cannot be differentiated with {method!r}: "
             "use gradient=Reversible() (memory flat in N_t), Direct() or Anode()"
         )
 

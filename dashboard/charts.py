@@ -29,10 +29,11 @@ METHOD_DASHES = {"direct": "solid", "anode": "dash", "adjoint": "dot", "adjoint(
 """With the colours, so that methods whose curves coincide (Direct and ANODE are exact; the adjoint and its
 stored-state twin nearly agree) stay visible on top of each other."""
 SOLVER_DASHES = {"euler": "solid", "midpoint": "dash", "heun": "dot", "rk4": "dashdot", "dopri5": "longdash",
-                 "bosh3": "longdashdot", "reversible_heun": "solid"}
+                 "bosh3": "longdashdot", "reversible_heun": "solid", "alf": "dash"}
 SOLVER_MARKERS = {"euler": "circle", "midpoint": "square", "heun": "diamond", "rk4": "triangle-up",
-                  "dopri5": "star", "bosh3": "pentagon", "reversible_heun": "x"}
-SOLVER_ORDERS = {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4, "dopri5": 5, "bosh3": 3, "reversible_heun": 2}
+                  "dopri5": "star", "bosh3": "pentagon", "reversible_heun": "x", "alf": "cross"}
+SOLVER_ORDERS = {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4, "dopri5": 5, "bosh3": 3, "reversible_heun": 2,
+                 "alf": 2}
 ROUNDING_FLOOR = 1e-17
 """Exact methods agree with Direct to 0 or rounding; a log axis cannot show 0, so they are drawn here."""
 EXACT_BELOW = 1e-10

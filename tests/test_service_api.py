@@ -191,10 +191,10 @@ def test_catalog_lists_names_defaults_and_bounds(client: TestClient) -> None:
     catalog = client.get("/catalog").json()
     assert set(catalog["kinds"]) == {"train", "compare", "demo"}
     assert [s["name"] for s in catalog["solvers"]] == [
-        "euler", "midpoint", "heun", "rk4", "dopri5", "bosh3", "reversible_heun"]
+        "euler", "midpoint", "heun", "rk4", "dopri5", "bosh3", "reversible_heun", "alf"]
     assert [(s["order"], s["stages"], s["kind"]) for s in catalog["solvers"]] == [
         (1, 1, "fixed"), (2, 2, "fixed"), (2, 2, "fixed"), (4, 4, "fixed"), (5, 7, "adaptive"), (3, 4, "adaptive"),
-        (2, 1, "reversible")]
+        (2, 1, "reversible"), (2, 1, "reversible")]
     assert catalog["solvers"][3]["description"] == "classic Runge-Kutta: order 4, 4 field evaluations per step"
     assert {m["name"] for m in catalog["gradient_methods"]} == {"direct", "anode", "adjoint", "reversible"}
     solvers = {s["name"]: s for s in catalog["solvers"]}

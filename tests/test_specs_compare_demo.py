@@ -84,7 +84,7 @@ def test_the_torch_free_solver_table_matches_the_library() -> None:
     def kind(solver: object) -> str:
         if isinstance(solver, ac.AdaptiveSolver):
             return "adaptive"
-        return "reversible" if isinstance(solver, ac.ReversibleHeun) else "fixed"
+        return "reversible" if isinstance(solver, ac.ReversibleSolver) else "fixed"
 
     library = {name: (cls.order, cls().stages, kind(cls())) for name, cls in ac.ALL_SOLVERS.items()}
     assert {name: (s.order, s.stages, s.kind) for name, s in SOLVERS.items()} == library

@@ -62,7 +62,7 @@ def test_t1_must_exceed_t0(t0: float, t1: float) -> None:
 
 @pytest.mark.parametrize("name", ["rk5", "RK4", "dopri8", ""])
 def test_unknown_solver_name_lists_the_known_ones(name: str) -> None:
-    known = "euler, midpoint, heun, rk4, dopri5, bosh3, reversible_heun"
+    known = "euler, midpoint, heun, rk4, dopri5, bosh3, reversible_heun, alf"
     with pytest.raises(ValueError, match=rf"`solver` must be one of {known}; got '{name}'"):
         solve(solver=name)
 

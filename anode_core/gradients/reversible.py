@@ -1,11 +1,15 @@
 """Reversible: the exact gradient of an algebraically reversible solve, with memory O(L), flat in N_t.
 
 Kidger, Foster, Li & Lyons, NeurIPS 2021, §3; Zhuang, Dvornek, Tatikonda & Duncan, "MALI", ICLR 2021. Forward
-runs without a graph and keeps only the final ``(y_N, ŷ_N)``. Backward rebuilds ``(y_n, ŷ_n, f̂_n)`` from
-``n + 1`` algebraically (:mod:`anode_core.reversible`) and back-propagates one step at a time, so it holds one
-field evaluation's graph at a time. The gradient is that of the computed discrete solve, equal to ``Direct``
-through the same scheme up to the rounding of the reconstruction. Each step costs one evaluation forward and one
-evaluation with its vector–Jacobian product backward. Fields must be deterministic (no dropout): the
+runs without a graph and keeps only the final carry (:meth:`~anode_core.reversible.ReversibleSolver.kept`).
+Backward walks the steps from the last: the solver's ``reverse`` rebuilds the carry at ``n`` from ``n + 1``,
+evaluating the field at a leaf with its graph; then ``forward`` from the rebuilt carry is replayed with a graph
+in which that evaluation stands in for the field (:class:`_Reuse`), and one ``autograd.grad`` carries the
+adjoint of the carry from ``n + 1`` to ``n``. So it holds one field evaluation's graph (two for reversible Heun,
+whose forward step reuses the evaluation of the next step's reverse) and costs one evaluation with its
+vector–Jacobian product per step, whatever the solver. The gradient is that of the computed discrete solve, equal
+to ``Direct`` through the same scheme up to the rounding of the reconstruction (see
+:mod:`anode_core.reversible` for how damping amplifies it). Fields must be deterministic (no dropout): the
 reconstruction re-evaluates them.
 """
 
@@ -20,12 +24,14 @@ from torch import Tensor
 from anode_core.gradients.base import GradientMethod, vjp
 from anode_core.problem import Problem
 from anode_core.replay import AutocastState, frozen_buffers
-from anode_core.reversible import ReversibleHeun
+from anode_core.reversible import Carry, ReversibleSolver
+from anode_core.solvers import State, TupleField
 
 
 @dataclass(frozen=True)
 class Reversible(GradientMethod):
-    """Rebuild the states backwards instead of storing them (module docstring). Needs ``ReversibleHeun()``."""
+    """Rebuild the states backwards instead of storing them (module docstring). Needs a reversible solver:
+    ``ReversibleHeun()`` or ``DampedLeapfrog()``."""
 
     name = "reversible"
     exact = True
@@ -36,11 +42,11 @@ class Reversible(GradientMethod):
         return z1
 
 
-def _reversible_solver(problem: Problem) -> ReversibleHeun:
-    if not isinstance(problem.solver, ReversibleHeun):
+def _reversible_solver(problem: Problem) -> ReversibleSolver:
+    if not isinstance(problem.solver, ReversibleSolver):
         raise ValueError(
             f"gradient=Reversible() needs an algebraically reversible solver; got solver={problem.solver!r}: "
-            "use solver=ReversibleHeun(), or gradient=Anode() with this solver"
+            "use solver=ReversibleHeun() or DampedLeapfrog(), or gradient=Anode() with this solver"
         )
     return problem.solver
 
@@ -51,46 +57,78 @@ class _ReversibleFunction(torch.autograd.Function):
         ctx.problem = problem
         ctx.autocast = AutocastState.capture(z0)
         solver = _reversible_solver(problem)
-        y, y_hat, _ = solver.solve(problem.tuple_field, problem.time, z0, problem.steps)
-        ctx.save_for_backward(y, y_hat)
-        return y
+        carry = solver.solve(problem.tuple_field, problem.time, z0, problem.steps)
+        ctx.save_for_backward(*solver.kept(carry))
+        return carry[0]
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         problem: Problem = ctx.problem
         solver = _reversible_solver(problem)
-        y, y_hat = (s.detach() for s in ctx.saved_tensors)
-        params = problem.params
         wanted = ctx.needs_input_grad[1:]
-        acc = [torch.zeros_like(p) if w else None for p, w in zip(params, wanted[1:], strict=True)]
-        a_y, a_hat, a_f = grad_out, torch.zeros_like(grad_out), torch.zeros_like(grad_out)
+        acc = [torch.zeros_like(p) if w else None for p, w in zip(problem.params, wanted[1:], strict=True)]
+        field = _Reuse(problem.tuple_field, problem.params)
         with torch.enable_grad(), frozen_buffers(problem.field), ctx.autocast.entered():
-            leaf, out = _evaluate(problem, problem.steps, y_hat)
+            kept = tuple(s.detach() for s in ctx.saved_tensors)
+            carry = solver.resume(field.record, problem.time(problem.steps), kept)
+            adjoint: Carry = (grad_out, *(torch.zeros_like(c) for c in carry[1:]))
             for n in range(problem.steps - 1, -1, -1):
                 t, t_next = problem.time(n), problem.time(n + 1)
-                dt = t_next - t
-                f_next = out.detach()
-                # ŷ_{n+1} = 2y_n − ŷ_n + Δt f̂_n ; f̂_{n+1} = f(ŷ_{n+1}) ; y_{n+1} = y_n + ½Δt (f̂_n + f̂_{n+1})
-                a_hat = a_hat + _pull(out, leaf, params, wanted, a_f.add(a_y, alpha=0.5 * dt), acc)
-                y_hat = solver.reverse_hat(t, t_next, y, y_hat, f_next)
-                leaf, out = _evaluate(problem, n, y_hat)
-                y = solver.reverse_y(t, t_next, y, out.detach(), f_next)
-                a_y, a_hat, a_f = a_y + 2 * a_hat, -a_hat, (a_hat * dt).add(a_y, alpha=0.5 * dt)
-            grad_z0 = a_y + a_hat + _pull(out, leaf, params, wanted, a_f, acc)
+                carry = solver.reverse(field.record, t, t_next, carry)
+                leaves = tuple(c.detach().requires_grad_(True) for c in carry)
+                adjoint = _pull(solver.forward(field.replay, t, t_next, leaves), leaves, problem.params, adjoint, acc)
+            z0 = carry[0].detach().requires_grad_(True)
+            (grad_z0,) = _pull(solver.start(field.replay, problem.time(0), z0), (z0,), problem.params, adjoint, acc)
         return (None, grad_z0 if wanted[0] else None, *acc)
 
 
-def _evaluate(problem: Problem, n: int, y_hat: Tensor) -> tuple[Tensor, Tensor]:
-    leaf = y_hat.detach().requires_grad_(True)
-    return leaf, problem.tuple_field(problem.time(n), (leaf,))[0]
-
-
-def _pull(
-    out: Tensor, leaf: Tensor, params: tuple[Tensor, ...], wanted: tuple[bool, ...], a: Tensor, acc: list[Tensor | None]
-) -> Tensor:
-    """``aᵀ ∂f/∂ŷ``, accumulating ``aᵀ ∂f/∂θ`` into ``acc``."""
-    grads = vjp(out, (leaf, *params), (True, *wanted[1:]), a)
-    for total, g in zip(acc, grads[1:], strict=True):
-        if total is not None and g is not None:
+def _pull(outputs: Carry, leaves: Carry, params: tuple[Tensor, ...], adjoint: Carry, acc: list[Tensor | None]) -> Carry:
+    """``adjointᵀ ∂outputs/∂leaves``, accumulating ``adjointᵀ ∂outputs/∂θ`` into ``acc``; one backward pass."""
+    chosen = [p for p, total in zip(params, acc, strict=True) if total is not None]
+    grads = torch.autograd.grad(outputs, (*leaves, *chosen), adjoint, allow_unused=True)
+    for total, g in zip((a for a in acc if a is not None), grads[len(leaves) :], strict=True):
+        if g is not None:
             total.add_(g)
-    return grads[0] if grads[0] is not None else torch.zeros_like(leaf)  # wanted, so vjp filled it
+    return tuple(torch.zeros_like(x) if g is None else g for x, g in zip(leaves, grads[: len(leaves)], strict=True))
+
+
+class _Reuse:
+    """The field for backward: :meth:`record` evaluates at a fresh leaf, keeps the graph under its time and
+    returns the value alone; :meth:`replay` at a recorded time hands that graph to autograd (:class:`_Recorded`)
+    instead of evaluating again, and evaluates with a graph otherwise."""
+
+    def __init__(self, field: TupleField, params: tuple[Tensor, ...]) -> None:
+        self.field = field
+        self.params = params
+        self.graphs: dict[float, tuple[Tensor, Tensor]] = {}
+
+    def record(self, t: float, y: State) -> State:
+        leaf = y[0].detach().requires_grad_(True)
+        out = self.field(t, (leaf,))[0]
+        self.graphs[t] = (leaf, out)
+        return (out.detach(),)
+
+    def replay(self, t: float, y: State) -> State:
+        graph = self.graphs.pop(t, None)
+        if graph is None:
+            return self.field(t, y)
+        out: Tensor = _Recorded.apply(graph, y[0], *self.params)
+        return (out,)
+
+
+class _Recorded(torch.autograd.Function):
+    """The recorded value of ``f`` at ``point``; backward is the vector–Jacobian product of the recorded graph
+    (linearised at the rebuilt state, which equals ``point`` up to rounding)."""
+
+    @staticmethod
+    def forward(ctx: Any, graph: tuple[Tensor, Tensor], point: Tensor, *params: Tensor) -> Tensor:
+        ctx.graph = graph
+        ctx.params = params
+        return graph[1].detach()
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        leaf, out = ctx.graph
+        del ctx.graph  # the graph is freed by this one pass
+        grads = vjp(out, (leaf, *ctx.params), (True, *ctx.needs_input_grad[2:]), grad)
+        return (None, grads[0], *grads[1:])

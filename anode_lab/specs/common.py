@@ -32,10 +32,12 @@ SOLVERS: dict[str, SolverFacts] = {
     "bosh3": SolverFacts(3, 4, "Bogacki-Shampine 3(2), adaptive steps", "adaptive"),
     "reversible_heun": SolverFacts(2, 1, "reversible Heun (Kidger et al. 2021), algebraically reversible",
                                    "reversible"),
+    "alf": SolverFacts(2, 1, "asynchronous leapfrog (MALI, Zhuang et al. 2021), algebraically reversible",
+                       "reversible"),
 }
 """The solvers of ``anode_core.ALL_SOLVERS`` without importing torch: the one table the specs, the catalog and
 the dashboard read. A test checks names, orders, stages and kinds against the library's registry."""
-SolverName = Literal["euler", "midpoint", "heun", "rk4", "dopri5", "bosh3", "reversible_heun"]
+SolverName = Literal["euler", "midpoint", "heun", "rk4", "dopri5", "bosh3", "reversible_heun", "alf"]
 """The keys of :data:`SOLVERS`, spelled for the type checker and the JSON schema (a test checks they agree)."""
 MethodName = Literal["direct", "anode", "adjoint", "reversible"]
 ActivationName = Literal["relu", "tanh", "softplus", "elu", "gelu", "leaky_relu", "sigmoid"]
@@ -72,7 +74,7 @@ def pairing_error(solver: str, gradient: GradientSpec) -> str | None:
     kind = SOLVERS[solver].kind
     if gradient.method == "reversible" and kind != "reversible":
         return (f"method 'reversible' rebuilds the states backwards and needs an algebraically reversible solver; "
-                f"got solver {solver!r}: set the solver to reversible_heun, or the method to 'anode'")
+                f"got solver {solver!r}: set the solver to reversible_heun or alf, or the method to 'anode'")
     if kind == "reversible" and (gradient.method == "adjoint" or gradient.checkpoints is not None):
         return (f"solver {solver!r} carries a second state and cannot be differentiated with "
                 f"{'the adjoint' if gradient.method == 'adjoint' else 'checkpoints'}: use method 'reversible' "
@@ -95,7 +97,7 @@ class GradientSpec(SpecModel):
 
     method: MethodName = Field("anode", description="direct: backprop; anode: exact, O(L)+O(N_t); "
                              "adjoint: the continuous adjoint (Chen et al.); reversible: exact, O(L), "
-                             "reversible_heun only")
+                             "reversible_heun and alf only")
     checkpoints: int | None = Field(
         None, ge=0, le=MAX_CHECKPOINTS, description="anode only: states kept inside a block (binomial schedule)"
     )

@@ -4,7 +4,7 @@ A sweep is a grid solvers × N_t × gradient methods (× activations × weight s
 model; every cell is compared with the exact Direct (discretize-then-optimize) gradient of the same network.
 An adaptive solver (dopri5, bosh3) runs along the tolerance axis (``tolerances``, the rtol values) instead of
 N_t; a method that cannot differentiate a solver (the reversible method on a non-reversible solver, the adjoint
-on reversible_heun) has no cell there.
+on reversible_heun or alf) has no cell there.
 The bounds keep one request to seconds or minutes on a CPU: at most :data:`MAX_CELLS` cells and
 :data:`MAX_WORK` state-element field evaluations in all.
 """

@@ -15,7 +15,7 @@ METHODS = {
     "anode": "ANODE: keep each block's input, recompute the block in backward; exact, memory O(L) + O(N_t)",
     "adjoint": "the continuous adjoint (Chen et al.): solve backwards; O(L) memory, gradient off by O(dt^p) for smooth "
                "fields (ReLU's kinks change the measured slope), by about the tolerance on adaptive steps",
-    "reversible": "rebuild the states backwards algebraically (reversible_heun only): exact, O(L) memory, flat in N_t",
+    "reversible": "rebuild the states backwards algebraically (reversible_heun, alf): exact, O(L) memory, flat in N_t",
 }
 ACTIVATIONS = {
     "relu": "max(0, x): kinks make the adjoint's error large at small N_t",
