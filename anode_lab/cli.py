@@ -14,7 +14,7 @@ def _info(_: argparse.Namespace) -> int:
     import anode_core as ac
 
     print(f"anode-lab {ac.__version__}  torch {torch.__version__}")
-    print(f"solvers:   {', '.join(ac.SOLVERS)}")
+    print(f"solvers:   {', '.join(ac.ALL_SOLVERS)}")
     print(f"gradients: {', '.join(ac.GRADIENTS)}")
     cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     print(f"cuda:      {cuda}")

@@ -76,6 +76,7 @@ def run_loaded(loaded: SpecFile, out: Path) -> int:
         with stop:
             result = run_experiment(loaded.kind, loaded.spec, ctx)
     except (FileNotFoundError, ValueError) as exc:  # missing data, unusable device: the message says the fix
+        bar.close()  # before the message, which would otherwise trail the bar's line
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:

@@ -134,3 +134,45 @@ def test_metrics_file_keeps_one_row_per_step_and_series_across_a_resume(tmp_path
     assert [(r["step"], r["series"], r["value"]) for r in _rows(path)] == [
         ("1", "train_loss", "0.5"), ("1", "lr", "0.1"), ("2", "train_loss", "0.25"),
         ("3", "train_loss", "0.125"), ("3", "nfe_forward", "4")]
+
+
+SWEEP = {"solvers": ["dopri5", "reversible_heun"], "steps": [2, 4], "tolerances": [1e-3, 1e-6],
+         "methods": [{"method": "anode"}, {"method": "adjoint"}, {"method": "reversible"}], "dim": 3, "hidden": 8,
+         "batch": 4, "blocks": 2, "timing_repeats": 1, "device": "cpu", "threads": 1}
+
+
+def test_run_sweeps_adaptive_and_reversible_solvers_and_trains_on_one(tmp_path: Path) -> None:
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({"kind": "compare", "spec": SWEEP}))
+    done = anode_lab("run", "sweep.yaml", "--out", "sweep", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    rows = _rows(tmp_path / "sweep" / "artifacts" / "results.csv")
+    assert [(r["solver"], r["rtol"] or r["steps"], r["method"]) for r in rows] == [
+        ("dopri5", "0.001", "anode"), ("dopri5", "0.001", "adjoint"), ("dopri5", "1e-06", "anode"),
+        ("dopri5", "1e-06", "adjoint"), ("reversible_heun", "2", "anode"), ("reversible_heun", "2", "reversible"),
+        ("reversible_heun", "4", "anode"), ("reversible_heun", "4", "reversible"),
+    ]
+    assert "slope/dopri5/adjoint" in done.stdout
+    train = {**TINY, "ode": {"solver": "bosh3", "rtol": 1e-4, "gradient": {"method": "adjoint"}}}
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump({"kind": "train", "spec": train}))
+    done = anode_lab("run", "train.yaml", "--out", "train", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    series = {r["series"] for r in _rows(tmp_path / "train" / "metrics.csv")}
+    assert {"train_loss", "test_acc", "probe_rel_error", "nfe_forward"} <= series
+
+
+def test_a_sweep_past_its_step_limit_exits_1_naming_the_cell_and_the_fix(tmp_path: Path) -> None:
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({"kind": "compare", "spec": {**SWEEP, "step_limit": 2}}))
+    done = anode_lab("run", "sweep.yaml", "--out", "out", cwd=tmp_path)
+    assert done.returncode == 1
+    assert "\nerror: cell 1 (dopri5 rtol=0.001 adjoint, float64 relu weight scale 1) failed: dopri5 reached " \
+        "max_steps=2 trial steps" in done.stderr, done.stderr  # the anode cell before it fits in two steps
+    assert "Traceback" not in done.stderr
+    assert "raise `step_limit` (now 2)" in done.stderr
+    assert [r["method"] for r in _rows(tmp_path / "out" / "artifacts" / "results.csv")] == ["anode"]
+
+
+def test_info_lists_every_solver_and_method(tmp_path: Path) -> None:
+    done = anode_lab("info", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "solvers:   euler, midpoint, heun, rk4, dopri5, bosh3, reversible_heun" in done.stdout
+    assert "gradients: direct, anode, adjoint, reversible" in done.stdout

@@ -66,6 +66,14 @@ def test_compare_grid_runs_methods_innermost() -> None:
         pytest.param({"methods": ({"method": "direct", "checkpoints": 2},)}, "checkpoints", "'anode' only",
                      id="checkpoints-on-direct"),
         pytest.param({"colour": "red"}, "colour", "Extra inputs are not permitted", id="unknown-key"),
+        pytest.param({"solvers": ("dopri5",), "tolerances": (1e-10,), "atol_ratio": 1e-6}, "atol_ratio",
+                     "raise `atol_ratio` to at least 0.01 or the smallest of `tolerances`", id="atol-too-small"),
+        pytest.param({"solvers": ("dopri5",), "tolerances": (1.0,)}, "tolerances", "must be in [1e-10, 0.1]",
+                     id="rtol-too-loose"),
+        pytest.param({"solvers": ("bosh3",), "tolerances": (1e-7,), "dtypes": ("float32",)}, "tolerances",
+                     "keep `tolerances` ≥ 1e-06 or remove float32", id="float32-too-tight"),
+        pytest.param({"solvers": ("dopri5",), "methods": ({"method": "reversible"}, {"method": "anode"})}, "methods",
+                     "set the solver to reversible_heun", id="reversible-without-its-solver"),
     ],
 )
 def test_compare_rejects_with_field_and_fix(changes: dict[str, object], named: str, fix: str) -> None:
@@ -74,6 +82,20 @@ def test_compare_rejects_with_field_and_fix(changes: dict[str, object], named: s
     text = str(info.value)
     assert named in text
     assert fix in text
+
+
+def test_adaptive_solvers_run_along_tolerances_with_the_methods_they_pair_with() -> None:
+    methods = tuple(GradientSpec(method=m) for m in ("direct", "adjoint", "reversible"))
+    spec = CompareSpec(solvers=("dopri5", "reversible_heun"), steps=(2, 4), tolerances=(1e-3, 1e-6), methods=methods,
+                       atol_ratio=0.1)
+    grid = spec.grid()
+    assert [(c.solver, c.steps, c.rtol, c.atol, c.label) for c in grid] == [
+        ("dopri5", None, 1e-3, 1e-4, "direct"), ("dopri5", None, 1e-3, 1e-4, "adjoint"),
+        ("dopri5", None, 1e-6, 1e-7, "direct"), ("dopri5", None, 1e-6, 1e-7, "adjoint"),
+        ("reversible_heun", 2, None, None, "direct"), ("reversible_heun", 2, None, None, "reversible"),
+        ("reversible_heun", 4, None, None, "direct"), ("reversible_heun", 4, None, None, "reversible"),
+    ]
+    assert spec.cells == len(grid) and [c.where for c in grid[::2]] == ["rtol=0.001", "rtol=1e-06", "N_t=2", "N_t=4"]
 
 
 def test_the_torch_free_solver_table_matches_the_library() -> None:

@@ -93,3 +93,50 @@ def test_the_estimate_is_close_to_what_a_training_step_holds(method: str) -> Non
     item = 8
     held = held_bytes(spec.ode.gradient, [512 * 64 * item], [512 * (64 + 256) * item], 16, 4)  # type: ignore[attr-defined]
     assert 0.5 <= meter.peak_bytes / held <= 2.0, (meter.peak_bytes, held)
+
+
+@pytest.mark.parametrize(("ode", "low", "high"), [
+    pytest.param({"solver": "reversible_heun", "steps": 16, "gradient": {"method": "reversible"}}, 0.5, 2.0,
+                 id="reversible"),
+    pytest.param({"solver": "reversible_heun", "steps": 16, "gradient": {"method": "direct"}}, 0.5, 2.0,
+                 id="reversible_heun-direct"),
+    pytest.param({"solver": "dopri5", "rtol": 1e-6, "gradient": {"method": "anode"}}, 0.0, 1.0, id="dopri5-anode"),
+    pytest.param({"solver": "bosh3", "rtol": 1e-6, "gradient": {"method": "direct"}}, 0.0, 1.0, id="bosh3-direct"),
+])
+def test_adaptive_and_reversible_estimates_against_what_a_step_holds(ode: dict, low: float, high: float) -> None:
+    """A reversible solve's N_t is known: within a factor of two. An adaptive one's is guessed from rtol
+    (``adaptive_steps``), a guard rather than a prediction: never below what the step holds."""
+    import torch
+    import torch.nn.functional as F
+
+    from anode_core.instruments.memory import MemoryMeter
+    from anode_lab.experiments.models import build_model
+    from anode_lab.specs.compare import STAGES
+    from anode_lab.specs.cost import held_bytes
+
+    spec = parse_spec("train", {"width": 64, "hidden": 256, "batch_size": 512, "dtype": "float64", "ode": ode})
+    model = build_model(spec).double()  # type: ignore[arg-type]
+    x, y = torch.randn(512, 2, dtype=torch.float64), torch.randint(0, 2, (512,))
+    with MemoryMeter() as meter:
+        F.cross_entropy(model(x), y).backward()
+    item, ode_spec = 8, spec.ode  # type: ignore[attr-defined]
+    held = held_bytes(ode_spec.gradient, [512 * 64 * item], [512 * (64 + 256) * item], ode_spec.planned_steps,
+                      STAGES[ode_spec.solver])
+    assert low <= meter.peak_bytes / held <= high, (meter.peak_bytes, held)
+
+
+def test_a_tighter_tolerance_costs_more_and_too_tight_a_run_is_refused_naming_it() -> None:
+    loose, tight = ({"ode": {"solver": "dopri5", "rtol": rtol}, "epochs": 200, "dtype": "float64"}
+                    for rtol in (1e-3, 1e-8))
+    cheap, dear = estimate("train", parse_spec("train", loose)), estimate("train", parse_spec("train", tight))
+    assert 0 < cheap.steps < dear.steps and 0 < cheap.bytes < dear.bytes
+    with pytest.raises(SpecRefused, match=r"lower `epochs`, `max_steps`, `n_samples`, `ode.rtol` \(raise it: fewer "
+                       r"steps\), `ode.step_limit`") as info:
+        admit("train", parse_spec("train", tight), RunLimits(max_bytes=GIB, max_steps=cheap.steps))
+    assert "ode.steps" not in info.value.fields
+    sweep = parse_spec("compare", {"solvers": ["bosh3", "euler"], "tolerances": [1e-3, 1e-10], "step_limit": 4096,
+                                   "batch": 1024, "hidden": 512, "methods": [{"method": "anode"}], "blocks": 1})
+    with pytest.raises(SpecRefused) as info:
+        admit("compare", sweep, RunLimits(max_bytes=GIB, max_steps=10**12))
+    assert info.value.fields[:4] == ("steps (the largest N_t)", "tolerances (raise the smallest rtol)", "step_limit",
+                                     "batch")

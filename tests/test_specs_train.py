@@ -108,8 +108,8 @@ def test_an_adaptive_spec_says_what_runs() -> None:
     """Left-out tolerances are filled in, so the stored spec names the rtol, atol and step limit that ran; a
     fixed-step spec carries none of them."""
     ode = TrainSpec.model_validate({"ode": {"solver": "dopri5"}}).ode
-    assert (ode.steps, ode.rtol, ode.atol, ode.step_limit) == (None, 1e-3, 1e-5, 100)
-    assert ode.solver_knobs() == {"rtol": 1e-3, "atol": 1e-5, "max_steps": 100}
+    assert (ode.steps, ode.rtol, ode.atol, ode.step_limit) == (None, 1e-3, 1e-5, 1000)
+    assert ode.solver_knobs() == {"rtol": 1e-3, "atol": 1e-5, "max_steps": 1000}
     assert TrainSpec().ode.solver_knobs() == {}
     assert TrainSpec().ode.planned_steps == 2
 

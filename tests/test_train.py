@@ -127,6 +127,10 @@ RESUMABLE = [
                   "epochs": 3, "probe_every": 2}, id="mlp-adjoint-probe"),
     pytest.param({"model": "conv_ode", "dataset": "digits", "width": 4, "batch_size": 128, "epochs": 2,
                   "max_steps": 17}, id="conv-batchnorm-digits"),
+    pytest.param({"ode": {"solver": "dopri5", "rtol": 1e-3, "gradient": {"method": "adjoint"}}, "n_samples": 120,
+                  "batch_size": 16, "epochs": 2, "probe_every": 2}, id="mlp-dopri5-adjoint-probe"),
+    pytest.param({"ode": {"solver": "reversible_heun", "steps": 3, "gradient": {"method": "reversible"}},
+                  "n_samples": 120, "batch_size": 16, "epochs": 3, "probe_every": 2}, id="mlp-reversible-probe"),
     pytest.param({"model": "conv_ode", "dataset": "cifar10", "width": 4, "batch_size": 4, "epochs": 3,
                   "augment": True, "optimizer": "adam", "lr": 0.01}, id="conv-augment-cifar"),
 ]
@@ -225,3 +229,59 @@ def test_cuda_request_without_gpu_names_the_fix(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the edge: a machine without a GPU
     with pytest.raises(ValueError, match="set `device` to 'cpu' or 'auto'"):
         run_train(make_spec(device="cuda"), Recorder().context(tmp_path))
+
+
+NEW_SOLVERS = [
+    pytest.param("dopri5", "anode", id="dopri5-anode"),
+    pytest.param("dopri5", "direct", id="dopri5-direct"),
+    pytest.param("dopri5", "adjoint", id="dopri5-adjoint"),
+    pytest.param("bosh3", "anode", id="bosh3-anode"),
+    pytest.param("bosh3", "adjoint", id="bosh3-adjoint"),
+    pytest.param("reversible_heun", "reversible", id="reversible_heun-reversible"),
+    pytest.param("reversible_heun", "anode", id="reversible_heun-anode"),
+    pytest.param("reversible_heun", "direct", id="reversible_heun-direct"),
+    pytest.param("alf", "reversible", id="alf-reversible"),
+]
+EXACT_ADAPTIVE_RTOL = 1e-10
+"""Exact methods on adaptive and reversible solves, against Direct in float64: the replay of the accepted steps
+(or Reversible's algebraic reconstruction) differs from Direct's by rounding only."""
+
+
+@pytest.mark.parametrize(("solver", "method"), NEW_SOLVERS)
+def test_adaptive_and_reversible_solvers_train_with_probes(tmp_path: Path, solver: str, method: str) -> None:
+    knobs = {"steps": 4} if solver in ("reversible_heun", "alf") else {"rtol": 1e-5, "atol": 1e-7, "step_limit": 1000}
+    spec = make_spec(n_samples=64, batch_size=16, max_steps=3, dtype="float64", probe_every=1,
+                     ode={"solver": solver, "gradient": {"method": method}, **knobs})
+    rec = Recorder()
+    result = run_train(spec, rec.context(tmp_path))
+    assert result.status == "succeeded", result.message
+    assert result.summary["steps"] == 3 and 0.0 <= result.summary["final_test_acc"] <= 1.0
+    probed = {"probe_rel_error", "probe_cosine", "probe_sign_agreement"}  # no reverse grid to rebuild: no recon
+    assert {s for (_, s) in rec.metrics} == PER_STEP | PER_EPOCH | MEASURED | probed
+    errors = rec.series("probe_rel_error")
+    assert len(errors) == 3
+    if method == "adjoint":  # off by an amount of the order of the tolerance, not zero
+        assert 1e-9 < min(errors) and max(errors) < 1e-2, errors
+    else:
+        assert max(errors) <= EXACT_ADAPTIVE_RTOL, errors
+    if solver in ("reversible_heun", "alf"):  # f(t_0, z_0), then one evaluation per step
+        assert rec.metrics[(1, "nfe_forward")] == 4 + 1
+    else:
+        assert rec.metrics[(1, "nfe_forward")] > 0 and rec.metrics[(1, "peak_memory_bytes")] > 0
+
+
+def test_adaptive_step_limit_fails_naming_the_fix_and_may_be_raised_on_resume(tmp_path: Path) -> None:
+    spec = make_spec(n_samples=64, batch_size=16, epochs=2, dtype="float64", checkpoint_every=2,
+                     ode={"solver": "dopri5", "rtol": 1e-6, "atol": 1e-8, "step_limit": 50})
+    rec = Recorder()
+    assert run_train(spec, rec.context(tmp_path, should_stop=lambda: len(rec.series("train_loss")) >= 3)).status \
+        == "cancelled"
+    limited = respec(spec, ode={**spec.ode.model_dump(), "step_limit": 1})
+    with pytest.raises(ValueError, match=r"dopri5 reached max_steps=1 trial steps at t=.*In the spec, raise "
+                       r"`ode.step_limit` \(now 1; the run then resumes from its latest checkpoint\) or loosen "
+                       r"`ode.rtol` \(now 1e-06\)"):
+        run_train(limited, Recorder().context(tmp_path))  # resumes: only the step limit differs
+    with pytest.raises(ValueError, match=r"differs in ode"):
+        run_train(respec(spec, ode={**spec.ode.model_dump(), "rtol": 1e-4}), Recorder().context(tmp_path))
+    result = run_train(spec, Recorder().context(tmp_path))
+    assert result.status == "succeeded" and result.summary["steps"] == 6  # 48 training points, 16 a batch

@@ -26,6 +26,15 @@ FORMAT = 1
 _NAME = re.compile(r"step-(\d+)\.pt")
 _MAY_DIFFER = {"max_steps", "checkpoint_every", "device", "threads"}
 """Spec fields a resumed run may change: when to stop or save, and where it runs (not what is computed)."""
+_ODE_MAY_DIFFER = {"step_limit"}
+"""An adaptive solve's step limit only decides when a solve gives up: raising it lets a failed run resume."""
+
+
+def _compared(spec: dict[str, Any]) -> dict[str, Any]:
+    ode = spec.get("ode")
+    if not isinstance(ode, dict):
+        return spec
+    return {**spec, "ode": {k: v for k, v in ode.items() if k not in _ODE_MAY_DIFFER}}
 
 
 @dataclass
@@ -91,7 +100,7 @@ class Checkpoints:
         state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
         if state.get("format") != FORMAT:
             raise ValueError(f"checkpoint {path} has format {state.get('format')!r}, expected {FORMAT}; delete it")
-        saved, now = state["spec"], spec.model_dump(mode="json")
+        saved, now = _compared(state["spec"]), _compared(spec.model_dump(mode="json"))
         differ = sorted(k for k in now.keys() | saved.keys() if k not in _MAY_DIFFER and saved.get(k) != now.get(k))
         if differ:
             raise ValueError(

@@ -1,12 +1,16 @@
-"""Gradient-comparison sweep: every method against the exact Direct gradient over a grid of solvers and N_t.
+"""Gradient-comparison sweep: every method against the exact Direct gradient over a grid of solvers and N_t
+(or, for an adaptive solver, tolerances).
 
-For each setting (dtype, activation, weight scale, solver, N_t) one seeded model is built and its exact
+For each setting (dtype, activation, weight scale, solver, N_t or rtol) one seeded model is built and its exact
 discretize-then-optimize gradient computed by Direct; every method of the spec is then measured on the same
 model and batch (:func:`anode_core.measure_gradient`) and compared with it (:func:`anode_core.compare_gradients`):
 relative error, cosine, sign agreement, the adjoint's reverse-reconstruction error, bytes held for backward next
 to the analytic model of ANODE §3 (Gholami, Keutzer & Biros, IJCAI 2019, arXiv:1902.10298), time and field
 evaluations. The log-log slope of the adjoint's error against N_t estimates the order of its O(dt^p) error
-(ANODE §2; Chen et al., NeurIPS 2018). The numbers are a pure function of the spec; times and bytes are measured.
+(ANODE §2; Chen et al., NeurIPS 2018); on an adaptive solver it is fitted against rtol, where the adjoint's
+error should shrink in proportion to the tolerance (slope 1). An adaptive cell's ``steps`` is the number of
+accepted steps per block of its Direct reference solve. The numbers are a pure function of the spec; times and
+bytes are measured.
 """
 
 from __future__ import annotations
@@ -21,26 +25,35 @@ import torch
 from torch import Tensor, nn
 
 import anode_core as ac
+from anode_core.problem import Problem
+from anode_core.replay import frozen_buffers
+from anode_core.watch import watching_solves
 from anode_lab.experiments.artifacts import numeric, write_csv
 from anode_lab.experiments.context import RunContext, RunResult
 from anode_lab.experiments.fields import ConvField, MLPField
 from anode_lab.experiments.slopes import fit_loglog, fit_slope
 from anode_lab.experiments.threads import torch_threads
 from anode_lab.experiments.train import DTYPES, resolve_device
-from anode_lab.specs.common import GradientSpec
+from anode_lab.specs.common import SOLVERS, GradientSpec, OdeSpec
 from anode_lab.specs.compare import Cell, CompareSpec
 from anode_lab.status import RunStatus
 
 COLUMNS = (
-    "cell", "dtype", "activation", "weight_scale", "solver", "order", "steps", "method", "exact",
+    "cell", "dtype", "activation", "weight_scale", "solver", "order", "steps", "rtol", "atol", "method", "exact",
     "rel_error", "cosine", "sign_agreement", "worst_parameter_rel_error", "reconstruction_error",
     "peak_bytes", "model_bytes", "memory_ratio", "cuda_peak_bytes", "forward_seconds", "backward_seconds",
     "nfe_forward", "nfe_backward", "loss", "fd_rel_error",
 )
-"""The columns of ``results.csv``, one row per cell of :meth:`CompareSpec.grid`."""
+"""The columns of ``results.csv``, one row per cell of :meth:`CompareSpec.grid`. ``steps`` is N_t, or for an
+adaptive solver (``rtol`` and ``atol`` set, else empty) the accepted steps per block of the Direct reference."""
 SLOPE_COLUMNS = ("dtype", "activation", "weight_scale", "solver", "method", "slope", "intercept", "expected_slope")
 
-__all__ = ["COLUMNS", "fit_slope", "run_compare"]
+__all__ = ["COLUMNS", "CellFailedError", "fit_slope", "run_compare"]
+
+
+class CellFailedError(ValueError):
+    """A cell's solve failed in a way the spec can fix (an adaptive solve past its step limit); the rows done
+    before it are in ``results.csv``."""
 
 
 def run_compare(spec: CompareSpec, ctx: RunContext) -> RunResult:
@@ -62,37 +75,49 @@ def _sweep(spec: CompareSpec, ctx: RunContext) -> RunResult:
             write_csv(ctx, "results.csv", rows, COLUMNS)
             stopped = f"stopped after {len(rows)} of {len(grid)} cells"
             return RunResult(RunStatus.CANCELLED, _summary(spec, rows), stopped)
-        if setting is None or not setting.serves(cell):
-            setting = _Setting(spec, cell, device)
-        row = setting.measure(cell, spec.timing_repeats)
+        try:
+            if setting is None or not setting.serves(cell):
+                setting = _Setting(spec, cell, device)
+            row = setting.measure(cell, spec.timing_repeats)
+        except RuntimeError as exc:  # the adaptive controller's step limit, underflow or a non-finite state
+            if cell.rtol is None:
+                raise
+            write_csv(ctx, "results.csv", rows, COLUMNS)
+            raise CellFailedError(_failure(spec, cell, exc)) from exc
         rows.append(row)
         ctx.on_metrics(cell.index, numeric(row))
-        ctx.on_progress(cell.index + 1, len(grid), f"{cell.solver} N_t={cell.steps} {cell.label}")
+        ctx.on_progress(cell.index + 1, len(grid), f"{cell.solver} {cell.where} {cell.label}")
     write_csv(ctx, "results.csv", rows, COLUMNS)
     write_csv(ctx, "slopes.csv", slope_rows(rows), SLOPE_COLUMNS)
     return RunResult(RunStatus.SUCCEEDED, _summary(spec, rows))
 
 
 class _Setting:
-    """One seeded model at one (dtype, activation, weight scale, solver, N_t), and its Direct reference."""
+    """One seeded model at one (dtype, activation, weight scale, solver, N_t or tolerances), and its Direct
+    reference."""
 
     def __init__(self, spec: CompareSpec, cell: Cell, device: torch.device) -> None:
         self.key = _setting_key(cell)
         dtype = DTYPES[cell.dtype]
         self.model, self.x, self.y = build_problem(spec, cell, device, dtype)
-        self.solver = ac.solver_named(cell.solver)
+        self.solver = cell_solver(spec, cell)
+        kind = SOLVERS[cell.solver].kind
         fields = [block.field for block in ac.ode_blocks(self.model)]
         self.memory = ac.MemoryModel(
             blocks=len(fields),
             state_bytes=self.x.numel() * self.x.element_size(),
             stages=self.solver.stages,
-            steps=cell.steps,
+            steps=cell.steps + (kind == "reversible"),  # f(t_0, z_0) (f̂_0, v_0) before its N_t steps
             eval_bytes=ac.saved_bytes_of_one_evaluation(fields[0], self.x),
         ) if spec.model is None and cell.steps is not None else None
         # a whole model's states differ from its input, an adaptive solve's N_t is its own: no analytic model
         self.reference = ac.measure_gradient(self.model, self.loss, ac.Direct(), device=device)
         self.device = device
-        self.reconstruction = _worst(ac.block_reconstruction_errors(self.model, self.x))
+        self.steps = cell.steps if cell.steps is not None else accepted_steps(self.model, self.x)
+        # the adjoint's reverse solve on a fixed grid; an adaptive one picks its reverse steps on the augmented
+        # state, so a reverse solve of z alone would not be the state it differentiates at
+        fixed = kind == "fixed"
+        self.reconstruction = _worst(ac.block_reconstruction_errors(self.model, self.x)) if fixed else None
         self.fd_rel_error = (
             finite_difference_error(
                 self.model, self.loss, self.reference.grads, spec.fd_check, spec.epsilon(cell.dtype), spec.seed
@@ -124,7 +149,8 @@ class _Setting:
         model_bytes = _model_bytes(self.memory, cell.method) if self.memory is not None else None
         return {
             "cell": cell.index, "dtype": cell.dtype, "activation": cell.activation, "weight_scale": cell.weight_scale,
-            "solver": cell.solver, "order": self.solver.order, "steps": cell.steps, "method": cell.label,
+            "solver": cell.solver, "order": self.solver.order, "steps": self.steps, "rtol": cell.rtol,
+            "atol": cell.atol, "method": cell.label,
             "exact": int(method.exact), "rel_error": cmp.rel_error, "cosine": cmp.cosine,
             "sign_agreement": cmp.sign_agreement,
             "worst_parameter_rel_error": max(p.rel_error for p in cmp.per_parameter),
@@ -154,7 +180,8 @@ def build_problem(
             fields = [MLPField(spec.state_dim, spec.field_hidden, cell.activation) for _ in range(spec.blocks)]
         else:
             fields = [ConvField(spec.map_channels, cell.activation, norm="group") for _ in range(spec.blocks)]
-    model = nn.Sequential(*[ac.ODEBlock(f, steps=cell.steps, solver=cell.solver) for f in fields])
+    solver = cell_solver(spec, cell)
+    model = nn.Sequential(*[ac.ODEBlock(f, steps=cell.steps, solver=solver) for f in fields])
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(cell.weight_scale)
@@ -165,17 +192,45 @@ def build_problem(
     return model.to(device=device, dtype=dtype), x.to(device, dtype), y.to(device, dtype)
 
 
+def cell_ode(spec: CompareSpec, cell: Cell) -> OdeSpec:
+    """The ODE settings of ``cell``: its solver with N_t, or with its tolerances and the spec's step limit."""
+    if cell.rtol is None:
+        return OdeSpec(solver=cell.solver, steps=cell.steps, activation=cell.activation)
+    return OdeSpec(solver=cell.solver, steps=None, rtol=cell.rtol, atol=cell.atol, step_limit=spec.step_limit,
+                   activation=cell.activation)
+
+
+def cell_solver(spec: CompareSpec, cell: Cell) -> ac.Solver:
+    ode = cell_ode(spec, cell)
+    return ac.solver_named(ode.solver, **ode.solver_knobs())
+
+
+def accepted_steps(model: nn.Module, x: Tensor) -> int:
+    """Accepted steps per adaptive solve of ``model(x)`` (mean over its solves, rounded): each solve seen is
+    settled again by the controller, which is deterministic, so this is the grid every method differentiates."""
+    seen: list[tuple[Problem, Tensor]] = []
+
+    def record(problem: Problem, z0: Tensor) -> Problem:
+        seen.append((problem, z0.detach()))
+        return problem
+
+    with torch.no_grad(), torch.random.fork_rng(devices=[]), frozen_buffers(model), watching_solves(record):
+        model(x)
+    with torch.no_grad():
+        counts = [problem.settle(z0)[1].steps for problem, z0 in seen]
+    return round(statistics.mean(counts))
+
+
 def _whole_model(
     spec: CompareSpec, cell: Cell, device: torch.device, dtype: torch.dtype
 ) -> tuple[nn.Module, Tensor, Tensor]:
     """``spec.model`` (built in or a plugin) built as a train run with the cell's ODE settings, on seeded random
     inputs of its data set's shape and random class labels: the gradients need no real data."""
     from anode_lab.experiments.models import build_model
-    from anode_lab.specs.common import OdeSpec
     from anode_lab.specs.train import LOCAL_SETS, TrainSpec, dataset_classes
 
     assert spec.model is not None and spec.dataset is not None
-    ode = OdeSpec(solver=cell.solver, steps=cell.steps, activation=cell.activation)
+    ode = cell_ode(spec, cell)
     train = TrainSpec(model=spec.model, dataset=spec.dataset, root="." if spec.dataset in LOCAL_SETS else None,
                       ode=ode, seed=spec.seed)
     with torch.random.fork_rng(devices=[]):
@@ -229,22 +284,24 @@ def finite_difference_error(
 
 
 def slope_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One fitted log-log slope of relative error against N_t per (dtype, activation, scale, solver, method)
-    for the inexact methods (the exact ones sit at rounding level, where a slope means nothing)."""
-    groups: dict[tuple[Any, ...], list[tuple[int, float]]] = defaultdict(list)
-    orders: dict[str, int] = {}
+    """One fitted log-log slope of relative error per (dtype, activation, scale, solver, method) for the inexact
+    methods (the exact ones sit at rounding level, where a slope means nothing): against N_t for a fixed-step
+    solver (expected −order), against rtol for an adaptive one (expected 1: the error ∝ the tolerance)."""
+    groups: dict[tuple[Any, ...], list[tuple[float, float]]] = defaultdict(list)
+    expected: dict[str, int] = {}
     for row in rows:
         if row["exact"]:
             continue
         key = (row["dtype"], row["activation"], row["weight_scale"], row["solver"], row["method"])
-        groups[key].append((int(row["steps"]), float(row["rel_error"])))
-        orders[row["solver"]] = int(row["order"])
+        adaptive = row["rtol"] is not None
+        groups[key].append((float(row["rtol"] if adaptive else row["steps"]), float(row["rel_error"])))
+        expected[row["solver"]] = 1 if adaptive else -int(row["order"])
     out = []
     for key, points in groups.items():
-        slope, intercept = fit_loglog([n for n, _ in points], [e for _, e in points])
+        slope, intercept = fit_loglog([x for x, _ in points], [e for _, e in points])
         out.append({
             **dict(zip(SLOPE_COLUMNS[:5], key, strict=True)), "slope": slope, "intercept": intercept,
-            "expected_slope": -orders[key[3]],
+            "expected_slope": expected[key[3]],
         })
     return out
 
@@ -278,7 +335,15 @@ def _worst(errors: list[float]) -> float:
 
 
 def _setting_key(cell: Cell) -> tuple[object, ...]:
-    return cell.dtype, cell.activation, cell.weight_scale, cell.solver, cell.steps
+    return cell.dtype, cell.activation, cell.weight_scale, cell.solver, cell.steps, cell.rtol, cell.atol
+
+
+def _failure(spec: CompareSpec, cell: Cell, exc: RuntimeError) -> str:
+    what = str(exc).partition(": raise")[0]  # the library's own hint names its arguments, not the spec's fields
+    return (f"cell {cell.index} ({cell.solver} {cell.where} {cell.label}, {cell.dtype} {cell.activation} "
+            f"weight scale {cell.weight_scale:g}) failed: {what}. In the spec, raise `step_limit` (now "
+            f"{spec.step_limit}) or loosen the tightest of `tolerances` (raise rtol); results.csv keeps the rows done "
+            f"before it ({cell.index})")
 
 
 def _reconstructs(gradient: GradientSpec) -> bool:
@@ -290,4 +355,6 @@ def _model_bytes(model: ac.MemoryModel, gradient: GradientSpec) -> int:
         return model.direct()
     if gradient.method == "anode":
         return model.anode(gradient.checkpoints)
+    if gradient.method == "reversible":  # each block's final two states, one evaluation's graph at a time
+        return 2 * model.blocks * model.state_bytes + model.eval_bytes
     return model.adjoint(gradient.reconstruct)

@@ -9,12 +9,14 @@ Series reported through ``ctx.on_metrics`` (step = optimizer steps done):
 * every epoch: ``test_loss``, ``test_acc``, ``epoch``;
 * every ``probe_every`` steps, on that step's batch before it is trained on: ``probe_rel_error``,
   ``probe_cosine`` and ``probe_sign_agreement`` of the run's gradient against the exact Direct gradient of the
-  same network (ANODE §2, arXiv:1902.10298), and ``probe_recon_error`` (worst block) for the adjoint.
+  same network (ANODE §2, arXiv:1902.10298), and ``probe_recon_error`` (worst block) for the adjoint on a
+  fixed-step solver (an adaptive adjoint picks its reverse steps on the augmented state: no fixed grid to rebuild).
 
 The optimizer is created once and its learning rate set at the start of every epoch from the step schedule
 (:meth:`TrainSpec.lr_at`); the run checkpoints and resumes (see
 :mod:`anode_lab.experiments.checkpoints`), ends *diverged* at a non-finite loss or gradient and *cancelled*
-when ``ctx.should_stop()``.
+when ``ctx.should_stop()``. An adaptive solve that passes ``ode.step_limit`` ends the run with a ``ValueError``
+naming the fix.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from anode_lab.experiments.context import RunContext, RunResult, Status
 from anode_lab.experiments.data import Data, augment, epoch_batches, load_data
 from anode_lab.experiments.models import build_model
 from anode_lab.experiments.threads import torch_threads
+from anode_lab.specs.common import SOLVERS
 from anode_lab.specs.train import TrainSpec
 from anode_lab.status import RunStatus
 
@@ -73,7 +76,15 @@ def run_train(spec: TrainSpec, ctx: RunContext) -> RunResult:
     method = gradient_named(spec.ode.gradient.method, **spec.ode.gradient.knobs())
     with torch_threads(spec.threads), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
             use_gradient(method):
-        return _Trainer(spec, ctx, device).run()
+        try:
+            return _Trainer(spec, ctx, device).run()
+        except RuntimeError as exc:  # the adaptive controller's step limit, underflow or a non-finite state
+            if not spec.ode.adaptive:
+                raise
+            what = str(exc).partition(": raise")[0]  # the library's hint names its arguments, not the spec's
+            raise ValueError(f"{what}. In the spec, raise `ode.step_limit` (now {spec.ode.step_limit}; the run then "
+                             f"resumes from its latest checkpoint) or loosen `ode.rtol` (now {spec.ode.rtol:g}) and "
+                             f"`ode.atol` (now {spec.ode.atol:g}) in a fresh folder") from exc
 
 
 class _Trainer:
@@ -182,7 +193,7 @@ class _Trainer:
             run = measure_gradient(self.model, loss_fn, self.method, device=self.device)
         cmp = compare_gradients(exact.grads, run.grads)
         out = {"probe_rel_error": cmp.rel_error, "probe_cosine": cmp.cosine, "probe_sign_agreement": cmp.sign_agreement}
-        if self.method.name == "adjoint":
+        if self.method.name == "adjoint" and SOLVERS[self.spec.ode.solver].kind == "fixed":
             with torch.random.fork_rng(devices=devices):
                 errors = block_reconstruction_errors(self.model, x)
             out["probe_recon_error"] = torch.tensor(errors, dtype=torch.float64).max().item()  # nan stays nan

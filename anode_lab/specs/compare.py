@@ -24,6 +24,7 @@ from anode_lab.specs.common import (
     MAX_RTOL,
     MAX_STEP_LIMIT,
     MAX_STEPS,
+    MIN_ATOL,
     MIN_RTOL,
     SOLVERS,
     ActivationName,
@@ -232,6 +233,11 @@ class CompareSpec(SpecModel):
             other = "conv" if self.field == "mlp" else "mlp"
             raise ValueError(f"`{stray[0]}` applies to field {other!r} only; remove it or set `field` to {other!r}")
         self._methods_pair_with_solvers()
+        if self.adaptive_solvers and min(self.tolerances) * self.atol_ratio < MIN_ATOL:
+            raise ValueError(
+                f"atol = rtol × `atol_ratio` = {min(self.tolerances):g} × {self.atol_ratio:g} is below {MIN_ATOL:g}: "
+                f"raise `atol_ratio` to at least {MIN_ATOL / min(self.tolerances):.3g} or the smallest of `tolerances`"
+            )
         if "float32" in self.dtypes and self.adaptive_solvers and min(self.tolerances) < FLOAT32_MIN_RTOL:
             raise ValueError(
                 f"float32 carries about 7 digits: an adaptive solve at rtol {min(self.tolerances):g} never meets it; "

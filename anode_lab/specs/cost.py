@@ -191,21 +191,36 @@ def _train(spec: TrainSpec) -> Cost:
 
 def _memory_fields(spec: BaseModel) -> tuple[str, ...]:
     if isinstance(spec, TrainSpec):
-        return ("batch_size", "width", *(("hidden",) if spec.model == "mlp_ode" else ()), "ode.steps",
+        return ("batch_size", "width", *(("hidden",) if spec.model == "mlp_ode" else ()), *_ode_fields(spec),
                 "ode.gradient.method (anode keeps one block's graph)")
     if isinstance(spec, CompareSpec):
         state = ("dim", "hidden") if spec.field == "mlp" else ("channels", "size")
-        return ("steps (the largest N_t)", "batch", *state, "blocks", "solvers (rk4 has 4 stages)", "dtypes")
+        return (*_axis_fields(spec, "steps (the largest N_t)"), "batch", *state, "blocks",
+                "solvers (rk4 has 4 stages)", "dtypes")
     return ("steps",)
 
 
 def _step_fields(spec: BaseModel) -> tuple[str, ...]:
     if isinstance(spec, TrainSpec):
         points = ("n_samples",) if spec.dataset in POINT_SETS else ()
-        return ("epochs", "max_steps", *points, "ode.steps", "batch_size (raise it: fewer steps per epoch)")
+        return ("epochs", "max_steps", *points, *_ode_fields(spec), "batch_size (raise it: fewer steps per epoch)")
     if isinstance(spec, CompareSpec):
-        return ("steps", "methods", "solvers", "activations", "weight_scales", "dtypes", "blocks")
+        return (*_axis_fields(spec, "steps"), "methods", "solvers", "activations", "weight_scales", "dtypes", "blocks")
     return ("steps", "iterations")
+
+
+def _ode_fields(spec: TrainSpec) -> tuple[str, ...]:
+    """What sets N_t: ``ode.steps``, or an adaptive solver's tolerance and step limit."""
+    if spec.ode.adaptive:
+        return ("ode.rtol (raise it: fewer steps)", "ode.step_limit")
+    return ("ode.steps",)
+
+
+def _axis_fields(spec: CompareSpec, steps: str) -> tuple[str, ...]:
+    """``steps`` when a fixed-step or reversible solver is swept, the tolerances when an adaptive one is."""
+    fixed = (steps,) if len(spec.adaptive_solvers) < len(spec.solvers) else ()
+    adaptive = ("tolerances (raise the smallest rtol)", "step_limit") if spec.adaptive_solvers else ()
+    return (*fixed, *adaptive)
 
 
 def readable_size(n: int) -> str:
