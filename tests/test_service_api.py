@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from anode_lab.specs.common import DEFAULT_ATOL, DEFAULT_RTOL, DEFAULT_STEP_LIMIT
 from backend.app import create_app
 from backend.db import Database
 from backend.errors import NotFound
@@ -203,7 +204,7 @@ def test_catalog_lists_names_defaults_and_bounds(client: TestClient) -> None:
     assert solvers["reversible_heun"]["methods"] == ["direct", "anode", "reversible"]
     assert not solvers["reversible_heun"]["checkpoints"] and solvers["euler"]["checkpoints"]
     assert solvers["euler"]["knobs"] == {"steps": 2}  # what a spec that names the solver alone runs
-    assert solvers["bosh3"]["knobs"] == {"rtol": 1e-3, "atol": 1e-5, "step_limit": 100}
+    assert solvers["bosh3"]["knobs"] == {"rtol": DEFAULT_RTOL, "atol": DEFAULT_ATOL, "step_limit": DEFAULT_STEP_LIMIT}
     assert all(m["description"] for m in catalog["gradient_methods"])
     assert catalog["bounds"]["train"]["ode.steps"] == {"minimum": 1, "maximum": 256}
     assert catalog["kinds"]["train"]["schema"]["type"] == "object"
