@@ -99,7 +99,7 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo = sub.add_parser("demo", help="run a teaching demo of the adjoint's failure modes, e.g. `anode-lab demo "
                           "wrong-sign`")
     demo.add_argument("name", metavar="NAME", help="adjoint-order, wrong-sign, reconstruction-blowup, "
-                      "non-invertible, memory or training")
+                      "non-invertible, memory, training, adaptive-adjoint or reversible-exact")
     demo.add_argument("--out", type=Path, help="output folder (default ./runs/demo-NAME-<timestamp>)")
     demo.set_defaults(run=_demo)
 

@@ -11,13 +11,16 @@ from typing import Any
 import plotly.graph_objects as go
 
 from dashboard.charts import (
+    BYTES_FORMAT,
     FONT_SIZE,
     METHOD_COLOURS,
     ROUNDING_FLOOR,
+    SOLVER_DASHES,
     SOLVER_ORDERS,
     Curve,
     curves_figure,
     method_colour,
+    method_dash,
     positive,
     steps_ticks,
     style,
@@ -205,6 +208,91 @@ def training_probe_figure(probes: Rows, *, font_size: int = FONT_SIZE) -> go.Fig
                          x_title="step", y_title="relative error", log_y=True, font_size=font_size)
 
 
+# ------------------------------------------------------------------------------------------ adaptive-adjoint
+ADAPTIVE_ERRORS = {"anode": "anode_rel_error", "adjoint": "adjoint_rel_error"}
+ADAPTIVE_EVALUATIONS = {"forward solve": ("adjoint_nfe_forward", "#222222"),
+                        "ANODE backward": ("anode_nfe_backward", METHOD_COLOURS["anode"]),
+                        "adjoint backward": ("adjoint_nfe_backward", METHOD_COLOURS["adjoint"])}
+
+
+def _tighter_to_the_right(fig: go.Figure, rows: Rows) -> go.Figure:
+    """A log rtol axis that reads left to right as the tolerance tightens, ticked at the run's tolerances."""
+    rtols = sorted({float(r["rtol"]) for r in rows if finite(r.get("rtol"))})
+    fig.update_xaxes(autorange="reversed", tickmode="array", tickvals=rtols, ticktext=[f"{t:g}" for t in rtols])
+    return fig
+
+
+def adaptive_error_figure(errors: Rows, *, font_size: int = FONT_SIZE) -> go.Figure:
+    """Each method's relative error against Direct vs rtol, per solver (ANODE's zero drawn at the rounding floor),
+    with a line ∝ rtol through the adjoint's first point: what "the error follows the tolerance" looks like."""
+    curves = []
+    for solver in distinct(errors, "solver"):
+        mine = [r for r in errors if r["solver"] == solver]
+        x = [r["rtol"] for r in mine]
+        for method, column in ADAPTIVE_ERRORS.items():
+            curves.append(Curve(f"{method} · {solver}", x, positive([r.get(column) for r in mine], ROUNDING_FLOOR),
+                                colour=method_colour(method), dash=method_dash(method), markers=True))
+        first = next((r for r in mine if finite(r.get("adjoint_rel_error"))), None)
+        if first is not None:
+            anchor, rtol0 = float(first["adjoint_rel_error"]), float(first["rtol"])
+            curves.append(Curve(f"∝ rtol ({solver})", x, [anchor * float(t) / rtol0 for t in x], colour="#555555",
+                                dash="dot"))
+    fig = curves_figure(curves, title="Gradient error against Direct: the adjoint's gap follows the tolerance",
+                        x_title="rtol (tighter →)", y_title="‖g − g_Direct‖ / ‖g_Direct‖", log_y=True,
+                        font_size=font_size)
+    fig.update_xaxes(type="log", exponentformat="power")
+    return _tighter_to_the_right(fig, errors)
+
+
+def adaptive_evaluations_figure(errors: Rows, *, font_size: int = FONT_SIZE) -> go.Figure:
+    """Field evaluations of the forward solve and of each method's backward pass vs rtol, per solver."""
+    curves = []
+    for solver in distinct(errors, "solver"):
+        mine = [r for r in errors if r["solver"] == solver]
+        for label, (column, colour) in ADAPTIVE_EVALUATIONS.items():
+            curves.append(Curve(f"{label} · {solver}", [r["rtol"] for r in mine], [r.get(column) for r in mine],
+                                colour=colour, dash=SOLVER_DASHES.get(str(solver), "solid"), markers=True))
+    fig = curves_figure(curves, title="Field evaluations: each digit of tolerance costs steps",
+                        x_title="rtol (tighter →)", y_title="field evaluations", log_y=True, font_size=font_size)
+    fig.update_xaxes(type="log", exponentformat="power")
+    return _tighter_to_the_right(fig, errors)
+
+
+# ------------------------------------------------------------------------------------------ reversible-exact
+REVERSIBLE_ERRORS = {"reversible (reversible_heun)": ("reversible_rel_error", "reversible"),
+                     "adjoint (midpoint)": ("adjoint_rel_error", "adjoint")}
+REVERSIBLE_MEMORY = {"reversible": "reversible", "adjoint": "adjoint", "direct (reversible_heun)": "direct"}
+
+
+def reversible_error_figure(errors: Rows, *, font_size: int = FONT_SIZE) -> go.Figure:
+    """Relative error against Direct on the same solver vs N_t: Reversible at rounding, the adjoint falling as
+    dt² (a slope −2 line through its first point)."""
+    x = [r["steps"] for r in errors]
+    curves = [Curve(label, x, positive([r.get(column) for r in errors], ROUNDING_FLOOR), colour=method_colour(method),
+                    dash=method_dash(method), markers=True)
+              for label, (column, method) in REVERSIBLE_ERRORS.items()]
+    first = next((r for r in errors if finite(r.get("adjoint_rel_error"))), None)
+    if first is not None:
+        n0, e0 = float(first["steps"]), float(first["adjoint_rel_error"])
+        curves.append(Curve("slope −2", x, [e0 * (float(n) / n0) ** -2 for n in x], colour="#555555", dash="dot"))
+    fig = curves_figure(curves, title="Two O(L) methods: the reversible one is exact", x_title="N_t",
+                        y_title="‖g − g_Direct‖ / ‖g_Direct‖", log_y=True, font_size=font_size)
+    fig.update_xaxes(type="log", exponentformat="power")
+    return steps_ticks(fig, errors)
+
+
+def reversible_memory_figure(errors: Rows, *, font_size: int = FONT_SIZE) -> go.Figure:
+    """Bytes held after the forward pass vs N_t: flat for Reversible and the adjoint, linear for Direct."""
+    x = [r["steps"] for r in errors]
+    curves = [Curve(label, x, [r.get(f"{method}_held_bytes") for r in errors], colour=method_colour(method),
+                    dash=method_dash(method), markers=True) for label, method in REVERSIBLE_MEMORY.items()]
+    fig = curves_figure(curves, title="Memory held after the forward pass", x_title="N_t", y_title="bytes held",
+                        log_y=True, font_size=font_size)
+    fig.update_xaxes(type="log", exponentformat="power")
+    fig.update_yaxes(tickformat=BYTES_FORMAT)
+    return steps_ticks(fig, errors)
+
+
 Builder = Callable[[Mapping[str, Any], int], go.Figure]
 """Takes the demo's parsed artifacts by file name and a font size."""
 
@@ -231,6 +319,14 @@ DEMO_FIGURES: dict[str, list[tuple[Callable[[Mapping[str, Any]], bool], Builder]
     "training": [
         (_needs("loss_curve.csv"), lambda d, f: training_loss_figure(d["loss_curve.csv"], font_size=f)),
         (_needs("probes.csv"), lambda d, f: training_probe_figure(d["probes.csv"], font_size=f)),
+    ],
+    "adaptive-adjoint": [
+        (_needs("errors.csv"), lambda d, f: adaptive_error_figure(d["errors.csv"], font_size=f)),
+        (_needs("errors.csv"), lambda d, f: adaptive_evaluations_figure(d["errors.csv"], font_size=f)),
+    ],
+    "reversible-exact": [
+        (_needs("errors.csv"), lambda d, f: reversible_error_figure(d["errors.csv"], font_size=f)),
+        (_needs("errors.csv"), lambda d, f: reversible_memory_figure(d["errors.csv"], font_size=f)),
     ],
 }
 

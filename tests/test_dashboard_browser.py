@@ -251,6 +251,13 @@ def test_launch_side_by_side_watch_and_teach_in_a_browser(system: System, browse
     projector_charts_readable(page)
     to_top(page)
     page.screenshot(path=str(SCREENSHOTS / "teaching-demo.png"))
+    for tab, chart in (("Adaptive+adjoint", "follows the tolerance"), ("Reversible+exact", "reversible one is exact")):
+        page.goto(f"{system.dashboard}/demos?demo={tab}")
+        page.get_by_role("button", name="Run this demo").click()
+        page.locator(".js-plotly-plot").filter(has_text=chart).first.wait_for(timeout=180_000)
+        wait_for(lambda: page.locator(".js-plotly-plot").count() >= 2, 30, f"both charts of {tab}")
+        settle(page)
+        projector_charts_readable(page)
     assert not page.locator("[data-testid='stException']").count()
     assert not errors, errors
     assert not outside, outside  # the page works offline: nothing is fetched from another host

@@ -153,6 +153,10 @@ def test_launch_builds_its_forms_from_the_catalog(api_url: str, client: httpx.Cl
     demos = client.get("/catalog").json()["demos"]
     assert at.selectbox(key="launch.demo.name").options == [d["title"] for d in demos]
     assert "N_t values" in [m.label for m in at.multiselect]
+    at.selectbox(key="launch.demo.name").set_value("adaptive-adjoint").run()  # offers adaptive solvers only
+    assert at.multiselect(key="launch.demo.adaptive-adjoint.solvers").options == ["dopri5", "bosh3"]
+    assert at.multiselect(key="launch.demo.adaptive-adjoint.tolerances").value == [1e-2, 1e-3, 1e-4, 1e-5, 1e-6,
+                                                                                         1e-7, 1e-8]
 
 
 def test_the_solver_decides_the_knobs_and_the_methods_offered(api_url: str, client: httpx.Client) -> None:

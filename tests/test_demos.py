@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from pydantic import ValidationError
 
 import anode_core as ac
 from anode_lab.experiments import RunContext, RunResult, run_experiment
@@ -60,7 +61,7 @@ def test_every_demo_succeeds_and_explains_itself(demo: Demo, name: str) -> None:
     assert figures and figures == sorted(p.stem for p in artifacts.glob("*.png") if p.stem in figures)
     for stem in figures:  # a title, both axes named with their units, a legend; the PNG is a real picture
         texts, legend = svg_texts(artifacts / f"{stem}.svg")
-        assert any("N_t" in t or "step" in t for t in texts), (stem, texts)  # the x axis
+        assert any("N_t" in t or "step" in t or "rtol" in t for t in texts), (stem, texts)  # the x axis
         assert any(t.endswith(")") and len(t) > 8 for t in texts), (stem, texts)  # a unit in brackets
         assert max(map(len, texts)) > 30 and legend, (stem, texts)  # a title
         with Image.open(artifacts / f"{stem}.png") as png:
@@ -230,6 +231,156 @@ def test_training_anode_probes_equal_direct(demo: Demo) -> None:
     assert result.summary["anode/grad_rel_error_max"] <= ANODE_PROBE_RTOL
     curve = rows(artifacts / "loss_curve.csv")
     assert len(curve) == 40 and curve[0]["adjoint_loss"] == curve[0]["anode_loss"]  # same start, same batch
+
+
+EXACT_RTOL = 1e-12
+"""ANODE replays the accepted steps with the same float64 operations as Direct: equal to rounding."""
+ADAPTIVE_SLOPE_BAND = 0.4
+"""Allowed distance of the adjoint's log-log slope against rtol from 1 (the controller's steps are discrete, so
+the error steps down unevenly)."""
+
+
+def test_adaptive_adjoint_anode_exact_adjoint_error_falls_with_rtol(demo: Demo) -> None:
+    result, artifacts = demo("adaptive-adjoint")
+    table = rows(artifacts / "errors.csv")
+    rtols = [float(r["rtol"]) for r in table]
+    assert rtols == list(DEMOS["adaptive-adjoint"].defaults["tolerances"])
+    assert all(float(r["atol"]) == pytest.approx(float(r["rtol"]) / 100, rel=1e-12) for r in table)
+    assert max(float(r["anode_rel_error"]) for r in table) <= EXACT_RTOL
+    assert result.summary["max_rel_error/anode"] <= EXACT_RTOL
+    adjoint = [float(r["adjoint_rel_error"]) for r in table]
+    assert adjoint[-1] < adjoint[0] / 100  # tighter tolerances buy a smaller gap, overall
+    assert min(adjoint) > 1e-10  # but never the exact gradient: the gap is far above rounding
+    assert result.summary["slope/dopri5/adjoint"] == pytest.approx(1.0, abs=ADAPTIVE_SLOPE_BAND)
+    assert result.summary["slope/dopri5/adjoint"] == pytest.approx(fit_slope(rtols, adjoint), rel=1e-12)
+
+    def column(name: str) -> list[int]:
+        return [int(r[name]) for r in table]
+
+    for name in ("adjoint_nfe_forward", "adjoint_nfe_backward", "steps"):  # each digit costs evaluations
+        values = column(name)
+        assert all(b >= a for a, b in pairwise(values)) and values[-1] > 2 * values[0], (name, values)
+    # ANODE: the forward solve, plus one recomputation of the accepted steps, is what Direct spends in its forward
+    assert column("anode_nfe_forward") == column("adjoint_nfe_forward")
+    assert [f + b for f, b in zip(column("anode_nfe_forward"), column("anode_nfe_backward"), strict=True)] == column(
+        "direct_nfe_forward")
+    assert len(set(column("adjoint_peak_bytes"))) == 1  # the adjoint holds the same bytes at every tolerance
+    assert column("anode_peak_bytes")[-1] > 2 * column("anode_peak_bytes")[0]  # ANODE's grow with the steps
+    text = (artifacts / "explanation.md").read_text(encoding="utf-8")
+    assert f"a log-log slope of {result.summary['slope/dopri5/adjoint']:.2f} against rtol" in text
+
+
+def test_adaptive_adjoint_runs_bosh3_and_float32(demo: Demo) -> None:
+    result, artifacts = demo("adaptive-adjoint", solvers=["dopri5", "bosh3"], tolerances=[1e-2, 1e-4, 1e-6],
+                             dtype="float32")
+    table = rows(artifacts / "errors.csv")
+    assert result.status == "succeeded" and [r["solver"] for r in table] == ["dopri5"] * 3 + ["bosh3"] * 3
+    assert max(float(r["anode_rel_error"]) for r in table) <= 1e-6  # float32: ANODE still equals Direct
+    for solver in ("dopri5", "bosh3"):
+        errors = [float(r["adjoint_rel_error"]) for r in table if r["solver"] == solver]
+        assert errors[-1] < errors[0] / 100, (solver, errors)
+
+
+REVERSIBLE_RTOL = 1e-10
+"""Reversible Heun's backward rebuild is exact in exact arithmetic; in float64 it differs from Direct by rounding."""
+REVERSIBLE_SLOPE_BAND = 0.2
+"""Allowed distance of the midpoint adjoint's slope against N_t from −2 (a smooth tanh field: a clean fit)."""
+
+
+def test_reversible_exact_is_exact_and_the_adjoint_is_not(demo: Demo) -> None:
+    result, artifacts = demo("reversible-exact")
+    table = rows(artifacts / "errors.csv")
+    steps = [int(r["steps"]) for r in table]
+    assert steps == list(DEMOS["reversible-exact"].defaults["steps"])
+    assert all(float(r["reversible_rel_error"]) <= REVERSIBLE_RTOL for r in table)
+    adjoint = [float(r["adjoint_rel_error"]) for r in table]
+    assert min(adjoint) > 1e-6 and all(b < a for a, b in pairwise(adjoint))  # O(dt²), never rounding-level
+    assert result.summary["slope/adjoint"] == pytest.approx(-2.0, abs=REVERSIBLE_SLOPE_BAND)
+    assert result.summary["slope/adjoint"] == pytest.approx(fit_slope(steps, adjoint), rel=1e-12)
+
+    def held(label: str) -> list[int]:
+        return [int(r[f"{label}_held_bytes"]) for r in table]
+
+    assert len(set(held("reversible"))) == 1 and len(set(held("adjoint"))) == 1  # flat in N_t
+    direct = held("direct")
+    assert all(b > a for a, b in pairwise(direct)) and direct[-1] > 16 * direct[0]  # N_t × 32: about linear
+    assert direct[0] > held("reversible")[0]
+    assert [int(r["reversible_nfe_forward"]) for r in table] == [n + 1 for n in steps]  # one evaluation a step
+    text = (artifacts / "explanation.md").read_text(encoding="utf-8")
+    assert f"{result.summary['max_rel_error/reversible']:.1e} (rounding) at every N_t" in text
+
+
+@pytest.mark.parametrize(
+    ("data", "named", "fix"),
+    [
+        pytest.param({"name": "adaptive-adjoint", "solvers": ["euler"]}, "solvers",
+                     "are adaptive solvers (dopri5, bosh3); remove euler", id="fixed-solver-on-adaptive"),
+        pytest.param({"name": "adjoint-order", "solvers": ["euler", "dopri5"]}, "solvers",
+                     "are fixed solvers (euler, midpoint, heun, rk4); remove dopri5", id="adaptive-solver-on-fixed"),
+        pytest.param({"name": "memory", "solvers": ["reversible_heun"]}, "solvers", "remove reversible_heun",
+                     id="reversible-solver-on-memory"),
+        pytest.param({"name": "reversible-exact", "tolerances": [1e-3]}, "tolerances", "remove `tolerances`",
+                     id="tolerances-on-reversible"),
+        pytest.param({"name": "reversible-exact", "solvers": ["midpoint"]}, "solvers", "remove `solvers`",
+                     id="solvers-on-reversible"),
+        pytest.param({"name": "adaptive-adjoint", "steps": [8]}, "steps", "remove `steps`", id="steps-on-adaptive"),
+        pytest.param({"name": "adaptive-adjoint", "tolerances": [1e-4, 1e-3]}, "tolerances", "strictly decreasing",
+                     id="tolerances-increasing"),
+        pytest.param({"name": "adaptive-adjoint", "tolerances": [1e-3, 1e-11]}, "tolerances", "between 1e-10 and 0.1",
+                     id="tolerance-too-tight"),
+        pytest.param({"name": "adaptive-adjoint", "tolerances": list(range(13, 0, -1))}, "tolerances",
+                     "at most 12 items", id="too-many-tolerances"),
+        pytest.param({"name": "adaptive-adjoint", "dtype": "float32"}, "tolerances",
+                     "remove 1e-07, 1e-08 or set `dtype` to float64", id="float32-tight-tolerance"),
+        pytest.param({"name": "reversible-exact", "steps": [64, 8]}, "steps", "strictly increasing",
+                     id="reversible-steps-decreasing"),
+    ],
+)
+def test_new_demo_knobs_rejected_naming_the_knob(data: dict[str, object], named: str, fix: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        DemoSpec.model_validate(data)
+    text = str(info.value)
+    where = text.splitlines()[1].strip()  # the field's name, or the message of a check across fields
+    assert where == named or f"`{named}`" in where, text
+    assert fix in text, text
+
+
+@pytest.mark.parametrize(("name", "titles"), [
+    ("adaptive-adjoint", ["the adjoint's gap follows the tolerance", "each digit of tolerance costs steps"]),
+    ("reversible-exact", ["the reversible one is exact", "Memory held after the forward pass"]),
+])
+def test_dashboard_draws_the_new_demos_from_their_csv(demo: Demo, name: str, titles: list[str]) -> None:
+    from dashboard import demo_charts
+    from dashboard.charts import ROUNDING_FLOOR
+    from dashboard.tables import parse_csv
+
+    _, artifacts = demo(name)
+    table = parse_csv((artifacts / "errors.csv").read_text(encoding="utf-8"))
+    figures = demo_charts.demo_figures(name, {"errors.csv": table})
+    assert [t for fig, t in zip(figures, titles, strict=True) if t in fig.layout.title.text] == titles
+    traces = {trace.name: trace for trace in figures[0].data}
+    adjoint = next(t for n, t in traces.items() if n.startswith("adjoint"))
+    assert list(adjoint.y) == [r["adjoint_rel_error"] for r in table]  # drawn as measured, on a log axis
+    exact = next(t for n, t in traces.items() if n.startswith(("anode", "reversible")))
+    assert all(ROUNDING_FLOOR <= y <= 1e-10 for y in exact.y)  # the exact method's zeros sit on the floor
+    assert figures[0].layout.yaxis.type == "log" and figures[0].layout.xaxis.type == "log"
+
+
+def test_catalog_lists_the_new_demos_and_the_api_refuses_a_wrong_solver(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from backend.app import create_app
+    from backend.settings import Settings
+
+    with TestClient(create_app(Settings(data_dir=tmp_path)), base_url="http://testserver/api/v1") as client:
+        demos = {d["name"]: d for d in client.get("/catalog").json()["demos"]}
+        assert demos["adaptive-adjoint"]["knobs"] == ["seed", "device", "threads", "solvers", "tolerances", "dtype"]
+        assert demos["adaptive-adjoint"]["spec"]["tolerances"] == [1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8]
+        assert demos["reversible-exact"]["spec"]["steps"] == [8, 16, 32, 64, 128, 256]
+        for name in ("adaptive-adjoint", "reversible-exact"):
+            assert client.post("/runs", json={"kind": "demo", "spec": demos[name]["spec"]}).status_code == 201
+        bad = client.post("/runs", json={"kind": "demo", "spec": {"name": "adaptive-adjoint", "solvers": ["rk4"]}})
+        assert bad.status_code == 422 and "remove rk4" in bad.json()["detail"] and "solvers" in bad.json()["detail"]
 
 
 def test_demo_stops_when_asked(tmp_path: Path) -> None:

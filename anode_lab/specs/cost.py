@@ -29,7 +29,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from anode_lab.specs.common import GradientSpec
+from anode_lab.specs.common import MAX_STEP_LIMIT, GradientSpec, adaptive_steps, is_adaptive
 from anode_lab.specs.compare import STAGES, CompareSpec
 from anode_lab.specs.demo import DemoSpec
 from anode_lab.specs.train import DEFAULT_HIDDEN, MODEL_DATASETS, POINT_SETS, TrainSpec, plugin_datasets
@@ -113,7 +113,10 @@ def estimate(kind: str, spec: BaseModel) -> Cost:
     if isinstance(spec, CompareSpec):
         return _compare(spec)
     if isinstance(spec, DemoSpec):
-        solves = sum(spec.steps or (1,)) * len(spec.solvers or ("euler",)) * 4
+        solvers = spec.solvers or ("euler",)
+        per_solver = [sum(adaptive_steps(s, rtol, MAX_STEP_LIMIT) for rtol in spec.tolerances or ())
+                      if is_adaptive(s) else sum(spec.steps or (1,)) for s in solvers]
+        solves = sum(per_solver) * 4
         return Cost(DEMO_BYTES, solves * max(1, spec.iterations or 1))
     raise ValueError(f"`kind` must be one of train, compare, demo; got {kind!r}")
 

@@ -1,5 +1,6 @@
-"""Teaching demos: one section per failure mode of the continuous adjoint (and one on memory), each with a
-few sentences on what it shows, a button that runs it, and its pictures side by side. Large type for a wall."""
+"""Teaching demos: one section per failure mode of the continuous adjoint (and one on memory, one on adaptive
+tolerances, one on the reversible solver), each with a few sentences on what it shows, a button that runs it, and
+its pictures side by side (drawn by ``dashboard.demo_charts``). Large type for a wall."""
 
 from __future__ import annotations
 

@@ -22,6 +22,7 @@ LOCAL_SETS = ("mnist", "cifar10", "cifar100")
 CIFAR_SETS = ("cifar10", "cifar100")
 ADAPTIVE_KNOBS = ("ode.rtol", "ode.atol", "ode.step_limit")
 STEP_CHOICES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
+TOLERANCE_CHOICES = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10)
 
 api = connect()
 catalog = load_catalog(api)
@@ -200,8 +201,13 @@ def demo_form() -> SpecForm:
         with columns[index % 3]:
             if knob == "steps":
                 form.multiselect("steps", "N_t values", sorted(set(STEP_CHOICES) | set(demo["spec"]["steps"] or [])))
-            elif knob == "solvers":
-                form.multiselect("solvers", "Solvers", choices=catalog["solvers"])
+            elif knob == "solvers":  # those of the kind the demo takes (fixed-step or adaptive), as its defaults
+                kinds = {s["kind"] for s in catalog["solvers"] if s["name"] in demo["spec"]["solvers"]}
+                form.multiselect("solvers", "Solvers", choices=[s for s in catalog["solvers"] if s["kind"] in kinds])
+            elif knob == "tolerances":
+                chosen = form.multiselect("tolerances", "rtol values", TOLERANCE_CHOICES,
+                                          format_func=lambda t: f"{t:g}")
+                form.spec["tolerances"] = sorted(chosen, reverse=True)  # the spec takes them tightening
             elif knob in ("dtype", "image"):
                 form.select(knob, {"dtype": "Precision", "image": "Image"}[knob])
             elif knob == "device":

@@ -1,14 +1,18 @@
-"""What every demo shares: device and dtype from the spec, seeded construction, and ``explanation.md``."""
+"""What every demo shares: device and dtype from the spec, seeded construction, the smooth test problem of the
+adaptive and reversible demos, and ``explanation.md``."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
+from torch import Tensor, nn
 
 from anode_lab.experiments.artifacts import write_text
 from anode_lab.experiments.context import RunContext
+from anode_lab.experiments.fields import MLPField
 from anode_lab.experiments.train import DTYPES, resolve_device
 from anode_lab.specs.demo import DemoSpec
 
@@ -25,6 +29,38 @@ def seeded(seed: int) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
+
+
+SMOOTH_DIM, SMOOTH_HIDDEN, SMOOTH_BATCH = 4, 16, 32
+SMOOTH_GAIN = 2.0
+"""Both weight matrices of the smooth field scaled by this: a field lively enough that dopri5 takes several steps
+at loose tolerances and the midpoint adjoint's O(dt²) error stays far above rounding up to N_t = 256."""
+
+
+@dataclass(frozen=True)
+class SmoothProblem:
+    """A seeded tanh MLP field, a batch of inputs and targets, and the loss ``½‖ODEBlock(x) − y‖² / batch``."""
+
+    field: MLPField
+    x: Tensor
+    y: Tensor
+
+    def loss(self, model: nn.Module) -> Tensor:
+        out: Tensor = model(self.x)
+        return 0.5 * ((out - self.y) ** 2).sum() / self.x.shape[0]
+
+
+def smooth_problem(seed: int, device: torch.device, dtype: torch.dtype) -> SmoothProblem:
+    """The same field, inputs and targets for a seed on every device and dtype (built in float64, then cast)."""
+    with seeded(seed):
+        field = MLPField(SMOOTH_DIM, SMOOTH_HIDDEN, "tanh").double()
+        x = torch.randn(SMOOTH_BATCH, SMOOTH_DIM, dtype=torch.float64)
+        y = torch.randn(SMOOTH_BATCH, SMOOTH_DIM, dtype=torch.float64)
+    with torch.no_grad():
+        for layer in field.net:
+            if isinstance(layer, nn.Linear):
+                layer.weight.mul_(SMOOTH_GAIN)
+    return SmoothProblem(field.to(device, dtype), x.to(device, dtype), y.to(device, dtype))
 
 
 def explain(ctx: RunContext, spec: DemoSpec, findings: Sequence[str], numbers: Mapping[str, Number]) -> None:
