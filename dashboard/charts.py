@@ -184,20 +184,22 @@ def gradient_error_figure(x: Sequence[float], rel_error: Sequence[float | None],
 
 # ----------------------------------------------------------------------------------- gradient sweeps
 def _sweep_traces(fig: go.Figure, rows: Sequence[Mapping[str, Any]], y_key: str, *, floor: float | None = None,
-                  log_y: bool = True, dash_by_solver: bool = True, suffix: str = "") -> None:
+                  log_y: bool = True, dash_by_solver: bool = True, suffix: str = "", x_key: str = "steps") -> None:
     """One line per method and solver: the method gives the colour and the dash, the solver the marker; the
-    legend groups each method's lines under its name. (``dash_by_solver`` False: one line per method.)"""
+    legend groups each method's lines under its name. (``dash_by_solver`` False: one line per method.) Rows
+    without a number at ``x_key`` (an adaptive cell has no N_t, a fixed one no rtol) are left out."""
+    rows = [r for r in rows if finite(r.get(x_key))]
     for method in distinct(rows, "method"):
         solvers = distinct(rows, "solver") if dash_by_solver else [None]
         for index, solver in enumerate(solvers):
             mine = sorted((r for r in rows if r.get("method") == method and solver in (None, r.get("solver"))),
-                          key=lambda r: r["steps"])
+                          key=lambda r: r[x_key])
             if not mine:
                 continue
             y = [r.get(y_key) if finite(r.get(y_key)) else None for r in mine]
             width = 3.5 if method_dash(str(method)) == "solid" else 2  # a solid line under a dotted one shows
             fig.add_trace(go.Scatter(
-                x=[r["steps"] for r in mine], y=positive(y, floor) if log_y else y,
+                x=[r[x_key] for r in mine], y=positive(y, floor) if log_y else y,
                 name=f"{method} · {solver}{suffix}" if solver is not None else f"{method}{suffix}",
                 mode="lines+markers", legendgroup=str(method),
                 legendgrouptitle={"text": str(method)} if solver is not None and index == 0 else None,
@@ -220,7 +222,7 @@ def reference_slopes(rows: Sequence[Mapping[str, Any]], y_key: str = "rel_error"
     curves = []
     for solver in distinct(rows, "solver"):
         mine = [r for r in rows if r.get("solver") == solver and finite(r.get(y_key)) and r[y_key] > 0
-                and not r.get("exact")]
+                and not r.get("exact") and finite(r.get("steps"))]
         if not mine:
             continue
         order = int(mine[0].get("order") or SOLVER_ORDERS.get(str(solver), 1))
@@ -262,6 +264,7 @@ def sweep_cosine_figure(rows: Sequence[Mapping[str, Any]], *, font_size: int = F
 def sweep_memory_figure(rows: Sequence[Mapping[str, Any]], *, font_size: int = FONT_SIZE) -> go.Figure:
     """Bytes held for backward vs N_t: measured (solid, markers) and the analytic model (dashed)."""
     fig = go.Figure()
+    rows = [r for r in rows if finite(r.get("steps"))]
     for method in distinct(rows, "method"):
         mine = sorted((r for r in rows if r.get("method") == method), key=lambda r: r["steps"])
         colour = method_colour(str(method))
@@ -287,6 +290,65 @@ def sweep_time_figure(rows: Sequence[Mapping[str, Any]], *, font_size: int = FON
     style(fig, title="Forward + backward time vs N_t", x_title="N_t (steps per block)",
           y_title="seconds", font_size=font_size, log_x=True, log_y=True)
     return steps_ticks(fig, rows)
+
+
+# ------------------------------------------------------------------------------- adaptive solvers (rtol)
+TOLERANCE_AXIS = "rtol (tighter to the right)"
+
+
+def adaptive_rows(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The cells of adaptive solvers: those with an ``rtol`` (fixed-step cells leave it empty)."""
+    return [r for r in rows if finite(r.get("rtol"))]
+
+
+def fixed_rows(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The cells that ran N_t fixed steps (no ``rtol``): those the N_t figures draw."""
+    return [r for r in rows if not finite(r.get("rtol")) and finite(r.get("steps"))]
+
+
+def _tolerance_axis(fig: go.Figure, rows: Sequence[Mapping[str, Any]]) -> go.Figure:
+    """rtol on a log axis that falls to the right (more work to the right, as N_t grows on the N_t figures),
+    ticked at the tolerances of the data."""
+    tolerances = sorted({float(r["rtol"]) for r in rows if finite(r.get("rtol"))})
+    fig.update_xaxes(autorange="reversed")
+    if tolerances:
+        fig.update_xaxes(tickmode="array", tickvals=tolerances, ticktext=[f"{t:g}" for t in tolerances])
+    return fig
+
+
+def tolerance_error_figure(rows: Sequence[Mapping[str, Any]], *, font_size: int = FONT_SIZE) -> go.Figure:
+    """Relative error of each method's gradient against Direct's (the exact gradient of the computed adaptive
+    solve, accepted steps held fixed) vs rtol, log-log, for the adaptive cells of a sweep, with the slope 1 the
+    adjoint's error should follow (its error ∝ the tolerance) through its error at the loosest rtol."""
+    rows = adaptive_rows(rows)
+    fig = go.Figure()
+    for solver in distinct(rows, "solver"):
+        mine = [r for r in rows if r.get("solver") == solver and finite(r.get("rel_error")) and r["rel_error"] > 0
+                and not r.get("exact")]
+        if not mine:
+            continue
+        tolerances = sorted({float(r["rtol"]) for r in mine}, reverse=True)
+        anchor = max(r["rel_error"] for r in mine if float(r["rtol"]) == tolerances[0])
+        fig.add_trace(go.Scatter(x=tolerances, y=[anchor * t / tolerances[0] for t in tolerances],
+                                 name=f"slope 1 ({solver})", mode="lines", legendgroup="reference",
+                                 legendgrouptitle={"text": "expected"},
+                                 line={"color": "#555555", "dash": "dot", "width": 1.5}))
+    _sweep_traces(fig, rows, "rel_error", floor=ROUNDING_FLOOR, x_key="rtol")
+    style(fig, title="Gradient error vs rtol (adaptive solvers, against exact DTO)", x_title=TOLERANCE_AXIS,
+          y_title="relative error", font_size=font_size, log_x=True, log_y=True)
+    return _tolerance_axis(fig, rows)
+
+
+def tolerance_nfe_figure(rows: Sequence[Mapping[str, Any]], *, font_size: int = FONT_SIZE) -> go.Figure:
+    """Field evaluations of forward plus backward vs rtol for each method of the adaptive cells: what a tighter
+    tolerance costs each way of differentiating the solve."""
+    counted = [{**r, "nfe": (r.get("nfe_forward") or 0.0) + (r.get("nfe_backward") or 0.0)}
+               for r in adaptive_rows(rows) if finite(r.get("nfe_forward")) or finite(r.get("nfe_backward"))]
+    fig = go.Figure()
+    _sweep_traces(fig, counted, "nfe", x_key="rtol")
+    style(fig, title="Field evaluations vs rtol (forward + backward)", x_title=TOLERANCE_AXIS,
+          y_title="evaluations", font_size=font_size, log_x=True, log_y=True)
+    return _tolerance_axis(fig, counted)
 
 
 def slope_table(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ from dashboard.schema import (
     enum_of,
     field_help,
     get_path,
+    log_grid,
     names,
     number_limits,
     set_path,
@@ -82,7 +83,8 @@ class SpecForm:
         """A number input; ``optional`` allows an empty box (the spec's ``None``: "the model's default", or
         "off"). The field's bounds are in its help and checked here, not by the box (see the class)."""
         integer, low, _ = number_limits(self.schema, self.bounds, path)
-        current = get_path(self.spec, path, default)
+        current = get_path(self.spec, path)
+        current = default if current is None else current
         if current is None and not optional:
             current = low if low is not None else 0
         if current is not None:
@@ -94,6 +96,17 @@ class SpecForm:
         if problem:
             self.invalid[path] = problem
         return self._store(path, value, label)
+
+    def log_slider(self, path: str, label: str, *, default: float) -> float:
+        """A tolerance on a slider of ``1, 2, 5 × 10^k`` between the field's bounds (the spec's value joins the
+        choices if it is not one of them): every choice is allowed, and moving it changes the value by a factor."""
+        _, low, high = number_limits(self.schema, self.bounds, path)
+        current = get_path(self.spec, path)
+        current = float(default if current is None else current)
+        options = sorted({*log_grid(low or current, high or current), current})
+        value = st.select_slider(label, options, value=current, key=self._key(path), format_func=lambda v: f"{v:g}",
+                                 help=field_help(self.schema, self.bounds, path))
+        return float(self._store(path, value, label))
 
     def toggle(self, path: str, label: str) -> bool:
         value = st.toggle(label, value=bool(get_path(self.spec, path, False)), key=self._key(path),
@@ -120,6 +133,12 @@ class SpecForm:
     def omit(self, path: str, value: Any = None) -> None:
         """A field that does not apply to what is chosen: send its "not set" value so the API accepts it."""
         set_path(self.spec, path, value)
+
+    def drop(self, path: str) -> None:
+        """A field the API must not receive for what is chosen (``steps`` of an adaptive solver): left out."""
+        parent = get_path(self.spec, path.rpartition(".")[0]) if "." in path else self.spec
+        if isinstance(parent, dict):
+            parent.pop(path.rpartition(".")[2], None)
 
     def other_errors(self) -> dict[str, str]:
         """Errors of fields this form has not shown (whole-spec rules, or fields it does not edit)."""

@@ -5,6 +5,7 @@ functions and any module may import them.
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -112,3 +113,28 @@ def bound_error(value: Any, bounds: Mapping[str, Any], path: str) -> str | None:
         if key in limits and not ok(value, limits[key]):
             return f"must be {sign} {limits[key]:g}; got {value:g}"
     return None
+
+
+def log_grid(low: float, high: float, mantissas: Sequence[int] = (1, 2, 5)) -> list[float]:
+    """``1, 2, 5 × 10^k`` (or the ``mantissas`` given) from ``low`` to ``high``, ascending: the choices of a
+    tolerance, which is read and changed by factors, not by differences."""
+    out = []
+    for exponent in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1):
+        for mantissa in mantissas:
+            value = float(f"{mantissa}e{exponent}")
+            if low <= value <= high:
+                out.append(value)
+    return out
+
+
+def solver_entry(solvers: Named, name: str) -> Mapping[str, Any]:
+    """The catalog's entry for solver ``name`` (an empty one for a name it does not list)."""
+    return next((s for s in solvers if s["name"] == name), {})
+
+
+def pairs(solver: Mapping[str, Any], gradient: Mapping[str, Any]) -> bool:
+    """Whether the catalog says ``gradient`` (a spec's ``{"method", "checkpoints", "reconstruct"}``) can
+    differentiate ``solver``: the API refuses the pairs for which this is False."""
+    return (gradient.get("method") in solver.get("methods", ())
+            and (gradient.get("checkpoints") is None or bool(solver.get("checkpoints")))
+            and (gradient.get("reconstruct") is not False or bool(solver.get("stored_states"))))

@@ -21,6 +21,9 @@ RUN_COLOURS = (
 )
 """One colour per run, chosen by its id, so a run keeps its colour on every page and after a reload."""
 
+ADAPTIVE_SOLVERS = ("dopri5", "bosh3")
+"""Solvers whose sweep cells run along ``tolerances`` (the catalog's ``kind`` says so to the forms; a run row
+has no catalog at hand)."""
 TABLE_COLUMNS = ("id", "name", "kind", "status", "method", "solver", "N_t", "activation", "best accuracy",
                  "duration", "created")
 
@@ -104,16 +107,27 @@ def _ode_columns(run: Mapping[str, Any]) -> dict[str, Any]:
     if kind == "train":
         ode = spec.get("ode") or {}
         return {"method": method_label(ode.get("gradient") or {}), "solver": ode.get("solver", ""),
-                "N_t": str(ode.get("steps", "")), "activation": ode.get("activation", "")}
+                "N_t": steps_label(ode), "activation": ode.get("activation", "")}
     if kind == "compare":
         steps = spec.get("steps") or []
+        tolerances = spec.get("tolerances") or []
+        axes = [f"{min(steps)}–{max(steps)}" if steps else ""]
+        if tolerances and any(s in ADAPTIVE_SOLVERS for s in spec.get("solvers") or []):
+            axes.append(f"rtol {max(tolerances):g}–{min(tolerances):g}")
         return {"method": ", ".join(method_label(m) for m in spec.get("methods") or []),
                 "solver": ", ".join(spec.get("solvers") or []),
-                "N_t": f"{min(steps)}–{max(steps)}" if steps else "",
+                "N_t": ", ".join(a for a in axes if a),
                 "activation": ", ".join(spec.get("activations") or [])}
     steps = spec.get("steps") or []
     return {"method": spec.get("name", ""), "solver": ", ".join(spec.get("solvers") or []),
             "N_t": ", ".join(str(n) for n in steps), "activation": ""}
+
+
+def steps_label(ode: Mapping[str, Any]) -> str:
+    """N_t of a training run's ODE blocks, or for an adaptive solver (no ``steps``) its tolerance."""
+    if ode.get("steps") is not None:
+        return str(ode["steps"])
+    return f"rtol {ode['rtol']:g}" if finite(ode.get("rtol")) else ""
 
 
 def run_row(run: Mapping[str, Any], now: datetime | None = None) -> dict[str, Any]:

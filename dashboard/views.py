@@ -173,8 +173,9 @@ def _read_table(api: ApiClient, run: Mapping[str, Any], artifact: Mapping[str, A
 
 
 def sweep_results(api: ApiClient, run: Run, *, key: str, font_size: int = charts.FONT_SIZE) -> None:
-    """The sweep's ``results.csv``: error vs N_t (log-log, with the solvers' slopes), cosine, memory next to
-    the analytic model, and time; the fitted slopes; the table."""
+    """The sweep's ``results.csv``: error vs N_t (log-log, with the solvers' slopes) and cosine for fixed-step
+    cells, error and field evaluations vs rtol for adaptive ones, memory next to the analytic model, and time;
+    the fitted slopes; the table."""
     artifacts = {a["name"]: a for a in api.artifacts(run["id"])}
     if "results.csv" not in artifacts:
         if run["status"] in ACTIVE:
@@ -196,14 +197,29 @@ def sweep_results(api: ApiClient, run: Run, *, key: str, font_size: int = charts
         solver = columns[-1].selectbox("solver for memory and time", solvers, key=f"{key}.solver")
     shown = [r for r in rows if all(r.get(k) == v for k, v in chosen.items())]
     per_solver = [r for r in shown if r.get("solver") == solver]
-    top = st.columns(2)
-    top[0].plotly_chart(charts.sweep_error_figure(shown, font_size=font_size), key=f"{key}.error")
-    top[1].plotly_chart(charts.sweep_cosine_figure(shown, font_size=font_size), key=f"{key}.cosine")
-    bottom = st.columns(2)
-    bottom[0].plotly_chart(charts.sweep_memory_figure(per_solver, font_size=font_size), key=f"{key}.memory")
-    bottom[1].plotly_chart(charts.sweep_time_figure(per_solver, font_size=font_size), key=f"{key}.time")
+    fixed, adaptive = charts.fixed_rows(shown), charts.adaptive_rows(shown)
+    figures = {}
+    if fixed or not adaptive:
+        figures["error"] = charts.sweep_error_figure(fixed, font_size=font_size)
+        figures["cosine"] = charts.sweep_cosine_figure(fixed, font_size=font_size)
+    if adaptive:
+        figures["rtol_error"] = charts.tolerance_error_figure(adaptive, font_size=font_size)
+        figures["rtol_nfe"] = charts.tolerance_nfe_figure(adaptive, font_size=font_size)
+    figures["memory"] = charts.sweep_memory_figure(per_solver, font_size=font_size)
+    figures["time"] = charts.sweep_time_figure(per_solver, font_size=font_size)
+    for index, (name, figure) in enumerate(figures.items()):
+        if index % 2 == 0:
+            row = st.columns(2)
+        row[index % 2].plotly_chart(figure, key=f"{key}.{name}")
+    if not adaptive:
+        st.info("No adaptive cells in this sweep, so no error against rtol: add dopri5 or bosh3 to its solvers "
+                "(they run along `tolerances` instead of N_t).", icon=":material/tune:")
+    elif any(finite(r.get("rtol")) for r in per_solver):
+        st.caption(f"Memory and time of {solver}: its N_t is the accepted steps per block, measured on Direct's "
+                   "solve at each rtol.")
     if "slopes.csv" in artifacts:
-        st.markdown("**Fitted log-log slopes** of the inexact methods' error against N_t, next to the solver's order")
+        st.markdown("**Fitted log-log slopes** of the inexact methods' error against N_t (adaptive solvers: against "
+                    "rtol, expected 1), next to the solver's order")
         st.dataframe(charts.slope_table(_read_table(api, run, artifacts["slopes.csv"])), hide_index=True,
                      key=f"{key}.slopes")
     with st.expander(f"All {len(rows)} cells (results.csv)"):

@@ -2,8 +2,10 @@
 free ports, driven by Debian's Chromium through Playwright. A preset fills the form and launches exactly itself;
 N_t 0 launches nothing and says why under N_t; "Run side by side" makes a group whose compare page overlays one
 curve per method; a run's page, the default sweep, and teaching demos in projector mode (every chart keeps its
-height and its large ticks, images load). Nothing is fetched from outside the machine. Screenshots for the README
-go under ``docs/screenshots/`` (``ANODE_UPDATE_SCREENSHOTS=1``), else under ``build/screenshots/``."""
+height and its large ticks, images load); dopri5 on the launch form (tolerances instead of N_t, sent as shown)
+and a dopri5 sweep's error against rtol in the gradient lab. Nothing is fetched from outside the machine.
+Screenshots for the README go under ``docs/screenshots/`` (``ANODE_UPDATE_SCREENSHOTS=1``), else under
+``build/screenshots/``."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 from playwright import sync_api as playwright
-from service_helpers import FAST_LEASES, free_port, kill_tree, wait_for
+from service_helpers import FAST_LEASES, free_port, kill_tree, submit, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 # The README's pictures are refreshed on purpose (ANODE_UPDATE_SCREENSHOTS=1); otherwise they go under build/.
@@ -259,3 +261,58 @@ def test_launch_side_by_side_watch_and_teach_in_a_browser(system: System, browse
     assert not page.locator("[data-testid='stException']").count()
     assert not errors, errors
     assert not outside, outside  # the page works offline: nothing is fetched from another host
+
+
+def slider_value(page: object, label: str) -> str:
+    """The value a slider labelled ``label`` shows on its thumb."""
+    slider = page.locator("[data-testid='stSlider']").filter(has_text=label).first  # type: ignore[attr-defined]
+    return str(slider.locator("[data-testid='stSliderThumbValue']").inner_text())
+
+
+def test_adaptive_solvers_on_the_launch_form_and_in_the_gradient_lab(system: System, browser: object) -> None:
+    page = browser.new_page(viewport={"width": 1440, "height": 1700})  # type: ignore[attr-defined]
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+
+    # dopri5 replaces N_t by rtol, atol and a step limit at once, and Launch sends what they show, without steps.
+    page.goto(system.dashboard)
+    page.get_by_role("heading", name="Launch a run").wait_for(timeout=60_000)
+    settle(page)
+    select(page, "Solver", "dopri5")
+    page.get_by_text("rtol (relative tolerance per step)").wait_for(timeout=10_000)
+    assert page.get_by_label("N_t (steps per block)", exact=True).count() == 0
+    rtol = page.locator("[data-testid='stSlider']").filter(has_text="rtol (relative").get_by_role("slider")
+    rtol.focus()
+    rtol.press("ArrowLeft")  # one notch tighter on the 1-2-5 scale
+    settle(page)
+    assert slider_value(page, "rtol (relative") == "0.0005"
+    for label, value in (("Points (a quarter held out)", "256"), ("Epochs", "1"), ("Batch size", "64"),
+                         ("CPU threads", "1"), ("Step limit per block (accepted and rejected)", "60")):
+        set_number(page, label, value)
+    page.get_by_role("button", name="Launch", exact=True).click()
+    page.wait_for_url(re.compile(r".*/run\?run=\d+"), timeout=60_000)
+    run = httpx.get(f"{system.api}/runs/{int(page.url.rsplit('=', 1)[1])}", timeout=5).json()
+    ode = run["spec"]["ode"]
+    assert (ode["solver"], ode["steps"], ode["rtol"], ode["atol"], ode["step_limit"]) == (
+        "dopri5", None, 5e-4, 1e-5, 60)
+    httpx.post(f"{system.api}/runs/{run['id']}/cancel", timeout=5)
+
+    # A sweep of dopri5 over two tolerances: the gradient lab draws its error and its cost against rtol.
+    sweep = {"solvers": ["dopri5"], "tolerances": [1e-3, 1e-6], "methods": [{"method": "direct"},
+             {"method": "adjoint"}], "blocks": 1, "batch": 4, "timing_repeats": 1, "device": "cpu", "threads": 1}
+    with httpx.Client(base_url=system.api, timeout=10) as client:
+        sweep_id = submit(client, "compare", sweep, name="dopri5 sweep")
+    (ended,) = wait_ended(system, [sweep_id], 120)
+    assert ended["status"] == "succeeded", ended.get("error")
+    page.goto(f"{system.dashboard}/gradient-lab")
+    select(page, "Sweep", f"#{ended['id']} dopri5 sweep")
+    chart = page.locator(".js-plotly-plot").filter(has_text="Gradient error vs rtol").first
+    chart.wait_for(timeout=60_000)
+    assert set(chart.locator("g.xtick text").all_text_contents()) == {"1e-06", "0.001"}  # ticked at its tolerances
+    assert chart.locator("text.legendtext", has_text="adjoint · dopri5").count() == 1
+    page.locator(".js-plotly-plot").filter(has_text="Field evaluations vs rtol").first.wait_for(timeout=10_000)
+    settle(page)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "gradient-lab-rtol.png"))
+    assert not page.locator("[data-testid='stException']").count()
+    assert not errors, errors

@@ -24,6 +24,7 @@ from service_helpers import (
 )
 from streamlit.testing.v1 import AppTest
 
+from anode_lab.specs.compare import CompareSpec
 from dashboard.tables import run_colour
 
 APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
@@ -144,7 +145,8 @@ def test_launch_builds_its_forms_from_the_catalog(api_url: str, client: httpx.Cl
     at.radio(key="launch.kind").set_value("compare").run()
     assert_ok(at)
     labels = {m.label for m in at.multiselect}
-    assert {"Solvers", "N_t values", "Gradient methods (each compared with Direct)"} <= labels
+    assert {"Solvers", "N_t values (fixed-step and reversible solvers)",
+            "Gradient methods (each compared with Direct)"} <= labels
     assert "adjoint(stored)" in at.multiselect(key="launch.compare.spec.methods").value
     at.radio(key="launch.kind").set_value("demo").run()
     assert_ok(at)
@@ -155,6 +157,67 @@ def test_launch_builds_its_forms_from_the_catalog(api_url: str, client: httpx.Cl
     assert at.multiselect(key="launch.demo.adaptive-adjoint.solvers").options == ["dopri5", "bosh3"]
     assert at.multiselect(key="launch.demo.adaptive-adjoint.tolerances").value == [1e-2, 1e-3, 1e-4, 1e-5, 1e-6,
                                                                                          1e-7, 1e-8]
+
+
+def test_the_solver_decides_the_knobs_and_the_methods_offered(api_url: str, client: httpx.Client) -> None:
+    key = "launch.train.spec"
+    at = page("launch")
+    at.selectbox(key=f"{key}.ode.gradient.method").set_value("adjoint").run()
+    at.selectbox(key=f"{key}.ode.solver").set_value("dopri5").run()  # no form to submit: the page follows at once
+    assert_ok(at)
+    numbers = [n.label for n in at.number_input]
+    assert "N_t (steps per block)" not in numbers and "Step limit per block (accepted and rejected)" in numbers
+    knobs = next(s["knobs"] for s in client.get("/catalog").json()["solvers"] if s["name"] == "dopri5")
+    assert at.number_input(key=f"{key}.ode.step_limit").value == knobs["step_limit"]  # the catalog's default
+    assert (at.select_slider(key=f"{key}.ode.rtol").value, at.select_slider(key=f"{key}.ode.atol").value) == (
+        1e-3, 1e-5)
+    assert at.selectbox(key=f"{key}.ode.gradient.method").options == ["direct", "anode", "adjoint"]
+    assert not at.toggle  # the adjoint on stored states does not pair with an adaptive solver: not offered
+    at.selectbox(key=f"{key}.ode.solver").set_value("reversible_heun").run()
+    assert_ok(at)
+    method = at.selectbox(key=f"{key}.ode.gradient.method")
+    assert method.options == ["direct", "anode", "reversible"] and method.value in method.options
+    assert at.number_input(key=f"{key}.ode.steps").value == 2 and not at.select_slider
+    assert [c.label for c in at.checkbox] == ["direct", "anode", "reversible"]  # side by side: what pairs
+    method.set_value("anode").run()
+    assert "Checkpoints inside a block (empty: none)" not in [n.label for n in at.number_input]
+
+    at.selectbox(key=f"{key}.ode.solver").set_value("bosh3").run()
+    at.select_slider(key=f"{key}.ode.rtol").set_value(1e-7).run()
+    at.button(key="launch.train.submit").click().run()  # tighter than float32 can meet: the API says so, here
+    assert "float32 carries about 7 digits" in (error_under(at, f"{key}.dtype") or "")
+    at.select_slider(key=f"{key}.ode.rtol").set_value(1e-4)
+    at.number_input(key=f"{key}.ode.step_limit").set_value(50)
+    for name, value in (("n_samples", 256), ("epochs", 1), ("batch_size", 64), ("threads", 1)):
+        at.number_input(key=f"{key}.{name}").set_value(value)
+    at.button(key="launch.train.submit").click().run()
+    assert_ok(at)
+    run = client.get(f"/runs/{int(at.query_params['run'])}").json()
+    ode = run["spec"]["ode"]
+    assert (ode["solver"], ode["steps"], ode["rtol"], ode["atol"], ode["step_limit"]) == ("bosh3", None, 1e-4, 1e-5, 50)
+    assert ode["gradient"]["method"] == "anode" and run["spec"]["n_samples"] == 256
+    client.post(f"/runs/{run['id']}/cancel")
+
+
+def test_the_sweep_form_runs_adaptive_solvers_along_tolerances(api_url: str) -> None:
+    at = page("launch")
+    at.radio(key="launch.kind").set_value("compare").run()
+    key = "launch.compare.spec"
+    assert "rtol values (adaptive solvers)" not in [m.label for m in at.multiselect]
+    at.multiselect(key=f"{key}.solvers").set_value(["euler", "dopri5"]).run()
+    assert_ok(at)
+    assert at.multiselect(key=f"{key}.tolerances").value == [1e-3, 1e-5, 1e-7]
+    assert at.select_slider(key=f"{key}.atol_ratio").value == 0.01
+    default = CompareSpec.model_validate({"solvers": ["euler", "dopri5"], "device": "cpu"})
+    assert default.cells == 42  # euler: 6 N_t × 5 methods; dopri5: 3 rtol × 4 (no adjoint on stored states)
+    assert "42 cells in the grid." in texts(at, "caption")
+    at.multiselect(key=f"{key}.solvers").set_value(["dopri5", "reversible_heun"]).run()
+    assert_ok(at)
+    methods = at.multiselect(key=f"{key}.methods")
+    assert "reversible" in methods.options and "adjoint(stored)" not in methods.options
+    assert "adjoint(stored)" not in methods.value
+    at.multiselect(key=f"{key}.solvers").set_value(["dopri5"]).run()
+    assert "N_t values (fixed-step and reversible solvers)" not in [m.label for m in at.multiselect]
 
 
 def error_under(at: AppTest, key: str) -> str | None:
@@ -389,6 +452,7 @@ def test_gradient_lab_shows_a_sweep_and_launches_the_default(api_url: str, clien
     assert any(d["name"].endswith("model") for d in memory["data"])
     slopes = at.dataframe[0].value
     assert set(slopes["expected slope"]) == {-1, -2}
+    assert "No adaptive cells in this sweep" in texts(at, "info")  # no error against rtol to draw
     before = client.get("/runs", params={"kind": "compare"}).json()["count"]
     at.button(key="gradient_lab.launch").click().run()
     assert_ok(at)

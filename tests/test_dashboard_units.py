@@ -351,3 +351,84 @@ def test_the_fold_labels_its_points_and_keeps_coinciding_ones_apart() -> None:
     a, back = marked["a"], marked["reverse solve"]
     assert (a.x, a.y) == (back.x, back.y)  # the reverse solve lands on a …
     assert back.marker.size < a.marker.size and back.textposition != a.textposition  # … and both stay visible
+
+
+# ------------------------------------------------------------------------------------ adaptive solvers
+ADAPTIVE_ROWS = [
+    {"solver": "dopri5", "order": 5.0, "steps": float(s), "rtol": t, "atol": t / 100, "method": m,
+     "exact": int(m == "anode"), "rel_error": 0.0 if m == "anode" else 3.0 * t, "cosine": 1.0,
+     "peak_bytes": 100.0 * s, "model_bytes": None, "forward_seconds": 0.01, "backward_seconds": 0.02,
+     "nfe_forward": 7.0 * s, "nfe_backward": (0.0 if m == "anode" else 14.0 * s)}
+    for t, s in ((1e-3, 4), (1e-5, 9), (1e-7, 20)) for m in ("anode", "adjoint")
+]
+
+
+def test_error_against_rtol_is_log_log_falling_to_the_right_with_slope_one() -> None:
+    fig = charts.tolerance_error_figure([*SWEEP_ROWS, *ADAPTIVE_ROWS])  # fixed-step cells are left out
+    assert fig.layout.xaxis.type == "log" and fig.layout.yaxis.type == "log"
+    assert fig.layout.xaxis.autorange == "reversed" and list(fig.layout.xaxis.tickvals) == [1e-7, 1e-5, 1e-3]
+    (reference,) = [t for t in fig.data if t.name.startswith("slope")]
+    assert reference.name == "slope 1 (dopri5)" and reference.y[0] == pytest.approx(3e-3, rel=1e-12)
+    assert reference.y[-1] / reference.y[0] == pytest.approx(1e-4, rel=1e-12)  # ∝ rtol over four decades
+    adjoint = next(t for t in fig.data if t.name == "adjoint · dopri5")
+    assert list(adjoint.x) == [1e-7, 1e-5, 1e-3] and adjoint.y[-1] == pytest.approx(3e-3, rel=1e-12)
+    anode = next(t for t in fig.data if t.name == "anode · dopri5")
+    assert set(anode.y) == {charts.ROUNDING_FLOOR}
+    assert {t.name for t in fig.data} & {"adjoint · euler", "adjoint · midpoint"} == set()
+
+
+def test_field_evaluations_against_rtol_add_forward_and_backward() -> None:
+    fig = charts.tolerance_nfe_figure(ADAPTIVE_ROWS)
+    adjoint = next(t for t in fig.data if t.name == "adjoint · dopri5")
+    anode = next(t for t in fig.data if t.name == "anode · dopri5")
+    assert list(adjoint.y) == [21.0 * 20, 21.0 * 9, 21.0 * 4] and list(anode.y) == [7.0 * 20, 7.0 * 9, 7.0 * 4]
+    assert fig.layout.xaxis.type == "log" and fig.layout.xaxis.autorange == "reversed"
+
+
+def test_rows_split_by_their_axis_and_empty_cells_break_no_figure() -> None:
+    empty = {**ADAPTIVE_ROWS[1], "steps": None, "rtol": None, "rel_error": None}  # a cell with nothing measured
+    rows = [*SWEEP_ROWS, *ADAPTIVE_ROWS, empty]
+    assert charts.adaptive_rows(rows) == ADAPTIVE_ROWS
+    assert charts.fixed_rows(rows) == SWEEP_ROWS
+    for build in (charts.sweep_error_figure, charts.sweep_cosine_figure, charts.sweep_memory_figure,
+                  charts.sweep_time_figure, charts.tolerance_error_figure, charts.tolerance_nfe_figure):
+        fig = build(rows)
+        assert all(None not in t.x for t in fig.data), build.__name__
+    memory = charts.sweep_memory_figure([*ADAPTIVE_ROWS, empty])  # an adaptive solver: N_t = accepted steps
+    assert list(next(t for t in memory.data if t.name == "adjoint measured").x) == [4.0, 9.0, 20.0]
+    assert len(charts.tolerance_error_figure(SWEEP_ROWS).data) == 0
+
+
+def test_run_rows_say_the_tolerance_of_an_adaptive_solver() -> None:
+    ode = {"solver": "dopri5", "steps": None, "rtol": 1e-4, "atol": 1e-6, "step_limit": 100, "activation": "relu",
+           "gradient": {"method": "adjoint"}}
+    train = tables.run_row({"id": 1, "kind": "train", "spec": {"ode": ode}})
+    assert (train["solver"], train["N_t"]) == ("dopri5", "rtol 0.0001")
+    sweep = {"solvers": ["euler", "bosh3"], "steps": [1, 8], "tolerances": [1e-3, 1e-6], "methods": []}
+    assert tables.run_row({"id": 2, "kind": "compare", "spec": sweep})["N_t"] == "1–8, rtol 0.001–1e-06"
+    fixed_only = {**sweep, "solvers": ["euler"]}
+    assert tables.run_row({"id": 3, "kind": "compare", "spec": fixed_only})["N_t"] == "1–8"
+
+
+def test_log_grid_steps_by_factors_within_the_bounds() -> None:
+    grid = schema.log_grid(1e-10, 0.1)
+    assert grid[0] == 1e-10 and grid[-1] == 0.1 and len(grid) == 28
+    assert all(1.9 < b / a < 2.6 for a, b in zip(grid, grid[1:], strict=False))
+    assert schema.log_grid(3e-4, 0.1, (1,)) == [1e-3, 1e-2, 1e-1]
+
+
+def test_the_catalogs_pairs_are_the_specs_pairing_rule() -> None:
+    """``schema.pairs`` over the catalog's solver entries accepts exactly what ``pairing_error`` accepts, for
+    every solver and every method label the forms offer."""
+    from anode_lab.specs.common import GradientSpec, pairing_error
+    from backend.catalog.service import catalog
+
+    entries = catalog()["solvers"]
+    for label in tables.method_options(catalog()):
+        gradient = tables.method_from_label(label)
+        for entry in entries:
+            expected = pairing_error(entry["name"], GradientSpec(**gradient)) is None
+            assert schema.pairs(entry, gradient) is expected, (entry["name"], label)
+    by_name = {e["name"]: e for e in entries}
+    assert not schema.pairs(by_name["reversible_heun"], {"method": "adjoint"})
+    assert not schema.pairs(by_name["dopri5"], {"method": "adjoint", "reconstruct": False})

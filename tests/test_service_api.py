@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from anode_lab.specs.common import DEFAULT_ATOL, DEFAULT_RTOL, DEFAULT_STEP_LIMIT
 from backend.app import create_app
 from backend.db import Database
 from backend.errors import NotFound
@@ -197,6 +198,13 @@ def test_catalog_lists_names_defaults_and_bounds(client: TestClient) -> None:
         (2, 1, "reversible"), (2, 1, "reversible")]
     assert catalog["solvers"][3]["description"] == "classic Runge-Kutta: order 4, 4 field evaluations per step"
     assert {m["name"] for m in catalog["gradient_methods"]} == {"direct", "anode", "adjoint", "reversible"}
+    solvers = {s["name"]: s for s in catalog["solvers"]}
+    assert solvers["rk4"]["methods"] == ["direct", "anode", "adjoint"]
+    assert solvers["dopri5"]["methods"] == ["direct", "anode", "adjoint"] and not solvers["dopri5"]["stored_states"]
+    assert solvers["reversible_heun"]["methods"] == ["direct", "anode", "reversible"]
+    assert not solvers["reversible_heun"]["checkpoints"] and solvers["euler"]["checkpoints"]
+    assert solvers["euler"]["knobs"] == {"steps": 2}  # what a spec that names the solver alone runs
+    assert solvers["bosh3"]["knobs"] == {"rtol": DEFAULT_RTOL, "atol": DEFAULT_ATOL, "step_limit": DEFAULT_STEP_LIMIT}
     assert all(m["description"] for m in catalog["gradient_methods"])
     assert catalog["bounds"]["train"]["ode.steps"] == {"minimum": 1, "maximum": 256}
     assert catalog["kinds"]["train"]["schema"]["type"] == "object"

@@ -24,3 +24,7 @@ def test_the_dashboards_statuses_are_the_enum() -> None:
 def test_the_dashboards_solver_orders_are_the_solver_table() -> None:
     assert charts.SOLVER_ORDERS == {name: solver.order for name, solver in SOLVERS.items()}
     assert set(charts.SOLVER_DASHES) == set(charts.SOLVER_MARKERS) == set(SOLVERS)
+
+
+def test_the_dashboards_adaptive_solvers_are_the_solver_table() -> None:
+    assert tables.ADAPTIVE_SOLVERS == tuple(name for name, solver in SOLVERS.items() if solver.kind == "adaptive")

@@ -120,10 +120,7 @@ def catalog() -> dict[str, Any]:
             models, datasets = _models_and_datasets(module)
     return {
         "kinds": kinds,
-        "solvers": [{"name": name, "description": f"{s.description}: order {s.order}, {s.stages} field evaluation"
-                     f"{'s' if s.stages > 1 else ''} per step", "order": s.order, "stages": s.stages,
-                     "kind": s.kind}
-                    for name, s in common.SOLVERS.items()],
+        "solvers": [_solver(name, facts, common) for name, facts in common.SOLVERS.items()],
         "gradient_methods": _named(get_args(common.MethodName), METHODS),
         "activations": _named(get_args(common.ActivationName), ACTIVATIONS),
         "dtypes": list(get_args(common.DtypeName)),
@@ -134,6 +131,24 @@ def catalog() -> dict[str, Any]:
         "demos": demos,
         "bounds": bounds,
     }
+
+
+def _solver(name: str, facts: Any, common: Any) -> dict[str, Any]:
+    """One solver: its facts, the knobs a spec gives it with their defaults (``steps`` for fixed and reversible
+    solvers; ``rtol``, ``atol``, ``step_limit`` for adaptive ones), and the gradient methods that pair with it
+    (:func:`anode_lab.specs.common.pairing_error`), with whether ANODE's checkpoints and the adjoint on stored
+    states (``reconstruct: false``) do, so a form offers only what the API accepts."""
+    def pairs(**gradient: Any) -> bool:
+        return common.pairing_error(name, common.GradientSpec(**gradient)) is None
+
+    ode = common.OdeSpec(solver=name).model_dump(mode="json")
+    return {"name": name, "kind": facts.kind, "order": facts.order, "stages": facts.stages,
+            "description": f"{facts.description}: order {facts.order}, {facts.stages} field evaluation"
+                           f"{'s' if facts.stages > 1 else ''} per step",
+            "knobs": {k: ode[k] for k in ("steps", "rtol", "atol", "step_limit") if ode[k] is not None},
+            "methods": [m for m in get_args(common.MethodName) if pairs(method=m)],
+            "checkpoints": pairs(method="anode", checkpoints=1),
+            "stored_states": pairs(method="adjoint", reconstruct=False)}
 
 
 def _models_and_datasets(train: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -16,7 +16,7 @@ from dashboard.charts import Curve
 from dashboard.components import connect
 from dashboard.series import X_AXES, points_of, x_values
 from dashboard.side_by_side import GROUP_SERIES, group_rows, run_method, series_info
-from dashboard.tables import ACTIVE, run_colour, run_label, summary_rows
+from dashboard.tables import ACTIVE, run_colour, run_label, steps_label, summary_rows
 
 POINTS = 1000
 REFRESH = 2.0
@@ -76,8 +76,9 @@ def group_page(group_id: int) -> None:
     methods = {r["id"]: run_method(r) for r in runs}
     first = runs[0]["spec"] if runs else {}
     ode = first.get("ode") or {}
+    steps = f"N_t={ode['steps']}" if ode.get("steps") is not None else steps_label(ode)
     st.caption(f"{len(runs)} runs of `{first.get('model')}` on `{first.get('dataset')}`, {ode.get('solver')} "
-               f"N_t={ode.get('steps')}, seed {first.get('seed')}: identical but for the gradient method.")
+               f"{steps}, seed {first.get('seed')}: identical but for the gradient method.")
 
     def body() -> None:
         fresh = api.get_group(group_id)["runs"]

@@ -1,5 +1,6 @@
 """Gradient lab: the results of a gradient sweep. How far each method's gradient is from the exact gradient
-of the computed network as N_t grows (log-log, next to the slopes the solvers' orders predict), the cosine,
+of the computed network as N_t grows (log-log, next to the slopes the solvers' orders predict) or, for adaptive
+solvers, as rtol shrinks (with the field evaluations it costs), the cosine,
 the memory each keeps for backward next to the analytic model, and the time. One click runs the default sweep."""
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ st.markdown(
     "Every method's gradient is compared with **Direct**, the exact gradient of the network that was actually "
     "computed (discretize-then-optimize). ANODE (itself a discrete adjoint) matches it to rounding; the continuous "
     "adjoint (Chen et al.) is off by O(dt^p) for a smooth field, its error falling at the solver's order p, the "
-    "dotted reference slopes. With ReLU's kinks the measured slope differs: the table gives each fitted slope."
+    "dotted reference slopes. With ReLU's kinks the measured slope differs: the table gives each fitted slope. "
+    "Adaptive solvers (dopri5, bosh3) run along rtol instead: Direct and ANODE differentiate the accepted steps "
+    "exactly, and the adjoint solved adaptively should be off by about the tolerance (slope 1)."
 )
 
 with st.expander("Cost of checkpoints inside a block", icon=":material/memory:"):

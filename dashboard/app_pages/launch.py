@@ -4,18 +4,23 @@ errors appear under the field they are about."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import streamlit as st
 
 from dashboard.api_client import ApiError, ApiUnreachable
 from dashboard.components import connect, load_catalog, open_group, open_run, unreachable_banner
 from dashboard.forms import SpecForm
-from dashboard.schema import names
+from dashboard.schema import log_grid, names, pairs, solver_entry
 from dashboard.tables import method_from_label, method_label, method_options
 
 KINDS = {"train": "Train a classifier", "compare": "Gradient sweep", "demo": "Teaching demo"}
 POINT_SETS = ("moons", "circles", "spirals")
 LOCAL_SETS = ("mnist", "cifar10", "cifar100")
 CIFAR_SETS = ("cifar10", "cifar100")
+ADAPTIVE_KNOBS = ("ode.rtol", "ode.atol", "ode.step_limit")
 STEP_CHOICES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
 TOLERANCE_CHOICES = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10)
 
@@ -26,6 +31,11 @@ st.title("Launch a run")
 kind = st.radio("What to run", list(KINDS), format_func=KINDS.get, horizontal=True, key="launch.kind")
 st.caption(catalog["kinds"][kind]["description"])
 errors: dict[str, str] = st.session_state.get(f"launch.errors.{kind}", {})
+
+
+def adaptive(solver: Mapping[str, Any]) -> bool:
+    """Whether the catalog's ``solver`` chooses its own steps (takes rtol/atol, not N_t)."""
+    return solver.get("kind") == "adaptive"
 
 
 def train_form() -> SpecForm:
@@ -65,15 +75,27 @@ def train_form() -> SpecForm:
                         format_func=lambda v: "model default (batch)" if v is None else v)
     with ode:
         st.subheader("ODE blocks and gradient")
-        form.select("ode.solver", "Solver", choices=catalog["solvers"])
-        form.number("ode.steps", "N_t (steps per block)")
+        # Outside any st.form: choosing a solver reruns the page at once, and the knobs below follow it.
+        solver = solver_entry(catalog["solvers"], form.select("ode.solver", "Solver", choices=catalog["solvers"]))
+        knobs = solver["knobs"]  # a spec naming this solver alone runs these: the defaults when switching to it
+        if adaptive(solver):
+            form.drop("ode.steps")
+            form.log_slider("ode.rtol", "rtol (relative tolerance per step)", default=knobs["rtol"])
+            form.log_slider("ode.atol", "atol (absolute tolerance per step)", default=knobs["atol"])
+            form.number("ode.step_limit", "Step limit per block (accepted and rejected)", default=knobs["step_limit"])
+        else:
+            form.number("ode.steps", "N_t (steps per block)", default=knobs["steps"])
+            for path in ADAPTIVE_KNOBS:
+                form.omit(path)
         form.select("ode.activation", "Activation of the field", choices=catalog["activations"])
-        method = form.select("ode.gradient.method", "Gradient method", choices=catalog["gradient_methods"])
-        if method == "anode":
+        offered = [m for m in catalog["gradient_methods"] if m["name"] in solver.get("methods", names(
+            catalog["gradient_methods"]))]
+        method = form.select("ode.gradient.method", "Gradient method", choices=offered)
+        if method == "anode" and solver.get("checkpoints", True):
             form.number("ode.gradient.checkpoints", "Checkpoints inside a block (empty: none)", optional=True)
         else:
             form.omit("ode.gradient.checkpoints")
-        if method == "adjoint":
+        if method == "adjoint" and solver.get("stored_states", True):
             form.toggle("ode.gradient.reconstruct", "Rebuild states by a reverse solve")
         else:
             form.omit("ode.gradient.reconstruct", True)
@@ -130,9 +152,21 @@ def compare_form() -> SpecForm:
         form.select("device", "Device", catalog["devices"])
     with grid:
         st.subheader("The grid")
-        form.multiselect("solvers", "Solvers", choices=catalog["solvers"])
-        form.multiselect("steps", "N_t values", sorted(set(STEP_CHOICES) | set(default["steps"])))
-        form.multiselect("methods", "Gradient methods (each compared with Direct)", labels,
+        solvers = [solver_entry(catalog["solvers"], name)
+                   for name in form.multiselect("solvers", "Solvers", choices=catalog["solvers"])]
+        if not solvers or not all(adaptive(s) for s in solvers):
+            form.multiselect("steps", "N_t values (fixed-step and reversible solvers)",
+                             sorted(set(STEP_CHOICES) | set(default["steps"])))
+        if any(adaptive(s) for s in solvers):
+            rtol = catalog["bounds"]["train"].get("ode.rtol", {})  # a sweep's tolerances obey a run's rtol bounds
+            grid_of = log_grid(rtol.get("minimum", 1e-10), rtol.get("maximum", 0.1), (1,))
+            form.multiselect("tolerances", "rtol values (adaptive solvers)",
+                             sorted(set(grid_of) | set(default["tolerances"]), reverse=True),
+                             format_func=lambda v: f"{v:g}")
+            form.log_slider("atol_ratio", "atol / rtol (adaptive solvers)", default=default["atol_ratio"])
+            form.number("step_limit", "Step limit per block (adaptive solvers)")
+        offered = [label for label in labels if any(pairs(s, method_from_label(label)) for s in solvers)]
+        form.multiselect("methods", "Gradient methods (each compared with Direct)", offered or labels,
                          to_spec=method_from_label, from_spec=method_label)
         form.multiselect("activations", "Activations", choices=catalog["activations"])
         scales = st.text_input("Weight scales (comma-separated; larger is stiffer)",
@@ -143,12 +177,17 @@ def compare_form() -> SpecForm:
             st.error("Weight scales must be numbers separated by commas, e.g. `1, 4`.")
         form.field_error("weight_scales")
         form.multiselect("dtypes", "Precisions", catalog["dtypes"])
-        spec = form.spec
-        cells = 1
-        for name in ("solvers", "steps", "methods", "activations", "weight_scales", "dtypes"):
-            cells *= len(spec.get(name) or [])
-        st.caption(f"{cells} cells in the grid.")
+        st.caption(f"{grid_cells(form.spec, solvers)} cells in the grid.")
     return form
+
+
+def grid_cells(spec: Mapping[str, Any], solvers: Sequence[Mapping[str, Any]]) -> int:
+    """The cells of the sweep on screen: per solver its N_t (or rtol) values × the methods that pair with it,
+    times the other lists (as :meth:`anode_lab.specs.compare.CompareSpec.cells` counts them)."""
+    per_setting = math.prod(len(spec.get(name) or []) for name in ("activations", "weight_scales", "dtypes"))
+    per_solver = sum(len(spec.get("tolerances" if adaptive(s) else "steps") or [])
+                     * sum(pairs(s, m) for m in spec.get("methods") or []) for s in solvers)
+    return per_solver * per_setting
 
 
 def demo_form() -> SpecForm:
@@ -181,9 +220,10 @@ def demo_form() -> SpecForm:
 SIDE_BY_SIDE = ("direct", "anode", "adjoint")  # checked at first: the comparison the paper makes
 
 
-def side_by_side_methods() -> list[str]:
-    """Checkboxes, one per gradient method the catalog offers (with the variants its sweeps use)."""
-    options = method_options(catalog)
+def side_by_side_methods(solver: Mapping[str, Any]) -> list[str]:
+    """Checkboxes, one per gradient method the catalog offers (with the variants its sweeps use) that pairs
+    with the solver chosen above."""
+    options = [label for label in method_options(catalog) if pairs(solver, method_from_label(label))]
     st.markdown("**Side by side**: one run per method checked, identical but for the gradient method "
                 "(same seed, same data order), overlaid on one page.")
     columns = st.columns(min(len(options), 6))
@@ -209,7 +249,7 @@ tags_text = right.text_input("Tags (comma-separated)", key=f"launch.{kind}.run_t
 tags = [t.strip() for t in tags_text.split(",") if t.strip()]
 for path, message in form.other_errors().items():
     st.error(f"`{path or 'spec'}`: {message}", icon=":material/error:")
-methods = side_by_side_methods() if kind == "train" else []
+methods = side_by_side_methods(solver_entry(catalog["solvers"], form.spec["ode"]["solver"])) if kind == "train" else []
 buttons = st.columns([1, 3])
 launched = buttons[0].button("Launch", type="primary", icon=":material/rocket_launch:", key=f"launch.{kind}.submit")
 grouped = kind == "train" and buttons[1].button("Run side by side", icon=":material/compare_arrows:",
