@@ -306,6 +306,17 @@ def test_other_sweep_figures_have_one_line_per_method(build) -> None:  # type: i
     assert any("anode" in n for n in names) and any("adjoint" in n for n in names)
 
 
+def test_the_cosine_axis_does_not_magnify_rounding() -> None:
+    """Exact methods' cosines differ from 1 by rounding: the axis spans at least [0.99, 1] so they draw as flat
+    lines at 1, and reaches down to an inexact method's cosine when it is lower."""
+    exact = [{**r, "cosine": 1.0 - 2e-16 * i} for i, r in enumerate(SWEEP_ROWS) if r["method"] != "adjoint"]
+    low, high = charts.sweep_cosine_figure(exact).layout.yaxis.range
+    assert low <= 0.99 and high >= 1.0
+    inexact = [{**exact[0], "cosine": 0.5, "method": "adjoint"}, *exact]
+    low, _ = charts.sweep_cosine_figure(inexact).layout.yaxis.range
+    assert low < 0.5
+
+
 def test_smoothing_keeps_the_raw_curve_visible() -> None:
     curve = charts.Curve("loss", [1, 2, 3, 4], [1.0, 0.5, 0.7, 0.2])
     plain = charts.curves_figure([curve], title="t", x_title="x", y_title="y")

@@ -255,9 +255,10 @@ class CompareSpec(SpecModel):
                 f"{self.cells} cells; at most {MAX_CELLS}: shorten one of these lists"
             )
         if self.work > MAX_WORK:
+            loosen = ", loosen the tightest of `tolerances`" if self.adaptive_solvers else ""
             raise ValueError(
                 f"the sweep would evaluate {self.work:.3g} state elements (Σ blocks·N_t·stages·state); at most "
-                f"{MAX_WORK:.3g}: lower the largest `steps`, `batch` or the state size, or shorten `methods`"
+                f"{MAX_WORK:.3g}: lower the largest `steps`{loosen}, `batch` or the state size, or shorten `methods`"
             )
         return self
 
