@@ -197,6 +197,8 @@ def test_catalog_lists_names_defaults_and_bounds(client: TestClient) -> None:
         (1, 1, "fixed"), (2, 2, "fixed"), (2, 2, "fixed"), (4, 4, "fixed"), (5, 7, "adaptive"), (3, 4, "adaptive"),
         (2, 1, "reversible"), (2, 1, "reversible")]
     assert catalog["solvers"][3]["description"] == "classic Runge-Kutta: order 4, 4 field evaluations per step"
+    assert catalog["solvers"][4]["description"].endswith("order 5, 7 stages, 6 new field evaluations per accepted "
+                                                         "or rejected step")
     assert {m["name"] for m in catalog["gradient_methods"]} == {"direct", "anode", "adjoint", "reversible"}
     solvers = {s["name"]: s for s in catalog["solvers"]}
     assert solvers["rk4"]["methods"] == ["direct", "anode", "adjoint"]

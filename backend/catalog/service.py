@@ -142,9 +142,12 @@ def _solver(name: str, facts: Any, common: Any) -> dict[str, Any]:
         return common.pairing_error(name, common.GradientSpec(**gradient)) is None
 
     ode = common.OdeSpec(solver=name).model_dump(mode="json")
+    if facts.kind == "adaptive":  # first same as last: the last stage is the next step's first
+        cost = f"{facts.stages} stages, {facts.stages - 1} new field evaluations per accepted or rejected step"
+    else:
+        cost = f"{facts.stages} field evaluation{'s' if facts.stages > 1 else ''} per step"
     return {"name": name, "kind": facts.kind, "order": facts.order, "stages": facts.stages,
-            "description": f"{facts.description}: order {facts.order}, {facts.stages} field evaluation"
-                           f"{'s' if facts.stages > 1 else ''} per step",
+            "description": f"{facts.description}: order {facts.order}, {cost}",
             "knobs": {k: ode[k] for k in ("steps", "rtol", "atol", "step_limit") if ode[k] is not None},
             "methods": [m for m in get_args(common.MethodName) if pairs(method=m)],
             "checkpoints": pairs(method="anode", checkpoints=1),
