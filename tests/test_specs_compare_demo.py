@@ -30,6 +30,22 @@ def test_compare_defaults_round_trip_through_json() -> None:
     assert spec.cells == len(spec.grid()) == 2 * 6 * 5
 
 
+@pytest.mark.parametrize(("solvers", "labels"), [
+    (("bosh3",), ["direct", "anode", "anode(c=2)", "adjoint"]),
+    (("reversible_heun",), ["direct", "anode", "reversible"]),
+    (("euler", "alf", "dopri5"), ["direct", "anode", "anode(c=2)", "adjoint", "adjoint(stored)", "reversible"]),
+])
+def test_left_out_methods_are_those_that_pair_and_the_stored_spec_validates_again(
+    solvers: tuple[SolverName, ...], labels: list[str]
+) -> None:
+    """The worker validates the stored spec again: left-out methods must come back as a list that passes (the
+    stored adjoint has no solver in a bosh3-only sweep, so it is not in the list), and the list says what ran."""
+    spec = CompareSpec(solvers=solvers)
+    assert spec.labels() == labels
+    again = CompareSpec.model_validate(spec.model_dump(mode="json"))
+    assert again == spec and {c.label for c in again.grid()} == set(labels)
+
+
 def test_compare_grid_runs_methods_innermost() -> None:
     spec = CompareSpec(solvers=("euler",), steps=(1, 2), dtypes=("float32", "float64"))
     grid = spec.grid()

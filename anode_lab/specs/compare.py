@@ -62,6 +62,15 @@ STAGES: dict[str, int] = {name: solver.stages for name, solver in SOLVERS.items(
 _CONV_ONLY = ("channels", "size")
 _MLP_ONLY = ("dim", "hidden")
 MAX_TIMING_REPEATS = 20
+DEFAULT_METHODS = (
+    GradientSpec(method="direct"),
+    GradientSpec(method="anode"),
+    GradientSpec(method="anode", checkpoints=2),
+    GradientSpec(method="adjoint"),
+    GradientSpec(method="adjoint", reconstruct=False),
+)
+EXTRA_DEFAULT_METHODS = (GradientSpec(method="reversible"),)
+"""Default methods that pair with reversible solvers only: a sweep with one gets them too."""
 MAX_TOLERANCES = 12
 DEFAULT_SWEEP_STEP_LIMIT = 1000
 
@@ -136,15 +145,10 @@ class CompareSpec(SpecModel):
     step_limit: int = Field(DEFAULT_SWEEP_STEP_LIMIT, ge=1, le=MAX_STEP_LIMIT, description="adaptive solvers: the "
                             "most steps (accepted and rejected) one block's solve may take")
     methods: tuple[GradientSpec, ...] = Field(
-        (
-            GradientSpec(method="direct"),
-            GradientSpec(method="anode"),
-            GradientSpec(method="anode", checkpoints=2),
-            GradientSpec(method="adjoint"),
-            GradientSpec(method="adjoint", reconstruct=False),
-        ),
+        DEFAULT_METHODS,
         min_length=1,
-        description="gradient methods compared with Direct (which is always computed as the reference)",
+        description="gradient methods compared with Direct (which is always computed as the reference); left out: "
+        "those of direct, anode, anode(c=2), adjoint, adjoint(stored), reversible that pair with one of `solvers`",
     )
     activations: tuple[ActivationName, ...] = Field(("relu",), min_length=1)
     weight_scales: tuple[float, ...] = Field(
@@ -220,6 +224,20 @@ class CompareSpec(SpecModel):
             return {**data, "blocks": 1}
         return data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_methods_of_the_solvers(cls, data: Any) -> Any:
+        """Left out, ``methods`` is every default method that pairs with one of the solvers, written into the
+        spec, so the stored spec lists exactly the methods that ran (and validates again as it stands)."""
+        if not isinstance(data, dict) or data.get("methods") is not None:
+            return data
+        solvers = data.get("solvers", cls.model_fields["solvers"].default)
+        if not isinstance(solvers, (list, tuple)) or not all(isinstance(s, str) and s in SOLVERS for s in solvers):
+            return data  # the field's own validation names what is wrong
+        methods = [m for m in (*DEFAULT_METHODS, *EXTRA_DEFAULT_METHODS)
+                   if any(pairing_error(s, m) is None for s in solvers)]
+        return {**data, "methods": methods}
+
     @model_validator(mode="after")
     def _fits_the_machine(self) -> CompareSpec:
         wrong = _CONV_ONLY if self.field == "mlp" else _MLP_ONLY
@@ -264,8 +282,8 @@ class CompareSpec(SpecModel):
 
     def _methods_pair_with_solvers(self) -> None:
         """Every method listed differentiates at least one solver, every solver has a method: else an entry with
-        no cells. Methods left at their default simply have no cells on the solvers they cannot differentiate."""
-        for method in self.methods if "methods" in self.model_fields_set else ():
+        no cells (left out, ``methods`` holds only methods that pair: :meth:`_default_methods_of_the_solvers`)."""
+        for method in self.methods:
             problems = [pairing_error(s, method) for s in self.solvers]
             if all(problems):
                 raise ValueError(f"`methods` lists {method_label(method)}, which none of `solvers` takes: "
