@@ -155,6 +155,15 @@ def test_max_steps_is_named_when_exceeded() -> None:
         ac.odesolve(mlp_field(scale=3.0), seeded_randn(4, 3, seed=1), solver=ac.Dopri5(rtol=1e-10, max_steps=3))
 
 
+def test_the_adjoints_backward_solve_says_its_times_run_backwards_when_it_passes_the_limit() -> None:
+    z0 = seeded_randn(4, 3, seed=1).requires_grad_()
+    out = ac.odesolve(mlp_field(scale=3.0), z0, solver=ac.Dopri5(rtol=1e-3, max_steps=12),
+                      gradient=ac.Adjoint(rtol=1e-10, atol=1e-12))
+    with pytest.raises(RuntimeError, match=r"^the adjoint's backward solve \(time reversed, s = −t\): dopri5 reached "
+                       r"max_steps=12"):
+        out.sum().backward()
+
+
 @pytest.mark.parametrize(
     "knobs,message",
     [

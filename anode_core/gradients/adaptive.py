@@ -104,5 +104,8 @@ class _AdaptiveAdjoint(torch.autograd.Function):
             return tuple(torch.neg(v) for v in augmented(-s, y))
 
         with frozen_buffers(problem.field), isolated_rng(RngState.capture(y0[0])), ctx.autocast.entered():
-            y, _ = ctx.backward_solver.integrate(reversed_augmented, y0, -problem.t1, -problem.t0)
+            try:
+                y, _ = ctx.backward_solver.integrate(reversed_augmented, y0, -problem.t1, -problem.t0)
+            except RuntimeError as error:  # its times are s = −t: say so, or "t1=-0" reads as nonsense
+                raise RuntimeError(f"the adjoint's backward solve (time reversed, s = −t): {error}") from error
         return adjoint_result(y, wanted)
