@@ -164,8 +164,9 @@ def test_a_sweep_past_its_step_limit_exits_1_naming_the_cell_and_the_fix(tmp_pat
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({"kind": "compare", "spec": {**SWEEP, "step_limit": 2}}))
     done = anode_lab("run", "sweep.yaml", "--out", "out", cwd=tmp_path)
     assert done.returncode == 1
-    assert "\nerror: cell 1 (dopri5 rtol=0.001 adjoint, float64 relu weight scale 1) failed: dopri5 reached " \
-        "max_steps=2 trial steps" in done.stderr, done.stderr  # the anode cell before it fits in two steps
+    assert "\nerror: cell 1 (dopri5 rtol=0.001 adjoint, float64 relu weight scale 1) failed: the adjoint's " \
+        "backward solve (time reversed, s = −t): dopri5 reached max_steps=2 trial steps" in done.stderr, done.stderr
+    # the anode cell before it fits in two steps, and so does the adjoint's forward solve: its backward does not
     assert "Traceback" not in done.stderr
     assert "raise `step_limit` (now 2)" in done.stderr
     assert [r["method"] for r in _rows(tmp_path / "out" / "artifacts" / "results.csv")] == ["anode"]
