@@ -307,7 +307,7 @@ def test_reversible_exact_is_exact_and_the_adjoint_is_not(demo: Demo) -> None:
     assert direct[0] > held("reversible")[0]
     assert [int(r["reversible_nfe_forward"]) for r in table] == [n + 1 for n in steps]  # one evaluation a step
     text = (artifacts / "explanation.md").read_text(encoding="utf-8")
-    assert f"{result.summary['max_rel_error/reversible']:.1e} (rounding) at every N_t" in text
+    assert f"over every N_t {result.summary['max_rel_error/reversible']:.1e} (rounding)" in text
 
 
 @pytest.mark.parametrize(
