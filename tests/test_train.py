@@ -170,6 +170,37 @@ def test_resumed_run_equals_uninterrupted(tmp_path: Path, fields: dict, kill: st
     assert not any((tmp_path / "broken" / "checkpoints").glob("*.pt"))
 
 
+def test_a_checkpoint_never_runs_ahead_of_the_stored_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a worker, reports travel up a pipe and are stored when the child next asks ``should_stop`` (the answer
+    comes after them). A checkpoint saved before that question could outlive the reports of its last steps when
+    the worker is killed, and the resumed run would skip them: every save must follow a question that came after
+    every report so far."""
+    from anode_lab.experiments.checkpoints import Checkpoints
+
+    reported: list[int] = []
+    stored_up_to = [0]
+
+    def on_metrics(step: int, values: object) -> None:
+        reported.append(step)
+
+    def should_stop() -> bool:  # the worker's answer: every report sent before the question is stored
+        stored_up_to[0] = max(reported, default=0)
+        return False
+
+    saves: list[tuple[int, int]] = []
+    original = Checkpoints.save
+
+    def save(self: Checkpoints, spec: object, model: object, optimizer: object, pos: object) -> None:
+        saves.append((pos.step, stored_up_to[0]))  # type: ignore[attr-defined]
+        original(self, spec, model, optimizer, pos)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Checkpoints, "save", save)
+    spec = make_spec(n_samples=64, batch_size=8, epochs=2, checkpoint_every=2, probe_every=3)
+    run_train(spec, Recorder().context(tmp_path, on_metrics=on_metrics, should_stop=should_stop))
+    assert len(saves) >= 4
+    assert all(stored >= step for step, stored in saves), saves
+
+
 def test_resume_refuses_a_checkpoint_of_another_spec(tmp_path: Path) -> None:
     spec = make_spec(n_samples=64, batch_size=8, epochs=2, checkpoint_every=2)
     rec = Recorder()

@@ -108,6 +108,7 @@ class _Trainer:
     def run(self) -> RunResult:
         spec = self.spec
         self.model.train()
+        saved = self.pos.step  # the checkpoint this run resumed from, or none at step 0
         while self.pos.epoch < spec.epochs:
             batches = epoch_batches(len(self.data.train), spec.batch_size, seed=spec.seed, epoch=self.pos.epoch)
             for group in self.optimizer.param_groups:
@@ -116,11 +117,15 @@ class _Trainer:
                 if self.ctx.should_stop():
                     self._save()
                     return self._result(RunStatus.CANCELLED, f"cancelled before step {self.pos.step + 1}")
+                # Saved only after should_stop(): in a worker its answer comes once every report before it is
+                # stored, so a checkpoint never runs ahead of the metrics (a worker killed between a step's
+                # report and the next question would otherwise resume after a step whose metrics it lost).
+                if spec.checkpoint_every and self.pos.step % spec.checkpoint_every == 0 and self.pos.step > saved:
+                    self._save()
+                    saved = self.pos.step
                 failure = self._train_step(batches[self.pos.batch])
                 if failure:
                     return self._result(RunStatus.DIVERGED, failure, diverged_at_step=self.pos.step + 1)
-                if spec.checkpoint_every and self.pos.step % spec.checkpoint_every == 0:
-                    self._save()
             if self.pos.batch == len(batches):
                 self.pos.epoch, self.pos.batch = self.pos.epoch + 1, 0
                 self._evaluate()
