@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from inspect import signature
+from typing import TypeVar
 
 from anode_core.adaptive import Bosh3, Dopri5
 from anode_core.gradients import Adjoint, Anode, Direct, GradientMethod, Reversible
@@ -15,30 +17,28 @@ ALL_SOLVERS: dict[str, type[Solver]] = {
     **{cls.name: cls for cls in (Dopri5, Bosh3, ReversibleHeun, DampedLeapfrog)},
 }
 """Fixed-step tableaux (``SOLVERS``), the adaptive pairs and the reversible schemes, by name."""
+T = TypeVar("T")
 
 
 def solver_named(name: str, **knobs: object) -> Solver:
     """``"rk4"`` -> ``RK4()``, ``("dopri5", rtol=1e-6)`` -> ``Dopri5(rtol=1e-6)``; unknown names raise
     ``ValueError``."""
-    try:
-        cls = ALL_SOLVERS[name]
-    except KeyError:
-        raise ValueError(f"`solver` must be one of {', '.join(ALL_SOLVERS)}; got {name!r}") from None
-    try:
-        return cls(**knobs)
-    except TypeError:
-        options = ", ".join(signature(cls).parameters) or "none"
-        raise ValueError(f"solver {name!r} takes the options {options}; got {sorted(knobs)}") from None
+    return _built("solver", ALL_SOLVERS, name, knobs)
 
 
 def gradient_named(name: str, **knobs: object) -> GradientMethod:
     """``("anode", checkpoints=4)`` -> ``Anode(checkpoints=4)``; unknown names or knobs raise ``ValueError``."""
+    return _built("gradient", GRADIENTS, name, knobs)
+
+
+def _built(what: str, table: Mapping[str, type[T]], name: str, knobs: Mapping[str, object]) -> T:
+    """``table[name](**knobs)``; an unknown name or knob is a ``ValueError`` naming what ``what`` may be."""
     try:
-        cls = GRADIENTS[name]
+        cls = table[name]
     except KeyError:
-        raise ValueError(f"`gradient` must be one of {', '.join(GRADIENTS)}; got {name!r}") from None
+        raise ValueError(f"`{what}` must be one of {', '.join(table)}; got {name!r}") from None
     try:
         return cls(**knobs)
     except TypeError:
         options = ", ".join(signature(cls).parameters) or "none"
-        raise ValueError(f"gradient {name!r} takes the options {options}; got {sorted(knobs)}") from None
+        raise ValueError(f"{what} {name!r} takes the options {options}; got {sorted(knobs)}") from None
