@@ -33,6 +33,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -135,34 +137,47 @@ GROUP_DRAWN = """(reach) => {
 
 def time_group_browser(url: str, group_id: int, steps: int, repeats: int) -> list[float] | None:
     """Seconds until the group's loss chart is drawn with its three curves, a fresh tab each time."""
+    samples = []
+    with dashboard_in_chromium(url) as opened:
+        if opened is None:
+            return None
+        base, browser = opened
+        for _ in range(repeats):
+            context = browser.new_context(viewport={"width": 1440, "height": 1200})
+            page = context.new_page()
+            start = time.perf_counter()
+            page.goto(f"{base}/compare?group={group_id}")
+            page.wait_for_function(GROUP_DRAWN, arg=steps / 2, timeout=60_000)
+            samples.append(time.perf_counter() - start)
+            context.close()
+    return samples
+
+
+@contextmanager
+def dashboard_in_chromium(url: str) -> Iterator[tuple[str, Any] | None]:
+    """A real Streamlit server of the dashboard against the API at ``url`` and a Chromium driven by playwright:
+    ``(dashboard URL, browser)``, or ``None`` where playwright or Debian's chromium is missing."""
     chromium = shutil.which("chromium") or "/usr/bin/chromium"
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        return None
+        yield None
+        return
     if not Path(chromium).exists():
-        return None
+        yield None
+        return
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py"),
                                "--server.address", "127.0.0.1", "--server.port", str(port), "--server.headless",
                                "true", "--browser.gatherUsageStats", "false"], env={**os.environ, "ANODE_API_URL": url},
                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
-    samples = []
     try:
         wait(lambda: httpx.get(f"{base}/_stcore/health", timeout=2).status_code == 200, 60, "streamlit")
         with sync_playwright() as driver:
             browser = driver.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-            for _ in range(repeats):
-                context = browser.new_context(viewport={"width": 1440, "height": 1200})
-                page = context.new_page()
-                start = time.perf_counter()
-                page.goto(f"{base}/compare?group={group_id}")
-                page.wait_for_function(GROUP_DRAWN, arg=steps / 2, timeout=60_000)
-                samples.append(time.perf_counter() - start)
-                context.close()
+            yield base, browser
             browser.close()
-        return samples
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(20)
@@ -220,55 +235,37 @@ def time_browser(url: str, long_run: int, short_run: int, steps: int, repeats: i
     * ``new tab``: a fresh browser context opens the run's URL (Streamlit's page load and Plotly's start-up
       included), for the long run and, as a control, for a 12-step run;
     * ``in the app``: in an open dashboard showing the short run, the long run is picked in the sidebar."""
-    chromium = shutil.which("chromium") or "/usr/bin/chromium"
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        return None
-    if not Path(chromium).exists():
-        return None
-    port = free_port()
-    env = {**os.environ, "ANODE_API_URL": url}
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py"),
-                               "--server.address", "127.0.0.1", "--server.port", str(port), "--server.headless",
-                               "true", "--browser.gatherUsageStats", "false"], env=env, cwd=ROOT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
     samples: dict[str, list[float]] = {"new tab, long run": [], "new tab, 12-step run": [], "in the app, long run": []}
-    try:
-        wait(lambda: httpx.get(f"{base}/_stcore/health", timeout=2).status_code == 200, 60, "streamlit")
-        with sync_playwright() as driver:
-            browser = driver.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-            for _ in range(repeats):
-                for label, run_id, reach in (("new tab, long run", long_run, steps / 2),
-                                             ("new tab, 12-step run", short_run, 1)):
-                    context = browser.new_context(viewport={"width": 1440, "height": 1200})
-                    page = context.new_page()
-                    start = time.perf_counter()
-                    page.goto(f"{base}/run?run={run_id}")
-                    _loss_drawn(page, reach)
-                    samples[label].append(time.perf_counter() - start)
-                    context.close()
-            context = browser.new_context(viewport={"width": 1440, "height": 1200})
-            page = context.new_page()
-            page.goto(f"{base}/run?run={short_run}")
-            _loss_drawn(page, 1, 100)
-            picker = page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox")
-            for _ in range(repeats):
-                picker.click()
+    with dashboard_in_chromium(url) as opened:
+        if opened is None:
+            return None
+        base, browser = opened
+        for _ in range(repeats):
+            for label, run_id, reach in (("new tab, long run", long_run, steps / 2),
+                                         ("new tab, 12-step run", short_run, 1)):
+                context = browser.new_context(viewport={"width": 1440, "height": 1200})
+                page = context.new_page()
                 start = time.perf_counter()
-                page.get_by_role("option", name=f"#{long_run} ").click()
-                _loss_drawn(page, steps / 2)
-                samples["in the app, long run"].append(time.perf_counter() - start)
-                picker.click()
-                page.get_by_role("option", name=f"#{short_run} ").click()
-                _loss_drawn(page, 1, 100)
-            context.close()
-            browser.close()
-        return samples
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(20)
+                page.goto(f"{base}/run?run={run_id}")
+                _loss_drawn(page, reach)
+                samples[label].append(time.perf_counter() - start)
+                context.close()
+        context = browser.new_context(viewport={"width": 1440, "height": 1200})
+        page = context.new_page()
+        page.goto(f"{base}/run?run={short_run}")
+        _loss_drawn(page, 1, 100)
+        picker = page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox")
+        for _ in range(repeats):
+            picker.click()
+            start = time.perf_counter()
+            page.get_by_role("option", name=f"#{long_run} ").click()
+            _loss_drawn(page, steps / 2)
+            samples["in the app, long run"].append(time.perf_counter() - start)
+            picker.click()
+            page.get_by_role("option", name=f"#{short_run} ").click()
+            _loss_drawn(page, 1, 100)
+        context.close()
+    return samples
 
 
 def main() -> int:
