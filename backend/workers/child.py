@@ -12,7 +12,9 @@ torch once, so a run starts in a fraction of a second and never shares the worke
 * asks the worker up the same pipe whenever the experiment checks ``should_stop`` (before every step) and waits
   for "go" or "stop" (cancel, a lost lease, shutdown): as exact as a check in the worker's own thread, since the
   worker answers after storing every report sent before the question; it ends at once, without saving, when
-  the worker itself is gone (a killed worker's run is re-queued and resumed by another one).
+  the worker itself is gone (a killed worker's run is re-queued and resumed by another one);
+* ignores SIGINT and SIGTERM: Ctrl-C of a worker in a terminal reaches its whole process group, and the worker,
+  not the signal, stops the run (between two steps, after a checkpoint) or kills it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import errno
 import multiprocessing
 import os
 import resource
+import signal
 import traceback
 from collections.abc import Mapping
 from multiprocessing.connection import Connection
@@ -107,6 +110,8 @@ def run_child(kind: str, spec_data: Mapping[str, Any], workdir: str, max_bytes: 
         except (EOFError, OSError):
             os._exit(3)
 
+    for signum in (signal.SIGINT, signal.SIGTERM):  # the worker stops its run (Ctrl-C reaches a terminal's group)
+        signal.signal(signum, signal.SIG_IGN)
     try:
         import torch
 
