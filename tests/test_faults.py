@@ -215,6 +215,34 @@ def test_ctrl_c_of_up_mid_run_and_a_restart_resume_the_run(tmp_path: Path) -> No
         kill_tree(second)
 
 
+def test_a_worker_with_a_broken_torchvision_says_so_and_its_runs_fail_naming_it(tmp_path: Path) -> None:
+    """A torchvision that cannot be imported (a shim first on the worker's PYTHONPATH raises what a torchvision
+    built for another torch raises): the worker's start-up check fails, ``/health`` is degraded and names the
+    cause, and a run fails with the child's own error instead of "EOFError: unexpected EOF"."""
+    shim = tmp_path / "shim" / "torchvision"
+    shim.mkdir(parents=True)
+    (shim / "__init__.py").write_text('raise RuntimeError("operator torchvision::nms does not exist")\n')
+    svc = Service(tmp_path, ENV)
+    try:
+        svc.start_api()
+        path = os.pathsep.join([str(shim.parent), os.environ.get("PYTHONPATH", "")])
+        svc.start_worker(env={"PYTHONPATH": path})
+        with httpx.Client(base_url=svc.url, timeout=10) as client:
+            def degraded() -> dict[str, Any] | None:
+                health = client.get("/health").json()
+                return health if health["status"] == "degraded" and health["workers"] else None
+
+            health = wait_for(degraded, 120, "/health to report the worker's failed check")
+            problem = health["workers"][0]["problem"]
+            assert "cannot run experiments" in problem and "torchvision::nms does not exist" in problem, problem
+            run = wait_status(client, submit(client, "train", TRAIN_SMALL), ENDED, timeout=60)
+        assert run["status"] == "failed", run
+        assert run["error"]["type"] == "RuntimeError", run["error"]
+        assert "operator torchvision::nms does not exist" in run["status_detail"], run
+    finally:
+        svc.stop()
+
+
 def test_database_locked_for_a_while(client: httpx.Client, service: Service) -> None:
     """Another process holds SQLite's write lock for 1.5 s (under the 2 s lease) while a run trains and a client
     creates a run: reads go on (WAL), the create waits and succeeds, the run finishes with every step."""
