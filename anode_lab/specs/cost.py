@@ -167,9 +167,10 @@ def _train(spec: TrainSpec) -> Cost:
     batch, width = spec.batch_size, spec.width
     if spec.model == "mlp_ode" or spec.model not in MODEL_DATASETS:  # a plugin: estimated as an MLP-ODE
         hidden = spec.field_hidden if spec.model == "mlp_ode" else DEFAULT_HIDDEN
-        inputs = [batch * width * itemsize]
-        saves = [batch * (width + hidden) * itemsize]
-        params = (2 * width + 2 * width * hidden + width * 2) * itemsize
+        blocks = spec.ode_blocks if spec.model == "mlp_ode" else 1
+        inputs = [batch * width * itemsize] * blocks
+        saves = [batch * (width + hidden) * itemsize] * blocks
+        params = (2 * width + 2 * width * hidden * blocks + width * 2) * itemsize
         data = spec.points * 3 * 8
         if spec.dataset in plugin_datasets():
             plugin = plugin_datasets()[spec.dataset]
@@ -194,7 +195,7 @@ def _train(spec: TrainSpec) -> Cost:
 
 def _memory_fields(spec: BaseModel) -> tuple[str, ...]:
     if isinstance(spec, TrainSpec):
-        return ("batch_size", "width", *(("hidden",) if spec.model == "mlp_ode" else ()), *_ode_fields(spec),
+        return ("batch_size", "width", *(("hidden", "blocks") if spec.model == "mlp_ode" else ()), *_ode_fields(spec),
                 "ode.gradient.method (anode keeps one block's graph)")
     if isinstance(spec, CompareSpec):
         state = ("dim", "hidden") if spec.field == "mlp" else ("channels", "size")
@@ -206,7 +207,8 @@ def _memory_fields(spec: BaseModel) -> tuple[str, ...]:
 def _step_fields(spec: BaseModel) -> tuple[str, ...]:
     if isinstance(spec, TrainSpec):
         points = ("n_samples",) if spec.dataset in POINT_SETS else ()
-        return ("epochs", "max_steps", *points, *_ode_fields(spec), "batch_size (raise it: fewer steps per epoch)")
+        return ("epochs", "max_steps", *points, *_ode_fields(spec), *(("blocks",) if spec.model == "mlp_ode" else ()),
+                "batch_size (raise it: fewer steps per epoch)")
     if isinstance(spec, CompareSpec):
         return (*_axis_fields(spec, "steps"), "methods", "solvers", "activations", "weight_scales", "dtypes", "blocks")
     return ("steps", "iterations")

@@ -14,6 +14,7 @@ from dashboard.api_client import ApiError, ApiUnreachable
 from dashboard.components import connect, load_catalog, open_group, open_run, unreachable_banner
 from dashboard.forms import SpecForm
 from dashboard.schema import log_grid, names, pairs, solver_entry
+from dashboard.side_by_side import one_block
 from dashboard.tables import method_from_label, method_label, method_options
 
 KINDS = {"train": "Train a classifier", "compare": "Gradient sweep", "demo": "Teaching demo"}
@@ -68,9 +69,11 @@ def train_form() -> SpecForm:
         form.number("width", "Width (MLP state / first conv channels)")
         if model == "mlp_ode":
             form.number("hidden", "Hidden units of the field", optional=True)
+            form.number("blocks", "ODE blocks in a row", optional=True)
             form.omit("norm")
         else:
             form.omit("hidden")
+            form.omit("blocks")
             form.select("norm", "Normalisation in the fields", [None, "batch", "group", "none"],
                         format_func=lambda v: "model default (batch)" if v is None else v)
     with ode:
@@ -250,6 +253,12 @@ tags = [t.strip() for t in tags_text.split(",") if t.strip()]
 for path, message in form.other_errors().items():
     st.error(f"`{path or 'spec'}`: {message}", icon=":material/error:")
 methods = side_by_side_methods(solver_entry(catalog["solvers"], form.spec["ode"]["solver"])) if kind == "train" else []
+gradient = form.spec["ode"]["gradient"] if kind == "train" else {}
+if kind == "train" and one_block(form.spec) and ("anode" in methods or (gradient.get("method") == "anode"
+                                                                        and gradient.get("checkpoints") is None)):
+    st.info("One ODE block: ANODE keeps that block's graph, as Direct does, so it holds as much memory. Add blocks "
+            "(ODE blocks in a row) or checkpoints inside the block (anode(c=4)) to see what it saves.",
+            icon=":material/info:")
 buttons = st.columns([1, 3])
 launched = buttons[0].button("Launch", type="primary", icon=":material/rocket_launch:", key=f"launch.{kind}.submit")
 grouped = kind == "train" and buttons[1].button("Run side by side", icon=":material/compare_arrows:",
