@@ -316,3 +316,18 @@ def test_adaptive_solvers_on_the_launch_form_and_in_the_gradient_lab(system: Sys
     page.screenshot(path=str(SCREENSHOTS / "gradient-lab-rtol.png"))
     assert not page.locator("[data-testid='stException']").count()
     assert not errors, errors
+
+
+def test_the_api_docs_render_with_no_request_to_another_host(system: System, browser: object) -> None:
+    """``/api/v1/docs`` (printed by ``up`` and the README) shows the API's operations, with Swagger UI's script
+    and style served by the API itself: nothing is fetched from another host."""
+    page = browser.new_page()  # type: ignore[attr-defined]
+    outside: list[str] = []
+    page.on("request", lambda request: outside.append(request.url)
+            if not re.match(r"(https?)://(127\.0\.0\.1|localhost)[:/]|data:|blob:", request.url) else None)
+    page.goto(f"{system.api}/docs")
+    page.locator(".opblock").first.wait_for(timeout=30_000)
+    operations = page.locator(".opblock-summary-path").all_inner_texts()
+    assert "/api/v1/runs" in operations and "/api/v1/health" in operations, operations
+    assert not outside, outside
+    page.close()
