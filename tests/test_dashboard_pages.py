@@ -159,6 +159,28 @@ def test_launch_builds_its_forms_from_the_catalog(api_url: str, client: httpx.Cl
                                                                                          1e-7, 1e-8]
 
 
+def test_start_from_says_when_the_fields_left_the_preset_and_one_block_saves_nothing(api_url: str) -> None:
+    """"Start from" names a preset only while the fields hold it; weight decay 0 reads 0; the form says before the
+    run that ANODE saves no memory on one block, and stops saying it on the spirals preset's three."""
+    at = page("launch")
+    one_block = "One ODE block: ANODE keeps that block's graph"
+    assert one_block in texts(at, "info")  # the defaults: an MLP-ODE of one block, ANODE checked side by side
+    at.selectbox(key="launch.train.preset").set_value("spirals-anode").run()
+    assert_ok(at)
+    start = at.selectbox(key="launch.train.preset")
+    assert start.format_func("spirals-anode").startswith("spirals-anode: MLP-ODE of three blocks")
+    assert one_block not in texts(at, "info")
+    decay = at.number_input(key="launch.train.spirals-anode.spec.weight_decay")
+    assert decay.value == 0 and decay.proto.format == "%g"
+    at.selectbox(key="launch.train.spirals-anode.spec.ode.solver").set_value("dopri5").run()
+    assert_ok(at)
+    assert at.selectbox(key="launch.train.preset").format_func("spirals-anode").startswith(
+        "your changes to spirals-anode (ode.solver")
+    at.number_input(key="launch.train.spirals-anode.spec.blocks").set_value(1).run()
+    assert_ok(at)
+    assert one_block in texts(at, "info")
+
+
 def test_the_solver_decides_the_knobs_and_the_methods_offered(api_url: str, client: httpx.Client) -> None:
     key = "launch.train.spec"
     at = page("launch")

@@ -15,7 +15,7 @@ from dashboard.components import connect, load_catalog, open_group, open_run, un
 from dashboard.forms import SpecForm
 from dashboard.schema import log_grid, names, pairs, solver_entry
 from dashboard.side_by_side import one_block
-from dashboard.tables import method_from_label, method_label, method_options
+from dashboard.tables import differing, method_from_label, method_label, method_options
 
 KINDS = {"train": "Train a classifier", "compare": "Gradient sweep", "demo": "Teaching demo"}
 POINT_SETS = ("moons", "circles", "spirals")
@@ -41,9 +41,10 @@ def adaptive(solver: Mapping[str, Any]) -> bool:
 
 def train_form() -> SpecForm:
     presets = {p["name"]: p for p in catalog["presets"].get("train", [])}
-    preset = st.selectbox("Start from", ["", *presets], key="launch.train.preset",
-                          format_func=lambda n: f"{n}: {presets[n]['description']}" if n else "the defaults",
-                          help="a preset fills every field below; change any of them afterwards")
+    # The box is drawn above the fields once they are built, so that it can say when they differ from the preset.
+    start = st.container()
+    preset = st.session_state.get("launch.train.preset", "")
+    preset = preset if preset in presets else ""
     base = presets[preset]["spec"] if preset else catalog["kinds"]["train"]["default"]
     # Each preset has widgets of its own: a widget that keeps its key keeps the value the browser holds, so
     # a preset that only reset the widgets' state would show, and launch, the old values.
@@ -115,7 +116,7 @@ def train_form() -> SpecForm:
             form.number("momentum", "Momentum", optional=True, step=0.05, fmt="%.3f")
         else:
             form.omit("momentum")
-        form.number("weight_decay", "Weight decay", step=1e-4, fmt="%.2e")
+        form.number("weight_decay", "Weight decay", step=1e-4, fmt="%g")  # 0 reads 0, 5e-4 reads 0.0005
         form.select("schedule", "Learning-rate schedule")
         if dataset in CIFAR_SETS:
             form.toggle("augment", "Random crop and flip")
@@ -126,6 +127,17 @@ def train_form() -> SpecForm:
         form.number("threads", "CPU threads", optional=True)
         form.number("max_steps", "Stop after this many steps (empty: all epochs)", optional=True)
         form.number("checkpoint_every", "Save a resumable checkpoint every k steps (0 = off)")
+    changed = differing([base, form.spec]) if preset else []
+
+    def start_label(name: str) -> str:
+        if not name:
+            return "the defaults"
+        if name == preset and changed:  # no longer the preset: say what was changed rather than its description
+            return f"your changes to {name} ({', '.join(changed[:3])}{', …' if len(changed) > 3 else ''})"
+        return f"{name}: {presets[name]['description']}"
+
+    start.selectbox("Start from", ["", *presets], key="launch.train.preset", format_func=start_label,
+                    help="a preset fills every field below; change any of them afterwards")
     return form
 
 
