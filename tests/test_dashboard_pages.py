@@ -240,6 +240,15 @@ def test_the_sweep_form_runs_adaptive_solvers_along_tolerances(api_url: str) -> 
     assert "adjoint(stored)" not in methods.value
     at.multiselect(key=f"{key}.solvers").set_value(["dopri5"]).run()
     assert "N_t values (fixed-step and reversible solvers)" not in [m.label for m in at.multiselect]
+    # An rtol sweep starts smooth, as the gradient lab explains it (slope 1); ReLU is still there, with its caveat.
+    activations = at.multiselect(key=f"{key}.activations.adaptive")
+    assert activations.value == ["tanh"] and "relu" in activations.options
+    relu = "With ReLU the field has kinks"
+    assert relu not in texts(at, "caption")
+    activations.set_value(["relu"]).run()
+    assert relu in texts(at, "caption")
+    at.multiselect(key=f"{key}.solvers").set_value(["euler"]).run()
+    assert at.multiselect(key=f"{key}.activations").value == ["relu"]  # fixed steps: ReLU's wrong-sign story
 
 
 def error_under(at: AppTest, key: str) -> str | None:

@@ -23,6 +23,8 @@ LOCAL_SETS = ("mnist", "cifar10", "cifar100")
 CIFAR_SETS = ("cifar10", "cifar100")
 ADAPTIVE_KNOBS = ("ode.rtol", "ode.atol", "ode.step_limit")
 STEP_CHOICES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
+SMOOTH_ACTIVATION = "tanh"
+"""An rtol sweep's default activation: smooth, so the adjoint's error follows the tolerance (slope 1)."""
 TOLERANCE_CHOICES = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10)
 
 api = connect()
@@ -183,7 +185,14 @@ def compare_form() -> SpecForm:
         offered = [label for label in labels if any(pairs(s, method_from_label(label)) for s in solvers)]
         form.multiselect("methods", "Gradient methods (each compared with Direct)", offered or labels,
                          to_spec=method_from_label, from_spec=method_label)
-        form.multiselect("activations", "Activations", choices=catalog["activations"])
+        smooth = bool(solvers) and all(adaptive(s) for s in solvers)
+        if smooth and form.spec["activations"] == default["activations"]:
+            form.spec["activations"] = [SMOOTH_ACTIVATION]  # what the gradient lab explains for rtol sweeps
+        chosen = form.multiselect("activations", "Activations", choices=catalog["activations"],
+                                  variant=".adaptive" if smooth else "")
+        if smooth and "relu" in chosen:
+            st.caption("With ReLU the field has kinks: the adaptive adjoint's error falls much more slowly than the "
+                       "tolerance (not slope 1), and tight rtol costs thousands of backward evaluations.")
         scales = st.text_input("Weight scales (comma-separated; larger is stiffer)",
                                value=", ".join(f"{s:g}" for s in default["weight_scales"]), key="launch.compare.scales")
         try:
