@@ -41,9 +41,8 @@ from backend.security import (
     TokenBuckets,
     redact_access_log,
 )
-from backend.settings import Settings
+from backend.settings import API_PREFIX, Settings
 
-API_PREFIX = "/api/v1"
 DOCS_ASSETS = f"{API_PREFIX}/docs-assets"
 """Swagger UI's script, style and icon, from the ``fastapi-offline`` package: ``/docs`` renders with no internet."""
 

@@ -21,8 +21,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from backend.app import API_PREFIX
-from backend.settings import Settings
+from backend.settings import API_PREFIX, Settings
 
 STOP_TIMEOUT_S = 20.0
 START_TIMEOUT_S = 90.0

@@ -95,6 +95,19 @@ def test_the_estimate_is_close_to_what_a_training_step_holds(method: str) -> Non
     assert 0.5 <= meter.peak_bytes / held <= 2.0, (meter.peak_bytes, held)
 
 
+@pytest.mark.parametrize("model", [{"model": "mlp_ode", "dataset": "moons"}, {"model": "conv_ode", "dataset": "digits"}])
+def test_the_training_estimate_grows_with_the_batch(model: dict[str, str]) -> None:
+    """What a step holds is linear in ``batch_size`` on top of a fixed part (data, parameters): doubling the batch
+    twice adds twice as much the second time; and a larger batch means fewer steps per epoch."""
+    def cost(batch: int) -> tuple[int, int]:
+        found = estimate("train", parse_spec("train", {**model, "batch_size": batch, "epochs": 4}))
+        return found.bytes, found.steps
+
+    (b1, s1), (b2, s2), (b4, s4) = cost(8), cost(16), cost(32)
+    assert 0 < b2 - b1 and b4 - b2 == 2 * (b2 - b1), (b1, b2, b4)
+    assert s1 > s2 > s4 > 0
+
+
 def test_an_mlp_of_several_blocks_is_estimated_block_by_block() -> None:
     """Direct holds every block's graph, ANODE one graph and every block's input: three blocks triple Direct's held
     memory and the field evaluations, and add less than a third of that to ANODE's."""

@@ -6,7 +6,7 @@ compares each gradient with ``Direct``'s, the exact gradient of the network that
 ``nn.Module`` whose ODE solves go through anode_core (``ODEBlock``, ``odesolve``, ``odeint``): they announce
 themselves (:mod:`anode_core.watch`), so the model needs no other change.
 
-Not named ``anode_core/check.py``: importing that submodule would bind it on the package and shadow the lazily
+Not named ``anode_core/check.py``: importing that submodule would bind it on the package and shadow the
 exported function ``anode_core.check`` (see :mod:`anode_core.solve`).
 """
 

@@ -5,7 +5,7 @@ training run for tens of millions of steps. :func:`admit` checks a spec against 
 before it stores a run, the worker before it runs one) and refuses, naming the estimate, the limit and the fields
 to lower; it also confines a data set's ``root`` to the operator's folders.
 
-The memory estimate is the analytic model of DESIGN §1 and ANODE §3 (``anode_core.MemoryModel``: L blocks, S bytes
+The memory estimate is the analytic model of ANODE §3 (``anode_core.MemoryModel``: L blocks, S bytes
 per block input, s stages, N_t steps, A bytes saved by one field evaluation), over sizes computed from the spec:
 
 * A of an MLP field is ``batch·(dim + hidden)`` values (its input and the hidden layer), of a conv field
