@@ -95,7 +95,8 @@ def test_the_estimate_is_close_to_what_a_training_step_holds(method: str) -> Non
     assert 0.5 <= meter.peak_bytes / held <= 2.0, (meter.peak_bytes, held)
 
 
-@pytest.mark.parametrize("model", [{"model": "mlp_ode", "dataset": "moons"}, {"model": "conv_ode", "dataset": "digits"}])
+@pytest.mark.parametrize("model", [{"model": "mlp_ode", "dataset": "moons"},
+                                   {"model": "conv_ode", "dataset": "digits"}])
 def test_the_training_estimate_grows_with_the_batch(model: dict[str, str]) -> None:
     """What a step holds is linear in ``batch_size`` on top of a fixed part (data, parameters): doubling the batch
     twice adds twice as much the second time; and a larger batch means fewer steps per epoch."""
