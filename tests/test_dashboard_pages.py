@@ -181,6 +181,22 @@ def test_start_from_says_when_the_fields_left_the_preset_and_one_block_saves_not
     assert one_block in texts(at, "info")
 
 
+def test_a_side_by_side_preset_runs_from_the_launch_page(api_url: str, client: httpx.Client) -> None:
+    """The catalog's group presets (the spirals trio first, then the paper's CIFAR-10 trios) are offered on Launch;
+    "Run it" makes the group and opens its compare page."""
+    at = page("launch")
+    presets = at.selectbox(key="launch.group.preset")
+    assert presets.options[0].startswith("spirals-side-by-side") and any("cifar10-resnet-paper" in o
+                                                                          for o in presets.options)
+    at.button(key="launch.group.submit").click().run()
+    assert_ok(at)
+    group = client.get(f"/groups/{int(at.query_params['group'])}").json()
+    assert [r["spec"]["ode"]["gradient"]["method"] for r in group["runs"]] == ["direct", "anode", "adjoint"]
+    assert {r["spec"]["blocks"] for r in group["runs"]} == {3}
+    for run in group["runs"]:
+        client.post(f"/runs/{run['id']}/cancel")
+
+
 def test_the_solver_decides_the_knobs_and_the_methods_offered(api_url: str, client: httpx.Client) -> None:
     key = "launch.train.spec"
     at = page("launch")

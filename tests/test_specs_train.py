@@ -171,6 +171,18 @@ def test_required_presets_match_the_brief() -> None:
     assert set(DESCRIPTIONS) == set(PRESETS)
 
 
+def test_the_catalog_lists_the_side_by_side_presets() -> None:
+    """Every group preset is in ``GET /catalog`` as the ``POST /groups`` body it is, and each of its runs is a
+    valid spec (the CIFAR trios' and the spirals trio's)."""
+    from backend.catalog.service import catalog
+
+    listed = {g["name"]: g["body"] for g in catalog()["group_presets"]}
+    assert listed == GROUP_PRESETS and "spirals-side-by-side" in listed
+    for body in listed.values():
+        for entry in body["methods"]:
+            parse_spec("train", {**body["spec"], "ode": {**body["spec"]["ode"], "gradient": entry}})
+
+
 def test_specs_import_without_torch() -> None:
     code = "import sys, anode_lab.specs; assert 'torch' not in sys.modules, sorted(sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

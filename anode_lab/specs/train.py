@@ -346,13 +346,20 @@ DESCRIPTIONS: dict[str, str] = {
 """One line per preset, shown next to it."""
 
 GROUP_PRESETS: dict[str, dict[str, Any]] = {
-    f"cifar10-{net}-paper": {
+    "spirals-side-by-side": {
+        "kind": "train",
+        "spec": PRESETS["spirals-anode"].model_dump(mode="json", exclude_none=True),
+        "methods": [{"method": method} for method in ("direct", "anode", "adjoint")],
+        "name": "spirals: Direct, ANODE, adjoint",
+    },
+    **{f"cifar10-{net}-paper": {
         "kind": "train",
         "spec": PRESETS[f"cifar10-{net}-anode"].model_dump(mode="json", exclude_none=True),
         "methods": [{"method": method} for method in PAPER_METHODS],
         "name": f"CIFAR-10 {net}: {', '.join(PAPER_METHOD_NAMES[m] for m in PAPER_METHODS)}",
-    }
-    for net in PAPER_NETWORKS
+    } for net in PAPER_NETWORKS},
 }
-"""The paper's CIFAR-10 comparison as side-by-side groups: each a ``POST /groups`` body whose runs are the
-``cifar10-<net>-<method>`` presets, identical (seed included) but for the gradient method."""
+"""Side-by-side groups, each a ``POST /groups`` body: the spirals preset's three blocks under Direct, ANODE and
+the adjoint (the first comparison: ANODE exact at a fraction of Direct's memory), and the paper's CIFAR-10
+comparison, whose runs are the ``cifar10-<net>-<method>`` presets, identical (seed included) but for the
+gradient method. The catalog lists them, and the Launch page runs them."""

@@ -11,7 +11,7 @@ from typing import Any
 import streamlit as st
 
 from dashboard.api_client import ApiError, ApiUnreachable
-from dashboard.components import connect, load_catalog, open_group, open_run, unreachable_banner
+from dashboard.components import call, connect, load_catalog, open_group, open_run, unreachable_banner
 from dashboard.forms import SpecForm
 from dashboard.schema import log_grid, names, pairs, solver_entry
 from dashboard.side_by_side import one_block
@@ -263,6 +263,25 @@ def refused(exc: ApiError) -> None:
     st.error(f"The API refused the run: {exc.detail}", icon=":material/error:")
 
 
+def group_presets() -> None:
+    """The catalog's side-by-side presets (``POST /groups`` bodies), each run with one click."""
+    groups = {g["name"]: g["body"] for g in catalog.get("group_presets", [])}
+    if not groups:
+        return
+    with st.expander("Side-by-side presets: one run per method, then the compare page",
+                     icon=":material/compare_arrows:"):
+        chosen = st.selectbox("Preset", list(groups), key="launch.group.preset",
+                              format_func=lambda n: f"{n}: {groups[n]['name']}")
+        if st.button("Run it", icon=":material/compare_arrows:", key="launch.group.submit"):
+            body = groups[chosen]
+            made = call(lambda: api.create_group(body["spec"], body["methods"], name=body["name"]),
+                        what="launch the side-by-side preset")
+            if made is not None:
+                open_group(made["id"])
+
+
+if kind == "train":
+    group_presets()
 form = {"train": train_form, "compare": compare_form, "demo": demo_form}[kind]()
 
 st.divider()
