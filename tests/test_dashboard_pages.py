@@ -25,7 +25,7 @@ from service_helpers import (
 from streamlit.testing.v1 import AppTest
 
 from anode_lab.specs.compare import CompareSpec
-from dashboard.tables import run_colour
+from dashboard.tables import METHOD_COLOURS
 
 APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
 ENV = EAGER
@@ -480,8 +480,9 @@ def test_compare_overlays_runs_in_their_colours(api_url: str, seeded: dict[str, 
         "optimizer step", "cross-entropy")  # names and units, not raw keys
     assert at.slider(key="compare.smoothing").value == 0.6  # Run detail's default
     colours = {d["name"]: d["line"]["color"] for d in loss["data"] if d.get("showlegend") is not False}
-    assert colours == {f"#{seeded['anode']} moons-anode": run_colour(seeded["anode"]),
-                       f"#{seeded['adjoint']} moons-adjoint": run_colour(seeded["adjoint"])}
+    # each run in its method's colour, the one the group compare, the gradient lab and the demos give the method
+    assert colours == {f"#{seeded['anode']} moons-anode": METHOD_COLOURS["anode"],
+                       f"#{seeded['adjoint']} moons-adjoint": METHOD_COLOURS["adjoint"]}
     table = at.dataframe[0].value
     assert len(table) == 2 and "ode.gradient.method" in table.columns and "best_test_acc" in table.columns
 

@@ -56,7 +56,7 @@ picked_id: int = picked["id"]  # the functions below read it after this page's r
 if picked["id"] != run_id:
     st.query_params["run"] = str(picked["id"])
 
-st.markdown(f"# <span style='color:{run_colour(picked['id'])}'>●</span> {run_label(picked)}",
+st.markdown(f"# <span style='color:{run_colour(picked)}'>●</span> {run_label(picked)}",
             unsafe_allow_html=True)
 if picked.get("tags"):
     st.caption("tags: " + ", ".join(picked["tags"]))
