@@ -93,7 +93,7 @@ def _dashboard_command(port: int) -> list[str] | None:
         return None
     return [sys.executable, "-m", "streamlit", "run", str(entry), "--server.address", "127.0.0.1",
             "--server.port", str(port), "--server.headless", "true",
-            "--browser.gatherUsageStats", "false"]
+            "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal"]  # no "Deploy" button
 
 
 def _stop(children: list[Child]) -> None:

@@ -516,6 +516,8 @@ def test_demos_show_pictures_side_by_side_and_run_on_click(api_url: str, client:
     assert "Error of the image rebuilt backwards" in titles(blowup)
     wrong = page("demos", demo="Wrong sign")
     assert len(wrong.get("plotly_chart")) == 3
+    assert all(f["layout"]["font"]["size"] == 14 for f in figures(wrong))  # projector mode starts off
+    wrong.toggle(key="demos.wall").set_value(True).run()
     assert all(f["layout"]["font"]["size"] == 20 for f in figures(wrong))  # projector mode
     fresh = page("demos", demo="Non invertible")
     assert "Not run yet" in texts(fresh, "info")
