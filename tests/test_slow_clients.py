@@ -22,11 +22,12 @@ from service_helpers import Service, wait_for
 
 TIMEOUT_S = 2.0
 PER_PEER = 10
-SLACK_S = 1.5
-"""How much later than the deadline a connection may be closed on a busy machine (the timer fires on time; the
-event loop may be behind)."""
-HEALTH_S = 1.0
-"""Longest /health answer while the slow clients are held."""
+SLACK_S = 2.5
+"""How much later than the deadline a connection may be seen closed on a busy machine (the timer fires on time;
+the server's event loop, and this test's loop, may be behind)."""
+HEALTH_S = 2.0
+"""Longest /health answer while the slow clients are held: looser than the bench's 1 s at full size
+(``bench/reliability.py``), since this runs beside the rest of the suite on a shared machine."""
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +73,11 @@ def idle_fds(service: Service) -> int:
 def test_slow_and_silent_connections_are_closed_while_health_answers(service: Service) -> None:
     idle = idle_fds(service)
     sources = [f"127.0.0.{2 + i // PER_PEER}" for i in range(200)]  # 20 addresses, each at its cap
-    opened = time.monotonic()
-    socks = [connect(service, source) for source in sources]
+    start = time.monotonic()
+    socks, opened = [], []
+    for source in sources:
+        socks.append(connect(service, source))
+        opened.append(time.monotonic())
     for i, sock in enumerate(socks):
         sock.setblocking(False)
         if i % 10:  # one in ten sends nothing at all
@@ -81,7 +85,7 @@ def test_slow_and_silent_connections_are_closed_while_health_answers(service: Se
     closed_after: dict[int, float] = {}
     answers: dict[int, bytes] = {}
     health: list[float] = []
-    while len(closed_after) < len(socks) and time.monotonic() - opened < 3 * TIMEOUT_S + SLACK_S:
+    while len(closed_after) < len(socks) and time.monotonic() - start < 3 * TIMEOUT_S + SLACK_S:
         for i, sock in enumerate(socks):
             if i not in closed_after and i % 10:
                 try:
@@ -98,7 +102,7 @@ def test_slow_and_silent_connections_are_closed_while_health_answers(service: Se
                 chunk = b""
             answers[i] = answers.get(i, b"") + chunk
             if not chunk:
-                closed_after[i] = time.monotonic() - opened
+                closed_after[i] = time.monotonic() - opened[i]
     for sock in socks:
         sock.close()
     assert len(closed_after) == len(socks), f"{len(socks) - len(closed_after)} slow connections still open"
