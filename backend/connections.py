@@ -9,8 +9,10 @@ connection, and a file descriptor, for as long as it likes, before any API key i
 cannot help, since it runs only after the headers are parsed. This is uvicorn's own httptools protocol with one
 timer per connection, armed when the connection opens and when a request's first byte arrives, disarmed when the
 request's last byte has arrived (a long response, such as an event stream, is never cut), and a count of open
-connections per peer address. A timed-out connection gets a 408 and is closed; a connection past its peer's cap
-gets a 429 and is closed at once. Peers in ``ANODE_TRUSTED_PROXIES`` are not capped (every client behind a
+connections per peer address. A connection whose request timed out half-way gets a 408 and is closed; one that sent
+nothing is closed without an answer (as nginx does: a client's pooled or pre-opened connection must not read a
+408 as the answer to the request it sends just then); a connection past its peer's cap gets a 429 and is closed
+at once. Peers in ``ANODE_TRUSTED_PROXIES`` are not capped (every client behind a
 proxy shares its address).
 """
 
@@ -42,6 +44,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     _deadline: asyncio.TimerHandle | None = None
     _counted: str | None = None
+    _partial = False
+    """A request has begun and not yet arrived whole."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -67,10 +71,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._partial = True
         self._arm()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
+        self._partial = False
         self._disarm()
 
     def _capped(self, peer: str) -> bool:
@@ -95,7 +101,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._deadline = None
         if self.transport.is_closing():
             return
-        if self.cycle is None or self.cycle.response_complete:  # never write into a response under way
+        if self._partial and (self.cycle is None or self.cycle.response_complete):  # never into a response
             self._answer_and_close(408, "request_timeout",
                                    f"the request did not arrive whole within {self.request_timeout:g} s "
                                    "(ANODE_REQUEST_TIMEOUT_SECONDS)")

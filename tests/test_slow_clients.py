@@ -1,8 +1,9 @@
 """Slow clients against ``anode-lab api`` (issue 20, finding 6), at small scale: connections that trickle their
-headers a byte at a time, or send nothing, are answered 408 and closed once ``ANODE_REQUEST_TIMEOUT_SECONDS`` has
-passed, while ``/health`` keeps answering, and the server's file descriptors return to their idle count; a peer
-address holds at most ``ANODE_MAX_CONNECTIONS_PER_PEER`` connections; a response that takes long (an event
-stream) is not cut. ``bench/reliability.py`` runs the full-size figure (5,000 connections for 60 s).
+headers a byte at a time are answered 408 and closed, and those that send nothing are closed, once
+``ANODE_REQUEST_TIMEOUT_SECONDS`` has passed, while ``/health`` keeps answering, and the server's file
+descriptors return to their idle count; a peer address holds at most ``ANODE_MAX_CONNECTIONS_PER_PEER``
+connections; a response that takes long (an event stream) is not cut. ``bench/reliability.py`` runs the
+full-size figure (5,000 connections for 60 s).
 
 Slow connections come from several loopback addresses (127.0.0.0/8 is all loopback on Linux), so that the
 timeout, not the per-peer cap, is what closes them."""
@@ -108,7 +109,8 @@ def test_slow_and_silent_connections_are_closed_while_health_answers(service: Se
     assert len(closed_after) == len(socks), f"{len(socks) - len(closed_after)} slow connections still open"
     assert max(closed_after.values()) < TIMEOUT_S + SLACK_S, sorted(closed_after.values())[-5:]
     assert min(closed_after.values()) >= TIMEOUT_S * 0.9  # closed by the deadline, not before it
-    assert all(answer.startswith(b"HTTP/1.1 408 ") for answer in answers.values()), set(answers.values())
+    assert all(answers[i].startswith(b"HTTP/1.1 408 ") for i in range(len(socks)) if i % 10), set(answers.values())
+    assert all(answers[i] == b"" for i in range(0, len(socks), 10))  # sent nothing: closed without an answer
     assert b"ANODE_REQUEST_TIMEOUT_SECONDS" in answers[1]
     assert max(health) < HEALTH_S, f"/health took {max(health):.2f} s while slow clients were held"
     wait_for(lambda: open_fds(service) <= idle, 10, f"the API's descriptors to return to {idle}")
