@@ -170,3 +170,19 @@ def test_an_event_stream_outlives_the_request_deadline(service: Service, tmp_pat
                 if "end" in events:
                     break
     assert events[-1] == "end" and time.monotonic() - start > 2 * TIMEOUT_S
+
+
+@pytest.mark.parametrize(("proxies", "peer", "capped"), [
+    ([], "127.0.0.1", True),
+    (["10.0.0.0/8"], "10.1.2.3", False),
+    (["10.0.0.0/8"], "11.0.0.1", True),
+    (["::1"], "::1", False),
+    (["*"], "203.0.113.7", False),
+])
+def test_trusted_proxies_are_not_capped(proxies: list[str], peer: str, capped: bool) -> None:
+    """Every client behind a reverse proxy arrives from the proxy's address: a trusted proxy is not capped."""
+    from backend.connections import guarded_protocol
+    from backend.settings import Settings
+
+    protocol = guarded_protocol(Settings(trusted_proxies=proxies))
+    assert protocol._capped(object.__new__(protocol), peer) is capped
