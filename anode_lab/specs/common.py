@@ -6,6 +6,7 @@ Bounds here are what one request may ask of a machine; the API, the CLI and the 
 from __future__ import annotations
 
 import math
+import unicodedata
 from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -53,6 +54,18 @@ FLOAT32_MIN_RTOL = 1e-6
 DEFAULT_RTOL, DEFAULT_ATOL = 1e-3, 1e-5
 DEFAULT_STEP_LIMIT = 1000
 MAX_STEP_LIMIT = 4096
+
+
+def control_character(text: str) -> str | None:
+    """Why ``text`` cannot be stored as text (``None`` when it can): a control character (NUL, escape, newline…)
+    or a lone surrogate, which the stores refuse (PostgreSQL rejects NUL, neither store encodes a surrogate), the
+    filesystem refuses (NUL) or a reader would take for markup."""
+    for at, char in enumerate(text):
+        category = unicodedata.category(char)
+        if category in ("Cc", "Cs"):
+            what = "a lone surrogate" if category == "Cs" else "a control character"
+            return f"holds {what} (U+{ord(char):04X}) at position {at}: remove it (stored text is printable)"
+    return None
 
 
 def is_adaptive(solver: str) -> bool:

@@ -5,12 +5,26 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+from anode_lab.specs.common import control_character
 from anode_lab.status import RunStatus
 
 RunKind = Literal["train", "compare", "demo"]
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[\w.\-:+]+$")]
+
+
+def printable(text: str) -> str:
+    """``text`` if both stores (and a reader) take it as text: no control character, no lone surrogate."""
+    problem = control_character(text)
+    if problem:
+        raise ValueError(problem)
+    return text
+
+
+StoredText = Annotated[str, AfterValidator(printable)]
+"""A client's string that is stored: refused (422 naming the field) rather than failing in a store (a NUL is a
+500 on PostgreSQL) or showing up as layout in a reader."""
 SQL_INT_MIN, SQL_INT_MAX = -(2**63), 2**63 - 1
 """What an integer column holds (SQLite and PostgreSQL BIGINT): ids and steps from a client are bounded by it."""
 
@@ -23,7 +37,7 @@ class RunCreate(BaseModel):
 
     kind: RunKind
     spec: dict[str, Any] = Field(default_factory=dict)
-    name: str = Field("", max_length=200)
+    name: StoredText = Field("", max_length=200)
     tags: list[Tag] = Field(default_factory=list, max_length=20)
 
 
