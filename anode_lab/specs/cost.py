@@ -65,6 +65,8 @@ DEMO_DISK = 16 * 2**20
 METRIC_ROW_BYTES = 128
 """Disk of one metric value: its row and index in the store (SQLite about 60 bytes, PostgreSQL about 90) and its
 share of the worker's journal (9 bytes), rounded up."""
+FILE_BYTES = 64 * 2**10
+"""What a saved model or checkpoint holds besides its tensors (torch's zip and pickle, the RNG states)."""
 CSV_ROW_BYTES = 512
 """One row of a sweep's ``results.csv``."""
 STEP_SERIES, EPOCH_SERIES, PROBE_SERIES = 5, 8, 4
@@ -314,8 +316,8 @@ def _train_disk(spec: TrainSpec, sizes: Sizes) -> int:
     """Metric rows, then the final model and, with ``checkpoint_every``, two checkpoints (the newest is written
     before the older one is deleted) holding the parameters and the optimizer's moments."""
     moments = 2 if spec.optimizer == "adam" else 1
-    checkpoints = 2 * (1 + moments) * sizes.params if spec.checkpoint_every else 0
-    return metric_rows(spec) * METRIC_ROW_BYTES + sizes.params + checkpoints
+    checkpoints = 2 * ((1 + moments) * sizes.params + FILE_BYTES) if spec.checkpoint_every else 0
+    return metric_rows(spec) * METRIC_ROW_BYTES + sizes.params + FILE_BYTES + checkpoints
 
 
 def _memory_fields(spec: BaseModel) -> tuple[str, ...]:
