@@ -73,10 +73,11 @@ def is_adaptive(solver: str) -> bool:
 
 
 def adaptive_steps(solver: str, rtol: float, limit: int) -> int:
-    """A guess of the steps an adaptive solve over [0, 1] takes at ``rtol``, for cost estimates only: the
-    controller picks h with local error ∝ h^(p+1) ≈ rtol, so about rtol^(−1/p) steps, an overestimate on the
-    fields measured (dopri5: 12 accepted steps at 1e-8 where this says 40, ~19 trial steps per conv block at 1e-7
-    where it says 25; bosh3: 231 at 1e-8 where it says 465); never more than the step limit."""
+    """A guess of the steps an adaptive solve over [0, 1] takes at ``rtol``, for a sweep's work bound and the
+    demos' fixed presets: the controller picks h with local error ∝ h^(p+1) ≈ rtol, so about rtol^(−1/p) steps
+    (dopri5: 12 accepted steps at 1e-8 where this says 40, ~19 trial steps per conv block at 1e-7 where it says 25;
+    bosh3: 231 at 1e-8 where it says 465); never more than the step limit. Not a bound: a stiff field takes far
+    more (137 where this says 4), so admission counts the step limit (``anode_lab.specs.cost.worst_steps``)."""
     order = SOLVERS[solver].order
     guess: float = rtol ** (-1.0 / order)
     return max(1, min(limit, math.ceil(guess)))
@@ -190,14 +191,6 @@ class OdeSpec(SpecModel):
     @property
     def adaptive(self) -> bool:
         return is_adaptive(self.solver)
-
-    @property
-    def planned_steps(self) -> int:
-        """N_t, or for an adaptive solver a guess of its steps (:func:`adaptive_steps`), for cost estimates."""
-        if self.steps is not None:
-            return self.steps
-        assert self.rtol is not None and self.step_limit is not None
-        return adaptive_steps(self.solver, self.rtol, self.step_limit)
 
     def solver_knobs(self) -> dict[str, object]:
         """Keyword arguments for ``anode_core.solver_named(self.solver, **knobs)``."""

@@ -3,7 +3,7 @@
 Field bounds keep each knob sane, but knobs multiply: within every bound a sweep can ask for tens of GB and a
 training run for tens of millions of steps. :func:`admit` checks a spec against :class:`RunLimits` (the API
 before it stores a run, the worker before it runs one) and refuses, naming the estimate, the limit and the fields
-to lower; it also confines a data set's ``root`` to the operator's folders.
+to lower; it also confines a data set's ``root`` to the operator's folders and requires its files there.
 
 The memory estimate is the analytic model of DESIGN §1 and ANODE §3 (``anode_core.MemoryModel``: L blocks, S bytes
 per block input, s stages, N_t steps, A bytes saved by one field evaluation), over sizes computed from the spec:
@@ -12,13 +12,17 @@ per block input, s stages, N_t steps, A bytes saved by one field evaluation), ov
   :data:`CONV_FIELD_SAVES` state-sized tensors (two conv inputs, the norm, the activation);
 * Direct holds ``Σ N_t·s·A`` over the blocks, ANODE ``Σ S + s·N_t·A`` of the largest block (``(c + …)·S + s·A``
   with c checkpoints), the adjoint ``Σ S + A`` (and ``Σ N_t·S`` when it stores states);
-* a sweep's peak is its Direct reference at the largest ``s·N_t`` (every cell computes it); a training run adds
-  the data set as loaded, four copies of the parameters (weights, gradients, two optimizer moments) and
+* N_t of an adaptive solve is its ``step_limit``: the most it may take, and the only bound (a ReLU field at weight
+  scale 30 took 137 steps where the tolerance suggests 4);
+* a sweep's peak is its Direct reference at the largest ``s·N_t`` (every cell computes it), over the model it
+  names (:func:`model_sizes`, the sizes a training run of that model has) or its synthetic field; a training run
+  adds the data set as loaded, four copies of the parameters (weights, gradients, two optimizer moments) and
   :data:`OTHER_SAVES` state-sized tensors per block for the layers between the blocks, and the Direct probe when
   ``probe_every`` is on.
 
-It is a guard against asking for the machine, not a prediction to the byte: the child process's memory limit
-(``backend.workers.child``) catches what it misses.
+Disk is the metric rows a run reports (:data:`METRIC_ROW_BYTES` each, in the store and the worker's journal), its
+saved model and checkpoints, and a sweep's tables. It is a guard against asking for the machine, not a prediction
+to the byte: the child process's memory limit (``backend.workers.child``) catches what it misses.
 """
 
 from __future__ import annotations
@@ -325,9 +329,10 @@ def _memory_fields(spec: BaseModel) -> tuple[str, ...]:
         return ("batch_size", "width", *(("hidden",) if spec.model == "mlp_ode" else ()), *_ode_fields(spec),
                 "ode.gradient.method (anode keeps one block's graph)")
     if isinstance(spec, CompareSpec):
-        state = ("dim", "hidden") if spec.field == "mlp" else ("channels", "size")
-        return (*_axis_fields(spec, "steps (the largest N_t)"), "batch", *state, "blocks",
-                "solvers (rk4 has 4 stages)", "dtypes")
+        state = ("model (a smaller network)",) if spec.model else (
+            ("dim", "hidden") if spec.field == "mlp" else ("channels", "size")) + ("blocks",)
+        return (*_axis_fields(spec, "steps (the largest N_t)"), "batch", *state, "solvers (rk4 has 4 stages)",
+                "dtypes")
     return ("steps",)
 
 
