@@ -8,6 +8,7 @@ group takes one creation token per run.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from fastapi.testclient import TestClient
 
 from anode_lab.specs.train import DATA_FILES
 from backend.app import create_app
+from backend.runs.schemas import PRINTABLE_PATTERN
 from backend.settings import Settings
 
 API = "/api/v1"
@@ -63,6 +65,7 @@ def post_json(client: TestClient, path: str, body: dict[str, Any]) -> Any:
                          ids=["nul", "tab", "escape", "newline", "del", "c1", "surrogate"])
 def test_a_name_with_a_control_character_is_a_422_naming_it(client: TestClient, bad: str) -> None:
     """A NUL in a run or group name was a 500 (DataError) on PostgreSQL; every store now gets the same 422."""
+    assert re.match(PRINTABLE_PATTERN, bad) is None  # the OpenAPI schema says what the server refuses
     run = post_json(client, "/runs", {"kind": "train", "spec": TRAIN, "name": bad})
     group = post_json(client, "/groups", {"spec": TRAIN, "methods": [{"method": "anode"}], "name": bad})
     for response in (run, group):
