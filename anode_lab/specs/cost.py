@@ -265,13 +265,16 @@ def _compare(spec: CompareSpec) -> Cost:
             save = CONV_FIELD_SAVES * state
             params = 18 * spec.map_channels**2 * itemsize
         sizes = Sizes([state] * spec.blocks, [save] * spec.blocks, spec.blocks * params, 3 * spec.blocks * state)
-    longest = max(STAGES[s] * worst_steps(s, int(v), spec.step_limit) for s in spec.solvers for v in spec.axis(s))
+    def steps_at(solver: str, value: float) -> int:  # ``value``: N_t, or the rtol of an adaptive solver's cell
+        return worst_steps(solver, None if is_adaptive(solver) else int(value), spec.step_limit)
+
+    longest = max(STAGES[s] * steps_at(s, v) for s in spec.solvers for v in spec.axis(s))
     reference = held_bytes(GradientSpec(method="direct"), sizes.inputs, sizes.saves, longest, 1)  # every cell's
     peak = reference + sizes.others + 4 * sizes.params + sum(sizes.inputs)
     steps = 0
     for solver in spec.solvers:
         solves = (3 * len(spec.methods_of(solver)) + 1) * spec.timing_repeats + 2 * spec.fd_check
-        steps += sum(STAGES[solver] * worst_steps(solver, int(v), spec.step_limit) for v in spec.axis(solver)) * solves
+        steps += sum(STAGES[solver] * steps_at(solver, v) for v in spec.axis(solver)) * solves
     disk = spec.cells * (CELL_SERIES * METRIC_ROW_BYTES + CSV_ROW_BYTES)
     return Cost(peak, steps * spec.per_setting * len(sizes.inputs), disk)
 
