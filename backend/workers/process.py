@@ -48,6 +48,7 @@ from backend.queue import RunQueues, queue_for_device
 from backend.runs import repository as runs
 from backend.runs.ingest import MetricWriter
 from backend.runs.service import guess_media_type
+from backend.runs.tasks import InvalidMessage
 from backend.settings import DeviceClass, Settings
 from backend.workers import repository as workers
 from backend.workers.child import (
@@ -150,6 +151,9 @@ class WorkerProcess:
             while not self.stop.is_set():
                 try:
                     task = huey.dequeue()
+                except InvalidMessage as exc:  # taken off the queue by now: dropped
+                    log.warning("dropped a %s queue message that is not a run id: %s", self.device, exc)
+                    continue
                 except Exception:
                     log.exception("reading the %s queue failed; trying again", self.device)
                     task = None
