@@ -35,3 +35,9 @@ def live(session: Session, cutoff: datetime) -> list[Worker]:
 
 def live_devices(session: Session, cutoff: datetime) -> set[str]:
     return set(session.scalars(select(Worker.device).where(Worker.heartbeat >= cutoff).distinct()))
+
+
+def on_host(session: Session, hostname: str) -> list[tuple[str, int]]:
+    """``(id, pid)`` of the workers registered from ``hostname``."""
+    rows = session.execute(select(Worker.id, Worker.pid).where(Worker.hostname == hostname))
+    return [(row.id, row.pid) for row in rows]
