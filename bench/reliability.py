@@ -8,9 +8,9 @@
 3. recovery after a killed worker: a run's worker is killed (-9) mid-run and a replacement started at once (as a
    supervisor would); time until the run is re-queued, running again, and past the step it had reached; every
    step stored once, and how many steps were computed twice (after the checkpoint); with short leases, then
-   (unless ``--quick``) at the default settings twice: the replacement on the dead worker's host (which sees its
-   process gone at its first reaper pass) and as if on another host (the dead worker's row is relabelled with
-   another host name right after the kill, so only its lease, ``ANODE_HEARTBEAT_TIMEOUT_SECONDS``, reveals it);
+   (unless ``--quick``) at the default settings with a second, idle worker running, twice: the killed worker on
+   the idle one's host (which sees its process gone at its next reaper pass) and as if on another host (its row
+   is relabelled with another host name right after the kill, so only its lease reveals it);
 4. cancel: time from ``POST /runs/{id}/cancel`` to ``cancelled``, and steps run after the flag was set;
 5. refusal: time to answer 422 to an over-budget spec (issue 11's 34 GB sweep and 75 M-step training run).
 6. reads of a long run: the API's peak memory over idle (``VmHWM`` against ``VmRSS`` at rest) while 3 clients read
@@ -275,14 +275,15 @@ def default_recoveries(tmp: Path) -> list[str]:
         stack = Stack(folder, {})
         with httpx.Client(base_url=stack.url, timeout=30) as client:
             try:
-                stack.start(client)
+                stack.start(client, workers=2)  # the killed one and an idle one, as in a lab with several
                 rec = recovery(stack, client, remote=remote)
             finally:
                 stack.stop()
-        where = "another host's worker (lease)" if remote else "a worker of this host (process gone)"
+        where = "of another host (lease)" if remote else "of this host (process gone)"
         lines.append(
             f"recovery at default settings (heartbeat {defaults.heartbeat_seconds:g} s, lease "
-            f"{defaults.heartbeat_timeout_seconds:g} s, reaper every {defaults.reaper_seconds:g} s), {where}: "
+            f"{defaults.heartbeat_timeout_seconds:g} s, reaper every {defaults.reaper_seconds:g} s), a worker {where} "
+            f"killed next to an idle one: "
             f"re-queued {rec['detect']:.1f} s, running again {rec['running']:.1f} s, past its last step "
             f"{rec['caught_up']:.1f} s after kill -9; {'succeeded' if rec['status'] else 'DID NOT SUCCEED'}, "
             f"{rec['missing']:.0f} missing, {rec['duplicated']:.0f} duplicated")

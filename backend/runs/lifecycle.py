@@ -166,11 +166,14 @@ class Hold:
 
     def store_metrics(self, rows: Iterable[MetricRow]) -> int:
         """Upsert metric rows under the lease (one unit of work); :class:`LeaseLost` when it is gone."""
+        began = time.monotonic()
         with self.db.session(write=True) as session:
             if not runs.renew(session, self.lease):
                 self.lost.set()
                 raise LeaseLost(self.lease)
-            return runs.upsert_metrics(session, self.lease.run_id, rows)
+            count = runs.upsert_metrics(session, self.lease.run_id, rows)
+        self.valid_until = max(self.valid_until, began + self.window)  # committed: a renewal too
+        return count
 
     def should_stop(self, poll_seconds: float) -> bool:
         """The cancel flag, read at most every ``poll_seconds`` (on an autocommit connection, so it sees new

@@ -1,13 +1,19 @@
-"""A stalled worker writes nothing into a run it lost (issue 20, finding 7), replayed with real processes: worker A
-is stopped (SIGSTOP) mid-run, its lease expires, worker B re-runs the run from its checkpoint to the end; then A
-is woken (SIGCONT). It used to answer its child's "stop?" and write a checkpoint (deleting the run's others) and
-journal records into the finished run; now every write carries A's lease, which is gone, so A ends its child
-without letting it save and writes nothing: no checkpoint, journal record, metric, artifact or status."""
+"""Lost workers, replayed with real processes.
+
+* A stalled worker writes nothing into a run it lost (issue 20, finding 7): worker A is stopped (SIGSTOP) mid-run,
+  its lease expires, worker B re-runs the run from its checkpoint to the end; then A is woken (SIGCONT). It used to
+  answer its child's "stop?" and write a checkpoint (deleting the run's others) and journal records into the
+  finished run; now every write carries A's lease, which is gone, so A ends its child without letting it save and
+  writes nothing: no checkpoint, journal record, metric, artifact or status.
+* A dead worker is noticed in seconds (issue 23, item 2): a worker of the same host killed -9 has its run moved by
+  another worker at that worker's next reaper pass, with a lease far too long to be what revealed it.
+"""
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 from service_helpers import EAGER, ENDED, TRAIN_SMALL, Service, submit, wait_for, wait_status
+from test_faults import assert_every_step_once, last_step
 
 from backend.runs import journal
 
@@ -72,3 +79,28 @@ def test_a_worker_woken_after_its_run_was_finished_elsewhere_writes_nothing(serv
 
         again = wait_status(client, submit(client, "demo", {"name": "non-invertible"}), ENDED, timeout=90)
         assert again["status"] == "succeeded" and stalled.poll() is None  # A is awake and still serving
+
+
+def test_a_killed_worker_of_this_host_is_noticed_in_seconds_not_a_lease_later(tmp_path: Path) -> None:
+    """Two workers, a 10-minute lease: the run's worker is killed -9 (with its child); the other worker's reaper sees
+    its process gone and re-queues the run, which runs again within 15 s and ends with every step stored once."""
+    service = Service(tmp_path, {**ENV, "ANODE_HEARTBEAT_TIMEOUT_SECONDS": "600", "ANODE_REAPER_SECONDS": "1"})
+    service.start(workers=2)
+    try:
+        with httpx.Client(base_url=service.url, timeout=10) as client:
+            run_id = submit(client, "train", LONG_TRAIN)
+            wait_for(lambda: last_step(client, run_id) >= 25, 90, "step 25")
+            holder = int(client.get(f"/runs/{run_id}").json()["worker"].split(":")[1])
+            victim = next(w for w in service.workers if w.pid == holder)
+            os.killpg(victim.pid, signal.SIGKILL)
+            killed = time.monotonic()
+            victim.wait(10)
+            wait_for(lambda: client.get(f"/runs/{run_id}").json()["attempt"] == 2, 60, "the run to be taken again")
+            moved_in = time.monotonic() - killed
+            run = wait_status(client, run_id, ENDED, timeout=120)
+            assert run["status"] == "succeeded", run
+            assert moved_in < 15, moved_in
+            assert f"its process {holder} on " in service.logs("worker") and "is gone" in service.logs("worker")
+            assert_every_step_once(client, run)
+    finally:
+        service.stop()
