@@ -59,7 +59,7 @@ def go_stale(db: Database, run_id: int) -> None:
 def reap(db: Database, retry_limit: int = 1) -> list[tuple[int, str]]:
     with db.session(write=True) as session:
         return lifecycle.reap(session, cutoff=utcnow() - timedelta(seconds=LEASE_S), retry_limit=retry_limit,
-                              hostname=socket.gethostname())
+                              space=lifecycle.process_space())
 
 
 def test_one_claim_wins_and_its_lease_names_the_attempt(db: Database) -> None:
@@ -149,19 +149,22 @@ def gone_pid() -> int:
 @pytest.mark.parametrize("how", ["exited", "zombie"])
 def test_a_dead_worker_on_this_host_is_reaped_at_once_with_a_fresh_lease(db: Database, how: str) -> None:
     """Its process is gone (or killed and not yet waited for: a zombie), so its run is re-queued at the next pass
-    without waiting for the lease; live workers and other hosts' workers are left to their leases."""
+    without waiting for the lease; live workers, and workers of another host or container (another process space,
+    even under the same host name), are left to their leases."""
     zombie = None
     if how == "zombie":
         zombie = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
         zombie.kill()
         os.waitid(os.P_PID, zombie.pid, os.WEXITED | os.WNOWAIT)  # dead, not reaped
     dead_pid = zombie.pid if zombie else gone_pid()
-    host = socket.gethostname()
+    here = lifecycle.process_space()
+    assert here is not None
     dead, live, remote = new_run(db), new_run(db), new_run(db)
     with db.session(write=True) as session:
-        for worker, hostname, pid in (("dead", host, dead_pid), ("live", host, os.getppid()),
-                                      ("remote", "elsewhere", dead_pid)):
-            workers.register(session, worker_id=worker, device="cpu", hostname=hostname, pid=pid, device_name="")
+        for worker, space, pid in (("dead", here, dead_pid), ("live", here, os.getppid()),
+                                   ("remote", "another boot or pid namespace", dead_pid)):
+            workers.register(session, worker_id=worker, device="cpu", hostname=socket.gethostname(), pid=pid,
+                             device_name="", process_space=space)
     claim(db, dead, "dead")
     claim(db, live, "live")
     claim(db, remote, "remote")

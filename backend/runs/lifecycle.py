@@ -14,9 +14,10 @@ differ by that much), after that only once the store renews it again. A worker s
 then ends the run's child without letting it save (:mod:`backend.workers.supervise`).
 
 **Reaping.** A running run whose lease is older than ``ANODE_HEARTBEAT_TIMEOUT_SECONDS`` has lost its worker;
-so has one whose worker was registered from this host with a process id that is gone (killed, out of memory):
-that one is noticed at the next reaper pass, without waiting for the lease. Either goes back to the queue, up
-to ``ANODE_RETRY_LIMIT`` times, then fails; the conditional updates make sure a run is re-queued once.
+so has one whose worker was registered from this host (this boot, this pid namespace) with a process id that is
+gone (killed, out of memory): that one is noticed at the next reaper pass, without waiting for the lease. Either
+goes back to the queue, up to ``ANODE_RETRY_LIMIT`` times, then fails; the conditional updates make sure a run is
+re-queued once.
 """
 
 from __future__ import annotations
@@ -92,15 +93,26 @@ def process_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
-def reap(session: Session, *, cutoff: datetime, retry_limit: int, hostname: str,
+def process_space() -> str | None:
+    """Where this process's pid means something: this boot of this machine and its pid namespace (two containers
+    of one host may share a host name, never a pid namespace); ``None`` where ``/proc`` cannot tell."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return None
+    return f"{boot}/{namespace}"
+
+
+def reap(session: Session, *, cutoff: datetime, retry_limit: int, space: str | None,
          alive: Callable[[int], bool] = process_alive) -> list[tuple[int, str]]:
     """Re-queue (or fail, past ``retry_limit``) every running run whose lease is older than ``cutoff`` or whose
-    worker was registered from ``hostname`` with a process that is gone (its row is removed). Returns ``(run
-    id, device)`` of the runs to enqueue once ``session`` commits."""
+    worker was registered from ``space`` (:func:`process_space`) with a process that is gone (its row is removed).
+    Returns ``(run id, device)`` of the runs to enqueue once ``session`` commits."""
     lost: list[tuple[int, int, str, datetime | None, str | None, str]] = [
         (run_id, attempt, device, cutoff, None, "its lease expired")
         for run_id, attempt, device in runs.stale(session, cutoff)]
-    for worker_id, pid in workers.on_host(session, hostname):
+    for worker_id, pid, hostname in workers.in_space(session, space) if space else []:
         if pid != os.getpid() and not alive(pid):
             lost += [(run_id, attempt, device, None, worker_id, f"its process {pid} on {hostname} is gone")
                      for run_id, attempt, device in runs.held_by(session, worker_id)]

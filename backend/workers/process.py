@@ -97,6 +97,7 @@ class WorkerProcess:
     def __init__(self, settings: Settings, device: DeviceClass) -> None:
         self.settings, self.device = settings, device
         self.id = f"{socket.gethostname()}:{os.getpid()}:{device}:{secrets.token_hex(3)}"
+        self.space = lifecycle.process_space()
         self.stop = threading.Event()
         self.hold: Hold | None = None
         self.torch_device = "cuda" if device == "gpu" else "cpu"
@@ -116,7 +117,8 @@ class WorkerProcess:
         with self.db.session(write=True) as session:
             workers.forget_older_than(session, utcnow() - FORGET_WORKERS_AFTER)
             workers.register(session, worker_id=self.id, device=self.device, hostname=socket.gethostname(),
-                             pid=os.getpid(), device_name=device_name, device_memory=device_memory)
+                             pid=os.getpid(), device_name=device_name, device_memory=device_memory,
+                             process_space=self.space)
         try:  # at once: a run of a worker of this host that died (this one's predecessor, say) moves again now
             self.reap()
         except Exception:
@@ -212,7 +214,7 @@ class WorkerProcess:
         cutoff = utcnow() - timedelta(seconds=self.settings.heartbeat_timeout_seconds)
         with self.db.session(write=True) as session:
             for run_id, device in lifecycle.reap(session, cutoff=cutoff, retry_limit=self.settings.retry_limit,
-                                                 hostname=socket.gethostname()):
+                                                 space=self.space):
                 after_commit(session, partial(queues.enqueue, run_id, queue_for_device(device)))
 
     # --------------------------------------------------------------------------------------------- running
