@@ -54,7 +54,7 @@ def check_pairing(solver: Solver, method: GradientMethod) -> None:
             "use solver=ReversibleHeun() or DampedLeapfrog(), or gradient=Anode() with this solver"
         )
     if isinstance(solver, ReversibleSolver) and (
-        isinstance(method, Adjoint) or getattr(method, "checkpoints", None) is not None
+        isinstance(method, Adjoint) or getattr(method, "checkpoints", None) not in (None, "auto")
     ):
         raise ValueError(
             f"solver={solver!r} carries a second state and cannot be differentiated with {method!r}: "

@@ -135,7 +135,7 @@ def test_use_gradient_sets_the_default_of_every_solve_that_names_none() -> None:
     assert [graph_functions(y) & {"_AdjointFunctionBackward"} for y in ys] == [{"_AdjointFunctionBackward"}] * 3 + [
         set()  # an explicit method wins
     ]
-    assert "_AnodeFunctionBackward" in graph_functions(outside)  # the default is restored on exit
+    assert "BlockEndBackward" in graph_functions(outside)  # the default (Anode) is restored on exit
 
 
 def graph_functions(y: Tensor) -> set[str]:
