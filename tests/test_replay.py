@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import weakref
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -181,7 +182,8 @@ def test_the_kept_graph_dies_with_the_output() -> None:
 
     kept = Kept()
     model, x = ode_chain("mlp", 2, solver=ac.Euler(), steps=2)
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda box: box.tensor), listening(kept):
+    hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda box: box.tensor)
+    with ac.use_gradient(ac.Anode()), hooks, listening(kept):
         out = model(x.requires_grad_(True))
     alive = [r for r in saved if r() is not None] + [r for r in kept.refs if r() is not None]
     assert len(alive) > len(model), "only the block inputs are alive: the test proves nothing about the kept graph"
@@ -190,12 +192,21 @@ def test_the_kept_graph_dies_with_the_output() -> None:
     assert [r for r in saved if r() is not None] + [r for r in kept.refs if r() is not None] == []
 
 
+@pytest.fixture
+def whole_block_anode() -> Iterator[None]:
+    """``Anode()`` as the default: the kept graph of the latest block is its behaviour (the default, ``checkpoints=
+    "auto"``, keeps nothing)."""
+    with ac.use_gradient(ac.Anode()):
+        yield
+
+
 def backward_evaluations(model: nn.Module, out: Tensor) -> int:
     with ac.EvaluationCounter(model) as nfe:
         loss_of(out).backward()
     return nfe.calls
 
 
+@pytest.mark.usefixtures("whole_block_anode")
 @pytest.mark.parametrize("solver", [pytest.param(ac.Euler(), id="euler"), pytest.param(ac.RK4(), id="rk4")])
 def test_another_models_forward_does_not_raise_the_backward_cost(solver: ac.Solver) -> None:
     """Backward recomputes L − 1 blocks of L (the last one's graph is kept), with or without another model's
@@ -211,6 +222,7 @@ def test_another_models_forward_does_not_raise_the_backward_cost(solver: ac.Solv
     assert backward_evaluations(other, other_out) == 1 * steps * solver.stages
 
 
+@pytest.mark.usefixtures("whole_block_anode")
 def test_a_later_block_drops_the_graph_across_layers_in_between() -> None:
     """With ops between the blocks, each block still drops its predecessor's graph: one graph per chain, so
     backward recomputes every block but the last."""

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from anode_core.gradients.base import GradientMethod, vjp
+from anode_core.gradients.base import GradientMethod, check_reach, vjp
 from anode_core.problem import Problem
 from anode_core.replay import AutocastState, frozen_buffers
 from anode_core.reversible import Carry, ReversibleSolver
@@ -101,10 +101,14 @@ class _Reuse:
         self.field = field
         self.params = params
         self.graphs: dict[float, tuple[Tensor, Tensor]] = {}
+        self.checked = False
 
     def record(self, t: float, y: State) -> State:
         leaf = y[0].detach().requires_grad_(True)
         out = self.field(t, (leaf,))[0]
+        if not self.checked:
+            check_reach(out, leaf, self.params, "Reversible()")
+            self.checked = True
         self.graphs[t] = (leaf, out)
         return (out.detach(),)
 
