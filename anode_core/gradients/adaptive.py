@@ -13,8 +13,9 @@ selection runs with a graph), so it differs from ours by that term, which shrink
   segment saved, from the kept segment starts: Zhuang et al., "Adaptive Checkpoint Adjoint", ICML 2020. Equal
   to ``Direct``.
 - ``Adjoint``: Chen et al.'s continuous adjoint solved backwards with the same adaptive pair and its own
-  tolerances (default: the forward ones), as torchdiffeq's ``odeint_adjoint`` does; off by an amount that
-  shrinks as the tolerances tighten.
+  tolerances (default: the forward ones), as torchdiffeq's ``odeint_adjoint`` does; off by 4 to 8,000 × rtol
+  (relative, measured on the demo's MLP and conv fields: a log-log slope of 0.7–1.1 against rtol, so not "about
+  the tolerance"), shrinking only as the tolerances tighten.
 """
 
 from __future__ import annotations
