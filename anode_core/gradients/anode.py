@@ -59,24 +59,26 @@ class Anode(GradientMethod):
             z1, settled = problem.settle(z0)
             if not torch.is_grad_enabled():
                 return z1
-            return stitched(self.recompute(settled, z0, keep=False), z1)
-        return self.recompute(problem, z0, keep=True)
+            return stitched(self.recompute(settled, z0, keep_whole=False), z1)
+        return self.recompute(problem, z0, keep_whole=True)
 
-    def recompute(self, problem: Problem, z0: Tensor, keep: bool) -> Tensor:
-        """``z(t1)`` with the forward's graph, whose saved tensors are rebuilt in backward. ``keep``: without
-        checkpoints, keep them until the next block starts (not on an adaptive solve, whose forward already ran
-        the controller: there the block input alone is kept, as in the ACA)."""
+    def recompute(self, problem: Problem, z0: Tensor, keep_whole: bool) -> Tensor:
+        """``z(t1)`` with the forward's graph, whose saved tensors are rebuilt in backward. What the last segment
+        saved is kept until the next block starts (backward needs it first), and without checkpoints that is the
+        whole block: not on an adaptive solve (``keep_whole=False``), whose forward already ran the controller,
+        where the block input alone is kept, as in the ACA."""
         if not torch.is_grad_enabled():
             return problem.advance(z0, 0, problem.steps)
         n, c = problem.steps, self.checkpoints
         if c is None or isinstance(problem.solver, ReversibleSolver):  # a reversible solver runs from 0 only
             drop_kept_upstream(z0)  # before building this one: one block's saved tensors at a time per chain
-            recomputation = Recomputation(problem, (0, n), StoredStarts(), keep=keep)
+            recomputation = Recomputation(problem, (0, n), StoredStarts(), 0 if keep_whole else None)
         elif c == "auto":
-            k = auto_segment(n)
-            recomputation = Recomputation(problem, (*range(0, n, k), n), StoredStarts(), keep=False)
+            drop_kept_upstream(z0)
+            bounds = (*range(0, n, auto_segment(n)), n)
+            recomputation = Recomputation(problem, bounds, StoredStarts(), kept_from=len(bounds) - 2)
         else:
-            recomputation = Recomputation(problem, range(n + 1), RevolveStarts(problem, int(c)), keep=False)
+            recomputation = Recomputation(problem, range(n + 1), RevolveStarts(problem, int(c)), kept_from=None)
         z1 = recomputation.forward(z0)
         if not z1.requires_grad:  # nothing the field touched needs a gradient
             return z1

@@ -72,15 +72,16 @@ class _Handle:
 class Recomputation:
     """Saved-tensor hooks for one block split at grid points ``bounds`` (see the module docstring).
 
-    ``keep=True`` keeps what the forward saves, as plain backprop does, until :meth:`drop` (ANODE keeps the latest
-    block's graph of a chain until the next block starts); dropped or not kept, it is rebuilt on demand.
+    What the forward saves in segments ``kept_from`` onwards is kept, as plain backprop does, until :meth:`drop`
+    (the latest block of a chain keeps it until the next block starts: its last segment is the first backward
+    needs); dropped or never kept (``kept_from=None``), it is rebuilt on demand.
     """
 
-    def __init__(self, problem: Problem, bounds: Sequence[int], starts: Starts, keep: bool) -> None:
+    def __init__(self, problem: Problem, bounds: Sequence[int], starts: Starts, kept_from: int | None) -> None:
         self.problem = problem
         self.bounds = tuple(bounds)
         self.starts = starts
-        self.keep = keep
+        self.kept_from = kept_from
         self.saved: dict[_Handle, Tensor] = {}
         self.counts: list[int] = []
         self.wants_grad: list[bool] = []
@@ -104,14 +105,14 @@ class Recomputation:
 
     def drop(self) -> None:
         """Stop keeping the forward's saved tensors: backward rebuilds them."""
-        self.keep = False
+        self.kept_from = None
         self.saved.clear()
 
     def _pack(self, x: Tensor) -> _Handle:
         segment = len(self.counts) - 1
         handle = _Handle(segment, self.counts[segment])
         self.counts[segment] += 1
-        if self.keep:
+        if self.kept_from is not None and segment >= self.kept_from:
             self.saved[handle] = _announced(x)
         return handle
 
