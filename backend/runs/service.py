@@ -27,7 +27,7 @@ from backend.errors import (
 )
 from backend.models import Run
 from backend.queue import RunQueues, queue_for_device
-from backend.runs import reads, repository as runs
+from backend.runs import lifecycle, reads, repository as runs
 from backend.runs.schemas import (
     ArtifactPublic,
     ArtifactsPublic,
@@ -121,7 +121,7 @@ def admit_spec(settings: Settings, kind: str, spec: BaseModel) -> BaseModel:
     try:
         return admit(kind, spec, settings.run_limits)
     except SpecRefused as exc:
-        errors = [{"loc": ["spec", *field.split(" ")[0].split(".")], "msg": str(exc), "type": "cost_limit"}
+        errors = [{"loc": ["spec", *field.split(" ")[0].split(".")], "msg": str(exc), "type": exc.error}
                   for field in exc.fields]
         raise InvalidSpec(str(exc), errors=errors) from None
 
@@ -182,7 +182,7 @@ def cancel(session: Session, settings: Settings, run_id: int) -> RunPublic:
     run = require(session, run_id)
     if run.status in FINISHED:
         raise Conflict(f"run {run_id} already ended as {run.status}; nothing to cancel")
-    if not (runs.cancel_queued(session, run_id) or runs.request_cancel(session, run_id)):
+    if not lifecycle.cancel(session, run_id):
         raise Conflict(f"run {run_id} ended while being cancelled")
     session.refresh(run)
     return public(run, liveness(session, settings))

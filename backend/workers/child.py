@@ -32,6 +32,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from anode_lab.failures import is_out_of_memory
+
 TRACEBACK_FRAMES = 6
 RUN_IMPORTS = ("torch", "sklearn.datasets", "sklearn.model_selection", "torchvision.datasets",
                "anode_lab.experiments.train", "anode_lab.experiments.sweep", "anode_lab.experiments.demos")
@@ -44,7 +46,6 @@ CHECK_SPEC: dict[str, Any] = {"dataset": "moons", "n_samples": 32, "batch_size":
 """The worker's start-up check: a training run of two tiny steps (:func:`check_install`)."""
 CHECK_TIMEOUT_S = 300.0
 KILL_WAIT_S = 5.0
-OOM_MARKERS = ("can't allocate memory", "out of memory", "cannot allocate memory")
 
 
 def context() -> multiprocessing.context.ForkServerContext:
@@ -66,11 +67,6 @@ def error_summary(exc: BaseException) -> dict[str, Any]:
     frames = traceback.extract_tb(exc.__traceback__)[-TRACEBACK_FRAMES:]
     return {"type": type(exc).__name__, "message": str(exc),
             "traceback": [f"{Path(f.filename).name}:{f.lineno} in {f.name}: {f.line or ''}".strip() for f in frames]}
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    return isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError)
-                                            and any(m in str(exc).lower() for m in OOM_MARKERS))
 
 
 def is_disk_full(exc: BaseException) -> bool:
