@@ -1,8 +1,8 @@
 """workers.problem: why a worker cannot run experiments (its start-up check failed)
 
-Revision ID: 0004
-Revises: 0003
-Create Date: 2025-01-04
+Revision ID: 0005
+Revises: 0004
+Create Date: 2026-12-07
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004"
-down_revision = "0003"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
