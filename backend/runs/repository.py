@@ -132,9 +132,11 @@ def release(session: Session, run_id: int, worker: str, message: str) -> bool:
 
 
 def stale(session: Session, cutoff: datetime) -> list[tuple[int, int, str]]:
-    """``(id, attempt, device)`` of running runs whose lease is older than ``cutoff``."""
+    """``(id, attempt, device)`` of running runs whose lease is older than ``cutoff`` (a worker's: an external
+    run's script is reaped by :func:`backend.external.service.reap_lost`)."""
     rows = session.execute(
-        select(Run.id, Run.attempt, Run.device).where(Run.status == RunStatus.RUNNING, Run.heartbeat < cutoff)
+        select(Run.id, Run.attempt, Run.device).where(Run.status == RunStatus.RUNNING, Run.heartbeat < cutoff,
+                                                      Run.kind != "external")
     )
     return [(row.id, row.attempt, row.device) for row in rows]
 

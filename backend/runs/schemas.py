@@ -9,7 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from anode_lab.status import RunStatus
 
-RunKind = Literal["train", "compare", "demo"]
+RunKind = Literal["train", "compare", "demo", "external"]
+"""``external`` runs come from a user's own training loop (``anode_lab.track``, ``POST /external``)."""
+QueuedKind = Literal["train", "compare", "demo"]
+"""The kinds a worker runs from a spec (``POST /runs``)."""
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[\w.\-:+]+$")]
 SERIES_NAME_PATTERN = r"^[A-Za-z0-9_.:/()+=\-]+$"
 """What a metric series is named (``train_loss``, ``anode/grad_rel_error``, ``adjoint(stored)/loss``): ASCII letters,
@@ -29,7 +32,7 @@ class RunCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: RunKind
+    kind: QueuedKind
     spec: dict[str, Any] = Field(default_factory=dict)
     name: str = Field("", max_length=200)
     tags: list[Tag] = Field(default_factory=list, max_length=20)

@@ -44,6 +44,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from anode_lab.status import RunStatus
 from backend.db import Database, after_commit, schema_is_current, utcnow
+from backend.external import service as external
 from backend.queue import RunQueues, queue_for_device
 from backend.runs import repository as runs
 from backend.runs.ingest import MetricWriter
@@ -220,7 +221,8 @@ class WorkerProcess:
                 lease.lost.set()
 
     def reap(self) -> None:
-        """Re-queue (or fail, past the retry limit) running runs whose lease is stale."""
+        """Re-queue (or fail, past the retry limit) running runs whose lease is stale; fail external runs whose
+        script went quiet."""
         queues = self.queues
         cutoff = utcnow() - timedelta(seconds=self.settings.heartbeat_timeout_seconds)
         with self.db.session(write=True) as session:
@@ -236,6 +238,8 @@ class WorkerProcess:
                                         f"{self.settings.retry_limit})"}
                     if runs.fail_stale(session, run_id, cutoff, error):
                         log.warning("run %s failed: %s", run_id, error["message"])
+            for run_id in external.reap_lost(session, cutoff):
+                log.warning("external run %s failed: its tracking script stopped sending", run_id)
 
     # --------------------------------------------------------------------------------------------- running
     def execute(self, run_id: int) -> None:
