@@ -126,6 +126,27 @@ def _add_check(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     check.set_defaults(run=_check)
 
 
+def _import(args: argparse.Namespace) -> int:
+    from anode_lab.tracking import import_folder
+
+    try:
+        run_id = import_folder(args.folder, url=args.url)
+    except (FileNotFoundError, RuntimeError, ValueError) as error:
+        print(f"anode-lab import: {error}", file=sys.stderr)
+        return 2
+    print(f"imported {args.folder} as run {run_id}")
+    return 0
+
+
+def _add_import(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    imp = sub.add_parser("import", help="upload a run that anode_lab.track wrote offline, e.g. `anode-lab import "
+                         "anode-runs/latent-ode-20261207-101500`", epilog="exit codes: 0 imported, 2 not a run "
+                         "folder or refused by the API")
+    imp.add_argument("folder", type=Path, help="the folder with run.json and points.jsonl")
+    imp.add_argument("--url", help="the API (default ANODE_URL or http://127.0.0.1:8000); the key is ANODE_API_KEY")
+    imp.set_defaults(run=_import)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="anode-lab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -152,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_specs(sub)
     _add_demo(sub)
     _add_check(sub)
+    _add_import(sub)
     return parser
 
 

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from anode_lab.names import SERIES_NAME_MAX, SERIES_NAME_PATTERN
 from anode_lab.status import RunStatus
 
 RunKind = Literal["train", "compare", "demo", "external"]
@@ -14,12 +15,6 @@ RunKind = Literal["train", "compare", "demo", "external"]
 QueuedKind = Literal["train", "compare", "demo"]
 """The kinds a worker runs from a spec (``POST /runs``)."""
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[\w.\-:+]+$")]
-SERIES_NAME_PATTERN = r"^[A-Za-z0-9_.:/()+=\-]+$"
-"""What a metric series is named (``train_loss``, ``anode/grad_rel_error``, ``adjoint(stored)/loss``): ASCII letters,
-digits and ``_ . : / ( ) + = -``, spelled as a class rather than ``\\w`` so that the schema's regex dialect (ECMA,
-ASCII ``\\w``) and the server's (Unicode ``\\w``) mean the same names."""
-SERIES_NAME_MAX = 64
-"""The store's column width (``metrics.series``)."""
 SERIES_PER_REQUEST = 100
 SeriesName = Annotated[str, StringConstraints(min_length=1, max_length=SERIES_NAME_MAX, pattern=SERIES_NAME_PATTERN)]
 SQL_INT_MIN, SQL_INT_MAX = -(2**63), 2**63 - 1
