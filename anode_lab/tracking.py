@@ -327,6 +327,7 @@ def _finish(run: TrackedRun, meta: dict[str, Any], client: httpx.Client | None, 
                 _say(f"run {run.id} could not be ended as {status} ({error}); the service fails it as lost")
         client.close()
         if unsent:
+            run.folder.mkdir(parents=True, exist_ok=True)
             (run.folder / RUN_FILE).write_text(json.dumps(meta | ended, indent=1))
             _say(f"{unsent} points were not sent; they are in {run.folder} (`anode-lab import {run.folder}` "
                  "uploads the whole run as a new one)")
