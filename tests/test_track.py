@@ -6,6 +6,7 @@ into it; an offline folder round-trips through ``anode-lab import``."""
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import signal
 import subprocess
@@ -238,3 +239,37 @@ def test_a_server_that_is_down_never_stops_the_training(tmp_path: Path, capsys: 
     assert said.count("the server did not take the points") == 1
     kept = [json.loads(line)["step"] for line in (folder / "points.jsonl").read_text().splitlines()]
     assert kept[-1] == 199 and json.loads((folder / "run.json").read_text())["status"] == "succeeded"
+
+
+def readme_snippet() -> str:
+    section = (Path(__file__).parent.parent / "README.md").read_text().split("## Watch your own training", 1)[1]
+    block = section.split("```python\n", 1)[1].split("```", 1)[0]
+    return block
+
+
+def test_the_readme_section_is_six_lines_that_run_as_printed(service: Service, tmp_path: Path) -> None:
+    snippet = readme_snippet()
+    assert len(snippet.strip().splitlines()) == 6
+    shutil.copytree(Path(__file__).parent.parent / "examples", tmp_path / "examples")
+    done = subprocess.run([sys.executable, "-c", snippet], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300, env={**service.env, "ANODE_URL": service.url.removesuffix("/api/v1")})
+    assert done.returncode == 0, done.stderr
+    runs = httpx.get(f"{service.url}/runs", params={"kind": "external"}, timeout=10).json()["data"]
+    (run,) = [r for r in runs if r["name"] == "latent-ode"]
+    assert run["status"] == "succeeded" and f"run {run['id']} succeeded: 30 steps" in done.stderr
+    series = metrics(service, run["id"])
+    assert len(series["train_loss"]["steps"]) == 30
+    assert series["adjoint/probe_rel_error"]["steps"] == [0, 10, 20]
+
+
+def test_the_example_trains_offline_and_imports(service: Service, tmp_path: Path) -> None:
+    script = Path(__file__).parent.parent / "examples" / "track_training.py"
+    done = subprocess.run([sys.executable, str(script), "--steps", "30", "--offline"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300, env=service.env)
+    assert done.returncode == 0, done.stderr
+    (folder,) = (tmp_path / "anode-runs").iterdir()
+    imported = subprocess.run([sys.executable, "-m", "anode_lab.cli", "import", str(folder), "--url", service.url],
+                              capture_output=True, text=True, timeout=60, env=service.env)
+    assert imported.returncode == 0, imported.stderr
+    series = metrics(service, int(imported.stdout.split()[-1]))
+    assert len(series["train_acc"]["steps"]) == 30 and series["anode/probe_rel_error"]["steps"] == [0, 25]
