@@ -30,10 +30,11 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-import anode_core as ac  # noqa: E402
-import anode_lab  # noqa: E402
 from loopback import free_port, wait  # noqa: E402
 from timing import time_interleaved  # noqa: E402
+
+import anode_core as ac  # noqa: E402
+import anode_lab  # noqa: E402
 
 
 def step_of_about(seconds: float) -> tuple[nn.Module, torch.Tensor]:

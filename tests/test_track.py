@@ -6,8 +6,8 @@ into it; an offline folder round-trips through ``anode-lab import``."""
 from __future__ import annotations
 
 import json
-import shutil
 import os
+import shutil
 import signal
 import subprocess
 import sys
