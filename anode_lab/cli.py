@@ -147,6 +147,29 @@ def _add_import(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     imp.set_defaults(run=_import)
 
 
+def _export(args: argparse.Namespace) -> int:
+    from anode_lab.tensorboard import export_run
+
+    try:
+        written = export_run(args.run_id, args.tensorboard, url=args.url)
+    except RuntimeError as error:
+        print(f"anode-lab export: {error}", file=sys.stderr)
+        return 2
+    print(f"run {args.run_id}: {written} scalars in {args.tensorboard / f'run-{args.run_id}'} (tensorboard --logdir "
+          f"{args.tensorboard})")
+    return 0
+
+
+def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    export = sub.add_parser("export", help="a run's series as TensorBoard scalars, e.g. `anode-lab export 12 "
+                            "--tensorboard tb/`", epilog="exit codes: 0 written, 2 no such run, API refused, or "
+                            "tensorboardX missing")
+    export.add_argument("run_id", metavar="RUN", type=int, help="the run's id")
+    export.add_argument("--tensorboard", type=Path, required=True, metavar="DIR", help="folder for the event files")
+    export.add_argument("--url", help="the API (default ANODE_URL or http://127.0.0.1:8000); the key is ANODE_API_KEY")
+    export.set_defaults(run=_export)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="anode-lab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -174,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     _add_check(sub)
     _add_import(sub)
+    _add_export(sub)
     return parser
 
 

@@ -172,8 +172,13 @@ class TrackedRun:
 
     def __init__(self, *, run_id: int | None, folder: Path, sender: Sender | None, link: str | None,
                  probe: tuple[Any, Any, Callable[..., Any]] | None, probe_every: int, methods: Sequence[Any],
-                 steps: int | None) -> None:
+                 steps: int | None, tensorboard: Path | None = None) -> None:
         self.id, self.folder, self.link = run_id, folder, link
+        self._board = None
+        if tensorboard is not None:
+            from anode_lab.tensorboard import writer
+
+            self._board = writer(tensorboard)
         self._sender = sender
         self._probe, self._probe_every, self._methods = probe, probe_every, tuple(methods)
         self._points_file = None if sender is not None else open(folder / POINTS_FILE, "a")
@@ -233,6 +238,10 @@ class TrackedRun:
         return [m for m in self._methods if _method_label(m) != "direct"]
 
     def _emit(self, point: dict[str, Any]) -> None:
+        if self._board is not None:
+            from anode_lab.tensorboard import write_points
+
+            write_points(self._board, [(point["step"], point["values"])])
         if self._sender is not None:
             self._sender.put(point)
         else:
@@ -240,6 +249,8 @@ class TrackedRun:
             self._points_file.write(json.dumps(point) + "\n")
 
     def _close(self) -> None:
+        if self._board is not None:
+            self._board.close()
         if self._bar is not None:
             self._bar.close()
         if self._points_file is not None:
@@ -250,7 +261,7 @@ class TrackedRun:
 def track(name: str = "", *, url: str | None = None, api_key: str | None = None, tags: Sequence[str] = (),
           group: str | None = None, probe: tuple[Any, Any, Callable[..., Any]] | None = None, probe_every: int = 50,
           methods: Sequence[Any] = ("direct", "anode", "adjoint"), steps: int | None = None,
-          folder: str | Path | None = None, flush_seconds: float = 1.0,
+          folder: str | Path | None = None, tensorboard: str | Path | None = None, flush_seconds: float = 1.0,
           heartbeat_seconds: float = 2.0) -> Iterator[TrackedRun]:
     """Track a training loop of your own as a lab run; see the module's docstring.
 
@@ -258,7 +269,8 @@ def track(name: str = "", *, url: str | None = None, api_key: str | None = None,
     the run is written to ``folder`` (default ``./anode-runs/<name>-<time>``) for ``anode-lab import``. ``probe`` is
     ``(model, batch, loss)`` as ``anode_core.check`` takes them (``loss(model, batch)`` returns a scalar), run every
     ``probe_every`` steps on ``methods`` (``Direct``, the exact reference, is always among them). ``group`` puts
-    runs opened with the same group name side by side. ``steps`` sizes the progress bar (terminals only).
+    runs opened with the same group name side by side. ``steps`` sizes the progress bar (terminals only). With
+    ``tensorboard=DIR`` the same series are also written as TensorBoard scalars there (the ``tensorboard`` extra).
     """
     if isinstance(probe_every, bool) or not isinstance(probe_every, int) or probe_every < 1:
         raise ValueError(f"`probe_every` must be an integer ≥ 1 (probe every k steps); got {probe_every!r}")
@@ -296,7 +308,7 @@ def track(name: str = "", *, url: str | None = None, api_key: str | None = None,
         where.mkdir(parents=True, exist_ok=True)
         (where / RUN_FILE).write_text(json.dumps(meta | {"status": "running"}, indent=1))
     run = TrackedRun(run_id=run_id, folder=where, sender=sender, link=link, probe=probe, probe_every=probe_every,
-                     methods=methods, steps=steps)
+                     methods=methods, steps=steps, tensorboard=Path(tensorboard) if tensorboard is not None else None)
     status, message, error_type = "succeeded", "", ""
     try:
         yield run

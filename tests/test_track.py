@@ -273,3 +273,43 @@ def test_the_example_trains_offline_and_imports(service: Service, tmp_path: Path
     assert imported.returncode == 0, imported.stderr
     series = metrics(service, int(imported.stdout.split()[-1]))
     assert len(series["train_acc"]["steps"]) == 30 and series["anode/probe_rel_error"]["steps"] == [0, 25]
+
+
+def scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
+    """The scalars in TensorBoard event files (TFRecord: length, its CRC, an ``Event`` protobuf, its CRC)."""
+    from tensorboardX.proto.event_pb2 import Event
+
+    found: dict[str, list[tuple[int, float]]] = {}
+    for path in sorted(folder.rglob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        at = 0
+        while at < len(data):
+            length = int.from_bytes(data[at:at + 8], "little")
+            event = Event.FromString(data[at + 12:at + 12 + length])
+            at += 12 + length + 4
+            for value in event.summary.value:
+                found.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return found
+
+
+def test_tracked_and_exported_series_are_tensorboard_scalars(service: Service, tmp_path: Path) -> None:
+    model, batch = problem()
+    with anode_lab.track(name="tb", url=service.url, tensorboard=tmp_path / "live", probe=(model, batch, loss_of),
+                         probe_every=PROBE_EVERY, methods=["direct", "anode"], flush_seconds=0.2) as run:
+        train(run, model, batch)
+    live = scalars(tmp_path / "live")
+    assert [s for s, _ in live["train_loss"]] == list(range(STEPS))
+    assert [s for s, _ in live["anode/probe_rel_error"]] == [0, 10, 20, 30]
+    done = subprocess.run([sys.executable, "-m", "anode_lab.cli", "export", str(run.id), "--tensorboard",
+                           str(tmp_path / "exported"), "--url", service.url], capture_output=True, text=True,
+                          timeout=60, env=service.env)
+    assert done.returncode == 0, done.stderr
+    exported = scalars(tmp_path / "exported" / f"run-{run.id}")
+    stored = metrics(service, run.id)["train_loss"]
+    assert [s for s, _ in exported["train_loss"]] == stored["steps"]
+    assert [v for _, v in exported["train_loss"]] == pytest.approx(stored["values"], rel=1e-6)  # float32 there
+    assert set(exported) == set(live)
+    missing = subprocess.run([sys.executable, "-m", "anode_lab.cli", "export", "999999", "--tensorboard",
+                              str(tmp_path / "none"), "--url", service.url], capture_output=True, text=True,
+                             timeout=60, env=service.env)
+    assert missing.returncode == 2 and "HTTP 404" in missing.stderr
