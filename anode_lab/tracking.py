@@ -259,7 +259,8 @@ class TrackedRun:
 
 @contextmanager
 def track(name: str = "", *, url: str | None = None, api_key: str | None = None, tags: Sequence[str] = (),
-          group: str | None = None, probe: tuple[Any, Any, Callable[..., Any]] | None = None, probe_every: int = 50,
+          group: str | None = None, gradient: str | None = None,
+          probe: tuple[Any, Any, Callable[..., Any]] | None = None, probe_every: int = 50,
           methods: Sequence[Any] = ("direct", "anode", "adjoint"), steps: int | None = None,
           folder: str | Path | None = None, tensorboard: str | Path | None = None, flush_seconds: float = 1.0,
           heartbeat_seconds: float = 2.0) -> Iterator[TrackedRun]:
@@ -269,7 +270,8 @@ def track(name: str = "", *, url: str | None = None, api_key: str | None = None,
     the run is written to ``folder`` (default ``./anode-runs/<name>-<time>``) for ``anode-lab import``. ``probe`` is
     ``(model, batch, loss)`` as ``anode_core.check`` takes them (``loss(model, batch)`` returns a scalar), run every
     ``probe_every`` steps on ``methods`` (``Direct``, the exact reference, is always among them). ``group`` puts
-    runs opened with the same group name side by side. ``steps`` sizes the progress bar (terminals only). With
+    runs opened with the same group name side by side, each labelled by its ``gradient`` (the method your loop
+    trains with, e.g. ``"anode"``). ``steps`` sizes the progress bar (terminals only). With
     ``tensorboard=DIR`` the same series are also written as TensorBoard scalars there (the ``tensorboard`` extra).
     """
     if isinstance(probe_every, bool) or not isinstance(probe_every, int) or probe_every < 1:
@@ -284,7 +286,8 @@ def track(name: str = "", *, url: str | None = None, api_key: str | None = None,
     url = url or settings.url
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     where = Path(folder) if folder is not None else Path("anode-runs") / f"{name or 'run'}-{stamp}"
-    meta: dict[str, Any] = {"name": name, "tags": list(tags), "group": group, "methods": labels,
+    meta: dict[str, Any] = {"name": name, "tags": list(tags), "group": group, "gradient": gradient,
+                            "methods": labels,
                             "probe_every": probe_every if probe is not None else None, "started_at": stamp}
     client: httpx.Client | None = None
     sender: Sender | None = None
@@ -294,8 +297,8 @@ def track(name: str = "", *, url: str | None = None, api_key: str | None = None,
         key = api_key or settings.api_key
         client = httpx.Client(base_url=api_base(url), timeout=10,
                               headers={"X-API-Key": key} if key else {})
-        opened = client.post("/external", json={k: meta[k] for k in ("name", "tags", "group", "methods",
-                                                                     "probe_every")})
+        opened = client.post("/external", json={k: meta[k] for k in ("name", "tags", "group", "gradient",
+                                                                     "methods", "probe_every")})
         if opened.status_code != 201:
             client.close()
             raise RuntimeError(f"the lab at {url} refused the run (HTTP {opened.status_code}): {_detail(opened)}")
@@ -361,8 +364,8 @@ def import_folder(folder: Path, *, url: str | None = None, api_key: str | None =
     meta: Mapping[str, Any] = json.loads(meta_file.read_text())
     key = api_key or settings.api_key
     with httpx.Client(base_url=api_base(url), timeout=30, headers={"X-API-Key": key} if key else {}) as client:
-        opened = client.post("/external", json={k: meta.get(k) for k in ("name", "tags", "group", "methods",
-                                                                         "probe_every")})
+        opened = client.post("/external", json={k: meta.get(k) for k in ("name", "tags", "group", "gradient",
+                                                                         "methods", "probe_every")})
         if opened.status_code != 201:
             raise RuntimeError(f"the lab at {url} refused the run (HTTP {opened.status_code}): {_detail(opened)}")
         run_id = int(opened.json()["id"])

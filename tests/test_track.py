@@ -313,3 +313,16 @@ def test_tracked_and_exported_series_are_tensorboard_scalars(service: Service, t
                               str(tmp_path / "none"), "--url", service.url], capture_output=True, text=True,
                              timeout=60, env=service.env)
     assert missing.returncode == 2 and "HTTP 404" in missing.stderr
+
+
+def test_runs_tracked_with_one_group_name_are_one_side_by_side_group(service: Service) -> None:
+    ids = []
+    for gradient in ("direct", "anode"):
+        with anode_lab.track(name=f"trio {gradient}", url=service.url, group="my trio", gradient=gradient) as run:
+            run.log(0, loss=1.0)
+        ids.append(run.id)
+    runs = [httpx.get(f"{service.url}/runs/{i}", timeout=10).json() for i in ids]
+    assert runs[0]["group_id"] is not None and runs[0]["group_id"] == runs[1]["group_id"]
+    group = httpx.get(f"{service.url}/groups/{runs[0]['group_id']}", timeout=10).json()
+    assert group["name"] == "my trio" and [r["id"] for r in group["runs"]] == ids
+    assert [r["spec"]["gradient"] for r in group["runs"]] == ["direct", "anode"]

@@ -23,6 +23,8 @@ class ExternalCreate(BaseModel):
     tags: list[Tag] = Field(default_factory=list, max_length=20)
     group: str | None = Field(None, max_length=200, description="runs opened with the same group name (by the "
                               "same key) are shown side by side")
+    gradient: SeriesName | None = Field(None, description="the gradient method the loop trains with (its label "
+                                        "side by side)")
     methods: list[SeriesName] = Field(default_factory=list, max_length=16)
     probe_every: int | None = Field(None, ge=1, le=SQL_INT_MAX)
     description: str = Field("", max_length=2000)

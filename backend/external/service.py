@@ -45,7 +45,8 @@ def _group_id(session: Session, name: str, owner: str) -> int:
 def open_run(session: Session, settings: Settings, body: ExternalCreate, client: str) -> RunPublic:
     owner = holder(client)
     group_id = _group_id(session, body.group, owner) if body.group else None
-    spec = {"methods": body.methods, "probe_every": body.probe_every, "description": body.description}
+    spec = {"gradient": body.gradient, "methods": body.methods, "probe_every": body.probe_every,
+            "description": body.description}
     run = runs.add(session, kind="external", name=body.name, spec=spec, device="cpu", tags=body.tags,
                    group_id=group_id)
     now = utcnow()
