@@ -10,14 +10,14 @@ from backend.runs.schemas import SQL_INT_MAX, SeriesName, Tag
 
 POINTS_PER_BATCH = 1000
 SERIES_PER_POINT = 64
-Value = Annotated[float, Field(allow_inf_nan=False)] | None
+Value = Annotated[float, Field(allow_inf_nan=False, strict=True)] | None
 """A finite number, or null for a value that was not (NaN, ±inf): flagged, never converted."""
 
 
 class ExternalCreate(BaseModel):
     """A tracked run: what the script says of itself. ``methods`` are the gradient methods its probes compare."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: str = Field("", max_length=200)
     tags: list[Tag] = Field(default_factory=list, max_length=20)
@@ -31,7 +31,7 @@ class ExternalCreate(BaseModel):
 
 
 class Point(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     step: int = Field(ge=0, le=SQL_INT_MAX)
     values: dict[SeriesName, Value] = Field(max_length=SERIES_PER_POINT)
@@ -40,7 +40,7 @@ class Point(BaseModel):
 class PointsBatch(BaseModel):
     """Points in any order; a step sent again replaces its values. An empty batch is a heartbeat."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     points: list[Point] = Field(default_factory=list, max_length=POINTS_PER_BATCH)
 
@@ -52,7 +52,7 @@ class PointsStored(BaseModel):
 
 
 class ExternalEnd(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     status: Literal["succeeded", "failed", "diverged"]
     message: str = Field("", max_length=4000)
