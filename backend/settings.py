@@ -55,6 +55,12 @@ class Settings(BaseSettings):
         default_factory=list, description="comma-separated; required when host is not loopback"
     )
     max_body_bytes: int = Field(1_048_576, ge=1024, description="largest request body accepted")
+    request_timeout_seconds: float = Field(10.0, gt=0, le=300, description="a connection whose request (line, "
+                                           "headers and body) has not arrived whole this long after it opened or "
+                                           "after the request's first byte is answered 408 and closed")
+    max_connections_per_peer: int = Field(128, ge=1, description="connections one peer address may hold open at "
+                                           "once; more are answered 429 and closed (peers in trusted_proxies are "
+                                           "not capped)")
     heartbeat_seconds: float = Field(2.0, gt=0, description="how often a worker renews its lease")
     heartbeat_timeout_seconds: float = Field(30.0, gt=0, description="a lease older than this is stale")
     reaper_seconds: float = Field(5.0, gt=0, description="how often a worker looks for stale runs")

@@ -12,7 +12,7 @@ router = APIRouter(tags=["catalog"])
 
 
 @router.get("/catalog")
-async def get_catalog() -> dict[str, Any]:
+def get_catalog() -> dict[str, Any]:
     """Kinds with their spec JSON schema and default spec; solvers, gradient methods, activations, models,
     datasets, presets and demos with one-line descriptions; numeric bounds of every spec field."""
     return service.catalog()

@@ -23,6 +23,6 @@ def create_group(body: GroupCreate, session: SessionDep, settings: SettingsDep, 
 
 
 @router.get("/{group_id}")
-async def get_group(group_id: GroupId, session: SessionDep, settings: SettingsDep) -> GroupPublic:
+def get_group(group_id: GroupId, session: SessionDep, settings: SettingsDep) -> GroupPublic:
     """The group with each run's status and spec."""
     return service.get_group(session, settings, group_id)
