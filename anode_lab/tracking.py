@@ -316,7 +316,8 @@ def track(name: str = "", *, url: str | None = None, api_key: str | None = None,
     try:
         yield run
     except BaseException as error:
-        status, message, error_type = "failed", str(error) or type(error).__name__, type(error).__name__
+        status, error_type = "failed", type(error).__name__
+        message = " ".join(str(error).split())[:4000] or error_type  # one line: stored text holds no control chars
         raise
     finally:
         if status == "succeeded" and run.diverged_at is not None:

@@ -63,5 +63,11 @@ def require_api_key(settings: SettingsDep, key: Annotated[str | None, Security(a
 def limit_creation(request: Request, settings: SettingsDep) -> None:
     """Run creation is rate limited per client, its valid API key else its peer address: 429 with ``Retry-After``
     past the burst (see backend.security). The key is read as is: ``require_api_key`` declares and checks it."""
+    take_creation_tokens(request, settings, 1)
+
+
+def take_creation_tokens(request: Request, settings: Settings, runs: int) -> None:
+    """:func:`limit_creation` for a request that creates ``runs`` runs: one token each."""
     key = request.headers.get("X-API-Key")
-    request.app.state.create_limit.check(client_key(settings, key, request.client.host if request.client else None))
+    client = client_key(settings, key, request.client.host if request.client else None)
+    request.app.state.create_limit.check(client, runs)

@@ -102,6 +102,8 @@ class Settings(BaseSettings):
                                "backward, over every block and training step or sweep cell) is refused (422)")
     max_external_points: int = Field(5_000_000, ge=1000, description="metric points one external run (a user's "
                                      "own training loop, anode_lab.track) may store")
+    max_run_disk_bytes: int = Field(2 * 2**30, ge=2**20, description="a spec whose estimated disk (metric rows, "
+                                    "checkpoints, artifacts) is larger is refused (422)")
     max_run_seconds: float = Field(24 * 3600.0, gt=0, description="a run still going after this long is stopped "
                                    "and fails with \"time limit\"")
 
@@ -171,7 +173,7 @@ class Settings(BaseSettings):
         from anode_lab.specs.cost import RunLimits
 
         return RunLimits(max_bytes=self.max_run_bytes, max_steps=self.max_run_steps,
-                         data_roots=self.allowed_data_roots)
+                         data_roots=self.allowed_data_roots, max_disk_bytes=self.max_run_disk_bytes)
 
     def run_dir(self, run_id: int) -> Path:
         """Working folder of one run: checkpoints, the metrics journal and ``artifacts/``."""

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from backend.runs.schemas import SQL_INT_MAX, SeriesName, Tag
+from backend.runs.schemas import SQL_INT_MAX, SeriesName, StoredText, Tag
 
 POINTS_PER_BATCH = 1000
 SERIES_PER_POINT = 64
@@ -19,15 +19,15 @@ class ExternalCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    name: str = Field("", max_length=200)
+    name: StoredText = Field("", max_length=200)
     tags: list[Tag] = Field(default_factory=list, max_length=20)
-    group: str | None = Field(None, max_length=200, description="runs opened with the same group name (by the "
+    group: StoredText | None = Field(None, max_length=200, description="runs opened with the same group name (by the "
                               "same key) are shown side by side")
     gradient: SeriesName | None = Field(None, description="the gradient method the loop trains with (its label "
                                         "side by side)")
     methods: list[SeriesName] = Field(default_factory=list, max_length=16)
     probe_every: int | None = Field(None, ge=1, le=SQL_INT_MAX)
-    description: str = Field("", max_length=2000)
+    description: StoredText = Field("", max_length=2000)
 
 
 class Point(BaseModel):
@@ -55,5 +55,5 @@ class ExternalEnd(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     status: Literal["succeeded", "failed", "diverged"]
-    message: str = Field("", max_length=4000)
-    error_type: str = Field("", max_length=200, description="the exception's class, for a failed run")
+    message: StoredText = Field("", max_length=4000)
+    error_type: StoredText = Field("", max_length=200, description="the exception's class, for a failed run")
