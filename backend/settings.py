@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 if TYPE_CHECKING:
@@ -61,9 +61,11 @@ class Settings(BaseSettings):
     max_connections_per_peer: int = Field(128, ge=1, description="connections one peer address may hold open at "
                                            "once; more are answered 429 and closed (peers in trusted_proxies are "
                                            "not capped)")
-    heartbeat_seconds: float = Field(2.0, gt=0, description="how often a worker renews its lease")
-    heartbeat_timeout_seconds: float = Field(30.0, gt=0, description="a lease older than this is stale")
-    reaper_seconds: float = Field(5.0, gt=0, description="how often a worker looks for stale runs")
+    heartbeat_seconds: float = Field(1.0, gt=0, description="how often a worker renews its lease")
+    heartbeat_timeout_seconds: float = Field(8.0, gt=0, description="a lease older than this is stale: a run on a "
+                                             "dead worker of another host moves again about this much later")
+    reaper_seconds: float = Field(1.0, gt=0, description="how often a worker looks for stale runs and for dead "
+                                  "workers of its own host")
     retry_limit: int = Field(2, ge=0, description="re-queues after a lost worker before the run fails")
     poll_seconds: float = Field(0.1, gt=0, le=5, description="queue poll interval of an idle worker")
     metrics_flush_seconds: float = Field(0.5, ge=0, description="a worker writes buffered metrics this often")
@@ -146,6 +148,15 @@ class Settings(BaseSettings):
             raise ValueError("`ANODE_DATABASE_URL` must be postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB (the "
                              f"`postgres` extra) or sqlite:///PATH; got {url.split(':', 1)[0]}:…")
         return url
+
+    @model_validator(mode="after")
+    def _lease_outlasts_heartbeats(self) -> Settings:
+        if self.heartbeat_seconds * 2 > self.heartbeat_timeout_seconds:
+            raise ValueError(
+                f"`ANODE_HEARTBEAT_SECONDS` ({self.heartbeat_seconds:g}) must be at most half of "
+                f"`ANODE_HEARTBEAT_TIMEOUT_SECONDS` ({self.heartbeat_timeout_seconds:g}): a worker writes into its "
+                "run only while its last renewal is younger than half the lease; lower the first or raise the second")
+        return self
 
     @property
     def db_url(self) -> str:

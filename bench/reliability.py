@@ -6,9 +6,11 @@
 2. SSE fan-out: 50 clients stream one training run from start to end; each must get every step once and the
    ``end`` event; time to the first event and from the run's end to each stream's ``end``;
 3. recovery after a killed worker: a run's worker is killed (-9) mid-run and a replacement started at once (as a
-   supervisor would); time until the run is re-queued (lease expiry + reaper), running again, and past the step
-   it had reached; every step stored once, and how many steps were computed twice (after the checkpoint);
-   with short leases, then (unless ``--quick``) with the default ``ANODE_HEARTBEAT_TIMEOUT_SECONDS``;
+   supervisor would); time until the run is re-queued, running again, and past the step it had reached; every
+   step stored once, and how many steps were computed twice (after the checkpoint); with short leases, then
+   (unless ``--quick``) at the default settings with a second, idle worker running, twice: the killed worker on
+   the idle one's host (which sees its process gone at its next reaper pass) and as if on another host (its row
+   is relabelled with another host name right after the kill, so only its lease reveals it);
 4. cancel: time from ``POST /runs/{id}/cancel`` to ``cancelled``, and steps run after the flag was set;
 5. refusal: time to answer 422 to an over-budget spec (issue 11's 34 GB sweep and 75 M-step training run).
 6. reads of a long run: the API's peak memory over idle (``VmHWM`` against ``VmRSS`` at rest) while 3 clients read
@@ -18,7 +20,7 @@
    server held each slow connection, the server's open descriptors (``/proc/PID/fd``) against idle and how soon
    they are back after the attack; then 1,000 connections from one address against the per-peer cap.
 
-    python bench/reliability.py [--seconds 20] [--quick] [--reads-only] [--slow-clients-only]
+    python bench/reliability.py [--seconds 20] [--quick] [--reads-only] [--recovery-only] [--slow-clients-only]
 
 Numbers from a shared machine are noisy: rerun before trusting an absolute.
 """
@@ -235,7 +237,10 @@ async def sse_fanout(url: str, run_id: int, clients: int) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------- recovery
-def recovery(stack: Stack, client: httpx.Client) -> dict[str, float]:
+def recovery(stack: Stack, client: httpx.Client, *, remote: bool = False) -> dict[str, float]:
+    """``remote``: the killed worker counts as another host's (its row relabelled before the replacement starts)."""
+    import sqlite3
+
     from backend.runs import journal
 
     run_id = submit(client, {"kind": "train", "spec": LONG_TRAIN})
@@ -245,9 +250,12 @@ def recovery(stack: Stack, client: httpx.Client) -> dict[str, float]:
     reached = last_step(client, run_id)
     os.kill(pid, signal.SIGKILL)
     killed = time.monotonic()
+    if remote:
+        with sqlite3.connect(stack.data_dir / "anode.db", timeout=30) as store:
+            store.execute("UPDATE workers SET hostname = 'another-host' WHERE id = ?", (victim["worker"],))
     stack.spawn("worker", "--device", "cpu")  # the supervisor's replacement, started at once
-    requeued = wait(lambda: client.get(f"/runs/{run_id}").json()["status"] == "queued" and time.monotonic(),
-                    300, "the run to be re-queued", interval=0.01)
+    requeued = wait(lambda: ((r := client.get(f"/runs/{run_id}").json())["status"] == "queued" or r["attempt"] > 1)
+                    and time.monotonic(), 300, "the run to be re-queued", interval=0.01)  # or already taken again
     running = wait(lambda: client.get(f"/runs/{run_id}").json()["attempt"] == 2 and time.monotonic(), 300,
                    "the run to run again", interval=0.01)
     caught_up = wait(lambda: last_step(client, run_id) > reached and time.monotonic(), 300, "the run to pass "
@@ -259,6 +267,33 @@ def recovery(stack: Stack, client: httpx.Client) -> dict[str, float]:
     return {"detect": requeued - killed, "running": running - killed, "caught_up": caught_up - killed,
             "status": run["status"] == "succeeded", "missing": missing, "duplicated": duplicated,
             "recomputed": sum(n - 1 for n in reported.values()), "steps": run["summary"]["steps"]}
+
+
+def default_recoveries(tmp: Path) -> list[str]:
+    """Recovery at the default settings: the replacement on the dead worker's host, then as if on another."""
+    from backend.settings import Settings
+
+    defaults = Settings()
+    lines = []
+    for remote in (False, True):
+        folder = tmp / ("default-remote" if remote else "default-local")
+        folder.mkdir()
+        stack = Stack(folder, {})
+        with httpx.Client(base_url=stack.url, timeout=30) as client:
+            try:
+                stack.start(client, workers=2)  # the killed one and an idle one, as in a lab with several
+                rec = recovery(stack, client, remote=remote)
+            finally:
+                stack.stop()
+        where = "of another host (lease)" if remote else "of this host (process gone)"
+        lines.append(
+            f"recovery at default settings (heartbeat {defaults.heartbeat_seconds:g} s, lease "
+            f"{defaults.heartbeat_timeout_seconds:g} s, reaper every {defaults.reaper_seconds:g} s), a worker {where} "
+            f"killed next to an idle one: "
+            f"re-queued {rec['detect']:.1f} s, running again {rec['running']:.1f} s, past its last step "
+            f"{rec['caught_up']:.1f} s after kill -9; {'succeeded' if rec['status'] else 'DID NOT SUCCEED'}, "
+            f"{rec['missing']:.0f} missing, {rec['duplicated']:.0f} duplicated")
+    return lines
 
 
 def cancel_latency(stack: Stack, client: httpx.Client, repeats: int) -> dict[str, list[float]]:
@@ -546,6 +581,7 @@ def main() -> int:
     parser.add_argument("--reads-only", action="store_true", help="only the reads of a long run (6.)")
     parser.add_argument("--rows", type=int, default=1_000_000, help="metric rows of the long run")
     parser.add_argument("--slow-clients-only", action="store_true", help="only the slow clients (7.)")
+    parser.add_argument("--recovery-only", action="store_true", help="only the recoveries at default settings (3.)")
     args = parser.parse_args()
     lines: list[str] = []
     if args.slow_clients_only:
@@ -555,6 +591,10 @@ def main() -> int:
     if args.reads_only:
         with tempfile.TemporaryDirectory() as tmp:
             print(read_memory(Path(tmp), args.rows, max(args.seconds, 30.0)))
+        return 0
+    if args.recovery_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            print("\n".join(default_recoveries(Path(tmp))))
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         lines.append(read_memory(Path(tmp), args.rows, max(args.seconds, 30.0)))
@@ -619,18 +659,7 @@ def main() -> int:
                 stack.stop()
 
         if not args.quick:
-            (Path(tmp) / "default").mkdir()
-            stack = Stack(Path(tmp) / "default", {"ANODE_HEARTBEAT_SECONDS": "2"})
-            with httpx.Client(base_url=stack.url, timeout=30) as client:
-                try:
-                    stack.start(client)
-                    rec = recovery(stack, client)
-                    lines.append(
-                        f"recovery, default leases (timeout 30 s, reaper every 5 s): re-queued {rec['detect']:.1f} s, "
-                        f"running again {rec['running']:.1f} s, past its last step {rec['caught_up']:.1f} s; "
-                        f"{rec['missing']:.0f} missing, {rec['duplicated']:.0f} duplicated")
-                finally:
-                    stack.stop()
+            lines.extend(default_recoveries(Path(tmp)))
     print("\n".join(lines))
     return 0
 

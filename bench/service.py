@@ -114,10 +114,11 @@ def logging_overhead(data_dir: Path, reps: int) -> dict[str, float]:
     from anode_lab.experiments import RunContext, run_experiment
     from anode_lab.specs import parse_spec
     from backend.db import migrate
-    from backend.runs import repository as runs
+    from backend.runs import lifecycle, repository as runs
     from backend.runs.ingest import MetricWriter
+    from backend.runs.lifecycle import Hold
     from backend.settings import Settings
-    from backend.workers.process import Lease, WorkerProcess
+    from backend.workers.process import WorkerProcess
 
     torch.set_num_threads(1)
     settings = Settings(data_dir=data_dir / "overhead")
@@ -141,10 +142,12 @@ def logging_overhead(data_dir: Path, reps: int) -> dict[str, float]:
             with db.session(write=True) as session:
                 run_id = runs.add(session, kind="train", name="", spec={}, device="cpu", tags=[]).id
             with db.session(write=True) as session:
-                runs.claim(session, run_id, worker.id, "cpu")
-            writer = MetricWriter(db, run_id, workdir, settings.metrics_flush_seconds).start()
-            lease = Lease(run_id)  # what the worker does with each report its run's child process sends
-            ctx = RunContext(workdir, on_metrics=writer.add, should_stop=lambda: worker.should_stop(lease))
+                lease = lifecycle.claim(session, run_id, worker.id, "cpu")
+            assert lease is not None
+            hold = Hold(db, lease, window=settings.heartbeat_timeout_seconds / 2)
+            writer = MetricWriter(hold, workdir, settings.metrics_flush_seconds).start()
+            # what the worker does with each report its run's child process sends
+            ctx = RunContext(workdir, on_metrics=writer.add, should_stop=lambda: worker.should_stop(hold))
             add, stop = ctx.on_metrics, ctx.should_stop
 
             def report(step: int, values: Any) -> None:

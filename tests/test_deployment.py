@@ -399,15 +399,16 @@ def test_api_processes_on_two_hosts_migrate_once(postgres_server: Any, tmp_path:
 
 def test_json_columns_store_non_finite_numbers_as_null_on_postgres(postgres_server: Any, tmp_path: Path) -> None:
     from backend.db import Database, migrate
-    from backend.runs import repository as runs
+    from backend.runs import lifecycle, repository as runs
 
     url = postgres_server.new_url()
     migrate(url, tmp_path)
     db = Database(url)
     with db.session(write=True) as session:
         run_id = runs.add(session, kind="compare", name="", spec={}, device="cpu", tags=[]).id
-        assert runs.claim(session, run_id, "w", "cpu")
-        assert runs.finish(session, run_id, "w", status="succeeded",
+        lease = lifecycle.claim(session, run_id, "w", "cpu")
+        assert lease is not None
+        assert runs.finish(session, lease, status="succeeded",
                            summary={"slope": float("nan"), "rows": [1.0, float("inf")], "ok": 2.5})
     with db.session() as session:
         run = runs.get(session, run_id)

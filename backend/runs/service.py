@@ -27,7 +27,7 @@ from backend.errors import (
 )
 from backend.models import Run
 from backend.queue import RunQueues, queue_for_device
-from backend.runs import reads, repository as runs
+from backend.runs import lifecycle, reads, repository as runs
 from backend.runs.schemas import (
     ArtifactPublic,
     ArtifactsPublic,
@@ -189,11 +189,7 @@ def cancel(session: Session, settings: Settings, run_id: int) -> RunPublic:
     run = require(session, run_id)
     if run.status in FINISHED:
         raise Conflict(f"run {run_id} already ended as {run.status}; nothing to cancel")
-    if run.kind == "external" and run.worker is not None:  # no worker checks a flag: it ends now
-        if not runs.finish(session, run_id, run.worker, status=RunStatus.CANCELLED,
-                           message="cancelled; the tracking script's further points are refused"):
-            raise Conflict(f"run {run_id} ended while being cancelled")
-    elif not (runs.cancel_queued(session, run_id) or runs.request_cancel(session, run_id)):
+    if not lifecycle.cancel(session, run_id):
         raise Conflict(f"run {run_id} ended while being cancelled")
     session.refresh(run)
     return public(run, liveness(session, settings))
