@@ -29,6 +29,7 @@ from backend.catalog.service import catalog
 from backend.db import DamagedStore, Database, check_integrity, migrate
 from backend.deps import require_api_key
 from backend.errors import ERROR_RESPONSES, error_body, install_handlers
+from backend.external.routes import router as external_router
 from backend.groups.routes import router as groups_router
 from backend.health.routes import router as health_router
 from backend.queue import RunQueues
@@ -143,7 +144,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # the key check (and its X-API-Key in the OpenAPI contract) only where keys exist: a keyless API asks for none
     keyed = [Depends(require_api_key)] if settings.api_keys else []
     api = APIRouter(prefix=API_PREFIX, dependencies=keyed, responses=ERROR_RESPONSES)
-    for router in (runs_router, groups_router, catalog_router, health_router):
+    for router in (runs_router, external_router, groups_router, catalog_router, health_router):
         api.include_router(router)
     app.include_router(api)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)

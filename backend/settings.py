@@ -106,6 +106,8 @@ class Settings(BaseSettings):
                                "much memory beyond its start-up size; default half the machine's memory")
     max_run_steps: int = Field(10**8, ge=1, description="a spec that would take more ODE solver steps (forward and "
                                "backward, over every block and training step or sweep cell) is refused (422)")
+    max_external_points: int = Field(5_000_000, ge=1000, description="metric points one external run (a user's "
+                                     "own training loop, anode_lab.track) may store")
     max_run_disk_bytes: int = Field(2 * 2**30, ge=2**20, description="a spec whose estimated disk (metric rows, "
                                     "checkpoints, artifacts) is larger is refused (422)")
     max_run_seconds: float = Field(24 * 3600.0, gt=0, description="a run still going after this long is stopped "

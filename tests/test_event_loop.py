@@ -82,6 +82,10 @@ def test_no_route_runs_sql_on_the_event_loop(app_and_client: tuple[Any, TestClie
     call("GET", "/groups/{group_id}", f"/groups/{group['id']}")
     call("GET", "/catalog", "/catalog")
     call("GET", "/health", "/health")
+    tracked = call("POST", "/external", "/external", json={"name": "own loop"}).json()
+    call("POST", "/external/{run_id}/points", f"/external/{tracked['id']}/points",
+         json={"points": [{"step": 0, "values": {"train_loss": 1.0}}]})
+    call("POST", "/external/{run_id}/end", f"/external/{tracked['id']}/end", json={"status": "succeeded"})
 
     routes = {(method, route.path.removeprefix(API_PREFIX)) for route in app.routes
               if isinstance(route, APIRoute) and route.path.startswith(API_PREFIX) for method in route.methods}
