@@ -33,11 +33,22 @@ from anode_core.gradients import GradientMethod
 from anode_core.problem import Problem
 from anode_core.reversible import DampedLeapfrog, ReversibleHeun
 from anode_core.solve import check_pairing, resolve_gradient
-from anode_core.solvers import Euler, Midpoint, Solver, Tableau
+from anode_core.solvers import (
+    IMPLICIT_SOLVERS,
+    AdamsBashforth,
+    AdamsBashforthMoulton,
+    Euler,
+    Heun,
+    Heun3,
+    Midpoint,
+    RungeKutta,
+    Solver,
+    Tableau,
+)
 from anode_core.watch import solve_problem
 
 
-class RK38(Solver):
+class RK38(RungeKutta):
     """Kutta's 3/8 rule, order 4: torchdiffeq's fixed-grid ``rk4`` (``rk4_alt_step_func``)."""
 
     name = "rk4_38"
@@ -57,6 +68,12 @@ METHODS: dict[str, type[Solver]] = {
     "rk4": RK38,
     "reversible_heun": ReversibleHeun,
     "alf": DampedLeapfrog,
+    "heun2": Heun,
+    "heun3": Heun3,
+    "explicit_adams": AdamsBashforth,
+    "implicit_adams": AdamsBashforthMoulton,
+    "fixed_adams": AdamsBashforthMoulton,
+    **IMPLICIT_SOLVERS,
 }
 FIXED_OPTIONS = {"step_size"}
 ADAPTIVE_OPTIONS = {"max_num_steps"}

@@ -178,7 +178,9 @@ def test_use_gradient_on_a_model_still_overrides_its_blocks() -> None:
         pytest.param(
             {"options": {"max_num_steps": 2}, "rtol": 1e-10}, RuntimeError, r"reached max_steps=2", id="max-steps"
         ),
-        pytest.param({"gradient": ac.Reversible()}, ValueError, r"use solver=ReversibleHeun\(\)", id="reversible"),
+        pytest.param(
+            {"gradient": ac.Reversible()}, ValueError, r"kind reversible \(reversible_heun, alf\)", id="reversible"
+        ),
     ],
 )
 def test_bad_arguments_name_the_fix(kwargs: dict, error: type[Exception], message: str) -> None:
