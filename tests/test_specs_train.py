@@ -73,12 +73,12 @@ BAD = [
     pytest.param({"ode": {"solver": "dopri5", "step_limit": 10**6}}, ("ode", "step_limit"), "less than or equal",
                  id="step-limit-huge"),
     pytest.param({"ode": {"solver": "dopri5", "rtol": 1e-8}}, ("dtype",), "`dtype` to float64", id="rtol-float32"),
-    pytest.param({"ode": {"gradient": {"method": "reversible"}}}, ("ode",), "set the solver to reversible_heun",
-                 id="reversible-on-euler"),
+    pytest.param({"ode": {"gradient": {"method": "reversible"}}}, ("ode",),
+                 "a solver of kind reversible (reversible_heun, alf)", id="reversible-on-euler"),
     pytest.param({"ode": {"solver": "reversible_heun", "gradient": {"method": "adjoint"}}}, ("ode",),
-                 "use method 'reversible'", id="adjoint-on-reversible"),
+                 "or method 'reversible' with this solver", id="adjoint-on-reversible"),
     pytest.param({"ode": {"solver": "dopri5", "gradient": {"method": "adjoint", "reconstruct": False}}}, ("ode",),
-                 "remove it", id="stored-adjoint-adaptive"),
+                 "or method 'adjoint' with this solver", id="stored-adjoint-adaptive"),
 ]
 
 
