@@ -4,9 +4,9 @@ A port of torchdiffeq's ``AdamsBashforthMoulton`` (``_impl/fixed_adams.py``, MIT
 
 - **History.** Each step evaluates ``f(t_n, y_n)`` and puts it first in a history of at most ``max_order − 1``
   slopes (the solver's carried state).
-- **Start-up.** While the history holds fewer than 3 slopes, the step is Kutta's 3/8 rule (order 4) reusing
-  ``f(t_n, y_n)``.
-- **Predictor.** Then the Adams–Bashforth formula of order ``k`` = the history's length (at most
+- **Start-up.** While the history holds fewer than 3 slopes (the first 2 steps), the step is Kutta's 3/8 rule
+  (order 4) reusing ``f(t_n, y_n)``.
+- **Predictor.** Then (from step 3, order 3 first) the Adams–Bashforth formula of order ``k`` = the history's length (at most
   ``max_order − 1``): ``Δy = h Σ_j β_j f_{n−j}``.
 - **Corrector** (``implicit_adams``, ``fixed_adams``): Adams–Moulton of order ``k + 1`` iterated as a fixed point,
   ``Δy ← h (β*_0 f(t_{n+1}, y_n + Δy) + Σ_j β*_{j+1} f_{n−j})``, at most ``max_iters`` times (default 4), until

@@ -147,7 +147,7 @@ def _solver(name: str, facts: Any, common: Any) -> dict[str, Any]:
     elif facts.kind == "implicit":
         cost = f"{facts.stages} field evaluation{'s' if facts.stages > 1 else ''} per Broyden iteration"
     elif facts.kind == "multistep":
-        cost = "1 new field evaluation per step after 3 start-up steps of 4, more with a corrector"
+        cost = "1 new field evaluation per step after 2 start-up steps of 4, more with a corrector"
     else:
         cost = f"{facts.stages} field evaluation{'s' if facts.stages > 1 else ''} per step"
     return {"name": name, "kind": facts.kind, "order": facts.order, "stages": facts.stages,
