@@ -207,7 +207,9 @@ class RadauIIA5(ImplicitSolver):
 
 
 class GaussLegendre4(ImplicitSolver):
-    """Gauss–Legendre with two stages, order 4, symplectic."""
+    """Gauss–Legendre with two stages, order 4, symplectic. torchdiffeq's ``gl4`` (657943a) gives both stages
+    the node ``1/2 − √3/6``; the second is ``1/2 + √3/6`` (its row sum), which this tableau has, so on a field
+    that depends on ``t`` the two differ (by 3e-3 at 64 steps on a forced rotation) and this one is order 4."""
 
     name = "gl4"
     order = 4
