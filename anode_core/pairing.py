@@ -6,7 +6,9 @@ same table. Each solver class names its ``kind``; a gradient method is used in o
 
 Why the holes: a solver that *carries* state between steps (a reversible carry, a multistep history) cannot take
 the isolated steps that revolve checkpoints and the fixed-grid adjoint restart from; only an algebraically
-reversible solver can be rebuilt backwards; the adjoint on stored states restarts from the states of a fixed grid.
+reversible solver can be rebuilt backwards; the adjoint on stored states restarts from the states of a fixed grid;
+an external solver (scipy) computes without a graph, so only the continuous adjoint, which solves backwards with
+the same solver, can differentiate it (as torchdiffeq's ``odeint_adjoint`` does).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Literal
 
-SolverKind = Literal["fixed", "adaptive", "implicit", "multistep", "reversible"]
+SolverKind = Literal["fixed", "adaptive", "implicit", "multistep", "reversible", "external"]
 Use = Literal["direct", "anode", "checkpoints", "adjoint", "stored_states", "reversible"]
 
 USES: tuple[Use, ...] = ("direct", "anode", "checkpoints", "adjoint", "stored_states", "reversible")
@@ -25,6 +27,7 @@ PAIRS: dict[SolverKind, frozenset[Use]] = {
     "adaptive": frozenset({"direct", "anode", "checkpoints", "adjoint"}),
     "multistep": frozenset({"direct", "anode"}),
     "reversible": frozenset({"direct", "anode", "reversible"}),
+    "external": frozenset({"adjoint", "stored_states"}),
 }
 """The rule: the uses each kind of solver pairs with."""
 
@@ -34,6 +37,7 @@ KINDS: dict[SolverKind, str] = {
     "adaptive": "chooses its own steps from rtol and atol",
     "multistep": "carries the history of its slopes from step to step",
     "reversible": "carries a second state so that each step can be undone algebraically",
+    "external": "solves in NumPy (scipy.integrate.solve_ivp) without a graph",
 }
 """What each kind of solver is, as the refusals say it."""
 
@@ -46,6 +50,10 @@ NEEDS: dict[Use, str] = {
     "reversible": "needs an algebraically reversible solver",
 }
 """What each use needs of the solver, as the refusals say it."""
+
+
+DEFAULTS: dict[SolverKind, Use] = {"external": "adjoint"}
+"""The use a solve that names no gradient method gets, where the library's default (``anode``) does not pair."""
 
 
 def use_of(method: str, checkpoints: int | None = None, reconstruct: bool = True) -> Use:

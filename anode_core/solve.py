@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from anode_core.adaptive import AdaptiveSolver
 from anode_core.gradients import Anode, GradientMethod
-from anode_core.pairing import Use, refusal, use_of
+from anode_core.pairing import DEFAULTS, Use, refusal, use_of
 from anode_core.problem import Field, Problem
 from anode_core.registry import ALL_SOLVERS, gradient_named, solver_named
 from anode_core.solvers import Euler, Solver
@@ -41,7 +41,7 @@ def odesolve(
     memory-lean methods cannot reach them).
     """
     problem = make_problem(field, z0, steps=steps, solver=solver, t0=t0, t1=t1, params=params)
-    method = resolve_gradient(gradient)
+    method = resolve_gradient(gradient, problem.solver)
     check_pairing(problem.solver, method)
     return solve_problem(problem, z0, method)
 
@@ -122,13 +122,20 @@ def resolve_solver(solver: Solver | str) -> Solver:
     return solver
 
 
-DEFAULT_GRADIENT: ContextVar[GradientMethod] = ContextVar("DEFAULT_GRADIENT", default=Anode())
+LIBRARY_DEFAULT = Anode()
+DEFAULT_GRADIENT: ContextVar[GradientMethod] = ContextVar("DEFAULT_GRADIENT", default=LIBRARY_DEFAULT)
 """The gradient method of solves that name none; set with :func:`anode_core.use_gradient`."""
 
 
-def resolve_gradient(gradient: GradientMethod | str | None) -> GradientMethod:
+def resolve_gradient(gradient: GradientMethod | str | None, solver: Solver | None = None) -> GradientMethod:
+    """``gradient`` as an object; ``None`` is the default of :func:`anode_core.use_gradient`, else ``Anode()``, or,
+    for a ``solver`` whose kind Anode cannot differentiate, the kind's default (:data:`anode_core.pairing.DEFAULTS`:
+    the adjoint for scipy)."""
     if gradient is None:
-        return DEFAULT_GRADIENT.get()
+        method = DEFAULT_GRADIENT.get()
+        if method is LIBRARY_DEFAULT and solver is not None and solver.kind in DEFAULTS:
+            return gradient_named(DEFAULTS[solver.kind])
+        return method
     if isinstance(gradient, str):
         return gradient_named(gradient)
     if not isinstance(gradient, GradientMethod):

@@ -20,12 +20,14 @@ from anode_core.solvers.implicit import (
     RadauIIA5,
     Trapezoid,
 )
+from anode_core.solvers.scipy_solver import ScipySolver
 
 __all__ = [
     "IMPLICIT_SOLVERS",
     "RK4",
     "RK38",
     "SDIRK2",
+    "ScipySolver",
     "SOLVERS",
     "TRBDF2",
     "AdamsBashforth",

@@ -122,3 +122,17 @@ def _combine(y: State, ks: Sequence[State], coeffs: Sequence[float], dt: float) 
         for m, km in enumerate(k):
             out[m] = torch.add(out[m], km, alpha=coef * dt)
     return tuple(out)
+
+
+def flattener(y: State) -> tuple[Callable[[State], Tensor], Callable[[Tensor], State]]:
+    """One vector from the components of a state, and back (the augmented adjoint state has several)."""
+    shapes = [c.shape for c in y]
+    sizes = [c.numel() for c in y]
+
+    def flat(state: State) -> Tensor:
+        return state[0].reshape(-1) if len(state) == 1 else torch.cat([c.reshape(-1) for c in state])
+
+    def unflat(v: Tensor) -> State:
+        return tuple(part.view(shape) for part, shape in zip(torch.split(v, sizes), shapes, strict=True))
+
+    return flat, unflat

@@ -31,7 +31,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from anode_core.solvers.base import Solver, State, TupleField, check_weights
+from anode_core.solvers.base import Solver, State, TupleField, check_weights, flattener
 
 S2, S3, S6, S15 = math.sqrt(2), math.sqrt(3), math.sqrt(6), math.sqrt(15)
 
@@ -87,7 +87,7 @@ class ImplicitSolver(Solver):
 
     def step(self, f: TupleField, t: float, y: State, dt: float) -> State:
         tab = self.tableau
-        flat, unflat = _flattener(y)
+        flat, unflat = flattener(y)
         f0 = flat(f(t, y))
         tol = self.tol if self.tol is not None else (1e-8 if y[0].dtype == torch.float64 else 1e-6)
         a = torch.tensor(tab.a, dtype=f0.dtype, device=f0.device) * dt  # (s, s): stage i uses row i
@@ -142,20 +142,6 @@ def _broyden(residual: Callable[[Tensor], Tensor], k: Tensor, tol: float, max_it
             stacklevel=2,
         )
     return k
-
-
-def _flattener(y: State) -> tuple[Callable[[State], Tensor], Callable[[Tensor], State]]:
-    """One vector from the components of a state, and back (the augmented adjoint state has several)."""
-    shapes = [c.shape for c in y]
-    sizes = [c.numel() for c in y]
-
-    def flat(state: State) -> Tensor:
-        return state[0].reshape(-1) if len(state) == 1 else torch.cat([c.reshape(-1) for c in state])
-
-    def unflat(v: Tensor) -> State:
-        return tuple(part.view(shape) for part, shape in zip(torch.split(v, sizes), shapes, strict=True))
-
-    return flat, unflat
 
 
 class ImplicitEuler(ImplicitSolver):
