@@ -23,7 +23,7 @@ from typing import ClassVar
 
 import torch
 
-from anode_core.solvers import Solver, State, Tableau, TupleField, _combine
+from anode_core.solvers import RungeKutta, State, Tableau, TupleField, _combine
 
 Norm = Callable[[State], float]
 
@@ -75,7 +75,7 @@ class Grid:
 
 
 @dataclass(frozen=True)
-class AdaptiveSolver(Solver):
+class AdaptiveSolver(RungeKutta):
     """An embedded Runge–Kutta pair with torchdiffeq's step-size controller.
 
     ``max_steps`` bounds the number of trial steps (accepted and rejected) of one solve.
@@ -86,6 +86,7 @@ class AdaptiveSolver(Solver):
     max_steps: int = 100_000
 
     tableau: ClassVar[EmbeddedTableau]
+    kind = "adaptive"
 
     def __post_init__(self) -> None:
         for name in ("rtol", "atol"):

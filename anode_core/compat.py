@@ -25,6 +25,8 @@ and ``∂y(t_i)/∂t_0 = −Φ(t_i, t_0) f(t_0, y_0)``, as torchdiffeq's adjoint
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -49,28 +51,30 @@ from anode_core.gradients.adaptive import _Stitch
 from anode_core.problem import Problem
 from anode_core.reversible import DampedLeapfrog, ReversibleHeun, ReversibleSolver
 from anode_core.solve import check_pairing, resolve_gradient
-from anode_core.solvers import Euler, Heun, Midpoint, Solver, Tableau
+from anode_core.solvers import (
+    IMPLICIT_SOLVERS,
+    RK38,
+    AdamsBashforth,
+    AdamsBashforthMoulton,
+    Euler,
+    Heun,
+    Heun3,
+    Midpoint,
+    Solver,
+)
 from anode_core.watch import shown
-
-
-class RK38(Solver):
-    """Kutta's 3/8 rule, order 4: torchdiffeq's fixed-grid ``rk4`` (``rk4_alt_step_func``)."""
-
-    name = "rk4_38"
-    order = 4
-    tableau = Tableau(
-        c=(0.0, 1 / 3, 2 / 3, 1.0),
-        a=((), (1 / 3,), (-1 / 3, 1.0), (1.0, -1.0, 1.0)),
-        b=(1 / 8, 3 / 8, 3 / 8, 1 / 8),
-    )
-
 
 METHODS: dict[str, type[Solver]] = {
     **ADAPTIVE_METHODS,
     "euler": Euler,
     "midpoint": Midpoint,
     "heun2": Heun,
+    "heun3": Heun3,
     "rk4": RK38,
+    "explicit_adams": AdamsBashforth,
+    "implicit_adams": AdamsBashforthMoulton,
+    "fixed_adams": AdamsBashforthMoulton,
+    **IMPLICIT_SOLVERS,
     "reversible_heun": ReversibleHeun,
     "alf": DampedLeapfrog,
 }
@@ -100,11 +104,9 @@ def odeint(
     inp = check_inputs(func, y0, t, rtol, atol, method, options, event_fn, METHODS)
     solver_cls = METHODS[inp.method]
     adaptive = issubclass(solver_cls, AdaptiveSolver)
-    unexpected(inp.method, inp.options, ADAPTIVE_OPTIONS if adaptive else FIXED_OPTIONS)
+    unexpected(inp.method, inp.options, ADAPTIVE_OPTIONS if adaptive else FIXED_OPTIONS | solver_knobs(solver_cls))
     valid = set(CALLBACKS) if adaptive else {"callback_step"}
     if inp.callback_names - valid:
-        import warnings
-
         warnings.warn(
             f"method {inp.method!r} does not support callbacks {sorted(inp.callback_names - valid)}", stacklevel=2
         )
@@ -238,7 +240,7 @@ class _Plan:
     """One solve: its values without a graph, and the same solve again with one (sizes held fixed)."""
 
     def __init__(self, inp: Inputs, solver_cls: type[Solver], t: Tensor) -> None:
-        self.inp, self.solver = inp, solver_cls()
+        self.inp, self.solver = inp, make_solver(solver_cls, inp)
         self.adaptive = isinstance(self.solver, AdaptiveSolver)
         self.t = t.detach().to(_time_dtype(inp)) if self.adaptive else t.detach()
         self.steps: list[Accepted] = []
@@ -272,6 +274,25 @@ class _Plan:
         assert self.grid is not None
         points = self.grid.double().tolist()
         return Grid(tuple(points[:-1]), tuple(b - a for a, b in zip(points, points[1:], strict=False)), points[-1])
+
+
+def solver_knobs(solver_cls: type[Solver]) -> frozenset[str]:
+    """The options a fixed-grid solver takes as its own fields (``max_iters``, ``max_order``, ``tol``)."""
+    names = {f.name for f in dataclasses.fields(solver_cls)} if dataclasses.is_dataclass(solver_cls) else set()
+    return frozenset(names - {"rtol", "atol"})
+
+
+def make_solver(solver_cls: type[Solver], inp: Inputs) -> Solver:
+    """The solver, with ``rtol``/``atol`` where it judges convergence by them and its own options."""
+    if issubclass(solver_cls, AdaptiveSolver):
+        return solver_cls()
+    names = {f.name for f in dataclasses.fields(solver_cls)} if dataclasses.is_dataclass(solver_cls) else set()
+    kwargs = {k: v for k, v in inp.options.items() if k in solver_knobs(solver_cls)}
+    for name in ("rtol", "atol"):
+        value = getattr(inp, name)
+        if name in names and not isinstance(value, Tensor):
+            kwargs[name] = float(value)
+    return solver_cls(**kwargs)
 
 
 def _no_callback(t0: Tensor, y0: Tensor, dt: Tensor) -> None:
@@ -468,7 +489,7 @@ def _until_event(
 ) -> tuple[Tensor, Tensor]:
     """Find the event without a graph, then solve to it as an ordinary two-time solve (same steps)."""
     assert inp.event_fn is not None
-    solver = solver_cls()
+    solver = make_solver(solver_cls, inp)
     y0 = inp.y0
     with torch.no_grad():
         if isinstance(solver, AdaptiveSolver):

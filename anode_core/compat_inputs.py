@@ -73,7 +73,9 @@ class FlatFunc(nn.Module):
         parts = self.func(t, flat_to_shape(y, (), self.shapes))
         return torch.cat([p.reshape(-1) for p in parts])
 
-    def forward(self, t: Tensor, y: Tensor, perturb: Perturb = Perturb.NONE) -> Tensor:
+    def forward(self, t: Tensor | float, y: Tensor, perturb: Perturb = Perturb.NONE) -> Tensor:
+        if not isinstance(t, Tensor):  # a Problem's solvers pass Python floats (the replay of other methods)
+            t = torch.tensor(t, dtype=torch.float64, device=y.device)
         if torch.is_complex(t):
             t = t.real
         t = t.to(y.abs().dtype)

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from anode_core.controller import FlatField, Perturb, find_event
-from anode_core.solvers import Solver
+from anode_core.solvers import RungeKutta, Solver
 
 StepCallback = Callable[[Tensor, Tensor, Tensor], object]
 
@@ -44,8 +44,35 @@ def time_grid(func: Any, y0: Tensor, t: Tensor, options: dict[str, Any]) -> Tens
     return grid
 
 
+class Stepper:
+    """Steps of any fixed-grid solver on the flat state: an explicit tableau op for op as torchdiffeq takes it,
+    any other solver (implicit, Adams) through its ``init``/``advance`` protocol, carrying its state."""
+
+    def __init__(self, solver: Solver, f: FlatField, y0: Tensor, t0: Tensor, perturb: bool) -> None:
+        self.solver, self.f, self.perturb = solver, f, perturb
+        self.dtype = t0.dtype
+        self.span = (float(t0), float(t0))
+        self.state = () if isinstance(solver, RungeKutta) else solver.init(self._tuple_field, float(t0), (y0,))
+
+    def _tuple_field(self, s: float, y: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        side = Perturb.NONE
+        if self.perturb and s == self.span[0]:
+            side = Perturb.NEXT
+        elif self.perturb and s == self.span[1]:
+            side = Perturb.PREV
+        return (self.f(torch.tensor(s, dtype=self.dtype, device=y[0].device), y[0], side),)
+
+    def __call__(self, t0: Tensor, dt: Tensor, t1: Tensor, y0: Tensor, slope: bool) -> tuple[Tensor, Tensor | None]:
+        """``(y1 − y0, f(t0, y0) or None)``; ``slope`` asks for ``f(t0, y0)`` (cubic interpolation)."""
+        if isinstance(self.solver, RungeKutta):
+            return step(self.solver, self.f, t0, dt, t1, y0, self.perturb)
+        self.span = (float(t0), float(t1))
+        (y1,), self.state = self.solver.advance(self._tuple_field, self.span[0], self.span[1], (y0,), self.state)
+        return y1 - y0, self.f(t0, y0, Perturb.NONE) if slope else None
+
+
 def step(
-    solver: Solver, f: FlatField, t0: Tensor, dt: Tensor, t1: Tensor, y0: Tensor, perturb: bool
+    solver: RungeKutta, f: FlatField, t0: Tensor, dt: Tensor, t1: Tensor, y0: Tensor, perturb: bool
 ) -> tuple[Tensor, Tensor]:
     """``(y1 − y0, f(t0, y0))`` for one step of ``solver``'s tableau."""
     tab = solver.tableau
@@ -97,13 +124,14 @@ def integrate(
     t = t.to(grid.dtype)
     out: list[Tensor] = []
     j, y = 1, y0
+    stepper = Stepper(solver, f, y0, grid[0], perturb)
     for t0, t1 in zip(grid[:-1], grid[1:], strict=True):
         dt = t1 - t0
         callback(t0, y, dt)
-        dy, f0 = step(solver, f, t0, dt, t1, y, perturb)
+        dy, f0 = stepper(t0, dt, t1, y, interp == "cubic")
         y1 = y + dy
         while j < len(t) and t1 >= t[j]:
-            if interp == "linear":
+            if interp == "linear" or f0 is None:
                 out.append(_linear(t0, t1, y, y1, t[j]))
             else:
                 out.append(_cubic(t0, y, f0, t1, y1, f(t1, y1, Perturb.NONE), t[j]))
@@ -130,9 +158,10 @@ def integrate_until_event(
     t0 = t0.type_as(y0.abs())
     y = y0
     sign0 = torch.sign(event_fn(t0, y))
+    stepper = Stepper(solver, f, y0, t0, perturb)
     for _ in range(20000):
         t1 = t0 + step_size
-        dy, f0 = step(solver, f, t0, torch.as_tensor(step_size, dtype=t0.dtype), t1, y, perturb)
+        dy, f0 = stepper(t0, torch.as_tensor(step_size, dtype=t0.dtype), t1, y, interp == "cubic")
         y1 = y + dy
         if sign0 != torch.sign(event_fn(t1, y1)):
             return find_event(_bracket(interp, f, t0, y, f0, t1, y1), sign0, t0, t1, event_fn, float(atol))
@@ -141,10 +170,10 @@ def integrate_until_event(
 
 
 def _bracket(
-    interp: str, f: FlatField, t0: Tensor, y0: Tensor, f0: Tensor, t1: Tensor, y1: Tensor
+    interp: str, f: FlatField, t0: Tensor, y0: Tensor, f0: Tensor | None, t1: Tensor, y1: Tensor
 ) -> Callable[[Tensor], Tensor]:
     """The step's interpolant over ``[t0, t1]``, in which the event is sought."""
-    if interp == "linear":
+    if interp == "linear" or f0 is None:
         return lambda s: _linear(t0, t1, y0, y1, s)
     f1 = f(t1, y1, Perturb.NONE)
     return lambda s: _cubic(t0, y0, f0, t1, y1, f1, s)

@@ -9,14 +9,16 @@ from typing import TypeVar
 from anode_core.adaptive import Bosh3, Dopri5
 from anode_core.gradients import Adjoint, Anode, Direct, GradientMethod, Reversible
 from anode_core.reversible import DampedLeapfrog, ReversibleHeun
-from anode_core.solvers import SOLVERS, Solver
+from anode_core.solvers import IMPLICIT_SOLVERS, SOLVERS, AdamsBashforth, AdamsBashforthMoulton, Solver
 
 GRADIENTS: dict[str, type[GradientMethod]] = {cls.name: cls for cls in (Direct, Anode, Adjoint, Reversible)}
 ALL_SOLVERS: dict[str, type[Solver]] = {
     **SOLVERS,
-    **{cls.name: cls for cls in (Dopri5, Bosh3, ReversibleHeun, DampedLeapfrog)},
+    **{cls.name: cls for cls in (Dopri5, Bosh3, ReversibleHeun, DampedLeapfrog, AdamsBashforth, AdamsBashforthMoulton)},
+    **IMPLICIT_SOLVERS,
 }
-"""Fixed-step tableaux (``SOLVERS``), the adaptive pairs and the reversible schemes, by name."""
+"""Fixed-step tableaux (``SOLVERS``), the adaptive pairs, the reversible schemes, the Adams methods and the
+implicit Runge–Kutta schemes, by name. ``anode_lab.specs.common.SOLVERS`` lists the same (a test checks it)."""
 T = TypeVar("T")
 
 

@@ -12,10 +12,10 @@ from contextvars import ContextVar
 from torch import Tensor, nn
 
 from anode_core.adaptive import AdaptiveSolver
-from anode_core.gradients import Adjoint, Anode, GradientMethod, Reversible
+from anode_core.gradients import Anode, GradientMethod
+from anode_core.pairing import Use, refusal, use_of
 from anode_core.problem import Field, Problem
-from anode_core.registry import gradient_named, solver_named
-from anode_core.reversible import ReversibleSolver
+from anode_core.registry import ALL_SOLVERS, gradient_named, solver_named
 from anode_core.solvers import Euler, Solver
 from anode_core.watch import solve_problem
 
@@ -47,19 +47,23 @@ def odesolve(
 
 
 def check_pairing(solver: Solver, method: GradientMethod) -> None:
-    """Solvers and methods that cannot work together fail here, before any computation."""
-    if isinstance(method, Reversible) and not isinstance(solver, ReversibleSolver):
-        raise ValueError(
-            f"gradient=Reversible() needs an algebraically reversible solver; got solver={solver!r}: "
-            "use solver=ReversibleHeun() or DampedLeapfrog(), or gradient=Anode() with this solver"
-        )
-    if isinstance(solver, ReversibleSolver) and (
-        isinstance(method, Adjoint) or getattr(method, "checkpoints", None) is not None
-    ):
-        raise ValueError(
-            f"solver={solver!r} carries a second state and cannot be differentiated with {method!r}: "
-            "use gradient=Reversible() (memory flat in N_t), Direct() or Anode()"
-        )
+    """Solvers and methods that cannot work together fail here, before any computation: the rule is
+    :data:`anode_core.pairing.PAIRS`, read by the specs too."""
+    use = use_of(method.name, getattr(method, "checkpoints", None), getattr(method, "reconstruct", True))
+    kinds = {name: cls.kind for name, cls in ALL_SOLVERS.items()}
+    problem = refusal(solver.kind, use, f"{solver!r}", LIBRARY_SPELLING, kinds)
+    if problem is not None:
+        raise ValueError(problem)
+
+
+LIBRARY_SPELLING: dict[Use, str] = {
+    "direct": "gradient=Direct()",
+    "anode": "gradient=Anode()",
+    "checkpoints": "gradient=Anode(checkpoints=c)",
+    "adjoint": "gradient=Adjoint()",
+    "stored_states": "gradient=Adjoint(reconstruct=False)",
+    "reversible": "gradient=Reversible()",
+}
 
 
 def make_problem(
