@@ -246,14 +246,17 @@ class _Plan:
         self.steps: list[Accepted] = []
         self.grid: Tensor | None = None
         self.f0: Tensor | None = None
+        self.probe: tuple[Tensor, Tensor] | None = None
+        """``(z, f(t0, z))`` with its graph, ``z`` the detached start: the first evaluation, made once."""
 
-    def values(self, y0: Tensor) -> list[Tensor]:
+    def values(self, y0: Tensor, f0: Tensor | None = None, graph: bool = False) -> list[Tensor]:
+        """The solver's values at ``t[1:]`` (recording its steps); ``graph``: with the accepted steps' graph."""
         inp = self.inp
-        with torch.no_grad():
+        with torch.set_grad_enabled(graph):
             if isinstance(self.solver, AdaptiveSolver):
                 tab, order = self.solver.tableau, self.solver.order
                 ctl = Controller(tab, order, inp.func, y0, _options(inp, type(self.solver)), inp.callbacks, inp.method)
-                ctl.start(self.t[0], self.f0)
+                ctl.start(self.t[0], self.f0 if f0 is None else f0)
                 out = [ctl.advance(ti) for ti in self.t[1:]]
                 self.steps = ctl.accepted
                 return out
@@ -362,11 +365,12 @@ def _probe(inp: Inputs, plan: _Plan, adjoint_params: Sequence[Tensor] | None) ->
         return given
     t0 = plan.t[0]
     perturb = Perturb.NEXT if (not plan.adaptive and inp.options.get("perturb")) else Perturb.NONE
+    z = inp.y0.detach().requires_grad_(inp.y0.requires_grad)
     with torch.enable_grad():
-        probe = inp.func(t0, inp.y0.detach(), perturb)
+        probe = inp.func(t0, z, perturb)
     if plan.adaptive:
-        plan.f0 = probe.detach()
-    found = {id(p): p for p in _leaves(probe) if p.requires_grad} if probe.requires_grad else {}
+        plan.f0, plan.probe = probe.detach(), (z, probe)
+    found = {id(p): p for p in _leaves(probe) if p.requires_grad and p is not z} if probe.requires_grad else {}
     for p in given:
         found.setdefault(id(p), p)
     return list(found.values())
@@ -427,25 +431,61 @@ def _pieces(plan: _Plan, problem: Problem, y0: Tensor, method: GradientMethod) -
 
 
 class _ReplayInBackward(torch.autograd.Function):
-    """ANODE on one ``odeint`` call: forward is the solver alone; backward replays its steps with their graph
-    (sizes held fixed) and back-propagates once (Zhuang et al.'s adaptive checkpoint adjoint, one block)."""
+    """ANODE on one ``odeint`` call: forward is the solver alone, run once. Like an ``Anode`` block that is the
+    latest of its chain, it keeps the graph of its accepted steps (rejected trials hold nothing, step sizes are
+    constants) until backward or until a later ``odeint`` call continues from its output; then backward
+    replays the accepted steps with their graph (Zhuang et al.'s adaptive checkpoint adjoint, one block) and
+    back-propagates once. Memory: at most one call's graph per chain, ``L·S + s·N_t·A``, as ``Anode``."""
 
     @staticmethod
     def forward(ctx: Any, plan: _Plan, y0: Tensor, *leaves: Tensor) -> Tensor:
-        ctx.plan, ctx.leaves = plan, leaves
+        ctx.plan, ctx.leaves, ctx.kept = plan, leaves, None
         ctx.save_for_backward(y0)
-        return torch.stack(plan.values(y0))
+        _drop_kept_upstream(y0)
+        if not plan.adaptive or plan.probe is None:
+            return torch.stack(plan.values(y0))
+        z, f0 = plan.probe
+        plan.probe = None
+        with torch.enable_grad():
+            out = torch.stack(plan.values(z, f0, graph=True))
+        ctx.kept = (z, out)
+        return out.detach()
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         (y0,) = ctx.saved_tensors
         wanted = ctx.needs_input_grad[1:]
+        kept, ctx.kept = ctx.kept, None
         with torch.enable_grad():
-            z = y0.detach().requires_grad_(True)
-            out = torch.stack(ctx.plan.graph(z))
-            inputs = [x for x, want in zip((z, *ctx.leaves), wanted, strict=True) if want]
+            if kept is None:
+                z = y0.detach().requires_grad_(True)
+                out = torch.stack(ctx.plan.graph(z))
+            else:
+                z, out = kept
+            inputs = [x for x, want in zip((z, *ctx.leaves), wanted, strict=True) if want and x.requires_grad]
             found = iter(torch.autograd.grad(out, inputs, grad, allow_unused=True)) if inputs else iter(())
-        return (None, *(next(found) if want else None for want in wanted))
+        return (
+            None,
+            *(
+                next(found) if want and x.requires_grad else None
+                for x, want in zip((z, *ctx.leaves), wanted, strict=True)
+            ),
+        )
+
+
+def _drop_kept_upstream(y0: Tensor) -> None:
+    """Drop the kept graph of every earlier ``odeint`` call ``y0`` descends from (the walk stops at each)."""
+    pending, seen = [y0.grad_fn], set()
+    while pending:
+        node = pending.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, _ReplayInBackward._backward_cls):
+            ctx: Any = node
+            ctx.kept = None
+            continue
+        pending.extend(n for n, _ in node.next_functions)
 
 
 class _StartTime(torch.autograd.Function):

@@ -201,7 +201,11 @@ def optimal_step(last: Tensor, ratio: Tensor, order: int, opts: Options) -> Tens
 
 
 class Controller:
-    """torchdiffeq's ``RKAdaptiveStepsizeODESolver`` on a flat state, recording its accepted steps."""
+    """torchdiffeq's ``RKAdaptiveStepsizeODESolver`` on a flat state, recording its accepted steps.
+
+    Run under grad mode it builds the graph of its accepted steps (a rejected trial's graph is dropped with it)
+    with the step sizes constant: what ``Anode()`` keeps for one ``odeint`` call (see :mod:`anode_core.compat`).
+    """
 
     def __init__(
         self,
@@ -224,7 +228,10 @@ class Controller:
         """torchdiffeq's ``_before_integrate``; ``f0``: ``f(t0, y0)`` when the caller evaluated it already."""
         f0 = self.f(t0, self.y0, Perturb.NONE) if f0 is None else f0
         opts = self.opts
-        first = initial_step(self.f, t0, self.y0, f0, self.order, opts) if opts.first_step is None else opts.first_step
+        with torch.no_grad():  # step sizes are constants for every gradient (held fixed)
+            first = (
+                initial_step(self.f, t0, self.y0, f0, self.order, opts) if opts.first_step is None else opts.first_step
+            )
         self.state = _State(self.y0, f0, t0, t0, first, [self.y0] * 5)
         self.step_t = _sorted_after(opts.step_t, t0)
         self.jump_t = _sorted_after(opts.jump_t, t0)
@@ -294,7 +301,8 @@ class Controller:
                 on_step = False
                 t1, dt = nxt, nxt - t0
         y1, f1, error, k = rk_step(self.f, y0, f0, t0, dt, t1, self.tab)
-        ratio = opts.norm(error / (opts.atol + opts.rtol * torch.max(y0.abs(), y1.abs()))).abs()
+        with torch.no_grad():
+            ratio = opts.norm(error / (opts.atol + opts.rtol * torch.max(y0.abs(), y1.abs()))).abs()
         accept = bool(ratio <= 1)
         if dt > opts.max_step:
             accept = False
