@@ -72,6 +72,12 @@ _EXPORTS = {
     "measure_gradient": "anode_core.instruments.measure",
     "ode_blocks": "anode_core.block",
     "odeint": "anode_core.compat",
+    "odeint_adjoint": "anode_core.compat_adjoint",
+    "odeint_event": "anode_core.compat",
+    "AdaptiveHeun": "anode_core.adaptive_pairs",
+    "Fehlberg2": "anode_core.adaptive_pairs",
+    "Tsit5": "anode_core.adaptive_pairs",
+    "Dopri8": "anode_core.adaptive_pairs",
     "odesolve": "anode_core.solve",
     "reconstruction_error": "anode_core.instruments.reconstruction",
     "saved_bytes_of_one_evaluation": "anode_core.instruments.memory",
@@ -103,6 +109,12 @@ if TYPE_CHECKING:
         Dopri5 as Dopri5,
         Grid as Grid,
     )
+    from anode_core.adaptive_pairs import (
+        AdaptiveHeun as AdaptiveHeun,
+        Dopri8 as Dopri8,
+        Fehlberg2 as Fehlberg2,
+        Tsit5 as Tsit5,
+    )
     from anode_core.block import (
         ODEBlock as ODEBlock,
         ode_blocks as ode_blocks,
@@ -110,6 +122,10 @@ if TYPE_CHECKING:
     )
     from anode_core.compat import (
         odeint as odeint,
+        odeint_event as odeint_event,
+    )
+    from anode_core.compat_adjoint import (
+        odeint_adjoint as odeint_adjoint,
     )
     from anode_core.gradients import (
         Adjoint as Adjoint,
