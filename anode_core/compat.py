@@ -60,6 +60,7 @@ from anode_core.solvers import (
     Heun,
     Heun3,
     Midpoint,
+    ScipySolver,
     Solver,
 )
 from anode_core.watch import shown
@@ -77,6 +78,7 @@ METHODS: dict[str, type[Solver]] = {
     **IMPLICIT_SOLVERS,
     "reversible_heun": ReversibleHeun,
     "alf": DampedLeapfrog,
+    "scipy_solver": ScipySolver,
 }
 
 
@@ -105,12 +107,12 @@ def odeint(
     solver_cls = METHODS[inp.method]
     adaptive = issubclass(solver_cls, AdaptiveSolver)
     unexpected(inp.method, inp.options, ADAPTIVE_OPTIONS if adaptive else FIXED_OPTIONS | solver_knobs(solver_cls))
-    valid = set(CALLBACKS) if adaptive else {"callback_step"}
+    valid = set(CALLBACKS) if adaptive else set() if solver_cls is ScipySolver else {"callback_step"}
     if inp.callback_names - valid:
         warnings.warn(
             f"method {inp.method!r} does not support callbacks {sorted(inp.callback_names - valid)}", stacklevel=2
         )
-    grad_method = resolve_gradient(gradient)
+    grad_method = resolve_gradient(gradient, solver_cls)
     if inp.event_fn is not None:
         event_t, flat = _until_event(inp, solver_cls, grad_method, adjoint_params)
         event_t = event_t.to(t)

@@ -127,7 +127,9 @@ DEFAULT_GRADIENT: ContextVar[GradientMethod] = ContextVar("DEFAULT_GRADIENT", de
 """The gradient method of solves that name none; set with :func:`anode_core.use_gradient`."""
 
 
-def resolve_gradient(gradient: GradientMethod | str | None, solver: Solver | None = None) -> GradientMethod:
+def resolve_gradient(
+    gradient: GradientMethod | str | None, solver: Solver | type[Solver] | None = None
+) -> GradientMethod:
     """``gradient`` as an object; ``None`` is the default of :func:`anode_core.use_gradient`, else ``Anode()``, or,
     for a ``solver`` whose kind Anode cannot differentiate, the kind's default (:data:`anode_core.pairing.DEFAULTS`:
     the adjoint for scipy)."""

@@ -21,7 +21,7 @@ RUN_COLOURS = (
 )
 """One colour per run, chosen by its id, so a run keeps its colour on every page and after a reload."""
 
-ADAPTIVE_SOLVERS = ("dopri5", "bosh3")
+ADAPTIVE_SOLVERS = ("dopri5", "bosh3", "adaptive_heun", "fehlberg2", "tsit5", "dopri8")
 """Solvers whose sweep cells run along ``tolerances`` (the catalog's ``kind`` says so to the forms; a run row
 has no catalog at hand)."""
 TABLE_COLUMNS = ("id", "name", "kind", "status", "method", "solver", "N_t", "activation", "best accuracy",

@@ -51,13 +51,17 @@ SOLVERS: dict[str, SolverFacts] = {
     "gl6": SolverFacts(6, 3, "Gauss-Legendre, 3 stages, symplectic, Broyden iterations", "implicit"),
     "sdirk2": SolverFacts(2, 2, "singly diagonally implicit RK, L-stable, stage by stage", "implicit"),
     "trbdf2": SolverFacts(2, 3, "TR-BDF2 (trapezoid then BDF2) as an ESDIRK, stage by stage", "implicit"),
+    "adaptive_heun": SolverFacts(2, 2, "Heun with an Euler error estimate, adaptive steps", "adaptive"),
+    "fehlberg2": SolverFacts(2, 3, "Fehlberg 2(1), adaptive steps", "adaptive"),
+    "tsit5": SolverFacts(5, 7, "Tsitouras 5(4), adaptive steps", "adaptive"),
+    "dopri8": SolverFacts(8, 14, "Dormand-Prince 8(7), adaptive steps", "adaptive"),
 }
 """The solvers of ``anode_core.ALL_SOLVERS`` without importing torch: the one table the specs, the catalog and
 the dashboard read. A test checks names, orders, stages and kinds against the library's registry."""
 SolverName = Literal[
     "euler", "midpoint", "heun", "heun3", "rk4", "dopri5", "bosh3", "reversible_heun", "alf", "explicit_adams",
     "implicit_adams", "implicit_euler", "implicit_midpoint", "trapezoid", "radauIIA3", "radauIIA5", "gl4", "gl6",
-    "sdirk2", "trbdf2",
+    "sdirk2", "trbdf2", "adaptive_heun", "fehlberg2", "tsit5", "dopri8",
 ]
 """The keys of :data:`SOLVERS`, spelled for the type checker and the JSON schema (a test checks they agree)."""
 MethodName = Literal["direct", "anode", "adjoint", "reversible"]
@@ -152,7 +156,7 @@ _ADAPTIVE_DEFAULTS = {"rtol": DEFAULT_RTOL, "atol": DEFAULT_ATOL, "step_limit": 
 class OdeSpec(SpecModel):
     """The ODE blocks of a model: scheme, number of steps (or tolerances), field activation and gradient method.
 
-    A fixed-step or reversible solver takes ``steps``; an adaptive one (dopri5, bosh3) takes ``rtol``, ``atol``
+    A fixed-step or reversible solver takes ``steps``; an adaptive one (dopri5, tsit5, …) takes ``rtol``, ``atol``
     and ``step_limit`` instead, filled with their defaults when left out, so a stored spec says what ran.
     """
 
