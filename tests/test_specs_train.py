@@ -55,7 +55,7 @@ BAD = [
     pytest.param({"lr": 0.0}, ("lr",), "greater than 0", id="lr-0"),
     pytest.param({"n_samples": 10**7}, ("n_samples",), "less than or equal", id="points-huge"),
     pytest.param({"ode": {"steps": 0}}, ("ode", "steps"), "greater than or equal to 1", id="steps-0"),
-    pytest.param({"ode": {"solver": "dopri8"}}, ("ode", "solver"), "'euler'", id="solver-unknown"),
+    pytest.param({"ode": {"solver": "dopri9"}}, ("ode", "solver"), "'euler'", id="solver-unknown"),
     pytest.param({"ode": {"gradient": {"method": "adjoint", "checkpoints": 2}}}, ("ode", "gradient"),
                  "`checkpoints` applies to method 'anode' only", id="checkpoints-adjoint"),
     pytest.param({"model": "vgg"}, ("model",), "set `model` to one of mlp_ode, conv_ode", id="model-unknown"),
