@@ -160,15 +160,17 @@ def _solver(name: str, facts: Any, common: Any) -> dict[str, Any]:
 
 def _models_and_datasets(train: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Built-in models and data sets, then installed plugins (``"plugin": true``) from their torch-free
-    declarations (:mod:`anode_lab.plugins`)."""
+    declarations (:mod:`anode_lab.plugins`); a local set lists the ``files`` it needs under its ``root``."""
     takes = train.model_datasets()
     plugin_models, plugin_sets = train.plugin_models(), train.plugin_datasets()
     models = [{"name": name, "description": MODELS.get(name, ""), "datasets": list(takes[name]), "plugin": False}
               for name in get_args(train.ModelName)]
     models += [{"name": name, "description": p.description, "datasets": list(takes[name]), "plugin": True}
                for name, p in plugin_models.items()]
-    datasets = [{**d, "plugin": False} for d in _named(get_args(train.DatasetName), DATASETS)]
-    datasets += [{"name": name, "description": p.description, "plugin": True} for name, p in plugin_sets.items()]
+    datasets = [{**d, "plugin": False, "files": list(train.DATA_FILES.get(d["name"], ()))}
+                for d in _named(get_args(train.DatasetName), DATASETS)]
+    datasets += [{"name": name, "description": p.description, "plugin": True, "files": []}
+                 for name, p in plugin_sets.items()]
     return models, datasets
 
 

@@ -121,7 +121,7 @@ def admit_spec(settings: Settings, kind: str, spec: BaseModel) -> BaseModel:
     try:
         return admit(kind, spec, settings.run_limits)
     except SpecRefused as exc:
-        errors = [{"loc": ["spec", *field.split(" ")[0].split(".")], "msg": str(exc), "type": "cost_limit"}
+        errors = [{"loc": ["spec", *field.split(" ")[0].split(".")], "msg": str(exc), "type": exc.error}
                   for field in exc.fields]
         raise InvalidSpec(str(exc), errors=errors) from None
 
