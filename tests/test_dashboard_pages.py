@@ -16,6 +16,7 @@ import streamlit as st
 from service_helpers import (
     EAGER,
     ENDED,
+    NOT_A_FORM,
     TRAIN_SMALL,
     Service,
     submit,
@@ -196,7 +197,7 @@ def test_the_solver_decides_the_knobs_and_the_methods_offered(api_url: str, clie
     ode = run["spec"]["ode"]
     assert (ode["solver"], ode["steps"], ode["rtol"], ode["atol"], ode["step_limit"]) == ("bosh3", None, 1e-4, 1e-5, 50)
     assert ode["gradient"]["method"] == "anode" and run["spec"]["n_samples"] == 256
-    client.post(f"/runs/{run['id']}/cancel")
+    client.post(f"/runs/{run['id']}/cancel", headers=NOT_A_FORM)
 
 
 def test_the_sweep_form_runs_adaptive_solvers_along_tolerances(api_url: str) -> None:
@@ -265,7 +266,7 @@ def test_a_preset_fills_the_form_and_launch_runs_exactly_the_preset(api_url: str
     assert_ok(at)
     run = client.get(f"/runs/{int(at.query_params['run'])}").json()
     assert run["spec"] == preset["spec"]
-    client.post(f"/runs/{run['id']}/cancel")
+    client.post(f"/runs/{run['id']}/cancel", headers=NOT_A_FORM)
 
 
 def test_run_side_by_side_makes_a_group_and_the_compare_page_overlays_it(api_url: str,
@@ -408,7 +409,7 @@ def test_runs_page_filters_and_cancels_reruns_deletes(api_url: str, client: http
     assert_ok(at)
     again = client.get("/runs", params={"limit": 1}).json()["data"][0]
     assert again["name"] == "waits-for-a-gpu" and again["id"] > waiting
-    client.post(f"/runs/{again['id']}/cancel")
+    client.post(f"/runs/{again['id']}/cancel", headers=NOT_A_FORM)
     at.checkbox(key="runs.confirm_delete").check().run()
     at.button(key="runs.delete").click().run()
     assert_ok(at)
