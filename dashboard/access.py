@@ -11,6 +11,7 @@ dashboard.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 from typing import NoReturn
 from urllib.parse import urlsplit
@@ -98,9 +99,17 @@ def sign_out_button() -> None:
         st.rerun()
 
 
+def _loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def refuse_remote_viewer() -> None:
     """Without API keys the API serves only loopback; the dashboard in front of it serves only loopback too."""
-    if st.context.ip_address is not None:  # Streamlit reports None for 127.0.0.1 and ::1
+    address = st.context.ip_address  # None for 127.0.0.1 and ::1 (and where no connection is behind the run)
+    if isinstance(address, str) and address and not _loopback(address):
         st.error("This dashboard's API has no API keys, so the dashboard serves only this machine: open it here, "
                  "or set ANODE_API_KEYS on the API and sign in with a key.", icon=":material/block:")
         st.stop()

@@ -6,6 +6,7 @@ and the run actions."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -94,8 +95,13 @@ def titles(at: AppTest) -> list[str]:
     return [f["layout"]["title"]["text"] for f in figures(at)]
 
 
+def shown(markdown: object) -> str:
+    """What a reader sees of markdown that ``dashboard.text.md`` escaped: the text without its backslashes."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", str(markdown))
+
+
 def texts(at: AppTest, kind: str) -> str:
-    return "\n".join(str(e.value) for e in getattr(at, kind))
+    return "\n".join(shown(e.value) for e in getattr(at, kind))
 
 
 def flat(node: Any) -> list[Any]:
@@ -225,7 +231,7 @@ def error_under(at: AppTest, key: str) -> str | None:
     """The error shown right under the widget ``key``, if any."""
     order = flat(at.main)
     index = next(i for i, e in enumerate(order) if getattr(e, "key", None) == key)
-    return order[index + 1].value if index + 1 < len(order) and order[index + 1].type == "error" else None
+    return shown(order[index + 1].value) if index + 1 < len(order) and order[index + 1].type == "error" else None
 
 
 def test_launch_shows_the_apis_422_under_the_field(api_url: str) -> None:
@@ -311,7 +317,8 @@ def test_launch_queues_a_run_opens_its_page_and_the_runs_table_lists_it(api_url:
     run = client.get(f"/runs/{run_id}").json()
     assert run["name"] == "from-the-launch-form" and run["tags"] == ["apptest", "moons"]
     assert run["spec"]["seed"] == 7 and run["spec"]["ode"]["gradient"]["method"] == "anode"
-    assert f"#{run_id} from-the-launch-form" in texts(at, "markdown")  # landed on the run's page
+    assert f"#{run_id} from-the-launch-form" in texts(at, "title")  # landed on the run's page
+    assert run_colour(run_id) in at.title[0].value  # its dot in the colour its curves have
 
     runs = page("runs")
     table = runs.dataframe[0].value
