@@ -50,6 +50,13 @@ def test_markdown_escaping_leaves_only_the_text(text: str) -> None:
     assert html.unescape(inner.group(1)) == " ".join(text.splitlines())
 
 
+def test_no_dashboard_module_renders_html() -> None:
+    """Stored text never goes through ``unsafe_allow_html``: no module of the dashboard uses it at all."""
+    sources = {path.name: path.read_text() for path in (APP.parent).rglob("*.py")}
+    assert len(sources) > 10
+    assert [name for name, text in sources.items() if "unsafe_allow_html" in text] == []
+
+
 def test_plotly_text_draws_tags_as_text() -> None:
     assert plotly_text('<a href="http://evil.example/">x</a> & <br>') == \
         '&lt;a href="http://evil.example/"&gt;x&lt;/a&gt; &amp; &lt;br&gt;'
