@@ -151,9 +151,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST", "DELETE"], allow_headers=["X-API-Key", "Content-Type"],
                            expose_headers=["Retry-After"], max_age=600)
-    app.add_middleware(LoopbackOnlyWithoutKeys, settings=settings)
     # only the operator's Host names: a DNS-rebinding page (its own name resolved to 127.0.0.1) gets 400
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.served_hosts, www_redirect=False)
+    app.add_middleware(LoopbackOnlyWithoutKeys, settings=settings)  # outside it: its 403 says what to set
     app.add_middleware(SecurityHeaders)  # 403s, 413s, 429s and preflights get them too
     if settings.trusted_proxies:  # outermost: every check above sees the client the proxy names
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
