@@ -14,6 +14,7 @@ batches from a background thread.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import deque
 from collections.abc import Mapping
@@ -22,8 +23,18 @@ from pathlib import Path
 from backend.db import Database
 from backend.runs import journal, repository as runs
 from backend.runs.repository import MetricRow
+from backend.runs.schemas import SERIES_NAME_MAX, SERIES_NAME_PATTERN
 
 REPLAY_CHUNK = 5000
+_SERIES_NAME = re.compile(SERIES_NAME_PATTERN)
+
+
+def check_series_name(name: str) -> None:
+    """The API's contract for a series name, held at the one place names are stored: a name it refuses here would
+    be stored yet never selectable by ``GET /runs/{id}/metrics?series=``."""
+    if not (len(name) <= SERIES_NAME_MAX and _SERIES_NAME.fullmatch(name)):
+        raise ValueError(f"series name {name!r} is outside the API's contract: 1 to {SERIES_NAME_MAX} ASCII letters, "
+                         "digits and _ . : / ( ) + = -; rename the series")
 Report = tuple[int, tuple[str, ...], tuple[float, ...]]
 
 
@@ -75,6 +86,8 @@ class MetricWriter:
     def add(self, step: int, values: Mapping[str, float]) -> None:
         if self._error is not None:
             raise RuntimeError(f"storing metrics failed: {self._error}") from self._error
+        for name in values:
+            check_series_name(name)
         report = (int(step), tuple(values), tuple(map(float, values.values())))
         self.journal.append(*report)
         self._arrived.append(report)

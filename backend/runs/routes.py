@@ -22,6 +22,7 @@ from backend.deps import DatabaseDep, QueuesDep, SessionDep, SettingsDep, limit_
 from backend.runs import reads, service
 from backend.runs.events import parse_cursor, run_events
 from backend.runs.schemas import (
+    SERIES_PER_REQUEST,
     SQL_INT_MAX,
     SQL_INT_MIN,
     ArtifactsPublic,
@@ -30,6 +31,8 @@ from backend.runs.schemas import (
     RunKind,
     RunPublic,
     RunsPublic,
+    SeriesName,
+    Tag,
 )
 
 router = APIRouter(prefix="/runs", tags=["runs"])
@@ -49,7 +52,7 @@ async def list_runs(
     settings: SettingsDep,
     status: RunStatus | None = None,
     kind: RunKind | None = None,
-    tag: Annotated[str | None, Query(max_length=64)] = None,
+    tag: Annotated[Tag | None, Query()] = None,
     offset: Annotated[int, Query(ge=0, le=SQL_INT_MAX)] = 0,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> RunsPublic:
@@ -69,7 +72,8 @@ async def get_metrics(
     session: SessionDep,
     db: DatabaseDep,
     settings: SettingsDep,
-    series: Annotated[list[str] | None, Query(description="repeat to pick several; default all")] = None,
+    series: Annotated[list[SeriesName] | None, Query(max_length=SERIES_PER_REQUEST,
+                                                     description="repeat to pick several; default all")] = None,
     after_step: Annotated[int | None, Query(ge=SQL_INT_MIN, le=SQL_INT_MAX,
                                             description="only points after this step (incremental polling)")] = None,
     before_step: Annotated[int | None, Query(ge=SQL_INT_MIN, le=SQL_INT_MAX,

@@ -11,6 +11,14 @@ from anode_lab.status import RunStatus
 
 RunKind = Literal["train", "compare", "demo"]
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[\w.\-:+]+$")]
+SERIES_NAME_PATTERN = r"^[A-Za-z0-9_.:/()+=\-]+$"
+"""What a metric series is named (``train_loss``, ``anode/grad_rel_error``, ``adjoint(stored)/loss``): ASCII letters,
+digits and ``_ . : / ( ) + = -``, spelled as a class rather than ``\\w`` so that the schema's regex dialect (ECMA,
+ASCII ``\\w``) and the server's (Unicode ``\\w``) mean the same names."""
+SERIES_NAME_MAX = 64
+"""The store's column width (``metrics.series``)."""
+SERIES_PER_REQUEST = 100
+SeriesName = Annotated[str, StringConstraints(min_length=1, max_length=SERIES_NAME_MAX, pattern=SERIES_NAME_PATTERN)]
 SQL_INT_MIN, SQL_INT_MAX = -(2**63), 2**63 - 1
 """What an integer column holds (SQLite and PostgreSQL BIGINT): ids and steps from a client are bounded by it."""
 
