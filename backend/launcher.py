@@ -81,8 +81,10 @@ def _cuda_present() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def _dashboard_command(port: int) -> list[str] | None:
-    """``streamlit run dashboard/app.py`` when the dashboard and Streamlit are installed."""
+def _dashboard_command(port: int, hosts: list[str]) -> list[str] | None:
+    """``streamlit run dashboard/app.py`` when the dashboard and Streamlit are installed, on loopback, answering
+    only ``hosts`` (Streamlit refuses the websocket of any other Host; the app refuses to render for one) and
+    only websockets from its own origin (CORS and XSRF protection on, whatever a config file says)."""
     if importlib.util.find_spec("streamlit") is None:
         return None
     spec = importlib.util.find_spec("dashboard")
@@ -91,9 +93,11 @@ def _dashboard_command(port: int) -> list[str] | None:
     entry = Path(spec.origin).parent / "app.py"
     if not entry.is_file():
         return None
+    allowed = [option for host in hosts for option in ("--server.allowedHosts", host.strip("[]"))]
     return [sys.executable, "-m", "streamlit", "run", str(entry), "--server.address", "127.0.0.1",
-            "--server.port", str(port), "--server.headless", "true",
-            "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal"]  # no "Deploy" button
+            "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
+            "--client.toolbarMode", "minimal",  # no "Deploy" button
+            "--server.enableCORS", "true", "--server.enableXsrfProtection", "true", *allowed]
 
 
 def _stop(children: list[Child]) -> None:
@@ -132,9 +136,11 @@ def up(settings: Settings | None = None, *, access_log: bool = False) -> int:
         devices = ["cpu", *(["gpu"] if _cuda_present() else [])]
         for device in devices:
             children.append(_spawn(f"{device} worker", _cli("worker", "--device", device)))
-        dashboard = _dashboard_command(settings.dashboard_port)
-        if dashboard is not None:
-            env = {**os.environ, "ANODE_API_URL": f"{_api_url(settings)}{API_PREFIX}"}
+        dashboard = _dashboard_command(settings.dashboard_port, settings.served_hosts)
+        if dashboard is not None:  # no key: a person signs in with their own (dashboard.access)
+            env = {**os.environ, "ANODE_API_URL": f"{_api_url(settings)}{API_PREFIX}",
+                   "ANODE_ALLOWED_HOSTS": ",".join(settings.served_hosts)}
+            env.pop("ANODE_API_KEYS", None)
             children.append(_spawn("dashboard", dashboard, env))
         print(f"API        {_api_url(settings)}{API_PREFIX}  (docs: {_api_url(settings)}{API_PREFIX}/docs)")
         print(f"workers    {', '.join(devices)}   data: {settings.data_dir}")

@@ -16,6 +16,7 @@ from plotly.subplots import make_subplots
 
 from dashboard.series import ema
 from dashboard.tables import METHOD_COLOURS, distinct, finite, method_colour, method_dash
+from dashboard.text import plotly_text
 
 FONT_SIZE = 14
 WALL_FONT_SIZE = 20
@@ -84,10 +85,10 @@ class Curve:
 def style(fig: go.Figure, *, title: str, x_title: str, y_title: str, font_size: int, log_x: bool = False,
           log_y: bool = False, legend: bool = True) -> go.Figure:
     """The common look: white template, title on top, legend under the plot (long legends never cover the
-    title or the data), log axes with powers of ten."""
+    title or the data), log axes with powers of ten. The title and axis titles are text, never Plotly markup."""
     fig.update_layout(
         template="plotly_white",
-        title={"text": title, "font": {"size": round(font_size * 1.2)}, "x": 0.0, "xanchor": "left"},
+        title={"text": plotly_text(title), "font": {"size": round(font_size * 1.2)}, "x": 0.0, "xanchor": "left"},
         font={"size": font_size},
         margin={"l": 10, "r": 10, "t": 40 + 2 * font_size, "b": 10},
         legend={"orientation": "h", "yref": "container", "yanchor": "bottom", "y": 0.0, "xanchor": "left", "x": 0.0,
@@ -98,8 +99,9 @@ def style(fig: go.Figure, *, title: str, x_title: str, y_title: str, font_size: 
     )
     axis = {"showline": True, "linecolor": "#888", "automargin": True, "tickfont": {"size": font_size},
             "title_font": {"size": font_size}}
-    fig.update_xaxes(title_text=x_title, **axis, **({"type": "log", "exponentformat": "power"} if log_x else {}))
-    fig.update_yaxes(title_text=y_title, **axis, **({"type": "log", "exponentformat": "power"} if log_y else {}))
+    log = {"type": "log", "exponentformat": "power"}
+    fig.update_xaxes(title_text=plotly_text(x_title), **axis, **(log if log_x else {}))
+    fig.update_yaxes(title_text=plotly_text(y_title), **axis, **(log if log_y else {}))
     return fig
 
 
@@ -120,7 +122,8 @@ def positive(values: Sequence[float | None], floor: float | None = None) -> list
 def curves_figure(curves: Sequence[Curve], *, title: str, x_title: str, y_title: str, log_y: bool = False,
                   smoothing: float = 0.0, font_size: int = FONT_SIZE, y_format: str | None = None) -> go.Figure:
     """Lines over steps (or epochs, or seconds). With ``smoothing`` > 0 each curve is drawn twice: the raw
-    values faint, their exponential moving average on top, so smoothing never hides what happened."""
+    values faint, their exponential moving average on top, so smoothing never hides what happened. Curve names
+    (run names, stored by clients) are drawn as text, never as Plotly markup."""
     fig = go.Figure()
     marked = [index for index, curve in enumerate(curves) if curve.markers]
     for index, curve in enumerate(curves):
@@ -128,17 +131,18 @@ def curves_figure(curves: Sequence[Curve], *, title: str, x_title: str, y_title:
         # shows around it (the adjoint under adjoint(stored)).
         below = min(len(marked) - 1 - marked.index(index), 3) if curve.markers else 0
         y = positive(curve.y) if log_y else list(curve.y)
+        name = plotly_text(curve.name)
         group = curve.group or curve.name
         line = {"color": curve.colour, "dash": curve.dash}
         mode = "lines+markers" if curve.markers else "lines"
         if smoothing > 0 and len(y) > 2 and not curve.markers:
-            fig.add_trace(go.Scatter(x=list(curve.x), y=y, name=f"{curve.name} (raw)", mode="lines", opacity=0.3,
+            fig.add_trace(go.Scatter(x=list(curve.x), y=y, name=f"{name} (raw)", mode="lines", opacity=0.3,
                                      line={**line, "width": 1}, legendgroup=group, showlegend=False,
                                      hoverinfo="skip"))
-            fig.add_trace(go.Scatter(x=list(curve.x), y=ema(y, smoothing), name=curve.name, mode="lines",
+            fig.add_trace(go.Scatter(x=list(curve.x), y=ema(y, smoothing), name=name, mode="lines",
                                      line={**line, "width": 2.5}, legendgroup=group))
         else:
-            fig.add_trace(go.Scatter(x=list(curve.x), y=y, name=curve.name, mode=mode,
+            fig.add_trace(go.Scatter(x=list(curve.x), y=y, name=name, mode=mode,
                                      line={**line, "width": 2 + 1.5 * below},
                                      marker={"size": 7 + 3 * below} if curve.markers else None, legendgroup=group))
     style(fig, title=title, x_title=x_title, y_title=y_title, font_size=font_size, log_y=log_y)

@@ -24,6 +24,7 @@ from dashboard.schema import (
     number_limits,
     set_path,
 )
+from dashboard.text import md
 
 T = TypeVar("T")
 
@@ -58,7 +59,7 @@ class SpecForm:
         self.shown.add(path)
         message = self.invalid.get(path) or self.errors.get(path)
         if message:
-            st.error(f"{label}: {message}" if label else message, icon=":material/error:")
+            st.error(md(f"{label}: {message}" if label else message), icon=":material/error:")
 
     def _store(self, path: str, value: T, label: str = "") -> T:
         set_path(self.spec, path, value)

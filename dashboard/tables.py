@@ -9,6 +9,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeGuard
 
+from dashboard.text import csv_cell
+
 ACTIVE = ("queued", "running")
 FINISHED = ("succeeded", "failed", "cancelled", "diverged")
 STATUS_COLOURS = {"queued": "gray", "running": "blue", "succeeded": "green", "failed": "red",
@@ -164,13 +166,14 @@ def steps_label(ode: Mapping[str, Any]) -> str:
 
 
 def run_row(run: Mapping[str, Any], now: datetime | None = None) -> dict[str, Any]:
-    """One line of the runs table (:data:`TABLE_COLUMNS`)."""
+    """One line of the runs table (:data:`TABLE_COLUMNS`); text a spreadsheet would read as a formula is
+    neutralised (the table's CSV export writes the cells as shown)."""
     summary = run.get("summary") or {}
     best = summary.get("best_test_acc")
     created = parse_time(run.get("created_at"))
     return {
         "id": run["id"],
-        "name": run.get("name") or _default_name(run),
+        "name": csv_cell(run.get("name") or _default_name(run)),
         "kind": run.get("kind", ""),
         "status": run.get("status", ""),
         **_ode_columns(run),
@@ -253,11 +256,13 @@ def select(rows: Iterable[Mapping[str, Any]], **equal: Any) -> list[Mapping[str,
 
 
 def summary_rows(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Final metrics (the run summaries) next to the spec fields on which the runs differ."""
+    """Final metrics (the run summaries) next to the spec fields on which the runs differ; formula-like text
+    neutralised as in :func:`run_row`."""
     keys = differing([r.get("spec") or {} for r in runs])
     out = []
     for run in runs:
         summary = {k: v for k, v in (run.get("summary") or {}).items() if not isinstance(v, (dict, list))}
         flat = flatten(run.get("spec") or {})
-        out.append({"run": run_label(run), "status": run.get("status"), **summary, **{k: flat.get(k) for k in keys}})
+        row = {"run": run_label(run), "status": run.get("status"), **summary, **{k: flat.get(k) for k in keys}}
+        out.append({k: csv_cell(v) for k, v in row.items()})
     return out

@@ -26,6 +26,7 @@ from dashboard.tables import (
     method_label,
     parse_csv,
 )
+from dashboard.text import md
 
 METRIC_POINTS = 1500
 """Points per series asked of the API: it decimates longer series (keeping each bucket's min and max)."""
@@ -42,7 +43,7 @@ IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/svg+xml", "image/w
 def status_panel(run: Run) -> None:
     """Status, where it runs, how long it took, the progress of an active run and the error of a failed one."""
     seconds = duration_seconds(run)
-    facts = [status_badge(run["status"]), f"**{run['kind']}**", f"device `{run.get('device', '?')}`"]
+    facts = [status_badge(run["status"]), f"**{md(run['kind'])}**", f"device {md(run.get('device', '?'))}"]
     if run.get("attempt"):
         facts.append(f"attempt {run['attempt']}")
     if seconds is not None:
@@ -52,14 +53,14 @@ def status_panel(run: Run) -> None:
     progress(run)
     error = run.get("error")
     if error:
-        st.error(f"**{error.get('type', 'Error')}**: {error.get('message', '')}", icon=":material/error:")
+        st.error(f"**{md(error.get('type', 'Error'))}**: {md(error.get('message', ''))}", icon=":material/error:")
         if error.get("traceback"):
             with st.expander("Traceback (innermost last)"):
                 st.code("\n".join(error["traceback"]), language="text")
     elif run["status"] in ("cancelled", "diverged", "failed"):
-        st.warning(run.get("status_detail") or run.get("message") or run["status"], icon=":material/warning:")
+        st.warning(md(run.get("status_detail") or run.get("message") or run["status"]), icon=":material/warning:")
     elif run["status"] == "succeeded" and run.get("message"):
-        st.success(run["message"], icon=":material/check_circle:")
+        st.success(md(run["message"]), icon=":material/check_circle:")
 
 
 def summary_metrics(run: Run, limit: int = 6, per_row: int = 3) -> None:
@@ -329,7 +330,7 @@ def artifact_list(api: ApiClient, run: Run, *, key: str, show_images: bool = Tru
     for artifact in artifacts:
         name = artifact["name"]
         left, right = st.columns([4, 1])
-        left.markdown(f"`{name}` · {artifact['media_type']} · {_size(artifact['size'])}")
+        left.markdown(md(f"{name} · {artifact['media_type']} · {_size(artifact['size'])}"))
         right.download_button(
             "Download", key=f"{key}.download.{name}", file_name=name, mime=artifact["media_type"],
             data=partial(artifact_bytes, api, api.base_url, run["id"], name, artifact["created_at"]),

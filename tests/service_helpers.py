@@ -209,3 +209,7 @@ def fill(disk: Path, leave: int) -> Path:
                 handle.write(b"\0" * 4096)
         handle.truncate(max(0, handle.tell() - leave))
     return ballast
+
+NOT_A_FORM = {"X-Requested-With": "anode-lab-tests"}
+"""What a client that is not a browser form sends with a POST that has no JSON body (cancel, rerun): the API
+refuses such a POST without it (see ``backend.security.cross_site_refusal``)."""

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 from playwright import sync_api as playwright
-from service_helpers import FAST_LEASES, free_port, kill_tree, submit, wait_for
+from service_helpers import FAST_LEASES, NOT_A_FORM, free_port, kill_tree, submit, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 # The README's pictures are refreshed on purpose (ANODE_UPDATE_SCREENSHOTS=1); otherwise they go under build/.
@@ -181,7 +181,7 @@ def test_launch_side_by_side_watch_and_teach_in_a_browser(system: System, browse
     page.wait_for_url(re.compile(r".*/run\?run=\d+"), timeout=60_000)
     run_id = int(page.url.rsplit("=", 1)[1])
     assert httpx.get(f"{system.api}/runs/{run_id}", timeout=5).json()["spec"] == preset["spec"]
-    httpx.post(f"{system.api}/runs/{run_id}/cancel", timeout=5)
+    httpx.post(f"{system.api}/runs/{run_id}/cancel", headers=NOT_A_FORM, timeout=5)
 
     # N_t 0 creates no run and says why under N_t.
     page.goto(system.dashboard)
@@ -305,7 +305,7 @@ def test_adaptive_solvers_on_the_launch_form_and_in_the_gradient_lab(system: Sys
     ode = run["spec"]["ode"]
     assert (ode["solver"], ode["steps"], ode["rtol"], ode["atol"], ode["step_limit"]) == (
         "dopri5", None, 5e-4, 1e-5, 60)
-    httpx.post(f"{system.api}/runs/{run['id']}/cancel", timeout=5)
+    httpx.post(f"{system.api}/runs/{run['id']}/cancel", headers=NOT_A_FORM, timeout=5)
 
     # A sweep of dopri5 over two tolerances: the gradient lab draws its error and its cost against rtol.
     sweep = {"solvers": ["dopri5"], "tolerances": [1e-3, 1e-6], "methods": [{"method": "direct"},

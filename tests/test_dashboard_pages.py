@@ -6,6 +6,7 @@ and the run actions."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import streamlit as st
 from service_helpers import (
     EAGER,
     ENDED,
+    NOT_A_FORM,
     TRAIN_SMALL,
     Service,
     submit,
@@ -25,7 +27,7 @@ from service_helpers import (
 from streamlit.testing.v1 import AppTest
 
 from anode_lab.specs.compare import CompareSpec
-from dashboard.tables import METHOD_COLOURS
+from dashboard.tables import METHOD_COLOURS, run_colour
 
 APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
 ENV = EAGER
@@ -93,8 +95,13 @@ def titles(at: AppTest) -> list[str]:
     return [f["layout"]["title"]["text"] for f in figures(at)]
 
 
+def shown(markdown: object) -> str:
+    """What a reader sees of markdown that ``dashboard.text.md`` escaped: the text without its backslashes."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", str(markdown))
+
+
 def texts(at: AppTest, kind: str) -> str:
-    return "\n".join(str(e.value) for e in getattr(at, kind))
+    return "\n".join(shown(e.value) for e in getattr(at, kind))
 
 
 def flat(node: Any) -> list[Any]:
@@ -234,7 +241,7 @@ def test_the_solver_decides_the_knobs_and_the_methods_offered(api_url: str, clie
     ode = run["spec"]["ode"]
     assert (ode["solver"], ode["steps"], ode["rtol"], ode["atol"], ode["step_limit"]) == ("bosh3", None, 1e-4, 1e-5, 50)
     assert ode["gradient"]["method"] == "anode" and run["spec"]["n_samples"] == 256
-    client.post(f"/runs/{run['id']}/cancel")
+    client.post(f"/runs/{run['id']}/cancel", headers=NOT_A_FORM)
 
 
 def test_the_sweep_form_runs_adaptive_solvers_along_tolerances(api_url: str) -> None:
@@ -271,7 +278,7 @@ def error_under(at: AppTest, key: str) -> str | None:
     """The error shown right under the widget ``key``, if any."""
     order = flat(at.main)
     index = next(i for i, e in enumerate(order) if getattr(e, "key", None) == key)
-    return order[index + 1].value if index + 1 < len(order) and order[index + 1].type == "error" else None
+    return shown(order[index + 1].value) if index + 1 < len(order) and order[index + 1].type == "error" else None
 
 
 def test_launch_shows_the_apis_422_under_the_field(api_url: str) -> None:
@@ -324,7 +331,7 @@ def test_a_preset_fills_the_form_and_launch_runs_exactly_the_preset(api_url: str
     assert_ok(at)
     run = client.get(f"/runs/{int(at.query_params['run'])}").json()
     assert run["spec"] == preset["spec"]
-    client.post(f"/runs/{run['id']}/cancel")
+    client.post(f"/runs/{run['id']}/cancel", headers=NOT_A_FORM)
 
 
 def test_run_side_by_side_makes_a_group_and_the_compare_page_overlays_it(api_url: str,
@@ -369,7 +376,8 @@ def test_launch_queues_a_run_opens_its_page_and_the_runs_table_lists_it(api_url:
     run = client.get(f"/runs/{run_id}").json()
     assert run["name"] == "from-the-launch-form" and run["tags"] == ["apptest", "moons"]
     assert run["spec"]["seed"] == 7 and run["spec"]["ode"]["gradient"]["method"] == "anode"
-    assert f"#{run_id} from-the-launch-form" in texts(at, "markdown")  # landed on the run's page
+    assert f"#{run_id} from-the-launch-form" in texts(at, "title")  # landed on the run's page
+    assert run_colour(run) in at.title[0].value  # its dot in the colour its curves have
 
     runs = page("runs")
     table = runs.dataframe[0].value
@@ -467,7 +475,7 @@ def test_runs_page_filters_and_cancels_reruns_deletes(api_url: str, client: http
     assert_ok(at)
     again = client.get("/runs", params={"limit": 1}).json()["data"][0]
     assert again["name"] == "waits-for-a-gpu" and again["id"] > waiting
-    client.post(f"/runs/{again['id']}/cancel")
+    client.post(f"/runs/{again['id']}/cancel", headers=NOT_A_FORM)
     at.checkbox(key="runs.confirm_delete").check().run()
     at.button(key="runs.delete").click().run()
     assert_ok(at)

@@ -62,10 +62,24 @@ def test_client_base_url_takes_either_form(url: str, base: str) -> None:
     assert ClientSettings(api_url=url).base_url == base
 
 
-def test_client_key_falls_back_to_the_servers_first_key() -> None:
-    assert ClientSettings(api_keys=" a, b").key == "a"
-    assert ClientSettings(api_key="k", api_keys="a").key == "k"
-    assert ClientSettings().key is None
+def test_the_dashboard_holds_no_key_and_sends_a_persons_key_for_their_view_only(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import httpx
+
+    monkeypatch.setenv("ANODE_API_KEYS", "server-key")
+    monkeypatch.setenv("ANODE_API_KEY", "server-key")
+    seen: list[httpx.Headers] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers)
+        return httpx.Response(200, json={"status": "ok"})
+
+    shared = ApiClient(ClientSettings(), transport=httpx.MockTransport(answer))
+    shared.health()
+    shared.with_key("ada-key").cancel_run(1)
+    shared.health()
+    assert [h.get("x-api-key") for h in seen] == [None, "ada-key", None]  # the environment's keys are never sent
+    assert all(h["x-requested-with"] == "anode-lab-dashboard" for h in seen)  # what the API asks of a POST
 
 
 def test_unreachable_api_raises_unreachable() -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from service_helpers import NOT_A_FORM
 
 from anode_lab.specs.common import DEFAULT_ATOL, DEFAULT_RTOL, DEFAULT_STEP_LIMIT
 from backend.app import create_app
@@ -30,7 +31,7 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings), base_url=f"http://testserver{API}") as test_client:
+    with TestClient(create_app(settings), base_url=f"http://localhost{API}") as test_client:
         yield test_client
 
 
@@ -110,10 +111,10 @@ def test_list_filters_and_pages(client: TestClient) -> None:
 
 def test_cancel_rerun_delete_of_a_queued_run(client: TestClient, settings: Settings) -> None:
     run = make_run(client, name="n", tags=["t"])
-    cancelled = client.post(f"/runs/{run['id']}/cancel").json()
+    cancelled = client.post(f"/runs/{run['id']}/cancel", headers=NOT_A_FORM).json()
     assert cancelled["status"] == "cancelled" and cancelled["finished_at"] is not None
-    assert client.post(f"/runs/{run['id']}/cancel").status_code == 409
-    again = client.post(f"/runs/{run['id']}/rerun")
+    assert client.post(f"/runs/{run['id']}/cancel", headers=NOT_A_FORM).status_code == 409
+    again = client.post(f"/runs/{run['id']}/rerun", headers=NOT_A_FORM)
     assert again.status_code == 201
     same = ("kind", "spec", "name", "tags")
     assert {k: again.json()[k] for k in same} == {k: run[k] for k in same}
@@ -129,7 +130,7 @@ def test_running_run_cannot_be_deleted(client: TestClient, settings: Settings) -
     with db.session(write=True) as session:
         assert runs.claim(session, run["id"], "w", "cpu")
     assert client.delete(f"/runs/{run['id']}").status_code == 409
-    flagged = client.post(f"/runs/{run['id']}/cancel").json()
+    flagged = client.post(f"/runs/{run['id']}/cancel", headers=NOT_A_FORM).json()
     assert flagged["status"] == "running" and flagged["cancel_requested"]
     db.dispose()
 
@@ -225,7 +226,7 @@ def test_catalog_lists_names_defaults_and_bounds(client: TestClient) -> None:
 
 def test_keys_required_when_configured(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, api_keys="k1, k2")
-    with TestClient(create_app(settings), base_url=f"http://testserver{API}") as client:
+    with TestClient(create_app(settings), base_url=f"http://localhost{API}") as client:
         assert client.get("/runs").status_code == 401
         assert client.get("/runs").json()["error"] == "unauthorized"
         assert client.get("/runs", headers={"X-API-Key": "nope"}).status_code == 401

@@ -27,6 +27,7 @@ from dashboard.tables import (
     steps_label,
     summary_rows,
 )
+from dashboard.text import md
 
 POINTS = 1000
 REFRESH = 2.0
@@ -79,16 +80,16 @@ def group_page(group_id: int) -> None:
     try:
         group = api.get_group(group_id)
     except ApiError as exc:
-        st.error(f"Group {group_id}: {exc.detail}", icon=":material/error:")
+        st.error(f"Group {group_id}: {md(exc.detail)}", icon=":material/error:")
         st.stop()
-    st.title(f"Side by side: {group['name'] or f'group {group_id}'}")
+    st.title(f"Side by side: {md(group['name'] or f'group {group_id}')}")
     runs = group["runs"]
     methods = {r["id"]: run_method(r) for r in runs}
     first = runs[0]["spec"] if runs else {}
     ode = first.get("ode") or {}
     steps = f"N_t={ode['steps']}" if ode.get("steps") is not None else steps_label(ode)
-    st.caption(f"{len(runs)} runs of `{first.get('model')}` on `{first.get('dataset')}`, {ode.get('solver')} "
-               f"{steps}, seed {first.get('seed')}: identical but for the gradient method.")
+    st.caption(md(f"{len(runs)} runs of {first.get('model')} on {first.get('dataset')}, {ode.get('solver')} "
+                  f"{steps}, seed {first.get('seed')}: identical but for the gradient method."))
 
     def body() -> None:
         fresh = api.get_group(group_id)["runs"]

@@ -9,6 +9,7 @@ import streamlit as st
 
 from dashboard import charts, views
 from dashboard.components import call, connect, is_active, load_catalog, pick_run, progress
+from dashboard.text import md
 
 REFRESH = "2s"
 
@@ -65,7 +66,7 @@ def results() -> None:
         st.rerun()
     progress(run)
     if error := run.get("error"):
-        st.error(f"{error['type']}: {error['message']}")
+        st.error(md(f"{error['type']}: {error['message']}"))
     views.sweep_results(api, run, key="gradient_lab.sweep")
 
 

@@ -16,6 +16,7 @@ from dashboard.forms import SpecForm
 from dashboard.schema import log_grid, names, pairs, solver_entry
 from dashboard.side_by_side import one_block
 from dashboard.tables import differing, method_from_label, method_label, method_options
+from dashboard.text import md
 
 KINDS = {"train": "Train a classifier", "compare": "Gradient sweep", "demo": "Teaching demo"}
 POINT_SETS = ("moons", "circles", "spirals")
@@ -265,7 +266,7 @@ def refused(exc: ApiError) -> None:
     if exc.status == 422:
         st.session_state[f"launch.errors.{kind}"] = exc.field_errors() or {"": exc.detail}
         st.rerun()
-    st.error(f"The API refused the run: {exc.detail}", icon=":material/error:")
+    st.error(f"The API refused the run: {md(exc.detail)}", icon=":material/error:")
 
 
 def group_presets() -> None:
@@ -296,7 +297,7 @@ tags_text = right.text_input("Tags (comma-separated)", key=f"launch.{kind}.run_t
                              placeholder="e.g. lecture-3, relu")
 tags = [t.strip() for t in tags_text.split(",") if t.strip()]
 for path, message in form.other_errors().items():
-    st.error(f"`{path or 'spec'}`: {message}", icon=":material/error:")
+    st.error(md(f"{path or 'spec'}: {message}"), icon=":material/error:")
 methods = side_by_side_methods(solver_entry(catalog["solvers"], form.spec["ode"]["solver"])) if kind == "train" else []
 gradient = form.spec["ode"]["gradient"] if kind == "train" else {}
 if kind == "train" and one_block(form.spec) and ("anode" in methods or (gradient.get("method") == "anode"
