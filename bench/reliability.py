@@ -46,13 +46,19 @@ from loopback import free_port, wait  # noqa: E402
 
 API = "/api/v1"
 TINY_DEMO = {"kind": "demo", "spec": {"name": "non-invertible"}}
-TRAIN = {"dataset": "moons", "n_samples": 1024, "batch_size": 16, "epochs": 6, "device": "cpu", "checkpoint_every": 25}
+TRAIN = {"dataset": "moons", "n_samples": 1024, "batch_size": 16, "epochs": 6, "device": "cpu",
+         "checkpoint_every": 25}
 """288 steps of a few milliseconds, a checkpoint every 25."""
 LONG_TRAIN = {**TRAIN, "n_samples": 8192, "epochs": 2, "checkpoint_every": 50}
 """768 steps, a checkpoint every 50: killed at about step 100, it has a good part left to run."""
-FAST_LEASES = {"ANODE_HEARTBEAT_SECONDS": "0.5", "ANODE_HEARTBEAT_TIMEOUT_SECONDS": "3", "ANODE_REAPER_SECONDS": "0.5"}
+FAST_LEASES = {"ANODE_HEARTBEAT_SECONDS": "0.5", "ANODE_HEARTBEAT_TIMEOUT_SECONDS": "3",
+               "ANODE_REAPER_SECONDS": "0.5"}
 ENDED = {"succeeded", "failed", "cancelled", "diverged"}
 PER_STEP = ("train_loss", "train_acc", "step_time")
+
+
+
+
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -65,27 +71,15 @@ class Stack:
 
     def __init__(self, data_dir: Path, env: dict[str, str]) -> None:
         self.data_dir, self.port = data_dir, free_port()
-        self.env = {
-            **os.environ,
-            "ANODE_DATA_DIR": str(data_dir),
-            "ANODE_PORT": str(self.port),
-            "ANODE_TORCH_THREADS": "1",
-            "ANODE_METRICS_FLUSH_SECONDS": "0.2",
-            **env,
-        }
+        self.env = {**os.environ, "ANODE_DATA_DIR": str(data_dir), "ANODE_PORT": str(self.port),
+                    "ANODE_TORCH_THREADS": "1", "ANODE_METRICS_FLUSH_SECONDS": "0.2", **env}
         self.url = f"http://127.0.0.1:{self.port}{API}"
         self.procs: list[subprocess.Popen[bytes]] = []
         self.log = open(data_dir / "stack.log", "ab")
 
     def spawn(self, *args: str) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "anode_lab.cli", *args],
-            env=self.env,
-            cwd=ROOT,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        proc = subprocess.Popen([sys.executable, "-m", "anode_lab.cli", *args], env=self.env, cwd=ROOT,
+                                stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         self.procs.append(proc)
         return proc
 
@@ -207,10 +201,8 @@ async def sse_fanout(url: str, run_id: int, clients: int) -> dict[str, Any]:
         nonlocal complete
         steps: list[int] = []
         start = time.perf_counter()
-        async with (
-            httpx.AsyncClient(base_url=url, timeout=120) as client,
-            client.stream("GET", f"/runs/{run_id}/events") as stream,
-        ):
+        async with httpx.AsyncClient(base_url=url, timeout=120) as client, \
+                client.stream("GET", f"/runs/{run_id}/events") as stream:
             if stream.status_code != 200:
                 problems.append(str(stream.status_code))
                 return
@@ -248,39 +240,19 @@ def recovery(stack: Stack, client: httpx.Client) -> dict[str, float]:
     os.kill(pid, signal.SIGKILL)
     killed = time.monotonic()
     stack.spawn("worker", "--device", "cpu")  # the supervisor's replacement, started at once
-    requeued = wait(
-        lambda: client.get(f"/runs/{run_id}").json()["status"] == "queued" and time.monotonic(),
-        300,
-        "the run to be re-queued",
-        interval=0.01,
-    )
-    running = wait(
-        lambda: client.get(f"/runs/{run_id}").json()["attempt"] == 2 and time.monotonic(),
-        300,
-        "the run to run again",
-        interval=0.01,
-    )
-    caught_up = wait(
-        lambda: last_step(client, run_id) > reached and time.monotonic(),
-        300,
-        "the run to pass the step it had reached",
-        interval=0.01,
-    )
+    requeued = wait(lambda: client.get(f"/runs/{run_id}").json()["status"] == "queued" and time.monotonic(),
+                    300, "the run to be re-queued", interval=0.01)
+    running = wait(lambda: client.get(f"/runs/{run_id}").json()["attempt"] == 2 and time.monotonic(), 300,
+                   "the run to run again", interval=0.01)
+    caught_up = wait(lambda: last_step(client, run_id) > reached and time.monotonic(), 300, "the run to pass "
+                     "the step it had reached", interval=0.01)
     run = wait(lambda: (r := client.get(f"/runs/{run_id}").json())["status"] in ENDED and r, 300, "the run to end")
     missing, duplicated = steps_stored_once(client, run)
-    reported = Counter(
-        step for step, values in journal.read(stack.data_dir / "runs" / str(run_id)) if "train_loss" in values
-    )
-    return {
-        "detect": requeued - killed,
-        "running": running - killed,
-        "caught_up": caught_up - killed,
-        "status": run["status"] == "succeeded",
-        "missing": missing,
-        "duplicated": duplicated,
-        "recomputed": sum(n - 1 for n in reported.values()),
-        "steps": run["summary"]["steps"],
-    }
+    reported = Counter(step for step, values in journal.read(stack.data_dir / "runs" / str(run_id))
+                       if "train_loss" in values)
+    return {"detect": requeued - killed, "running": running - killed, "caught_up": caught_up - killed,
+            "status": run["status"] == "succeeded", "missing": missing, "duplicated": duplicated,
+            "recomputed": sum(n - 1 for n in reported.values()), "steps": run["summary"]["steps"]}
 
 
 def cancel_latency(stack: Stack, client: httpx.Client, repeats: int) -> dict[str, list[float]]:
@@ -294,33 +266,18 @@ def cancel_latency(stack: Stack, client: httpx.Client, repeats: int) -> dict[str
         start = time.monotonic()
         client.post(f"/runs/{run_id}/cancel").raise_for_status()
         at_flag = max(step for step, _ in journal.read(stack.data_dir / "runs" / str(run_id)))
-        run = wait(
-            lambda run_id=run_id: (r := client.get(f"/runs/{run_id}").json())["status"] in ENDED and r,
-            60,
-            "cancelled",
-            interval=0.005,
-        )
+        run = wait(lambda run_id=run_id: (r := client.get(f"/runs/{run_id}").json())["status"] in ENDED and r, 60,
+                   "cancelled",
+                   interval=0.005)
         out["seconds"].append(time.monotonic() - start)
         assert run["status"] == "cancelled", run
         out["extra_steps"].append(run["summary"]["steps"] - at_flag)
     return out
 
 
-OVER_BUDGET = [
-    {
-        "kind": "compare",
-        "spec": {
-            "field": "mlp",
-            "hidden": 512,
-            "batch": 1024,
-            "blocks": 8,
-            "solvers": ["rk4"],
-            "steps": [256],
-            "dtypes": ["float64"],
-        },
-    },
-    {"kind": "train", "spec": {"dataset": "moons", "n_samples": 100000, "epochs": 1000, "batch_size": 1}},
-]
+OVER_BUDGET = [{"kind": "compare", "spec": {"field": "mlp", "hidden": 512, "batch": 1024, "blocks": 8,
+                                            "solvers": ["rk4"], "steps": [256], "dtypes": ["float64"]}},
+               {"kind": "train", "spec": {"dataset": "moons", "n_samples": 100000, "epochs": 1000, "batch_size": 1}}]
 
 
 def refusal_latency(client: httpx.Client, repeats: int) -> list[float]:
@@ -350,11 +307,9 @@ def fill_metrics(data_dir: Path, rows: int) -> int:
     db.dispose()
     with sqlite3.connect(data_dir / "anode.db") as conn:
         for name in ("step_time", "train_loss"):
-            conn.execute(
-                "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < ?) "
-                "INSERT INTO metrics (run_id, series, step, value) SELECT ?, ?, i, 1.0 / i FROM c",
-                (rows // 2, run_id, name),
-            )
+            conn.execute("WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < ?) "
+                         "INSERT INTO metrics (run_id, series, step, value) SELECT ?, ?, i, 1.0 / i FROM c",
+                         (rows // 2, run_id, name))
     return run_id
 
 
@@ -412,13 +367,8 @@ def read_memory(tmp: Path, rows: int, seconds: float, readers: int = 3, follower
     data_dir = tmp / "long"
     data_dir.mkdir()
     run_id = fill_metrics(data_dir, rows)
-    stack = Stack(
-        data_dir,
-        {
-            "ANODE_MAX_STREAMS": str(readers + followers + 8),
-            "ANODE_MAX_STREAMS_PER_CLIENT": str(readers + followers + 8),
-        },
-    )
+    stack = Stack(data_dir, {"ANODE_MAX_STREAMS": str(readers + followers + 8),
+                             "ANODE_MAX_STREAMS_PER_CLIENT": str(readers + followers + 8)})
     with httpx.Client(base_url=stack.url, timeout=30) as client:
         try:
             api = stack.spawn("api")
@@ -430,12 +380,10 @@ def read_memory(tmp: Path, rows: int, seconds: float, readers: int = 3, follower
         finally:
             stack.stop()
     times = ", ".join(f"{kind} {len(v)} reads p50 {percentile(v, 0.5):.1f} s" for kind, v in got["done"].items())
-    return (
-        f"long run ({rows:,} metric rows), {readers} whole-history readers and {followers} slow event followers "
-        f"for {seconds:.0f} s: API peak {(peak - idle) / 2**20:.0f} MiB over idle ({idle / 2**20:.0f} MiB at "
-        f"rest; target < 200 MB); {times}; first event p50 {percentile(got['first_events'], 0.5) * 1e3:.0f} ms; "
-        f"{len(got['errors'])} errors" + (f" ({Counter(got['errors']).most_common(3)})" if got["errors"] else "")
-    )
+    return (f"long run ({rows:,} metric rows), {readers} whole-history readers and {followers} slow event followers "
+            f"for {seconds:.0f} s: API peak {(peak - idle) / 2**20:.0f} MiB over idle ({idle / 2**20:.0f} MiB at "
+            f"rest; target < 200 MB); {times}; first event p50 {percentile(got['first_events'], 0.5) * 1e3:.0f} ms; "
+            f"{len(got['errors'])} errors" + (f" ({Counter(got['errors']).most_common(3)})" if got["errors"] else ""))
 
 
 def main() -> int:
@@ -466,22 +414,15 @@ def main() -> int:
                 total = sum(len(v) for v in got.values())
                 client.post(f"/runs/{live}/cancel")
                 wait(lambda: client.get(f"/runs/{live}").json()["status"] in ENDED, 60, "the load run to stop")
-                lines.append(
-                    f"load {args.seconds:.0f} s, 18 clients (2 create, 4 list, 8 poll run+metrics, 4 stream) "
-                    f"and 1 worker: {total} requests, {len(errors)} errors"
-                    + (f" ({Counter(errors).most_common(3)})" if errors else "")
-                )
+                lines.append(f"load {args.seconds:.0f} s, 18 clients (2 create, 4 list, 8 poll run+metrics, 4 stream) "
+                             f"and 1 worker: {total} requests, {len(errors)} errors"
+                             + (f" ({Counter(errors).most_common(3)})" if errors else ""))
                 for kind, samples in got.items():
-                    lines.append(
-                        f"  {kind:8s} n={len(samples):5d}  p50 {percentile(samples, 0.5) * 1e3:7.1f} ms"
-                        f"  p95 {percentile(samples, 0.95) * 1e3:7.1f} ms"
-                        f"  p99 {percentile(samples, 0.99) * 1e3:7.1f} ms"
-                    )
-                wait(
-                    lambda: client.get("/runs", params={"status": "queued"}).json()["count"] == 0,
-                    300,
-                    "the load's runs to drain",
-                )
+                    lines.append(f"  {kind:8s} n={len(samples):5d}  p50 {percentile(samples, 0.5) * 1e3:7.1f} ms"
+                                 f"  p95 {percentile(samples, 0.95) * 1e3:7.1f} ms"
+                                 f"  p99 {percentile(samples, 0.99) * 1e3:7.1f} ms")
+                wait(lambda: client.get("/runs", params={"status": "queued"}).json()["count"] == 0, 300,
+                     "the load's runs to drain")
 
                 fan_run = submit(client, {"kind": "train", "spec": {**TRAIN, "epochs": 2}})
                 fan = asyncio.run(sse_fanout(stack.url, fan_run, args.sse_clients))
@@ -491,15 +432,13 @@ def main() -> int:
 
                 end_at = datetime.fromisoformat(finished).timestamp()
                 lags = [end - end_at for end in fan["ends"]]
-                lines.append(
-                    f"SSE {args.sse_clients} clients on one run ({run['summary']['steps']} steps): "
-                    f"{fan['complete']}/{args.sse_clients} got every step once and the end event; "
-                    f"first event p50 {percentile(fan['firsts'], 0.5) * 1e3:.0f} ms, "
-                    f"p99 {percentile(fan['firsts'], 0.99) * 1e3:.0f} ms; end seen "
-                    f"p50 {percentile(lags, 0.5) * 1e3:.0f} ms, max {max(lags) * 1e3:.0f} ms after the run "
-                    f"ended (ANODE_SSE_POLL_SECONDS=0.5)"
-                    + (f"; problems {fan['problems'][:3]}" if fan["problems"] else "")
-                )
+                lines.append(f"SSE {args.sse_clients} clients on one run ({run['summary']['steps']} steps): "
+                             f"{fan['complete']}/{args.sse_clients} got every step once and the end event; "
+                             f"first event p50 {percentile(fan['firsts'], 0.5) * 1e3:.0f} ms, "
+                             f"p99 {percentile(fan['firsts'], 0.99) * 1e3:.0f} ms; end seen "
+                             f"p50 {percentile(lags, 0.5) * 1e3:.0f} ms, max {max(lags) * 1e3:.0f} ms after the run "
+                             f"ended (ANODE_SSE_POLL_SECONDS=0.5)"
+                             + (f"; problems {fan['problems'][:3]}" if fan["problems"] else ""))
 
                 rec = recovery(stack, client)
                 lines.append(
@@ -507,22 +446,17 @@ def main() -> int:
                     f"running again {rec['running']:.1f} s, past its last step {rec['caught_up']:.1f} s after "
                     f"kill -9; {'succeeded' if rec['status'] else 'DID NOT SUCCEED'}, {rec['steps']} steps, "
                     f"{rec['missing']:.0f} missing, {rec['duplicated']:.0f} duplicated in the store, "
-                    f"{rec['recomputed']:.0f} computed twice (since the checkpoint)"
-                )
+                    f"{rec['recomputed']:.0f} computed twice (since the checkpoint)")
 
                 cancel = cancel_latency(stack, client, 5)
-                lines.append(
-                    f"cancel: {statistics.median(cancel['seconds']) * 1e3:.0f} ms median, "
-                    f"{max(cancel['seconds']) * 1e3:.0f} ms max to `cancelled`; steps after the flag: "
-                    f"max {max(cancel['extra_steps']):.0f} (5 runs, ANODE_CANCEL_POLL_SECONDS=0)"
-                )
+                lines.append(f"cancel: {statistics.median(cancel['seconds']) * 1e3:.0f} ms median, "
+                             f"{max(cancel['seconds']) * 1e3:.0f} ms max to `cancelled`; steps after the flag: "
+                             f"max {max(cancel['extra_steps']):.0f} (5 runs, ANODE_CANCEL_POLL_SECONDS=0)")
 
                 refused = refusal_latency(client, 25)
-                lines.append(
-                    f"over-budget spec refused (422 with estimate, limit, fields): "
-                    f"{statistics.median(refused) * 1e3:.1f} ms median, {max(refused) * 1e3:.1f} ms max "
-                    f"({len(refused)} requests: a 34 GB sweep, a 75 M-step training run)"
-                )
+                lines.append(f"over-budget spec refused (422 with estimate, limit, fields): "
+                             f"{statistics.median(refused) * 1e3:.1f} ms median, {max(refused) * 1e3:.1f} ms max "
+                             f"({len(refused)} requests: a 34 GB sweep, a 75 M-step training run)")
             finally:
                 stack.stop()
 
@@ -536,8 +470,7 @@ def main() -> int:
                     lines.append(
                         f"recovery, default leases (timeout 30 s, reaper every 5 s): re-queued {rec['detect']:.1f} s, "
                         f"running again {rec['running']:.1f} s, past its last step {rec['caught_up']:.1f} s; "
-                        f"{rec['missing']:.0f} missing, {rec['duplicated']:.0f} duplicated"
-                    )
+                        f"{rec['missing']:.0f} missing, {rec['duplicated']:.0f} duplicated")
                 finally:
                     stack.stop()
     print("\n".join(lines))

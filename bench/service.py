@@ -40,6 +40,10 @@ TINY_DEMO = {"kind": "demo", "spec": {"name": "non-invertible"}}
 TRAIN = {"dataset": "moons", "n_samples": 4096, "batch_size": 32, "epochs": 8, "device": "cpu"}
 
 
+
+
+
+
 def _percentile(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
@@ -49,7 +53,6 @@ def enqueue_latency(client: httpx.Client, runs: int) -> list[float]:
     latencies = []
     for _ in range(runs):
         run_id = client.post("/runs", json=TINY_DEMO).json()["id"]
-
         def ended(run_id: int = run_id) -> Any:
             return (r := client.get(f"/runs/{run_id}").json())["status"] not in ("queued", "running") and r
 
@@ -83,17 +86,13 @@ async def _reader(port: int, paths: list[str], count: int, out: list[float]) -> 
 
 
 def read_latency(port: int, run_id: int, clients: int, per_client: int) -> list[float]:
-    paths = [
-        f"{API}/runs/{run_id}",
-        f"{API}/runs?limit=20",
-        f"{API}/runs/{run_id}/metrics?after_step=90",
-        f"{API}/health",
-    ]
+    paths = [f"{API}/runs/{run_id}", f"{API}/runs?limit=20", f"{API}/runs/{run_id}/metrics?after_step=90",
+             f"{API}/health"]
     out: list[float] = []
 
     async def main() -> None:
         await asyncio.gather(*(_reader(port, paths, 8, []) for _ in range(clients)))  # warm-up, untimed
-        await asyncio.gather(*(_reader(port, paths[i % 4 :] + paths[: i % 4], per_client, out) for i in range(clients)))
+        await asyncio.gather(*(_reader(port, paths[i % 4:] + paths[:i % 4], per_client, out) for i in range(clients)))
 
     asyncio.run(main())
     return out
@@ -128,11 +127,9 @@ def logging_overhead(data_dir: Path, reps: int) -> dict[str, float]:
         spent = [0.0]
         workdir = Path(tempfile.mkdtemp(dir=data_dir))
         if name == "bare":
-
             def report(step: int, values: Any) -> None:
                 if "train_loss" in values:
                     stamps.append(time.perf_counter())
-
             ctx = RunContext(workdir, on_metrics=report)
         else:
             with db.session(write=True) as session:
@@ -170,13 +167,9 @@ def logging_overhead(data_dir: Path, reps: int) -> dict[str, float]:
     time_interleaved({"bare": lambda: one("bare"), "logged": lambda: one("logged")}, reps=reps, warmup=1)
     bare, logged, cost = intervals["bare"][1:], intervals["logged"][1:], inside[1:]  # drop the warm-up rep
     db.dispose()
-    return {
-        "bare": statistics.median(bare),
-        "logged": statistics.median(logged),
-        "ab": statistics.median(b / a for a, b in zip(bare, logged, strict=True)) - 1,
-        "inside": statistics.median(cost),
-        "direct": statistics.median(cost) / statistics.median(bare),
-    }
+    return {"bare": statistics.median(bare), "logged": statistics.median(logged),
+            "ab": statistics.median(b / a for a, b in zip(bare, logged, strict=True)) - 1,
+            "inside": statistics.median(cost), "direct": statistics.median(cost) / statistics.median(bare)}
 
 
 def main() -> int:
@@ -189,17 +182,9 @@ def main() -> int:
         port = free_port()
         env = {**os.environ, "ANODE_DATA_DIR": str(data_dir), "ANODE_PORT": str(port), "ANODE_TORCH_THREADS": "1"}
         logs = open(data_dir / "service.log", "wb")
-        procs = [
-            subprocess.Popen(
-                [sys.executable, "-m", "anode_lab.cli", *cmd],
-                env=env,
-                cwd=ROOT,
-                stdout=logs,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            for cmd in (["api"], ["worker", "--device", "cpu"])
-        ]
+        procs = [subprocess.Popen([sys.executable, "-m", "anode_lab.cli", *cmd], env=env, cwd=ROOT, stdout=logs,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+                 for cmd in (["api"], ["worker", "--device", "cpu"])]
         base = f"http://127.0.0.1:{port}{API}"
         try:
             with httpx.Client(base_url=base, timeout=30) as client:
@@ -215,22 +200,16 @@ def main() -> int:
             for proc in procs:
                 proc.wait(30)
         overhead = logging_overhead(data_dir, reps)
-    print(
-        f"enqueue→running   median {statistics.median(latencies) * 1e3:7.1f} ms   max {max(latencies) * 1e3:7.1f} ms"
-        f"   ({len(latencies)} runs, embedded SQLite queue; target median < 1000 ms)"
-    )
+    print(f"enqueue→running   median {statistics.median(latencies) * 1e3:7.1f} ms   max {max(latencies) * 1e3:7.1f} ms"
+          f"   ({len(latencies)} runs, embedded SQLite queue; target median < 1000 ms)")
     p50, p99 = _percentile(reads, 0.5), _percentile(reads, 0.99)
-    print(
-        f"API reads         p50 {p50 * 1e3:7.1f} ms   p99 {p99 * 1e3:7.1f} ms"
-        f"   ({len(reads)} requests, 20 concurrent keep-alive clients; target p99 < 100 ms)"
-    )
-    print(
-        f"metric logging    {overhead['direct'] * 100:6.2f} % of a training step: "
-        f"{overhead['inside'] * 1e6:.0f} µs in "
-        f"the worker's callbacks per {overhead['bare'] * 1e3:.3f} ms step (target < 5 %); A/B step time "
-        f"{overhead['ab'] * 100:+.1f} % ({overhead['logged'] * 1e3:.3f} vs {overhead['bare'] * 1e3:.3f} ms, "
-        f"{reps - 1} interleaved pairs)"
-    )
+    print(f"API reads         p50 {p50 * 1e3:7.1f} ms   p99 {p99 * 1e3:7.1f} ms"
+          f"   ({len(reads)} requests, 20 concurrent keep-alive clients; target p99 < 100 ms)")
+    print(f"metric logging    {overhead['direct'] * 100:6.2f} % of a training step: "
+          f"{overhead['inside'] * 1e6:.0f} µs in "
+          f"the worker's callbacks per {overhead['bare'] * 1e3:.3f} ms step (target < 5 %); A/B step time "
+          f"{overhead['ab'] * 100:+.1f} % ({overhead['logged'] * 1e3:.3f} vs {overhead['bare'] * 1e3:.3f} ms, "
+          f"{reps - 1} interleaved pairs)")
     return 0
 
 

@@ -115,7 +115,8 @@ def test_a_closed_over_tensor_gets_directs_gradient(gradient: ac.GradientMethod)
     for method in (ac.Direct(), gradient):
         weight = torch.tensor([[-0.5, 1.0], [-1.0, -0.2]], dtype=torch.float64, requires_grad=True)
         y0 = torch.tensor([[1.0, 0.5]], dtype=torch.float64)
-        out = ac.odeint(lambda t, y: torch.tanh(y @ weight.T), y0, T, rtol=1e-6, atol=1e-8, gradient=method)
+        field = lambda t, y, w=weight: torch.tanh(y @ w.T)  # noqa: E731
+        out = ac.odeint(field, y0, T, rtol=1e-6, atol=1e-8, gradient=method)
         out.sum().backward()
         grads.append(weight.grad)
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-10, atol=0.0)
