@@ -245,3 +245,44 @@ def test_event_stream_pages_forward_from_a_cursor(paged: tuple[TestClient, int, 
         for name, points in event["series"].items():
             got.setdefault(name, []).extend(points["steps"])
     assert got == {name: points["steps"] for name, points in expected(rows, 4, None).items()}
+
+
+# ------------------------------------------------------------------------------- what a series name is
+# The request schemathesis 4.32.5 sent (issue 25): an empty name and one of non-ASCII characters, answered 200 {}.
+SCHEMA_VIOLATING_SERIES = "series=&series=%3F%F3%A0%80%B7%C3%B3%F1%88%90%BF%F0%9E%B4%99"
+
+
+@pytest.mark.parametrize("query", [SCHEMA_VIOLATING_SERIES, "series=", "series=loss%00", "series=" + "x" * 65,
+                                   "series=a%20b", "series=%C3%BCn%C3%AF", "&".join(["series=acc"] * 101)])
+def test_series_outside_the_contract_get_422_naming_series(paged: tuple[TestClient, int, dict], query: str) -> None:
+    client, run_id, _ = paged
+    for extra in ("", "&format=csv", "&points=10"):
+        response = client.get(f"/runs/{run_id}/metrics?{query}{extra}")
+        assert response.status_code == 422, response.text
+        assert response.json()["error"] == "invalid_request" and "series" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("name", ["train_loss", "anode/grad_rel_error", "adjoint(stored)/loss", "anode(c=2)_x",
+                                  "probe:cosine+1", "a-b.c"])
+def test_series_names_the_lab_writes_are_inside_the_contract(paged: tuple[TestClient, int, dict], name: str) -> None:
+    client, run_id, _ = paged
+    response = client.get(f"/runs/{run_id}/metrics", params={"series": [name, "acc"]})
+    assert response.status_code == 200 and set(response.json()["series"]) == {"acc"}
+
+
+def test_the_worker_refuses_to_store_a_series_outside_the_contract(tmp_path: Path) -> None:
+    from backend.runs import lifecycle, repository
+    from backend.runs.ingest import MetricWriter
+
+    settings = Settings(data_dir=tmp_path)
+    migrate(settings.db_url, tmp_path)
+    db = Database(settings.db_url)
+    with db.session(write=True) as session:
+        run_id = repository.add(session, kind="train", name="", spec={}, device="cpu", tags=[]).id
+        lease = lifecycle.claim(session, run_id, "w", "cpu")
+    assert lease is not None
+    writer = MetricWriter(lifecycle.Hold(db, lease, window=60), tmp_path, flush_seconds=0)
+    writer.add(1, {"train_loss": 0.5})
+    with pytest.raises(ValueError, match=r"series name 'lo ss' .*letters, digits"):
+        writer.add(2, {"lo ss": 0.5})
+    db.dispose()

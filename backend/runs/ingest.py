@@ -10,6 +10,8 @@ batches from a background thread.
   for the store (SQLite's write lock may be busy with other workers) and never converts a value. Only complete
   steps are written (a step is complete once a later one is reported, or the run ends), so readers never see
   half a step.
+* Both carry the run's lease (:class:`~backend.runs.lifecycle.Hold`): a report is journaled only while the lease
+  holds, and a batch is stored only under it; once it is lost they raise :class:`~backend.runs.lifecycle.LeaseLost`.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 
-from backend.db import Database
-from backend.runs import journal, repository as runs
+from anode_lab.names import check_series_name
+from backend.runs import journal
+from backend.runs.lifecycle import Hold
 from backend.runs.repository import MetricRow
 
 REPLAY_CHUNK = 5000
@@ -44,8 +47,8 @@ def _rows(reports: list[Report]) -> list[MetricRow]:
 class MetricWriter:
     """``RunContext.on_metrics`` of a worker; :meth:`start` the writer thread, :meth:`close` at the end."""
 
-    def __init__(self, db: Database, run_id: int, workdir: Path, flush_seconds: float) -> None:
-        self.db, self.run_id, self.flush_seconds = db, run_id, flush_seconds
+    def __init__(self, hold: Hold, workdir: Path, flush_seconds: float) -> None:
+        self.hold, self.flush_seconds = hold, flush_seconds
         self.workdir = workdir
         self.journal = journal.Journal(workdir)
         self._arrived: deque[Report] = deque()
@@ -68,14 +71,17 @@ class MetricWriter:
         return total + self._write(rows)
 
     def start(self) -> MetricWriter:
-        self._thread = threading.Thread(target=self._loop, name=f"metrics-{self.run_id}", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=f"metrics-{self.hold.run_id}", daemon=True)
         self._thread.start()
         return self
 
     def add(self, step: int, values: Mapping[str, float]) -> None:
         if self._error is not None:
             raise RuntimeError(f"storing metrics failed: {self._error}") from self._error
+        for name in values:
+            check_series_name(name)
         report = (int(step), tuple(values), tuple(map(float, values.values())))
+        self.hold.confirm()
         self.journal.append(*report)
         self._arrived.append(report)
         if not self.flush_seconds:
@@ -124,7 +130,6 @@ class MetricWriter:
     def _write(self, rows: list[MetricRow]) -> int:
         if not rows:
             return 0
-        with self.db.session(write=True) as session:
-            count = runs.upsert_metrics(session, self.run_id, rows)
+        count = self.hold.store_metrics(rows)
         self.written += count
         return count
