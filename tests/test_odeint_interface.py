@@ -73,7 +73,7 @@ def test_anodes_forward_is_the_controller_alone_and_its_backward_replays_nothing
     with torch.no_grad():
         torchdiffeq.odeint(field, y0, T, rtol=1e-5, atol=1e-7)
     forward, field.calls = field.calls, 0
-    out = ac.odeint(field, y0, T, rtol=1e-5, atol=1e-7)
+    out = ac.odeint(field, y0, T, rtol=1e-5, atol=1e-7, gradient=ac.Anode())  # the default is checkpoints='auto'
     assert field.calls == forward
     out.sum().backward()
     assert field.calls == forward  # the kept graph of the accepted steps: no replay
