@@ -327,8 +327,11 @@ def _solve(
             )
         return torch.stack([y0, *rest])
     start = _StartTime.apply(y0, t_user[0], inp.func) if t_user.requires_grad else y0
-    if isinstance(method, Anode) and method.checkpoints is None and not isinstance(plan.solver, ReversibleSolver):
-        rest_flat: Tensor = _ReplayInBackward.apply(plan, start, *leaves)
+    direct = isinstance(method, Direct)
+    if not isinstance(plan.solver, ReversibleSolver) and (
+        (isinstance(method, Anode) and method.checkpoints is None) or (direct and plan.adaptive)
+    ):
+        rest_flat: Tensor = _ReplayInBackward.apply(plan, direct, start, *leaves)
         rest = list(rest_flat.unbind(0))
     elif isinstance(method, Direct) and not isinstance(plan.solver, ReversibleSolver):
         if plan.adaptive:
@@ -437,11 +440,13 @@ class _ReplayInBackward(torch.autograd.Function):
     latest of its chain, it keeps the graph of its accepted steps (rejected trials hold nothing, step sizes are
     constants) until backward or until a later ``odeint`` call continues from its output; then backward
     replays the accepted steps with their graph (Zhuang et al.'s adaptive checkpoint adjoint, one block) and
-    back-propagates once. Memory: at most one call's graph per chain, ``L·S + s·N_t·A``, as ``Anode``."""
+    back-propagates once. Memory: at most one call's graph per chain, ``L·S + s·N_t·A``, as ``Anode``.
+    ``Direct`` (``keep``) is the same forward whose graph is never dropped: one call's gradients are the same bits.
+    """
 
     @staticmethod
-    def forward(ctx: Any, plan: _Plan, y0: Tensor, *leaves: Tensor) -> Tensor:
-        ctx.plan, ctx.leaves, ctx.kept = plan, leaves, None
+    def forward(ctx: Any, plan: _Plan, keep: bool, y0: Tensor, *leaves: Tensor) -> Tensor:
+        ctx.plan, ctx.leaves, ctx.kept, ctx.keep = plan, leaves, None, keep
         ctx.save_for_backward(y0)
         _drop_kept_upstream(y0)
         if not plan.adaptive or plan.probe is None:
@@ -456,7 +461,7 @@ class _ReplayInBackward(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         (y0,) = ctx.saved_tensors
-        wanted = ctx.needs_input_grad[1:]
+        wanted = ctx.needs_input_grad[2:]
         kept, ctx.kept = ctx.kept, None
         with torch.enable_grad():
             if kept is None:
@@ -467,6 +472,7 @@ class _ReplayInBackward(torch.autograd.Function):
             inputs = [x for x, want in zip((z, *ctx.leaves), wanted, strict=True) if want and x.requires_grad]
             found = iter(torch.autograd.grad(out, inputs, grad, allow_unused=True)) if inputs else iter(())
         return (
+            None,
             None,
             *(
                 next(found) if want and x.requires_grad else None
@@ -485,7 +491,8 @@ def _drop_kept_upstream(y0: Tensor) -> None:
         seen.add(id(node))
         if isinstance(node, _ReplayInBackward._backward_cls):
             ctx: Any = node
-            ctx.kept = None
+            if not ctx.keep:  # Direct keeps its graph
+                ctx.kept = None
             continue
         pending.extend(n for n, _ in node.next_functions)
 

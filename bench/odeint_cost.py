@@ -5,8 +5,9 @@ a conv field (conv–GroupNorm–ReLU–conv), with dopri5, tsit5 and dopri8 at 
 
 * inference under ``torch.no_grad()``: ``anode_core.odeint`` against ``torchdiffeq.odeint``: field evaluations
   (target 1.00×) and time (target ≤ 1.05×), and the largest difference of the outputs (0 where the bits agree);
-* training (forward + ``backward()`` of a sum of squares): ``anode_core.odeint``'s default gradient (Anode: the
-  controller alone in forward, one replay of the accepted steps in backward) against torchdiffeq's backprop
+* training (forward + ``backward()`` of a sum of squares): ``anode_core.odeint`` with ``gradient=Anode()`` (the
+  controller alone in forward, keeping its accepted steps' graph; the default ``Anode(checkpoints="auto")`` trades
+  time for memory, see ``bench/odeint_memory.py``) against torchdiffeq's backprop
   through its solve (target ≤ 1.0×); evaluations forward/backward.
 
 Each row is printed as soon as it is measured. A method the installed torchdiffeq lacks (0.2.5 has no tsit5) is
@@ -99,7 +100,7 @@ class Timed(nn.Module):
 def _solve(which: str, func: nn.Module, y0: Tensor, method: str, rtol: float) -> Tensor:
     t = torch.tensor([0.0, 1.0], dtype=torch.float64)
     if which == "ours":
-        out: Tensor = ac.odeint(func, y0, t, rtol=rtol, atol=rtol / 100, method=method)
+        out: Tensor = ac.odeint(func, y0, t, rtol=rtol, atol=rtol / 100, method=method, gradient=ac.Anode())
     else:
         out = torchdiffeq.odeint(func, y0, t, rtol=rtol, atol=rtol / 100, method=method)
     return out
