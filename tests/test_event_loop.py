@@ -82,6 +82,7 @@ def test_no_route_runs_sql_on_the_event_loop(app_and_client: tuple[Any, TestClie
     call("GET", "/groups/{group_id}", f"/groups/{group['id']}")
     call("GET", "/catalog", "/catalog")
     call("GET", "/health", "/health")
+    call("GET", "/docs", "/docs")
     tracked = call("POST", "/external", "/external", json={"name": "own loop"}).json()
     call("POST", "/external/{run_id}/points", f"/external/{tracked['id']}/points",
          json={"points": [{"step": 0, "values": {"train_loss": 1.0}}]})
