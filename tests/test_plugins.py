@@ -102,7 +102,8 @@ def test_catalog_lists_the_plugin_without_importing_torch(installed: Path) -> No
     assert models["tiny_ode"]["description"].startswith("tiny ODE classifier")
     assert models["tiny_ode"]["datasets"] == ["moons", "circles", "spirals", "xor"]  # "points": every 2-D set
     xor = next(d for d in listed["datasets"] if d["name"] == "xor")
-    assert xor == {"name": "xor", "description": "XOR quadrants: the sign of x·y, 2-D points", "plugin": True}
+    assert xor == {"name": "xor", "description": "XOR quadrants: the sign of x·y, 2-D points", "plugin": True,
+                   "files": []}  # a generated set: no files under a root
 
 
 def test_specs_name_installed_plugins_only(on_path: Path) -> None:
