@@ -385,13 +385,13 @@ def test_run_detail_is_live_while_a_run_trains_and_can_cancel_it(api_url: str, c
     at = page("run_detail", run=str(run_id))
     assert at.session_state["run_detail.live"] is True  # the fragment polls while the run is active
     assert at.get("progress") and "Loss" in titles(at)
-    first = at.session_state["run_detail.train.metrics"]["payload"]["last_step"]
+    first = at.session_state["run_detail.train.last_step"]
     at.button(key="run_detail.cancel").click().run()
     assert_ok(at)
     assert wait_status(client, run_id, ENDED, timeout=60)["status"] == "cancelled"
     at.run()
     assert_ok(at)
-    assert at.session_state["run_detail.train.metrics"]["payload"]["last_step"] >= first  # polled after_step
+    assert at.session_state["run_detail.train.last_step"] >= first  # polled after_step
     assert at.session_state["run_detail.live"] is False
 
 
