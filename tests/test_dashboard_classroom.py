@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -136,3 +137,26 @@ def test_thirty_dashboard_sessions_of_a_live_run_all_update_without_429(service:
     assert all(b > a for a, b in zip(first, second, strict=True)), f"not every session moved: {first} → {second}"
     assert len(set(first)) == len(set(second)) == 1  # one answer per refresh, the same for every session
     assert polls == 2, f"{polls} metric reads for two refreshes of {VIEWERS} sessions"
+
+
+def test_a_shared_poll_keeps_an_ended_runs_metrics_and_forgets_runs_nobody_watches() -> None:
+    """At the edge only (the API answered by a handler counting its reads): an ended run's points, read after it
+    ended, are not asked for again; a run nobody read for ``keep_s`` is dropped."""
+    reads: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        reads.append(request.url.path)
+        return httpx.Response(200, json={"series": {"train_loss": {"steps": [1], "values": [0.5]}}, "last_step": 1,
+                                         "decimated": False})
+
+    now = [0.0]
+    poll = SharedPoll(max_age=1.0, keep_s=10.0, clock=lambda: now[0])
+    api = ApiClient(ClientSettings(api_url="http://api.test"), transport=httpx.MockTransport(answer))
+    ended: Any = {"id": 1, "status": "succeeded"}
+    poll.metrics(api, ended)
+    now[0] += 5.0
+    assert poll.metrics(api, ended)["last_step"] == 1 and len(reads) == 1  # complete: kept, not asked again
+    poll.metrics(api, {**ended, "id": 2})
+    now[0] += 10.5
+    poll.metrics(api, {**ended, "id": 2})
+    assert len(poll) == 1  # run 1 was not read for 15.5 s > keep_s; run 2 was just read
