@@ -106,6 +106,9 @@ class Worker(Base):
     device: Mapped[str] = mapped_column(String(8), index=True)
     hostname: Mapped[str] = mapped_column(String(255))
     pid: Mapped[int] = mapped_column(Integer)
+    process_space: Mapped[str | None] = mapped_column(String(80), index=True)
+    """Where ``pid`` means something: this boot of this machine and its process namespace (``None`` where that cannot
+    be told); a worker checks the pids of the workers in its own space only."""
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     heartbeat: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     run_id: Mapped[int | None] = mapped_column(Integer)

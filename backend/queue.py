@@ -1,5 +1,6 @@
 """Huey queues, one per device class: ``SqliteHuey`` in ``<data_dir>/queue.db`` embedded, ``RedisHuey`` when
-``ANODE_QUEUE_URL`` is a Redis URL. The same task code runs on both; messages carry only a run id."""
+``ANODE_QUEUE_URL`` is a Redis URL. The same task code runs on both; messages are JSON holding a run id only
+(:class:`~backend.runs.tasks.RunMessages`), never pickles."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Callable
 from huey import Huey, RedisHuey, SqliteHuey
 from huey.api import TaskWrapper
 
-from backend.runs.tasks import enqueue_only, register_execute
+from backend.runs.tasks import RunMessages, enqueue_only, register_execute
 from backend.settings import DEVICE_CLASSES, DeviceClass, Settings
 
 QUEUE_BUSY_TIMEOUT_S = 60
@@ -23,9 +24,10 @@ def make_huey(settings: Settings, device: DeviceClass) -> Huey:
     name = f"anode-{device}"
     url = settings.queue_url
     if url and not url.startswith("sqlite:///"):
-        return RedisHuey(name, url=url, results=False)
+        return RedisHuey(name, url=url, results=False, serializer=RunMessages())
     settings.queue_path.parent.mkdir(parents=True, exist_ok=True)
-    return SqliteHuey(name, filename=str(settings.queue_path), results=False, timeout=QUEUE_BUSY_TIMEOUT_S)
+    return SqliteHuey(name, filename=str(settings.queue_path), results=False, timeout=QUEUE_BUSY_TIMEOUT_S,
+                      serializer=RunMessages())
 
 
 class RunQueues:

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 if TYPE_CHECKING:
@@ -62,9 +62,17 @@ class Settings(BaseSettings):
         "for any other name (a DNS-rebinding page) gets 400 before anything else happens"
     )
     max_body_bytes: int = Field(1_048_576, ge=1024, description="largest request body accepted")
-    heartbeat_seconds: float = Field(2.0, gt=0, description="how often a worker renews its lease")
-    heartbeat_timeout_seconds: float = Field(30.0, gt=0, description="a lease older than this is stale")
-    reaper_seconds: float = Field(5.0, gt=0, description="how often a worker looks for stale runs")
+    request_timeout_seconds: float = Field(10.0, gt=0, le=300, description="a connection whose request (line, "
+                                           "headers and body) has not arrived whole this long after it opened or "
+                                           "after the request's first byte is answered 408 and closed")
+    max_connections_per_peer: int = Field(128, ge=1, description="connections one peer address may hold open at "
+                                           "once; more are answered 429 and closed (peers in trusted_proxies are "
+                                           "not capped)")
+    heartbeat_seconds: float = Field(1.0, gt=0, description="how often a worker renews its lease")
+    heartbeat_timeout_seconds: float = Field(8.0, gt=0, description="a lease older than this is stale: a run on a "
+                                             "dead worker of another host moves again about this much later")
+    reaper_seconds: float = Field(1.0, gt=0, description="how often a worker looks for stale runs and for dead "
+                                  "workers of its own host")
     retry_limit: int = Field(2, ge=0, description="re-queues after a lost worker before the run fails")
     poll_seconds: float = Field(0.1, gt=0, le=5, description="queue poll interval of an idle worker")
     metrics_flush_seconds: float = Field(0.5, ge=0, description="a worker writes buffered metrics this often")
@@ -101,6 +109,10 @@ class Settings(BaseSettings):
                                "much memory beyond its start-up size; default half the machine's memory")
     max_run_steps: int = Field(10**8, ge=1, description="a spec that would take more ODE solver steps (forward and "
                                "backward, over every block and training step or sweep cell) is refused (422)")
+    max_external_points: int = Field(5_000_000, ge=1000, description="metric points one external run (a user's "
+                                     "own training loop, anode_lab.track) may store")
+    max_run_disk_bytes: int = Field(2 * 2**30, ge=2**20, description="a spec whose estimated disk (metric rows, "
+                                    "checkpoints, artifacts) is larger is refused (422)")
     max_run_seconds: float = Field(24 * 3600.0, gt=0, description="a run still going after this long is stopped "
                                    "and fails with \"time limit\"")
 
@@ -153,6 +165,15 @@ class Settings(BaseSettings):
                              f"`postgres` extra) or sqlite:///PATH; got {url.split(':', 1)[0]}:…")
         return url
 
+    @model_validator(mode="after")
+    def _lease_outlasts_heartbeats(self) -> Settings:
+        if self.heartbeat_seconds * 2 > self.heartbeat_timeout_seconds:
+            raise ValueError(
+                f"`ANODE_HEARTBEAT_SECONDS` ({self.heartbeat_seconds:g}) must be at most half of "
+                f"`ANODE_HEARTBEAT_TIMEOUT_SECONDS` ({self.heartbeat_timeout_seconds:g}): a worker writes into its "
+                "run only while its last renewal is younger than half the lease; lower the first or raise the second")
+        return self
+
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'anode.db'}"
@@ -188,7 +209,7 @@ class Settings(BaseSettings):
         from anode_lab.specs.cost import RunLimits
 
         return RunLimits(max_bytes=self.max_run_bytes, max_steps=self.max_run_steps,
-                         data_roots=self.allowed_data_roots)
+                         data_roots=self.allowed_data_roots, max_disk_bytes=self.max_run_disk_bytes)
 
     def run_dir(self, run_id: int) -> Path:
         """Working folder of one run: checkpoints, the metrics journal and ``artifacts/``."""

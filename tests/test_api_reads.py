@@ -271,12 +271,17 @@ def test_series_names_the_lab_writes_are_inside_the_contract(paged: tuple[TestCl
 
 
 def test_the_worker_refuses_to_store_a_series_outside_the_contract(tmp_path: Path) -> None:
+    from backend.runs import lifecycle, repository
     from backend.runs.ingest import MetricWriter
 
     settings = Settings(data_dir=tmp_path)
     migrate(settings.db_url, tmp_path)
     db = Database(settings.db_url)
-    writer = MetricWriter(db, 1, tmp_path, flush_seconds=0)
+    with db.session(write=True) as session:
+        run_id = repository.add(session, kind="train", name="", spec={}, device="cpu", tags=[]).id
+        lease = lifecycle.claim(session, run_id, "w", "cpu")
+    assert lease is not None
+    writer = MetricWriter(lifecycle.Hold(db, lease, window=60), tmp_path, flush_seconds=0)
     writer.add(1, {"train_loss": 0.5})
     with pytest.raises(ValueError, match=r"series name 'lo ss' .*letters, digits"):
         writer.add(2, {"lo ss": 0.5})

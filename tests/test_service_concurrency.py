@@ -22,24 +22,24 @@ WRITER = """
 import sys
 from pathlib import Path
 from backend.db import Database
-from backend.runs import repository as runs
+from backend.runs import lifecycle, repository as runs
 from backend.runs.ingest import MetricWriter
 url, run_id, workdir, steps, series = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), sys.argv[5]
-worker = f"w{run_id}"
 db = Database(url)
 with db.session(write=True) as s:
-    assert runs.claim(s, run_id, worker, "cpu")
-writer = MetricWriter(db, run_id, Path(workdir), flush_seconds=0).start()
+    lease = lifecycle.claim(s, run_id, f"w{run_id}", "cpu")
+assert lease is not None
+hold = lifecycle.Hold(db, lease, window=60)
+writer = MetricWriter(hold, Path(workdir), flush_seconds=0).start()
 for step in range(1, steps + 1):
     writer.add(step, {name: step * 0.5 for name in series.split(",")})
     with db.session() as s:
         runs.cancel_requested(s, run_id)
     if step % 20 == 0:
-        with db.session(write=True) as s:
-            assert runs.renew(s, run_id, worker, {"done": step, "total": steps, "note": ""})
+        hold.progress = (step, steps, "")
+        assert hold.heartbeat()
 writer.close()
-with db.session(write=True) as s:
-    assert runs.finish(s, run_id, worker, status="succeeded", summary={"steps": steps})
+assert hold.conclude(status="succeeded", summary={"steps": steps})
 """
 
 

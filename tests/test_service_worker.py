@@ -1,20 +1,20 @@
-"""The worker's store-side logic in process, on a temporary SQLite: claims, the reaper, the metrics writer."""
+"""The worker's store-side logic in process, on a temporary SQLite: skipped messages, recovery of queued runs, the
+metrics writer. The lifecycle rules (claim, lease, reap, cancel) are tested once, in ``test_lifecycle.py``."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from service_helpers import in_process_worker
 
-from backend.db import utcnow
 from backend.models import Run
-from backend.runs import journal, repository as runs
+from backend.runs import journal, lifecycle, repository as runs
 from backend.runs.ingest import MetricWriter
+from backend.runs.lifecycle import Hold
 from backend.settings import Settings
-from backend.workers.process import Lease, WorkerProcess
+from backend.workers.process import WorkerProcess
 
 
 @pytest.fixture
@@ -36,17 +36,13 @@ def row(worker: WorkerProcess, run_id: int) -> Run:
         return run
 
 
-def go_stale(worker: WorkerProcess, run_id: int) -> None:
-    with worker.db.session(write=True) as session:
-        session.get(Run, run_id).heartbeat = utcnow() - timedelta(minutes=1)  # type: ignore[union-attr]
-
-
-def test_only_one_claim_wins(worker: WorkerProcess) -> None:
+def held(worker: WorkerProcess) -> Hold:
+    """A run claimed by ``worker``, as the worker holds it."""
     run_id = new_run(worker)
     with worker.db.session(write=True) as session:
-        assert runs.claim(session, run_id, "a", "cpu")
-        assert not runs.claim(session, run_id, "b", "cpu")
-    assert row(worker, run_id).worker == "a" and row(worker, run_id).attempt == 1
+        lease = lifecycle.claim(session, run_id, worker.id, "cpu")
+    assert lease is not None
+    return Hold(worker.db, lease, window=60)
 
 
 @pytest.mark.parametrize("status", ["succeeded", "cancelled", "running"])
@@ -58,53 +54,6 @@ def test_execute_skips_runs_that_are_not_queued(worker: WorkerProcess, status: s
     assert row(worker, run_id).status == status and row(worker, run_id).attempt == 0
 
 
-def test_reaper_requeues_a_stale_run_then_fails_it_past_the_retry_limit(worker: WorkerProcess) -> None:
-    run_id = new_run(worker)
-    with worker.db.session(write=True) as session:
-        runs.claim(session, run_id, "dead", "cpu")
-    worker.reap()
-    assert row(worker, run_id).status == "running"  # fresh lease: left alone
-    go_stale(worker, run_id)
-    worker.reap()
-    requeued = row(worker, run_id)
-    assert requeued.status == "queued" and requeued.worker is None and "attempt 1" in requeued.message
-    assert worker.queues.hueys["cpu"].pending_count() == 1
-    with worker.db.session(write=True) as session:
-        runs.claim(session, run_id, "dead again", "cpu")
-    go_stale(worker, run_id)
-    worker.reap()
-    failed = row(worker, run_id)
-    assert failed.status == "failed" and failed.error is not None and failed.error["type"] == "WorkerLost"
-    assert worker.queues.hueys["cpu"].pending_count() == 1
-
-
-def test_a_reaped_worker_loses_its_lease_and_cannot_finish(worker: WorkerProcess) -> None:
-    run_id = new_run(worker)
-    with worker.db.session(write=True) as session:
-        runs.claim(session, run_id, worker.id, "cpu")
-    lease = Lease(run_id)
-    worker.lease = lease
-    go_stale(worker, run_id)
-    worker.reap()
-    worker._beat()
-    assert lease.lost.is_set() and worker.should_stop(lease)
-    with worker.db.session(write=True) as session:
-        assert not runs.finish(session, run_id, worker.id, status="succeeded")
-
-
-def test_cancel_flag_is_seen_through_the_poll_connection(worker: WorkerProcess) -> None:
-    run_id = new_run(worker)
-    with worker.db.session(write=True) as session:
-        runs.claim(session, run_id, worker.id, "cpu")
-    lease = Lease(run_id)
-    assert not worker.should_stop(lease)
-    with worker.db.session(write=True) as session:
-        assert runs.request_cancel(session, run_id)
-    assert worker.should_stop(lease)  # autocommit: the poll sees the new commit, not an old snapshot
-    assert lease.cancel_conn is not None
-    lease.cancel_conn.close()
-
-
 def test_stored_queued_runs_are_queued_again_at_start(worker: WorkerProcess) -> None:
     cpu, gpu = new_run(worker), new_run(worker, device="cuda")
     worker._recover_queued()
@@ -114,8 +63,9 @@ def test_stored_queued_runs_are_queued_again_at_start(worker: WorkerProcess) -> 
 
 
 def test_metric_writer_stores_complete_steps_and_replays_its_journal(worker: WorkerProcess, tmp_path: Path) -> None:
-    run_id = new_run(worker)
-    writer = MetricWriter(worker.db, run_id, tmp_path / "w", flush_seconds=3600)
+    hold = held(worker)
+    run_id = hold.run_id
+    writer = MetricWriter(hold, tmp_path / "w", flush_seconds=3600)
     for step in range(1, 6):
         writer.add(step, {"loss": 1.0 / step, "nan": float("nan")})
     writer.add(5, {"acc": 0.5})  # the same step, reported in two calls, with other series
@@ -132,7 +82,7 @@ def test_metric_writer_stores_complete_steps_and_replays_its_journal(worker: Wor
     with (tmp_path / "w" / journal.FILE).open("ab") as torn:
         torn.write(b"\x40\x00\x00\x00(partial")  # the writer was killed mid-write
     assert len(list(journal.read(tmp_path / "w"))) == 6
-    again = MetricWriter(worker.db, run_id, tmp_path / "w", flush_seconds=0)
+    again = MetricWriter(hold, tmp_path / "w", flush_seconds=0)
     assert again.replay() == 11  # into a store that has them already: idempotent
     with worker.db.session() as session:
         assert sorted(runs.read_metrics(session, run_id)) == sorted(rows)
@@ -142,8 +92,9 @@ def test_metric_writer_takes_numbers_of_other_types(worker: WorkerProcess, tmp_p
     import numpy as np
     import torch
 
-    run_id = new_run(worker)
-    writer = MetricWriter(worker.db, run_id, tmp_path, flush_seconds=3600)
+    hold = held(worker)
+    run_id = hold.run_id
+    writer = MetricWriter(hold, tmp_path, flush_seconds=3600)
     writer.add(np.int64(1), {"a": np.float32(0.5), "b": np.int64(3), "c": torch.tensor(0.25), "d": True})
     writer.close()
     assert list(journal.read(tmp_path)) == [(1, {"a": 0.5, "b": 3.0, "c": 0.25, "d": 1.0})]
@@ -152,8 +103,9 @@ def test_metric_writer_takes_numbers_of_other_types(worker: WorkerProcess, tmp_p
 
 
 def test_metric_writer_thread_writes_while_the_run_goes_on(worker: WorkerProcess, tmp_path: Path) -> None:
-    run_id = new_run(worker)
-    writer = MetricWriter(worker.db, run_id, tmp_path / "t", flush_seconds=0).start()
+    hold = held(worker)
+    run_id = hold.run_id
+    writer = MetricWriter(hold, tmp_path / "t", flush_seconds=0).start()
     for step in range(1, 201):
         writer.add(step, {"loss": float(step)})
     writer.close()

@@ -10,31 +10,23 @@ batches from a background thread.
   for the store (SQLite's write lock may be busy with other workers) and never converts a value. Only complete
   steps are written (a step is complete once a later one is reported, or the run ends), so readers never see
   half a step.
+* Both carry the run's lease (:class:`~backend.runs.lifecycle.Hold`): a report is journaled only while the lease
+  holds, and a batch is stored only under it; once it is lost they raise :class:`~backend.runs.lifecycle.LeaseLost`.
 """
 
 from __future__ import annotations
 
-import re
 import threading
 from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 
-from backend.db import Database
-from backend.runs import journal, repository as runs
+from anode_lab.names import check_series_name
+from backend.runs import journal
+from backend.runs.lifecycle import Hold
 from backend.runs.repository import MetricRow
-from backend.runs.schemas import SERIES_NAME_MAX, SERIES_NAME_PATTERN
 
 REPLAY_CHUNK = 5000
-_SERIES_NAME = re.compile(SERIES_NAME_PATTERN)
-
-
-def check_series_name(name: str) -> None:
-    """The API's contract for a series name, held at the one place names are stored: a name it refuses here would
-    be stored yet never selectable by ``GET /runs/{id}/metrics?series=``."""
-    if not (len(name) <= SERIES_NAME_MAX and _SERIES_NAME.fullmatch(name)):
-        raise ValueError(f"series name {name!r} is outside the API's contract: 1 to {SERIES_NAME_MAX} ASCII letters, "
-                         "digits and _ . : / ( ) + = -; rename the series")
 Report = tuple[int, tuple[str, ...], tuple[float, ...]]
 
 
@@ -55,8 +47,8 @@ def _rows(reports: list[Report]) -> list[MetricRow]:
 class MetricWriter:
     """``RunContext.on_metrics`` of a worker; :meth:`start` the writer thread, :meth:`close` at the end."""
 
-    def __init__(self, db: Database, run_id: int, workdir: Path, flush_seconds: float) -> None:
-        self.db, self.run_id, self.flush_seconds = db, run_id, flush_seconds
+    def __init__(self, hold: Hold, workdir: Path, flush_seconds: float) -> None:
+        self.hold, self.flush_seconds = hold, flush_seconds
         self.workdir = workdir
         self.journal = journal.Journal(workdir)
         self._arrived: deque[Report] = deque()
@@ -79,7 +71,7 @@ class MetricWriter:
         return total + self._write(rows)
 
     def start(self) -> MetricWriter:
-        self._thread = threading.Thread(target=self._loop, name=f"metrics-{self.run_id}", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=f"metrics-{self.hold.run_id}", daemon=True)
         self._thread.start()
         return self
 
@@ -89,6 +81,7 @@ class MetricWriter:
         for name in values:
             check_series_name(name)
         report = (int(step), tuple(values), tuple(map(float, values.values())))
+        self.hold.confirm()
         self.journal.append(*report)
         self._arrived.append(report)
         if not self.flush_seconds:
@@ -137,7 +130,6 @@ class MetricWriter:
     def _write(self, rows: list[MetricRow]) -> int:
         if not rows:
             return 0
-        with self.db.session(write=True) as session:
-            count = runs.upsert_metrics(session, self.run_id, rows)
+        count = self.hold.store_metrics(rows)
         self.written += count
         return count

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Connection, CursorResult, Select, Update, delete, func, select, text, union_all, update
 from sqlalchemy.orm import Session
@@ -14,6 +14,9 @@ from sqlalchemy.orm import Session
 from anode_lab.status import RunStatus
 from backend.db import utcnow
 from backend.models import Artifact, Metric, Run, RunTag
+
+if TYPE_CHECKING:
+    from backend.runs.lifecycle import Lease
 
 MetricRow = tuple[str, int, float | None]
 
@@ -82,78 +85,98 @@ def cancel_requested(conn: Session | Connection, run_id: int) -> bool:
     return bool(conn.scalar(select(Run.cancel_requested).where(Run.id == run_id)))
 
 
-def claim(session: Session, run_id: int, worker: str, device: str) -> bool:
+def claim(session: Session, run_id: int, worker: str, device: str) -> int | None:
     """Take a queued run for ``worker``: the one way a run becomes running, so duplicates of a queue message
-    and runs finished or deleted meanwhile are skipped."""
+    and runs finished or deleted meanwhile are skipped. Returns the new attempt number (the claim's lease), or
+    ``None`` when the run was not queued."""
     now = utcnow()
-    return _changed_one(
+    taken = _changed_one(
         session,
         update(Run).where(Run.id == run_id, Run.status == RunStatus.QUEUED)
         .values(status=RunStatus.RUNNING, worker=worker, device=device, attempt=Run.attempt + 1, heartbeat=now,
                 started_at=func.coalesce(Run.started_at, now), updated_at=now, error=None)
     )
+    return session.scalar(select(Run.attempt).where(Run.id == run_id)) if taken else None
 
 
-def renew(session: Session, run_id: int, worker: str, progress: Mapping[str, Any] | None) -> bool:
-    """Renew ``worker``'s lease on a running run; False when the lease was lost (reaped, deleted)."""
+def _held(lease: Lease) -> Update:
+    """``UPDATE`` of the run ``lease`` holds: running, by that worker, in that attempt."""
+    return update(Run).where(Run.id == lease.run_id, Run.status == RunStatus.RUNNING, Run.worker == lease.worker,
+                             Run.attempt == lease.attempt)
+
+
+def renew(session: Session, lease: Lease, progress: Mapping[str, Any] | None = None) -> bool:
+    """Renew ``lease`` (and store ``progress``); False when it was lost (reaped, deleted, finished). The row
+    stays locked until the caller commits, so nothing can take the run between this check and the caller's
+    other writes in the same unit of work."""
     values: dict[str, Any] = {"heartbeat": utcnow()}
     if progress is not None:
         values["progress"] = dict(progress)
-    return _changed_one(
-        session,
-        update(Run).where(Run.id == run_id, Run.status == RunStatus.RUNNING, Run.worker == worker).values(**values)
-    )
+    return _changed_one(session, _held(lease).values(**values))
 
 
-def finish(session: Session, run_id: int, worker: str, *, status: str, summary: Mapping[str, Any] | None = None,
+def finish(session: Session, lease: Lease, *, status: str, summary: Mapping[str, Any] | None = None,
            message: str = "", error: Mapping[str, Any] | None = None,
            progress: Mapping[str, Any] | None = None) -> bool:
-    """End a run ``worker`` still holds; False if it no longer does (a reaped worker must not overwrite)."""
+    """End the run ``lease`` holds; False if the lease was lost (a reaped worker must not overwrite)."""
     now = utcnow()
     values: dict[str, Any] = {"status": status, "finished_at": now, "updated_at": now, "heartbeat": now,
                               "summary": dict(summary) if summary is not None else None, "message": message,
                               "error": dict(error) if error is not None else None}
     if progress is not None:
         values["progress"] = dict(progress)
+    return _changed_one(session, _held(lease).values(**values))
+
+
+def release(session: Session, lease: Lease, message: str) -> bool:
+    """Give the run ``lease`` holds back to the queue (worker shutting down); it resumes from its checkpoint. The
+    attempt is not counted: only lost workers use up retries."""
     return _changed_one(
         session,
-        update(Run).where(Run.id == run_id, Run.status == RunStatus.RUNNING, Run.worker == worker).values(**values)
+        _held(lease).values(status=RunStatus.QUEUED, worker=None, attempt=Run.attempt - 1, updated_at=utcnow(),
+                            message=message)
     )
 
 
-def release(session: Session, run_id: int, worker: str, message: str) -> bool:
-    """Give a running run back to the queue (worker shutting down); it resumes from its checkpoint. The attempt
-    is not counted: only lost workers use up retries."""
-    return _changed_one(
-        session,
-        update(Run).where(Run.id == run_id, Run.status == RunStatus.RUNNING, Run.worker == worker)
-        .values(status=RunStatus.QUEUED, worker=None, attempt=Run.attempt - 1, updated_at=utcnow(), message=message)
-    )
+def stale(session: Session, cutoff: datetime, *, kind: str | None) -> list[tuple[int, int, str]]:
+    """``(id, attempt, device)`` of running runs whose lease is older than ``cutoff``: a worker's (``kind=None``),
+    else those of ``kind`` (``external``: a tracker's)."""
+    query = select(Run.id, Run.attempt, Run.device).where(Run.status == RunStatus.RUNNING, Run.heartbeat < cutoff)
+    query = query.where(Run.kind != "external") if kind is None else query.where(Run.kind == kind)
+    return [(row.id, row.attempt, row.device) for row in session.execute(query)]
 
 
-def stale(session: Session, cutoff: datetime) -> list[tuple[int, int, str]]:
-    """``(id, attempt, device)`` of running runs whose lease is older than ``cutoff``."""
+def held_by(session: Session, worker: str) -> list[tuple[int, int, str]]:
+    """``(id, attempt, device)`` of the running runs ``worker`` holds."""
     rows = session.execute(
-        select(Run.id, Run.attempt, Run.device).where(Run.status == RunStatus.RUNNING, Run.heartbeat < cutoff)
+        select(Run.id, Run.attempt, Run.device).where(Run.status == RunStatus.RUNNING, Run.worker == worker)
     )
     return [(row.id, row.attempt, row.device) for row in rows]
 
 
-def requeue_stale(session: Session, run_id: int, cutoff: datetime, message: str) -> bool:
-    return _changed_one(
-        session,
-        update(Run).where(Run.id == run_id, Run.status == RunStatus.RUNNING, Run.heartbeat < cutoff)
-        .values(status=RunStatus.QUEUED, worker=None, updated_at=utcnow(), message=message)
-    )
+def _lost(run_id: int, cutoff: datetime | None, worker: str | None) -> Update:
+    """``UPDATE`` of a running run whose lease is older than ``cutoff`` or whose holder is ``worker`` (dead)."""
+    statement = update(Run).where(Run.id == run_id, Run.status == RunStatus.RUNNING)
+    if cutoff is not None:
+        statement = statement.where(Run.heartbeat < cutoff)
+    if worker is not None:
+        statement = statement.where(Run.worker == worker)
+    return statement
 
 
-def fail_stale(session: Session, run_id: int, cutoff: datetime, error: Mapping[str, Any]) -> bool:
+def requeue_lost(session: Session, run_id: int, message: str, *, cutoff: datetime | None = None,
+                 worker: str | None = None) -> bool:
+    return _changed_one(session, _lost(run_id, cutoff, worker).values(status=RunStatus.QUEUED, worker=None,
+                                                                      updated_at=utcnow(), message=message))
+
+
+def fail_lost(session: Session, run_id: int, error: Mapping[str, Any], *, cutoff: datetime | None = None,
+              worker: str | None = None) -> bool:
     now = utcnow()
     return _changed_one(
         session,
-        update(Run).where(Run.id == run_id, Run.status == RunStatus.RUNNING, Run.heartbeat < cutoff)
-        .values(status=RunStatus.FAILED, worker=None, finished_at=now, updated_at=now, error=dict(error),
-                message=str(error.get("message", "")))
+        _lost(run_id, cutoff, worker).values(status=RunStatus.FAILED, worker=None, finished_at=now, updated_at=now,
+                                             error=dict(error), message=str(error.get("message", "")))
     )
 
 

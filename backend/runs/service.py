@@ -27,7 +27,7 @@ from backend.errors import (
 )
 from backend.models import Run
 from backend.queue import RunQueues, queue_for_device
-from backend.runs import reads, repository as runs
+from backend.runs import lifecycle, reads, repository as runs
 from backend.runs.schemas import (
     ArtifactPublic,
     ArtifactsPublic,
@@ -64,6 +64,11 @@ def status_detail(run: Run, live: Liveness) -> str:
             return (f"waiting: no live {queue} worker; start one with `anode-lab worker --device {queue}`"
                     f"{again}")
         return f"waiting in the {queue} queue{again}"
+    if run.status == RunStatus.RUNNING and run.kind == "external":
+        if run.heartbeat is not None and run.heartbeat < live.stale_before:
+            return (f"no word from its tracking script since {run.heartbeat:%H:%M:%S} UTC: a live worker fails it "
+                    "as lost")
+        return "reported by its own training script (anode_lab.track)"
     if run.status == RunStatus.RUNNING:
         if run.heartbeat is not None and run.heartbeat < live.stale_before:
             return (f"no heartbeat from {run.worker} since {run.heartbeat:%H:%M:%S} UTC: its worker is gone; "
@@ -121,7 +126,7 @@ def admit_spec(settings: Settings, kind: str, spec: BaseModel) -> BaseModel:
     try:
         return admit(kind, spec, settings.run_limits)
     except SpecRefused as exc:
-        errors = [{"loc": ["spec", *field.split(" ")[0].split(".")], "msg": str(exc), "type": "cost_limit"}
+        errors = [{"loc": ["spec", *field.split(" ")[0].split(".")], "msg": str(exc), "type": exc.error}
                   for field in exc.fields]
         raise InvalidSpec(str(exc), errors=errors) from None
 
@@ -173,6 +178,8 @@ def requeue_stored(db: Database, queues: RunQueues) -> int:
 def rerun(session: Session, settings: Settings, queues: RunQueues, run_id: int) -> RunPublic:
     """A new run with the same kind, spec, name and tags."""
     old = require(session, run_id)
+    if old.kind == "external":
+        raise Conflict(f"run {run_id} came from a training script of your own: run the script again to repeat it")
     again = RunCreate.model_validate({"kind": old.kind, "spec": old.spec, "name": old.name, "tags": old.tags})
     return create_run(session, settings, queues, again)
 
@@ -182,7 +189,7 @@ def cancel(session: Session, settings: Settings, run_id: int) -> RunPublic:
     run = require(session, run_id)
     if run.status in FINISHED:
         raise Conflict(f"run {run_id} already ended as {run.status}; nothing to cancel")
-    if not (runs.cancel_queued(session, run_id) or runs.request_cancel(session, run_id)):
+    if not lifecycle.cancel(session, run_id):
         raise Conflict(f"run {run_id} ended while being cancelled")
     session.refresh(run)
     return public(run, liveness(session, settings))

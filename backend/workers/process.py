@@ -10,12 +10,13 @@ Each run runs in a child process with memory and wall-time limits (:mod:`backend
 :mod:`backend.workers.child`); the worker stores what it reports. Its spec is checked again against this worker's
 cost limits and data folders first, and its folder must be the run's real folder (no symlink in the way).
 
-Next to it (and the metrics writer thread of the running run) two threads keep the store honest:
+The rules of a run's life (claim, heartbeat, conclude, release, reap, cancel, and the lease every write carries)
+are :mod:`backend.runs.lifecycle`'s; the worker runs them from two threads next to its loop (and the metrics writer
+thread of the running run):
 
 * heartbeat: renews the worker's row and the lease of the run it holds (with its progress); a lease that
-  cannot be renewed (the run was reaped or deleted) stops the run at its next step;
-* reaper: re-queues runs whose lease went stale (their worker died), up to ``ANODE_RETRY_LIMIT`` re-queues,
-  then fails them. Every worker reaps; the conditional updates make sure one run is re-queued once.
+  cannot be renewed (the run was reaped or deleted) stops the run, and its child is ended without saving;
+* reaper: re-queues runs whose lease went stale or whose worker on this host is gone (every worker reaps).
 
 SIGINT/SIGTERM stop the worker after the current step: the run goes back to the queue (and resumes from its
 checkpoint later). A second signal exits at once; the reaper re-queues the run then.
@@ -32,22 +33,22 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from anode_lab.status import RunStatus
 from backend.db import Database, after_commit, schema_is_current, utcnow
 from backend.queue import RunQueues, queue_for_device
-from backend.runs import repository as runs
+from backend.runs import lifecycle, repository as runs
 from backend.runs.ingest import MetricWriter
+from backend.runs.lifecycle import Hold, LeaseLost
 from backend.runs.service import guess_media_type
+from backend.runs.tasks import InvalidMessage
 from backend.settings import DeviceClass, Settings
 from backend.workers import repository as workers
 from backend.workers.child import (
@@ -61,27 +62,6 @@ from backend.workers.supervise import Ended, Supervisor
 log = logging.getLogger("anode.worker")
 FORGET_WORKERS_AFTER = timedelta(days=1)
 SCHEMA_WAIT_S = 300.0
-
-
-@dataclass
-class Lease:
-    """The run a worker holds, as its threads see it."""
-
-    run_id: int
-    progress: tuple[int, int, str] | None = None
-    lost: threading.Event = field(default_factory=threading.Event)
-    cancelled: bool = False
-    cancel_checked_at: float = float("-inf")
-    """``time.monotonic()`` of the last cancel-flag read."""
-    cancel_conn: Connection | None = None
-    """Autocommit connection for cancel-flag reads."""
-
-
-def progress_row(progress: tuple[int, int, str] | None) -> dict[str, Any] | None:
-    if progress is None:
-        return None
-    done, total, note = progress
-    return {"done": int(done), "total": int(total), "note": str(note)[:200]}
 
 
 def describe_device(device: DeviceClass) -> tuple[str, str, int | None]:
@@ -117,8 +97,9 @@ class WorkerProcess:
     def __init__(self, settings: Settings, device: DeviceClass) -> None:
         self.settings, self.device = settings, device
         self.id = f"{socket.gethostname()}:{os.getpid()}:{device}:{secrets.token_hex(3)}"
+        self.space = lifecycle.process_space()
         self.stop = threading.Event()
-        self.lease: Lease | None = None
+        self.hold: Hold | None = None
         self.torch_device = "cuda" if device == "gpu" else "cpu"
         self.db = Database(settings.db_url)
         self.queues = RunQueues(settings, body=self.execute)
@@ -136,7 +117,12 @@ class WorkerProcess:
         with self.db.session(write=True) as session:
             workers.forget_older_than(session, utcnow() - FORGET_WORKERS_AFTER)
             workers.register(session, worker_id=self.id, device=self.device, hostname=socket.gethostname(),
-                             pid=os.getpid(), device_name=device_name, device_memory=device_memory)
+                             pid=os.getpid(), device_name=device_name, device_memory=device_memory,
+                             process_space=self.space)
+        try:  # at once: a run of a worker of this host that died (this one's predecessor, say) moves again now
+            self.reap()
+        except Exception:
+            log.exception("reaping at start failed; the reaper tries again in %.1f s", self.settings.reaper_seconds)
         self._recover_queued()
         self._install_signals()
         threads = [threading.Thread(target=self._every, args=(self.settings.heartbeat_seconds, self._beat),
@@ -150,6 +136,9 @@ class WorkerProcess:
             while not self.stop.is_set():
                 try:
                     task = huey.dequeue()
+                except InvalidMessage as exc:  # taken off the queue by now: dropped
+                    log.warning("dropped a %s queue message that is not a run id: %s", self.device, exc)
+                    continue
                 except Exception:
                     log.exception("reading the %s queue failed; trying again", self.device)
                     task = None
@@ -213,61 +202,46 @@ class WorkerProcess:
 
     # ------------------------------------------------------------------------------------ lease and reaping
     def _beat(self) -> None:
-        lease = self.lease
+        hold = self.hold
         with self.db.session(write=True) as session:
-            workers.beat(session, self.id, lease.run_id if lease else None)
-            if lease is not None and not runs.renew(session, lease.run_id, self.id, progress_row(lease.progress)):
-                lease.lost.set()
+            workers.beat(session, self.id, hold.run_id if hold else None)
+        if hold is not None:
+            hold.heartbeat()
 
     def reap(self) -> None:
-        """Re-queue (or fail, past the retry limit) running runs whose lease is stale."""
+        """Re-queue (or fail, past the retry limit) running runs whose worker is lost (:func:`lifecycle.reap`)."""
         queues = self.queues
         cutoff = utcnow() - timedelta(seconds=self.settings.heartbeat_timeout_seconds)
         with self.db.session(write=True) as session:
-            for run_id, attempt, device in runs.stale(session, cutoff):
-                if attempt <= self.settings.retry_limit:
-                    message = f"worker lost during attempt {attempt}; re-queued"
-                    if runs.requeue_stale(session, run_id, cutoff, message):
-                        log.warning("run %s: %s", run_id, message)
-                        after_commit(session, partial(queues.enqueue, run_id, queue_for_device(device)))
-                else:
-                    error = {"type": "WorkerLost", "traceback": [],
-                             "message": f"its worker was lost {attempt} times (ANODE_RETRY_LIMIT="
-                                        f"{self.settings.retry_limit})"}
-                    if runs.fail_stale(session, run_id, cutoff, error):
-                        log.warning("run %s failed: %s", run_id, error["message"])
+            for run_id, device in lifecycle.reap(session, cutoff=cutoff, retry_limit=self.settings.retry_limit,
+                                                 space=self.space):
+                after_commit(session, partial(queues.enqueue, run_id, queue_for_device(device)))
 
     # --------------------------------------------------------------------------------------------- running
     def execute(self, run_id: int) -> None:
         """Body of ``runs.execute``: claim the run, run it, finish its row. A run that is not queued any more
         (finished, cancelled, deleted, or claimed by a duplicate message) is skipped."""
         with self.db.session(write=True) as session:
-            if not runs.claim(session, run_id, self.id, self.torch_device):
-                log.info("run %s is not queued any more; skipped", run_id)
-                return
-        self.lease = Lease(run_id)
+            lease = lifecycle.claim(session, run_id, self.id, self.torch_device)
+        if lease is None:
+            log.info("run %s is not queued any more; skipped", run_id)
+            return
+        self.hold = Hold(self.db, lease, window=self.settings.heartbeat_timeout_seconds / 2)
         try:
-            self._run(self.lease)
+            self._run(self.hold)
         finally:
-            if self.lease.cancel_conn is not None:
-                self.lease.cancel_conn.close()
-            self.lease = None
+            self.hold.close()
+            self.hold = None
 
-    def should_stop(self, lease: Lease) -> bool:
-        """Shutdown, a lost lease, or the cancel flag (read at most every ``cancel_poll_seconds``)."""
-        if self.stop.is_set() or lease.lost.is_set():
-            return True
-        now = time.monotonic()
-        if not lease.cancelled and now - lease.cancel_checked_at >= self.settings.cancel_poll_seconds:
-            lease.cancel_checked_at = now
-            if lease.cancel_conn is None:
-                lease.cancel_conn = self.db.autocommit()
-            lease.cancelled = runs.cancel_requested(lease.cancel_conn, lease.run_id)
-        return lease.cancelled
+    def should_stop(self, hold: Hold) -> bool:
+        """Shutdown or the cancel flag (read at most every ``cancel_poll_seconds``); :class:`LeaseLost` when the
+        lease is gone."""
+        return hold.should_stop(self.settings.cancel_poll_seconds) or self.stop.is_set()
 
     def admitted_spec(self, kind: str, spec_data: dict[str, Any]) -> dict[str, Any]:
         """The stored spec checked again here (this worker's cost limits and data folders), with ``device: auto``
-        made this worker's device and ``threads`` at most ``ANODE_TORCH_THREADS``."""
+        made this worker's device and ``threads`` at most ``ANODE_TORCH_THREADS``, else at most the cores this
+        worker may use (256 threads on 2 cores only wait on each other)."""
         from anode_lab.specs import parse_spec
         from anode_lab.specs.cost import admit
 
@@ -278,76 +252,70 @@ class WorkerProcess:
         cap, threads = self.settings.torch_threads, getattr(spec, "threads", None)
         if cap is not None and hasattr(spec, "threads") and (threads is None or threads > cap):
             update["threads"] = cap
+        elif cap is None and threads is not None and threads > len(os.sched_getaffinity(0)):
+            update["threads"] = len(os.sched_getaffinity(0))
         return spec.model_copy(update=update).model_dump(mode="json")
 
-    def _run(self, lease: Lease) -> None:
+    def _run(self, hold: Hold) -> None:
         with self.db.session() as session:
-            run = runs.get(session, lease.run_id)
+            run = runs.get(session, hold.run_id)
             assert run is not None
-            kind, spec_data, attempt = run.kind, run.spec, run.attempt
-        workdir = self.settings.run_dir(lease.run_id)
+            kind, spec_data = run.kind, run.spec
+        workdir = self.settings.run_dir(hold.run_id)
         try:
             spec = self.admitted_spec(kind, spec_data)
-            confine(workdir, self.settings.runs_dir.resolve() / str(lease.run_id))
-            writer = MetricWriter(self.db, lease.run_id, workdir, self.settings.metrics_flush_seconds)
+            confine(workdir, self.settings.runs_dir.resolve() / str(hold.run_id))
+            writer = MetricWriter(hold, workdir, self.settings.metrics_flush_seconds)
         except Exception as exc:  # noqa: BLE001 - whatever refuses the run is its failure message
-            log.warning("run %s refused: %s", lease.run_id, exc)
-            self._finish(lease, status=RunStatus.FAILED, message=f"{type(exc).__name__}: {exc}",
+            log.warning("run %s refused: %s", hold.run_id, exc)
+            self._finish(hold, status=RunStatus.FAILED, message=f"{type(exc).__name__}: {exc}",
                          error=error_summary(exc))
             return
-        replayed = writer.replay()
+        try:
+            replayed = writer.replay()
+        except LeaseLost as exc:
+            log.warning("%s", exc)
+            return
         writer.start()
-        log.info("run %s (%s) attempt %s started%s", lease.run_id, kind, attempt,
+        log.info("run %s (%s) attempt %s started%s", hold.run_id, kind, hold.lease.attempt,
                  f"; {replayed} journaled metric rows restored" if replayed else "")
         try:
-            ended = Supervisor(self, lease, writer).run(kind, spec, workdir)
+            ended = Supervisor(self, hold, writer).run(kind, spec, workdir)
             writer.close()
         except Exception as exc:  # noqa: BLE001 - the run fails with it; the worker goes on
             with contextlib.suppress(Exception):
                 writer.close()
             ended = Ended("error", reason="disk" if is_disk_full(exc) else "error", error=error_summary(exc))
-        self._conclude(lease, ended)
+        self._conclude(hold, ended)
 
-    def _conclude(self, lease: Lease, ended: Ended) -> None:
-        """Store how the run ended: cancel wins once accepted; a shutdown re-queues; a lost lease drops it."""
-        if not lease.cancelled and not lease.lost.is_set():
-            with contextlib.suppress(SQLAlchemyError), self.db.session() as session:
-                lease.cancelled = runs.cancel_requested(session, lease.run_id)
-        if lease.cancelled:
+    def _conclude(self, hold: Hold, ended: Ended) -> None:
+        """Store how the run ended: a lost lease writes nothing; cancel wins once accepted; a shutdown re-queues."""
+        if hold.lost.is_set():
+            log.warning("run %s: lease lost (reaped); attempt %s ends here, writing nothing", hold.run_id,
+                        hold.lease.attempt)
+        elif ended.kind != "lost" and hold.cancel_accepted():
             with self.db.session() as session:
-                last = runs.last_step(session, lease.run_id)
+                last = runs.last_step(session, hold.run_id)
             message = f"cancelled after step {last}" if last is not None else "cancelled before its first step"
-            self._finish(lease, status=RunStatus.CANCELLED, summary=ended.summary, message=message)
+            self._finish(hold, status=RunStatus.CANCELLED, summary=ended.summary, message=message)
         elif ended.kind == "done" and ended.status != RunStatus.CANCELLED:
-            self._finish(lease, status=ended.status, summary=ended.summary, message=ended.message)
+            self._finish(hold, status=ended.status, summary=ended.summary, message=ended.message)
         elif ended.kind in ("done", "stopped"):
-            if lease.lost.is_set():
-                log.warning("run %s: lease lost (reaped); another worker owns it now", lease.run_id)
-            else:
-                self._release(lease)
+            queues, device, run_id = self.queues, self.device, hold.run_id
+            if hold.release("worker stopped; re-queued to resume", lambda: queues.enqueue(run_id, device)):
+                log.info("run %s re-queued (worker stopping)", run_id)
         else:
             message = ended.describe(self.settings)
             error = ended.error or {"type": "TimeLimit" if ended.kind == "time" else "RunProcessDied",
                                     "message": message, "traceback": []}
-            log.warning("run %s failed: %s", lease.run_id, message)
-            self._finish(lease, status=RunStatus.FAILED, message=message, error=error)
+            log.warning("run %s failed: %s", hold.run_id, message)
+            self._finish(hold, status=RunStatus.FAILED, message=message, error=error)
 
-    def _finish(self, lease: Lease, **outcome: Any) -> None:
-        files = self._artifact_files(lease.run_id)
-        with self.db.session(write=True) as session:
-            if runs.finish(session, lease.run_id, self.id, progress=progress_row(lease.progress), **outcome):
-                runs.replace_artifacts(session, lease.run_id, files)
-                log.info("run %s %s", lease.run_id, outcome["status"])
-            else:
-                log.warning("run %s: no longer held by this worker; its outcome is dropped", lease.run_id)
-
-    def _release(self, lease: Lease) -> None:
-        """Shutting down mid-run: back to the queue, to resume from its checkpoint."""
-        queues, device = self.queues, self.device
-        with self.db.session(write=True) as session:
-            if runs.release(session, lease.run_id, self.id, "worker stopped; re-queued to resume"):
-                after_commit(session, lambda: queues.enqueue(lease.run_id, device))
-                log.info("run %s re-queued (worker stopping)", lease.run_id)
+    def _finish(self, hold: Hold, **outcome: Any) -> None:
+        if hold.conclude(artifacts=self._artifact_files(hold.run_id), **outcome):
+            log.info("run %s %s", hold.run_id, outcome["status"])
+        else:
+            log.warning("run %s: no longer held by this worker; its outcome is dropped", hold.run_id)
 
     def _artifact_files(self, run_id: int) -> list[tuple[str, int, str]]:
         """The run's artifacts: plain files in its real ``artifacts`` folder (symlinks are not indexed)."""

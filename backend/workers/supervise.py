@@ -3,10 +3,11 @@ answer its "stop?", and end it when it overstays.
 
 * Metrics go to the run's :class:`~backend.runs.ingest.MetricWriter` (journal at once, store in batches) and
   progress to the lease, which the heartbeat stores; a store or journal that fails ends the child and the run.
-* The child asks "stop?" before every step; the answer is the worker's ``should_stop`` (shutdown, a lost lease,
-  the cancel flag), read after every earlier report is stored. After a cancel (or a lost lease) the child gets
-  :data:`STOP_GRACE_S`, then it is killed: a run whose step is long (a sweep cell, a demo's solve) still stops
-  within about one step. A shutdown waits, so training can checkpoint.
+* The child asks "stop?" before every step; the answer is the worker's ``should_stop`` (shutdown, the cancel
+  flag), read after every earlier report is stored. A lost lease gets no answer: the child is killed at once, so
+  it saves no checkpoint into a run another worker holds (or has finished), and nothing it reports is written.
+  After a cancel the child gets :data:`STOP_GRACE_S`, then it is killed: a run whose step is long (a sweep cell,
+  a demo's solve) still stops within about one step. A shutdown waits, so training can checkpoint.
 * ``ANODE_MAX_RUN_SECONDS`` after the start, the child is killed and the run fails with "time limit".
 """
 
@@ -21,11 +22,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from anode_lab.specs.cost import readable_size
 from backend.runs.ingest import MetricWriter
+from backend.runs.lifecycle import Hold, LeaseLost
 from backend.settings import Settings
 from backend.workers.child import context, error_summary, is_disk_full
 
 if TYPE_CHECKING:
-    from backend.workers.process import Lease, WorkerProcess
+    from backend.workers.process import WorkerProcess
 
 STOP_GRACE_S = 3.0
 """How long a child may take to stop by itself after a cancel before it is killed."""
@@ -37,7 +39,7 @@ KILL_WAIT_S = 5.0
 class Ended:
     """How a child ended, as the worker stores it."""
 
-    kind: Literal["done", "error", "time", "stopped", "died"]
+    kind: Literal["done", "error", "time", "stopped", "died", "lost"]
     status: str = ""
     summary: dict[str, Any] = field(default_factory=dict)
     message: str = ""
@@ -73,15 +75,15 @@ class Ended:
 class Supervisor:
     """One child process for one run of ``worker``."""
 
-    def __init__(self, worker: WorkerProcess, lease: Lease, writer: MetricWriter) -> None:
-        self.worker, self.lease, self.writer = worker, lease, writer
+    def __init__(self, worker: WorkerProcess, hold: Hold, writer: MetricWriter) -> None:
+        self.worker, self.hold, self.writer = worker, hold, writer
         self.settings = worker.settings
 
     def run(self, kind: str, spec: dict[str, Any], workdir: Path) -> Ended:
         ctx = context()
         receiver, sender = ctx.Pipe()
         threads = spec.get("threads")
-        child = ctx.Process(target=self.worker.child_target, name=f"run-{self.lease.run_id}", daemon=True,
+        child = ctx.Process(target=self.worker.child_target, name=f"run-{self.hold.run_id}", daemon=True,
                             args=(kind, spec, str(workdir), self.settings.max_run_bytes, threads, sender))
         child.start()
         sender.close()
@@ -98,7 +100,7 @@ class Supervisor:
                         break
                 now = time.monotonic()
                 if message is not None and message[0] == "ask":  # the child is between two steps
-                    stopping = self.worker.should_stop(self.lease)
+                    stopping = self.worker.should_stop(self.hold)
                     with contextlib.suppress(OSError):  # a child killed meanwhile cannot read it
                         receiver.send("stop" if stopping else "go")
                     stop_asked = now if stopping and stop_asked is None else stop_asked
@@ -106,9 +108,9 @@ class Supervisor:
                     ended = self._handle(message) or ended
                     if ended is not None:  # its last word: no need to wait for the process to wind down
                         break
-                elif stop_asked is None and self.worker.should_stop(self.lease):  # quiet: inside a long step
+                elif stop_asked is None and self.worker.should_stop(self.hold):  # quiet: inside a long step
                     stop_asked = now
-                hurried = self.lease.cancelled or self.lease.lost.is_set()
+                hurried = self.hold.cancelled
                 if stop_asked is not None and hurried and now - stop_asked > STOP_GRACE_S and ended is None:
                     ended = Ended("stopped")
                     break
@@ -117,6 +119,8 @@ class Supervisor:
                     break
                 if ended is None and not child.is_alive() and not receiver.poll(0):
                     break
+        except LeaseLost:
+            ended = Ended("lost")
         except Exception as exc:  # noqa: BLE001 - storing a report failed (a full journal disk, a store error)
             reason = "disk" if is_disk_full(exc) else "error"
             ended = Ended("error", reason=reason, error=error_summary(exc))
@@ -132,7 +136,7 @@ class Supervisor:
         if what == "metrics":
             self.writer.add(message[1], message[2])
         elif what == "progress":
-            self.lease.progress = (message[1], message[2], message[3])
+            self.hold.progress = (message[1], message[2], message[3])
         elif what == "done":
             return Ended("done", status=message[1], summary=message[2], message=message[3])
         elif what == "error":
