@@ -1,7 +1,7 @@
 """The one entry point: solve an ODE block and differentiate it the chosen way.
 
-Not named ``odesolve.py``: importing a submodule binds it on the package, which would shadow the lazily
-exported function ``anode_core.odesolve`` as soon as any module (``block``, ``measure``) imported it.
+Not named ``odesolve.py``: importing a submodule binds it on the package, which would shadow the exported
+function ``anode_core.odesolve`` as soon as any module (``block``, ``measure``) imported it.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -45,9 +46,10 @@ from backend.security import (
     TokenBuckets,
     redact_access_log,
 )
-from backend.settings import Settings
+from backend.settings import API_PREFIX, Settings
 
-API_PREFIX = "/api/v1"
+DOCS_ASSETS = f"{API_PREFIX}/docs-assets"
+"""Swagger UI's script, style and icon, from the ``fastapi-offline`` package: ``/docs`` renders with no internet."""
 
 
 class _TooLarge(StarletteHTTPException):
@@ -127,7 +129,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.queues.close()
             app.state.db.dispose()
 
-    app = FastAPI(
+    app = FastAPIOffline(  # a FastAPI app whose docs page loads Swagger UI from the API, not from a CDN
         title="anode-lab",
         summary="Train neural ODEs and compare how their gradients are computed: runs, metrics, artifacts.",
         version="0.1.0",
@@ -135,6 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url=f"{API_PREFIX}/openapi.json",
         docs_url=f"{API_PREFIX}/docs",
         redoc_url=None,
+        static_url=DOCS_ASSETS,
     )
     app.state.settings = settings
     app.state.create_limit = TokenBuckets(settings.create_rate_per_minute, settings.create_burst)

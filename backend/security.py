@@ -40,7 +40,7 @@ def json_error_headers() -> dict[str, str]:
 
 
 DOCS_SUFFIXES = ("/docs", "/docs/oauth2-redirect")
-"""Swagger UI loads its script from a CDN and runs inline: it gets no ``Content-Security-Policy``."""
+"""Swagger UI's page starts it with an inline script: it gets no ``Content-Security-Policy``."""
 
 
 class SecurityHeaders:

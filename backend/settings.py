@@ -41,6 +41,10 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+API_PREFIX = "/api/v1"
+"""Where the API's routes live (the dashboard, the launcher and the health probe build their URLs on it)."""
+
+
 class Settings(BaseSettings):
     """Everything a service process may be told; each field is ``ANODE_<NAME>`` in the environment."""
 

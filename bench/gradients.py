@@ -98,7 +98,8 @@ class Method:
     label: str
     block: BlockFactory
     model_bytes: Callable[[ac.MemoryModel], int]
-    """The analytic model of DESIGN §1 (for the torchdiffeq peers: that of the method they correspond to)."""
+    """The analytic model of ANODE §3, ``anode_core.MemoryModel`` (for the torchdiffeq peers: that of the method
+    they correspond to)."""
 
 
 def _ours(label: str, gradient: ac.GradientMethod, model_bytes: Callable[[ac.MemoryModel], int]) -> Method:

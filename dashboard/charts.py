@@ -15,20 +15,11 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from dashboard.series import ema
-from dashboard.tables import distinct, finite
+from dashboard.tables import METHOD_COLOURS, distinct, finite, method_colour, method_dash
 from dashboard.text import plotly_text
 
 FONT_SIZE = 14
 WALL_FONT_SIZE = 20
-METHOD_COLOURS = {
-    "direct": "#222222", "anode": "#1f77b4", "adjoint": "#d62728", "adjoint(stored)": "#ff7f0e",
-    "finite_difference": "#7f7f7f", "reversible": "#2ca02c",
-}
-CHECKPOINT_COLOURS = ("#6baed6", "#3182bd", "#08519c", "#9ecae1")
-METHOD_DASHES = {"direct": "solid", "anode": "dash", "adjoint": "dot", "adjoint(stored)": "dashdot",
-                 "reversible": "longdashdot"}
-"""With the colours, so that methods whose curves coincide (Direct and ANODE are exact; the adjoint and its
-stored-state twin nearly agree) stay visible on top of each other."""
 SOLVER_DASHES = {"euler": "solid", "midpoint": "dash", "heun": "dot", "rk4": "dashdot", "dopri5": "longdash",
                  "bosh3": "longdashdot", "reversible_heun": "solid", "alf": "dash"}
 SOLVER_MARKERS = {"euler": "circle", "midpoint": "square", "heun": "diamond", "rk4": "triangle-up",
@@ -80,19 +71,6 @@ class Curve:
     group: str | None = None
 
 
-def method_dash(label: str) -> str:
-    return METHOD_DASHES.get(label, "longdash" if not label.startswith("anode(c=") else "dashdot")
-
-
-def method_colour(label: str) -> str:
-    if label in METHOD_COLOURS:
-        return METHOD_COLOURS[label]
-    if label.startswith("anode(c="):
-        digits = "".join(ch for ch in label if ch.isdigit())
-        return CHECKPOINT_COLOURS[int(digits or 0) % len(CHECKPOINT_COLOURS)]
-    return "#9467bd"
-
-
 def style(fig: go.Figure, *, title: str, x_title: str, y_title: str, font_size: int, log_x: bool = False,
           log_y: bool = False, legend: bool = True) -> go.Figure:
     """The common look: white template, title on top, legend under the plot (long legends never cover the
@@ -136,7 +114,11 @@ def curves_figure(curves: Sequence[Curve], *, title: str, x_title: str, y_title:
     values faint, their exponential moving average on top, so smoothing never hides what happened. Curve names
     (run names, stored by clients) are drawn as text, never as Plotly markup."""
     fig = go.Figure()
-    for curve in curves:
+    marked = [index for index, curve in enumerate(curves) if curve.markers]
+    for index, curve in enumerate(curves):
+        # Curves with markers compare methods; drawn first, drawn widest, so one that another covers still
+        # shows around it (the adjoint under adjoint(stored)).
+        below = min(len(marked) - 1 - marked.index(index), 3) if curve.markers else 0
         y = positive(curve.y) if log_y else list(curve.y)
         name = plotly_text(curve.name)
         group = curve.group or curve.name
@@ -149,14 +131,40 @@ def curves_figure(curves: Sequence[Curve], *, title: str, x_title: str, y_title:
             fig.add_trace(go.Scatter(x=list(curve.x), y=ema(y, smoothing), name=name, mode="lines",
                                      line={**line, "width": 2.5}, legendgroup=group))
         else:
-            fig.add_trace(go.Scatter(x=list(curve.x), y=y, name=name, mode=mode, line={**line, "width": 2},
-                                     legendgroup=group))
+            fig.add_trace(go.Scatter(x=list(curve.x), y=y, name=name, mode=mode,
+                                     line={**line, "width": 2 + 1.5 * below},
+                                     marker={"size": 7 + 3 * below} if curve.markers else None, legendgroup=group))
     style(fig, title=title, x_title=x_title, y_title=y_title, font_size=font_size, log_y=log_y)
     if y_format:
         fig.update_yaxes(tickformat=y_format)
-    levels = {v for curve in curves for v in curve.y if finite(v)}
-    if len(levels) == 1:  # a constant series gets one tick at its value, not five labels of the same number
-        fig.update_yaxes(tickmode="array", tickvals=list(levels))
+    return constant_axis(fig, [float(v) for curve in curves for v in curve.y if finite(v)], log_y=log_y,
+                         labelled=y_format is None)
+
+
+CONSTANT_SPREAD = 1e-6
+"""Values whose spread is at most this fraction of their size are one value (float32 rounding, not a change)."""
+
+
+def constant_axis(fig: go.Figure, values: Sequence[float], *, log_y: bool = False, labelled: bool = True) -> go.Figure:
+    """A series that does not change is drawn flat in the middle of the chart with its value as the one tick
+    (``0.01``, or in the axis' own ``tickformat`` when not ``labelled``), instead of rounding differences zoomed
+    into a zigzag."""
+    if not values:
+        return fig
+    low, high = min(values), max(values)
+    level = (low + high) / 2
+    if high - low > CONSTANT_SPREAD * max(abs(low), abs(high)):
+        return fig
+    if log_y and level > 0:
+        span = [math.log10(level) - 0.5, math.log10(level) + 0.5]
+    elif log_y:
+        return fig
+    else:
+        pad = abs(level) * 0.5 or 1.0
+        span = [level - pad, level + pad]
+    fig.update_yaxes(range=span, tickmode="array", tickvals=[level])
+    if labelled:
+        fig.update_yaxes(ticktext=[f"{level:.6g}"])
     return fig
 
 
@@ -193,7 +201,12 @@ def _sweep_traces(fig: go.Figure, rows: Sequence[Mapping[str, Any]], y_key: str,
     legend groups each method's lines under its name. (``dash_by_solver`` False: one line per method.) Rows
     without a number at ``x_key`` (an adaptive cell has no N_t, a fixed one no rtol) are left out."""
     rows = [r for r in rows if finite(r.get(x_key))]
-    for method in distinct(rows, "method"):
+    methods = distinct(rows, "method")
+    for rank, method in enumerate(methods):
+        # Drawn first, drawn widest: a line that another one covers (the adjoint under adjoint(stored), which
+        # nearly agree) still shows around it, as a halo of its colour.
+        below = min(len(methods) - 1 - rank, 3)
+        width, size = 2 + 1.5 * below, 8 + 3 * below
         solvers = distinct(rows, "solver") if dash_by_solver else [None]
         for index, solver in enumerate(solvers):
             mine = sorted((r for r in rows if r.get("method") == method and solver in (None, r.get("solver"))),
@@ -201,15 +214,29 @@ def _sweep_traces(fig: go.Figure, rows: Sequence[Mapping[str, Any]], y_key: str,
             if not mine:
                 continue
             y = [r.get(y_key) if finite(r.get(y_key)) else None for r in mine]
-            width = 3.5 if method_dash(str(method)) == "solid" else 2  # a solid line under a dotted one shows
             fig.add_trace(go.Scatter(
                 x=[r[x_key] for r in mine], y=positive(y, floor) if log_y else y,
                 name=f"{method} · {solver}{suffix}" if solver is not None else f"{method}{suffix}",
                 mode="lines+markers", legendgroup=str(method),
                 legendgrouptitle={"text": str(method)} if solver is not None and index == 0 else None,
                 line={"color": method_colour(str(method)), "dash": method_dash(str(method)), "width": width},
-                marker={"size": 8, "symbol": SOLVER_MARKERS.get(str(solver), "circle")},
+                marker={"size": size, "symbol": SOLVER_MARKERS.get(str(solver), "circle")},
             ))
+
+
+def exact_floor_ticks(fig: go.Figure) -> go.Figure:
+    """On a log error axis where zero errors are drawn at :data:`ROUNDING_FLOOR`, label that line "exact (0)"
+    instead of 10⁻¹⁷, and the decades of the errors above it as powers of ten."""
+    values = [float(v) for trace in fig.data for v in (trace.y or ()) if finite(v) and float(v) > 0]
+    above = [v for v in values if v > ROUNDING_FLOOR]
+    if not values or min(values) > ROUNDING_FLOOR:
+        return fig
+    low = math.floor(math.log10(min(above))) if above else 0
+    high = max(math.ceil(math.log10(max(above))), low + 1) if above else 1
+    decades = list(range(low, high + 1))
+    fig.update_yaxes(tickmode="array", tickvals=[ROUNDING_FLOOR, *(10.0**k for k in decades)],
+                     ticktext=["exact (0)", *(f"10<sup>{k}</sup>" for k in decades)])
+    return fig
 
 
 def steps_ticks(fig: go.Figure, rows: Sequence[Mapping[str, Any]]) -> go.Figure:
@@ -252,7 +279,7 @@ def sweep_error_figure(rows: Sequence[Mapping[str, Any]], *, font_size: int = FO
     _sweep_traces(fig, rows, y_key, floor=ROUNDING_FLOOR)
     style(fig, title="Gradient error vs N_t (against exact DTO)", x_title="N_t (steps per block)",
           y_title="relative error", font_size=font_size, log_x=True, log_y=True)
-    return steps_ticks(fig, rows)
+    return exact_floor_ticks(steps_ticks(fig, rows))
 
 
 def sweep_cosine_figure(rows: Sequence[Mapping[str, Any]], *, font_size: int = FONT_SIZE) -> go.Figure:
@@ -343,7 +370,7 @@ def tolerance_error_figure(rows: Sequence[Mapping[str, Any]], *, font_size: int 
     _sweep_traces(fig, rows, "rel_error", floor=ROUNDING_FLOOR, x_key="rtol")
     style(fig, title="Gradient error vs rtol (adaptive solvers, against exact DTO)", x_title=TOLERANCE_AXIS,
           y_title="relative error", font_size=font_size, log_x=True, log_y=True)
-    return _tolerance_axis(fig, rows)
+    return exact_floor_ticks(_tolerance_axis(fig, rows))
 
 
 def tolerance_nfe_figure(rows: Sequence[Mapping[str, Any]], *, font_size: int = FONT_SIZE) -> go.Figure:

@@ -69,6 +69,8 @@ def connect() -> ApiClient:
         access.sign_out_button()
         if health.get("status") != "ok":
             st.warning(f"API degraded: database {health.get('database')}, queue {health.get('queue')}")
+        for problem in sorted({w["problem"] for w in workers if w.get("problem")}):
+            st.text(problem)  # a worker's failed start-up check, as it wrote it
         if workers:
             devices = ", ".join(sorted({w["device"] for w in workers}))
             busy = sum(1 for w in workers if w.get("run_id") is not None)

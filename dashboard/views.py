@@ -16,7 +16,17 @@ from dashboard.charts import Curve
 from dashboard.components import artifact_bytes, progress, shared_poll, status_badge
 from dashboard.live import METRIC_POINTS
 from dashboard.series import X_AXES, Payload, XAxis, points_of, x_values
-from dashboard.tables import ACTIVE, distinct, duration_seconds, finite, format_duration, method_label, parse_csv
+from dashboard.tables import (
+    ACTIVE,
+    distinct,
+    duration_seconds,
+    finite,
+    format_duration,
+    method_colour,
+    method_dash,
+    method_label,
+    parse_csv,
+)
 from dashboard.text import md
 
 DTO_NOTE = ("**Exact (DTO)**: discretize-then-optimize, the exact gradient of the network the solver actually "
@@ -94,8 +104,8 @@ def probe_figures(payload: Payload, axis: XAxis, *, x_title: str, font_size: int
 
     def lines(series: str) -> list[Curve]:
         shown = [m for m in methods if m != "direct" or series != "probe_rel_error"]  # Direct is the exact one
-        return _present(*(_curve(payload, f"{m}/{series}", axis, m, charts.method_colour(m), markers=True,
-                                 dash=charts.method_dash(m)) for m in shown))
+        return _present(*(_curve(payload, f"{m}/{series}", axis, m, method_colour(m), markers=True,
+                                 dash=method_dash(m)) for m in shown))
 
     return [
         charts.curves_figure(lines("probe_rel_error"), title="Gradient error against exact (each probe)",

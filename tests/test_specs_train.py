@@ -62,6 +62,9 @@ BAD = [
     pytest.param({"device": "tpu"}, ("device",), "'cuda'", id="device-unknown"),
     pytest.param({"learning_rate": 0.1}, ("learning_rate",), "Extra inputs are not permitted", id="typo"),
     pytest.param({"probe_every": -1}, ("probe_every",), "greater than or equal to 0", id="probe-negative"),
+    pytest.param({"model": "conv_ode", "dataset": "digits", "blocks": 3}, ("blocks",),
+                 "`blocks` applies to model 'mlp_ode' only", id="blocks-conv"),
+    pytest.param({"blocks": 0}, ("blocks",), "greater than or equal to 1", id="blocks-0"),
     pytest.param({"threads": 0}, ("threads",), "greater than or equal to 1", id="threads-0"),
     pytest.param({"ode": {"solver": "dopri5", "steps": 8}}, ("ode",), "remove `steps` (bound them with `step_limit`)",
                  id="steps-adaptive"),
@@ -165,6 +168,18 @@ def test_required_presets_match_the_brief() -> None:
             spec = {**group["spec"], "ode": {**group["spec"]["ode"], "gradient": entry}}
             assert parse_spec("train", spec) == PRESETS[f"cifar10-{net}-{entry['method']}"]
     assert set(DESCRIPTIONS) == set(PRESETS)
+
+
+def test_the_catalog_lists_the_side_by_side_presets() -> None:
+    """Every group preset is in ``GET /catalog`` as the ``POST /groups`` body it is, and each of its runs is a
+    valid spec (the CIFAR trios' and the spirals trio's)."""
+    from backend.catalog.service import catalog
+
+    listed = {g["name"]: g["body"] for g in catalog()["group_presets"]}
+    assert listed == GROUP_PRESETS and "spirals-side-by-side" in listed
+    for body in listed.values():
+        for entry in body["methods"]:
+            parse_spec("train", {**body["spec"], "ode": {**body["spec"]["ode"], "gradient": entry}})
 
 
 def test_specs_import_without_torch() -> None:

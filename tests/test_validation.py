@@ -167,3 +167,12 @@ def test_no_submodule_shadows_an_export(name: str) -> None:
     ``anode_core.odesolve`` became that module instead of the function. No export may share a submodule's name."""
     assert importlib.util.find_spec(f"anode_core.{name}") is None
     assert not isinstance(getattr(ac, name), types.ModuleType)
+
+
+def test_the_package_lists_only_the_librarys_names() -> None:
+    """``dir(anode_core)``: the exports, its submodules and dunders; no typing or import helpers."""
+    public = {n for n in dir(ac) if not n.startswith("_")}
+    modules = {n for n in public if isinstance(getattr(ac, n), types.ModuleType)}
+    assert public - modules == set(ac.__all__)
+    assert all(m.__name__.startswith("anode_core.") for m in (getattr(ac, n) for n in modules))
+    assert not {"Any", "TYPE_CHECKING", "annotations", "importlib"} & set(dir(ac))

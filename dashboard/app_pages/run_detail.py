@@ -58,7 +58,7 @@ picked_id: int = picked["id"]  # the functions below read it after this page's r
 if picked["id"] != run_id:
     st.query_params["run"] = str(picked["id"])
 
-dot = f':color[●]{{foreground="{run_colour(picked_id)}"}}'  # the colour its curves have on every page
+dot = f':color[●]{{foreground="{run_colour(picked)}"}}'  # the colour its curves have on every page
 st.title(f"{dot} {md(run_label(picked))}")
 if picked.get("tags"):
     st.caption("tags: " + md(", ".join(picked["tags"])))
