@@ -88,6 +88,11 @@ class SharedPoll:
             watched.final = run["status"] not in ACTIVE
             return payload
 
+    def forget(self, run_id: int) -> None:
+        """Read ``run_id`` afresh next time: a viewer just changed it (cancel), and should see that at once."""
+        with self._lock:
+            self._runs.pop(run_id, None)
+
     def _watched(self, run_id: int) -> _Watched:
         now = self.clock()
         with self._lock:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from service_helpers import (
 from streamlit.testing.v1 import AppTest
 
 from anode_lab.specs.compare import CompareSpec
+from dashboard.live import MAX_AGE
 from dashboard.tables import METHOD_COLOURS, run_colour
 
 APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
@@ -448,6 +450,7 @@ def test_run_detail_is_live_while_a_run_trains_and_can_cancel_it(api_url: str, c
     at.button(key="run_detail.cancel").click().run()
     assert_ok(at)
     assert wait_status(client, run_id, ENDED, timeout=60)["status"] == "cancelled"
+    time.sleep(MAX_AGE)  # the run as every viewer sees it: one shared read, at most MAX_AGE old
     at.run()
     assert_ok(at)
     assert at.session_state["run_detail.train.last_step"] >= first  # polled after_step

@@ -84,6 +84,7 @@ def live() -> None:
         if action.button("Cancel", key="run_detail.cancel", icon=":material/stop_circle:",
                          help="a running run stops at its next step"):
             call(lambda: api.cancel_run(run["id"]), what="cancel the run")
+            shared_poll().forget(run["id"])
             st.rerun()
     elif run["kind"] != "external" and action.button("Rerun", key="run_detail.rerun", icon=":material/replay:",
                                                      help="queue the same spec again"):
