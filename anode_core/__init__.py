@@ -17,6 +17,12 @@ from anode_core.adaptive import (
     Dopri5,
     Grid,
 )
+from anode_core.adaptive_pairs import (
+    AdaptiveHeun,
+    Dopri8,
+    Fehlberg2,
+    Tsit5,
+)
 from anode_core.block import (
     ODEBlock,
     ode_blocks,
@@ -24,6 +30,10 @@ from anode_core.block import (
 )
 from anode_core.compat import (
     odeint,
+    odeint_event,
+)
+from anode_core.compat_adjoint import (
+    odeint_adjoint,
 )
 from anode_core.gradients import (
     Adjoint,
@@ -78,18 +88,35 @@ from anode_core.solve import (
 )
 from anode_core.solvers import (
     RK4,
+    SDIRK2,
     SOLVERS,
+    TRBDF2,
+    AdamsBashforth,
+    AdamsBashforthMoulton,
     Euler,
+    GaussLegendre4,
+    GaussLegendre6,
     Heun,
+    Heun3,
+    ImplicitEuler,
+    ImplicitMidpoint,
+    ImplicitSolver,
     Midpoint,
+    RadauIIA3,
+    RadauIIA5,
+    RungeKutta,
     Solver,
     Tableau,
+    Trapezoid,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ALL_SOLVERS",
+    "AdamsBashforth",
+    "AdamsBashforthMoulton",
+    "AdaptiveHeun",
     "AdaptiveSolver",
     "Adjoint",
     "Anode",
@@ -98,13 +125,21 @@ __all__ = [
     "DampedLeapfrog",
     "Direct",
     "Dopri5",
+    "Dopri8",
     "Euler",
     "EvaluationCounter",
+    "Fehlberg2",
     "GRADIENTS",
+    "GaussLegendre4",
+    "GaussLegendre6",
     "GradientComparison",
     "GradientMethod",
     "Grid",
     "Heun",
+    "Heun3",
+    "ImplicitEuler",
+    "ImplicitMidpoint",
+    "ImplicitSolver",
     "Measurement",
     "MemoryMeter",
     "MemoryModel",
@@ -115,12 +150,19 @@ __all__ = [
     "ParameterComparison",
     "Problem",
     "RK4",
+    "RadauIIA3",
+    "RadauIIA5",
     "Reversible",
     "ReversibleHeun",
     "ReversibleSolver",
+    "RungeKutta",
+    "SDIRK2",
     "SOLVERS",
     "Solver",
+    "TRBDF2",
     "Tableau",
+    "Trapezoid",
+    "Tsit5",
     "block_reconstruction_errors",
     "check",
     "compare_gradients",
@@ -128,6 +170,8 @@ __all__ = [
     "measure_gradient",
     "ode_blocks",
     "odeint",
+    "odeint_adjoint",
+    "odeint_event",
     "odesolve",
     "reconstruction_error",
     "saved_bytes_of_one_evaluation",

@@ -96,8 +96,8 @@ def _dashboard_command(port: int, hosts: list[str]) -> list[str] | None:
     allowed = [option for host in hosts for option in ("--server.allowedHosts", host.strip("[]"))]
     return [sys.executable, "-m", "streamlit", "run", str(entry), "--server.address", "127.0.0.1",
             "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
-            "--server.enableCORS", "true", "--server.enableXsrfProtection", "true",
-            "--client.toolbarMode", "minimal", *allowed]  # minimal toolbar: no "Deploy" button
+            "--client.toolbarMode", "minimal",  # no "Deploy" button
+            "--server.enableCORS", "true", "--server.enableXsrfProtection", "true", *allowed]
 
 
 def _stop(children: list[Child]) -> None:

@@ -20,12 +20,23 @@ from dashboard.text import plotly_text
 
 FONT_SIZE = 14
 WALL_FONT_SIZE = 20
-SOLVER_DASHES = {"euler": "solid", "midpoint": "dash", "heun": "dot", "rk4": "dashdot", "dopri5": "longdash",
-                 "bosh3": "longdashdot", "reversible_heun": "solid", "alf": "dash"}
-SOLVER_MARKERS = {"euler": "circle", "midpoint": "square", "heun": "diamond", "rk4": "triangle-up",
-                  "dopri5": "star", "bosh3": "pentagon", "reversible_heun": "x", "alf": "cross"}
-SOLVER_ORDERS = {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4, "dopri5": 5, "bosh3": 3, "reversible_heun": 2,
-                 "alf": 2}
+SOLVER_DASHES = {"euler": "solid", "midpoint": "dash", "heun": "dot", "heun3": "longdash", "rk4": "dashdot",
+                 "dopri5": "longdash", "bosh3": "longdashdot", "reversible_heun": "solid", "alf": "dash",
+                 "explicit_adams": "dot", "implicit_adams": "dashdot", "implicit_euler": "solid",
+                 "implicit_midpoint": "dash", "trapezoid": "dot", "radauIIA3": "dashdot", "radauIIA5": "longdash",
+                 "gl4": "longdashdot", "gl6": "solid", "sdirk2": "dash", "trbdf2": "dot", "adaptive_heun": "dash",
+                 "fehlberg2": "dot", "tsit5": "dashdot", "dopri8": "solid"}
+SOLVER_MARKERS = {"euler": "circle", "midpoint": "square", "heun": "diamond", "heun3": "hexagon",
+                  "rk4": "triangle-up", "dopri5": "star", "bosh3": "pentagon", "reversible_heun": "x", "alf": "cross",
+                  "explicit_adams": "triangle-down", "implicit_adams": "triangle-left", "implicit_euler": "circle-open",
+                  "implicit_midpoint": "square-open", "trapezoid": "diamond-open", "radauIIA3": "triangle-up-open",
+                  "radauIIA5": "star-open", "gl4": "hexagon-open", "gl6": "pentagon-open", "sdirk2": "x-open",
+                  "trbdf2": "cross-open", "adaptive_heun": "diamond-wide", "fehlberg2": "hourglass",
+                  "tsit5": "star-triangle-up", "dopri8": "star-square"}
+SOLVER_ORDERS = {"euler": 1, "midpoint": 2, "heun": 2, "heun3": 3, "rk4": 4, "dopri5": 5, "bosh3": 3,
+                 "reversible_heun": 2, "alf": 2, "explicit_adams": 4, "implicit_adams": 4, "implicit_euler": 1,
+                 "implicit_midpoint": 2, "trapezoid": 2, "radauIIA3": 3, "radauIIA5": 5, "gl4": 4, "gl6": 6,
+                 "sdirk2": 2, "trbdf2": 2, "adaptive_heun": 2, "fehlberg2": 2, "tsit5": 5, "dopri8": 8}
 ROUNDING_FLOOR = 1e-17
 """Exact methods agree with Direct to 0 or rounding; a log axis cannot show 0, so they are drawn here."""
 EXACT_BELOW = 1e-10

@@ -37,7 +37,7 @@ method's colour."""
 
 MISSING = "—"
 """What a table shows where a run has no value yet (a queued run's accuracy), instead of "None"."""
-ADAPTIVE_SOLVERS = ("dopri5", "bosh3")
+ADAPTIVE_SOLVERS = ("dopri5", "bosh3", "adaptive_heun", "fehlberg2", "tsit5", "dopri8")
 """Solvers whose sweep cells run along ``tolerances`` (the catalog's ``kind`` says so to the forms; a run row
 has no catalog at hand)."""
 TABLE_COLUMNS = ("id", "name", "kind", "status", "method", "solver", "N_t", "activation", "best accuracy",

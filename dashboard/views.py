@@ -235,7 +235,7 @@ def sweep_results(api: ApiClient, run: Run, *, key: str, font_size: int = charts
             row = st.columns(2)
         row[index % 2].plotly_chart(figure, key=f"{key}.{name}")
     if not adaptive:
-        st.info("No adaptive cells in this sweep, so no error against rtol: add dopri5 or bosh3 to its solvers "
+        st.info("No adaptive cells in this sweep, so no error against rtol: add dopri5 or tsit5 to its solvers "
                 "(they run along `tolerances` instead of N_t).", icon=":material/tune:")
     elif any(finite(r.get("rtol")) for r in per_solver):
         st.caption(f"Memory and time of {solver}: its N_t is the accepted steps per block, measured on Direct's "

@@ -225,7 +225,7 @@ HOSTILE_BODIES: dict[str, tuple[str, set[int]]] = {
     "long repeated list": ('{"kind": "compare", "spec": {"steps": ' + json.dumps([1] * 20_000) + "}}", {422}),
     "many methods": ('{"kind": "compare", "spec": {"methods": ' + json.dumps([{}] * 5_000) + "}}", {422}),
     "unknown kind": ('{"kind": "sample", "spec": {}}', {422}),
-    "unknown solver": ('{"kind": "train", "spec": {"ode": {"solver": "dopri8"}}}', {422}),
+    "unknown solver": ('{"kind": "train", "spec": {"ode": {"solver": "dopri9"}}}', {422}),
     "unknown demo": ('{"kind": "demo", "spec": {"name": "../../etc/passwd"}}', {422}),
     "unknown field": ('{"kind": "train", "spec": {"__class__": {}}}', {422}),
     "unicode name and tag": ('{"kind": "train", "spec": {}, "name": "ʕ•ᴥ•ʔ 名前", "tags": ["ünï"]}', {201}),

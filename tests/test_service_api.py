@@ -192,17 +192,24 @@ def test_artifact_names_cannot_leave_the_run_folder(client: TestClient, settings
 def test_catalog_lists_names_defaults_and_bounds(client: TestClient) -> None:
     catalog = client.get("/catalog").json()
     assert set(catalog["kinds"]) == {"train", "compare", "demo"}
-    assert [s["name"] for s in catalog["solvers"]] == [
-        "euler", "midpoint", "heun", "rk4", "dopri5", "bosh3", "reversible_heun", "alf"]
-    assert [(s["order"], s["stages"], s["kind"]) for s in catalog["solvers"]] == [
-        (1, 1, "fixed"), (2, 2, "fixed"), (2, 2, "fixed"), (4, 4, "fixed"), (5, 7, "adaptive"), (3, 4, "adaptive"),
-        (2, 1, "reversible"), (2, 1, "reversible")]
-    assert catalog["solvers"][3]["description"] == "classic Runge-Kutta: order 4, 4 field evaluations per step"
-    assert catalog["solvers"][4]["description"].endswith("order 5, 7 stages, 6 new field evaluations per accepted "
-                                                         "or rejected step")
-    assert {m["name"] for m in catalog["gradient_methods"]} == {"direct", "anode", "adjoint", "reversible"}
+    from anode_lab.specs.common import SOLVERS
+
+    assert [s["name"] for s in catalog["solvers"]] == list(SOLVERS)
+    assert [s["name"] for s in catalog["solvers"]][:9] == [
+        "euler", "midpoint", "heun", "heun3", "rk4", "dopri5", "bosh3", "reversible_heun", "alf"]
     solvers = {s["name"]: s for s in catalog["solvers"]}
+    assert [(solvers[n]["order"], solvers[n]["stages"], solvers[n]["kind"]) for n in (
+        "euler", "heun3", "rk4", "dopri5", "reversible_heun", "implicit_adams", "gl4")] == [
+        (1, 1, "fixed"), (3, 3, "fixed"), (4, 4, "fixed"), (5, 7, "adaptive"), (2, 1, "reversible"),
+        (4, 1, "multistep"), (4, 2, "implicit")]
+    assert solvers["rk4"]["description"] == "classic Runge-Kutta: order 4, 4 field evaluations per step"
+    assert solvers["dopri5"]["description"].endswith("order 5, 7 stages, 6 new field evaluations per accepted "
+                                                     "or rejected step")
+    assert solvers["gl4"]["description"].endswith("order 4, 2 field evaluations per Broyden iteration")
+    assert {m["name"] for m in catalog["gradient_methods"]} == {"direct", "anode", "adjoint", "reversible"}
     assert solvers["rk4"]["methods"] == ["direct", "anode", "adjoint"]
+    assert solvers["explicit_adams"]["methods"] == ["direct", "anode"] and not solvers["explicit_adams"]["checkpoints"]
+    assert solvers["trbdf2"]["methods"] == ["direct", "anode", "adjoint"] and solvers["trbdf2"]["stored_states"]
     assert solvers["dopri5"]["methods"] == ["direct", "anode", "adjoint"] and not solvers["dopri5"]["stored_states"]
     assert solvers["reversible_heun"]["methods"] == ["direct", "anode", "reversible"]
     assert not solvers["reversible_heun"]["checkpoints"] and solvers["euler"]["checkpoints"]

@@ -55,7 +55,7 @@ BAD = [
     pytest.param({"lr": 0.0}, ("lr",), "greater than 0", id="lr-0"),
     pytest.param({"n_samples": 10**7}, ("n_samples",), "less than or equal", id="points-huge"),
     pytest.param({"ode": {"steps": 0}}, ("ode", "steps"), "greater than or equal to 1", id="steps-0"),
-    pytest.param({"ode": {"solver": "dopri8"}}, ("ode", "solver"), "'euler'", id="solver-unknown"),
+    pytest.param({"ode": {"solver": "dopri9"}}, ("ode", "solver"), "'euler'", id="solver-unknown"),
     pytest.param({"ode": {"gradient": {"method": "adjoint", "checkpoints": 2}}}, ("ode", "gradient"),
                  "`checkpoints` applies to method 'anode' only", id="checkpoints-adjoint"),
     pytest.param({"model": "vgg"}, ("model",), "set `model` to one of mlp_ode, conv_ode", id="model-unknown"),
@@ -76,12 +76,12 @@ BAD = [
     pytest.param({"ode": {"solver": "dopri5", "step_limit": 10**6}}, ("ode", "step_limit"), "less than or equal",
                  id="step-limit-huge"),
     pytest.param({"ode": {"solver": "dopri5", "rtol": 1e-8}}, ("dtype",), "`dtype` to float64", id="rtol-float32"),
-    pytest.param({"ode": {"gradient": {"method": "reversible"}}}, ("ode",), "set the solver to reversible_heun",
-                 id="reversible-on-euler"),
+    pytest.param({"ode": {"gradient": {"method": "reversible"}}}, ("ode",),
+                 "a solver of kind reversible (reversible_heun, alf)", id="reversible-on-euler"),
     pytest.param({"ode": {"solver": "reversible_heun", "gradient": {"method": "adjoint"}}}, ("ode",),
-                 "use method 'reversible'", id="adjoint-on-reversible"),
+                 "or method 'reversible' with this solver", id="adjoint-on-reversible"),
     pytest.param({"ode": {"solver": "dopri5", "gradient": {"method": "adjoint", "reconstruct": False}}}, ("ode",),
-                 "remove it", id="stored-adjoint-adaptive"),
+                 "or method 'adjoint' with this solver", id="stored-adjoint-adaptive"),
 ]
 
 

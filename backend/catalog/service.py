@@ -150,6 +150,10 @@ def _solver(name: str, facts: Any, common: Any) -> dict[str, Any]:
     ode = common.OdeSpec(solver=name).model_dump(mode="json")
     if facts.kind == "adaptive":  # first same as last: the last stage is the next step's first
         cost = f"{facts.stages} stages, {facts.stages - 1} new field evaluations per accepted or rejected step"
+    elif facts.kind == "implicit":
+        cost = f"{facts.stages} field evaluation{'s' if facts.stages > 1 else ''} per Broyden iteration"
+    elif facts.kind == "multistep":
+        cost = "1 new field evaluation per step after 2 start-up steps of 4, more with a corrector"
     else:
         cost = f"{facts.stages} field evaluation{'s' if facts.stages > 1 else ''} per step"
     return {"name": name, "kind": facts.kind, "order": facts.order, "stages": facts.stages,

@@ -21,7 +21,7 @@ st.markdown(
     "computed (discretize-then-optimize). ANODE (itself a discrete adjoint) matches it to rounding; the continuous "
     "adjoint (Chen et al.) is off by O(dt^p) for a smooth field, its error falling at the solver's order p, the "
     "dotted reference slopes. With ReLU's kinks the measured slope differs: the table gives each fitted slope. "
-    "Adaptive solvers (dopri5, bosh3) run along rtol instead: Direct and ANODE differentiate the accepted steps "
+    "Adaptive solvers (dopri5, tsit5, …) run along rtol instead: Direct and ANODE differentiate the accepted steps "
     "exactly; the adjoint solved adaptively is off by 4 to 8,000 × rtol (measured slopes 0.7–1.1, not 1 exactly) for "
     "a smooth field (tanh, the sweep form's default for them); ReLU's kinks slow that fall and make tight rtol "
     "costly."
