@@ -10,6 +10,7 @@ import streamlit as st
 
 from dashboard import access
 from dashboard.api_client import ApiClient, ApiError, ApiUnreachable, Run
+from dashboard.live import SharedPoll
 from dashboard.tables import ACTIVE, STATUS_COLOURS, run_label
 from dashboard.text import md
 
@@ -22,6 +23,12 @@ T = TypeVar("T")
 def shared_client() -> ApiClient:
     """One HTTP client per dashboard process (it pools connections); settings from ``ANODE_*``; no key."""
     return ApiClient()
+
+
+@st.cache_resource
+def shared_poll() -> SharedPoll:
+    """One poll of each live run per refresh, shared by every session of this process that watches it."""
+    return SharedPoll()
 
 
 def client() -> ApiClient:

@@ -13,8 +13,9 @@ import streamlit as st
 from dashboard import charts, demo_charts
 from dashboard.api_client import ApiClient, Run
 from dashboard.charts import Curve
-from dashboard.components import artifact_bytes, progress, status_badge
-from dashboard.series import X_AXES, Payload, XAxis, longest, merge, points_of, x_values
+from dashboard.components import artifact_bytes, progress, shared_poll, status_badge
+from dashboard.live import METRIC_POINTS
+from dashboard.series import X_AXES, Payload, XAxis, points_of, x_values
 from dashboard.tables import (
     ACTIVE,
     distinct,
@@ -28,8 +29,6 @@ from dashboard.tables import (
 )
 from dashboard.text import md
 
-METRIC_POINTS = 1500
-"""Points per series asked of the API: it decimates longer series (keeping each bucket's min and max)."""
 DTO_NOTE = ("**Exact (DTO)**: discretize-then-optimize, the exact gradient of the network the solver actually "
             "computed, which Direct gets by backpropagating through every step. ANODE returns it too; the "
             "continuous adjoint (optimize-then-discretize) does not.")
@@ -74,23 +73,10 @@ def summary_metrics(run: Run, limit: int = 6, per_row: int = 3) -> None:
 
 # ------------------------------------------------------------------------------------------------ metrics
 def poll_metrics(api: ApiClient, run: Run, *, key: str) -> Payload:
-    """The run's metrics, kept in the session and extended by ``after_step`` polls; decimated by the API.
-
-    The run is read before its metrics, so once it has ended the points read after are complete and are not
-    asked for again."""
-    state_key = f"{key}.metrics"
-    cached = st.session_state.get(state_key)
-    if cached and cached["run_id"] == run["id"] and cached["final"]:
-        final: Payload = cached["payload"]
-        return final
-    payload = cached["payload"] if cached and cached["run_id"] == run["id"] else None
-    if payload is None or payload.get("last_step") is None:
-        payload = api.metrics(run["id"], points=METRIC_POINTS)
-    else:
-        payload = merge(payload, api.metrics(run["id"], after_step=payload["last_step"], points=METRIC_POINTS))
-        if longest(payload) > 2 * METRIC_POINTS:
-            payload = api.metrics(run["id"], points=METRIC_POINTS)
-    st.session_state[state_key] = {"run_id": run["id"], "payload": payload, "final": run["status"] not in ACTIVE}
+    """The run's metrics, read once for every viewer of it in this process (:mod:`dashboard.live`); the step
+    last shown is kept in the session as ``<key>.last_step``."""
+    payload = shared_poll().metrics(api, run)
+    st.session_state[f"{key}.last_step"] = payload.get("last_step")
     return payload
 
 

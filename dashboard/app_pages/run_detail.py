@@ -8,11 +8,12 @@ import streamlit as st
 
 from dashboard import views
 from dashboard.api_client import ApiError, ApiUnreachable
-from dashboard.components import call, connect, is_active, pick_run, unreachable_banner
+from dashboard.components import call, connect, is_active, pick_run, shared_poll, unreachable_banner
 from dashboard.tables import ACTIVE, run_colour, run_label
 from dashboard.text import md
 
-REFRESH = "2s"
+REFRESH = "1s"
+"""How often a live run's page looks again: with :data:`dashboard.live.MAX_AGE` a point is shown within 2 s."""
 
 api = connect()
 
@@ -66,7 +67,7 @@ if picked.get("tags"):
 def live() -> None:
     """Status and results, polled every few seconds while the run is queued or running."""
     try:
-        run = api.get_run(picked_id)
+        run = shared_poll().run(api, picked_id)
     except ApiUnreachable as exc:
         unreachable_banner(exc)
         return
@@ -83,6 +84,7 @@ def live() -> None:
         if action.button("Cancel", key="run_detail.cancel", icon=":material/stop_circle:",
                          help="a running run stops at its next step"):
             call(lambda: api.cancel_run(run["id"]), what="cancel the run")
+            shared_poll().forget(run["id"])
             st.rerun()
     elif run["kind"] != "external" and action.button("Rerun", key="run_detail.rerun", icon=":material/replay:",
                                                      help="queue the same spec again"):
