@@ -8,7 +8,10 @@
    the worker's own context (journal + batched upserts + cancel-flag reads), interleaved; per-step time is the
    median interval between consecutive step reports (target: < 5 %).
 
-    python bench/service.py [--quick]
+5. fan-out (issue 23.1, ``--sweep``: only this): the same 18-cell compare sweep with 1, 2 and 4 workers, one
+   torch thread each (:mod:`fan_out`; target: two workers at most 0.6x one worker's time).
+
+    python bench/service.py [--quick] [--sweep]
 
 Numbers from a shared machine are noisy: compare the ratios, and rerun before trusting an absolute.
 """
@@ -178,7 +181,13 @@ def logging_overhead(data_dir: Path, reps: int) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer samples (a smoke test of the bench)")
+    parser.add_argument("--sweep", action="store_true", help="only the fan-out sweep with 1, 2 and 4 workers")
     args = parser.parse_args()
+    if args.sweep:
+        from fan_out import report
+
+        print("\n".join(report(1 if args.quick else 3)))
+        return 0
     runs_n, per_client, reps = (5, 20, 3) if args.quick else (15, 100, 7)
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)

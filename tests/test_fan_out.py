@@ -8,6 +8,7 @@ import csv
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from backend.runs import cells, lifecycle, repository as runs
 from backend.settings import Settings
 from backend.workers import repository as workers
 from backend.workers.process import WorkerProcess
-from tests.service_helpers import Service, in_process_worker, submit, wait_status
+from tests.service_helpers import Service, in_process_worker, submit, wait_for, wait_status
 
 SPEC: dict[str, Any] = {"solvers": ["euler", "midpoint"], "steps": [2, 4], "blocks": 1, "batch": 4,
                         "timing_repeats": 1, "device": "cpu", "threads": 1}
@@ -172,3 +173,30 @@ def test_two_workers_share_a_sweep_and_its_table_equals_the_whole_sweep(tmp_path
             assert logs.count(f"run {run_id} part {part} attempt 1 started") == 1, logs
     finally:
         service.stop()
+
+
+def test_a_running_part_stops_at_its_next_cell_after_a_cancel(worker: WorkerProcess) -> None:
+    """A cancel while a part runs: the part stops before its next cell (it asks the run's cancel flag), the parts
+    still queued are cancelled at their claim, and the run ends cancelled once the last of them ends."""
+    spec = {**SPEC, "steps": [128], "batch": 64, "timing_repeats": 3}  # 2 parts of 5 cells, each a while
+    run_id = new_run(worker, spec)
+    worker.execute(run_id)
+    running = threading.Thread(target=worker.execute, args=(run_id, 0))
+    running.start()
+
+    def first_cell_stored() -> bool:
+        with worker.db.session() as session:
+            return session.scalar(select(Metric.step).where(Metric.run_id == run_id).limit(1)) is not None
+
+    try:
+        wait_for(first_cell_stored, 120, "the first cell's metrics", interval=0.02)
+        with worker.db.session(write=True) as session:
+            assert lifecycle.cancel(session, run_id)
+    finally:
+        running.join(120)
+    assert part_rows(worker, run_id)[0][1] == RunStatus.CANCELLED
+    with worker.db.session() as session:
+        stored = set(session.scalars(select(Metric.step).where(Metric.run_id == run_id)))
+    assert 1 <= len(stored) < len(parts(CompareSpec.model_validate(spec))[0])  # stopped inside the part
+    worker.execute(run_id, 1)
+    assert run_row(worker, run_id).status == RunStatus.CANCELLED

@@ -85,8 +85,13 @@ def _held(lease: Lease, part: int) -> Any:
 
 
 def renew(session: Session, lease: Lease, part: int) -> bool:
-    """Renew a part's lease; False once it is lost (reaped, or its run concluded: failed, cancelled, deleted)."""
-    return _changed_one(session, _held(lease, part).values(heartbeat=utcnow()))
+    """Renew a part's lease (and the run's heartbeat, which says a worker is at it); False once it is lost
+    (reaped, or its run concluded: failed, cancelled, deleted)."""
+    now = utcnow()
+    if not _changed_one(session, _held(lease, part).values(heartbeat=now)):
+        return False
+    session.execute(update(Run).where(Run.id == lease.run_id, Run.worker == FANNED_OUT).values(heartbeat=now))
+    return True
 
 
 def finish(session: Session, lease: Lease, part: int, status: str, rows: list[dict[str, Any]] | None = None) -> bool:

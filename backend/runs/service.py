@@ -65,6 +65,10 @@ def status_detail(run: Run, live: Liveness) -> str:
                     f"{again}")
         return f"waiting in the {queue} queue{again}"
     if run.status == RunStatus.RUNNING:
+        if run.worker == runs.FANNED_OUT:
+            note = (run.progress or {}).get("note", "")
+            cancel = "; cancel requested" if run.cancel_requested else ""
+            return f"fanned out over the {queue} workers: {note}{cancel}"
         if run.heartbeat is not None and run.heartbeat < live.stale_before:
             return (f"no heartbeat from {run.worker} since {run.heartbeat:%H:%M:%S} UTC: its worker is gone; "
                     "a live worker re-queues the run")

@@ -97,7 +97,7 @@ def _run_part(worker: WorkerProcess, hold: cells.PartHold) -> None:
         ended = Ended("error", reason="disk" if is_disk_full(exc) else "error", error=error_summary(exc))
     if hold.lost.is_set() or ended.kind == "lost":
         log.warning("run %s part %s: lease lost; this attempt writes nothing", hold.run_id, hold.part)
-    elif ended.kind != "stopped" and hold.cancel_accepted():
+    elif hold.cancel_accepted():  # cancel wins once accepted, as for a run
         _end(worker, hold, RunStatus.CANCELLED)
     elif ended.kind == "done" and ended.status == RunStatus.SUCCEEDED:
         _end(worker, hold, RunStatus.SUCCEEDED, json.loads(str(ended.summary["rows"])))
