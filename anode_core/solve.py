@@ -36,9 +36,10 @@ def odesolve(
 
     ``gradient`` decides how backward works (:class:`Direct`, :class:`Anode`, :class:`Adjoint`,
     :class:`Reversible`); all of them compute the same forward value. ``None`` takes the default set by
-    :func:`use_gradient`, else ``Anode()``. ``params`` are the tensors gradients flow to; by default the parameters
-    of ``field`` when it is an ``nn.Module`` (a plain function closing over tensors must pass them here, or the
-    memory-lean methods cannot reach them).
+    :func:`use_gradient`, else ``Anode(checkpoints="auto")``. ``params`` are the tensors the continuous adjoint
+    (and ``Reversible``) give gradients to; by default the parameters of ``field`` when it is an ``nn.Module``.
+    ``Direct`` and ``Anode`` need no list: they reach every tensor the field touches, as backprop does; the other
+    methods raise, naming ``adjoint_params``, when the field uses a tensor that needs a gradient and is not listed.
     """
     problem = make_problem(field, z0, steps=steps, solver=solver, t0=t0, t1=t1, params=params)
     method = resolve_gradient(gradient)
@@ -54,7 +55,7 @@ def check_pairing(solver: Solver, method: GradientMethod) -> None:
             "use solver=ReversibleHeun() or DampedLeapfrog(), or gradient=Anode() with this solver"
         )
     if isinstance(solver, ReversibleSolver) and (
-        isinstance(method, Adjoint) or getattr(method, "checkpoints", None) is not None
+        isinstance(method, Adjoint) or getattr(method, "checkpoints", None) not in (None, "auto")
     ):
         raise ValueError(
             f"solver={solver!r} carries a second state and cannot be differentiated with {method!r}: "
@@ -118,8 +119,9 @@ def resolve_solver(solver: Solver | str) -> Solver:
     return solver
 
 
-DEFAULT_GRADIENT: ContextVar[GradientMethod] = ContextVar("DEFAULT_GRADIENT", default=Anode())
-"""The gradient method of solves that name none; set with :func:`anode_core.use_gradient`."""
+DEFAULT_GRADIENT: ContextVar[GradientMethod] = ContextVar("DEFAULT_GRADIENT", default=Anode(checkpoints="auto"))
+"""The gradient method of solves that name none; set with :func:`anode_core.use_gradient`. ``Anode(checkpoints=
+"auto")``: exact, and memory-lean on one long solve (a torchdiffeq model's single ``odeint`` call is one block)."""
 
 
 def resolve_gradient(gradient: GradientMethod | str | None) -> GradientMethod:

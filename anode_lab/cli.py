@@ -126,6 +126,50 @@ def _add_check(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     check.set_defaults(run=_check)
 
 
+def _import(args: argparse.Namespace) -> int:
+    from anode_lab.tracking import import_folder
+
+    try:
+        run_id = import_folder(args.folder, url=args.url)
+    except (FileNotFoundError, RuntimeError, ValueError) as error:
+        print(f"anode-lab import: {error}", file=sys.stderr)
+        return 2
+    print(f"imported {args.folder} as run {run_id}")
+    return 0
+
+
+def _add_import(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    imp = sub.add_parser("import", help="upload a run that anode_lab.track wrote offline, e.g. `anode-lab import "
+                         "anode-runs/latent-ode-20261207-101500`", epilog="exit codes: 0 imported, 2 not a run "
+                         "folder or refused by the API")
+    imp.add_argument("folder", type=Path, help="the folder with run.json and points.jsonl")
+    imp.add_argument("--url", help="the API (default ANODE_URL or http://127.0.0.1:8000); the key is ANODE_API_KEY")
+    imp.set_defaults(run=_import)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from anode_lab.tensorboard import export_run
+
+    try:
+        written = export_run(args.run_id, args.tensorboard, url=args.url)
+    except RuntimeError as error:
+        print(f"anode-lab export: {error}", file=sys.stderr)
+        return 2
+    print(f"run {args.run_id}: {written} scalars in {args.tensorboard / f'run-{args.run_id}'} (tensorboard --logdir "
+          f"{args.tensorboard})")
+    return 0
+
+
+def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    export = sub.add_parser("export", help="a run's series as TensorBoard scalars, e.g. `anode-lab export 12 "
+                            "--tensorboard tb/`", epilog="exit codes: 0 written, 2 no such run, API refused, or "
+                            "tensorboardX missing")
+    export.add_argument("run_id", metavar="RUN", type=int, help="the run's id")
+    export.add_argument("--tensorboard", type=Path, required=True, metavar="DIR", help="folder for the event files")
+    export.add_argument("--url", help="the API (default ANODE_URL or http://127.0.0.1:8000); the key is ANODE_API_KEY")
+    export.set_defaults(run=_export)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="anode-lab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -152,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_specs(sub)
     _add_demo(sub)
     _add_check(sub)
+    _add_import(sub)
+    _add_export(sub)
     return parser
 
 

@@ -2,9 +2,10 @@
 
 ``uvicorn --factory backend.app:create_app`` or ``anode-lab api`` serves it. At start-up a SQLite store's
 integrity is checked and the schema migrated to the newest revision, then the store and the queues are opened.
-Without API keys the app serves only loopback, whatever started it. Proxy headers are the app's own business
-(``ANODE_TRUSTED_PROXIES``): under plain uvicorn pass ``--no-proxy-headers``, since uvicorn otherwise trusts
-``X-Forwarded-For`` from 127.0.0.1.
+Without API keys the app serves only loopback, whatever started it. Slow clients are cut off by the server, not
+the app: ``anode-lab api`` serves it with ``backend.connections`` (request deadline, connections per peer), which
+plain uvicorn lacks. Proxy headers are the app's own business (``ANODE_TRUSTED_PROXIES``): under plain uvicorn
+pass ``--no-proxy-headers``, since uvicorn otherwise trusts ``X-Forwarded-For`` from 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from backend.catalog.service import catalog
 from backend.db import DamagedStore, Database, check_integrity, migrate
 from backend.deps import require_api_key
 from backend.errors import ERROR_RESPONSES, error_body, install_handlers
+from backend.external.routes import router as external_router
 from backend.groups.routes import router as groups_router
 from backend.health.routes import router as health_router
 from backend.queue import RunQueues
@@ -139,7 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # the key check (and its X-API-Key in the OpenAPI contract) only where keys exist: a keyless API asks for none
     keyed = [Depends(require_api_key)] if settings.api_keys else []
     api = APIRouter(prefix=API_PREFIX, dependencies=keyed, responses=ERROR_RESPONSES)
-    for router in (runs_router, groups_router, catalog_router, health_router):
+    for router in (runs_router, external_router, groups_router, catalog_router, health_router):
         api.include_router(router)
     app.include_router(api)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
@@ -161,6 +163,8 @@ def serve(settings: Settings | None = None, **uvicorn_options: Any) -> int:
 
     import uvicorn
 
+    from backend.connections import guarded_protocol, raise_open_files_limit
+
     settings = settings or Settings()
     try:
         settings.check_bind()
@@ -169,5 +173,7 @@ def serve(settings: Settings | None = None, **uvicorn_options: Any) -> int:
         print(f"anode-lab api: {exc}", file=sys.stderr)
         return 2
     uvicorn_options.setdefault("proxy_headers", False)  # the app applies ANODE_TRUSTED_PROXIES itself
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, **uvicorn_options)
+    raise_open_files_limit()
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, http=guarded_protocol(settings),
+                ws="none", **uvicorn_options)
     return 0

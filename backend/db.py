@@ -73,8 +73,9 @@ def json_dumps(value: Any) -> str:
 
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; for SQLite, creates the folder and sets WAL, busy timeout and transaction modes."""
-    if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True, json_serializer=json_dumps)
+    if not url.startswith("sqlite"):  # pooled as for SQLite: the API's routes run on up to 40 threads (anyio's
+        # default), and a connection beyond the pool is closed when returned, so each would pay a new handshake
+        return create_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=20, json_serializer=json_dumps)
     path = url.split("///", 1)[1] if "///" in url else ""
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -1,11 +1,14 @@
-"""Typed dependencies of the routes: settings, the unit-of-work session, the queues, the API key check."""
+"""Typed dependencies of the routes: settings, the unit-of-work session, the queues, the API key check.
+
+Plain ``def``, like the routes (see ``backend/runs/routes.py``): FastAPI runs them on its thread pool, so the
+session is opened, used and committed off the event loop.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from typing import Annotated
 
-from anyio import to_thread
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
 from sqlalchemy.orm import Session
@@ -19,38 +22,27 @@ from backend.settings import Settings
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-async def get_settings(request: Request) -> Settings:
+def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-async def get_db(request: Request) -> Database:
+def get_db(request: Request) -> Database:
     db: Database = request.app.state.db
     return db
 
 
-async def get_queues(request: Request) -> RunQueues:
+def get_queues(request: Request) -> RunQueues:
     queues: RunQueues = request.app.state.queues
     return queues
 
 
-async def get_session(request: Request) -> AsyncIterator[Session]:
-    """One unit of work per request, committed before the response is sent (scope "function"). A read
-    session ends on the event loop (nothing to wait for); a write session commits on a worker thread, since
-    it may wait for SQLite's write lock. Async so that opening it costs no thread hop."""
+def get_session(request: Request) -> Iterator[Session]:
+    """One unit of work per request, committed before the response is sent (scope "function"); a write session
+    may wait for SQLite's write lock, on its worker thread."""
     db: Database = request.app.state.db
-    write = request.method not in READ_METHODS
-    unit = db.session(write=write)
-    session = unit.__enter__()
-    try:
+    with db.session(write=request.method not in READ_METHODS) as session:
         yield session
-    except BaseException as exc:
-        unit.__exit__(type(exc), exc, exc.__traceback__)
-        raise
-    if write:
-        await to_thread.run_sync(unit.__exit__, None, None, None)
-    else:
-        unit.__exit__(None, None, None)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
@@ -62,14 +54,20 @@ api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
                               description="required when the server has ANODE_API_KEYS")
 
 
-async def require_api_key(settings: SettingsDep, key: Annotated[str | None, Security(api_key_header)]) -> None:
+def require_api_key(settings: SettingsDep, key: Annotated[str | None, Security(api_key_header)]) -> None:
     """With keys configured, the request must carry one of them (compared in constant time)."""
     if settings.api_keys and not valid_key(settings, key):
         raise Unauthorized("missing or unknown API key: send it in the X-API-Key header")
 
 
-async def limit_creation(request: Request, settings: SettingsDep) -> None:
+def limit_creation(request: Request, settings: SettingsDep) -> None:
     """Run creation is rate limited per client, its valid API key else its peer address: 429 with ``Retry-After``
     past the burst (see backend.security). The key is read as is: ``require_api_key`` declares and checks it."""
+    take_creation_tokens(request, settings, 1)
+
+
+def take_creation_tokens(request: Request, settings: Settings, runs: int) -> None:
+    """:func:`limit_creation` for a request that creates ``runs`` runs: one token each."""
     key = request.headers.get("X-API-Key")
-    request.app.state.create_limit.check(client_key(settings, key, request.client.host if request.client else None))
+    client = client_key(settings, key, request.client.host if request.client else None)
+    request.app.state.create_limit.check(client, runs)

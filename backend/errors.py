@@ -48,6 +48,11 @@ class Unauthorized(DomainError):
     error = "unauthorized"
 
 
+class Forbidden(DomainError):
+    status_code = 403
+    error = "forbidden"
+
+
 class QueueUnavailable(DomainError):
     status_code = 503
     error = "queue_unavailable"

@@ -80,19 +80,20 @@ class TokenBuckets:
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
 
-    def take(self, client: str) -> float:
-        """Take a token for ``client``: 0 if granted, else the seconds until one is available."""
+    def take(self, client: str, count: int = 1) -> float:
+        """Take ``count`` tokens (at most ``burst``) for ``client``: 0 if granted, else the seconds until they are
+        available."""
         now = time.monotonic()
         with self._lock:
             tokens, at = self._buckets.get(client, (self.burst, now))
             tokens = min(self.burst, tokens + (now - at) * self.rate)
-            if tokens >= 1.0:
+            if tokens >= count:
                 if len(self._buckets) >= self.MAX_CLIENTS and client not in self._buckets:
                     self._forget_full(now)
-                self._buckets[client] = (tokens - 1.0, now)
+                self._buckets[client] = (tokens - count, now)
                 return 0.0
             self._buckets[client] = (tokens, now)
-            return (1.0 - tokens) / self.rate
+            return (count - tokens) / self.rate
 
     def _forget_full(self, now: float) -> None:
         """Drop buckets that have refilled (they hold nothing a new bucket would not)."""
@@ -100,8 +101,13 @@ class TokenBuckets:
         for client in full:
             del self._buckets[client]
 
-    def check(self, client: str) -> None:
-        wait = self.take(client)
+    def check(self, client: str, runs: int = 1) -> None:
+        """One token per run created (a group of 8 methods takes 8); 429 with the wait when they are not there."""
+        if runs > self.burst:
+            raise RateLimited(f"this request creates {runs} runs, more than the {self.burst:.0f} one client may create "
+                              "at once (ANODE_CREATE_BURST): send fewer methods per group, or ask the operator to "
+                              "raise it", retry_after=math.ceil(runs / self.rate))
+        wait = self.take(client, runs)
         if wait:
             raise RateLimited(f"too many runs created: at most {self.burst:.0f} at once, then "
                               f"{self.rate * 60:g} a minute (ANODE_CREATE_BURST, ANODE_CREATE_RATE_PER_MINUTE); "

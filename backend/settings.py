@@ -55,6 +55,12 @@ class Settings(BaseSettings):
         default_factory=list, description="comma-separated; required when host is not loopback"
     )
     max_body_bytes: int = Field(1_048_576, ge=1024, description="largest request body accepted")
+    request_timeout_seconds: float = Field(10.0, gt=0, le=300, description="a connection whose request (line, "
+                                           "headers and body) has not arrived whole this long after it opened or "
+                                           "after the request's first byte is answered 408 and closed")
+    max_connections_per_peer: int = Field(128, ge=1, description="connections one peer address may hold open at "
+                                           "once; more are answered 429 and closed (peers in trusted_proxies are "
+                                           "not capped)")
     heartbeat_seconds: float = Field(1.0, gt=0, description="how often a worker renews its lease")
     heartbeat_timeout_seconds: float = Field(8.0, gt=0, description="a lease older than this is stale: a run on a "
                                              "dead worker of another host moves again about this much later")
@@ -98,6 +104,10 @@ class Settings(BaseSettings):
                                "much memory beyond its start-up size; default half the machine's memory")
     max_run_steps: int = Field(10**8, ge=1, description="a spec that would take more ODE solver steps (forward and "
                                "backward, over every block and training step or sweep cell) is refused (422)")
+    max_external_points: int = Field(5_000_000, ge=1000, description="metric points one external run (a user's "
+                                     "own training loop, anode_lab.track) may store")
+    max_run_disk_bytes: int = Field(2 * 2**30, ge=2**20, description="a spec whose estimated disk (metric rows, "
+                                    "checkpoints, artifacts) is larger is refused (422)")
     max_run_seconds: float = Field(24 * 3600.0, gt=0, description="a run still going after this long is stopped "
                                    "and fails with \"time limit\"")
 
@@ -176,7 +186,7 @@ class Settings(BaseSettings):
         from anode_lab.specs.cost import RunLimits
 
         return RunLimits(max_bytes=self.max_run_bytes, max_steps=self.max_run_steps,
-                         data_roots=self.allowed_data_roots)
+                         data_roots=self.allowed_data_roots, max_disk_bytes=self.max_run_disk_bytes)
 
     def run_dir(self, run_id: int) -> Path:
         """Working folder of one run: checkpoints, the metrics journal and ``artifacts/``."""

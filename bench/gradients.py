@@ -40,10 +40,12 @@ import anode_core as ac
 if __package__:
     from .adaptive_gradients import report as adaptive_report
     from .measure import BLOCKS, MIB, Network, conv_network, instrumented_pass, judge, mlp_network, training_step
+    from .odeint_memory import report as odeint_memory_report
     from .timing import Clock, Timing, time_interleaved
 else:  # run as a script: python bench/gradients.py
     from adaptive_gradients import report as adaptive_report
     from measure import BLOCKS, MIB, Network, conv_network, instrumented_pass, judge, mlp_network, training_step
+    from odeint_memory import report as odeint_memory_report
     from timing import Clock, Timing, time_interleaved
 
 try:
@@ -345,10 +347,15 @@ class Sizes:
     budget: float
     adaptive_conv: tuple[int, int, int]
     """(batch, channels, size) of the conv network of the adaptive and reversible table."""
+    odeint_conv: tuple[int, int, int] = (16, 16, 16)
+    """(batch, channels, size) of the one-odeint memory table."""
 
 
 FULL = Sizes(16, 16, 16, mlp_batch=1024, mlp_dim=16, mlp_hidden=64, reps=5, budget=8, adaptive_conv=(16, 16, 16))
-QUICK = Sizes(8, 16, 16, mlp_batch=64, mlp_dim=16, mlp_hidden=64, reps=3, budget=1.0, adaptive_conv=(2, 4, 8))
+QUICK = Sizes(
+    8, 16, 16, mlp_batch=64, mlp_dim=16, mlp_hidden=64, reps=3, budget=1.0, adaptive_conv=(2, 4, 8),
+    odeint_conv=(4, 8, 8),
+)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -378,9 +385,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"CSV path (default: {DEFAULT_OUT})")
     p.add_argument(
         "--only",
-        choices=("fixed", "adaptive"),
+        choices=("fixed", "adaptive", "odeint-memory"),
         default=None,
-        help="run one table: the fixed-step one, or the adaptive and reversible one (default: both)",
+        help="run one table: the fixed-step one, the adaptive and reversible one, or the one-odeint default's "
+        "memory and time against Direct (bench/odeint_memory.py) (default: all)",
     )
     args = p.parse_args(argv)
     if args.budget is not None and args.budget < 0:
@@ -442,9 +450,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"torchdiffeq {getattr(torchdiffeq, '__version__', 'not installed')}, {platform.machine()}, "
         f"{torch.get_num_threads()} thread(s), ≥{reps} reps per method (cheap settings more, ~{budget:g} s)"
     )
-    if args.only != "adaptive":
+    if args.only in (None, "odeint-memory"):
+        print("\nOne odeint call, the default gradient against Direct, float32:", flush=True)
+        odeint_memory_report(*sizes.odeint_conv, reps, clock)
+    if args.only in (None, "fixed"):
         print("\nFixed steps, float32:\n" + fixed_section(args, sizes, reps, budget, clock), flush=True)
-    if args.only != "fixed":
+    if args.only in (None, "adaptive"):
         net = conv_network(*sizes.adaptive_conv)
         out = args.out.with_name(f"{args.out.stem}_adaptive{args.out.suffix}")
         print("\n" + adaptive_report(net, reps, budget, args.checkpoints, clock, out))

@@ -15,8 +15,12 @@
 5. refusal: time to answer 422 to an over-budget spec (issue 11's 34 GB sweep and 75 M-step training run).
 6. reads of a long run: the API's peak memory over idle (``VmHWM`` against ``VmRSS`` at rest) while 3 clients read
    a run with 1 M metric rows whole (JSON, CSV, decimated, in turn) and 50 slow clients follow its event stream.
+7. slow clients: 5,000 connections (50 per loopback address) each sending a header byte every 5 s, reconnecting
+   whenever the server closes them, for 60 s: ``/health`` latency on a new connection every 0.5 s, how long the
+   server held each slow connection, the server's open descriptors (``/proc/PID/fd``) against idle and how soon
+   they are back after the attack; then 1,000 connections from one address against the per-peer cap.
 
-    python bench/reliability.py [--seconds 20] [--quick] [--reads-only] [--recovery-only]
+    python bench/reliability.py [--seconds 20] [--quick] [--reads-only] [--recovery-only] [--slow-clients-only]
 
 Numbers from a shared machine are noisy: rerun before trusting an absolute.
 """
@@ -27,7 +31,9 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -421,6 +427,152 @@ def read_memory(tmp: Path, rows: int, seconds: float, readers: int = 3, follower
             f"{len(got['errors'])} errors" + (f" ({Counter(got['errors']).most_common(3)})" if got["errors"] else ""))
 
 
+# ------------------------------------------------------------------------------------------------ slow clients
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def health_once(port: int, timeout: float = 5.0) -> tuple[float, float]:
+    """``GET /health`` on a new connection, with blocking sockets: (seconds to connect, seconds to the whole answer)."""
+    start = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        connected = time.monotonic() - start
+        sock.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    if not answer.startswith(b"HTTP/1.1 200 "):
+        raise RuntimeError(answer[:60].decode(errors="replace"))
+    return connected, time.monotonic() - start
+
+
+async def _slow_attack(port: int, connections: int, seconds: float, per_address: int) -> dict[str, Any]:
+    stop = time.monotonic() + seconds
+    held: list[float] = []
+    answers: Counter[str] = Counter()
+    opened = [0]
+
+    async def attacker(i: int) -> None:
+        address = 2 + i // per_address
+        source = f"127.0.{address // 250}.{2 + address % 250}"
+        await asyncio.sleep(i * seconds / 12 / connections)  # connect over the first twelfth of the attack
+        while time.monotonic() < stop:
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+            except OSError as exc:
+                answers[f"connect {type(exc).__name__}"] += 1
+                await asyncio.sleep(0.5)
+                continue
+            opened[0] += 1
+            start = time.monotonic()
+            writer.write(b"GET /api/v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+            try:
+                while time.monotonic() < stop:
+                    try:
+                        async with asyncio.timeout(min(5.0, max(0.01, stop - time.monotonic()))):
+                            data = await reader.read(4096)
+                    except TimeoutError:
+                        writer.write(b"a")  # one more header byte
+                        continue
+                    if not data:
+                        held.append(time.monotonic() - start)
+                        break
+                    answers[data.split(b"\r\n", 1)[0].decode(errors="replace")] += 1
+            except OSError:
+                held.append(time.monotonic() - start)
+            finally:
+                writer.close()
+
+    await asyncio.gather(*(attacker(i) for i in range(connections)))
+    return {"held": held, "answers": answers, "opened": opened[0]}
+
+
+def slow_attack(port: int, connections: int, seconds: float, per_address: int, out: Any) -> None:
+    """The attack, in its own process: ``connections`` clients, ``per_address`` from each loopback address, each
+    sending a header byte every 5 s and reconnecting when the server closes it, until ``seconds`` have passed."""
+    out.put(asyncio.run(_slow_attack(port, connections, seconds, per_address)))
+
+
+def slow_clients(port: int, pid: int, connections: int, seconds: float, per_address: int) -> dict[str, Any]:
+    """The attack in a child process; here, ``/health`` every 0.5 s on a new connection (5 s at most) and the
+    server's open descriptors at each probe (the probe's own connection excepted)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    out = context.Queue()
+    attack = context.Process(target=slow_attack, args=(port, connections, seconds, per_address, out))
+    attack.start()
+    stop = time.monotonic() + seconds
+    health: list[tuple[float, float]] = []
+    errors: list[str] = []
+    fds: list[int] = []
+    while time.monotonic() < stop:
+        fds.append(open_fds(pid))
+        try:
+            health.append(health_once(port))
+        except (OSError, RuntimeError) as exc:
+            errors.append(type(exc).__name__)
+        time.sleep(0.5)
+    got: dict[str, Any] = out.get(timeout=120)
+    attack.join(30)
+    return {**got, "health": health, "health_errors": errors, "fds": fds, "ended": stop}
+
+
+async def per_peer_cap(port: int, connections: int) -> Counter[str]:
+    """``connections`` connections at once from one address, each sending nothing: what each one gets in 1 s."""
+    got: Counter[str] = Counter()
+
+    async def one() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=("127.0.0.250", 0))
+        try:
+            async with asyncio.timeout(1.0):
+                got[(await reader.read(4096)).split(b"\r\n", 1)[0].decode() or "closed"] += 1
+        except TimeoutError:
+            got["held open"] += 1
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(one() for _ in range(connections)))
+    return got
+
+
+def slow_client_figure(tmp: Path, connections: int = 5000, seconds: float = 60.0) -> str:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = 3 * connections + 1024  # this process's sockets, the server's (inherited limit), and some room
+    if soft < need:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(need, hard), hard))
+    data_dir = tmp / "slow"
+    data_dir.mkdir()
+    stack = Stack(data_dir, {})
+    with httpx.Client(base_url=stack.url, timeout=30) as client:
+        try:
+            api = stack.spawn("api")
+            wait(lambda: client.get("/health").status_code == 200, 120, "the API")
+            client.close()
+            time.sleep(1.0)
+            idle = open_fds(api.pid)
+            got = slow_clients(stack.port, api.pid, connections, seconds, per_address=50)
+            back = wait(lambda: open_fds(api.pid) <= idle and time.monotonic(), 60, "descriptors back to idle",
+                        interval=0.1) - got["ended"]
+            capped = asyncio.run(per_peer_cap(stack.port, 1000))
+        finally:
+            stack.stop()
+    connect = [c for c, _ in got["health"]]
+    health = [h for _, h in got["health"]]
+    return (f"slow clients: {connections:,} connections ({connections // 50} loopback addresses, a header byte "
+            f"every 5 s, reconnecting when closed) for {seconds:.0f} s, ANODE_REQUEST_TIMEOUT_SECONDS=10: "
+            f"{got['opened']:,} connections opened, held p50 {percentile(got['held'], 0.5):.1f} s, "
+            f"max {max(got['held'], default=float('nan')):.1f} s; answers {dict(got['answers'].most_common(3))}; "
+            f"/health {len(health)} probes, p50 {percentile(health, 0.5) * 1e3:.0f} ms, "
+            f"p99 {percentile(health, 0.99) * 1e3:.0f} ms, max {max(health, default=float('nan')) * 1e3:.0f} ms "
+            f"(target < 1000 ms; connect max {max(connect, default=float('nan')) * 1e3:.0f} ms), "
+            f"{len(got['health_errors'])} failed {Counter(got['health_errors']).most_common(2)}; "
+            f"server descriptors idle {idle}, max {max(got['fds'])} during, back to {idle} {back:.1f} s after the "
+            f"attack ended\n"
+            f"  per-peer cap: 1,000 silent connections from one address: {dict(capped.most_common())} in 1 s "
+            f"(ANODE_MAX_CONNECTIONS_PER_PEER=128)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=20.0, help="duration of the load test")
@@ -428,9 +580,14 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="skip the recovery with default leases")
     parser.add_argument("--reads-only", action="store_true", help="only the reads of a long run (6.)")
     parser.add_argument("--rows", type=int, default=1_000_000, help="metric rows of the long run")
+    parser.add_argument("--slow-clients-only", action="store_true", help="only the slow clients (7.)")
     parser.add_argument("--recovery-only", action="store_true", help="only the recoveries at default settings (3.)")
     args = parser.parse_args()
     lines: list[str] = []
+    if args.slow_clients_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            print(slow_client_figure(Path(tmp)))
+        return 0
     if args.reads_only:
         with tempfile.TemporaryDirectory() as tmp:
             print(read_memory(Path(tmp), args.rows, max(args.seconds, 30.0)))
@@ -441,6 +598,7 @@ def main() -> int:
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         lines.append(read_memory(Path(tmp), args.rows, max(args.seconds, 30.0)))
+        lines.append(slow_client_figure(Path(tmp)))
         env = {**FAST_LEASES, "ANODE_CREATE_BURST": "1000", "ANODE_CANCEL_POLL_SECONDS": "0"}
         (Path(tmp) / "fast").mkdir()
         stack = Stack(Path(tmp) / "fast", env)

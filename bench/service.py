@@ -7,11 +7,16 @@
 3. the training-step overhead of metric logging: the same train spec in process, with no-op callbacks and with
    the worker's own context (journal + batched upserts + cancel-flag reads), interleaved; per-step time is the
    median interval between consecutive step reports (target: < 5 %).
+4. the API under load on PostgreSQL (issue 23.4): ``anode-lab api`` and one ``anode-lab worker`` on a PostgreSQL
+   store and a Redis queue (Debian's servers, as the tests start them), the worker training a run and streaming
+   its metrics; 50 keep-alive clients, each sending a request every 0.5 s (open loop, jittered): 40 readers
+   (the live run, a page of runs, its new metrics, /health) and 10 writers (create a run, cancel it, delete it);
+   latency percentiles per kind (target: p99 < 50 ms).
 
 5. fan-out (issue 23.1, ``--sweep``: only this): the same 18-cell compare sweep with 1, 2 and 4 workers, one
    torch thread each (:mod:`fan_out`; target: two workers at most 0.6x one worker's time).
 
-    python bench/service.py [--quick] [--sweep]
+    python bench/service.py [--quick] [--postgres-only] [--sweep]
 
 Numbers from a shared machine are noisy: compare the ratios, and rerun before trusting an absolute.
 """
@@ -27,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -178,15 +184,132 @@ def logging_overhead(data_dir: Path, reps: int) -> dict[str, float]:
             "inside": statistics.median(cost), "direct": statistics.median(cost) / statistics.median(bare)}
 
 
+# --------------------------------------------------------------------------------- API under load, PostgreSQL
+async def _request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, method: str, path: str,
+                   body: bytes = b"") -> tuple[int, bytes]:
+    head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    if method != "GET":
+        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    writer.write(head.encode() + b"\r\n" + body)
+    lines = (await reader.readuntil(b"\r\n\r\n")).split(b"\r\n")
+    length = next((int(line.split(b":")[1]) for line in lines if line.lower().startswith(b"content-length:")), 0)
+    return int(lines[0].split(b" ")[1]), await reader.readexactly(length)
+
+
+async def _load_client(port: int, run_id: int, writer_client: bool, stop: float, interval: float,
+                       out: dict[str, list[float]], errors: list[str]) -> None:
+    """One keep-alive connection sending a request every ``interval`` seconds (jittered) until ``stop``."""
+    import json
+    import random
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    after = 0
+    create = json.dumps({"kind": "demo", "spec": {"name": "non-invertible"}, "name": "load"}).encode()
+    cycle = 0
+    try:
+        await asyncio.sleep(random.uniform(0, interval))
+        while time.monotonic() < stop:
+            if writer_client:
+                kinds = [("create", "POST", f"{API}/runs", create)]
+            else:
+                kinds = [("run", "GET", f"{API}/runs/{run_id}", b""), ("list", "GET", f"{API}/runs?limit=20", b""),
+                         ("metrics", "GET", f"{API}/runs/{run_id}/metrics?after_step={after}", b""),
+                         ("health", "GET", f"{API}/health", b"")]
+            for kind, method, path, body in kinds[cycle % len(kinds):cycle % len(kinds) + 1]:
+                start = time.perf_counter()
+                code, answer = await _request(reader, writer, method, path, body)
+                out.setdefault(kind, []).append(time.perf_counter() - start)
+                if code >= 400:
+                    errors.append(f"{kind} {code}")
+                elif kind == "metrics":
+                    after = json.loads(answer)["last_step"] or after
+                elif kind == "create":  # the run is cancelled and deleted, so the queue stays empty
+                    created = json.loads(answer)["id"]
+                    for name, verb, target in (("cancel", "POST", f"{API}/runs/{created}/cancel"),
+                                               ("delete", "DELETE", f"{API}/runs/{created}")):
+                        await asyncio.sleep(random.uniform(0.5, 1.5) * interval)
+                        start = time.perf_counter()
+                        code, _ = await _request(reader, writer, verb, target)
+                        out.setdefault(name, []).append(time.perf_counter() - start)
+                        if code >= 400:
+                            errors.append(f"{name} {code}")
+            cycle += 1
+            await asyncio.sleep(random.uniform(0.5, 1.5) * interval)
+    finally:
+        writer.close()
+
+
+def api_on_postgres(tmp: Path, seconds: float, clients: int = 50, writers: int = 10,
+                    interval: float = 0.5) -> list[str]:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from servers import PostgresServer, RedisServer, postgres_bin
+
+    bindir = postgres_bin()
+    if bindir is None:
+        return ["API on PostgreSQL: skipped (PostgreSQL's server is not installed; scripts/test installs it)"]
+    postgres, redis = PostgresServer(bindir), RedisServer("redis-server")
+    port = free_port()
+    env = {**os.environ, "ANODE_DATA_DIR": str(tmp / "pg"), "ANODE_PORT": str(port), "ANODE_TORCH_THREADS": "1",
+           "ANODE_DATABASE_URL": postgres.new_url(), "ANODE_QUEUE_URL": redis.new_url(),
+           "ANODE_CREATE_BURST": "100000", "ANODE_CREATE_RATE_PER_MINUTE": "100000",
+           "ANODE_METRICS_FLUSH_SECONDS": "0.2", "ANODE_MAX_STREAMS": "200", "ANODE_MAX_STREAMS_PER_CLIENT": "200"}
+    # every client here comes from 127.0.0.1: the per-client caps would see one client
+    logs = open(tmp / "postgres-load.log", "wb")
+    procs = [subprocess.Popen([sys.executable, "-m", "anode_lab.cli", *cmd], env=env, cwd=ROOT, stdout=logs,
+                              stderr=subprocess.STDOUT, start_new_session=True)
+             for cmd in (["api", "--no-access-log"], ["worker", "--device", "cpu"])]
+    out: dict[str, list[float]] = {}
+    errors: list[str] = []
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}{API}", timeout=30) as client:
+            wait(lambda: client.get("/health").json()["workers"], 120, "the API and a live worker")
+            live = client.post("/runs", json={"kind": "train", "spec": {**TRAIN, "epochs": 400}}).json()["id"]
+            wait(lambda: client.get(f"/runs/{live}/metrics", params={"after_step": 0}).json()["last_step"], 120,
+                 "the live run's first metrics")
+            first = client.get(f"/runs/{live}/metrics", params={"after_step": 0}).json()["last_step"]
+
+            async def load() -> None:
+                stop = time.monotonic() + seconds
+                await asyncio.gather(*(_load_client(port, live, i < writers, stop, interval, out, errors)
+                                       for i in range(clients)))
+
+            asyncio.run(load())
+            last = client.get(f"/runs/{live}/metrics", params={"after_step": 0}).json()["last_step"]
+            client.post(f"/runs/{live}/cancel")
+    finally:
+        for proc in procs:
+            os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            proc.wait(30)
+        postgres.stop()
+        redis.stop()
+    every = [sample for samples in out.values() for sample in samples]
+    lines = [f"API on PostgreSQL + Redis, {clients} clients ({clients - writers} reading, {writers} creating, "
+             f"cancelling and deleting runs), a request every {interval:g} s each, {seconds:.0f} s, one worker "
+             f"streaming metrics ({last - first} steps stored meanwhile): {len(every)} requests, "
+             f"{len(errors)} errors" + (f" {Counter(errors).most_common(3)}" if errors else "")
+             + f"; all: p50 {_percentile(every, 0.5) * 1e3:.1f} ms, p99 {_percentile(every, 0.99) * 1e3:.1f} ms "
+             "(target p99 < 50 ms)"]
+    for kind, samples in out.items():
+        lines.append(f"  {kind:8s} n={len(samples):5d}  p50 {_percentile(samples, 0.5) * 1e3:6.1f} ms  "
+                     f"p99 {_percentile(samples, 0.99) * 1e3:6.1f} ms  max {max(samples) * 1e3:6.1f} ms")
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer samples (a smoke test of the bench)")
-    parser.add_argument("--sweep", action="store_true", help="only the fan-out sweep with 1, 2 and 4 workers")
+    parser.add_argument("--postgres-only", action="store_true", help="only the API under load on PostgreSQL (4.)")
+    parser.add_argument("--sweep", action="store_true", help="only the fan-out sweep with 1, 2 and 4 workers (5.)")
     args = parser.parse_args()
     if args.sweep:
         from fan_out import report
 
         print("\n".join(report(1 if args.quick else 3)))
+        return 0
+    if args.postgres_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            print("\n".join(api_on_postgres(Path(tmp), 10.0 if args.quick else 30.0)))
         return 0
     runs_n, per_client, reps = (5, 20, 3) if args.quick else (15, 100, 7)
     with tempfile.TemporaryDirectory() as tmp:
@@ -212,6 +335,7 @@ def main() -> int:
             for proc in procs:
                 proc.wait(30)
         overhead = logging_overhead(data_dir, reps)
+        postgres = api_on_postgres(data_dir, 10.0 if args.quick else 30.0)
     print(f"enqueue→running   median {statistics.median(latencies) * 1e3:7.1f} ms   max {max(latencies) * 1e3:7.1f} ms"
           f"   ({len(latencies)} runs, embedded SQLite queue; target median < 1000 ms)")
     p50, p99 = _percentile(reads, 0.5), _percentile(reads, 0.99)
@@ -222,6 +346,7 @@ def main() -> int:
           f"the worker's callbacks per {overhead['bare'] * 1e3:.3f} ms step (target < 5 %); A/B step time "
           f"{overhead['ab'] * 100:+.1f} % ({overhead['logged'] * 1e3:.3f} vs {overhead['bare'] * 1e3:.3f} ms, "
           f"{reps - 1} interleaved pairs)")
+    print("\n".join(postgres))
     return 0
 
 

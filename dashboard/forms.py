@@ -113,9 +113,11 @@ class SpecForm:
                           help=field_help(self.schema, self.bounds, path))
         return bool(self._store(path, value, label))
 
-    def text(self, path: str, label: str, *, placeholder: str | None = None) -> str | None:
+    def text(self, path: str, label: str, *, placeholder: str | None = None, note: str = "") -> str | None:
+        """A text field; ``note`` is added to its help."""
+        described = "\n\n".join(part for part in (field_help(self.schema, self.bounds, path), note) if part)
         value = st.text_input(label, value=get_path(self.spec, path) or "", key=self._key(path),
-                              placeholder=placeholder, help=field_help(self.schema, self.bounds, path))
+                              placeholder=placeholder, help=described or None)
         return self._store(path, value.strip() or None, label)
 
     def multiselect(self, path: str, label: str, options: Sequence[Any] | None = None, *,

@@ -53,6 +53,8 @@ def series_info(name: str) -> SeriesInfo:
 
 
 def run_method(run: Mapping[str, Any]) -> str:
+    if run.get("kind") == "external":  # a tracked loop says which method it trains with, if it does
+        return str((run.get("spec") or {}).get("gradient") or run.get("name") or f"run {run.get('id')}")
     return method_label(((run.get("spec") or {}).get("ode") or {}).get("gradient") or {})
 
 

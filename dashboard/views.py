@@ -95,6 +95,31 @@ def _present(*curves: Curve | None) -> list[Curve]:
     return [c for c in curves if c is not None]
 
 
+PROBED = "/probe_rel_error"
+"""A tracked run's probes (``anode_lab.track``): ``<method>/probe_rel_error``, ``<method>/probe_cosine``, …"""
+
+
+def probe_figures(payload: Payload, axis: XAxis, *, x_title: str, font_size: int) -> list[Any]:
+    """Gradient error, memory held and field evaluations of every method a tracked run probed, one line each."""
+    methods = sorted(name.removesuffix(PROBED) for name in payload["series"] if name.endswith(PROBED))
+    if not methods:
+        return []
+
+    def lines(series: str) -> list[Curve]:
+        shown = [m for m in methods if m != "direct" or series != "probe_rel_error"]  # Direct is the exact one
+        return _present(*(_curve(payload, f"{m}/{series}", axis, m, charts.method_colour(m), markers=True,
+                                 dash=charts.method_dash(m)) for m in shown))
+
+    return [
+        charts.curves_figure(lines("probe_rel_error"), title="Gradient error against exact (each probe)",
+                             x_title=x_title, y_title="‖g − g_exact‖ / ‖g_exact‖", log_y=True, font_size=font_size),
+        charts.curves_figure(lines("peak_memory_bytes"), title="Memory held for backward (each probe)",
+                             x_title=x_title, y_title="bytes", font_size=font_size, y_format=charts.BYTES_FORMAT),
+        charts.curves_figure(lines("nfe_backward"), title="Backward field evaluations (each probe)",
+                             x_title=x_title, y_title="evaluations", font_size=font_size),
+    ]
+
+
 def train_curves(api: ApiClient, run: Run, *, key: str, font_size: int = charts.FONT_SIZE) -> None:
     """Loss, accuracy, gradient error against exact DTO, memory, step time and field evaluations of a training
     run, with the x axis, log scales and smoothing chosen above them."""
@@ -121,6 +146,7 @@ def train_curves(api: ApiClient, run: Run, *, key: str, font_size: int = charts.
                              title="Accuracy", x_title=x_title, y_title="accuracy", smoothing=smoothing,
                              font_size=font_size),
     ]
+    figures += probe_figures(payload, axis, x_title=x_title, font_size=font_size)
     error_steps, error_values = points_of(payload, "probe_rel_error")
     if error_steps:
         cosine_steps, cosine_values = points_of(payload, "probe_cosine")
@@ -149,7 +175,7 @@ def train_curves(api: ApiClient, run: Run, *, key: str, font_size: int = charts.
     backward = [v for v in points_of(payload, "nfe_backward")[1] if finite(v)]
     if method == "anode" and backward and not any(backward):
         st.caption(ANODE_NFE_NOTE)
-    if not error_steps:
+    if not error_steps and not any(name.endswith(PROBED) for name in payload["series"]):
         st.caption("The probe is off for this run (set a probe interval when launching to compare its gradient "
                    "with the exact one every k steps).")
     extra = [name for name in ("grad_norm", "lr", "probe_sign_agreement", "probe_recon_error")

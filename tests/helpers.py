@@ -27,9 +27,14 @@ EXACT_METHODS = [
     pytest.param(ac.Anode(), id="anode"),
     pytest.param(ac.Anode(checkpoints=0), id="anode-c0"),
     pytest.param(ac.Anode(checkpoints=1), id="anode-c1"),
+    pytest.param(ac.Anode(checkpoints="auto"), id="anode-auto"),
 ]
 
-RECOMPUTING_METHODS = [pytest.param(ac.Anode(), id="anode"), pytest.param(ac.Anode(checkpoints=1), id="anode-c1")]
+RECOMPUTING_METHODS = [
+    pytest.param(ac.Anode(), id="anode"),
+    pytest.param(ac.Anode(checkpoints=1), id="anode-c1"),
+    pytest.param(ac.Anode(checkpoints="auto"), id="anode-auto"),
+]
 
 ADJOINT_METHODS = [
     pytest.param(ac.Adjoint(), id="adjoint"),

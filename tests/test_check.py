@@ -22,12 +22,17 @@ def report(request: pytest.FixtureRequest) -> ac.CheckReport:
     return ac.check(model, batch, loss)
 
 
+AUTO = "Anode(checkpoints='auto')"  # the default of every solve that names no gradient method
+
+
 def rows(report: ac.CheckReport) -> dict[str, ac.MethodCheck]:
     return {m.method: m for m in report.methods}
 
 
 def test_methods_and_solves(report: ac.CheckReport) -> None:
-    assert list(rows(report)) == ["Direct", "Anode", "Anode(checkpoints=2)", "Adjoint", "Adjoint(reconstruct=False)"]
+    assert list(rows(report)) == [
+        "Direct", "Anode", AUTO, "Anode(checkpoints=2)", "Adjoint", "Adjoint(reconstruct=False)"
+    ]
     assert report.solves >= 3  # odesolve: one per interval; odeint may cut finer
     assert list(report.skipped) == ["Reversible"]  # Euler is not algebraically reversible
     assert "use solver=ReversibleHeun()" in report.skipped["Reversible"]
@@ -35,7 +40,7 @@ def test_methods_and_solves(report: ac.CheckReport) -> None:
 
 def test_direct_and_anode_are_exact(report: ac.CheckReport) -> None:
     """ReLU field, Euler, step 0.5, float64: Anode (with and without checkpoints) equals Direct to ≤ 1e-10."""
-    for name in ("Direct", "Anode", "Anode(checkpoints=2)"):
+    for name in ("Direct", "Anode", AUTO, "Anode(checkpoints=2)"):
         row = rows(report)[name]
         assert row.rel_error <= 1e-10, name
         assert row.cosine == pytest.approx(1.0, abs=1e-10)

@@ -57,9 +57,10 @@ def test_exit_code_2_from_a_real_process(tmp_path: Path) -> None:
 def test_table_has_plain_verdicts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", f"{MODELS}:build", "--out", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    verdicts = {line.split()[0]: line for line in lines[1:6]}
-    assert list(verdicts) == ["Direct", "Anode", "Anode(checkpoints=2)", "Adjoint", "Adjoint(reconstruct=False)"]
-    assert " exact " in verdicts["Anode"] and " exact " in verdicts["Anode(checkpoints=2)"]
+    verdicts = {line.split()[0]: line for line in lines[1:7]}
+    auto = "Anode(checkpoints='auto')"
+    assert list(verdicts) == ["Direct", "Anode", auto, "Anode(checkpoints=2)", "Adjoint", "Adjoint(reconstruct=False)"]
+    assert all(" exact " in verdicts[name] for name in ("Anode", auto, "Anode(checkpoints=2)"))
     assert "opposite sign on" in verdicts["Adjoint"] or "off by" in verdicts["Adjoint"]
     assert any(line.startswith("Adjoint: reverse reconstruction error") for line in lines)
 

@@ -316,3 +316,47 @@ def test_adaptive_solvers_on_the_launch_form_and_in_the_gradient_lab(system: Sys
     page.screenshot(path=str(SCREENSHOTS / "gradient-lab-rtol.png"))
     assert not page.locator("[data-testid='stException']").count()
     assert not errors, errors
+
+
+def test_a_tracked_training_loop_shows_on_run_detail_with_its_probes(system: System, browser: object) -> None:
+    import torch
+    from torch import nn
+
+    import anode_core as ac
+    import anode_lab
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.field, self.head = nn.Linear(2, 2), nn.Linear(2, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            f = lambda t, y: torch.relu(self.field(y))  # noqa: E731
+            return self.head(ac.odeint(f, x, torch.tensor([0.0, 1.0]), method="euler",
+                                       options={"step_size": 0.25})[-1])
+
+    torch.manual_seed(0)
+    model, x = Net(), torch.randn(32, 2)
+    batch = (x, (x[:, 0] > 0).long())
+    loss = lambda m, b: nn.functional.cross_entropy(m(b[0]), b[1])  # noqa: E731
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with anode_lab.track(name="my own loop", url=system.api, probe=(model, batch, loss), probe_every=4) as run:
+        for step in range(12):
+            optimizer.zero_grad()
+            value = loss(model, batch)
+            value.backward()
+            optimizer.step()
+            run.log(step, loss=value.item())
+    page = browser.new_page(viewport={"width": 1440, "height": 1700})  # type: ignore[attr-defined]
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(f"{system.dashboard}/run?run={run.id}")
+    page.get_by_text("reported by its own training script", exact=False).or_(
+        page.get_by_text("succeeded", exact=False)).first.wait_for(timeout=60_000)
+    for title in ("Loss", "Gradient error against exact (each probe)", "Memory held for backward (each probe)"):
+        page.locator(".js-plotly-plot").filter(has_text=title).first.wait_for(timeout=60_000)
+    chart = page.locator(".js-plotly-plot").filter(has_text="Gradient error against exact (each probe)").first
+    assert {"anode", "adjoint"} <= set(chart.locator("text.legendtext").all_text_contents())
+    assert page.get_by_role("button", name="Rerun").count() == 0  # a tracked run is repeated by its script
+    assert not page.locator("[data-testid='stException']").count()
+    assert not errors, errors

@@ -237,6 +237,18 @@ def test_launch_shows_the_apis_422_under_the_field(api_url: str) -> None:
     assert under.startswith("Local folder with the torchvision files: dataset 'mnist' is read from a local folder")
 
 
+def test_launch_says_where_the_service_reads_data_and_what_files(api_url: str, service: Service) -> None:
+    """The form showed `./data` and nothing else; the API then refused the run, or the worker failed."""
+    at = page("launch")
+    at.selectbox(key="launch.train.spec.model").set_value("conv_ode").run()
+    at.selectbox(key="launch.train.spec.dataset").set_value("mnist").run()
+    assert_ok(at)
+    root = at.text_input(key="launch.train.spec.root")
+    folder = str((service.data_dir / "datasets").resolve())
+    assert root.placeholder == folder
+    assert f"`{folder}`" in (root.help or "") and "`MNIST/raw/train-images-idx3-ubyte.gz`" in (root.help or "")
+
+
 def test_an_out_of_range_number_launches_nothing_and_says_why_under_it(api_url: str,
                                                                        client: httpx.Client) -> None:
     before = client.get("/runs").json()["count"]

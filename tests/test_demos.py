@@ -308,6 +308,11 @@ def test_reversible_exact_is_exact_and_the_adjoint_is_not(demo: Demo) -> None:
     assert [int(r["reversible_nfe_forward"]) for r in table] == [n + 1 for n in steps]  # one evaluation a step
     text = (artifacts / "explanation.md").read_text(encoding="utf-8")
     assert f"over every N_t {result.summary['max_rel_error/reversible']:.1e} (rounding)" in text
+    for solver in ("reversible_heun", "alf"):  # float32 on the expanding field: measured 25× float32's own rounding
+        off = result.summary[f"expanding_float32/{solver}/reversible_vs_direct"]
+        float32 = result.summary[f"expanding_float32/{solver}/direct_vs_float64"]
+        assert off > 5 * float32 > 0, solver
+        assert f"amplified rounding {off / float32:.0f}× on this expanding field" in text
 
 
 @pytest.mark.parametrize(

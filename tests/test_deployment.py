@@ -7,6 +7,7 @@ queue) against real servers; ``test_health_probes_of_the_containers`` runs the h
 from __future__ import annotations
 
 import ast
+import os
 import re
 import sys
 import threading
@@ -175,14 +176,120 @@ def test_gpu_host_file_starts_only_gpu_workers_against_the_main_store(monkeypatc
         load(GPU_HOST, {**env_example(), **SECRETS, "ANODE_MAIN_HOST": ""})
 
 
-def test_stores_have_passwords_volumes_and_append_only(services: dict[str, dict[str, Any]]) -> None:
+def test_stores_have_passwords_volumes_and_append_only(compose: dict[str, Any],
+                                                       services: dict[str, dict[str, Any]]) -> None:
     redis, postgres = services["redis"], services["postgres"]
-    assert "--appendonly yes" in " ".join(redis["command"]) and "--requirepass" in " ".join(redis["command"])
-    assert redis["environment"]["REDIS_PASSWORD"] == "redis-secret"
-    assert "$REDIS_PASSWORD" in " ".join(redis["healthcheck"]["test"])
+    config = redis_config(compose, redis)
+    assert config["appendonly"] == "yes" and config["appendfsync"] == "everysec"
+    assert config["requirepass"] == "redis-secret"
     assert postgres["environment"]["POSTGRES_PASSWORD"] == "pg-secret"
     assert any(v.endswith(":/var/lib/postgresql/data") for v in postgres["volumes"])
     assert any(v.endswith(":/data") for v in redis["volumes"])
+
+
+def redis_config(compose: dict[str, Any], redis: dict[str, Any]) -> dict[str, str]:
+    """The directives of the config file the redis command line names, as Compose writes it into the container."""
+    path = redis["command"][1]
+    mounted = [c for c in redis["configs"] if c["target"] == path]
+    assert len(mounted) == 1, f"{path} is not mounted from a Compose config"
+    lines = compose["configs"][mounted[0]["source"]]["content"].splitlines()
+    return dict(line.split(None, 1) for line in lines if line.strip() and not line.startswith("#"))
+
+
+def test_redis_runs_as_its_own_user_with_its_password_off_every_command_line(
+        services: dict[str, dict[str, Any]]) -> None:
+    """Finding 20.9: Redis was started through ``sh -c`` as root with ``--requirepass`` in its argv, and its health
+    check passed the password with ``-a``: both visible in ``ps``. Now the image's entrypoint ``exec``s
+    redis-server directly as the ``redis`` user, the password is in a config file, and redis-cli reads it from
+    ``REDISCLI_AUTH``."""
+    redis = services["redis"]
+    assert redis["user"] == "redis"
+    assert redis["command"] == ["redis-server", "/usr/local/etc/redis/redis.conf"]
+    assert redis["environment"] == {"REDISCLI_AUTH": "redis-secret"}
+    test = redis["healthcheck"]["test"]
+    assert test[0] == "CMD-SHELL" and "redis-cli ping" in test[1]
+    assert "-a " not in test[1] and "--pass" not in test[1] and "--user" not in test[1]
+
+
+def test_the_redis_config_and_health_check_work_on_a_real_redis(compose: dict[str, Any],
+                                                                services: dict[str, dict[str, Any]],
+                                                                tmp_path: Path) -> None:
+    """The config Compose writes, served by a real redis-server (on a free loopback port): a client needs the
+    password, the health check passes with ``REDISCLI_AUTH`` and fails without the right one, and the server's
+    command line holds no password."""
+    import shutil
+    import subprocess
+
+    from conftest import missing
+    from service_helpers import free_port, wait_for
+
+    server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if server is None or cli is None:
+        missing("redis-server and redis-cli are not installed (scripts/test installs Debian's redis)")
+    redis = services["redis"]
+    port = free_port()
+    conf = tmp_path / "redis.conf"
+    conf.write_text(compose["configs"]["redis-conf"]["content"] + f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\n")
+    process = subprocess.Popen([server, str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    check = redis["healthcheck"]["test"][1].replace("redis-cli", f"redis-cli -p {port}")
+
+    def health(password: str | None) -> bool:
+        env = {"PATH": os.environ["PATH"], **({"REDISCLI_AUTH": password} if password is not None else {})}
+        return subprocess.run(["sh", "-c", check], env=env, timeout=10, check=False).returncode == 0
+
+    try:
+        wait_for(lambda: health(redis["environment"]["REDISCLI_AUTH"]), 20, "redis-server to answer the health check")
+        assert not health(None) and not health("wrong")
+        assert b"redis-secret" not in Path(f"/proc/{process.pid}/cmdline").read_bytes()
+        assert (tmp_path / "appendonlydir").is_dir()  # append-only, as configured
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@pytest.mark.parametrize("path", [COMPOSE, GPU_HOST], ids=["compose", "gpu-host"])
+def test_no_secret_is_on_a_command_line(path: Path) -> None:
+    """Command lines and health checks are argv, which ``ps`` and ``docker inspect`` show to anyone on the host."""
+    for name, service in load(path)["services"].items():
+        argv = [*service.get("command", []), *service.get("healthcheck", {}).get("test", [])]
+        for secret in (*SECRETS.values(), *SECRETS["ANODE_API_KEYS"].split(",")):
+            if secret != SECRETS["ANODE_MAIN_HOST"]:
+                assert not any(secret in word for word in argv), f"{name}: {secret} on its command line"
+
+
+def memory_bytes(value: str) -> int:
+    """Compose's byte values: a number with an optional b, k, m or g (powers of 1024)."""
+    match = re.fullmatch(r"(\d+)([bkmg]?)b?", str(value).lower())
+    assert match, f"{value!r} is not a Compose byte value"
+    return int(match.group(1)) * 1024 ** "bkmg".index(match.group(2) or "b")
+
+
+WORKER_OVERHEAD_BYTES = 2 * 2**30
+"""What a worker container needs besides one run's ``ANODE_MAX_RUN_BYTES``: the worker and its forkserver (each
+with torch imported) and the run child's start-up size, over which its limit counts (0.3 GiB of PSS measured on a
+CPU worker running a small training run; a GPU worker's CUDA runtime adds host memory)."""
+
+
+@pytest.mark.parametrize("env", [{}, {"ANODE_MAX_RUN_BYTES": str(12 * 2**30), "ANODE_WORKER_MEMORY": "14g"}],
+                         ids=["defaults", "operator's values"])
+def test_workers_memory_limits_match_the_run_limit(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finding 20.9: no container had a memory limit, while each worker may let a run take half of its host. Each
+    worker container is limited to what one run may take plus the worker itself, without swap, and the API admits
+    runs by the same ``ANODE_MAX_RUN_BYTES`` (a container's default would be half the *host's* memory)."""
+    from backend.settings import Settings
+
+    values = {**env_example(), **SECRETS, **env}
+    services = load(COMPOSE, values)["services"]
+    workers = [services["worker-cpu"], services["worker-gpu"], load(GPU_HOST, values)["services"]["worker-gpu"]]
+    for worker in [services["api"], *workers]:
+        for key, value in worker["environment"].items():
+            monkeypatch.setenv(key, str(value))
+        assert Settings().max_run_bytes == int(values["ANODE_MAX_RUN_BYTES"])  # one value: API and every worker
+    for worker in workers:
+        limit = memory_bytes(worker["mem_limit"])
+        assert limit >= int(values["ANODE_MAX_RUN_BYTES"]) + WORKER_OVERHEAD_BYTES
+        assert limit <= int(values["ANODE_MAX_RUN_BYTES"]) + 2 * WORKER_OVERHEAD_BYTES  # matched, not just any
+        assert memory_bytes(worker["memswap_limit"]) == limit  # no swap beyond it
 
 
 @pytest.mark.parametrize("secret", ["POSTGRES_PASSWORD", "REDIS_PASSWORD", "ANODE_API_KEYS"])
@@ -198,10 +305,23 @@ def test_secrets_come_from_env_and_the_example_holds_none(secret: str) -> None:
     assert ".env" in (ROOT / ".dockerignore").read_text().split()  # nor sent to an image build
 
 
+PORT = re.compile(r"\$\{(?P<var>ANODE_[A-Z_]+):-127\.0\.0\.1\}:(?P<published>\d+):(?P<target>\d+)")
+
+
 def test_published_ports_default_to_loopback(services: dict[str, dict[str, Any]]) -> None:
-    for name, service in services.items():
-        for port in service.get("ports", []):
+    """Every published port names its host address, from a variable the operator sets, loopback by default: a port
+    written ``8000:8000`` would be published on every interface."""
+    raw = yaml.safe_load(COMPOSE.read_text())["services"]
+    published = {name: service.get("ports", []) for name, service in raw.items()}
+    assert {name for name, ports in published.items() if ports} == {"api", "dashboard", "redis", "postgres"}
+    for name, ports in published.items():
+        for port in ports:
+            assert isinstance(port, str) and PORT.fullmatch(port), f"{name} publishes {port!r}"
+        for port in services[name].get("ports", []):
             assert port.startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback by default"
+    assert "ports" not in yaml.safe_load(GPU_HOST.read_text())["services"]["worker-gpu"]
+    chosen = load(COMPOSE, {**env_example(), **SECRETS, "ANODE_PUBLISH_HOST": "10.1.2.3"})["services"]
+    assert chosen["api"]["ports"] == ["10.1.2.3:8000:8000"]  # only where the operator says so
 
 
 def test_dashboard_image_has_no_torch_and_all_it_imports(services: dict[str, dict[str, Any]]) -> None:

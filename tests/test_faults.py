@@ -35,6 +35,7 @@ from service_helpers import (
 )
 
 from anode_lab.specs import parse_spec
+from anode_lab.specs.train import DATA_FILES
 from backend.db import Database, migrate
 from backend.runs import journal, repository as runs
 from backend.settings import Settings
@@ -206,7 +207,10 @@ def test_loss_becoming_nan_ends_the_run_as_diverged(client: httpx.Client) -> Non
 
 
 def test_failing_training_reports_why(client: httpx.Client, service: Service) -> None:
-    root = service.data_dir / "datasets" / "absent"
+    root = service.data_dir / "datasets" / "damaged"  # files where MNIST's go (the API refuses a root without them)
+    for rel in DATA_FILES["mnist"]:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"not MNIST")
     spec = {"model": "conv_ode", "dataset": "mnist", "root": str(root), "epochs": 1, "device": "cpu"}
     run = wait_status(client, submit(client, "train", spec), ENDED)
     assert run["status"] == "failed" and run["error"]["type"] and run["error"]["traceback"], run

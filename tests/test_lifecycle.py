@@ -190,3 +190,32 @@ def test_cancel_ends_a_queued_run_at_once_and_flags_a_running_one(db: Database) 
     hold.close()
     with db.session(write=True) as session:
         assert not lifecycle.cancel(session, queued)  # ended: nothing to cancel
+
+
+def open_external(db: Database, holder: str = "external:abc") -> Lease:
+    with db.session(write=True) as session:
+        run = runs.add(session, kind="external", name="", spec={}, device="cpu", tags=[])
+        return lifecycle.open_external(session, run, holder)
+
+
+def test_an_external_run_is_held_by_its_tracker_and_failed_as_lost_when_it_goes_quiet(db: Database) -> None:
+    lease = open_external(db)
+    assert (row(db, lease.run_id).status, row(db, lease.run_id).worker) == (RunStatus.RUNNING, "external:abc")
+    with db.session(write=True) as session:
+        assert runs.renew(session, lease)  # its tracker's batches are its heartbeats
+        assert not runs.renew(session, Lease(lease.run_id, "external:other", 1))  # another client holds nothing
+    go_stale(db, lease.run_id)
+    assert reap(db) == []  # never re-queued: no worker could run a script of its own
+    ended = row(db, lease.run_id)
+    assert ended.status == RunStatus.FAILED and ended.error is not None and ended.error["type"] == "Lost"
+    with db.session(write=True) as session:
+        assert not runs.renew(session, lease)  # and its tracker's later writes are refused
+
+
+def test_cancel_ends_an_external_run_at_once(db: Database) -> None:
+    lease = open_external(db)
+    with db.session(write=True) as session:
+        assert lifecycle.cancel(session, lease.run_id)
+    assert row(db, lease.run_id).status == RunStatus.CANCELLED
+    with db.session(write=True) as session:
+        assert not runs.renew(session, lease) and not lifecycle.cancel(session, lease.run_id)

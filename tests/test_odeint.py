@@ -35,7 +35,8 @@ def field_and_state() -> tuple[torch.nn.Module, Tensor]:
 @pytest.mark.parametrize("t", TIMES)
 @pytest.mark.parametrize("method,options", FIXED)
 def test_fixed_grid_methods_give_torchdiffeqs_numbers(method: str, options: dict | None, t: Tensor) -> None:
-    """Same grid, same stages (rk4 is the 3/8 rule there), same linear interpolation: ≤ 1e-12 (measured ≤ 3e-16)."""
+    """Same grid, same stages (rk4 is the 3/8 rule there), same linear interpolation: ≤ 1e-12 (measured
+    2.5e-16 on these problems, 2e-15 on others: agreement to rounding, not bit-identity)."""
     field, y0 = field_and_state()
     expected = torchdiffeq.odeint(field, y0, t, method=method, options=options)
     actual = ac.odeint(field, y0, t, method=method, options=options, gradient=ac.Direct())
@@ -135,7 +136,7 @@ def test_use_gradient_sets_the_default_of_every_solve_that_names_none() -> None:
     assert [graph_functions(y) & {"_AdjointFunctionBackward"} for y in ys] == [{"_AdjointFunctionBackward"}] * 3 + [
         set()  # an explicit method wins
     ]
-    assert "_AnodeFunctionBackward" in graph_functions(outside)  # the default is restored on exit
+    assert "BlockEndBackward" in graph_functions(outside)  # the default (Anode) is restored on exit
 
 
 def graph_functions(y: Tensor) -> set[str]:

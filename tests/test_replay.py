@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import weakref
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from helpers import CUDA_MISSING, FIELD_KINDS, assert_bit_identical, assert_rel_
 from torch import Tensor, nn
 
 import anode_core as ac
+from anode_core.held import listening
 
 FLOAT32_RTOL = 1e-5  # revolve sums per-step parameter gradients in float32 in another order than Direct
 AUTOCAST = [
@@ -158,9 +160,19 @@ class Saved:
         self.tensor = tensor.detach()  # the tensor itself would tie a saved output to its own grad_fn
 
 
+class Kept:
+    """A listener of :mod:`anode_core.held` keeping weak references to what gradient methods announce they keep."""
+
+    def __init__(self) -> None:
+        self.refs: list[weakref.ref[Tensor]] = []
+
+    def hold(self, tensor: Tensor) -> None:
+        self.refs.append(weakref.ref(tensor))
+
+
 def test_the_kept_graph_dies_with_the_output() -> None:
-    """Weak references to everything the forward saved (the last block's kept graph included) die with the
-    output; no thread-local or module global keeps them."""
+    """Weak references to everything the forward saved (the last block's kept saved tensors and the kept block
+    inputs included) die with the output; no thread-local or module global keeps them."""
     saved: list[weakref.ref[Saved]] = []
 
     def pack(tensor: Tensor) -> Saved:
@@ -168,13 +180,24 @@ def test_the_kept_graph_dies_with_the_output() -> None:
         saved.append(weakref.ref(box))
         return box
 
+    kept = Kept()
     model, x = ode_chain("mlp", 2, solver=ac.Euler(), steps=2)
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda box: box.tensor):
+    hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda box: box.tensor)
+    with ac.use_gradient(ac.Anode()), hooks, listening(kept):
         out = model(x.requires_grad_(True))
-    assert sum(r() is not None for r in saved) > 0, "nothing saved is alive: the test proves nothing"
-    del out
+    alive = [r for r in saved if r() is not None] + [r for r in kept.refs if r() is not None]
+    assert len(alive) > len(model), "only the block inputs are alive: the test proves nothing about the kept graph"
+    del out, alive
     gc.collect()
-    assert [r for r in saved if r() is not None] == []
+    assert [r for r in saved if r() is not None] + [r for r in kept.refs if r() is not None] == []
+
+
+@pytest.fixture
+def whole_block_anode() -> Iterator[None]:
+    """``Anode()`` as the default: the kept graph of the latest block is its behaviour (the default, ``checkpoints=
+    "auto"``, keeps nothing)."""
+    with ac.use_gradient(ac.Anode()):
+        yield
 
 
 def backward_evaluations(model: nn.Module, out: Tensor) -> int:
@@ -183,6 +206,7 @@ def backward_evaluations(model: nn.Module, out: Tensor) -> int:
     return nfe.calls
 
 
+@pytest.mark.usefixtures("whole_block_anode")
 @pytest.mark.parametrize("solver", [pytest.param(ac.Euler(), id="euler"), pytest.param(ac.RK4(), id="rk4")])
 def test_another_models_forward_does_not_raise_the_backward_cost(solver: ac.Solver) -> None:
     """Backward recomputes L − 1 blocks of L (the last one's graph is kept), with or without another model's
@@ -198,6 +222,7 @@ def test_another_models_forward_does_not_raise_the_backward_cost(solver: ac.Solv
     assert backward_evaluations(other, other_out) == 1 * steps * solver.stages
 
 
+@pytest.mark.usefixtures("whole_block_anode")
 def test_a_later_block_drops_the_graph_across_layers_in_between() -> None:
     """With ops between the blocks, each block still drops its predecessor's graph: one graph per chain, so
     backward recomputes every block but the last."""

@@ -25,6 +25,8 @@ from service_helpers import (
     wait_status,
 )
 
+from anode_lab.specs.train import DATA_FILES
+
 E2E_ENV = {
     **FAST_LEASES,
     "ANODE_METRICS_FLUSH_SECONDS": "0",  # every complete step is written at once: the store trails by one step
@@ -188,8 +190,11 @@ def test_killed_worker_run_is_requeued_and_finished_without_gaps(client: httpx.C
 
 
 def test_a_failing_run_reports_its_error_with_a_traceback_summary(client: httpx.Client, service: Service) -> None:
-    spec = {"model": "conv_ode", "dataset": "mnist", "root": str(service.data_dir / "datasets" / "none"), "epochs": 1,
-            "device": "cpu"}
+    root = service.data_dir / "datasets" / "damaged"  # files where MNIST's go, so the API admits it
+    for rel in DATA_FILES["mnist"]:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"not MNIST")
+    spec = {"model": "conv_ode", "dataset": "mnist", "root": str(root), "epochs": 1, "device": "cpu"}
     run = wait_status(client, submit(client, "train", spec), {"succeeded", "failed"})
     assert run["status"] == "failed" and run["finished_at"] is not None
     assert run["error"]["type"] and run["error"]["message"] and run["error"]["traceback"]

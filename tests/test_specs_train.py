@@ -111,7 +111,6 @@ def test_an_adaptive_spec_says_what_runs() -> None:
     assert (ode.steps, ode.rtol, ode.atol, ode.step_limit) == (None, 1e-3, 1e-5, 1000)
     assert ode.solver_knobs() == {"rtol": 1e-3, "atol": 1e-5, "max_steps": 1000}
     assert TrainSpec().ode.solver_knobs() == {}
-    assert TrainSpec().ode.planned_steps == 2
 
 
 def test_spec_is_frozen() -> None:

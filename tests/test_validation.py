@@ -88,7 +88,10 @@ def test_gradient_of_the_wrong_type() -> None:
 
 @pytest.mark.parametrize("checkpoints", [-1, 2.5, True, "4"], ids=repr)
 def test_bad_checkpoints(checkpoints: object) -> None:
-    message = r"`checkpoints` must be None \(recompute the whole block\) or an integer ≥ 0; got "
+    message = (
+        r"`checkpoints` must be None \(recompute the whole block\), \"auto\" \(about sqrt\(N_t\) segments\) or an "
+        r"integer ≥ 0 \(revolve slots\); got "
+    )
     with pytest.raises(ValueError, match=message + re.escape(repr(checkpoints))):
         ac.Anode(checkpoints=checkpoints)
     with pytest.raises(ValueError, match=r"`checkpoints` must be None"):

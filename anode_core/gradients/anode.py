@@ -3,133 +3,90 @@
 Gholami, Keutzer & Biros, "ANODE: Unconditionally Accurate Memory-Efficient Gradients for Neural ODEs",
 IJCAI 2019 (arXiv:1902.10298), §3 and Fig. 2: keep only each ODE block's input during the forward pass; in
 backward, recompute that block with its graph and back-propagate through it. With ``checkpoints=c`` the
-block itself is reversed with a binomial (revolve) schedule, so memory no longer grows with N_t.
+block itself is reversed with a binomial (revolve) schedule, so memory no longer grows with N_t; with
+``checkpoints="auto"`` the block is cut into about ``sqrt(N_t)`` segments whose starts are kept, each rebuilt once.
+The recomputation is :mod:`anode_core.gradients.recompute`'s: the forward graph is autograd's own, its saved
+tensors rebuilt on demand, so closures, buffers and a tensor time get their gradients with no parameter list.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
 
-from anode_core.gradients.adaptive import adaptive_anode
-from anode_core.gradients.base import GradientMethod, vjp
-from anode_core.gradients.recompute import recompute_block
-from anode_core.held import listeners
+from anode_core.gradients.adaptive import stitched
+from anode_core.gradients.base import GradientMethod
+from anode_core.gradients.recompute import BlockEnd, Recomputation, StoredStarts, drop_kept_upstream
+from anode_core.gradients.revolve import RevolveStarts
 from anode_core.problem import Problem
-from anode_core.replay import AutocastState, RngState
+from anode_core.reversible import ReversibleSolver
 
 
 @dataclass(frozen=True)
 class Anode(GradientMethod):
     """Checkpoint the block input, recompute the block in backward.
 
-    ``checkpoints=None`` recomputes the whole block once and back-propagates once (memory ``L·S + s·N_t·A``).
-    ``checkpoints=c`` keeps at most ``c`` states inside the block besides its input and reverses it with
-    Griewank & Walther's binomial schedule (ACM TOMS 26(1), 2000), memory ``(L + c)·S + s·A``. Both return the
-    gradient of exactly the network that was computed, identical to :class:`~anode_core.Direct`. Without
-    checkpoints the latest block of a chain keeps its graph until the next block starts (see
-    :class:`_KeptGraph`), so a chain of L blocks recomputes L − 1 of them.
+    ``checkpoints=None`` recomputes the whole block once (memory ``L·S + s·N_t·A``). ``checkpoints=c`` keeps at
+    most ``c`` states inside the block besides its input and reverses it with Griewank & Walther's binomial
+    schedule (ACM TOMS 26(1), 2000), memory ``(L + c)·S + s·A``. ``checkpoints="auto"`` keeps the start of every
+    ``k = ⌈sqrt(N_t)⌉``-th step and rebuilds one segment of ``k`` steps at a time (Chen et al. 2016,
+    arXiv:1604.06174), memory ``L·S + (N_t/k)·S + k·s·A`` for one extra forward pass: on an adaptive solve, the
+    accepted steps' states are kept only at segment starts (TorchDiffEqPack's ACA keeps every one). All return the
+    gradient of exactly the network that was computed; on CPU it is bit-identical to :class:`~anode_core.Direct`'s
+    (the same ops, summed by autograd in the same order). Without checkpoints the latest block of a chain keeps
+    what its forward saved until the next block starts (:func:`~anode_core.gradients.recompute.drop_kept_upstream`),
+    so a chain of L blocks recomputes L − 1 of them.
     """
 
-    checkpoints: int | None = None
+    checkpoints: int | str | None = None
 
     name = "anode"
     exact = True
 
     def __post_init__(self) -> None:
         c = self.checkpoints
-        if c is not None and (isinstance(c, bool) or not isinstance(c, int) or c < 0):
+        if c != "auto" and c is not None and (isinstance(c, bool) or not isinstance(c, int) or c < 0):
             raise ValueError(
-                f"`checkpoints` must be None (recompute the whole block) or an integer ≥ 0; got {c!r}"
+                f"`checkpoints` must be None (recompute the whole block), \"auto\" (about sqrt(N_t) segments) or "
+                f"an integer ≥ 0 (revolve slots); got {c!r}"
             )
 
     def solve(self, problem: Problem, z0: Tensor) -> Tensor:
         if problem.adaptive and problem.grid is None:
-            return adaptive_anode(problem, self.checkpoints, z0)
-        # apply() reports needs_input_grad even under no_grad, so the grad mode is read here, outside
-        z1: Tensor = _AnodeFunction.apply(problem, self.checkpoints, torch.is_grad_enabled(), z0, *problem.params)
-        return z1
+            z1, settled = problem.settle(z0)
+            if not torch.is_grad_enabled():
+                return z1
+            return stitched(self.recompute(settled, z0, keep_whole=False), z1)
+        return self.recompute(problem, z0, keep_whole=True)
 
-
-class _KeptGraph:
-    """The graph of a whole-block Anode forward, kept until the next Anode block of the same chain starts.
-
-    Backward visits the blocks in reverse, so the last block computed is the first differentiated: keeping its
-    graph spares its recomputation. Only the block's autograd node (its ``ctx``) holds it, so it lives exactly
-    as long as the output's autograd history: an output dropped without backward (an evaluation with grad
-    enabled, an exception, a probe) frees it. A block whose input descends from an earlier block's output
-    drops that block's graph (:func:`_drop_graphs_upstream`), so a chain holds one block's graph at a time,
-    the same ``s·N_t·A`` that recomputation holds in backward anyway: the memory model ``L·S + s·N_t·A`` is
-    unchanged and the cost drops from one extra forward pass to ``(L − 1)/L`` of one. Another model's forward
-    in between touches nothing of this chain.
-    """
-
-    __slots__ = ("z", "z1")
-
-    def __init__(self, z: Tensor, z1: Tensor) -> None:
-        self.z: Tensor | None = z
-        self.z1: Tensor | None = z1
-
-    def take(self) -> tuple[Tensor, Tensor] | None:
-        z, z1 = self.z, self.z1
-        self.z = self.z1 = None
-        return None if z is None or z1 is None else (z, z1)
-
-
-def _drop_graphs_upstream(z0: Tensor) -> None:
-    """Drop the kept graph of every Anode block that ``z0`` descends from without another Anode block between.
-
-    The walk stops at Anode nodes: it visits the ops between this block and the Anode blocks before it (the
-    whole history of ``z0`` when there is none), a few Python steps per op next to the block's forward pass.
-    """
-    pending = [z0.grad_fn]
-    seen: dict[int, object] = {}  # holding the nodes keeps their ids from being reused during the walk
-    while pending:
-        node = pending.pop()
-        if node is None or id(node) in seen:
-            continue
-        seen[id(node)] = node
-        if isinstance(node, _AnodeFunction._backward_cls):
-            ctx: Any = node  # a custom Function's autograd node is its ctx
-            if ctx.kept is not None:
-                ctx.kept.take()
-            continue
-        pending.extend(next_node for next_node, _ in node.next_functions)
-
-
-class _AnodeFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(
-        ctx: Any, problem: Problem, checkpoints: int | None, grad_mode: bool, z0: Tensor, *params: Tensor
-    ) -> Tensor:
-        ctx.problem = problem
-        ctx.checkpoints = checkpoints
-        ctx.rng = RngState.capture(z0)
-        ctx.autocast = AutocastState.capture(z0)
-        ctx.listeners = listeners()
-        ctx.save_for_backward(z0)
-        ctx.kept = None
-        if checkpoints is not None or not grad_mode or not any(ctx.needs_input_grad[3:]):
+    def recompute(self, problem: Problem, z0: Tensor, keep_whole: bool) -> Tensor:
+        """``z(t1)`` with the forward's graph, whose saved tensors are rebuilt in backward. What the last segment
+        saved is kept until the next block starts (backward needs it first), and without checkpoints that is the
+        whole block: not on an adaptive solve (``keep_whole=False``), whose forward already ran the controller,
+        where the block input alone is kept, as in the ACA."""
+        if not torch.is_grad_enabled():
             return problem.advance(z0, 0, problem.steps)
-        _drop_graphs_upstream(z0)  # before building this one: one block's graph at a time per chain
-        with torch.enable_grad():
-            z = z0.detach().requires_grad_(ctx.needs_input_grad[3])
-            z1 = problem.advance(z, 0, problem.steps)
-        ctx.kept = _KeptGraph(z, z1)
-        return z1.detach()
+        n, c = problem.steps, self.checkpoints
+        if c is None or isinstance(problem.solver, ReversibleSolver):  # a reversible solver runs from 0 only
+            drop_kept_upstream(z0)  # before building this one: one block's saved tensors at a time per chain
+            recomputation = Recomputation(problem, (0, n), StoredStarts(), 0 if keep_whole else None)
+        elif c == "auto":
+            drop_kept_upstream(z0)
+            bounds = (*range(0, n, auto_segment(n)), n)
+            recomputation = Recomputation(problem, bounds, StoredStarts(), kept_from=len(bounds) - 2)
+        else:
+            recomputation = Recomputation(problem, range(n + 1), RevolveStarts(problem, int(c)), kept_from=None)
+        z1 = recomputation.forward(z0)
+        if not z1.requires_grad:  # nothing the field touched needs a gradient
+            return z1
+        out: Tensor = BlockEnd.apply(z1, recomputation)
+        return out
 
-    @staticmethod
-    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
-        (z0,) = ctx.saved_tensors
-        problem: Problem = ctx.problem
-        wanted = ctx.needs_input_grad[3:]
-        kept = ctx.kept.take() if ctx.kept is not None else None
-        ctx.kept = None
-        if kept is not None:
-            with torch.enable_grad():
-                return (None, None, None, *vjp(kept[1], (kept[0], *problem.params), wanted, grad_out))
-        grads = recompute_block(ctx, problem, z0, grad_out, wanted)
-        return (None, None, None, *grads)
+
+def auto_segment(steps: int) -> int:
+    """Steps per segment of ``checkpoints="auto"``: ``⌈sqrt(N_t)⌉`` balances the kept starts against one
+    segment's graph."""
+    return max(1, math.ceil(math.sqrt(steps)))

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from anode_core.gradients.base import vjp
+from anode_core.gradients.base import check_reach, vjp
 from anode_core.problem import Problem
 from anode_core.solvers import State
 
@@ -24,12 +24,21 @@ def adjoint_start(ctx: Any, grad_out: Tensor) -> tuple[Problem, tuple[bool, ...]
     wanted: tuple[bool, ...] = ctx.needs_input_grad[2:]
     params = [p for p, w in zip(problem.params, wanted[1:], strict=True) if w]
 
+    checked = False
+
     def augmented(t: float, y: State) -> State:
         """d/dt (z, a, g) = (f, −aᵀ∂f/∂z, −aᵀ∂f/∂θ)."""
+        nonlocal checked
         with torch.enable_grad():
             z = y[0].detach().requires_grad_(True)
             fz = problem.field(t, z)
-            grads = vjp(fz, (z, *params), [True] * (1 + len(params)), y[1])
+            if not checked:
+                check_reach(fz, z, problem.params, "Adjoint()")
+                checked = True
+            if fz.requires_grad:
+                grads = vjp(fz, (z, *params), [True] * (1 + len(params)), y[1])
+            else:  # a field of t alone, with no parameter: nothing flows back through it
+                grads = [torch.zeros_like(x) for x in (z, *params)]
         return (fz.detach(), *(torch.neg(g) for g in grads if g is not None))  # all wanted: none is None
 
     y: State = (z1.detach(), grad_out, *(torch.zeros_like(p) for p in params))

@@ -36,3 +36,34 @@ def vjp(output: Tensor, inputs: Sequence[Tensor], wanted: Sequence[bool], grad_o
         g = next(grads)
         out.append(torch.zeros_like(x) if g is None else g)
     return out
+
+
+def check_reach(output: Tensor, state: Tensor, params: Sequence[Tensor], method: str) -> None:
+    """Raise when ``output`` (one field evaluation at the leaf ``state``) depends on a tensor that needs a gradient
+    but is not among ``params``: a method that integrates ``aᵀ∂f/∂θ`` for the listed ``θ`` alone cannot give it,
+    and silently leaving its ``.grad`` empty is what this check exists to prevent.
+
+    Walks the evaluation's graph once, down to its leaves (the history of a tensor the field closes over included).
+    """
+    known = {id(p) for p in params} | {id(state)}
+    missing: list[Tensor] = []
+    pending, seen = [output.grad_fn], set()
+    while pending:
+        node = pending.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        variable = getattr(node, "variable", None)
+        if isinstance(variable, Tensor):
+            if id(variable) not in known:
+                missing.append(variable)
+            continue
+        pending.extend(next_node for next_node, _ in node.next_functions)
+    if missing:
+        shapes = ", ".join(f"a tensor of shape {tuple(t.shape)}" for t in missing[:3])
+        raise ValueError(
+            f"the field uses {len(missing)} tensor(s) that need a gradient but are not in `adjoint_params` "
+            f"({shapes}{', …' if len(missing) > 3 else ''}); gradient={method} gives gradients to the listed tensors "
+            "only: pass every tensor the field uses in adjoint_params=[...] (odesolve: params=(...)), or use "
+            "gradient=Anode() or Direct(), which reach every tensor the field touches"
+        )

@@ -10,19 +10,20 @@ the right part with ``c - 1`` slots and then the left part with ``c``. With ``h 
 and a split attains it exactly when ``n − beta(h − 1, r) ≤ m ≤ beta(h, r − 1)`` and
 ``beta(h, r − 2) ≤ m ≤ n − beta(h − 1, r − 1)``; :func:`split_point` takes the smallest such ``m``. With no
 free slot every step is replayed from the segment's start: ``n(n − 1)/2`` steps. Backward then makes
-``s·(advanced + n)`` field evaluations for an ``s``-stage solver (``n`` steps recomputed with their graph).
+``s·(advanced + n)`` field evaluations for an ``s``-stage solver (``n`` steps recomputed with their graph), each step
+rebuilt by :class:`~anode_core.gradients.recompute.Recomputation` when autograd first asks for what it saved.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from math import comb
 
 import torch
 from torch import Tensor
 
-from anode_core.gradients.base import vjp
+from anode_core.gradients.recompute import Snapshot
 from anode_core.held import note_held
 from anode_core.problem import Problem
 from anode_core.replay import RngState
@@ -53,15 +54,6 @@ class Free:
 
 
 Action = Store | Reverse | Free
-
-
-@dataclass
-class _Snapshot:
-    """A state at grid point ``n`` and the RNG state from which the forward pass left it."""
-
-    n: int
-    z: Tensor
-    rng: RngState
 
 
 def _beta(held: int, sweeps: int) -> int:
@@ -112,51 +104,49 @@ def _segment(start: int, stop: int, slots: int) -> Iterator[Action]:
     yield from _segment(start, mid, slots)
 
 
-def revolve_backward(
-    problem: Problem,
-    z0: Tensor,
-    rng0: RngState,
-    grad_out: Tensor,
-    slots: int,
-    wanted: Sequence[bool],
-) -> list[Tensor | None]:
-    """Gradients of ``<grad_out, z_N>`` w.r.t. ``(z0, *params)`` holding at most ``slots`` extra states."""
-    params = problem.params
-    acc: list[Tensor | None] = [torch.zeros_like(p) if w else None for p, w in zip(params, wanted[1:], strict=True)]
-    held = {0: _Snapshot(0, z0.detach(), rng0)}
-    grad = grad_out
-    for action in binomial_schedule(problem.steps, slots):
-        match action:
-            case Store(source, target):
-                held[target] = _advance(problem, held[source], target)
-                note_held(held[target].z)
-            case Reverse(source, step):
-                grad = _step_backward(problem, _advance(problem, held[source], step), grad, acc, wanted)
-            case Free(point):
-                del held[point]
-    return [grad if wanted[0] else None, *acc]
+class RevolveStarts:
+    """The start of step ``n`` in backward, from a binomial schedule with ``slots`` free checkpoints.
+
+    Backward asks for the steps from the last to the first; each request drives the schedule to its ``Reverse`` of
+    that step, storing and freeing states on the way, and advances without a graph from the held state it names.
+    A request out of that order (a second backward through a retained graph) starts the schedule again.
+    """
+
+    def __init__(self, problem: Problem, slots: int) -> None:
+        self.problem = problem
+        self.slots = slots
+        self.first: Snapshot | None = None
+        self.held: dict[int, Snapshot] = {}
+        self.actions: Iterator[Action] = iter(())
+
+    def record(self, segment: int, n: int, z: Tensor) -> None:
+        if segment == 0:
+            self.first = Snapshot(n, z.detach(), RngState.capture(z))
+            note_held(self.first.z)
+
+    def start(self, segment: int) -> Snapshot:
+        for restarted in (False, True):
+            if restarted:
+                assert self.first is not None  # recorded by the forward pass
+                self.held = {0: self.first}
+                self.actions = binomial_schedule(self.problem.steps, self.slots)
+            for action in self.actions:
+                match action:
+                    case Store(source, target):
+                        self.held[target] = _advance(self.problem, self.held[source], target)
+                        note_held(self.held[target].z)
+                    case Reverse(source, step) if step == segment:
+                        return _advance(self.problem, self.held[source], step)
+                    case Free(point):
+                        del self.held[point]
+        raise RuntimeError(f"the binomial schedule never reverses step {segment} of {self.problem.steps}")
 
 
-def _advance(problem: Problem, start: _Snapshot, n: int) -> _Snapshot:
+def _advance(problem: Problem, start: Snapshot, n: int) -> Snapshot:
     """The snapshot at grid point ``n``, recomputed without a graph from ``start``, RNG replayed."""
     if n == start.n:
         return start
     start.rng.restore()
     with torch.no_grad():
         z = problem.advance(start.z, start.n, n)
-    return _Snapshot(n, z, RngState.capture(z))
-
-
-def _step_backward(
-    problem: Problem, snap: _Snapshot, grad: Tensor, acc: list[Tensor | None], wanted: Sequence[bool]
-) -> Tensor:
-    """One step recomputed with its graph and back-propagated; parameter gradients are accumulated."""
-    snap.rng.restore()
-    want_z = snap.n > 0 or wanted[0]
-    z = snap.z.detach().requires_grad_(want_z)
-    out = problem.step(z, snap.n)
-    grads = vjp(out, (z, *problem.params), (want_z, *wanted[1:]), grad)
-    for total, g in zip(acc, grads[1:], strict=True):
-        if total is not None and g is not None:
-            total.add_(g)
-    return grads[0] if grads[0] is not None else torch.zeros_like(z)  # the block input's, when it is not wanted
+    return Snapshot(n, z, RngState.capture(z))

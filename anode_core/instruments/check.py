@@ -98,10 +98,11 @@ class CheckReport:
 
 
 def default_methods() -> tuple[GradientMethod, ...]:
-    """``Direct``, ``Anode``, ``Anode(checkpoints=2)``, ``Adjoint``, ``Adjoint(reconstruct=False)``, and every
-    other registered method (``Reversible`` where installed) with its default knobs."""
+    """``Direct``, ``Anode``, ``Anode(checkpoints='auto')`` (the default of every solve that names none),
+    ``Anode(checkpoints=2)``, ``Adjoint``, ``Adjoint(reconstruct=False)``, and every other registered method
+    (``Reversible`` where installed) with its default knobs."""
     listed: tuple[GradientMethod, ...] = (
-        Direct(), Anode(), Anode(checkpoints=2), Adjoint(), Adjoint(reconstruct=False)
+        Direct(), Anode(), Anode(checkpoints="auto"), Anode(checkpoints=2), Adjoint(), Adjoint(reconstruct=False)
     )
     known = {type(m) for m in listed}
     return listed + tuple(cls() for cls in GRADIENTS.values() if cls not in known)

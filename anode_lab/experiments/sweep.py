@@ -42,6 +42,7 @@ from anode_lab.experiments.sweep_table import (
 )
 from anode_lab.experiments.threads import torch_threads
 from anode_lab.experiments.train import DTYPES, resolve_device
+from anode_lab.failures import is_out_of_memory
 from anode_lab.specs.common import SOLVERS, GradientSpec, OdeSpec
 from anode_lab.specs.compare import Cell, CompareSpec
 from anode_lab.status import RunStatus
@@ -90,7 +91,7 @@ def _measure(spec: CompareSpec, cells: list[Cell], ctx: RunContext, offset: int,
                 setting = _Setting(spec, cell, device)
             row = setting.measure(cell, spec.timing_repeats)
         except RuntimeError as exc:  # the adaptive controller's step limit, underflow or a non-finite state
-            if cell.rtol is None:
+            if cell.rtol is None or is_out_of_memory(exc):  # memory is the machine's limit, not the step limit's
                 raise
             if done is not None:
                 write_csv(ctx, "results.csv", [*done, *rows], COLUMNS)

@@ -23,6 +23,7 @@ from anode_lab.specs.common import (
     OdeSpec,
     SolverName,
     SpecModel,
+    control_character,
 )
 
 ModelName = Literal["mlp_ode", "conv_ode", "resnet_ode", "squeezenext_ode"]
@@ -34,6 +35,15 @@ POINT_SETS = ("moons", "circles", "spirals")
 LOCAL_SETS = ("mnist", "cifar10", "cifar100")
 """Image sets read through torchvision from a local folder (``root``)."""
 CIFAR_SETS = ("cifar10", "cifar100")
+DATA_FILES: dict[str, tuple[str, ...]] = {
+    "mnist": tuple(f"MNIST/raw/{split}-{kind}-ubyte.gz" for split in ("train", "t10k")
+                   for kind in ("images-idx3", "labels-idx1")),
+    "cifar10": tuple(f"cifar-10-batches-py/{name}" for name in (
+        *(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta")),
+    "cifar100": ("cifar-100-python/train", "cifar-100-python/test", "cifar-100-python/meta"),
+}
+"""The files of each local set under its ``root``, in the layout torchvision writes (torch-free, so the API can
+look for them; a test checks them against torchvision's own lists, which the loader verifies by MD5)."""
 MODEL_DATASETS: dict[str, tuple[str, ...]] = {
     "mlp_ode": POINT_SETS,
     "conv_ode": ("digits", "mnist", *CIFAR_SETS),
@@ -140,6 +150,9 @@ class TrainSpec(SpecModel):
     @field_validator("root")
     @classmethod
     def _root_for_local_sets(cls, root: str | None, info: ValidationInfo) -> str | None:
+        problem = control_character(root) if root is not None else None
+        if problem:
+            raise ValueError(f"`root` {problem}")
         dataset = info.data.get("dataset")
         if dataset is None:
             return root

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from backend.runs.schemas import RunPublic, Tag
+from backend.runs.schemas import RunPublic, StoredText, Tag
 
 MAX_METHODS = 8
 """Runs one group may create (the catalog lists fewer methods than this, with their variants)."""
@@ -24,7 +24,7 @@ class GroupCreate(BaseModel):
     methods: list[dict[str, Any]] = Field(
         min_length=1, max_length=MAX_METHODS,
         description='gradient settings, one run each: [{"method": "direct"}, {"method": "anode", "checkpoints": 2}]')
-    name: str = Field("", max_length=160, description="each run is named `<name> · <method>`")
+    name: StoredText = Field("", max_length=160, description="each run is named `<name> · <method>`")
     tags: list[Tag] = Field(default_factory=list, max_length=20)
 
 

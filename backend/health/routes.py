@@ -12,6 +12,6 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/health")
-async def get_health(request: Request, session: SessionDep, settings: SettingsDep, queues: QueuesDep) -> HealthPublic:
+def get_health(request: Request, session: SessionDep, settings: SettingsDep, queues: QueuesDep) -> HealthPublic:
     streams = StreamsPublic(active=request.app.state.streams.active, limit=settings.max_streams)
     return service.health(session, settings, queues, streams)

@@ -16,27 +16,17 @@ batches from a background thread.
 
 from __future__ import annotations
 
-import re
 import threading
 from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 
+from anode_lab.names import check_series_name
 from backend.runs import journal
 from backend.runs.lifecycle import Hold
 from backend.runs.repository import MetricRow
-from backend.runs.schemas import SERIES_NAME_MAX, SERIES_NAME_PATTERN
 
 REPLAY_CHUNK = 5000
-_SERIES_NAME = re.compile(SERIES_NAME_PATTERN)
-
-
-def check_series_name(name: str) -> None:
-    """The API's contract for a series name, held at the one place names are stored: a name it refuses here would
-    be stored yet never selectable by ``GET /runs/{id}/metrics?series=``."""
-    if not (len(name) <= SERIES_NAME_MAX and _SERIES_NAME.fullmatch(name)):
-        raise ValueError(f"series name {name!r} is outside the API's contract: 1 to {SERIES_NAME_MAX} ASCII letters, "
-                         "digits and _ . : / ( ) + = -; rename the series")
 Report = tuple[int, tuple[str, ...], tuple[float, ...]]
 
 

@@ -38,7 +38,9 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from backend.db import Database, after_commit
+from anode_lab.status import RunStatus
+from backend.db import Database, after_commit, utcnow
+from backend.models import Run
 from backend.runs import repository as runs
 from backend.runs.repository import MetricRow
 from backend.workers import repository as workers
@@ -64,8 +66,13 @@ class LeaseLost(RuntimeError):
 
 # ------------------------------------------------------------------------------------------------- API side
 def cancel(session: Session, run_id: int) -> bool:
-    """A queued run ends at once; a running one is flagged, and its worker ends it at its next step. False when
-    the run is in neither state any more (it ended meanwhile)."""
+    """A queued run ends at once; a running one is flagged, and its worker ends it at its next step (an external
+    run, which no worker holds, ends at once and its tracker's later writes are refused). False when the run is
+    in none of these states any more (it ended meanwhile)."""
+    run = runs.get(session, run_id)
+    if run is not None and run.kind == EXTERNAL and run.worker is not None:
+        return runs.finish(session, Lease(run_id, run.worker, run.attempt), status=RunStatus.CANCELLED,
+                           message="cancelled; the tracking script's further points are refused")
     return runs.cancel_queued(session, run_id) or runs.request_cancel(session, run_id)
 
 
@@ -111,7 +118,7 @@ def reap(session: Session, *, cutoff: datetime, retry_limit: int, space: str | N
     Returns ``(run id, device)`` of the runs to enqueue once ``session`` commits."""
     lost: list[tuple[int, int, str, datetime | None, str | None, str]] = [
         (run_id, attempt, device, cutoff, None, "its lease expired")
-        for run_id, attempt, device in runs.stale(session, cutoff)]
+        for run_id, attempt, device in runs.stale(session, cutoff, kind=None)]
     for worker_id, pid, hostname in workers.in_space(session, space) if space else []:
         if pid != os.getpid() and not alive(pid):
             lost += [(run_id, attempt, device, None, worker_id, f"its process {pid} on {hostname} is gone")
@@ -129,7 +136,27 @@ def reap(session: Session, *, cutoff: datetime, retry_limit: int, space: str | N
                      "message": f"its worker was lost {attempt} times (ANODE_RETRY_LIMIT={retry_limit}); last: {why}"}
             if runs.fail_lost(session, run_id, error, cutoff=stale_before, worker=holder):
                 log.warning("run %s failed: %s", run_id, error["message"])
+    for quiet, _, _ in runs.stale(session, cutoff, kind=EXTERNAL):  # a script that went quiet is not re-run
+        error = {"type": "Lost", "traceback": [], "message": "the tracking script stopped sending (killed, or its "
+                 "machine was lost); its points up to then are kept"}
+        if runs.fail_lost(session, quiet, error, cutoff=cutoff):
+            log.warning("external run %s failed: its tracking script stopped sending", quiet)
     return requeue
+
+
+# ----------------------------------------------------------------------------------------- external runs
+EXTERNAL = "external"
+"""A run of a user's own training loop (``anode_lab.track``): no worker runs it; its tracker holds it the way a
+worker holds a run, for one attempt, and the reaper fails it as lost (never re-queues it) when it goes quiet."""
+
+
+def open_external(session: Session, run: Run, holder: str) -> Lease:
+    """Hold a just-added external run for its tracker ``holder``."""
+    now = utcnow()
+    run.status, run.worker, run.attempt, run.started_at, run.heartbeat, run.updated_at = (
+        RunStatus.RUNNING, holder, 1, now, now, now)
+    session.flush()
+    return Lease(run.id, holder, 1)
 
 
 def progress_row(progress: tuple[int, int, str] | None) -> dict[str, Any] | None:

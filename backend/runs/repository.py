@@ -141,13 +141,13 @@ def release(session: Session, lease: Lease, message: str) -> bool:
     )
 
 
-def stale(session: Session, cutoff: datetime) -> list[tuple[int, int, str]]:
-    """``(id, attempt, device)`` of running runs whose lease is older than ``cutoff``."""
-    rows = session.execute(
-        select(Run.id, Run.attempt, Run.device).where(Run.status == RunStatus.RUNNING, Run.heartbeat < cutoff,
-                                                      Run.worker != FANNED_OUT)
-    )
-    return [(row.id, row.attempt, row.device) for row in rows]
+def stale(session: Session, cutoff: datetime, *, kind: str | None) -> list[tuple[int, int, str]]:
+    """``(id, attempt, device)`` of running runs whose lease is older than ``cutoff``: a worker's (``kind=None``),
+    else those of ``kind`` (``external``: a tracker's)."""
+    query = select(Run.id, Run.attempt, Run.device).where(Run.status == RunStatus.RUNNING, Run.heartbeat < cutoff,
+                                                          Run.worker != FANNED_OUT)  # its parts' leases count
+    query = query.where(Run.kind != "external") if kind is None else query.where(Run.kind == kind)
+    return [(row.id, row.attempt, row.device) for row in session.execute(query)]
 
 
 def held_by(session: Session, worker: str) -> list[tuple[int, int, str]]:

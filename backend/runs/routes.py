@@ -1,10 +1,10 @@
 """``/runs`` endpoints: parse the request, call the service, shape the response. Nothing else.
 
-Reads that are a few indexed queries (one run, a page of runs, artifact lists, an incremental metrics poll) are
-``async def`` and run on the event loop: on SQLite they take well under a millisecond, less than a hop to the
-thread pool, and threads contending for the GIL with the loop triple the tail latency (``bench/service.py``).
-What may wait or grow with a run's size runs on worker threads: writes (plain ``def``; they may queue for
-SQLite's write lock) and whole metric histories.
+Every route and dependency that touches the store is plain ``def`` (FastAPI runs it on its thread pool, as the
+FastAPI template does), so no SQLAlchemy call ever blocks the event loop, whatever the store: a PostgreSQL round
+trip or SQLite's write lock stalls one thread, not every request. The one ``async def`` is the event stream, which
+waits on the loop between polls and reads the store only on a worker thread (``backend/runs/events.py``).
+``tests/test_event_loop.py`` holds this: it fails if any route runs SQL on the event loop.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def create_run(body: RunCreate, session: SessionDep, settings: SettingsDep, queu
 
 
 @router.get("")
-async def list_runs(
+def list_runs(
     session: SessionDep,
     settings: SettingsDep,
     status: RunStatus | None = None,
@@ -61,13 +61,13 @@ async def list_runs(
 
 
 @router.get("/{run_id}")
-async def get_run(run_id: RunId, session: SessionDep, settings: SettingsDep) -> RunPublic:
+def get_run(run_id: RunId, session: SessionDep, settings: SettingsDep) -> RunPublic:
     return service.get_run(session, settings, run_id)
 
 
 @router.get("/{run_id}/metrics", response_model=MetricsPublic,
             responses={200: {"content": {"text/csv": {}}, "description": "JSON, or CSV with format=csv"}})
-async def get_metrics(
+def get_metrics(
     run_id: RunId,
     session: SessionDep,
     db: DatabaseDep,
@@ -82,19 +82,18 @@ async def get_metrics(
                                         "many points, keeping each bucket's min and max")] = None,
     format: Literal["json", "csv"] = "json",
 ) -> MetricsPublic | Response:
-    """A run's series, read from the store a page at a time: a page per series answers at once (incremental polls
-    run on the event loop), longer JSON and every CSV are streamed, decimation keeps O(points) in memory."""
+    """A run's series, read from the store a page at a time: a page per series answers at once, longer JSON and
+    every CSV are streamed, decimation keeps O(points) in memory."""
     stream = partial(reads.TimedStreamingResponse, send_timeout=settings.stream_send_timeout_seconds)
     if format == "csv":
-        names = await to_thread.run_sync(service.metric_names, session, run_id, series)
+        names = service.metric_names(session, run_id, series)
         return stream(reads.csv_chunks(db, run_id, names), media_type="text/csv",
                       headers={"Content-Disposition": f'attachment; filename="run-{run_id}-metrics.csv"'})
     if points is not None:
-        return await to_thread.run_sync(partial(service.decimated_metrics, session, run_id, series=series,
-                                                points=points, after_step=after_step, before_step=before_step))
-    read = partial(service.metrics_block, session, run_id, series=series, after_step=after_step,
-                   before_step=before_step)
-    names, whole = read() if after_step is not None else await to_thread.run_sync(read)
+        return service.decimated_metrics(session, run_id, series=series, points=points, after_step=after_step,
+                                         before_step=before_step)
+    names, whole = service.metrics_block(session, run_id, series=series, after_step=after_step,
+                                         before_step=before_step)
     if whole is not None:
         return whole
     return stream(reads.json_chunks(db, run_id, names, after_step=after_step, before_step=before_step),
@@ -140,7 +139,7 @@ def delete_run(run_id: RunId, session: SessionDep, settings: SettingsDep) -> Non
 
 
 @router.get("/{run_id}/artifacts")
-async def list_artifacts(run_id: RunId, session: SessionDep) -> ArtifactsPublic:
+def list_artifacts(run_id: RunId, session: SessionDep) -> ArtifactsPublic:
     return service.list_artifacts(session, run_id)
 
 

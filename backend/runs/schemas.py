@@ -5,18 +5,33 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+from anode_lab.names import SERIES_NAME_MAX, SERIES_NAME_PATTERN
+from anode_lab.specs.common import control_character
 from anode_lab.status import RunStatus
 
-RunKind = Literal["train", "compare", "demo"]
+RunKind = Literal["train", "compare", "demo", "external"]
+"""``external`` runs come from a user's own training loop (``anode_lab.track``, ``POST /external``)."""
+QueuedKind = Literal["train", "compare", "demo"]
+"""The kinds a worker runs from a spec (``POST /runs``)."""
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[\w.\-:+]+$")]
-SERIES_NAME_PATTERN = r"^[A-Za-z0-9_.:/()+=\-]+$"
-"""What a metric series is named (``train_loss``, ``anode/grad_rel_error``, ``adjoint(stored)/loss``): ASCII letters,
-digits and ``_ . : / ( ) + = -``, spelled as a class rather than ``\\w`` so that the schema's regex dialect (ECMA,
-ASCII ``\\w``) and the server's (Unicode ``\\w``) mean the same names."""
-SERIES_NAME_MAX = 64
-"""The store's column width (``metrics.series``)."""
+
+
+def printable(text: str) -> str:
+    """``text`` if both stores (and a reader) take it as text: no control character, no lone surrogate."""
+    problem = control_character(text)
+    if problem:
+        raise ValueError(problem)
+    return text
+
+
+PRINTABLE_PATTERN = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+"""No C0 or C1 control character: what :func:`printable` enforces, as the OpenAPI schema states it."""
+StoredText = Annotated[str, AfterValidator(printable), Field(json_schema_extra={"pattern": PRINTABLE_PATTERN})]
+"""A client's string that is stored: refused (422 naming the field) rather than failing in a store (a NUL is a
+500 on PostgreSQL) or showing up as layout in a reader."""
+
 SERIES_PER_REQUEST = 100
 SeriesName = Annotated[str, StringConstraints(min_length=1, max_length=SERIES_NAME_MAX, pattern=SERIES_NAME_PATTERN)]
 SQL_INT_MIN, SQL_INT_MAX = -(2**63), 2**63 - 1
@@ -29,9 +44,9 @@ class RunCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: RunKind
+    kind: QueuedKind
     spec: dict[str, Any] = Field(default_factory=dict)
-    name: str = Field("", max_length=200)
+    name: StoredText = Field("", max_length=200)
     tags: list[Tag] = Field(default_factory=list, max_length=20)
 
 

@@ -64,6 +64,11 @@ def status_detail(run: Run, live: Liveness) -> str:
             return (f"waiting: no live {queue} worker; start one with `anode-lab worker --device {queue}`"
                     f"{again}")
         return f"waiting in the {queue} queue{again}"
+    if run.status == RunStatus.RUNNING and run.kind == "external":
+        if run.heartbeat is not None and run.heartbeat < live.stale_before:
+            return (f"no word from its tracking script since {run.heartbeat:%H:%M:%S} UTC: a live worker fails it "
+                    "as lost")
+        return "reported by its own training script (anode_lab.track)"
     if run.status == RunStatus.RUNNING:
         if run.worker == runs.FANNED_OUT:
             note = (run.progress or {}).get("note", "")
@@ -125,7 +130,7 @@ def admit_spec(settings: Settings, kind: str, spec: BaseModel) -> BaseModel:
     try:
         return admit(kind, spec, settings.run_limits)
     except SpecRefused as exc:
-        errors = [{"loc": ["spec", *field.split(" ")[0].split(".")], "msg": str(exc), "type": "cost_limit"}
+        errors = [{"loc": ["spec", *field.split(" ")[0].split(".")], "msg": str(exc), "type": exc.error}
                   for field in exc.fields]
         raise InvalidSpec(str(exc), errors=errors) from None
 
@@ -177,6 +182,8 @@ def requeue_stored(db: Database, queues: RunQueues) -> int:
 def rerun(session: Session, settings: Settings, queues: RunQueues, run_id: int) -> RunPublic:
     """A new run with the same kind, spec, name and tags."""
     old = require(session, run_id)
+    if old.kind == "external":
+        raise Conflict(f"run {run_id} came from a training script of your own: run the script again to repeat it")
     again = RunCreate.model_validate({"kind": old.kind, "spec": old.spec, "name": old.name, "tags": old.tags})
     return create_run(session, settings, queues, again)
 

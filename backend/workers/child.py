@@ -28,11 +28,12 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from anode_lab.failures import is_out_of_memory
+
 TRACEBACK_FRAMES = 6
 PRELOAD = ["torch", "sklearn.datasets", "sklearn.model_selection", "torchvision.datasets",
            "anode_lab.experiments.train", "anode_lab.experiments.sweep", "anode_lab.experiments.demos"]
 """Imported once by the forkserver, so no run pays for them (seconds each on a busy machine)."""
-OOM_MARKERS = ("can't allocate memory", "out of memory", "cannot allocate memory")
 
 
 def context() -> multiprocessing.context.ForkServerContext:
@@ -54,11 +55,6 @@ def error_summary(exc: BaseException) -> dict[str, Any]:
     frames = traceback.extract_tb(exc.__traceback__)[-TRACEBACK_FRAMES:]
     return {"type": type(exc).__name__, "message": str(exc),
             "traceback": [f"{Path(f.filename).name}:{f.lineno} in {f.name}: {f.line or ''}".strip() for f in frames]}
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    return isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError)
-                                            and any(m in str(exc).lower() for m in OOM_MARKERS))
 
 
 def is_disk_full(exc: BaseException) -> bool:

@@ -254,7 +254,8 @@ class WorkerProcess:
 
     def admitted_spec(self, kind: str, spec_data: dict[str, Any]) -> dict[str, Any]:
         """The stored spec checked again here (this worker's cost limits and data folders), with ``device: auto``
-        made this worker's device and ``threads`` at most ``ANODE_TORCH_THREADS``."""
+        made this worker's device and ``threads`` at most ``ANODE_TORCH_THREADS``, else at most the cores this
+        worker may use (256 threads on 2 cores only wait on each other)."""
         from anode_lab.specs import parse_spec
         from anode_lab.specs.cost import admit
 
@@ -265,6 +266,8 @@ class WorkerProcess:
         cap, threads = self.settings.torch_threads, getattr(spec, "threads", None)
         if cap is not None and hasattr(spec, "threads") and (threads is None or threads > cap):
             update["threads"] = cap
+        elif cap is None and threads is not None and threads > len(os.sched_getaffinity(0)):
+            update["threads"] = len(os.sched_getaffinity(0))
         return spec.model_copy(update=update).model_dump(mode="json")
 
     def _run(self, hold: Hold) -> None:

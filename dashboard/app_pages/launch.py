@@ -62,7 +62,12 @@ def train_form() -> SpecForm:
             form.omit("noise")
             form.omit("n_samples")
         if dataset in LOCAL_SETS:
-            form.text("root", "Local folder with the torchvision files", placeholder="./data")
+            roots = catalog.get("data_roots", [])
+            files: list[str] = next((d.get("files", []) for d in catalog["datasets"] if d["name"] == dataset), [])
+            form.text("root", "Local folder with the torchvision files", placeholder=roots[0] if roots else None,
+                      note=(f"This service reads data only under {', '.join(f'`{r}`' for r in roots)} (a relative "
+                            f"folder is taken under the first); the folder must hold "
+                            f"{', '.join(f'`{f}`' for f in files)}. Nothing is downloaded."))
         else:
             form.omit("root")
         form.number("width", "Width (MLP state / first conv channels)")

@@ -83,13 +83,14 @@ def live() -> None:
                          help="a running run stops at its next step"):
             call(lambda: api.cancel_run(run["id"]), what="cancel the run")
             st.rerun()
-    elif action.button("Rerun", key="run_detail.rerun", icon=":material/replay:", help="queue the same spec again"):
+    elif run["kind"] != "external" and action.button("Rerun", key="run_detail.rerun", icon=":material/replay:",
+                                                     help="queue the same spec again"):
         new = call(lambda: api.rerun(run["id"]), what="rerun the run")
         if new is not None:
             st.query_params["run"] = str(new["id"])
             st.rerun()
     views.summary_metrics(run)
-    if run["kind"] == "train":
+    if run["kind"] in ("train", "external"):
         views.train_curves(api, run, key="run_detail.train")
     elif run["kind"] == "compare":
         views.sweep_results(api, run, key="run_detail.sweep")

@@ -34,7 +34,7 @@ st.title("Runs")
 
 filters = st.columns([2, 2, 2, 2, 1])
 statuses = filters[0].multiselect("Status", [*ACTIVE, *FINISHED], key="runs.status")
-kinds = filters[1].multiselect("Kind", ["train", "compare", "demo"], key="runs.kind")
+kinds = filters[1].multiselect("Kind", ["train", "compare", "demo", "external"], key="runs.kind")
 tag = filters[2].text_input("Tag", key="runs.tag", placeholder="exact tag").strip() or None
 text = filters[3].text_input("Search", key="runs.search", placeholder="name or method")
 order = st.columns([2, 1, 5])

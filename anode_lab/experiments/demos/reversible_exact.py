@@ -6,6 +6,11 @@ Reversible Heun (Kidger, Foster, Li & Lyons, "Efficient and Accurate Gradients f
 and returns the gradient of the computed solve. The continuous adjoint (Chen et al., NeurIPS 2018) also keeps
 O(L) memory but differentiates the ODE rather than the network: off by O(dt^p) (ANODE §2, Gholami, Keutzer &
 Biros, IJCAI 2019, arXiv:1902.10298). It runs here on the midpoint rule, order 2 like reversible Heun.
+
+Exact holds up to rounding, and rounding is what a reversed solve amplifies: on a field that expands (the same
+field, weights ×3, over ``[0, 3]``) in float32, ``Reversible()`` lands far further from ``Direct`` than float32
+itself is from float64 (:func:`expanding_rows`; the issue-21 measurement on another field: 1.9e-2 for reversible_heun
+at N_t = 10⁴ and 3.5e-2 for alf at N_t = 100, against float32 Direct's 1e-4 from float64).
 """
 
 from __future__ import annotations
@@ -38,6 +43,35 @@ RUNS: dict[str, tuple[str, ac.GradientMethod]] = {
 }
 """Label → (solver, method). ``direct`` is the exact reference of ``reversible``, ``direct(midpoint)`` the
 adjoint's."""
+EXPANDING = (("reversible_heun", 200), ("alf", 100))
+"""(solver, N_t) of the float32 runs on an expanding field: the same field with its weights ×3, over t ∈ [0, 3]."""
+
+
+def expanding_rows(seed: int, device: torch.device) -> list[dict[str, Any]]:
+    """Where reversibility stops being exact: a reversible solve rebuilt backwards amplifies rounding on a field
+    that expands, so in float32 ``Reversible()`` is far further from float32 ``Direct`` than float32 ``Direct`` is
+    from float64 (measured on this field: 5e-4 against 5e-6 for reversible_heun at N_t = 1000, 3.5e-4 against 1.4e-5
+    for alf at N_t = 100)."""
+    rows = []
+    for solver, n in EXPANDING:
+        grads = {}
+        for label, method, dtype in (("reversible32", ac.Reversible(), torch.float32),
+                                     ("direct32", ac.Direct(), torch.float32),
+                                     ("direct64", ac.Direct(), torch.float64)):
+            problem = smooth_problem(seed, device, dtype)
+            with torch.no_grad():
+                for layer in problem.field.modules():
+                    if isinstance(layer, nn.Linear):
+                        layer.weight.mul_(3.0)
+            block = ac.ODEBlock(problem.field, steps=n, solver=solver, t1=3.0, gradient=method)
+            loss = (block(problem.x) - problem.y).square().mean()
+            found = torch.autograd.grad(loss, list(problem.field.parameters()))
+            grads[label] = torch.cat([g.flatten() for g in found]).double()
+
+        rows.append({"solver": solver, "steps": n,
+                     "reversible32_vs_direct32": _rel(grads["reversible32"], grads["direct32"]),
+                     "direct32_vs_direct64": _rel(grads["direct32"], grads["direct64"])})
+    return rows
 
 
 def held_after_forward(model: nn.Module, loss: Callable[[nn.Module], Tensor], method: ac.GradientMethod,
@@ -48,6 +82,17 @@ def held_after_forward(model: nn.Module, loss: Callable[[nn.Module], Tensor], me
         held = meter.current_bytes
     del value
     return held
+
+
+def _amplified(reversible: float, float32: float) -> str:
+    """The sentence says 'amplifies' only when the reversed solve is measured further off than float32 itself."""
+    if reversible > 2 * float32:
+        return f"rebuilding the states backwards amplified rounding {reversible / float32:.0f}× on this expanding field"
+    return "no amplification above float32's own rounding measured here"
+
+
+def _rel(a: Tensor, b: Tensor) -> float:
+    return float((a - b).norm() / b.norm())
 
 
 def run(spec: DemoSpec, ctx: RunContext) -> RunResult:
@@ -91,12 +136,17 @@ def run(spec: DemoSpec, ctx: RunContext) -> RunResult:
                  title="Memory held after the forward pass vs N_t", x_label="N_t (steps per block)",
                  y_label="bytes held for backward (bytes)", log_x=True, log_y=True)
 
+    expanding = expanding_rows(spec.seed, device)
+    write_csv(ctx, "expanding_float32.csv", expanding)
     first, last = rows[0], rows[-1]
     summary: dict[str, float | int | str] = {
         "max_rel_error/reversible": max(float(r["reversible_rel_error"]) for r in rows),
         "min_rel_error/adjoint": min(float(r["adjoint_rel_error"]) for r in rows),
         "slope/adjoint": slope, "expected_slope/adjoint": -ac.solver_named(ADJOINT_SOLVER).order,
     }
+    for r in expanding:
+        summary[f"expanding_float32/{r['solver']}/reversible_vs_direct"] = r["reversible32_vs_direct32"]
+        summary[f"expanding_float32/{r['solver']}/direct_vs_float64"] = r["direct32_vs_direct64"]
     for label in ("reversible", "adjoint", "direct"):
         held = [int(r[f"{label}_held_bytes"]) for r in rows]
         summary[f"held_bytes/{label}/first"], summary[f"held_bytes/{label}/last"] = held[0], held[-1]
@@ -108,6 +158,11 @@ def run(spec: DemoSpec, ctx: RunContext) -> RunResult:
         f"adjoint ({ADJOINT_SOLVER}): relative error {first['adjoint_rel_error']:.2e} at N_t = {first['steps']}, "
         f"{last['adjoint_rel_error']:.2e} at N_t = {last['steps']}: a log-log slope of {slope:.2f} (the "
         f"solver's order predicts {summary['expected_slope/adjoint']})",
+    ] + [
+        f"float32, weights ×3, t1 = 3, {r['solver']} N_t = {r['steps']}: Reversible() is "
+        f"{r['reversible32_vs_direct32']:.1e} from float32 Direct, which is {r['direct32_vs_direct64']:.1e} from "
+        f"float64 Direct: {_amplified(r['reversible32_vs_direct32'], r['direct32_vs_direct64'])}"
+        for r in expanding
     ] + [
         f"{label}: bytes held after the forward pass {span}: {summary[f'held_bytes/{label}/first']} → "
         f"{summary[f'held_bytes/{label}/last']}" for label in ("reversible", "adjoint", "direct")
