@@ -8,152 +8,173 @@
 >>> ys = ac.odeint(func, y0, t, method="dopri5")          # torchdiffeq's signature
 
 The library imports torch and nothing of pydantic, HTTP, SQL or queues; the application (specs, experiments,
-demos, the CLI) lives in :mod:`anode_lab`. Attributes load lazily (PEP 562).
+demos, the CLI) lives in :mod:`anode_lab`. The names below are the whole public API: ``__all__`` lists them.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import TYPE_CHECKING, Any
+from anode_core.adaptive import (
+    AdaptiveSolver,
+    Bosh3,
+    Dopri5,
+    Grid,
+)
+from anode_core.adaptive_pairs import (
+    AdaptiveHeun,
+    Dopri8,
+    Fehlberg2,
+    Tsit5,
+)
+from anode_core.block import (
+    ODEBlock,
+    ode_blocks,
+    use_gradient,
+)
+from anode_core.compat import (
+    odeint,
+    odeint_event,
+)
+from anode_core.compat_adjoint import (
+    odeint_adjoint,
+)
+from anode_core.gradients import (
+    Adjoint,
+    Anode,
+    Direct,
+    GradientMethod,
+    Reversible,
+)
+from anode_core.instruments.check import (
+    CheckReport,
+    MethodCheck,
+    NoSolveError,
+    check,
+)
+from anode_core.instruments.compare import (
+    GradientComparison,
+    ParameterComparison,
+    compare_gradients,
+)
+from anode_core.instruments.counting import (
+    EvaluationCounter,
+)
+from anode_core.instruments.measure import (
+    Measurement,
+    measure_gradient,
+)
+from anode_core.instruments.memory import (
+    MemoryMeter,
+    MemoryModel,
+    saved_bytes_of_one_evaluation,
+)
+from anode_core.instruments.reconstruction import (
+    block_reconstruction_errors,
+    reconstruction_error,
+)
+from anode_core.problem import (
+    Problem,
+)
+from anode_core.registry import (
+    ALL_SOLVERS,
+    GRADIENTS,
+    gradient_named,
+    solver_named,
+)
+from anode_core.reversible import (
+    DampedLeapfrog,
+    ReversibleHeun,
+    ReversibleSolver,
+)
+from anode_core.solve import (
+    odesolve,
+)
+from anode_core.solvers import (
+    RK4,
+    SDIRK2,
+    SOLVERS,
+    TRBDF2,
+    AdamsBashforth,
+    AdamsBashforthMoulton,
+    Euler,
+    GaussLegendre4,
+    GaussLegendre6,
+    Heun,
+    Heun3,
+    ImplicitEuler,
+    ImplicitMidpoint,
+    ImplicitSolver,
+    Midpoint,
+    RadauIIA3,
+    RadauIIA5,
+    RungeKutta,
+    Solver,
+    Tableau,
+    Trapezoid,
+)
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
-    "AdaptiveSolver": "anode_core.adaptive",
-    "Adjoint": "anode_core.gradients",
-    "Anode": "anode_core.gradients",
-    "CheckReport": "anode_core.instruments.check",
-    "Bosh3": "anode_core.adaptive",
-    "Dopri5": "anode_core.adaptive",
-    "DampedLeapfrog": "anode_core.reversible",
-    "Direct": "anode_core.gradients",
-    "Euler": "anode_core.solvers",
-    "EvaluationCounter": "anode_core.instruments.counting",
-    "ALL_SOLVERS": "anode_core.registry",
-    "GRADIENTS": "anode_core.registry",
-    "GradientComparison": "anode_core.instruments.compare",
-    "GradientMethod": "anode_core.gradients",
-    "Grid": "anode_core.adaptive",
-    "Heun": "anode_core.solvers",
-    "Measurement": "anode_core.instruments.measure",
-    "MemoryMeter": "anode_core.instruments.memory",
-    "MemoryModel": "anode_core.instruments.memory",
-    "MethodCheck": "anode_core.instruments.check",
-    "Midpoint": "anode_core.solvers",
-    "NoSolveError": "anode_core.instruments.check",
-    "ODEBlock": "anode_core.block",
-    "ParameterComparison": "anode_core.instruments.compare",
-    "Problem": "anode_core.problem",
-    "RK4": "anode_core.solvers",
-    "Reversible": "anode_core.gradients",
-    "ReversibleHeun": "anode_core.reversible",
-    "ReversibleSolver": "anode_core.reversible",
-    "SOLVERS": "anode_core.solvers",
-    "Solver": "anode_core.solvers",
-    "Tableau": "anode_core.solvers",
-    "block_reconstruction_errors": "anode_core.instruments.reconstruction",
-    "check": "anode_core.instruments.check",
-    "compare_gradients": "anode_core.instruments.compare",
-    "gradient_named": "anode_core.registry",
-    "measure_gradient": "anode_core.instruments.measure",
-    "ode_blocks": "anode_core.block",
-    "odeint": "anode_core.compat",
-    "odesolve": "anode_core.solve",
-    "reconstruction_error": "anode_core.instruments.reconstruction",
-    "saved_bytes_of_one_evaluation": "anode_core.instruments.memory",
-    "solver_named": "anode_core.registry",
-    "use_gradient": "anode_core.block",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    try:
-        module = _EXPORTS[name]
-    except KeyError:
-        raise AttributeError(f"module 'anode_core' has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
-
-
-if TYPE_CHECKING:
-    from anode_core.adaptive import (
-        AdaptiveSolver as AdaptiveSolver,
-        Bosh3 as Bosh3,
-        Dopri5 as Dopri5,
-        Grid as Grid,
-    )
-    from anode_core.block import (
-        ODEBlock as ODEBlock,
-        ode_blocks as ode_blocks,
-        use_gradient as use_gradient,
-    )
-    from anode_core.compat import (
-        odeint as odeint,
-    )
-    from anode_core.gradients import (
-        Adjoint as Adjoint,
-        Anode as Anode,
-        Direct as Direct,
-        GradientMethod as GradientMethod,
-        Reversible as Reversible,
-    )
-    from anode_core.instruments.check import (
-        CheckReport as CheckReport,
-        MethodCheck as MethodCheck,
-        NoSolveError as NoSolveError,
-        check as check,
-    )
-    from anode_core.instruments.compare import (
-        GradientComparison as GradientComparison,
-        ParameterComparison as ParameterComparison,
-        compare_gradients as compare_gradients,
-    )
-    from anode_core.instruments.counting import (
-        EvaluationCounter as EvaluationCounter,
-    )
-    from anode_core.instruments.measure import (
-        Measurement as Measurement,
-        measure_gradient as measure_gradient,
-    )
-    from anode_core.instruments.memory import (
-        MemoryMeter as MemoryMeter,
-        MemoryModel as MemoryModel,
-        saved_bytes_of_one_evaluation as saved_bytes_of_one_evaluation,
-    )
-    from anode_core.instruments.reconstruction import (
-        block_reconstruction_errors as block_reconstruction_errors,
-        reconstruction_error as reconstruction_error,
-    )
-    from anode_core.problem import (
-        Problem as Problem,
-    )
-    from anode_core.registry import (
-        ALL_SOLVERS as ALL_SOLVERS,
-        GRADIENTS as GRADIENTS,
-        gradient_named as gradient_named,
-        solver_named as solver_named,
-    )
-    from anode_core.reversible import (
-        DampedLeapfrog as DampedLeapfrog,
-        ReversibleHeun as ReversibleHeun,
-        ReversibleSolver as ReversibleSolver,
-    )
-    from anode_core.solve import (
-        odesolve as odesolve,
-    )
-    from anode_core.solvers import (
-        RK4 as RK4,
-        SOLVERS as SOLVERS,
-        Euler as Euler,
-        Heun as Heun,
-        Midpoint as Midpoint,
-        Solver as Solver,
-        Tableau as Tableau,
-    )
+__all__ = [
+    "ALL_SOLVERS",
+    "AdamsBashforth",
+    "AdamsBashforthMoulton",
+    "AdaptiveHeun",
+    "AdaptiveSolver",
+    "Adjoint",
+    "Anode",
+    "Bosh3",
+    "CheckReport",
+    "DampedLeapfrog",
+    "Direct",
+    "Dopri5",
+    "Dopri8",
+    "Euler",
+    "EvaluationCounter",
+    "Fehlberg2",
+    "GRADIENTS",
+    "GaussLegendre4",
+    "GaussLegendre6",
+    "GradientComparison",
+    "GradientMethod",
+    "Grid",
+    "Heun",
+    "Heun3",
+    "ImplicitEuler",
+    "ImplicitMidpoint",
+    "ImplicitSolver",
+    "Measurement",
+    "MemoryMeter",
+    "MemoryModel",
+    "MethodCheck",
+    "Midpoint",
+    "NoSolveError",
+    "ODEBlock",
+    "ParameterComparison",
+    "Problem",
+    "RK4",
+    "RadauIIA3",
+    "RadauIIA5",
+    "Reversible",
+    "ReversibleHeun",
+    "ReversibleSolver",
+    "RungeKutta",
+    "SDIRK2",
+    "SOLVERS",
+    "Solver",
+    "TRBDF2",
+    "Tableau",
+    "Trapezoid",
+    "Tsit5",
+    "block_reconstruction_errors",
+    "check",
+    "compare_gradients",
+    "gradient_named",
+    "measure_gradient",
+    "ode_blocks",
+    "odeint",
+    "odeint_adjoint",
+    "odeint_event",
+    "odesolve",
+    "reconstruction_error",
+    "saved_bytes_of_one_evaluation",
+    "solver_named",
+    "use_gradient",
+]

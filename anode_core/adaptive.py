@@ -1,4 +1,5 @@
-"""Adaptive embedded Runge–Kutta solvers (Dormand–Prince 5(4), Bogacki–Shampine 3(2)) and their controller.
+"""Adaptive embedded Runge–Kutta pairs (torchdiffeq's six: adaptive Heun, Fehlberg 2(1), Bogacki–Shampine 3(2),
+Tsitouras 5(4), Dormand–Prince 5(4) and 8(7)) as tableau data, and their controller.
 
 The controller reproduces torchdiffeq 0.2 (``_impl/rk_common.py``, ``misc.py``) so that the same problem takes
 the same accepted steps to rounding: Hairer–Nørsett–Wanner's initial step selection (*Solving ODEs I*, §II.4),
@@ -22,7 +23,7 @@ from typing import ClassVar
 
 import torch
 
-from anode_core.solvers import Solver, State, Tableau, TupleField, _combine
+from anode_core.solvers import RungeKutta, State, Tableau, TupleField, _combine
 
 Norm = Callable[[State], float]
 
@@ -31,11 +32,19 @@ SAFETY, IFACTOR, DFACTOR = 0.9, 10.0, 0.2  # torchdiffeq's defaults
 
 @dataclass(frozen=True)
 class EmbeddedTableau(Tableau):
-    """A tableau whose last stage is ``f(t + h, y1)`` (FSAL), with error weights ``b − b̂`` and dense-output
-    weights ``mid`` giving ``y(t + h/2)``."""
+    """An embedded pair: error weights ``b − b̂`` and dense-output weights ``mid`` giving ``y(t + h/2)``.
+
+    When the last row of ``a`` is ``b`` (and ``b``'s last weight is 0) the last stage is ``f(t + h, y1)``
+    (first same as last, :attr:`fsal`); otherwise ``y1`` takes the ``b`` weights over every stage and, as in
+    torchdiffeq, the last stage still stands for the slope at the step's end (next step's first stage).
+    """
 
     error: tuple[float, ...]
     mid: tuple[float, ...]
+
+    @property
+    def fsal(self) -> bool:
+        return self.b[-1] == 0 and tuple(self.b[:-1]) == tuple(self.a[-1])
 
 
 def rms_norm(y: State) -> float:
@@ -66,7 +75,7 @@ class Grid:
 
 
 @dataclass(frozen=True)
-class AdaptiveSolver(Solver):
+class AdaptiveSolver(RungeKutta):
     """An embedded Runge–Kutta pair with torchdiffeq's step-size controller.
 
     ``max_steps`` bounds the number of trial steps (accepted and rejected) of one solve.
@@ -77,6 +86,7 @@ class AdaptiveSolver(Solver):
     max_steps: int = 100_000
 
     tableau: ClassVar[EmbeddedTableau]
+    kind = "adaptive"
 
     def __post_init__(self) -> None:
         for name in ("rtol", "atol"):
@@ -96,6 +106,11 @@ class AdaptiveSolver(Solver):
         computed only when ``end`` needs dense output, so a step costs ``s − 1`` evaluations."""
         tab = self.tableau
         ks: list[State] = []
+        if not tab.fsal:  # every stage, then the b weights; the last stage is the end slope of the dense output
+            for i in range(self.stages):
+                ks.append(f(t + tab.c[i] * h, _combine(y, ks, tab.a[i], h)))
+            y1 = _combine(y, ks, tab.b, h)
+            return y1 if end == t + h else self._dense(y, y1, ks, t, h, end)
         for i in range(self.stages - 1):
             ks.append(f(t + tab.c[i] * h, _combine(y, ks, tab.a[i], h)))
         y1 = _combine(y, ks, tab.a[-1], h)
@@ -125,6 +140,9 @@ class AdaptiveSolver(Solver):
             ti = math.nextafter(t + h, -math.inf) if tab.c[i] == 1.0 else t + tab.c[i] * h
             for buf, k in zip(stacked, f(ti, y1), strict=True):
                 buf[..., i] = k
+        if not tab.fsal:
+            b = torch.tensor(tab.b, dtype=y[0].dtype, device=y[0].device)
+            y1 = tuple(c + torch.sum(buf * (dt * b), dim=-1).view_as(c) for c, buf in zip(y, stacked, strict=True))
         error = torch.tensor(tab.error, dtype=y[0].dtype, device=y[0].device)
         err = tuple(torch.sum(buf * (dt * error), dim=-1) for buf in stacked)
         return y1, [tuple(buf[..., j] for buf in stacked) for j in range(s)], err

@@ -59,7 +59,7 @@ class ODEBlock(nn.Module):
         )
 
     def forward(self, z0: Tensor) -> Tensor:
-        method = resolve_gradient(self.gradient)
+        method = resolve_gradient(self.gradient, self.solver)
         check_pairing(self.solver, method)
         return solve_problem(self.problem(z0), z0, method)
 

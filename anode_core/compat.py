@@ -1,208 +1,562 @@
-"""``odeint`` with torchdiffeq's signature and numbers, differentiated by any anode_core gradient method.
+"""``odeint`` and ``odeint_event`` with torchdiffeq's interface and numbers, differentiated by any gradient method.
 
 Not named ``odeint.py``: a submodule of that name would shadow the exported function (see ``solve.py``).
 
 A torchdiffeq user changes one import::
 
-    from anode_core import odeint          # was: from torchdiffeq import odeint (or odeint_adjoint)
-    ys = odeint(func, y0, t, rtol=1e-7, atol=1e-9, method="dopri5", gradient=Anode())
+    from anode_core import odeint          # was: from torchdiffeq import odeint
+    ys = odeint(func, y0, t, rtol=1e-7, atol=1e-9, method="dopri5", options=dict(...), gradient=Anode())
 
-Every method name both libraries share gives torchdiffeq's numbers: ``dopri5`` and ``bosh3`` take the same
-accepted steps and evaluate the solution at each ``t[i]`` with the same dense output; ``euler``, ``midpoint``
-and ``rk4`` run on the same grid (``t`` itself, or ``options=dict(step_size=h)``, with linear interpolation at
-the ``t[i]`` between its points). torchdiffeq's fixed-grid ``rk4`` is Kutta's 3/8 rule, so this one is too
-(``odesolve``'s ``RK4`` stays the classical tableau). ``reversible_heun`` and ``alf`` are anode_core's own.
+``y0`` may be a tensor or a tuple of tensors; ``t`` increasing or decreasing; every option torchdiffeq takes has
+its meaning (adaptive: ``norm``, ``first_step``, ``min_step``, ``max_step``, ``step_t``, ``jump_t``, ``safety``,
+``ifactor``, ``dfactor``, ``max_num_steps``, ``dtype``; fixed grids: ``step_size``, ``grid_constructor``,
+``interp``, ``perturb``), and ``func``'s ``callback_step``, ``callback_accept_step``, ``callback_reject_step``
+are called as there. An option a method does not take is ignored with a warning, as torchdiffeq does.
 
-The solve is cut at the output times into pieces, each an ODE block for the gradient method: ``Anode`` keeps
-each piece's input, ``Adjoint`` solves the continuous adjoint backwards over each piece (adaptively, as
-``odeint_adjoint`` does). A reversible solver restarts its carry at each output time (``ŷ = y``, ``v = f(t, z)``).
+What is returned is what the solver computed: the adaptive controller's own values (:mod:`anode_core.controller`,
+torchdiffeq's bits in float64, its number of evaluations) with the dense output at each ``t[i]``. A graph is built
+only where a gradient is wanted (``y0``, ``t``, or a tensor ``func`` reaches requires grad, found from the first
+evaluation): ``Direct`` replays the accepted steps with their graph in forward; ``Anode()`` (the default) runs
+the controller alone in forward and replays the accepted steps once, in backward; any other method receives the
+accepted grid, cut at the output times, as :class:`~anode_core.Problem` pieces through its ``solve`` hook.
+All of them differentiate the solve with the accepted steps held fixed; ``t`` gets ``∂y(t_i)/∂t_i = f(t_i, y_i)``
+and ``∂y(t_i)/∂t_0 = −Φ(t_i, t_0) f(t_0, y_0)``, as torchdiffeq's adjoint gives it.
 """
 
 from __future__ import annotations
 
-import math
+import dataclasses
+import warnings
 from collections.abc import Callable, Sequence
-from itertools import pairwise
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from anode_core.adaptive import AdaptiveSolver, Bosh3, Dopri5, Grid
-from anode_core.gradients import GradientMethod
+from anode_core.adaptive import AdaptiveSolver, Grid
+from anode_core.adaptive_pairs import ADAPTIVE_METHODS
+from anode_core.compat_inputs import (
+    ADAPTIVE_OPTIONS,
+    CALLBACKS,
+    FIXED_OPTIONS,
+    Inputs,
+    check_inputs,
+    flat_to_shape,
+    unexpected,
+)
+from anode_core.controller import Accepted, Controller, Options, Perturb, replay
+from anode_core.fixed_grid import integrate, integrate_until_event, time_grid
+from anode_core.gradients import Anode, Direct, GradientMethod
+from anode_core.gradients.adaptive import _Stitch
 from anode_core.problem import Problem
-from anode_core.reversible import DampedLeapfrog, ReversibleHeun
+from anode_core.reversible import DampedLeapfrog, ReversibleHeun, ReversibleSolver
 from anode_core.solve import check_pairing, resolve_gradient
-from anode_core.solvers import Euler, Midpoint, Solver, Tableau
-from anode_core.watch import solve_problem
-
-
-class RK38(Solver):
-    """Kutta's 3/8 rule, order 4: torchdiffeq's fixed-grid ``rk4`` (``rk4_alt_step_func``)."""
-
-    name = "rk4_38"
-    order = 4
-    tableau = Tableau(
-        c=(0.0, 1 / 3, 2 / 3, 1.0),
-        a=((), (1 / 3,), (-1 / 3, 1.0), (1.0, -1.0, 1.0)),
-        b=(1 / 8, 3 / 8, 3 / 8, 1 / 8),
-    )
-
+from anode_core.solvers import (
+    IMPLICIT_SOLVERS,
+    RK38,
+    AdamsBashforth,
+    AdamsBashforthMoulton,
+    Euler,
+    Heun,
+    Heun3,
+    Midpoint,
+    ScipySolver,
+    Solver,
+)
+from anode_core.watch import shown
 
 METHODS: dict[str, type[Solver]] = {
-    "dopri5": Dopri5,
-    "bosh3": Bosh3,
+    **ADAPTIVE_METHODS,
     "euler": Euler,
     "midpoint": Midpoint,
+    "heun2": Heun,
+    "heun3": Heun3,
     "rk4": RK38,
+    "explicit_adams": AdamsBashforth,
+    "implicit_adams": AdamsBashforthMoulton,
+    "fixed_adams": AdamsBashforthMoulton,
+    **IMPLICIT_SOLVERS,
     "reversible_heun": ReversibleHeun,
     "alf": DampedLeapfrog,
+    "scipy_solver": ScipySolver,
 }
-FIXED_OPTIONS = {"step_size"}
-ADAPTIVE_OPTIONS = {"max_num_steps"}
-
-
-class _TensorTime(nn.Module):
-    """Calls ``func(t, y)`` with ``t`` a 0-d tensor of ``y``'s dtype, as torchdiffeq does; ``sign = −1`` runs
-    time backwards (``t`` decreasing) as ``−func(−s, y)``. A module, so ``func``'s parameters are found."""
-
-    def __init__(self, func: Callable[[Tensor, Tensor], Tensor], sign: float) -> None:
-        super().__init__()
-        self.func = func
-        self.sign = sign
-
-    def forward(self, s: float, y: Tensor) -> Tensor:
-        t = torch.tensor(self.sign * s, dtype=y.dtype, device=y.device)
-        out = self.func(t, y)
-        return out if self.sign > 0 else -out
 
 
 def odeint(
-    func: Callable[[Tensor, Tensor], Tensor],
-    y0: Tensor,
+    func: Callable[..., Any],
+    y0: Tensor | tuple[Tensor, ...],
     t: Tensor,
     *,
-    rtol: float = 1e-7,
-    atol: float = 1e-9,
+    rtol: float | Tensor = 1e-7,
+    atol: float | Tensor = 1e-9,
     method: str | None = None,
     options: dict[str, Any] | None = None,
+    event_fn: Callable[..., Tensor] | None = None,
     gradient: GradientMethod | str | None = None,
     adjoint_params: Sequence[Tensor] | None = None,
-) -> Tensor:
-    """Solve ``dy/dt = func(t, y)``, ``y(t[0]) = y0``; returns ``y`` at every time in ``t`` (shape ``(len(t),
-    *y0.shape)``).
+) -> Any:
+    """Solve ``dy/dt = func(t, y)``, ``y(t[0]) = y0``; ``y`` at every time of ``t`` (first axis), a tuple of such
+    tensors for a tuple ``y0``. With ``event_fn``, ``t = [t0, t_any]`` and the solve stops where ``event_fn(t, y)``
+    crosses 0: returns ``(event_t, y at [t0, event_t])``.
 
-    ``method`` defaults to ``"dopri5"``; ``rtol``/``atol`` apply to the adaptive methods. ``options``:
-    ``step_size`` for fixed grids, ``max_num_steps`` for adaptive ones; any other key is an error.
-    ``gradient=None`` takes the default of :func:`anode_core.use_gradient`, else ``Anode()``.
-    ``adjoint_params`` are the tensors gradients flow to (default: ``func``'s parameters when it is an
-    ``nn.Module``); a plain function closing over tensors must name them for the memory-lean methods.
+    ``method`` defaults to ``"dopri5"``; ``gradient=None`` takes the default of :func:`anode_core.use_gradient`,
+    else ``Anode()``. ``adjoint_params`` are added to the tensors gradients flow to (found from ``func``'s first
+    evaluation otherwise: parameters, closures, buffers that require grad).
     """
-    solver = _solver(method, rtol, atol, options)
-    step_size = (options or {}).get("step_size")
-    times = _times(t, y0)
-    sign = -1.0 if len(times) > 1 and times[1] < times[0] else 1.0
-    times = [sign * x for x in times]
-    field = _TensorTime(func, sign)
-    if adjoint_params is None:
-        adjoint_params = [p for p in func.parameters() if p.requires_grad] if isinstance(func, nn.Module) else []
-    params = tuple(adjoint_params)
-    grad_method = resolve_gradient(gradient)
-    check_pairing(solver, grad_method)
-    if len(times) == 1:
-        return y0.unsqueeze(0)
-
-    def piece(grid: Grid, y: Tensor) -> Tensor:
-        problem = Problem(field, params, solver, grid.time(0), grid.end, len(grid), grid)
-        return solve_problem(problem, y, grad_method)
-
-    if isinstance(solver, AdaptiveSolver):
-        return torch.stack(_adaptive(solver, field, y0, times, piece))
-    return torch.stack(_fixed(_grid(t, times, step_size, sign), y0, times, piece))
-
-
-def _adaptive(
-    solver: AdaptiveSolver, field: nn.Module, y0: Tensor, times: list[float], piece: Callable[[Grid, Tensor], Tensor]
-) -> list[Tensor]:
-    """The controller runs once over ``[t[0], t[-1]]`` without a graph; ``y(t[i])`` is the dense output of the
-    accepted step that reaches ``t[i]``, as in torchdiffeq, replayed by the gradient method piece by piece."""
-    with torch.no_grad():
-        _, grid = solver.integrate(lambda s, y: (field(s, y[0]),), (y0.detach(),), times[0], times[-1])
-    ends = [s + h for s, h in zip(grid.starts, grid.sizes, strict=True)]
-    outputs, y, at = [y0], y0, 0
-    for ti in times[1:]:
-        m = next(k for k in range(at, len(ends)) if ends[k] >= ti)
-        if m > at:
-            y = piece(grid.segment(at, m, grid.starts[m]), y)
-            at = m
-        outputs.append(piece(grid.segment(m, m + 1, ti), y))
-    return outputs
-
-
-def _fixed(grid: list[float], y0: Tensor, times: list[float], piece: Callable[[Grid, Tensor], Tensor]) -> list[Tensor]:
-    """States at the grid points the outputs need, then torchdiffeq's linear interpolation between them."""
-    cells = [max(1, next(n for n in range(1, len(grid)) if grid[n] >= ti)) for ti in times]
-    needed = sorted({0, len(grid) - 1, *cells, *(c - 1 for c in cells)})
-    states = {0: y0}
-    for a, b in pairwise(needed):
-        sizes = tuple(grid[n + 1] - grid[n] for n in range(a, b))
-        states[b] = piece(Grid(tuple(grid[a:b]), sizes, grid[b]), states[a])
-    outputs = []
-    for ti, n in zip(times, cells, strict=True):
-        g0, g1, y_a, y_b = grid[n - 1], grid[n], states[n - 1], states[n]
-        if ti == g0:
-            outputs.append(y_a)
-        elif ti == g1:
-            outputs.append(y_b)
-        else:
-            outputs.append(y_a + (ti - g0) / (g1 - g0) * (y_b - y_a))
-    return outputs
-
-
-def _solver(method: str | None, rtol: float, atol: float, options: dict[str, Any] | None) -> Solver:
-    method = "dopri5" if method is None else method
-    if method not in METHODS:
-        raise ValueError(f"`method` must be one of {', '.join(METHODS)}; got {method!r}")
-    cls = METHODS[method]
-    options = dict(options or {})
-    allowed = ADAPTIVE_OPTIONS if issubclass(cls, AdaptiveSolver) else FIXED_OPTIONS
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise ValueError(f"`options` for method {method!r} take {', '.join(sorted(allowed))}; got {unknown}")
-    if issubclass(cls, AdaptiveSolver):
-        for name, value in (("rtol", rtol), ("atol", atol)):
-            if isinstance(value, Tensor) and value.numel() != 1:
-                raise ValueError(f"`{name}` must be a scalar (per-element tolerances are not supported)")
-        max_steps = options.get("max_num_steps", AdaptiveSolver.max_steps)
-        return cls(rtol=float(rtol), atol=float(atol), max_steps=max_steps)
-    step = options.get("step_size")
-    if step is not None and (isinstance(step, bool) or not isinstance(step, (int, float)) or not step > 0):
-        raise ValueError(f"`options['step_size']` must be a positive number; got {step!r}")
-    return cls()
-
-
-def _times(t: Tensor, y0: Tensor) -> list[float]:
-    if not isinstance(y0, Tensor) or not y0.is_floating_point():
-        raise TypeError(
-            f"`y0` must be a floating-point tensor; got {type(y0).__name__}: a tuple state must be torch.cat-ed"
+    inp = check_inputs(func, y0, t, rtol, atol, method, options, event_fn, METHODS)
+    solver_cls = METHODS[inp.method]
+    adaptive = issubclass(solver_cls, AdaptiveSolver)
+    unexpected(inp.method, inp.options, ADAPTIVE_OPTIONS if adaptive else FIXED_OPTIONS | solver_knobs(solver_cls))
+    valid = set(CALLBACKS) if adaptive else set() if solver_cls is ScipySolver else {"callback_step"}
+    if inp.callback_names - valid:
+        warnings.warn(
+            f"method {inp.method!r} does not support callbacks {sorted(inp.callback_names - valid)}", stacklevel=2
         )
-    if not isinstance(t, Tensor) or not t.is_floating_point() or t.dim() != 1 or t.numel() < 1:
-        raise ValueError("`t` must be a 1-D floating-point tensor of output times, such as torch.linspace(0, 1, 5)")
-    times = t.detach().double().tolist()
-    if not all(math.isfinite(x) for x in times):
-        raise ValueError(f"`t` must be finite; got {times}")
-    steps = [b - a for a, b in pairwise(times)]
-    if not (all(d > 0 for d in steps) or all(d < 0 for d in steps)):
-        raise ValueError(f"`t` must be strictly increasing or strictly decreasing; got {times}")
-    return times
+    grad_method = resolve_gradient(gradient, solver_cls)
+    if inp.event_fn is not None:
+        event_t, flat = _until_event(inp, solver_cls, grad_method, adjoint_params)
+        event_t = event_t.to(t)
+        if inp.reverse:
+            event_t = -event_t
+        return event_t, flat if inp.shapes is None else flat_to_shape(flat, (2,), inp.shapes)
+    flat = _solve(inp, solver_cls, grad_method, adjoint_params, t)
+    return flat if inp.shapes is None else flat_to_shape(flat, (len(t),), inp.shapes)
 
 
-def _grid(t: Tensor, times: list[float], step_size: float | None, sign: float) -> list[float]:
-    """torchdiffeq's fixed grid: ``t`` itself, or ``t[0] + k·step_size`` ending exactly at ``t[-1]``."""
-    if step_size is None:
-        return times
-    tt = sign * t.detach()
-    count = torch.ceil((tt[-1] - tt[0]) / step_size + 1).item()
-    grid = torch.arange(0, count, dtype=t.dtype, device=t.device) * step_size + tt[0]
-    grid[-1] = tt[-1]
-    return grid.double().tolist()
+def odeint_event(
+    func: Callable[..., Any],
+    y0: Tensor | tuple[Tensor, ...],
+    t0: Tensor,
+    *,
+    event_fn: Callable[..., Tensor],
+    reverse_time: bool = False,
+    odeint_interface: Callable[..., Any] = odeint,
+    **kwargs: Any,
+) -> tuple[Tensor, Any]:
+    """Solve from ``t0`` until ``event_fn(t, y) = 0``: ``(event_t, y at [t0, event_t])``, with the gradient
+    of ``event_t`` through the implicit function theorem (torchdiffeq's ``odeint_event``). ``reverse_time``
+    searches backwards; ``odeint_interface`` may be :func:`odeint_adjoint`."""
+    if not isinstance(t0, Tensor):
+        raise TypeError(f"`t0` must be a tensor (a 0-d time); got {type(t0).__name__}")
+    step = -1.0 if reverse_time else 1.0
+    t = torch.cat([t0.reshape(-1), t0.reshape(-1).detach() + step])
+    event_t, solution = odeint_interface(func, y0, t, event_fn=event_fn, **kwargs)
+    shapes = None if isinstance(y0, Tensor) else [part.shape for part in y0]
+    inp = check_inputs(func, y0, t, 0.0, 0.0, None, None, event_fn, METHODS)
+    state_t = solution[-1] if shapes is None else torch.cat([s[-1].reshape(-1) for s in solution])
+    if reverse_time:
+        event_t = -event_t
+    assert inp.event_fn is not None
+    event_t, state_t = _ImplicitEventGradient.apply(inp.func, inp.event_fn, event_t, state_t)
+    if reverse_time:
+        event_t = -event_t
+    if shapes is None:
+        return event_t, torch.cat([solution[:-1], state_t[None]], dim=0)
+    parts = flat_to_shape(state_t, (), shapes)
+    return event_t, tuple(torch.cat([s[:-1], p[None]], dim=0) for s, p in zip(solution, parts, strict=True))
+
+
+class _ImplicitEventGradient(torch.autograd.Function):
+    """``event_t`` and ``y(event_t)`` forward; backward adds the gradient through ``event_fn(t, y(t)) = 0``."""
+
+    @staticmethod
+    def forward(ctx: Any, func: Any, event_fn: Any, event_t: Tensor, state_t: Tensor) -> tuple[Tensor, Tensor]:
+        ctx.func, ctx.event_fn = func, event_fn
+        ctx.save_for_backward(event_t, state_t)
+        return event_t.detach(), state_t.detach()
+
+    @staticmethod
+    def backward(ctx: Any, grad_t: Tensor, grad_state: Tensor) -> tuple[None, None, None, Tensor]:
+        event_t, state_t = ctx.saved_tensors
+        event_t = event_t.detach().clone().requires_grad_(True)
+        state_t = state_t.detach().clone().requires_grad_(True)
+        f_val = ctx.func(event_t, state_t)
+        with torch.enable_grad():
+            c, (par_dt, dstate) = torch.autograd.functional.vjp(  # type: ignore[no-untyped-call]
+                ctx.event_fn, (event_t, state_t)
+            )
+        dcdt = par_dt + torch.sum(dstate * f_val)
+        grad_t = grad_t + torch.sum(grad_state * f_val)
+        dstate = dstate * (-grad_t / (dcdt + 1e-12)).reshape_as(c)
+        return None, None, None, grad_state + dstate
+
+
+def _options(inp: Inputs, solver_cls: type[Solver]) -> Options:
+    o = inp.options
+    dtype = torch.promote_types(o.get("dtype", torch.float64), inp.y0.abs().dtype)
+
+    def tensor(name: str, default: Any) -> Any:
+        value = o.get(name, default)
+        if value is None:
+            return None
+        try:
+            return torch.as_tensor(value, dtype=dtype, device=inp.y0.device)
+        except (TypeError, ValueError, RuntimeError) as error:
+            raise ValueError(f"`options['{name}']` must be a number or a tensor; got {value!r}") from error
+
+    max_num_steps = o.get("max_num_steps", 2**31 - 1)
+    if isinstance(max_num_steps, bool) or not isinstance(max_num_steps, int) or max_num_steps < 1:
+        raise ValueError(f"`options['max_num_steps']` must be an integer ≥ 1; got {max_num_steps!r}")
+    for name in ("rtol", "atol"):
+        value = getattr(inp, name)
+        if not isinstance(value, Tensor) and not (isinstance(value, (int, float)) and value >= 0):
+            raise ValueError(f"`{name}` must be a number ≥ 0 or a tensor; got {value!r}")
+    return Options(
+        rtol=torch.as_tensor(inp.rtol, dtype=dtype, device=inp.y0.device),
+        atol=torch.as_tensor(inp.atol, dtype=dtype, device=inp.y0.device),
+        norm=o["norm"],
+        first_step=tensor("first_step", None),
+        min_step=tensor("min_step", 0.0),
+        max_step=tensor("max_step", float("inf")),
+        step_t=tensor("step_t", None),
+        jump_t=tensor("jump_t", None),
+        safety=tensor("safety", 0.9),
+        ifactor=tensor("ifactor", 10.0),
+        dfactor=tensor("dfactor", 0.2),
+        max_num_steps=max_num_steps,
+    )
+
+
+def _time_dtype(inp: Inputs) -> torch.dtype:
+    return torch.promote_types(inp.options.get("dtype", torch.float64), inp.y0.abs().dtype)
+
+
+def _leaves(output: Tensor) -> list[Tensor]:
+    """The tensors requiring grad that ``output`` was computed from (its graph's leaves)."""
+    found: dict[int, Tensor] = {}
+    pending, seen = [output.grad_fn], set()
+    while pending:
+        node = pending.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        variable = getattr(node, "variable", None)
+        if isinstance(variable, Tensor):
+            found[id(variable)] = variable
+            continue
+        pending.extend(n for n, _ in node.next_functions)
+    return list(found.values())
+
+
+class _Plan:
+    """One solve: its values without a graph, and the same solve again with one (sizes held fixed)."""
+
+    def __init__(self, inp: Inputs, solver_cls: type[Solver], t: Tensor) -> None:
+        self.inp, self.solver = inp, make_solver(solver_cls, inp)
+        self.adaptive = isinstance(self.solver, AdaptiveSolver)
+        self.t = t.detach().to(_time_dtype(inp)) if self.adaptive else t.detach()
+        self.steps: list[Accepted] = []
+        self.grid: Tensor | None = None
+        self.f0: Tensor | None = None
+        self.probe: tuple[Tensor, Tensor] | None = None
+        """``(z, f(t0, z))`` with its graph, ``z`` the detached start: the first evaluation, made once."""
+
+    def values(self, y0: Tensor, f0: Tensor | None = None, graph: bool = False) -> list[Tensor]:
+        """The solver's values at ``t[1:]`` (recording its steps); ``graph``: with the accepted steps' graph."""
+        inp = self.inp
+        with torch.set_grad_enabled(graph):
+            if isinstance(self.solver, AdaptiveSolver):
+                tab, order = self.solver.tableau, self.solver.order
+                ctl = Controller(tab, order, inp.func, y0, _options(inp, type(self.solver)), inp.callbacks, inp.method)
+                ctl.start(self.t[0], self.f0 if f0 is None else f0)
+                out = [ctl.advance(ti) for ti in self.t[1:]]
+                self.steps = ctl.accepted
+                return out
+            self.grid = time_grid(inp.func, y0, self.t, inp.options)
+            return integrate(self.solver, inp.func, y0, self.t, self.grid, inp.options, inp.callbacks.step)
+
+    def graph(self, y0: Tensor) -> list[Tensor]:
+        inp = self.inp
+        if isinstance(self.solver, AdaptiveSolver):
+            return replay(self.solver.tableau, inp.func, y0, self.t, self.steps)
+        assert self.grid is not None
+        return integrate(self.solver, inp.func, y0, self.t, self.grid, inp.options, _no_callback)
+
+    def float_grid(self) -> Grid:
+        if self.adaptive:
+            starts = tuple(s.t0.item() for s in self.steps)
+            return Grid(starts, tuple(s.dt.item() for s in self.steps), self.t[-1].item())
+        assert self.grid is not None
+        points = self.grid.double().tolist()
+        return Grid(tuple(points[:-1]), tuple(b - a for a, b in zip(points, points[1:], strict=False)), points[-1])
+
+
+def solver_knobs(solver_cls: type[Solver]) -> frozenset[str]:
+    """The options a fixed-grid solver takes as its own fields (``max_iters``, ``max_order``, ``tol``)."""
+    names = {f.name for f in dataclasses.fields(solver_cls)} if dataclasses.is_dataclass(solver_cls) else set()
+    return frozenset(names - {"rtol", "atol"})
+
+
+def make_solver(solver_cls: type[Solver], inp: Inputs) -> Solver:
+    """The solver, with ``rtol``/``atol`` where it judges convergence by them and its own options."""
+    if issubclass(solver_cls, AdaptiveSolver):
+        return solver_cls()
+    names = {f.name for f in dataclasses.fields(solver_cls)} if dataclasses.is_dataclass(solver_cls) else set()
+    kwargs = {k: v for k, v in inp.options.items() if k in solver_knobs(solver_cls)}
+    for name in ("rtol", "atol"):
+        value = getattr(inp, name)
+        if name in names and not isinstance(value, Tensor):
+            kwargs[name] = float(value)
+    return solver_cls(**kwargs)
+
+
+def _no_callback(t0: Tensor, y0: Tensor, dt: Tensor) -> None:
+    return None
+
+
+def _solve(
+    inp: Inputs,
+    solver_cls: type[Solver],
+    method: GradientMethod,
+    adjoint_params: Sequence[Tensor] | None,
+    t_user: Tensor,
+) -> Tensor:
+    y0 = inp.y0
+    if len(inp.t) == 1:
+        return y0.unsqueeze(0)
+    plan = _Plan(inp, solver_cls, inp.t)
+    problem = shown(_problem(inp, plan, _given(inp, adjoint_params)), y0)
+    leaves = _probe(inp, plan, adjoint_params)
+    wants = torch.is_grad_enabled() and (y0.requires_grad or t_user.requires_grad or bool(leaves))
+    if isinstance(plan.solver, ReversibleSolver) or not (isinstance(method, (Direct, Anode))):
+        check_pairing(plan.solver, method)
+    if not wants:
+        with torch.no_grad():
+            rest = (
+                plan.values(y0) if not isinstance(plan.solver, ReversibleSolver) else _pieces(plan, problem, y0, method)
+            )
+        return torch.stack([y0, *rest])
+    start = _StartTime.apply(y0, t_user[0], inp.func) if t_user.requires_grad else y0
+    if isinstance(method, Anode) and method.checkpoints is None and not isinstance(plan.solver, ReversibleSolver):
+        rest_flat: Tensor = _ReplayInBackward.apply(plan, start, *leaves)
+        rest = list(rest_flat.unbind(0))
+    elif isinstance(method, Direct) and not isinstance(plan.solver, ReversibleSolver):
+        if plan.adaptive:
+            plan.values(start)
+        else:
+            plan.grid = time_grid(inp.func, y0, plan.t, inp.options)
+        rest = plan.graph(start)
+    else:
+        with torch.no_grad():
+            values = plan.values(start) if not isinstance(plan.solver, ReversibleSolver) else None
+        if plan.grid is None and not plan.adaptive:
+            plan.grid = time_grid(inp.func, y0, plan.t, inp.options)
+        problem = _problem(inp, plan, leaves)
+        pieces = _pieces(plan, problem, start, method)
+        rest = pieces if values is None else [_Stitch.apply(p, v) for p, v in zip(pieces, values, strict=True)]
+    stacked = torch.stack(rest)
+    if t_user.requires_grad:
+        stacked = _OutputTimes.apply(stacked, t_user[1:], inp.func)
+    return torch.cat([y0.unsqueeze(0), stacked])
+
+
+def _given(inp: Inputs, adjoint_params: Sequence[Tensor] | None) -> list[Tensor]:
+    if adjoint_params is None:
+        func = inp.func.func
+        return [p for p in func.parameters() if p.requires_grad] if isinstance(func, nn.Module) else []
+    return [p for p in adjoint_params if isinstance(p, Tensor) and p.requires_grad]
+
+
+def _probe(inp: Inputs, plan: _Plan, adjoint_params: Sequence[Tensor] | None) -> list[Tensor]:
+    """Under grad mode, the first evaluation runs with a graph (its value is the controller's first slope, so
+    the count of evaluations stays torchdiffeq's): the tensors it reaches are what gradients flow to."""
+    given = _given(inp, adjoint_params)
+    if isinstance(plan.solver, ReversibleSolver):
+        return given
+    if not torch.is_grad_enabled():
+        return given
+    t0 = plan.t[0]
+    perturb = Perturb.NEXT if (not plan.adaptive and inp.options.get("perturb")) else Perturb.NONE
+    z = inp.y0.detach().requires_grad_(inp.y0.requires_grad)
+    with torch.enable_grad():
+        probe = inp.func(t0, z, perturb)
+    if plan.adaptive:
+        plan.f0, plan.probe = probe.detach(), (z, probe)
+    found = {id(p): p for p in _leaves(probe) if p.requires_grad and p is not z} if probe.requires_grad else {}
+    for p in given:
+        found.setdefault(id(p), p)
+    return list(found.values())
+
+
+def _problem(inp: Inputs, plan: _Plan, leaves: Sequence[Tensor]) -> Problem:
+    t0, t1 = float(plan.t[0]), float(plan.t[-1])
+    solver = plan.solver
+    if isinstance(solver, AdaptiveSolver):
+        tol = [float(x) if not isinstance(x, Tensor) or x.numel() == 1 else 1e-7 for x in (inp.rtol, inp.atol)]
+        solver = type(solver)(rtol=min(tol[0], 0.5), atol=min(tol[1], 0.5)) if tol[0] or tol[1] else solver
+        grid = plan.float_grid() if plan.steps else None
+        return Problem(inp.func, tuple(leaves), solver, t0, t1, len(grid) if grid else 0, grid)
+    grid = plan.float_grid() if plan.grid is not None else None
+    steps = len(grid) if grid is not None else len(plan.t) - 1
+    return Problem(inp.func, tuple(leaves), solver, t0, t1, steps, grid)
+
+
+def _pieces(plan: _Plan, problem: Problem, y0: Tensor, method: GradientMethod) -> list[Tensor]:
+    """The grid cut at the output times, each piece a :class:`Problem` for ``method``'s ``solve`` hook."""
+    if plan.grid is None and not plan.adaptive:
+        plan.grid = time_grid(plan.inp.func, y0, plan.t, plan.inp.options)
+    if plan.adaptive and not plan.steps:
+        with torch.no_grad():
+            plan.values(y0)
+    grid = plan.float_grid()
+    times = plan.t.double().tolist()
+
+    def piece(g: Grid, y: Tensor) -> Tensor:
+        return method.solve(problem.on_grid(g), y)
+
+    if plan.adaptive:
+        ends = [s + h for s, h in zip(grid.starts, grid.sizes, strict=True)]
+        outputs, y, at = [], y0, 0
+        for ti in times[1:]:
+            m = next(k for k in range(at, len(ends)) if ends[k] >= ti)
+            if m > at:
+                y = piece(grid.segment(at, m, grid.starts[m]), y)
+                at = m
+            outputs.append(piece(grid.segment(m, m + 1, ti), y))
+        return outputs
+    if plan.inp.options.get("interp", "linear") != "linear":
+        raise ValueError(
+            f"`options['interp']` must be 'linear' with gradient={method!r}; 'cubic' is differentiated"
+            " by Direct() and Anode() only"
+        )
+    points = [*grid.starts, grid.end]
+    cells = [max(1, next(n for n in range(1, len(points)) if points[n] >= ti)) for ti in times[1:]]
+    needed = sorted({0, *cells, *(c - 1 for c in cells)})
+    states = {0: y0}
+    for a, b in zip(needed, needed[1:], strict=False):
+        states[b] = piece(Grid(grid.starts[a:b], grid.sizes[a:b], points[b]), states[a])
+    outputs = []
+    for ti, n in zip(times[1:], cells, strict=True):
+        g0, g1, y_a, y_b = points[n - 1], points[n], states[n - 1], states[n]
+        outputs.append(y_a if ti == g0 else y_b if ti == g1 else y_a + (ti - g0) / (g1 - g0) * (y_b - y_a))
+    return outputs
+
+
+class _ReplayInBackward(torch.autograd.Function):
+    """ANODE on one ``odeint`` call: forward is the solver alone, run once. Like an ``Anode`` block that is the
+    latest of its chain, it keeps the graph of its accepted steps (rejected trials hold nothing, step sizes are
+    constants) until backward or until a later ``odeint`` call continues from its output; then backward
+    replays the accepted steps with their graph (Zhuang et al.'s adaptive checkpoint adjoint, one block) and
+    back-propagates once. Memory: at most one call's graph per chain, ``L·S + s·N_t·A``, as ``Anode``."""
+
+    @staticmethod
+    def forward(ctx: Any, plan: _Plan, y0: Tensor, *leaves: Tensor) -> Tensor:
+        ctx.plan, ctx.leaves, ctx.kept = plan, leaves, None
+        ctx.save_for_backward(y0)
+        _drop_kept_upstream(y0)
+        if not plan.adaptive or plan.probe is None:
+            return torch.stack(plan.values(y0))
+        z, f0 = plan.probe
+        plan.probe = None
+        with torch.enable_grad():
+            out = torch.stack(plan.values(z, f0, graph=True))
+        ctx.kept = (z, out)
+        return out.detach()
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        (y0,) = ctx.saved_tensors
+        wanted = ctx.needs_input_grad[1:]
+        kept, ctx.kept = ctx.kept, None
+        with torch.enable_grad():
+            if kept is None:
+                z = y0.detach().requires_grad_(True)
+                out = torch.stack(ctx.plan.graph(z))
+            else:
+                z, out = kept
+            inputs = [x for x, want in zip((z, *ctx.leaves), wanted, strict=True) if want and x.requires_grad]
+            found = iter(torch.autograd.grad(out, inputs, grad, allow_unused=True)) if inputs else iter(())
+        return (
+            None,
+            *(
+                next(found) if want and x.requires_grad else None
+                for x, want in zip((z, *ctx.leaves), wanted, strict=True)
+            ),
+        )
+
+
+def _drop_kept_upstream(y0: Tensor) -> None:
+    """Drop the kept graph of every earlier ``odeint`` call ``y0`` descends from (the walk stops at each)."""
+    pending, seen = [y0.grad_fn], set()
+    while pending:
+        node = pending.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, _ReplayInBackward._backward_cls):
+            ctx: Any = node
+            ctx.kept = None
+            continue
+        pending.extend(n for n, _ in node.next_functions)
+
+
+class _StartTime(torch.autograd.Function):
+    """``y0`` itself; backward gives ``t0`` its gradient ``−⟨a0, f(t0, y0)⟩`` from the gradient ``a0`` that
+    reached the solve's start (the first output ``y(t0) = y0`` does not pass here)."""
+
+    @staticmethod
+    def forward(ctx: Any, y0: Tensor, t0: Tensor, func: Any) -> Tensor:
+        ctx.func = func
+        ctx.save_for_backward(y0, t0)
+        return y0.view_as(y0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor, None]:
+        y0, t0 = ctx.saved_tensors
+        with torch.no_grad():
+            slope = ctx.func.user(t0.to(y0.abs().dtype), y0)
+        return grad, -torch.sum(grad * slope).reshape(()).to(t0.dtype), None
+
+
+class _OutputTimes(torch.autograd.Function):
+    """``y(t_1 …)`` themselves; backward gives each ``t_i`` the gradient ``⟨g_i, f(t_i, y_i)⟩``."""
+
+    @staticmethod
+    def forward(ctx: Any, ys: Tensor, t: Tensor, func: Any) -> Tensor:
+        ctx.func = func
+        ctx.save_for_backward(ys, t)
+        return ys.view_as(ys)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor, None]:
+        ys, t = ctx.saved_tensors
+        with torch.no_grad():
+            slopes = torch.stack([ctx.func.user(ti.to(y.abs().dtype), y) for ti, y in zip(t, ys, strict=True)])
+        dims = tuple(range(1, grad.dim()))
+        return grad, (grad * slopes).sum(dim=dims).to(t.dtype) if dims else (grad * slopes).to(t.dtype), None
+
+
+def _until_event(
+    inp: Inputs, solver_cls: type[Solver], method: GradientMethod, adjoint_params: Sequence[Tensor] | None
+) -> tuple[Tensor, Tensor]:
+    """Find the event without a graph, then solve to it as an ordinary two-time solve (same steps)."""
+    assert inp.event_fn is not None
+    solver = make_solver(solver_cls, inp)
+    y0 = inp.y0
+    with torch.no_grad():
+        if isinstance(solver, AdaptiveSolver):
+            t0 = inp.t[0].to(y0.device, _time_dtype(inp))
+            ctl = Controller(
+                solver.tableau, solver.order, inp.func, y0, _options(inp, solver_cls), inp.callbacks, inp.method
+            )
+            ctl.start(t0)
+            event_t, y_event = ctl.advance_until_event(inp.event_fn)
+        elif isinstance(solver, ReversibleSolver):
+            raise ValueError(f"`event_fn` is not supported with method={inp.method!r}: use an adaptive method")
+        else:
+            event_t, y_event = integrate_until_event(
+                solver, inp.func, y0, inp.t[0], inp.options, inp.event_fn, float(torch.as_tensor(inp.atol).max())
+            )
+    wants = torch.is_grad_enabled() and (
+        y0.requires_grad
+        or any(p.requires_grad for p in adjoint_params or ())
+        or (isinstance(inp.func.func, nn.Module) and any(p.requires_grad for p in inp.func.func.parameters()))
+    )
+    if not wants or event_t <= inp.t[0]:
+        return event_t, torch.stack([y0, y_event])
+    times = torch.stack([inp.t[0].to(event_t.dtype), event_t]).to(
+        inp.t.dtype if not isinstance(solver, AdaptiveSolver) else event_t.dtype
+    )
+    inp2 = Inputs(**{**inp.__dict__, "t": times, "event_fn": None})
+    flat = _solve(inp2, solver_cls, method, adjoint_params, times)
+    return event_t, flat

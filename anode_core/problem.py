@@ -14,7 +14,6 @@ from dataclasses import dataclass, replace
 from torch import Tensor
 
 from anode_core.adaptive import AdaptiveSolver, Grid
-from anode_core.reversible import ReversibleSolver
 from anode_core.solvers import Solver, State
 
 Field = Callable[[float, Tensor], Tensor]
@@ -82,10 +81,15 @@ class Problem:
 
     def advance(self, z: Tensor, start: int, stop: int) -> Tensor:
         """Advance from grid point ``start`` to ``stop``."""
-        if isinstance(self.solver, ReversibleSolver):
+        if self.solver.carries:
             if start != 0:
-                raise ValueError(f"{self.solver!r} carries a second state: it can only be advanced from grid point 0")
-            return self.solver.solve(self.tuple_field, self.time, z, stop)[0]
+                raise ValueError(f"{self.solver!r} carries state between steps: it can only be advanced from grid "
+                                 "point 0")
+            y: State = (z,)
+            state = self.solver.init(self.tuple_field, self.time(0), y)
+            for n in range(stop):
+                y, state = self.solver.advance(self.tuple_field, self.time(n), self.time(n + 1), y, state)
+            return y[0]
         for n in range(start, stop):
             z = self.step(z, n)
         return z

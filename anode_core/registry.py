@@ -6,17 +6,21 @@ from collections.abc import Mapping
 from inspect import signature
 from typing import TypeVar
 
-from anode_core.adaptive import Bosh3, Dopri5
+from anode_core.adaptive_pairs import ADAPTIVE_METHODS
 from anode_core.gradients import Adjoint, Anode, Direct, GradientMethod, Reversible
 from anode_core.reversible import DampedLeapfrog, ReversibleHeun
-from anode_core.solvers import SOLVERS, Solver
+from anode_core.solvers import IMPLICIT_SOLVERS, SOLVERS, AdamsBashforth, AdamsBashforthMoulton, Solver
 
 GRADIENTS: dict[str, type[GradientMethod]] = {cls.name: cls for cls in (Direct, Anode, Adjoint, Reversible)}
 ALL_SOLVERS: dict[str, type[Solver]] = {
     **SOLVERS,
-    **{cls.name: cls for cls in (Dopri5, Bosh3, ReversibleHeun, DampedLeapfrog)},
+    **{name: ADAPTIVE_METHODS[name] for name in ("dopri5", "bosh3")},  # the lab's first two, in their old places
+    **{cls.name: cls for cls in (ReversibleHeun, DampedLeapfrog, AdamsBashforth, AdamsBashforthMoulton)},
+    **IMPLICIT_SOLVERS,
+    **ADAPTIVE_METHODS,
 }
-"""Fixed-step tableaux (``SOLVERS``), the adaptive pairs and the reversible schemes, by name."""
+"""Fixed-step tableaux (``SOLVERS``), the adaptive pairs, the reversible schemes, the Adams methods and the
+implicit Runge–Kutta schemes, by name. ``anode_lab.specs.common.SOLVERS`` lists the same (a test checks it)."""
 T = TypeVar("T")
 
 

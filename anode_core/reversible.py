@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from anode_core.solvers import Solver, State, Tableau, TupleField
+from anode_core.solvers import Solver, SolverState, State, TupleField
 
 Carry = tuple[Tensor, ...]
 """The solution first, then the auxiliary states a reversible step needs."""
@@ -47,19 +47,25 @@ Carry = tuple[Tensor, ...]
 class ReversibleSolver(Solver):
     """A fixed-step scheme on a carry, with an exact inverse step. Differentiate it with ``Reversible()``,
     ``Direct()`` or ``Anode()``. Subclasses define :meth:`start`, :meth:`forward` and :meth:`reverse`, and may
-    shrink what ``Reversible()`` keeps after forward with :meth:`kept` and :meth:`resume`.
+    shrink what ``Reversible()`` keeps after forward with :meth:`kept` and :meth:`resume`. Through the solver
+    protocol (:meth:`init`, :meth:`advance`) the carry's auxiliary states are the solver's own state.
 
     ``Reversible()`` differentiates any such solver with one field evaluation a step backwards provided
     :meth:`forward` evaluates the field at a time where :meth:`reverse` of the same or the next step did.
     """
 
-    tableau = Tableau(c=(0.0,), a=((),), b=(1.0,))  # not used to step: it tells the memory model s = 1
+    kind = "reversible"
+    carries = True
+    stages = 1  # one field evaluation a step (the memory model's s)
 
-    def step(self, f: TupleField, t: float, y: State, dt: float) -> State:
-        raise TypeError(
-            f"{self!r} carries a second state and cannot take an isolated step (as Adjoint or Anode(checkpoints=c) "
-            "need): use gradient=Reversible(), Direct() or Anode()"
-        )
+    def init(self, f: TupleField, t0: float, y0: State) -> SolverState:
+        return self.start(f, t0, y0[0])[1:]
+
+    def advance(
+        self, f: TupleField, t: float, t_next: float, y: State, state: SolverState
+    ) -> tuple[State, SolverState]:
+        carry = self.forward(f, t, t_next, (y[0], *state))
+        return carry[:1], carry[1:]
 
     def solve(self, f: TupleField, time: Callable[[int], float], z0: Tensor, steps: int) -> Carry:
         """The carry at ``time(steps)``, started from ``z0`` at ``time(0)``; its first entry is the solution."""

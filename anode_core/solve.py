@@ -1,7 +1,7 @@
 """The one entry point: solve an ODE block and differentiate it the chosen way.
 
-Not named ``odesolve.py``: importing a submodule binds it on the package, which would shadow the lazily
-exported function ``anode_core.odesolve`` as soon as any module (``block``, ``measure``) imported it.
+Not named ``odesolve.py``: importing a submodule binds it on the package, which would shadow the exported
+function ``anode_core.odesolve`` as soon as any module (``block``, ``measure``) imported it.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from contextvars import ContextVar
 from torch import Tensor, nn
 
 from anode_core.adaptive import AdaptiveSolver
-from anode_core.gradients import Adjoint, Anode, GradientMethod, Reversible
+from anode_core.gradients import Anode, GradientMethod
+from anode_core.pairing import DEFAULTS, Use, pairs, refusal, use_of
 from anode_core.problem import Field, Problem
-from anode_core.registry import gradient_named, solver_named
-from anode_core.reversible import ReversibleSolver
+from anode_core.registry import ALL_SOLVERS, gradient_named, solver_named
 from anode_core.solvers import Euler, Solver
 from anode_core.watch import solve_problem
 
@@ -42,25 +42,29 @@ def odesolve(
     methods raise, naming ``adjoint_params``, when the field uses a tensor that needs a gradient and is not listed.
     """
     problem = make_problem(field, z0, steps=steps, solver=solver, t0=t0, t1=t1, params=params)
-    method = resolve_gradient(gradient)
+    method = resolve_gradient(gradient, problem.solver)
     check_pairing(problem.solver, method)
     return solve_problem(problem, z0, method)
 
 
 def check_pairing(solver: Solver, method: GradientMethod) -> None:
-    """Solvers and methods that cannot work together fail here, before any computation."""
-    if isinstance(method, Reversible) and not isinstance(solver, ReversibleSolver):
-        raise ValueError(
-            f"gradient=Reversible() needs an algebraically reversible solver; got solver={solver!r}: "
-            "use solver=ReversibleHeun() or DampedLeapfrog(), or gradient=Anode() with this solver"
-        )
-    if isinstance(solver, ReversibleSolver) and (
-        isinstance(method, Adjoint) or getattr(method, "checkpoints", None) not in (None, "auto")
-    ):
-        raise ValueError(
-            f"solver={solver!r} carries a second state and cannot be differentiated with {method!r}: "
-            "use gradient=Reversible() (memory flat in N_t), Direct() or Anode()"
-        )
+    """Solvers and methods that cannot work together fail here, before any computation: the rule is
+    :data:`anode_core.pairing.PAIRS`, read by the specs too."""
+    use = use_of(method.name, getattr(method, "checkpoints", None), getattr(method, "reconstruct", True))
+    kinds = {name: cls.kind for name, cls in ALL_SOLVERS.items()}
+    problem = refusal(solver.kind, use, f"{solver!r}", LIBRARY_SPELLING, kinds)
+    if problem is not None:
+        raise ValueError(problem)
+
+
+LIBRARY_SPELLING: dict[Use, str] = {
+    "direct": "gradient=Direct()",
+    "anode": "gradient=Anode()",
+    "checkpoints": "gradient=Anode(checkpoints=c)",
+    "adjoint": "gradient=Adjoint()",
+    "stored_states": "gradient=Adjoint(reconstruct=False)",
+    "reversible": "gradient=Reversible()",
+}
 
 
 def make_problem(
@@ -119,14 +123,27 @@ def resolve_solver(solver: Solver | str) -> Solver:
     return solver
 
 
-DEFAULT_GRADIENT: ContextVar[GradientMethod] = ContextVar("DEFAULT_GRADIENT", default=Anode(checkpoints="auto"))
+LIBRARY_DEFAULT = Anode(checkpoints="auto")
+DEFAULT_GRADIENT: ContextVar[GradientMethod] = ContextVar("DEFAULT_GRADIENT", default=LIBRARY_DEFAULT)
 """The gradient method of solves that name none; set with :func:`anode_core.use_gradient`. ``Anode(checkpoints=
-"auto")``: exact, and memory-lean on one long solve (a torchdiffeq model's single ``odeint`` call is one block)."""
+"auto")``: exact, and memory-lean on one long solve (a torchdiffeq model's single ``odeint`` call is one block);
+a solver that carries state between steps (no isolated steps to restart from) gets ``Anode()`` instead."""
 
 
-def resolve_gradient(gradient: GradientMethod | str | None) -> GradientMethod:
+def resolve_gradient(
+    gradient: GradientMethod | str | None, solver: Solver | type[Solver] | None = None
+) -> GradientMethod:
+    """``gradient`` as an object; ``None`` is the default of :func:`anode_core.use_gradient`, else ``Anode()``, or,
+    for a ``solver`` whose kind Anode cannot differentiate, the kind's default (:data:`anode_core.pairing.DEFAULTS`:
+    the adjoint for scipy)."""
     if gradient is None:
-        return DEFAULT_GRADIENT.get()
+        method = DEFAULT_GRADIENT.get()
+        if method is LIBRARY_DEFAULT and solver is not None:
+            if solver.kind in DEFAULTS:
+                return gradient_named(DEFAULTS[solver.kind])
+            if not pairs(solver.kind, "checkpoints"):
+                return Anode()
+        return method
     if isinstance(gradient, str):
         return gradient_named(gradient)
     if not isinstance(gradient, GradientMethod):

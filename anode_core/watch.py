@@ -26,9 +26,14 @@ _watchers: list[Watcher] = []
 
 def solve_problem(problem: Problem, z0: Tensor, gradient: GradientMethod) -> Tensor:
     """Solve ``problem`` from ``z0`` the way ``gradient`` differentiates, after showing it to the watchers."""
+    return gradient.solve(shown(problem, z0), z0)
+
+
+def shown(problem: Problem, z0: Tensor) -> Problem:
+    """``problem`` after the active watchers saw it (each may return a replacement)."""
     for watcher in tuple(_watchers):
         problem = watcher(problem, z0)
-    return gradient.solve(problem, z0)
+    return problem
 
 
 @contextmanager

@@ -121,7 +121,8 @@ def _add_check(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     check.add_argument("--methods", nargs="+", metavar="METHOD", help="e.g. anode 'anode(checkpoints=2)' adjoint "
                        "'adjoint(reconstruct=False)' (default: all; Direct always runs as the reference)")
     check.add_argument("--device", help="cpu, cuda or cuda:N (default: where the model is)")
-    check.add_argument("--json", action="store_true", help="print one JSON object per method instead of the table")
+    check.add_argument("--json", action="store_true",
+                       help="print a JSON array, one object per method, instead of the table")
     check.add_argument("--out", type=Path, help="folder for check.csv and check.svg (default ./runs/check-<timestamp>)")
     check.set_defaults(run=_check)
 

@@ -1,6 +1,7 @@
-"""The states of a run: spelled once here, used by the experiments, the store, the API and the dashboard.
+"""The states of a run: spelled once here, used by the experiments, the store and the API.
 
-Plain standard library (no torch, no pydantic), so the dashboard may import it too.
+The dashboard, which talks to the API only, keeps its own copy (``dashboard.tables.ACTIVE``/``FINISHED``);
+``tests/test_shared_facts.py`` holds the two equal.
 """
 
 from __future__ import annotations

@@ -2,10 +2,12 @@
 
 ``uvicorn --factory backend.app:create_app`` or ``anode-lab api`` serves it. At start-up a SQLite store's
 integrity is checked and the schema migrated to the newest revision, then the store and the queues are opened.
-Without API keys the app serves only loopback, whatever started it. Slow clients are cut off by the server, not
-the app: ``anode-lab api`` serves it with ``backend.connections`` (request deadline, connections per peer), which
-plain uvicorn lacks. Proxy headers are the app's own business (``ANODE_TRUSTED_PROXIES``): under plain uvicorn
-pass ``--no-proxy-headers``, since uvicorn otherwise trusts ``X-Forwarded-For`` from 127.0.0.1.
+Without API keys the app serves only loopback, whatever started it; it answers only the Host names in
+``ANODE_ALLOWED_HOSTS`` (default the loopback names), and refuses a POST or DELETE a page of another site could
+have sent. Slow clients are cut off by the server, not the app: ``anode-lab api`` serves it with
+``backend.connections`` (request deadline, connections per peer), which plain uvicorn lacks. Proxy headers are the
+app's own business (``ANODE_TRUSTED_PROXIES``): under plain uvicorn pass ``--no-proxy-headers``, since uvicorn
+otherwise trusts ``X-Forwarded-For`` from 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -19,14 +21,16 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from backend.catalog.routes import router as catalog_router
 from backend.catalog.service import catalog
 from backend.db import DamagedStore, Database, check_integrity, migrate
-from backend.deps import require_api_key
+from backend.deps import refuse_cross_site, require_api_key
 from backend.errors import ERROR_RESPONSES, error_body, install_handlers
 from backend.external.routes import router as external_router
 from backend.groups.routes import router as groups_router
@@ -42,9 +46,10 @@ from backend.security import (
     TokenBuckets,
     redact_access_log,
 )
-from backend.settings import Settings
+from backend.settings import API_PREFIX, Settings
 
-API_PREFIX = "/api/v1"
+DOCS_ASSETS = f"{API_PREFIX}/docs-assets"
+"""Swagger UI's script, style and icon, from the ``fastapi-offline`` package: ``/docs`` renders with no internet."""
 
 
 class _TooLarge(StarletteHTTPException):
@@ -124,7 +129,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.queues.close()
             app.state.db.dispose()
 
-    app = FastAPI(
+    app = FastAPIOffline(  # a FastAPI app whose docs page loads Swagger UI from the API, not from a CDN
         title="anode-lab",
         summary="Train neural ODEs and compare how their gradients are computed: runs, metrics, artifacts.",
         version="0.1.0",
@@ -132,6 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url=f"{API_PREFIX}/openapi.json",
         docs_url=f"{API_PREFIX}/docs",
         redoc_url=None,
+        static_url=DOCS_ASSETS,
     )
     app.state.settings = settings
     app.state.create_limit = TokenBuckets(settings.create_rate_per_minute, settings.create_burst)
@@ -140,7 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_handlers(app)
     # the key check (and its X-API-Key in the OpenAPI contract) only where keys exist: a keyless API asks for none
     keyed = [Depends(require_api_key)] if settings.api_keys else []
-    api = APIRouter(prefix=API_PREFIX, dependencies=keyed, responses=ERROR_RESPONSES)
+    api = APIRouter(prefix=API_PREFIX, dependencies=[*keyed, Depends(refuse_cross_site)], responses=ERROR_RESPONSES)
     for router in (runs_router, external_router, groups_router, catalog_router, health_router):
         api.include_router(router)
     app.include_router(api)
@@ -150,7 +156,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST", "DELETE"], allow_headers=["X-API-Key", "Content-Type"],
                            expose_headers=["Retry-After"], max_age=600)
-    app.add_middleware(LoopbackOnlyWithoutKeys, settings=settings)
+    # only the operator's Host names: a DNS-rebinding page (its own name resolved to 127.0.0.1) gets 400
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.served_hosts, www_redirect=False)
+    app.add_middleware(LoopbackOnlyWithoutKeys, settings=settings)  # outside it: its 403 says what to set
     app.add_middleware(SecurityHeaders)  # 403s, 413s, 429s and preflights get them too
     if settings.trusted_proxies:  # outermost: every check above sees the client the proxy names
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)

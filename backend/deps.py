@@ -14,9 +14,9 @@ from fastapi.security import APIKeyHeader
 from sqlalchemy.orm import Session
 
 from backend.db import Database
-from backend.errors import Unauthorized
+from backend.errors import Forbidden, Unauthorized
 from backend.queue import RunQueues
-from backend.security import client_key, valid_key
+from backend.security import client_key, cross_site_refusal, valid_key
 from backend.settings import Settings
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -58,6 +58,14 @@ def require_api_key(settings: SettingsDep, key: Annotated[str | None, Security(a
     """With keys configured, the request must carry one of them (compared in constant time)."""
     if settings.api_keys and not valid_key(settings, key):
         raise Unauthorized("missing or unknown API key: send it in the X-API-Key header")
+
+
+async def refuse_cross_site(request: Request, settings: SettingsDep) -> None:
+    """A POST or DELETE a page of another site could have sent is refused (403) before anything happens; after
+    the key check, so a request without a key still hears 401 (see ``backend.security.cross_site_refusal``)."""
+    refusal = cross_site_refusal(request.method, request.headers, settings.cors_origins)
+    if refusal is not None:
+        raise Forbidden(refusal)
 
 
 def limit_creation(request: Request, settings: SettingsDep) -> None:

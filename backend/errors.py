@@ -80,7 +80,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description}
     for status, description in [
         (400, "the body is not JSON"), (401, "missing or unknown API key"),
-        (403, "the API has no keys and serves only loopback"), (404, "no such run, artifact or route"),
+        (403, ("the API has no keys and serves only loopback, or a POST or DELETE came from another site or "
+                "without a JSON content type or an X-Requested-With header")), (404, "no such run, artifact or route"),
         (409, "the run's state does not allow it"), (413, "request body too large"),
         (422, "invalid request or spec"),
         (429, "too many runs created, or too many streams held; retry after Retry-After seconds"),

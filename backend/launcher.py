@@ -1,13 +1,15 @@
 """``anode-lab up``: the API, one worker per device class present and the dashboard, as child processes.
 
 Each child gets its own process group, so Ctrl-C in the terminal reaches only this launcher, which then stops
-the children in order (workers first: they hand their runs back to the queue), SIGTERM then SIGKILL. SIGINT
-and SIGTERM are both handled explicitly: a shell that starts a background job (or a supervisor) may hand this
-process SIGINT ignored, and Python then never raises ``KeyboardInterrupt``.
+the children: SIGTERM to each part's own process (a worker hands its run back to the queue, checkpointed), then
+SIGKILL to the process group of any part still there after ``STOP_TIMEOUT_S``. SIGINT and SIGTERM are both
+handled explicitly: a shell that starts a background job (or a supervisor) may hand this process SIGINT ignored,
+and Python then never raises ``KeyboardInterrupt``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -19,8 +21,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from backend.app import API_PREFIX
-from backend.settings import Settings
+from backend.settings import API_PREFIX, Settings
 
 STOP_TIMEOUT_S = 20.0
 START_TIMEOUT_S = 90.0
@@ -31,11 +32,17 @@ class Child:
     name: str
     process: subprocess.Popen[bytes]
 
-    def signal(self, signum: int) -> None:
-        try:
-            os.killpg(self.process.pid, signum)
-        except ProcessLookupError:
-            pass
+    def terminate(self) -> None:
+        """SIGTERM to the part's own process only: a worker then stops its run's child between two steps (the run
+        checkpoints and goes back to the queue); signalling its whole group would kill that child (and the
+        forkserver it came from) mid-step, and the run would end as a process that died."""
+        with contextlib.suppress(ProcessLookupError):
+            self.process.terminate()
+
+    def kill(self) -> None:
+        """SIGKILL to the part's process group: it and everything it started."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
 
 
 def _cli(*args: str) -> list[str]:
@@ -74,8 +81,10 @@ def _cuda_present() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def _dashboard_command(port: int) -> list[str] | None:
-    """``streamlit run dashboard/app.py`` when the dashboard and Streamlit are installed."""
+def _dashboard_command(port: int, hosts: list[str]) -> list[str] | None:
+    """``streamlit run dashboard/app.py`` when the dashboard and Streamlit are installed, on loopback, answering
+    only ``hosts`` (Streamlit refuses the websocket of any other Host; the app refuses to render for one) and
+    only websockets from its own origin (CORS and XSRF protection on, whatever a config file says)."""
     if importlib.util.find_spec("streamlit") is None:
         return None
     spec = importlib.util.find_spec("dashboard")
@@ -84,21 +93,23 @@ def _dashboard_command(port: int) -> list[str] | None:
     entry = Path(spec.origin).parent / "app.py"
     if not entry.is_file():
         return None
+    allowed = [option for host in hosts for option in ("--server.allowedHosts", host.strip("[]"))]
     return [sys.executable, "-m", "streamlit", "run", str(entry), "--server.address", "127.0.0.1",
-            "--server.port", str(port), "--server.headless", "true",
-            "--browser.gatherUsageStats", "false"]
+            "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
+            "--client.toolbarMode", "minimal",  # no "Deploy" button
+            "--server.enableCORS", "true", "--server.enableXsrfProtection", "true", *allowed]
 
 
 def _stop(children: list[Child]) -> None:
     for child in children:
-        child.signal(signal.SIGTERM)
+        child.terminate()
     deadline = time.monotonic() + STOP_TIMEOUT_S
     for child in children:
         try:
             child.process.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             print(f"{child.name} did not stop in time; killing it", flush=True)
-            child.signal(signal.SIGKILL)
+            child.kill()
             child.process.wait()
 
 
@@ -125,9 +136,11 @@ def up(settings: Settings | None = None, *, access_log: bool = False) -> int:
         devices = ["cpu", *(["gpu"] if _cuda_present() else [])]
         for device in devices:
             children.append(_spawn(f"{device} worker", _cli("worker", "--device", device)))
-        dashboard = _dashboard_command(settings.dashboard_port)
-        if dashboard is not None:
-            env = {**os.environ, "ANODE_API_URL": f"{_api_url(settings)}{API_PREFIX}"}
+        dashboard = _dashboard_command(settings.dashboard_port, settings.served_hosts)
+        if dashboard is not None:  # no key: a person signs in with their own (dashboard.access)
+            env = {**os.environ, "ANODE_API_URL": f"{_api_url(settings)}{API_PREFIX}",
+                   "ANODE_ALLOWED_HOSTS": ",".join(settings.served_hosts)}
+            env.pop("ANODE_API_KEYS", None)
             children.append(_spawn("dashboard", dashboard, env))
         print(f"API        {_api_url(settings)}{API_PREFIX}  (docs: {_api_url(settings)}{API_PREFIX}/docs)")
         print(f"workers    {', '.join(devices)}   data: {settings.data_dir}")

@@ -115,6 +115,8 @@ class Worker(Base):
     device_name: Mapped[str] = mapped_column(String(200), default="")
     device_memory: Mapped[int | None] = mapped_column(BigInteger)
     """Bytes: the GPU's total memory for a gpu worker, the host's RAM for a cpu worker."""
+    problem: Mapped[str | None] = mapped_column(Text)
+    """Why this worker cannot run experiments (its start-up check failed), or None."""
 
 
 class RunCell(Base):

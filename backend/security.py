@@ -1,5 +1,6 @@
 """Hardening that is not a route: security headers on every response, the rate limit on run creation, the cap on
-concurrent streams, loopback-only service without keys, and key-like query parameters kept out of the access log.
+concurrent streams, loopback-only service without keys, cross-site requests refused, and key-like query parameters
+kept out of the access log.
 
 The limit is a token bucket per client (its validated API key, else its peer address) held in the API process:
 ``create_burst`` runs at once, then ``create_rate_per_minute``. About thirty lines, where ``limits``/``slowapi``
@@ -19,7 +20,8 @@ import re
 import threading
 import time
 from collections import Counter
-from urllib.parse import unquote_plus
+from collections.abc import Mapping, Sequence
+from urllib.parse import unquote_plus, urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -38,7 +40,7 @@ def json_error_headers() -> dict[str, str]:
 
 
 DOCS_SUFFIXES = ("/docs", "/docs/oauth2-redirect")
-"""Swagger UI loads its script from a CDN and runs inline: it gets no ``Content-Security-Policy``."""
+"""Swagger UI's page starts it with an inline script: it gets no ``Content-Security-Policy``."""
 
 
 class SecurityHeaders:
@@ -236,6 +238,46 @@ class LoopbackOnlyWithoutKeys:
                               "ANODE_API_KEYS (comma-separated) to serve other hosts, or bind 127.0.0.1", [])
                 return
         await self.app(scope, receive, send)
+
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+NOT_A_FORM_HEADERS = ("x-requested-with", "x-api-key")
+"""Headers a browser sends to another origin only after a CORS preflight (which this API refuses unless the
+origin is in ``ANODE_CORS_ORIGINS``): a request that carries one was not sent by a page of another site."""
+
+
+def cross_site_refusal(method: str, headers: Mapping[str, str], allowed_origins: Sequence[str]) -> str | None:
+    """Why a state-changing request may have come from a page of another site, or None when it cannot have.
+
+    A browser sends a "simple" POST (a form, or ``fetch`` with ``mode: "no-cors"``) to any site without asking
+    first, with the user's network position: on loopback, or after DNS rebinding, that is enough to cancel or
+    queue runs. Such a POST has no JSON content type and no custom header, so one of them is required; and a
+    request that says where it came from (``Origin``, ``Sec-Fetch-Site``) must come from this API's own origin
+    or one of ``ANODE_CORS_ORIGINS``. Other methods (DELETE) cannot be sent across sites without a preflight;
+    they get the origin check too."""
+    if method.upper() in SAFE_METHODS:
+        return None
+    origin = headers.get("origin")
+    trusted = origin is not None and origin in allowed_origins
+    if origin is not None and not trusted and _netloc(origin) != headers.get("host", "").lower():
+        return (f"{method} from another site (Origin {origin[:100]!r}) is refused: the API changes state only "
+                "for requests from its own origin or one listed in ANODE_CORS_ORIGINS")
+    fetch_site = headers.get("sec-fetch-site", "").lower()
+    if fetch_site in ("cross-site", "same-site") and not trusted:
+        return (f"{method} sent by a page of another site (Sec-Fetch-Site: {fetch_site}) is refused: list that "
+                "page's origin in ANODE_CORS_ORIGINS if it may change runs")
+    media_type = headers.get("content-type", "").partition(";")[0].strip().lower()
+    if method.upper() == "POST" and media_type != "application/json" and not any(
+            name in headers for name in NOT_A_FORM_HEADERS):
+        return ("a POST must show it is not a browser form: send `Content-Type: application/json` (curl: -H "
+                "'Content-Type: application/json') or an `X-Requested-With` header; "
+                + (f"got Content-Type {media_type!r}" if media_type else "got no Content-Type"))
+    return None
+
+
+def _netloc(origin: str) -> str:
+    """``host:port`` of an ``Origin`` (``null`` and anything unparsable give ``""``, which matches no Host)."""
+    return urlsplit(origin).netloc.lower() if "://" in origin else ""
 
 
 KEY_LIKE = re.compile(r"key|token|secret|passw|auth|credential|signature|session|^sig$", re.IGNORECASE)

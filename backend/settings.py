@@ -17,6 +17,8 @@ DeviceClass = Literal["cpu", "gpu"]
 DEVICE_CLASSES: tuple[DeviceClass, ...] = ("cpu", "gpu")
 
 LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+"""The Host names served when ``ANODE_ALLOWED_HOSTS`` is not set (``dashboard.access`` keeps the same list)."""
 RUN_MEMORY_FRACTION = 0.5
 """Default ``ANODE_MAX_RUN_BYTES``: this share of the machine's memory for one run."""
 
@@ -39,6 +41,10 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+API_PREFIX = "/api/v1"
+"""Where the API's routes live (the dashboard, the launcher and the health probe build their URLs on it)."""
+
+
 class Settings(BaseSettings):
     """Everything a service process may be told; each field is ``ANODE_<NAME>`` in the environment."""
 
@@ -53,6 +59,11 @@ class Settings(BaseSettings):
     dashboard_port: int = Field(8501, ge=1, le=65535, description="where `anode-lab up` serves the dashboard")
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="comma-separated; required when host is not loopback"
+    )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="comma-separated Host names the API answers (`*.lab.example` for "
+        "subdomains, `*` for any, behind a proxy that checks them); default the loopback names and `host`. A request "
+        "for any other name (a DNS-rebinding page) gets 400 before anything else happens"
     )
     max_body_bytes: int = Field(1_048_576, ge=1024, description="largest request body accepted")
     request_timeout_seconds: float = Field(10.0, gt=0, le=300, description="a connection whose request (line, "
@@ -128,12 +139,21 @@ class Settings(BaseSettings):
     def _resolve_roots(cls, roots: list[Path]) -> list[Path]:
         return [root.expanduser().resolve() for root in roots]
 
-    @field_validator("api_keys", "cors_origins", "trusted_proxies", mode="before")
+    @field_validator("api_keys", "cors_origins", "trusted_proxies", "allowed_hosts", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
             return [key.strip() for key in value.split(",") if key.strip()]
         return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_patterns(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if "*" in name[1:] or (name.startswith("*") and name != "*" and not name.startswith("*.")):
+                raise ValueError(f"`ANODE_ALLOWED_HOSTS`: {name!r} is not a host name; a wildcard may only start "
+                                 "a name (`*.lab.example`) or stand alone (`*`)")
+        return names
 
     @field_validator("queue_url")
     @classmethod
@@ -170,6 +190,15 @@ class Settings(BaseSettings):
         if self.queue_url and self.queue_url.startswith("sqlite:///"):
             return Path(self.queue_url.removeprefix("sqlite:///"))
         return self.data_dir / "queue.db"
+
+    @property
+    def served_hosts(self) -> list[str]:
+        """``allowed_hosts``, else the loopback names plus ``host`` when it names one address (not 0.0.0.0 or ::)."""
+        if self.allowed_hosts:
+            return [name.lower() for name in self.allowed_hosts]
+        own = f"[{self.host}]" if ":" in self.host else self.host
+        wildcard = self.host in ("0.0.0.0", "::", "")
+        return [*LOOPBACK_HOSTS, *([] if wildcard or own in LOOPBACK_HOSTS else [own.lower()])]
 
     @property
     def runs_dir(self) -> Path:

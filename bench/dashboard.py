@@ -47,12 +47,16 @@ from loopback import free_port, wait  # noqa: E402
 
 API = "/api/v1"
 TARGET_S = 2.0
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-
-
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def metric_rows(steps: int) -> list[tuple[str, int, float]]:
@@ -60,11 +64,19 @@ def metric_rows(steps: int) -> list[tuple[str, int, float]]:
     rows: list[tuple[str, int, float]] = []
     for step in range(1, steps + 1):
         loss = 0.7 * math.exp(-step / 3000) + 0.05 + 0.05 * math.sin(step * 0.37) ** 2
-        rows += [("train_loss", step, loss), ("train_acc", step, 1 - loss / 1.5), ("grad_norm", step, 1 + loss),
-                 ("step_time", step, 0.004 + 0.001 * math.cos(step)), ("lr", step, 0.1)]
+        rows += [
+            ("train_loss", step, loss),
+            ("train_acc", step, 1 - loss / 1.5),
+            ("grad_norm", step, 1 + loss),
+            ("step_time", step, 0.004 + 0.001 * math.cos(step)),
+            ("lr", step, 0.1),
+        ]
         if (step - 1) % 50 == 0:
-            rows += [("probe_rel_error", step, 0.2 * loss), ("probe_cosine", step, 1 - 0.01 * loss),
-                     ("probe_sign_agreement", step, 0.95)]
+            rows += [
+                ("probe_rel_error", step, 0.2 * loss),
+                ("probe_cosine", step, 1 - 0.01 * loss),
+                ("probe_sign_agreement", step, 0.95),
+            ]
         if step % 100 == 0:
             rows += [("test_loss", step, loss * 1.1), ("test_acc", step, 1 - loss / 1.4), ("epoch", step, step // 100)]
         if step % 100 == 1:
@@ -84,8 +96,9 @@ def seed_group(url: str, data_dir: Path, steps: int) -> int:
     """A side-by-side group of three runs (Direct, ANODE, adjoint), each with a ``steps``-step history."""
     spec = {"dataset": "moons", "epochs": 100, "device": "cpu", "probe_every": 50}
     methods = [{"method": "direct"}, {"method": "anode"}, {"method": "adjoint"}]
-    group = httpx.post(f"{url}/groups", json={"spec": spec, "methods": methods, "name": f"{steps} steps"},
-                       timeout=10).json()
+    group = httpx.post(
+        f"{url}/groups", json={"spec": spec, "methods": methods, "name": f"{steps} steps"}, timeout=10
+    ).json()
     for run in group["runs"]:
         fill_run(data_dir, int(run["id"]), steps)
     return int(group["id"])
@@ -104,10 +117,16 @@ def fill_run(data_dir: Path, run_id: int, steps: int) -> None:
         assert repository.claim(session, run_id, "bench", "cpu")
     for start in range(0, len(rows), 20_000):
         with db.session(write=True) as session:
-            repository.upsert_metrics(session, run_id, rows[start:start + 20_000])
+            repository.upsert_metrics(session, run_id, rows[start : start + 20_000])
     with db.session(write=True) as session:
-        assert repository.finish(session, run_id, "bench", status="succeeded", message=f"trained {steps} steps",
-                                 summary={"steps": steps, "epochs": steps // 100, "best_test_acc": 0.95})
+        assert repository.finish(
+            session,
+            run_id,
+            "bench",
+            status="succeeded",
+            message=f"trained {steps} steps",
+            summary={"steps": steps, "epochs": steps // 100, "best_test_acc": 0.95},
+        )
     db.dispose()
 
 
@@ -167,10 +186,28 @@ def dashboard_in_chromium(url: str) -> Iterator[tuple[str, Any] | None]:
         yield None
         return
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py"),
-                               "--server.address", "127.0.0.1", "--server.port", str(port), "--server.headless",
-                               "true", "--browser.gatherUsageStats", "false"], env={**os.environ, "ANODE_API_URL": url},
-                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(ROOT / "dashboard" / "app.py"),
+            "--server.address",
+            "127.0.0.1",
+            "--server.port",
+            str(port),
+            "--server.headless",
+            "true",
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        env={**os.environ, "ANODE_API_URL": url},
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         wait(lambda: httpx.get(f"{base}/_stcore/health", timeout=2).status_code == 200, 60, "streamlit")
@@ -225,8 +262,9 @@ X_RANGE = """() => {
 def _loss_drawn(page: Any, at_least: float, at_most: float = math.inf) -> None:
     """Wait until the loss chart is drawn with an x axis reaching between ``at_least`` and ``at_most``."""
     top = "Infinity" if math.isinf(at_most) else at_most
-    page.wait_for_function(f"() => {{ const r = ({X_RANGE})(); return r !== null && r >= {at_least} && r <= {top}; }}",
-                           timeout=60_000)
+    page.wait_for_function(
+        f"() => {{ const r = ({X_RANGE})(); return r !== null && r >= {at_least} && r <= {top}; }}", timeout=60_000
+    )
 
 
 def time_browser(url: str, long_run: int, short_run: int, steps: int, repeats: int) -> dict[str, list[float]] | None:
@@ -241,8 +279,10 @@ def time_browser(url: str, long_run: int, short_run: int, steps: int, repeats: i
             return None
         base, browser = opened
         for _ in range(repeats):
-            for label, run_id, reach in (("new tab, long run", long_run, steps / 2),
-                                         ("new tab, 12-step run", short_run, 1)):
+            for label, run_id, reach in (
+                ("new tab, long run", long_run, steps / 2),
+                ("new tab, 12-step run", short_run, 1),
+            ):
                 context = browser.new_context(viewport={"width": 1440, "height": 1200})
                 page = context.new_page()
                 start = time.perf_counter()
@@ -279,8 +319,14 @@ def main() -> int:
         data_dir = Path(tmp)
         port = free_port()
         env = {**os.environ, "ANODE_DATA_DIR": str(data_dir), "ANODE_PORT": str(port)}
-        api = subprocess.Popen([sys.executable, "-m", "anode_lab.cli", "api"], env=env, cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        api = subprocess.Popen(
+            [sys.executable, "-m", "anode_lab.cli", "api"],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         url = f"http://127.0.0.1:{port}{API}"
         try:
             wait(lambda: httpx.get(f"{url}/health", timeout=2).status_code == 200, 60, "the API")
@@ -288,36 +334,48 @@ def main() -> int:
             run_id = seed_run(url, data_dir, args.steps)
             short_run = seed_run(url, data_dir, 12)
             rows = len(metric_rows(args.steps))
-            print(f"seeded run {run_id}: {args.steps} steps, {rows} metric rows in "
-                  f"{time.perf_counter() - start:.1f} s")
+            print(f"seeded run {run_id}: {args.steps} steps, {rows} metric rows in {time.perf_counter() - start:.1f} s")
             for label, (seconds, size) in time_metrics_reads(url, run_id, args.repeats).items():
                 print(f"GET /runs/{run_id}/metrics {label:<12} median {seconds * 1000:7.1f} ms  {size / 1024:8.1f} KiB")
             cold, warm = time_apptest(url, run_id, args.repeats)
-            print(f"run page in AppTest        cold {cold:.2f} s   warm median {statistics.median(warm):.2f} s "
-                  f"(max {max(warm):.2f} s, {len(warm)} runs)")
+            print(
+                f"run page in AppTest        cold {cold:.2f} s   warm median {statistics.median(warm):.2f} s "
+                f"(max {max(warm):.2f} s, {len(warm)} runs)"
+            )
             browser = None if args.no_browser else time_browser(url, run_id, short_run, args.steps, args.repeats)
             for label, times in (browser or {}).items():
-                print(f"run page in Chromium, {label:<22} median {statistics.median(times):.2f} s "
-                      f"(min {min(times):.2f}, max {max(times):.2f}) to the loss chart")
+                print(
+                    f"run page in Chromium, {label:<22} median {statistics.median(times):.2f} s "
+                    f"(min {min(times):.2f}, max {max(times):.2f}) to the loss chart"
+                )
             if browser is None:
                 print("run page in Chromium       skipped (needs playwright and Debian's chromium)")
             group_id = seed_group(url, data_dir, args.steps)
             group_cold, group_warm = time_group_apptest(url, group_id, args.repeats)
-            print(f"group of 3 on compare page in AppTest  cold {group_cold:.2f} s   warm median "
-                  f"{statistics.median(group_warm):.2f} s (max {max(group_warm):.2f} s)")
+            print(
+                f"group of 3 on compare page in AppTest  cold {group_cold:.2f} s   warm median "
+                f"{statistics.median(group_warm):.2f} s (max {max(group_warm):.2f} s)"
+            )
             group_browser = None if args.no_browser else time_group_browser(url, group_id, args.steps, args.repeats)
             if group_browser:
-                print("group of 3 on compare page in Chromium, new tab  "
-                      f"median {statistics.median(group_browser):.2f} s "
-                      f"(min {min(group_browser):.2f}, max {max(group_browser):.2f}) to the three loss curves")
+                print(
+                    "group of 3 on compare page in Chromium, new tab  "
+                    f"median {statistics.median(group_browser):.2f} s "
+                    f"(min {min(group_browser):.2f}, max {max(group_browser):.2f}) to the three loss curves"
+                )
         finally:
             os.killpg(api.pid, signal.SIGTERM)
             api.wait(20)
-    opened = [statistics.median(warm), *([statistics.median(browser["in the app, long run"])] if browser else []),
-              statistics.median(group_warm)]  # a new tab's time is mostly Streamlit's start: see the 12-step control
+    opened = [
+        statistics.median(warm),
+        *([statistics.median(browser["in the app, long run"])] if browser else []),
+        statistics.median(group_warm),
+    ]  # a new tab's time is mostly Streamlit's start: see the 12-step control
     verdict = "ok" if max(opened) < TARGET_S else "SLOWER THAN TARGET"
-    print(f"target: the run page of a {args.steps}-step run and the compare page of a group of three open in under "
-          f"{TARGET_S:.0f} s (AppTest, and in the browser) -> {verdict}")
+    print(
+        f"target: the run page of a {args.steps}-step run and the compare page of a group of three open in under "
+        f"{TARGET_S:.0f} s (AppTest, and in the browser) -> {verdict}"
+    )
     return 0 if max(opened) < TARGET_S else 1
 
 

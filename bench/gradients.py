@@ -15,7 +15,11 @@ Then, on the same conv network in float64, the adaptive and reversible table (``
 dopri5 at rtol 1e-3, 1e-5, 1e-7 against torchdiffeq's ``odeint`` and ``odeint_adjoint``, and ReversibleHeun +
 ``Reversible`` against ``Direct``.
 
-Run ``python bench/gradients.py [--quick] [--only fixed|adaptive] [--reps N] [--budget S] [--threads T]
+Then the ``odeint`` table (``bench/odeint_cost.py``): one ``anode_core.odeint`` call against ``torchdiffeq.odeint``
+with dopri5, tsit5 and dopri8 at rtol 1e-3, 1e-5, 1e-7 on an MLP and a conv field: inference (``no_grad``) field
+evaluations and time, and forward + backward of the default gradient against torchdiffeq's backprop.
+
+Run ``python bench/gradients.py [--quick] [--only fixed|adaptive|odeint] [--reps N] [--budget S] [--threads T]
 [--out PATH]`` (the only way to run either table). Prints each table, the notes that qualify it and a verdict on
 its targets; writes the rows as CSV (``PATH`` and ``PATH`` with ``_adaptive`` added to its stem).
 """
@@ -40,11 +44,13 @@ import anode_core as ac
 if __package__:
     from .adaptive_gradients import report as adaptive_report
     from .measure import BLOCKS, MIB, Network, conv_network, instrumented_pass, judge, mlp_network, training_step
+    from .odeint_cost import report as odeint_report
     from .odeint_memory import report as odeint_memory_report
     from .timing import Clock, Timing, time_interleaved
 else:  # run as a script: python bench/gradients.py
     from adaptive_gradients import report as adaptive_report
     from measure import BLOCKS, MIB, Network, conv_network, instrumented_pass, judge, mlp_network, training_step
+    from odeint_cost import report as odeint_report
     from odeint_memory import report as odeint_memory_report
     from timing import Clock, Timing, time_interleaved
 
@@ -98,7 +104,8 @@ class Method:
     label: str
     block: BlockFactory
     model_bytes: Callable[[ac.MemoryModel], int]
-    """The analytic model of DESIGN §1 (for the torchdiffeq peers: that of the method they correspond to)."""
+    """The analytic model of ANODE §3, ``anode_core.MemoryModel`` (for the torchdiffeq peers: that of the method
+    they correspond to)."""
 
 
 def _ours(label: str, gradient: ac.GradientMethod, model_bytes: Callable[[ac.MemoryModel], int]) -> Method:
@@ -385,10 +392,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"CSV path (default: {DEFAULT_OUT})")
     p.add_argument(
         "--only",
-        choices=("fixed", "adaptive", "odeint-memory"),
+        choices=("fixed", "adaptive", "odeint", "odeint-memory"),
         default=None,
-        help="run one table: the fixed-step one, the adaptive and reversible one, or the one-odeint default's "
-        "memory and time against Direct (bench/odeint_memory.py) (default: all)",
+        help="run one table: the fixed-step one, the adaptive and reversible one, the odeint one (inference and "
+        "forward+backward against torchdiffeq), or the one-odeint default's memory and time against Direct "
+        "(bench/odeint_memory.py) (default: all)",
     )
     args = p.parse_args(argv)
     if args.budget is not None and args.budget < 0:
@@ -455,6 +463,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         odeint_memory_report(*sizes.odeint_conv, reps, clock)
     if args.only in (None, "fixed"):
         print("\nFixed steps, float32:\n" + fixed_section(args, sizes, reps, budget, clock), flush=True)
+    if args.only in (None, "odeint"):
+        print("\nodeint, one call:", flush=True)
+        odeint_report(args.quick, reps, clock)
     if args.only in (None, "adaptive"):
         net = conv_network(*sizes.adaptive_conv)
         out = args.out.with_name(f"{args.out.stem}_adaptive{args.out.suffix}")

@@ -305,7 +305,7 @@ def cancel_latency(stack: Stack, client: httpx.Client, repeats: int) -> dict[str
         run_id = submit(client, {"kind": "train", "spec": TRAIN})
         wait(lambda run_id=run_id: last_step(client, run_id) >= 10, 120, "step 10")
         start = time.monotonic()
-        client.post(f"/runs/{run_id}/cancel").raise_for_status()
+        client.post(f"/runs/{run_id}/cancel", headers={"X-Requested-With": "anode-lab"}).raise_for_status()
         at_flag = max(step for step, _ in journal.read(stack.data_dir / "runs" / str(run_id)))
         run = wait(lambda run_id=run_id: (r := client.get(f"/runs/{run_id}").json())["status"] in ENDED and r, 60,
                    "cancelled",
@@ -610,7 +610,7 @@ def main() -> int:
                 got = asyncio.run(load(stack.url, args.seconds, live))
                 errors = got.pop("errors")
                 total = sum(len(v) for v in got.values())
-                client.post(f"/runs/{live}/cancel")
+                client.post(f"/runs/{live}/cancel", headers={"X-Requested-With": "anode-lab"})
                 wait(lambda: client.get(f"/runs/{live}").json()["status"] in ENDED, 60, "the load run to stop")
                 lines.append(f"load {args.seconds:.0f} s, 18 clients (2 create, 4 list, 8 poll run+metrics, 4 stream) "
                              f"and 1 worker: {total} requests, {len(errors)} errors"

@@ -1,14 +1,16 @@
 """The one place the dashboard speaks HTTP: :class:`ApiClient` wraps every endpoint of ``/api/v1``.
 
 The base URL comes from ``ANODE_API_URL`` (default ``http://127.0.0.1:8000``; ``/api/v1`` is appended when it
-is missing) and an API key, if the server wants one, from ``ANODE_API_KEY`` (or the first of ``ANODE_API_KEYS``,
-so a dashboard started by ``anode-lab up`` next to a keyed API just works). Failures become two exceptions:
+is missing). The dashboard holds no API key of its own: a person signs in with theirs (``dashboard.access``), and
+:meth:`ApiClient.with_key` sends it for their session only. Every request says ``X-Requested-With``, as the API
+asks of a POST that is not a browser form. Failures become two exceptions:
 :class:`ApiUnreachable` (no answer: the pages show a banner) and :class:`ApiError` (an answer with an error
 status, carrying the API's ``detail`` and, for a 422, the per-field ``errors``).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypedDict, TypeVar, cast
@@ -18,6 +20,9 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 API_PREFIX = "/api/v1"
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+"""Host names served when ``ANODE_ALLOWED_HOSTS`` is not set (the API's ``backend.settings.LOOPBACK_HOSTS``)."""
+CLIENT_HEADER = {"X-Requested-With": "anode-lab-dashboard"}
 T = TypeVar("T")
 DEFAULT_URL = "http://127.0.0.1:8000"
 PAGE = 100
@@ -90,10 +95,9 @@ class ClientSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ANODE_", extra="ignore", frozen=True)
 
     api_url: str = Field(DEFAULT_URL, description="the API's address, with or without /api/v1")
-    api_key: str | None = Field(None, description="sent as X-API-Key")
-    api_keys: str | None = Field(None, description="the server's comma-separated keys; the first is used "
-                                 "when api_key is not set")
     api_timeout: float = Field(10.0, gt=0, description="seconds to wait for one answer")
+    allowed_hosts: str | None = Field(None, description="comma-separated Host names the dashboard answers "
+                                      "(`*.lab.example`, `*`); default the loopback names")
 
     @property
     def base_url(self) -> str:
@@ -101,11 +105,10 @@ class ClientSettings(BaseSettings):
         return url if url.endswith(API_PREFIX) else url + API_PREFIX
 
     @property
-    def key(self) -> str | None:
-        if self.api_key:
-            return self.api_key
-        keys = [k.strip() for k in (self.api_keys or "").split(",") if k.strip()]
-        return keys[0] if keys else None
+    def hosts(self) -> tuple[str, ...]:
+        """The Host names served, lower-case: ``allowed_hosts``, else :data:`LOOPBACK_HOSTS`."""
+        names = tuple(n.strip().lower() for n in (self.allowed_hosts or "").split(",") if n.strip())
+        return names or LOOPBACK_HOSTS
 
 
 class ApiUnreachable(Exception):
@@ -145,11 +148,18 @@ class ApiError(Exception):
 class ApiClient:
     """Typed-enough calls to every endpoint; returns the API's JSON as plain dicts and lists."""
 
-    def __init__(self, settings: ClientSettings | None = None, *, transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(self, settings: ClientSettings | None = None, *, transport: httpx.BaseTransport | None = None,
+                 key: str | None = None) -> None:
         self.settings = settings or ClientSettings()
-        headers = {"X-API-Key": self.settings.key} if self.settings.key else {}
-        self._http = httpx.Client(base_url=self.settings.base_url, headers=headers,
+        self._http = httpx.Client(base_url=self.settings.base_url, headers=CLIENT_HEADER,
                                   timeout=self.settings.api_timeout, transport=transport)
+        self._headers = {"X-API-Key": key} if key else {}
+
+    def with_key(self, key: str | None) -> ApiClient:
+        """This client (its connection pool) sending ``key`` as ``X-API-Key``: one person's view of the API."""
+        view = copy.copy(self)
+        view._headers = {"X-API-Key": key} if key else {}
+        return view
 
     @property
     def base_url(self) -> str:
@@ -248,7 +258,7 @@ class ApiClient:
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
-            response = self._http.request(method, path, **kwargs)
+            response = self._http.request(method, path, headers=self._headers, **kwargs)
         except httpx.TransportError as exc:
             raise ApiUnreachable(self.base_url, type(exc).__name__ + (f": {exc}" if str(exc) else "")) from exc
         if response.is_error:

@@ -9,9 +9,12 @@ import streamlit as st
 if importlib.util.find_spec("dashboard") is None:  # Streamlit puts this file's folder on sys.path, not its parent
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from dashboard import access  # noqa: E402  (after the path fix above)
+
 # The icon ships with the app: a ":material/…:" page icon is fetched from a font host, and fails offline.
 st.set_page_config(page_title="anode-lab", page_icon=str(Path(__file__).with_name("icon.png")), layout="wide")
 
+access.refuse_foreign_host()  # a DNS-rebinding page sees no page, not even the navigation
 navigation = st.navigation({
     "Experiments": [
         st.Page("app_pages/launch.py", title="Launch", icon=":material/rocket_launch:", default=True),

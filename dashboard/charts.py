@@ -15,25 +15,28 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from dashboard.series import ema
-from dashboard.tables import distinct, finite
+from dashboard.tables import METHOD_COLOURS, distinct, finite, method_colour, method_dash
+from dashboard.text import plotly_text
 
 FONT_SIZE = 14
 WALL_FONT_SIZE = 20
-METHOD_COLOURS = {
-    "direct": "#222222", "anode": "#1f77b4", "adjoint": "#d62728", "adjoint(stored)": "#ff7f0e",
-    "finite_difference": "#7f7f7f", "reversible": "#2ca02c",
-}
-CHECKPOINT_COLOURS = ("#6baed6", "#3182bd", "#08519c", "#9ecae1")
-METHOD_DASHES = {"direct": "solid", "anode": "dash", "adjoint": "dot", "adjoint(stored)": "dashdot",
-                 "reversible": "longdashdot"}
-"""With the colours, so that methods whose curves coincide (Direct and ANODE are exact; the adjoint and its
-stored-state twin nearly agree) stay visible on top of each other."""
-SOLVER_DASHES = {"euler": "solid", "midpoint": "dash", "heun": "dot", "rk4": "dashdot", "dopri5": "longdash",
-                 "bosh3": "longdashdot", "reversible_heun": "solid", "alf": "dash"}
-SOLVER_MARKERS = {"euler": "circle", "midpoint": "square", "heun": "diamond", "rk4": "triangle-up",
-                  "dopri5": "star", "bosh3": "pentagon", "reversible_heun": "x", "alf": "cross"}
-SOLVER_ORDERS = {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4, "dopri5": 5, "bosh3": 3, "reversible_heun": 2,
-                 "alf": 2}
+SOLVER_DASHES = {"euler": "solid", "midpoint": "dash", "heun": "dot", "heun3": "longdash", "rk4": "dashdot",
+                 "dopri5": "longdash", "bosh3": "longdashdot", "reversible_heun": "solid", "alf": "dash",
+                 "explicit_adams": "dot", "implicit_adams": "dashdot", "implicit_euler": "solid",
+                 "implicit_midpoint": "dash", "trapezoid": "dot", "radauIIA3": "dashdot", "radauIIA5": "longdash",
+                 "gl4": "longdashdot", "gl6": "solid", "sdirk2": "dash", "trbdf2": "dot", "adaptive_heun": "dash",
+                 "fehlberg2": "dot", "tsit5": "dashdot", "dopri8": "solid"}
+SOLVER_MARKERS = {"euler": "circle", "midpoint": "square", "heun": "diamond", "heun3": "hexagon",
+                  "rk4": "triangle-up", "dopri5": "star", "bosh3": "pentagon", "reversible_heun": "x", "alf": "cross",
+                  "explicit_adams": "triangle-down", "implicit_adams": "triangle-left", "implicit_euler": "circle-open",
+                  "implicit_midpoint": "square-open", "trapezoid": "diamond-open", "radauIIA3": "triangle-up-open",
+                  "radauIIA5": "star-open", "gl4": "hexagon-open", "gl6": "pentagon-open", "sdirk2": "x-open",
+                  "trbdf2": "cross-open", "adaptive_heun": "diamond-wide", "fehlberg2": "hourglass",
+                  "tsit5": "star-triangle-up", "dopri8": "star-square"}
+SOLVER_ORDERS = {"euler": 1, "midpoint": 2, "heun": 2, "heun3": 3, "rk4": 4, "dopri5": 5, "bosh3": 3,
+                 "reversible_heun": 2, "alf": 2, "explicit_adams": 4, "implicit_adams": 4, "implicit_euler": 1,
+                 "implicit_midpoint": 2, "trapezoid": 2, "radauIIA3": 3, "radauIIA5": 5, "gl4": 4, "gl6": 6,
+                 "sdirk2": 2, "trbdf2": 2, "adaptive_heun": 2, "fehlberg2": 2, "tsit5": 5, "dopri8": 8}
 ROUNDING_FLOOR = 1e-17
 """Exact methods agree with Direct to 0 or rounding; a log axis cannot show 0, so they are drawn here."""
 EXACT_BELOW = 1e-10
@@ -79,26 +82,13 @@ class Curve:
     group: str | None = None
 
 
-def method_dash(label: str) -> str:
-    return METHOD_DASHES.get(label, "longdash" if not label.startswith("anode(c=") else "dashdot")
-
-
-def method_colour(label: str) -> str:
-    if label in METHOD_COLOURS:
-        return METHOD_COLOURS[label]
-    if label.startswith("anode(c="):
-        digits = "".join(ch for ch in label if ch.isdigit())
-        return CHECKPOINT_COLOURS[int(digits or 0) % len(CHECKPOINT_COLOURS)]
-    return "#9467bd"
-
-
 def style(fig: go.Figure, *, title: str, x_title: str, y_title: str, font_size: int, log_x: bool = False,
           log_y: bool = False, legend: bool = True) -> go.Figure:
     """The common look: white template, title on top, legend under the plot (long legends never cover the
-    title or the data), log axes with powers of ten."""
+    title or the data), log axes with powers of ten. The title and axis titles are text, never Plotly markup."""
     fig.update_layout(
         template="plotly_white",
-        title={"text": title, "font": {"size": round(font_size * 1.2)}, "x": 0.0, "xanchor": "left"},
+        title={"text": plotly_text(title), "font": {"size": round(font_size * 1.2)}, "x": 0.0, "xanchor": "left"},
         font={"size": font_size},
         margin={"l": 10, "r": 10, "t": 40 + 2 * font_size, "b": 10},
         legend={"orientation": "h", "yref": "container", "yanchor": "bottom", "y": 0.0, "xanchor": "left", "x": 0.0,
@@ -109,8 +99,9 @@ def style(fig: go.Figure, *, title: str, x_title: str, y_title: str, font_size: 
     )
     axis = {"showline": True, "linecolor": "#888", "automargin": True, "tickfont": {"size": font_size},
             "title_font": {"size": font_size}}
-    fig.update_xaxes(title_text=x_title, **axis, **({"type": "log", "exponentformat": "power"} if log_x else {}))
-    fig.update_yaxes(title_text=y_title, **axis, **({"type": "log", "exponentformat": "power"} if log_y else {}))
+    log = {"type": "log", "exponentformat": "power"}
+    fig.update_xaxes(title_text=plotly_text(x_title), **axis, **(log if log_x else {}))
+    fig.update_yaxes(title_text=plotly_text(y_title), **axis, **(log if log_y else {}))
     return fig
 
 
@@ -131,28 +122,60 @@ def positive(values: Sequence[float | None], floor: float | None = None) -> list
 def curves_figure(curves: Sequence[Curve], *, title: str, x_title: str, y_title: str, log_y: bool = False,
                   smoothing: float = 0.0, font_size: int = FONT_SIZE, y_format: str | None = None) -> go.Figure:
     """Lines over steps (or epochs, or seconds). With ``smoothing`` > 0 each curve is drawn twice: the raw
-    values faint, their exponential moving average on top, so smoothing never hides what happened."""
+    values faint, their exponential moving average on top, so smoothing never hides what happened. Curve names
+    (run names, stored by clients) are drawn as text, never as Plotly markup."""
     fig = go.Figure()
-    for curve in curves:
+    marked = [index for index, curve in enumerate(curves) if curve.markers]
+    for index, curve in enumerate(curves):
+        # Curves with markers compare methods; drawn first, drawn widest, so one that another covers still
+        # shows around it (the adjoint under adjoint(stored)).
+        below = min(len(marked) - 1 - marked.index(index), 3) if curve.markers else 0
         y = positive(curve.y) if log_y else list(curve.y)
+        name = plotly_text(curve.name)
         group = curve.group or curve.name
         line = {"color": curve.colour, "dash": curve.dash}
         mode = "lines+markers" if curve.markers else "lines"
         if smoothing > 0 and len(y) > 2 and not curve.markers:
-            fig.add_trace(go.Scatter(x=list(curve.x), y=y, name=f"{curve.name} (raw)", mode="lines", opacity=0.3,
+            fig.add_trace(go.Scatter(x=list(curve.x), y=y, name=f"{name} (raw)", mode="lines", opacity=0.3,
                                      line={**line, "width": 1}, legendgroup=group, showlegend=False,
                                      hoverinfo="skip"))
-            fig.add_trace(go.Scatter(x=list(curve.x), y=ema(y, smoothing), name=curve.name, mode="lines",
+            fig.add_trace(go.Scatter(x=list(curve.x), y=ema(y, smoothing), name=name, mode="lines",
                                      line={**line, "width": 2.5}, legendgroup=group))
         else:
-            fig.add_trace(go.Scatter(x=list(curve.x), y=y, name=curve.name, mode=mode, line={**line, "width": 2},
-                                     legendgroup=group))
+            fig.add_trace(go.Scatter(x=list(curve.x), y=y, name=name, mode=mode,
+                                     line={**line, "width": 2 + 1.5 * below},
+                                     marker={"size": 7 + 3 * below} if curve.markers else None, legendgroup=group))
     style(fig, title=title, x_title=x_title, y_title=y_title, font_size=font_size, log_y=log_y)
     if y_format:
         fig.update_yaxes(tickformat=y_format)
-    levels = {v for curve in curves for v in curve.y if finite(v)}
-    if len(levels) == 1:  # a constant series gets one tick at its value, not five labels of the same number
-        fig.update_yaxes(tickmode="array", tickvals=list(levels))
+    return constant_axis(fig, [float(v) for curve in curves for v in curve.y if finite(v)], log_y=log_y,
+                         labelled=y_format is None)
+
+
+CONSTANT_SPREAD = 1e-6
+"""Values whose spread is at most this fraction of their size are one value (float32 rounding, not a change)."""
+
+
+def constant_axis(fig: go.Figure, values: Sequence[float], *, log_y: bool = False, labelled: bool = True) -> go.Figure:
+    """A series that does not change is drawn flat in the middle of the chart with its value as the one tick
+    (``0.01``, or in the axis' own ``tickformat`` when not ``labelled``), instead of rounding differences zoomed
+    into a zigzag."""
+    if not values:
+        return fig
+    low, high = min(values), max(values)
+    level = (low + high) / 2
+    if high - low > CONSTANT_SPREAD * max(abs(low), abs(high)):
+        return fig
+    if log_y and level > 0:
+        span = [math.log10(level) - 0.5, math.log10(level) + 0.5]
+    elif log_y:
+        return fig
+    else:
+        pad = abs(level) * 0.5 or 1.0
+        span = [level - pad, level + pad]
+    fig.update_yaxes(range=span, tickmode="array", tickvals=[level])
+    if labelled:
+        fig.update_yaxes(ticktext=[f"{level:.6g}"])
     return fig
 
 
@@ -189,7 +212,12 @@ def _sweep_traces(fig: go.Figure, rows: Sequence[Mapping[str, Any]], y_key: str,
     legend groups each method's lines under its name. (``dash_by_solver`` False: one line per method.) Rows
     without a number at ``x_key`` (an adaptive cell has no N_t, a fixed one no rtol) are left out."""
     rows = [r for r in rows if finite(r.get(x_key))]
-    for method in distinct(rows, "method"):
+    methods = distinct(rows, "method")
+    for rank, method in enumerate(methods):
+        # Drawn first, drawn widest: a line that another one covers (the adjoint under adjoint(stored), which
+        # nearly agree) still shows around it, as a halo of its colour.
+        below = min(len(methods) - 1 - rank, 3)
+        width, size = 2 + 1.5 * below, 8 + 3 * below
         solvers = distinct(rows, "solver") if dash_by_solver else [None]
         for index, solver in enumerate(solvers):
             mine = sorted((r for r in rows if r.get("method") == method and solver in (None, r.get("solver"))),
@@ -197,15 +225,29 @@ def _sweep_traces(fig: go.Figure, rows: Sequence[Mapping[str, Any]], y_key: str,
             if not mine:
                 continue
             y = [r.get(y_key) if finite(r.get(y_key)) else None for r in mine]
-            width = 3.5 if method_dash(str(method)) == "solid" else 2  # a solid line under a dotted one shows
             fig.add_trace(go.Scatter(
                 x=[r[x_key] for r in mine], y=positive(y, floor) if log_y else y,
                 name=f"{method} · {solver}{suffix}" if solver is not None else f"{method}{suffix}",
                 mode="lines+markers", legendgroup=str(method),
                 legendgrouptitle={"text": str(method)} if solver is not None and index == 0 else None,
                 line={"color": method_colour(str(method)), "dash": method_dash(str(method)), "width": width},
-                marker={"size": 8, "symbol": SOLVER_MARKERS.get(str(solver), "circle")},
+                marker={"size": size, "symbol": SOLVER_MARKERS.get(str(solver), "circle")},
             ))
+
+
+def exact_floor_ticks(fig: go.Figure) -> go.Figure:
+    """On a log error axis where zero errors are drawn at :data:`ROUNDING_FLOOR`, label that line "exact (0)"
+    instead of 10⁻¹⁷, and the decades of the errors above it as powers of ten."""
+    values = [float(v) for trace in fig.data for v in (trace.y or ()) if finite(v) and float(v) > 0]
+    above = [v for v in values if v > ROUNDING_FLOOR]
+    if not values or min(values) > ROUNDING_FLOOR:
+        return fig
+    low = math.floor(math.log10(min(above))) if above else 0
+    high = max(math.ceil(math.log10(max(above))), low + 1) if above else 1
+    decades = list(range(low, high + 1))
+    fig.update_yaxes(tickmode="array", tickvals=[ROUNDING_FLOOR, *(10.0**k for k in decades)],
+                     ticktext=["exact (0)", *(f"10<sup>{k}</sup>" for k in decades)])
+    return fig
 
 
 def steps_ticks(fig: go.Figure, rows: Sequence[Mapping[str, Any]]) -> go.Figure:
@@ -248,7 +290,7 @@ def sweep_error_figure(rows: Sequence[Mapping[str, Any]], *, font_size: int = FO
     _sweep_traces(fig, rows, y_key, floor=ROUNDING_FLOOR)
     style(fig, title="Gradient error vs N_t (against exact DTO)", x_title="N_t (steps per block)",
           y_title="relative error", font_size=font_size, log_x=True, log_y=True)
-    return steps_ticks(fig, rows)
+    return exact_floor_ticks(steps_ticks(fig, rows))
 
 
 def sweep_cosine_figure(rows: Sequence[Mapping[str, Any]], *, font_size: int = FONT_SIZE) -> go.Figure:
@@ -339,7 +381,7 @@ def tolerance_error_figure(rows: Sequence[Mapping[str, Any]], *, font_size: int 
     _sweep_traces(fig, rows, "rel_error", floor=ROUNDING_FLOOR, x_key="rtol")
     style(fig, title="Gradient error vs rtol (adaptive solvers, against exact DTO)", x_title=TOLERANCE_AXIS,
           y_title="relative error", font_size=font_size, log_x=True, log_y=True)
-    return _tolerance_axis(fig, rows)
+    return exact_floor_ticks(_tolerance_axis(fig, rows))
 
 
 def tolerance_nfe_figure(rows: Sequence[Mapping[str, Any]], *, font_size: int = FONT_SIZE) -> go.Figure:

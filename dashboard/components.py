@@ -8,8 +8,10 @@ from typing import Any, NoReturn, TypeVar
 
 import streamlit as st
 
+from dashboard import access
 from dashboard.api_client import ApiClient, ApiError, ApiUnreachable, Run
 from dashboard.tables import ACTIVE, STATUS_COLOURS, run_label
+from dashboard.text import md
 
 RUN_DETAIL_PAGE = "app_pages/run_detail.py"
 COMPARE_PAGE = "app_pages/compare.py"
@@ -17,9 +19,14 @@ T = TypeVar("T")
 
 
 @st.cache_resource
-def client() -> ApiClient:
-    """One HTTP client per dashboard process (it pools connections); settings from ``ANODE_*``."""
+def shared_client() -> ApiClient:
+    """One HTTP client per dashboard process (it pools connections); settings from ``ANODE_*``; no key."""
     return ApiClient()
+
+
+def client() -> ApiClient:
+    """The shared client sending this session's key, if its person signed in."""
+    return shared_client().with_key(access.session_key())
 
 
 def unreachable_banner(exc: ApiUnreachable) -> None:
@@ -32,7 +39,9 @@ def unreachable_banner(exc: ApiUnreachable) -> None:
 
 
 def connect() -> ApiClient:
-    """The client, once the API has answered ``/health``; otherwise a banner and the page stops here.
+    """The client, once the API has answered ``/health``; otherwise a banner and the page stops here. An API
+    that wants a key this session does not hold gets the sign-in form instead of the page; an API without keys
+    is shown only to this machine.
 
     The sidebar shows the live workers, so a run that waits for lack of one is not a mystery."""
     api = client()
@@ -42,12 +51,19 @@ def connect() -> ApiClient:
         unreachable_banner(exc)
         st.stop()
     except ApiError as exc:
-        st.error(f"**The API answered with an error**: {exc}", icon=":material/error:")
+        if exc.status == 401:
+            access.sign_in(shared_client())
+        st.error(f"**The API answered with an error**: {md(exc)}", icon=":material/error:")
         st.stop()
+    if access.session_key() is None:
+        access.refuse_remote_viewer()
     workers = health.get("workers") or []
     with st.sidebar:
+        access.sign_out_button()
         if health.get("status") != "ok":
             st.warning(f"API degraded: database {health.get('database')}, queue {health.get('queue')}")
+        for problem in sorted({w["problem"] for w in workers if w.get("problem")}):
+            st.text(problem)  # a worker's failed start-up check, as it wrote it
         if workers:
             devices = ", ".join(sorted({w["device"] for w in workers}))
             busy = sum(1 for w in workers if w.get("run_id") is not None)
@@ -65,7 +81,7 @@ def call(action: Callable[[], T], *, what: str) -> T | None:
     except ApiUnreachable as exc:
         unreachable_banner(exc)
     except ApiError as exc:
-        st.error(f"Could not {what}: {exc.detail}", icon=":material/error:")
+        st.error(f"Could not {md(what)}: {md(exc.detail)}", icon=":material/error:")
     return None
 
 
@@ -124,10 +140,10 @@ def progress(run: Run) -> None:
     info: Mapping[str, Any] = run.get("progress") or {}
     done, total = info.get("done", 0), info.get("total", 0)
     if run["status"] == "queued":
-        st.info(run.get("status_detail") or "queued", icon=":material/hourglass_top:")
+        st.info(md(run.get("status_detail") or "queued"), icon=":material/hourglass_top:")
     elif run["status"] == "running":
         fraction = min(1.0, done / total) if total else 0.0
-        st.progress(fraction, text=f"{done}/{total} · {info.get('note', '')}" if total else "starting…")
+        st.progress(fraction, text=md(f"{done}/{total} · {info.get('note', '')}") if total else "starting…")
 
 
 def is_active(run: Run) -> bool:

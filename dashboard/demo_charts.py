@@ -13,21 +13,19 @@ import plotly.graph_objects as go
 from dashboard.charts import (
     BYTES_FORMAT,
     FONT_SIZE,
-    METHOD_COLOURS,
     ROUNDING_FLOOR,
     SOLVER_DASHES,
     SOLVER_ORDERS,
     Curve,
     curves_figure,
-    method_colour,
-    method_dash,
+    exact_floor_ticks,
     positive,
     steps_ticks,
     style,
     sweep_error_figure,
     sweep_memory_figure,
 )
-from dashboard.tables import distinct, finite
+from dashboard.tables import METHOD_COLOURS, distinct, finite, method_colour, method_dash
 
 Rows = Sequence[Mapping[str, Any]]
 DTYPE_COLOURS = {"float32": "#d62728", "float64": "#1f77b4"}
@@ -241,7 +239,7 @@ def adaptive_error_figure(errors: Rows, *, font_size: int = FONT_SIZE) -> go.Fig
                         x_title="rtol (tighter →)", y_title="‖g − g_Direct‖ / ‖g_Direct‖", log_y=True,
                         font_size=font_size)
     fig.update_xaxes(type="log", exponentformat="power")
-    return _tighter_to_the_right(fig, errors)
+    return exact_floor_ticks(_tighter_to_the_right(fig, errors))
 
 
 def adaptive_evaluations_figure(errors: Rows, *, font_size: int = FONT_SIZE) -> go.Figure:
@@ -278,7 +276,7 @@ def reversible_error_figure(errors: Rows, *, font_size: int = FONT_SIZE) -> go.F
     fig = curves_figure(curves, title="Two O(L) methods: the reversible one is exact", x_title="N_t",
                         y_title="‖g − g_Direct‖ / ‖g_Direct‖", log_y=True, font_size=font_size)
     fig.update_xaxes(type="log", exponentformat="power")
-    return steps_ticks(fig, errors)
+    return exact_floor_ticks(steps_ticks(fig, errors))
 
 
 def reversible_memory_figure(errors: Rows, *, font_size: int = FONT_SIZE) -> go.Figure:

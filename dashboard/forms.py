@@ -24,6 +24,7 @@ from dashboard.schema import (
     number_limits,
     set_path,
 )
+from dashboard.text import md
 
 T = TypeVar("T")
 
@@ -58,7 +59,7 @@ class SpecForm:
         self.shown.add(path)
         message = self.invalid.get(path) or self.errors.get(path)
         if message:
-            st.error(f"{label}: {message}" if label else message, icon=":material/error:")
+            st.error(md(f"{label}: {message}" if label else message), icon=":material/error:")
 
     def _store(self, path: str, value: T, label: str = "") -> T:
         set_path(self.spec, path, value)
@@ -123,12 +124,13 @@ class SpecForm:
     def multiselect(self, path: str, label: str, options: Sequence[Any] | None = None, *,
                     choices: Named | None = None, format_func: Callable[[Any], str] = str,
                     to_spec: Callable[[Any], Any] | None = None,
-                    from_spec: Callable[[Any], Any] | None = None) -> list[Any]:
-        """A multi-select; ``to_spec``/``from_spec`` map between what is shown and what the spec holds."""
+                    from_spec: Callable[[Any], Any] | None = None, variant: str = "") -> list[Any]:
+        """A multi-select; ``to_spec``/``from_spec`` map between what is shown and what the spec holds. A
+        ``variant`` is a widget of its own (its own default and state) for the same field."""
         options = list(options if options is not None else (names(choices) if choices else enum_of(self.schema, path)))
         current = [from_spec(v) if from_spec else v for v in get_path(self.spec, path) or []]
         default = [v for v in current if v in options]
-        values = st.multiselect(label, options, default=default, key=self._key(path), format_func=format_func,
+        values = st.multiselect(label, options, default=default, key=self._key(path) + variant, format_func=format_func,
                                 help=field_help(self.schema, self.bounds, path, choices))
         return self._store(path, [to_spec(v) if to_spec else v for v in values], label)
 

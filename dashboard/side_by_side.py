@@ -52,6 +52,18 @@ def series_info(name: str) -> SeriesInfo:
     return SERIES.get(name) or SeriesInfo(name.replace("_", " ").capitalize(), name.replace("_", " "))
 
 
+ONE_BLOCK = "one block: add blocks or checkpoints"
+"""Why ANODE holds as much memory as Direct: with one ODE block it keeps that block's graph, as Direct does."""
+SAME_MEMORY = 0.95
+"""ANODE's peak memory at or above this multiple of Direct's counts as no saving."""
+
+
+def one_block(spec: Mapping[str, Any]) -> bool:
+    """Whether a training spec's network has a single ODE block differentiated by ANODE without checkpoints, so
+    that ANODE saves no memory over Direct (an MLP-ODE has ``blocks`` of them, one by default)."""
+    return (spec.get("model", "mlp_ode") == "mlp_ode" and (spec.get("blocks") or 1) == 1)
+
+
 def run_method(run: Mapping[str, Any]) -> str:
     if run.get("kind") == "external":  # a tracked loop says which method it trains with, if it does
         return str((run.get("spec") or {}).get("gradient") or run.get("name") or f"run {run.get('id')}")
@@ -78,7 +90,8 @@ def _ratio(value: float | None, reference: float | None) -> float | None:
 
 def group_rows(runs: Sequence[Mapping[str, Any]], payloads: Mapping[int, Mapping[str, Any]]) -> list[dict[str, Any]]:
     """One row per run: method, status, final test accuracy, gradient error at the last probe, peak memory held
-    for backward and median step time, both as multiples of the Direct run's (empty without a Direct run)."""
+    for backward and median step time, both as multiples of the Direct run's (empty without a Direct run), and a
+    note saying why when ANODE holds as much memory as Direct on a network of one block."""
     facts = []
     for run in runs:
         payload = payloads.get(run["id"])
@@ -91,7 +104,12 @@ def group_rows(runs: Sequence[Mapping[str, Any]], payloads: Mapping[int, Mapping
                             errors[-1] if errors else None, max(memory) if memory else None,
                             statistics.median(times) if times else None))
     direct = next((f for f in facts if f.method == "direct"), None)
-    return [{"method": f.method, "status": f.status, "final test accuracy": f.accuracy,
-             "gradient error at the end": f.error,
-             "peak memory ×Direct": _ratio(f.memory, direct.memory if direct else None),
-             "time ×Direct": _ratio(f.time, direct.time if direct else None)} for f in facts]
+    rows = []
+    for run, f in zip(runs, facts, strict=True):
+        held = _ratio(f.memory, direct.memory if direct else None)
+        same = f.method == "anode" and held is not None and held >= SAME_MEMORY
+        rows.append({"method": f.method, "status": f.status, "final test accuracy": f.accuracy,
+                     "gradient error at the end": f.error, "peak memory ×Direct": held,
+                     "time ×Direct": _ratio(f.time, direct.time if direct else None),
+                     "note": ONE_BLOCK if same and one_block(run.get("spec") or {}) else ""})
+    return rows

@@ -9,27 +9,62 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeGuard
 
+from dashboard.text import csv_cell
+
 ACTIVE = ("queued", "running")
 FINISHED = ("succeeded", "failed", "cancelled", "diverged")
 STATUS_COLOURS = {"queued": "gray", "running": "blue", "succeeded": "green", "failed": "red",
                   "cancelled": "orange", "diverged": "violet"}
 """Streamlit's named colours, for ``:colour-badge[status]``."""
 
+METHOD_COLOURS = {
+    "direct": "#222222", "anode": "#1f77b4", "adjoint": "#d62728", "adjoint(stored)": "#ff7f0e",
+    "finite_difference": "#7f7f7f", "reversible": "#2ca02c",
+}
+CHECKPOINT_COLOURS = ("#6baed6", "#3182bd", "#08519c", "#9ecae1")
+METHOD_DASHES = {"direct": "solid", "anode": "dash", "adjoint": "dot", "adjoint(stored)": "dashdot",
+                 "reversible": "longdashdot"}
+"""With the colours, so that methods whose curves coincide (Direct and ANODE are exact; the adjoint and its
+stored-state twin nearly agree) stay visible on top of each other."""
+OTHER_METHOD_COLOUR = "#9467bd"
+"""A method the table does not know (a plugin's)."""
 RUN_COLOURS = (
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
-    "#393b79", "#ad494a", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1",
+    "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#393b79", "#ad494a", "#637939", "#8c6d31", "#843c39", "#7b4173",
+    "#e6550d", "#31a354", "#756bb1", "#636363", "#d6616b", "#cedb9c",
 )
-"""One colour per run, chosen by its id, so a run keeps its colour on every page and after a reload."""
+"""For runs without one gradient method (sweeps, demos): one colour per run, chosen by its id, none of them a
+method's colour."""
 
-ADAPTIVE_SOLVERS = ("dopri5", "bosh3")
+MISSING = "—"
+"""What a table shows where a run has no value yet (a queued run's accuracy), instead of "None"."""
+ADAPTIVE_SOLVERS = ("dopri5", "bosh3", "adaptive_heun", "fehlberg2", "tsit5", "dopri8")
 """Solvers whose sweep cells run along ``tolerances`` (the catalog's ``kind`` says so to the forms; a run row
 has no catalog at hand)."""
 TABLE_COLUMNS = ("id", "name", "kind", "status", "method", "solver", "N_t", "activation", "best accuracy",
                  "duration", "created")
 
 
-def run_colour(run_id: int) -> str:
-    return RUN_COLOURS[(run_id - 1) % len(RUN_COLOURS)]
+def method_dash(label: str) -> str:
+    return METHOD_DASHES.get(label, "longdash" if not label.startswith("anode(c=") else "dashdot")
+
+
+def method_colour(label: str) -> str:
+    """A gradient method's colour, the same on every page (``anode(c=…)`` in blues)."""
+    if label in METHOD_COLOURS:
+        return METHOD_COLOURS[label]
+    if label.startswith("anode(c="):
+        digits = "".join(ch for ch in label if ch.isdigit())
+        return CHECKPOINT_COLOURS[int(digits or 0) % len(CHECKPOINT_COLOURS)]
+    return OTHER_METHOD_COLOUR
+
+
+def run_colour(run: Mapping[str, Any]) -> str:
+    """A training run's colour is its gradient method's, on every page (Runs, Run detail, Compare); a run without
+    one method (a sweep, a demo) keeps one by its id."""
+    gradient = ((run.get("spec") or {}).get("ode") or {}).get("gradient")
+    if isinstance(gradient, Mapping) and gradient.get("method"):
+        return method_colour(method_label(gradient))
+    return RUN_COLOURS[(int(run["id"]) - 1) % len(RUN_COLOURS)]
 
 
 def run_label(run: Mapping[str, Any]) -> str:
@@ -131,13 +166,14 @@ def steps_label(ode: Mapping[str, Any]) -> str:
 
 
 def run_row(run: Mapping[str, Any], now: datetime | None = None) -> dict[str, Any]:
-    """One line of the runs table (:data:`TABLE_COLUMNS`)."""
+    """One line of the runs table (:data:`TABLE_COLUMNS`); text a spreadsheet would read as a formula is
+    neutralised (the table's CSV export writes the cells as shown)."""
     summary = run.get("summary") or {}
     best = summary.get("best_test_acc")
     created = parse_time(run.get("created_at"))
     return {
         "id": run["id"],
-        "name": run.get("name") or _default_name(run),
+        "name": csv_cell(run.get("name") or _default_name(run)),
         "kind": run.get("kind", ""),
         "status": run.get("status", ""),
         **_ode_columns(run),
@@ -220,11 +256,13 @@ def select(rows: Iterable[Mapping[str, Any]], **equal: Any) -> list[Mapping[str,
 
 
 def summary_rows(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Final metrics (the run summaries) next to the spec fields on which the runs differ."""
+    """Final metrics (the run summaries) next to the spec fields on which the runs differ; formula-like text
+    neutralised as in :func:`run_row`."""
     keys = differing([r.get("spec") or {} for r in runs])
     out = []
     for run in runs:
         summary = {k: v for k, v in (run.get("summary") or {}).items() if not isinstance(v, (dict, list))}
         flat = flatten(run.get("spec") or {})
-        out.append({"run": run_label(run), "status": run.get("status"), **summary, **{k: flat.get(k) for k in keys}})
+        row = {"run": run_label(run), "status": run.get("status"), **summary, **{k: flat.get(k) for k in keys}}
+        out.append({k: csv_cell(v) for k, v in row.items()})
     return out

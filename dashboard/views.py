@@ -15,7 +15,18 @@ from dashboard.api_client import ApiClient, Run
 from dashboard.charts import Curve
 from dashboard.components import artifact_bytes, progress, status_badge
 from dashboard.series import X_AXES, Payload, XAxis, longest, merge, points_of, x_values
-from dashboard.tables import ACTIVE, distinct, duration_seconds, finite, format_duration, method_label, parse_csv
+from dashboard.tables import (
+    ACTIVE,
+    distinct,
+    duration_seconds,
+    finite,
+    format_duration,
+    method_colour,
+    method_dash,
+    method_label,
+    parse_csv,
+)
+from dashboard.text import md
 
 METRIC_POINTS = 1500
 """Points per series asked of the API: it decimates longer series (keeping each bucket's min and max)."""
@@ -32,7 +43,7 @@ IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/svg+xml", "image/w
 def status_panel(run: Run) -> None:
     """Status, where it runs, how long it took, the progress of an active run and the error of a failed one."""
     seconds = duration_seconds(run)
-    facts = [status_badge(run["status"]), f"**{run['kind']}**", f"device `{run.get('device', '?')}`"]
+    facts = [status_badge(run["status"]), f"**{md(run['kind'])}**", f"device {md(run.get('device', '?'))}"]
     if run.get("attempt"):
         facts.append(f"attempt {run['attempt']}")
     if seconds is not None:
@@ -42,14 +53,14 @@ def status_panel(run: Run) -> None:
     progress(run)
     error = run.get("error")
     if error:
-        st.error(f"**{error.get('type', 'Error')}**: {error.get('message', '')}", icon=":material/error:")
+        st.error(f"**{md(error.get('type', 'Error'))}**: {md(error.get('message', ''))}", icon=":material/error:")
         if error.get("traceback"):
             with st.expander("Traceback (innermost last)"):
                 st.code("\n".join(error["traceback"]), language="text")
     elif run["status"] in ("cancelled", "diverged", "failed"):
-        st.warning(run.get("status_detail") or run.get("message") or run["status"], icon=":material/warning:")
+        st.warning(md(run.get("status_detail") or run.get("message") or run["status"]), icon=":material/warning:")
     elif run["status"] == "succeeded" and run.get("message"):
-        st.success(run["message"], icon=":material/check_circle:")
+        st.success(md(run["message"]), icon=":material/check_circle:")
 
 
 def summary_metrics(run: Run, limit: int = 6, per_row: int = 3) -> None:
@@ -107,8 +118,8 @@ def probe_figures(payload: Payload, axis: XAxis, *, x_title: str, font_size: int
 
     def lines(series: str) -> list[Curve]:
         shown = [m for m in methods if m != "direct" or series != "probe_rel_error"]  # Direct is the exact one
-        return _present(*(_curve(payload, f"{m}/{series}", axis, m, charts.method_colour(m), markers=True,
-                                 dash=charts.method_dash(m)) for m in shown))
+        return _present(*(_curve(payload, f"{m}/{series}", axis, m, method_colour(m), markers=True,
+                                 dash=method_dash(m)) for m in shown))
 
     return [
         charts.curves_figure(lines("probe_rel_error"), title="Gradient error against exact (each probe)",
@@ -238,7 +249,7 @@ def sweep_results(api: ApiClient, run: Run, *, key: str, font_size: int = charts
             row = st.columns(2)
         row[index % 2].plotly_chart(figure, key=f"{key}.{name}")
     if not adaptive:
-        st.info("No adaptive cells in this sweep, so no error against rtol: add dopri5 or bosh3 to its solvers "
+        st.info("No adaptive cells in this sweep, so no error against rtol: add dopri5 or tsit5 to its solvers "
                 "(they run along `tolerances` instead of N_t).", icon=":material/tune:")
     elif any(finite(r.get("rtol")) for r in per_solver):
         st.caption(f"Memory and time of {solver}: its N_t is the accepted steps per block, measured on Direct's "
@@ -319,7 +330,7 @@ def artifact_list(api: ApiClient, run: Run, *, key: str, show_images: bool = Tru
     for artifact in artifacts:
         name = artifact["name"]
         left, right = st.columns([4, 1])
-        left.markdown(f"`{name}` · {artifact['media_type']} · {_size(artifact['size'])}")
+        left.markdown(md(f"{name} · {artifact['media_type']} · {_size(artifact['size'])}"))
         right.download_button(
             "Download", key=f"{key}.download.{name}", file_name=name, mime=artifact["media_type"],
             data=partial(artifact_bytes, api, api.base_url, run["id"], name, artifact["created_at"]),

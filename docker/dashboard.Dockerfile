@@ -15,4 +15,4 @@ RUN useradd --create-home --uid 1000 anode
 USER anode
 EXPOSE 8501
 CMD ["streamlit", "run", "dashboard/app.py", "--server.address", "0.0.0.0", "--server.port", "8501", \
-     "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+     "--server.headless", "true", "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal"]

@@ -95,10 +95,10 @@ class Service:
         self.workers: list[subprocess.Popen[bytes]] = []
         self.url = f"http://127.0.0.1:{self.port}{API}"
 
-    def _spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+    def _spawn(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         log = open(self.data_dir / f"{name}-{time.monotonic_ns()}.log", "wb")
-        return subprocess.Popen([sys.executable, "-m", "anode_lab.cli", *args], env=self.env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen([sys.executable, "-m", "anode_lab.cli", *args], env={**self.env, **(env or {})},
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def start_api(self, headers: dict[str, str] | None = None) -> None:
         self.api = self._spawn("api", "api")
@@ -114,8 +114,9 @@ class Service:
         wait_for(healthy, 60, "the API to answer /health")
         client.close()
 
-    def start_worker(self, device: str = "cpu") -> subprocess.Popen[bytes]:
-        worker = self._spawn("worker", "worker", "--device", device)
+    def start_worker(self, device: str = "cpu", env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """A worker of ``device``; ``env`` adds to (or replaces) the service's environment for it alone."""
+        worker = self._spawn("worker", "worker", "--device", device, env=env)
         self.workers.append(worker)
         return worker
 
@@ -208,3 +209,7 @@ def fill(disk: Path, leave: int) -> Path:
                 handle.write(b"\0" * 4096)
         handle.truncate(max(0, handle.tell() - leave))
     return ballast
+
+NOT_A_FORM = {"X-Requested-With": "anode-lab-tests"}
+"""What a client that is not a browser form sends with a POST that has no JSON body (cancel, rerun): the API
+refuses such a POST without it (see ``backend.security.cross_site_refusal``)."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from service_helpers import Service
+from service_helpers import NOT_A_FORM, Service
 
 from backend.app import API_PREFIX, create_app
 from backend.settings import Settings
@@ -22,7 +22,7 @@ SAMPLE_PATHS = {"run_id": "1", "name": "results.csv", "group_id": "1"}
 
 def make_client(tmp_path: Path, **overrides: object) -> TestClient:
     return TestClient(create_app(Settings(data_dir=tmp_path, **overrides)),  # type: ignore[arg-type]
-                      base_url=f"http://testserver{API_PREFIX}")
+                      base_url=f"http://localhost{API_PREFIX}")
 
 
 @pytest.fixture
@@ -87,7 +87,7 @@ def test_run_creation_is_rate_limited_per_client_with_retry_after(tmp_path: Path
         assert refused.status_code == 429
         assert refused.json()["error"] == "rate_limited" and "ANODE_CREATE_BURST" in refused.json()["detail"]
         assert 1 <= int(refused.headers["Retry-After"]) <= 2  # one token every 2 s
-        assert client.post("/runs/1/rerun").status_code == 429  # a rerun creates a run too
+        assert client.post("/runs/1/rerun", headers=NOT_A_FORM).status_code == 429  # a rerun creates a run too
         assert client.get("/runs").status_code == 200  # reads are not limited
         assert client.get("/runs").json()["count"] == 3  # the refused creations stored nothing
 
@@ -164,7 +164,7 @@ def test_json_responses_carry_security_headers_and_no_store(client: TestClient, 
 def test_csv_stream_and_docs_carry_security_headers(client: TestClient) -> None:
     run_id = client.post("/runs", json={"kind": "demo", "spec": {"name": "wrong-sign"}}).json()["id"]
     assert_security_headers(client.get(f"/runs/{run_id}/metrics", params={"format": "csv"}))
-    client.post(f"/runs/{run_id}/cancel")
+    client.post(f"/runs/{run_id}/cancel", headers=NOT_A_FORM)
     with client.stream("GET", f"/runs/{run_id}/events") as stream:
         assert_security_headers(stream)  # type: ignore[arg-type]
         assert stream.headers["cache-control"] == "no-store"  # sse-starlette's own, kept
@@ -181,7 +181,7 @@ def test_the_queue_carries_only_run_ids(client: TestClient) -> None:
                                           "spec": {"dataset": "moons", "seed": 424242, "device": "cpu"}}).json(),
                client.post("/runs", json={"kind": "demo", "name": marker, "spec": {"name": "wrong-sign"}}).json(),
                client.post("/runs", json={"kind": "train", "spec": {"device": "cuda"}}).json()]
-    created.append(client.post(f"/runs/{created[0]['id']}/rerun").json())
+    created.append(client.post(f"/runs/{created[0]['id']}/rerun", headers=NOT_A_FORM).json())
     queues = client.app.state.queues  # type: ignore[attr-defined]
     messages = []
     for device, huey in queues.hueys.items():

@@ -186,7 +186,7 @@ def test_steps_are_refused_with_an_adaptive_solver() -> None:
 
 
 def test_stored_state_adjoint_needs_a_fixed_grid() -> None:
-    with pytest.raises(ValueError, match=r"Adjoint\(reconstruct=False\) .* use Adjoint\(\)"):
+    with pytest.raises(ValueError, match=r"Adjoint\(reconstruct=False\) .* use .*Adjoint\(\)"):
         ac.odesolve(mlp_field(), seeded_randn(2, 3, seed=0), solver=ac.Dopri5(), gradient=ac.Adjoint(reconstruct=False))
 
 

@@ -1,4 +1,4 @@
-"""The continuous adjoint's documented failures, reproduced (ANODE, arXiv:1902.10298, §2; DESIGN §1).
+"""The continuous adjoint's documented failures, reproduced (ANODE, arXiv:1902.10298, §2).
 
 Flaw (b), the discretised continuous adjoint is not the gradient of the discrete network. On a ReLU MLP the
 field is piecewise affine, and inside one linear region Euler's and midpoint's adjoint steps equal the transposed

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from service_helpers import NOT_A_FORM
 
 from anode_lab.specs.train import DATA_FILES
 from backend.app import create_app
@@ -34,7 +35,7 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings), base_url=f"http://testserver{API}") as test_client:
+    with TestClient(create_app(settings), base_url=f"http://localhost{API}") as test_client:
         yield test_client
 
 
@@ -102,7 +103,7 @@ def test_an_admitted_root_is_stored_resolved_and_a_rerun_is_admitted_again(clien
                                      "name": "plain · text ✓"})
     assert run.status_code == 201, run.text
     assert run.json()["spec"]["root"] == str(folder) and run.json()["name"] == "plain · text ✓"
-    again = client.post(f"/runs/{run.json()['id']}/rerun")
+    again = client.post(f"/runs/{run.json()['id']}/rerun", headers=NOT_A_FORM)
     assert again.status_code == 201, again.text
     assert again.json()["spec"] == run.json()["spec"]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from service_helpers import Service, wait_for
+from service_helpers import NOT_A_FORM, Service, wait_for
 
 from backend.app import API_PREFIX, create_app
 from backend.db import Database, migrate
@@ -198,7 +198,7 @@ def paged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Tes
     rows = {"acc": [(s, s / 100) for s in range(10, 61, 10)],
             "loss": [(s, None if s == 33 else 1.0 / s) for s in range(1, 51)],
             "late": [(s, float(s)) for s in range(40, 56)]}
-    with TestClient(create_app(settings), base_url=f"http://testserver{API_PREFIX}") as client:
+    with TestClient(create_app(settings), base_url=f"http://localhost{API_PREFIX}") as client:
         run_id = client.post("/runs", json={"kind": "demo", "spec": {}}).json()["id"]
         db = Database(settings.db_url)
         with db.session(write=True) as session:
@@ -235,7 +235,7 @@ def test_paged_csv_and_decimation_equal_the_history(paged: tuple[TestClient, int
 
 def test_event_stream_pages_forward_from_a_cursor(paged: tuple[TestClient, int, dict]) -> None:
     client, run_id, rows = paged
-    assert client.post(f"/runs/{run_id}/cancel").status_code == 200  # ended: the stream ends by itself
+    assert client.post(f"/runs/{run_id}/cancel", headers=NOT_A_FORM).status_code == 200  # ended: the stream ends
     with client.stream("GET", f"/runs/{run_id}/events", params={"after_step": 4}) as response:
         events = [json.loads(line.removeprefix("data:")) for line in response.iter_lines()
                   if line.startswith("data:") and '"series"' in line]

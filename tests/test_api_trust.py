@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from service_helpers import Service, free_port, tmpfs, wait_for
+from service_helpers import NOT_A_FORM, Service, free_port, tmpfs, wait_for
 from sqlalchemy import event
 
 from backend.app import API_PREFIX, create_app
@@ -112,7 +112,7 @@ def test_uvicorn_factory_on_all_interfaces_without_keys_serves_loopback_only(tmp
 def test_a_store_that_refuses_writes_gets_a_json_503_with_the_reason(tmp_path: Path) -> None:
     """ENOSPC injected into the store's writes (SQLite's own error), where no small filesystem can be mounted."""
     app = create_app(Settings(data_dir=tmp_path))
-    with TestClient(app, base_url=f"http://testserver{API_PREFIX}") as client:
+    with TestClient(app, base_url=f"http://localhost{API_PREFIX}") as client:
         assert client.post("/runs", json=DEMO).status_code == 201
         failure = {"message": "database or disk is full"}
 
@@ -125,7 +125,7 @@ def test_a_store_that_refuses_writes_gets_a_json_503_with_the_reason(tmp_path: P
             body = assert_json_error(client.post("/runs", json=DEMO), 503, "store_unavailable")
             assert body["detail"].startswith("disk full") and "sqlite" not in body["detail"].lower()
             failure["message"] = "attempt to write a readonly database"
-            body = assert_json_error(client.post("/runs/1/cancel"), 503, "store_unavailable")
+            body = assert_json_error(client.post("/runs/1/cancel", headers=NOT_A_FORM), 503, "store_unavailable")
             assert "read-only" in body["detail"]
             failure["message"] = "database is locked"
             assert "locked too long" in client.delete("/runs/1").json()["detail"]
@@ -152,7 +152,7 @@ def fill(folder: Path) -> Path:
 
 def test_a_really_full_disk_under_the_store(small_disk: Path) -> None:
     settings = Settings(data_dir=small_disk, min_free_disk_bytes=512 * 1024)
-    with TestClient(create_app(settings), base_url=f"http://testserver{API_PREFIX}") as client:
+    with TestClient(create_app(settings), base_url=f"http://localhost{API_PREFIX}") as client:
         assert client.post("/runs", json=DEMO).status_code == 201
         assert client.get("/health").json()["disk"]["ok"]
         ballast = fill(small_disk)
@@ -223,7 +223,7 @@ def test_every_5xx_is_json_with_security_headers(tmp_path: Path) -> None:
         raise ValueError("route bug: /etc/secret")
 
     app.add_middleware(Boom)
-    with TestClient(app, base_url=f"http://testserver{API_PREFIX}", raise_server_exceptions=False) as client:
+    with TestClient(app, base_url=f"http://localhost{API_PREFIX}", raise_server_exceptions=False) as client:
         for path in ("/boom", "/boom-in-middleware"):
             body = assert_json_error(client.get(path), 500, "internal_error")
             assert "/etc/secret" not in body["detail"]

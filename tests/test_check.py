@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 import anode_core as ac
+from anode_core.instruments.compare import compare_gradients
 
 sys.path.insert(0, str(Path(__file__).parent / "data"))
 import check_models
@@ -144,3 +145,42 @@ def test_bad_arguments_name_the_argument(args: tuple[object, object, object], me
 def test_verdicts(rel: float, cosine: float, sign: float, verdict: str) -> None:
     row = ac.MethodCheck("X", rel, cosine, sign, (), 0, None, 0.0, 0, 0, None, exact_below=1e-13)
     assert row.verdict == verdict
+
+
+class ClosureField(nn.Module):
+    """A torchdiffeq-style model whose field is a closure over ``w``: a tensor the solve is never handed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(2, 2, dtype=torch.float64) * 0.5)
+        self.head = nn.Linear(2, 1, dtype=torch.float64)
+
+    def forward(self, x: Tensor) -> Tensor:
+        times = torch.tensor([0.0, 1.0], dtype=torch.float64)
+        z = ac.odeint(lambda t, z: torch.tanh(z @ self.w), x, times, method="rk4", options={"step_size": 0.25})[-1]
+        out: Tensor = self.head(z)
+        return out
+
+
+def test_a_gradient_that_came_back_zero_names_the_cause() -> None:
+    """A method that returns zero for ``w`` (Direct's is not) says so and why, instead of "opposite sign on 57 %"."""
+    torch.manual_seed(0)
+    report = ac.check(ClosureField(), torch.randn(8, 2, dtype=torch.float64), lambda m, b: m(b).pow(2).mean(),
+                      ["adjoint"])
+    direct, adjoint = report.methods
+    assert direct.verdict == "exact" and direct.unseen == ()
+    assert adjoint.unseen == ("w",)
+    assert adjoint.verdict.startswith("zero gradient for w (Direct's is not): the method never saw it")
+    assert "closure" in adjoint.verdict and "adjoint_params" in adjoint.verdict
+
+
+def test_a_cosine_stays_within_one_when_rounding_would_step_past_it() -> None:
+    """v against itself: v·v / (‖v‖‖v‖) rounds to 1.0000000000000002 for this v; the cosine reads 1."""
+    vectors = [torch.randn(7, generator=generator, dtype=torch.float64)
+               for generator in [torch.Generator().manual_seed(0)] for _ in range(4)]
+    v = vectors[3]
+    assert (v @ v).item() / (v.norm().item() * v.norm().item()) > 1.0  # the case this test is about
+    same = compare_gradients({"v": v}, {"v": v.clone()})
+    assert same.cosine == 1.0 and same.per_parameter[0].cosine == 1.0
+    opposite = compare_gradients({"v": v}, {"v": -v})
+    assert opposite.cosine == -1.0

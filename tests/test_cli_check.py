@@ -30,6 +30,8 @@ def test_json_rows_csv_and_figure(tmp_path: Path) -> None:
                      "adjoint(reconstruct=False)", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     rows = json.loads(done.stdout)
+    assert isinstance(rows, list)
+    assert "a JSON array, one object per method" in " ".join(anode_lab("check", "--help", cwd=tmp_path).stdout.split())
     assert [r["method"] for r in rows] == ["Direct", "Anode", "Adjoint(reconstruct=False)"]
     for row in rows:
         assert ROW_KEYS <= row.keys()

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 from playwright import sync_api as playwright
-from service_helpers import FAST_LEASES, free_port, kill_tree, submit, wait_for
+from service_helpers import FAST_LEASES, NOT_A_FORM, free_port, kill_tree, submit, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 # The README's pictures are refreshed on purpose (ANODE_UPDATE_SCREENSHOTS=1); otherwise they go under build/.
@@ -137,6 +137,12 @@ def wait_ended(system: System, run_ids: list[int], timeout: float) -> list[dict[
     return wait_for(ended, timeout, f"runs {run_ids} to end", 0.5)
 
 
+def projector_on(page: object) -> None:
+    """Turn the demos page's projector mode on (it starts off)."""
+    page.get_by_text("Projector mode (large type)").click()  # type: ignore[attr-defined]
+    settle(page)
+
+
 def projector_charts_readable(page: object) -> None:
     """Every chart keeps a plotting area of at least 250 px and draws its ticks in projector type (20 px)."""
     page.keyboard.press("End")  # type: ignore[attr-defined]  # charts below the fold are drawn when scrolled to
@@ -175,7 +181,7 @@ def test_launch_side_by_side_watch_and_teach_in_a_browser(system: System, browse
     page.wait_for_url(re.compile(r".*/run\?run=\d+"), timeout=60_000)
     run_id = int(page.url.rsplit("=", 1)[1])
     assert httpx.get(f"{system.api}/runs/{run_id}", timeout=5).json()["spec"] == preset["spec"]
-    httpx.post(f"{system.api}/runs/{run_id}/cancel", timeout=5)
+    httpx.post(f"{system.api}/runs/{run_id}/cancel", headers=NOT_A_FORM, timeout=5)
 
     # N_t 0 creates no run and says why under N_t.
     page.goto(system.dashboard)
@@ -233,13 +239,15 @@ def test_launch_side_by_side_watch_and_teach_in_a_browser(system: System, browse
     settle(page)
     page.screenshot(path=str(SCREENSHOTS / "gradient-lab.png"))
 
-    # Teaching demos in projector mode (the default there): charts keep their height and large ticks.
+    # Teaching demos in projector mode (turned on; it starts off): charts keep their height and large ticks.
     page.goto(f"{system.dashboard}/demos?demo=Memory")
+    projector_on(page)
     page.get_by_role("button", name="Run this demo").click()
     page.locator(".js-plotly-plot").first.wait_for(timeout=180_000)
     settle(page)
     projector_charts_readable(page)
     page.goto(f"{system.dashboard}/demos?demo=Reconstruction+blowup")
+    projector_on(page)
     page.get_by_role("button", name="Run this demo").click()
     images = page.locator("[data-testid='stImage'] img")
     wait_for(lambda: images.count() >= 5, 120, "the demo's images")
@@ -253,12 +261,14 @@ def test_launch_side_by_side_watch_and_teach_in_a_browser(system: System, browse
     page.screenshot(path=str(SCREENSHOTS / "teaching-demo.png"))
     for tab, chart in (("Adaptive+adjoint", "follows the tolerance"), ("Reversible+exact", "reversible one is exact")):
         page.goto(f"{system.dashboard}/demos?demo={tab}")
+        projector_on(page)
         page.get_by_role("button", name="Run this demo").click()
         page.locator(".js-plotly-plot").filter(has_text=chart).first.wait_for(timeout=180_000)
         wait_for(lambda: page.locator(".js-plotly-plot").count() >= 2, 30, f"both charts of {tab}")
         settle(page)
         projector_charts_readable(page)
     assert not page.locator("[data-testid='stException']").count()
+    assert not page.get_by_role("button", name="Deploy").count()  # Streamlit's toolbar is minimal under `up`
     assert not errors, errors
     assert not outside, outside  # the page works offline: nothing is fetched from another host
 
@@ -295,7 +305,7 @@ def test_adaptive_solvers_on_the_launch_form_and_in_the_gradient_lab(system: Sys
     ode = run["spec"]["ode"]
     assert (ode["solver"], ode["steps"], ode["rtol"], ode["atol"], ode["step_limit"]) == (
         "dopri5", None, 5e-4, 1e-5, 60)
-    httpx.post(f"{system.api}/runs/{run['id']}/cancel", timeout=5)
+    httpx.post(f"{system.api}/runs/{run['id']}/cancel", headers=NOT_A_FORM, timeout=5)
 
     # A sweep of dopri5 over two tolerances: the gradient lab draws its error and its cost against rtol.
     sweep = {"solvers": ["dopri5"], "tolerances": [1e-3, 1e-6], "methods": [{"method": "direct"},
@@ -316,6 +326,21 @@ def test_adaptive_solvers_on_the_launch_form_and_in_the_gradient_lab(system: Sys
     page.screenshot(path=str(SCREENSHOTS / "gradient-lab-rtol.png"))
     assert not page.locator("[data-testid='stException']").count()
     assert not errors, errors
+
+
+def test_the_api_docs_render_with_no_request_to_another_host(system: System, browser: object) -> None:
+    """``/api/v1/docs`` (printed by ``up`` and the README) shows the API's operations, with Swagger UI's script
+    and style served by the API itself: nothing is fetched from another host."""
+    page = browser.new_page()  # type: ignore[attr-defined]
+    outside: list[str] = []
+    page.on("request", lambda request: outside.append(request.url)
+            if not re.match(r"(https?)://(127\.0\.0\.1|localhost)[:/]|data:|blob:", request.url) else None)
+    page.goto(f"{system.api}/docs")
+    page.locator(".opblock").first.wait_for(timeout=30_000)
+    operations = page.locator(".opblock-summary-path").all_inner_texts()
+    assert "/api/v1/runs" in operations and "/api/v1/health" in operations, operations
+    assert not outside, outside
+    page.close()
 
 
 def test_a_tracked_training_loop_shows_on_run_detail_with_its_probes(system: System, browser: object) -> None:

@@ -6,6 +6,7 @@ and the run actions."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import streamlit as st
 from service_helpers import (
     EAGER,
     ENDED,
+    NOT_A_FORM,
     TRAIN_SMALL,
     Service,
     submit,
@@ -25,7 +27,7 @@ from service_helpers import (
 from streamlit.testing.v1 import AppTest
 
 from anode_lab.specs.compare import CompareSpec
-from dashboard.tables import run_colour
+from dashboard.tables import METHOD_COLOURS, run_colour
 
 APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
 ENV = EAGER
@@ -93,8 +95,13 @@ def titles(at: AppTest) -> list[str]:
     return [f["layout"]["title"]["text"] for f in figures(at)]
 
 
+def shown(markdown: object) -> str:
+    """What a reader sees of markdown that ``dashboard.text.md`` escaped: the text without its backslashes."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", str(markdown))
+
+
 def texts(at: AppTest, kind: str) -> str:
-    return "\n".join(str(e.value) for e in getattr(at, kind))
+    return "\n".join(shown(e.value) for e in getattr(at, kind))
 
 
 def flat(node: Any) -> list[Any]:
@@ -159,6 +166,44 @@ def test_launch_builds_its_forms_from_the_catalog(api_url: str, client: httpx.Cl
                                                                                          1e-7, 1e-8]
 
 
+def test_start_from_says_when_the_fields_left_the_preset_and_one_block_saves_nothing(api_url: str) -> None:
+    """"Start from" names a preset only while the fields hold it; weight decay 0 reads 0; the form says before the
+    run that ANODE saves no memory on one block, and stops saying it on the spirals preset's three."""
+    at = page("launch")
+    one_block = "One ODE block: ANODE keeps that block's graph"
+    assert one_block in texts(at, "info")  # the defaults: an MLP-ODE of one block, ANODE checked side by side
+    at.selectbox(key="launch.train.preset").set_value("spirals-anode").run()
+    assert_ok(at)
+    start = at.selectbox(key="launch.train.preset")
+    assert start.format_func("spirals-anode").startswith("spirals-anode: MLP-ODE of three blocks")
+    assert one_block not in texts(at, "info")
+    decay = at.number_input(key="launch.train.spirals-anode.spec.weight_decay")
+    assert decay.value == 0 and decay.proto.format == "%g"
+    at.selectbox(key="launch.train.spirals-anode.spec.ode.solver").set_value("dopri5").run()
+    assert_ok(at)
+    assert at.selectbox(key="launch.train.preset").format_func("spirals-anode").startswith(
+        "your changes to spirals-anode (ode.solver")
+    at.number_input(key="launch.train.spirals-anode.spec.blocks").set_value(1).run()
+    assert_ok(at)
+    assert one_block in texts(at, "info")
+
+
+def test_a_side_by_side_preset_runs_from_the_launch_page(api_url: str, client: httpx.Client) -> None:
+    """The catalog's group presets (the spirals trio first, then the paper's CIFAR-10 trios) are offered on Launch;
+    "Run it" makes the group and opens its compare page."""
+    at = page("launch")
+    presets = at.selectbox(key="launch.group.preset")
+    assert presets.options[0].startswith("spirals-side-by-side") and any("cifar10-resnet-paper" in o
+                                                                          for o in presets.options)
+    at.button(key="launch.group.submit").click().run()
+    assert_ok(at)
+    group = client.get(f"/groups/{int(at.query_params['group'])}").json()
+    assert [r["spec"]["ode"]["gradient"]["method"] for r in group["runs"]] == ["direct", "anode", "adjoint"]
+    assert {r["spec"]["blocks"] for r in group["runs"]} == {3}
+    for run in group["runs"]:
+        client.post(f"/runs/{run['id']}/cancel")
+
+
 def test_the_solver_decides_the_knobs_and_the_methods_offered(api_url: str, client: httpx.Client) -> None:
     key = "launch.train.spec"
     at = page("launch")
@@ -196,7 +241,7 @@ def test_the_solver_decides_the_knobs_and_the_methods_offered(api_url: str, clie
     ode = run["spec"]["ode"]
     assert (ode["solver"], ode["steps"], ode["rtol"], ode["atol"], ode["step_limit"]) == ("bosh3", None, 1e-4, 1e-5, 50)
     assert ode["gradient"]["method"] == "anode" and run["spec"]["n_samples"] == 256
-    client.post(f"/runs/{run['id']}/cancel")
+    client.post(f"/runs/{run['id']}/cancel", headers=NOT_A_FORM)
 
 
 def test_the_sweep_form_runs_adaptive_solvers_along_tolerances(api_url: str) -> None:
@@ -218,13 +263,22 @@ def test_the_sweep_form_runs_adaptive_solvers_along_tolerances(api_url: str) -> 
     assert "adjoint(stored)" not in methods.value
     at.multiselect(key=f"{key}.solvers").set_value(["dopri5"]).run()
     assert "N_t values (fixed-step and reversible solvers)" not in [m.label for m in at.multiselect]
+    # An rtol sweep starts smooth, as the gradient lab explains it (slope 1); ReLU is still there, with its caveat.
+    activations = at.multiselect(key=f"{key}.activations.adaptive")
+    assert activations.value == ["tanh"] and "relu" in activations.options
+    relu = "With ReLU the field has kinks"
+    assert relu not in texts(at, "caption")
+    activations.set_value(["relu"]).run()
+    assert relu in texts(at, "caption")
+    at.multiselect(key=f"{key}.solvers").set_value(["euler"]).run()
+    assert at.multiselect(key=f"{key}.activations").value == ["relu"]  # fixed steps: ReLU's wrong-sign story
 
 
 def error_under(at: AppTest, key: str) -> str | None:
     """The error shown right under the widget ``key``, if any."""
     order = flat(at.main)
     index = next(i for i, e in enumerate(order) if getattr(e, "key", None) == key)
-    return order[index + 1].value if index + 1 < len(order) and order[index + 1].type == "error" else None
+    return shown(order[index + 1].value) if index + 1 < len(order) and order[index + 1].type == "error" else None
 
 
 def test_launch_shows_the_apis_422_under_the_field(api_url: str) -> None:
@@ -277,7 +331,7 @@ def test_a_preset_fills_the_form_and_launch_runs_exactly_the_preset(api_url: str
     assert_ok(at)
     run = client.get(f"/runs/{int(at.query_params['run'])}").json()
     assert run["spec"] == preset["spec"]
-    client.post(f"/runs/{run['id']}/cancel")
+    client.post(f"/runs/{run['id']}/cancel", headers=NOT_A_FORM)
 
 
 def test_run_side_by_side_makes_a_group_and_the_compare_page_overlays_it(api_url: str,
@@ -322,7 +376,8 @@ def test_launch_queues_a_run_opens_its_page_and_the_runs_table_lists_it(api_url:
     run = client.get(f"/runs/{run_id}").json()
     assert run["name"] == "from-the-launch-form" and run["tags"] == ["apptest", "moons"]
     assert run["spec"]["seed"] == 7 and run["spec"]["ode"]["gradient"]["method"] == "anode"
-    assert f"#{run_id} from-the-launch-form" in texts(at, "markdown")  # landed on the run's page
+    assert f"#{run_id} from-the-launch-form" in texts(at, "title")  # landed on the run's page
+    assert run_colour(run) in at.title[0].value  # its dot in the colour its curves have
 
     runs = page("runs")
     table = runs.dataframe[0].value
@@ -420,7 +475,7 @@ def test_runs_page_filters_and_cancels_reruns_deletes(api_url: str, client: http
     assert_ok(at)
     again = client.get("/runs", params={"limit": 1}).json()["data"][0]
     assert again["name"] == "waits-for-a-gpu" and again["id"] > waiting
-    client.post(f"/runs/{again['id']}/cancel")
+    client.post(f"/runs/{again['id']}/cancel", headers=NOT_A_FORM)
     at.checkbox(key="runs.confirm_delete").check().run()
     at.button(key="runs.delete").click().run()
     assert_ok(at)
@@ -445,8 +500,9 @@ def test_compare_overlays_runs_in_their_colours(api_url: str, seeded: dict[str, 
         "optimizer step", "cross-entropy")  # names and units, not raw keys
     assert at.slider(key="compare.smoothing").value == 0.6  # Run detail's default
     colours = {d["name"]: d["line"]["color"] for d in loss["data"] if d.get("showlegend") is not False}
-    assert colours == {f"#{seeded['anode']} moons-anode": run_colour(seeded["anode"]),
-                       f"#{seeded['adjoint']} moons-adjoint": run_colour(seeded["adjoint"])}
+    # each run in its method's colour, the one the group compare, the gradient lab and the demos give the method
+    assert colours == {f"#{seeded['anode']} moons-anode": METHOD_COLOURS["anode"],
+                       f"#{seeded['adjoint']} moons-adjoint": METHOD_COLOURS["adjoint"]}
     table = at.dataframe[0].value
     assert len(table) == 2 and "ode.gradient.method" in table.columns and "best_test_acc" in table.columns
 
@@ -480,6 +536,8 @@ def test_demos_show_pictures_side_by_side_and_run_on_click(api_url: str, client:
     assert "Error of the image rebuilt backwards" in titles(blowup)
     wrong = page("demos", demo="Wrong sign")
     assert len(wrong.get("plotly_chart")) == 3
+    assert all(f["layout"]["font"]["size"] == 14 for f in figures(wrong))  # projector mode starts off
+    wrong.toggle(key="demos.wall").set_value(True).run()
     assert all(f["layout"]["font"]["size"] == 20 for f in figures(wrong))  # projector mode
     fresh = page("demos", demo="Non invertible")
     assert "Not run yet" in texts(fresh, "info")

@@ -62,10 +62,24 @@ def test_client_base_url_takes_either_form(url: str, base: str) -> None:
     assert ClientSettings(api_url=url).base_url == base
 
 
-def test_client_key_falls_back_to_the_servers_first_key() -> None:
-    assert ClientSettings(api_keys=" a, b").key == "a"
-    assert ClientSettings(api_key="k", api_keys="a").key == "k"
-    assert ClientSettings().key is None
+def test_the_dashboard_holds_no_key_and_sends_a_persons_key_for_their_view_only(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import httpx
+
+    monkeypatch.setenv("ANODE_API_KEYS", "server-key")
+    monkeypatch.setenv("ANODE_API_KEY", "server-key")
+    seen: list[httpx.Headers] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers)
+        return httpx.Response(200, json={"status": "ok"})
+
+    shared = ApiClient(ClientSettings(), transport=httpx.MockTransport(answer))
+    shared.health()
+    shared.with_key("ada-key").cancel_run(1)
+    shared.health()
+    assert [h.get("x-api-key") for h in seen] == [None, "ada-key", None]  # the environment's keys are never sent
+    assert all(h["x-requested-with"] == "anode-lab-dashboard" for h in seen)  # what the API asks of a POST
 
 
 def test_unreachable_api_raises_unreachable() -> None:
@@ -143,9 +157,20 @@ def test_method_labels_round_trip(label: str) -> None:
     assert tables.method_label(tables.method_from_label(label)) == label
 
 
-def test_run_colours_are_stable_and_distinct_for_neighbours() -> None:
-    assert tables.run_colour(7) == tables.run_colour(7)
-    assert len({tables.run_colour(i) for i in range(1, 21)}) == 20
+def test_a_run_has_its_methods_colour_and_other_runs_a_colour_no_method_has() -> None:
+    """A training run is drawn in its gradient method's colour on every page; a sweep or a demo keeps a colour by
+    its id, stable and distinct for neighbours, that no method has."""
+    def train(run_id: int, **gradient: object) -> dict[str, object]:
+        return {"id": run_id, "kind": "train", "spec": {"ode": {"gradient": gradient}}}
+
+    assert tables.run_colour(train(3, method="anode")) == tables.run_colour(train(8, method="anode")) == (
+        tables.METHOD_COLOURS["anode"])
+    assert tables.run_colour(train(4, method="adjoint", reconstruct=False)) == tables.METHOD_COLOURS["adjoint(stored)"]
+    assert tables.run_colour(train(5, method="anode", checkpoints=2)) == tables.method_colour("anode(c=2)")
+    sweeps = [tables.run_colour({"id": i, "kind": "compare", "spec": {}}) for i in range(1, 17)]
+    assert sweeps == [tables.run_colour({"id": i, "kind": "demo", "spec": {}}) for i in range(1, 17)]
+    assert len(set(sweeps)) == 16
+    assert not set(sweeps) & {*tables.METHOD_COLOURS.values(), *tables.CHECKPOINT_COLOURS, tables.OTHER_METHOD_COLOUR}
 
 
 def test_differing_lists_only_fields_that_change() -> None:
@@ -276,6 +301,38 @@ def test_a_constant_series_gets_one_tick() -> None:
     assert list(flat_fig.layout.yaxis.tickvals) == [4096.0]
     moving = charts.curves_figure([charts.Curve("memory", [1, 2], [1.0, 2.0])], title="m", x_title="s", y_title="b")
     assert moving.layout.yaxis.tickvals is None
+
+
+def test_a_constant_series_with_rounding_is_flat_with_a_readable_value() -> None:
+    """A learning rate stored through float32 (0.01 and 0.010000000223517418) is one value: drawn flat in the
+    middle of its axis with "0.01" as its one tick, not a zigzag zoomed into the rounding."""
+    lr = [0.01, 0.010000000223517418, 0.01, 0.010000000223517418]
+    fig = charts.curves_figure([charts.Curve("lr", [1, 2, 3, 4], lr)], title="lr", x_title="step", y_title="lr")
+    (tick,) = fig.layout.yaxis.tickvals
+    assert tick == pytest.approx(0.01, rel=1e-6) and list(fig.layout.yaxis.ticktext) == ["0.01"]
+    low, high = fig.layout.yaxis.range
+    assert low < min(lr) and max(lr) < high and (high - low) > 0.5 * 0.01  # the rounding is a hair, not the axis
+    logged = charts.curves_figure([charts.Curve("lr", [1, 2, 3, 4], lr)], title="lr", x_title="step",
+                                  y_title="lr", log_y=True)
+    assert logged.layout.yaxis.range == pytest.approx((-2.5, -1.5), abs=1e-6)
+
+
+def test_a_zero_error_is_labelled_exact_on_the_axis() -> None:
+    """Exact methods sit at the rounding floor, and the axis calls that line "exact (0)", not 10^-17."""
+    fig = charts.sweep_error_figure(SWEEP_ROWS)
+    ticks = dict(zip(fig.layout.yaxis.tickvals, fig.layout.yaxis.ticktext, strict=True))
+    assert ticks[charts.ROUNDING_FLOOR] == "exact (0)"
+    assert all(text.startswith("10<sup>") for value, text in ticks.items() if value != charts.ROUNDING_FLOOR)
+
+
+def test_a_method_drawn_first_is_drawn_wider_so_a_covering_line_leaves_it_visible() -> None:
+    """The adjoint and adjoint(stored) nearly agree: the one underneath is wider, with larger markers."""
+    rows = [{"solver": "euler", "steps": float(n), "method": m, "rel_error": 0.1 / n}
+            for m in ("adjoint", "adjoint(stored)") for n in (2, 4, 8)]
+    fig = charts.sweep_error_figure(rows)
+    under, over = (next(t for t in fig.data if t.name == f"{m} · euler") for m in ("adjoint", "adjoint(stored)"))
+    assert under.line.width > over.line.width and under.marker.size > over.marker.size
+    assert under.line.color == tables.METHOD_COLOURS["adjoint"] != over.line.color
 
 
 def test_legend_lines_grow_with_the_type_and_the_names() -> None:

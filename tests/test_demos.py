@@ -377,7 +377,7 @@ def test_catalog_lists_the_new_demos_and_the_api_refuses_a_wrong_solver(tmp_path
     from backend.app import create_app
     from backend.settings import Settings
 
-    with TestClient(create_app(Settings(data_dir=tmp_path)), base_url="http://testserver/api/v1") as client:
+    with TestClient(create_app(Settings(data_dir=tmp_path)), base_url="http://localhost/api/v1") as client:
         demos = {d["name"]: d for d in client.get("/catalog").json()["demos"]}
         assert demos["adaptive-adjoint"]["knobs"] == ["seed", "device", "threads", "solvers", "tolerances", "dtype"]
         assert demos["adaptive-adjoint"]["spec"]["tolerances"] == [1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8]

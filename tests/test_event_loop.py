@@ -36,7 +36,7 @@ def on_event_loop() -> bool:
 @pytest.fixture
 def app_and_client(tmp_path: Path) -> Iterator[tuple[Any, TestClient]]:
     app = create_app(Settings(data_dir=tmp_path))
-    with TestClient(app, base_url=f"http://testserver{API_PREFIX}") as client:
+    with TestClient(app, base_url=f"http://localhost{API_PREFIX}") as client:
         yield app, client
 
 

@@ -168,6 +168,82 @@ def test_whole_system_killed_mid_run_and_restarted(client: httpx.Client, service
     assert_still_serving(client)
 
 
+def test_ctrl_c_of_up_mid_run_and_a_restart_resume_the_run(tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT) of a real ``anode-lab up`` in the middle of a training run that checkpoints often: the run
+    goes back to the queue (not "process died"), and the next ``anode-lab up`` resumes it from its checkpoint to
+    success with every step stored once."""
+    import subprocess
+    import sys
+
+    from service_helpers import free_port, kill_tree
+
+    port = free_port()
+    env = {**os.environ, **EAGER, "ANODE_DATA_DIR": str(tmp_path), "ANODE_PORT": str(port),
+           "ANODE_DASHBOARD_PORT": str(free_port())}
+
+    def up(log: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "anode_lab.cli", "up"], env=env, start_new_session=True,
+                                stdout=open(tmp_path / log, "wb"), stderr=subprocess.STDOUT)
+
+    def serving(client: httpx.Client) -> bool:
+        try:
+            return bool(client.get("/health").json()["workers"])
+        except httpx.TransportError:
+            return False
+
+    first = up("up-1.log")
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v1", timeout=5) as client:
+            wait_for(lambda: serving(client), 90, "`anode-lab up` to serve with a worker")
+            run_id = submit(client, "train", {**LONG_TRAIN, "epochs": 8})
+            wait_for(lambda: last_step(client, run_id) >= 25, 60, "step 25")
+            first.send_signal(signal.SIGINT)
+            assert first.wait(60) == 0, (tmp_path / "up-1.log").read_text()
+    finally:
+        kill_tree(first)
+    checkpoints = list((tmp_path / "runs" / str(run_id) / "checkpoints").glob("step-*.pt"))
+    assert checkpoints, "the run saved no checkpoint when it was stopped"
+    second = up("up-2.log")
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v1", timeout=5) as client:
+            wait_for(lambda: serving(client), 90, "the second `anode-lab up` to serve with a worker")
+            run = wait_status(client, run_id, ENDED, timeout=120)
+            assert run["status"] == "succeeded", (run, (tmp_path / "up-1.log").read_text())
+            assert_every_step_once(client, run)
+            second.send_signal(signal.SIGINT)
+            assert second.wait(60) == 0
+    finally:
+        kill_tree(second)
+
+
+def test_a_worker_with_a_broken_torchvision_says_so_and_its_runs_fail_naming_it(tmp_path: Path) -> None:
+    """A torchvision that cannot be imported (a shim first on the worker's PYTHONPATH raises what a torchvision
+    built for another torch raises): the worker's start-up check fails, ``/health`` is degraded and names the
+    cause, and a run fails with the child's own error instead of "EOFError: unexpected EOF"."""
+    shim = tmp_path / "shim" / "torchvision"
+    shim.mkdir(parents=True)
+    (shim / "__init__.py").write_text('raise RuntimeError("operator torchvision::nms does not exist")\n')
+    svc = Service(tmp_path, ENV)
+    try:
+        svc.start_api()
+        path = os.pathsep.join([str(shim.parent), os.environ.get("PYTHONPATH", "")])
+        svc.start_worker(env={"PYTHONPATH": path})
+        with httpx.Client(base_url=svc.url, timeout=10) as client:
+            def degraded() -> dict[str, Any] | None:
+                health = client.get("/health").json()
+                return health if health["status"] == "degraded" and health["workers"] else None
+
+            health = wait_for(degraded, 120, "/health to report the worker's failed check")
+            problem = health["workers"][0]["problem"]
+            assert "cannot run experiments" in problem and "torchvision::nms does not exist" in problem, problem
+            run = wait_status(client, submit(client, "train", TRAIN_SMALL), ENDED, timeout=60)
+        assert run["status"] == "failed", run
+        assert run["error"]["type"] == "RuntimeError", run["error"]
+        assert "operator torchvision::nms does not exist" in run["status_detail"], run
+    finally:
+        svc.stop()
+
+
 def test_database_locked_for_a_while(client: httpx.Client, service: Service) -> None:
     """Another process holds SQLite's write lock for 1.5 s (under the 2 s lease) while a run trains and a client
     creates a run: reads go on (WAL), the create waits and succeeds, the run finishes with every step."""

@@ -22,7 +22,7 @@ METHODS = [{"method": "direct"}, {"method": "anode"}, {"method": "adjoint"}]
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(Settings(data_dir=tmp_path)), base_url=f"http://testserver{API}") as test_client:
+    with TestClient(create_app(Settings(data_dir=tmp_path)), base_url=f"http://localhost{API}") as test_client:
         yield test_client
 
 
@@ -140,7 +140,7 @@ def test_catalog_texts_carry_no_developer_markup() -> None:
 def test_a_group_over_the_operators_cost_limit_is_refused_whole(tmp_path: Path) -> None:
     """The same cost rules as ``POST /runs``: checked for every run of the group before any is stored."""
     with TestClient(create_app(Settings(data_dir=tmp_path, max_run_steps=10)),
-                    base_url=f"http://testserver{API}") as client:
+                    base_url=f"http://localhost{API}") as client:
         single = client.post("/runs", json={"kind": "train", "spec": SPEC})
         group = client.post("/groups", json={"spec": SPEC, "methods": METHODS})
         assert single.status_code == group.status_code == 422

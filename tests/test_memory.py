@@ -1,4 +1,4 @@
-"""Measured memory against the analytic model of DESIGN §1 (conv field, L = 4 blocks).
+"""Measured memory against the analytic model of ANODE §3, ``anode_core.MemoryModel`` (conv field, L = 4 blocks).
 
 ``MemoryMeter`` counts the bytes autograd saves for backward (and the states a method keeps outside autograd),
 each storage once. A = ``saved_bytes_of_one_evaluation``, S = one block input, s = stages.

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from service_helpers import NOT_A_FORM
 
 from anode_lab.specs.common import DEFAULT_ATOL, DEFAULT_RTOL, DEFAULT_STEP_LIMIT
 from backend.app import create_app
@@ -30,7 +31,7 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings), base_url=f"http://testserver{API}") as test_client:
+    with TestClient(create_app(settings), base_url=f"http://localhost{API}") as test_client:
         yield test_client
 
 
@@ -110,10 +111,10 @@ def test_list_filters_and_pages(client: TestClient) -> None:
 
 def test_cancel_rerun_delete_of_a_queued_run(client: TestClient, settings: Settings) -> None:
     run = make_run(client, name="n", tags=["t"])
-    cancelled = client.post(f"/runs/{run['id']}/cancel").json()
+    cancelled = client.post(f"/runs/{run['id']}/cancel", headers=NOT_A_FORM).json()
     assert cancelled["status"] == "cancelled" and cancelled["finished_at"] is not None
-    assert client.post(f"/runs/{run['id']}/cancel").status_code == 409
-    again = client.post(f"/runs/{run['id']}/rerun")
+    assert client.post(f"/runs/{run['id']}/cancel", headers=NOT_A_FORM).status_code == 409
+    again = client.post(f"/runs/{run['id']}/rerun", headers=NOT_A_FORM)
     assert again.status_code == 201
     same = ("kind", "spec", "name", "tags")
     assert {k: again.json()[k] for k in same} == {k: run[k] for k in same}
@@ -129,7 +130,7 @@ def test_running_run_cannot_be_deleted(client: TestClient, settings: Settings) -
     with db.session(write=True) as session:
         assert runs.claim(session, run["id"], "w", "cpu")
     assert client.delete(f"/runs/{run['id']}").status_code == 409
-    flagged = client.post(f"/runs/{run['id']}/cancel").json()
+    flagged = client.post(f"/runs/{run['id']}/cancel", headers=NOT_A_FORM).json()
     assert flagged["status"] == "running" and flagged["cancel_requested"]
     db.dispose()
 
@@ -191,17 +192,24 @@ def test_artifact_names_cannot_leave_the_run_folder(client: TestClient, settings
 def test_catalog_lists_names_defaults_and_bounds(client: TestClient) -> None:
     catalog = client.get("/catalog").json()
     assert set(catalog["kinds"]) == {"train", "compare", "demo"}
-    assert [s["name"] for s in catalog["solvers"]] == [
-        "euler", "midpoint", "heun", "rk4", "dopri5", "bosh3", "reversible_heun", "alf"]
-    assert [(s["order"], s["stages"], s["kind"]) for s in catalog["solvers"]] == [
-        (1, 1, "fixed"), (2, 2, "fixed"), (2, 2, "fixed"), (4, 4, "fixed"), (5, 7, "adaptive"), (3, 4, "adaptive"),
-        (2, 1, "reversible"), (2, 1, "reversible")]
-    assert catalog["solvers"][3]["description"] == "classic Runge-Kutta: order 4, 4 field evaluations per step"
-    assert catalog["solvers"][4]["description"].endswith("order 5, 7 stages, 6 new field evaluations per accepted "
-                                                         "or rejected step")
-    assert {m["name"] for m in catalog["gradient_methods"]} == {"direct", "anode", "adjoint", "reversible"}
+    from anode_lab.specs.common import SOLVERS
+
+    assert [s["name"] for s in catalog["solvers"]] == list(SOLVERS)
+    assert [s["name"] for s in catalog["solvers"]][:9] == [
+        "euler", "midpoint", "heun", "heun3", "rk4", "dopri5", "bosh3", "reversible_heun", "alf"]
     solvers = {s["name"]: s for s in catalog["solvers"]}
+    assert [(solvers[n]["order"], solvers[n]["stages"], solvers[n]["kind"]) for n in (
+        "euler", "heun3", "rk4", "dopri5", "reversible_heun", "implicit_adams", "gl4")] == [
+        (1, 1, "fixed"), (3, 3, "fixed"), (4, 4, "fixed"), (5, 7, "adaptive"), (2, 1, "reversible"),
+        (4, 1, "multistep"), (4, 2, "implicit")]
+    assert solvers["rk4"]["description"] == "classic Runge-Kutta: order 4, 4 field evaluations per step"
+    assert solvers["dopri5"]["description"].endswith("order 5, 7 stages, 6 new field evaluations per accepted "
+                                                     "or rejected step")
+    assert solvers["gl4"]["description"].endswith("order 4, 2 field evaluations per Broyden iteration")
+    assert {m["name"] for m in catalog["gradient_methods"]} == {"direct", "anode", "adjoint", "reversible"}
     assert solvers["rk4"]["methods"] == ["direct", "anode", "adjoint"]
+    assert solvers["explicit_adams"]["methods"] == ["direct", "anode"] and not solvers["explicit_adams"]["checkpoints"]
+    assert solvers["trbdf2"]["methods"] == ["direct", "anode", "adjoint"] and solvers["trbdf2"]["stored_states"]
     assert solvers["dopri5"]["methods"] == ["direct", "anode", "adjoint"] and not solvers["dopri5"]["stored_states"]
     assert solvers["reversible_heun"]["methods"] == ["direct", "anode", "reversible"]
     assert not solvers["reversible_heun"]["checkpoints"] and solvers["euler"]["checkpoints"]
@@ -218,7 +226,7 @@ def test_catalog_lists_names_defaults_and_bounds(client: TestClient) -> None:
 
 def test_keys_required_when_configured(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, api_keys="k1, k2")
-    with TestClient(create_app(settings), base_url=f"http://testserver{API}") as client:
+    with TestClient(create_app(settings), base_url=f"http://localhost{API}") as client:
         assert client.get("/runs").status_code == 401
         assert client.get("/runs").json()["error"] == "unauthorized"
         assert client.get("/runs", headers={"X-API-Key": "nope"}).status_code == 401

@@ -18,6 +18,7 @@ import httpx
 import pytest
 from service_helpers import (
     FAST_LEASES,
+    NOT_A_FORM,
     TRAIN_SMALL,
     Service,
     submit,
@@ -156,7 +157,7 @@ def test_cancel_ends_a_running_run_within_one_step(client: httpx.Client, service
     run_id = submit(client, "train", {**TRAIN_SMALL, "n_samples": 2048, "batch_size": 16, "epochs": 50})
     wait_for(lambda: (client.get(f"/runs/{run_id}/metrics", params={"series": "train_loss"}).json()["last_step"] or 0)
              >= 5, 60, "a few steps")
-    assert client.post(f"/runs/{run_id}/cancel").json()["cancel_requested"]
+    assert client.post(f"/runs/{run_id}/cancel", headers=NOT_A_FORM).json()["cancel_requested"]
     done_at_cancel = journal_last_step(service, run_id)  # read after the flag was committed
     run = wait_status(client, run_id, {"cancelled", "succeeded", "failed"}, timeout=30)
     assert run["status"] == "cancelled", run
@@ -206,7 +207,7 @@ def test_invalid_spec_and_unknown_run_over_http(client: httpx.Client) -> None:
     assert response.status_code == 422
     assert ["spec", "ode", "solver"] in [e["loc"] for e in response.json()["errors"]]
     assert client.get("/runs/987654").status_code == 404
-    assert client.post("/runs/987654/cancel").json()["error"] == "not_found"
+    assert client.post("/runs/987654/cancel", headers=NOT_A_FORM).json()["error"] == "not_found"
 
 
 def test_health_lists_live_workers(client: httpx.Client, service: Service) -> None:

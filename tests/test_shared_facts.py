@@ -6,7 +6,10 @@ tables of run statuses and solver orders; these tests hold them to the run-statu
 
 from __future__ import annotations
 
-from anode_lab.specs.common import SOLVERS
+import pytest
+
+from anode_lab.specs.common import SOLVERS, GradientSpec
+from anode_lab.specs.compare import method_label
 from anode_lab.status import ACTIVE, FINISHED, RunStatus
 from dashboard import charts, tables
 
@@ -28,3 +31,20 @@ def test_the_dashboards_solver_orders_are_the_solver_table() -> None:
 
 def test_the_dashboards_adaptive_solvers_are_the_solver_table() -> None:
     assert tables.ADAPTIVE_SOLVERS == tuple(name for name, solver in SOLVERS.items() if solver.kind == "adaptive")
+
+
+@pytest.mark.parametrize("gradient", [{"method": "direct"}, {"method": "anode"}, {"method": "anode", "checkpoints": 2},
+                                      {"method": "adjoint"}, {"method": "adjoint", "reconstruct": False},
+                                      {"method": "reversible"}])
+def test_the_dashboards_method_labels_are_the_specs(gradient: dict[str, object]) -> None:
+    assert tables.method_label(gradient) == method_label(GradientSpec.model_validate(gradient))
+
+
+def test_the_dashboards_run_is_the_apis_run_public() -> None:
+    """``dashboard.api_client.Run`` (a TypedDict) names every field of ``RunPublic``, and only those, and its
+    progress every field of ``RunProgress``."""
+    from backend.runs.schemas import RunProgress, RunPublic
+    from dashboard.api_client import Run, RunProgress as DashboardProgress
+
+    assert list(Run.__annotations__) == list(RunPublic.model_fields)
+    assert list(DashboardProgress.__annotations__) == list(RunProgress.model_fields)

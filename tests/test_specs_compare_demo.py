@@ -89,7 +89,7 @@ def test_compare_grid_runs_methods_innermost() -> None:
         pytest.param({"solvers": ("bosh3",), "tolerances": (1e-7,), "dtypes": ("float32",)}, "tolerances",
                      "keep `tolerances` ≥ 1e-06 or remove float32", id="float32-too-tight"),
         pytest.param({"solvers": ("dopri5",), "methods": ({"method": "reversible"}, {"method": "anode"})}, "methods",
-                     "set the solver to reversible_heun", id="reversible-without-its-solver"),
+                     "a solver of kind reversible (reversible_heun, alf)", id="reversible-without-its-solver"),
     ],
 )
 def test_compare_rejects_with_field_and_fix(changes: dict[str, object], named: str, fix: str) -> None:
@@ -116,15 +116,22 @@ def test_adaptive_solvers_run_along_tolerances_with_the_methods_they_pair_with()
 
 def test_the_torch_free_solver_table_matches_the_library() -> None:
     """Names, orders, stages and kinds of ``anode_lab.specs.common.SOLVERS`` are those of
-    ``anode_core.ALL_SOLVERS``, and the ``SolverName`` literal of the specs lists exactly its keys."""
+    ``anode_core.ALL_SOLVERS``, and the ``SolverName`` literal of the specs lists exactly its keys. The kinds
+    are what the one pairing rule reads; they agree with what each solver can do (only an adaptive solver has a
+    controller, only a reversible one a reverse step, only carrying ones refuse an isolated step)."""
     import anode_core as ac
 
-    def kind(solver: object) -> str:
+    def kind(solver: ac.Solver) -> str:
         if isinstance(solver, ac.AdaptiveSolver):
             return "adaptive"
-        return "reversible" if isinstance(solver, ac.ReversibleSolver) else "fixed"
+        if isinstance(solver, ac.ReversibleSolver):
+            return "reversible"
+        if solver.carries:
+            return "multistep"
+        return "implicit" if isinstance(solver, ac.ImplicitSolver) else "fixed"
 
     library = {name: (cls.order, cls().stages, kind(cls())) for name, cls in ac.ALL_SOLVERS.items()}
+    assert all(cls.kind == kind(cls()) for cls in ac.ALL_SOLVERS.values())
     assert {name: (s.order, s.stages, s.kind) for name, s in SOLVERS.items()} == library
     assert typing.get_args(SolverName) == tuple(SOLVERS)
 

@@ -103,6 +103,36 @@ def test_the_estimate_is_close_to_what_a_training_step_holds(method: str) -> Non
     assert 0.5 <= meter.peak_bytes / held <= 2.0, (meter.peak_bytes, held)
 
 
+@pytest.mark.parametrize("model", [{"model": "mlp_ode", "dataset": "moons"},
+                                   {"model": "conv_ode", "dataset": "digits"}])
+def test_the_training_estimate_grows_with_the_batch(model: dict[str, str]) -> None:
+    """What a step holds is linear in ``batch_size`` on top of a fixed part (data, parameters): doubling the batch
+    twice adds twice as much the second time; and a larger batch means fewer steps per epoch."""
+    def cost(batch: int) -> tuple[int, int]:
+        found = estimate("train", parse_spec("train", {**model, "batch_size": batch, "epochs": 4}))
+        return found.bytes, found.steps
+
+    (b1, s1), (b2, s2), (b4, s4) = cost(8), cost(16), cost(32)
+    assert 0 < b2 - b1 and b4 - b2 == 2 * (b2 - b1), (b1, b2, b4)
+    assert s1 > s2 > s4 > 0
+
+
+def test_an_mlp_of_several_blocks_is_estimated_block_by_block() -> None:
+    """Direct holds every block's graph, ANODE one graph and every block's input: three blocks triple Direct's held
+    memory and the field evaluations, and add less than a third of that to ANODE's."""
+    def cost(method: str, blocks: int) -> tuple[int, int]:
+        spec = parse_spec("train", {"width": 64, "hidden": 256, "batch_size": 512, "blocks": blocks,
+                                    "n_samples": 100_000, "probe_every": 0,
+                                    "ode": {"solver": "rk4", "steps": 16, "gradient": {"method": method}}})
+        found = estimate("train", spec)
+        return found.bytes, found.steps
+
+    (direct_1, steps_1), (direct_3, steps_3) = cost("direct", 1), cost("direct", 3)
+    (anode_1, _), (anode_3, _) = cost("anode", 1), cost("anode", 3)
+    assert steps_3 == 3 * steps_1
+    assert direct_3 - direct_1 > 3 * (anode_3 - anode_1) > 0, (direct_1, direct_3, anode_1, anode_3)
+
+
 @pytest.mark.parametrize(("ode", "low", "high"), [
     pytest.param({"solver": "reversible_heun", "steps": 16, "gradient": {"method": "reversible"}}, 0.5, 2.0,
                  id="reversible"),

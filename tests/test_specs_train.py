@@ -55,13 +55,16 @@ BAD = [
     pytest.param({"lr": 0.0}, ("lr",), "greater than 0", id="lr-0"),
     pytest.param({"n_samples": 10**7}, ("n_samples",), "less than or equal", id="points-huge"),
     pytest.param({"ode": {"steps": 0}}, ("ode", "steps"), "greater than or equal to 1", id="steps-0"),
-    pytest.param({"ode": {"solver": "dopri8"}}, ("ode", "solver"), "'euler'", id="solver-unknown"),
+    pytest.param({"ode": {"solver": "dopri9"}}, ("ode", "solver"), "'euler'", id="solver-unknown"),
     pytest.param({"ode": {"gradient": {"method": "adjoint", "checkpoints": 2}}}, ("ode", "gradient"),
                  "`checkpoints` applies to method 'anode' only", id="checkpoints-adjoint"),
     pytest.param({"model": "vgg"}, ("model",), "set `model` to one of mlp_ode, conv_ode", id="model-unknown"),
     pytest.param({"device": "tpu"}, ("device",), "'cuda'", id="device-unknown"),
     pytest.param({"learning_rate": 0.1}, ("learning_rate",), "Extra inputs are not permitted", id="typo"),
     pytest.param({"probe_every": -1}, ("probe_every",), "greater than or equal to 0", id="probe-negative"),
+    pytest.param({"model": "conv_ode", "dataset": "digits", "blocks": 3}, ("blocks",),
+                 "`blocks` applies to model 'mlp_ode' only", id="blocks-conv"),
+    pytest.param({"blocks": 0}, ("blocks",), "greater than or equal to 1", id="blocks-0"),
     pytest.param({"threads": 0}, ("threads",), "greater than or equal to 1", id="threads-0"),
     pytest.param({"ode": {"solver": "dopri5", "steps": 8}}, ("ode",), "remove `steps` (bound them with `step_limit`)",
                  id="steps-adaptive"),
@@ -73,12 +76,12 @@ BAD = [
     pytest.param({"ode": {"solver": "dopri5", "step_limit": 10**6}}, ("ode", "step_limit"), "less than or equal",
                  id="step-limit-huge"),
     pytest.param({"ode": {"solver": "dopri5", "rtol": 1e-8}}, ("dtype",), "`dtype` to float64", id="rtol-float32"),
-    pytest.param({"ode": {"gradient": {"method": "reversible"}}}, ("ode",), "set the solver to reversible_heun",
-                 id="reversible-on-euler"),
+    pytest.param({"ode": {"gradient": {"method": "reversible"}}}, ("ode",),
+                 "a solver of kind reversible (reversible_heun, alf)", id="reversible-on-euler"),
     pytest.param({"ode": {"solver": "reversible_heun", "gradient": {"method": "adjoint"}}}, ("ode",),
-                 "use method 'reversible'", id="adjoint-on-reversible"),
+                 "or method 'reversible' with this solver", id="adjoint-on-reversible"),
     pytest.param({"ode": {"solver": "dopri5", "gradient": {"method": "adjoint", "reconstruct": False}}}, ("ode",),
-                 "remove it", id="stored-adjoint-adaptive"),
+                 "or method 'adjoint' with this solver", id="stored-adjoint-adaptive"),
 ]
 
 
@@ -165,6 +168,18 @@ def test_required_presets_match_the_brief() -> None:
             spec = {**group["spec"], "ode": {**group["spec"]["ode"], "gradient": entry}}
             assert parse_spec("train", spec) == PRESETS[f"cifar10-{net}-{entry['method']}"]
     assert set(DESCRIPTIONS) == set(PRESETS)
+
+
+def test_the_catalog_lists_the_side_by_side_presets() -> None:
+    """Every group preset is in ``GET /catalog`` as the ``POST /groups`` body it is, and each of its runs is a
+    valid spec (the CIFAR trios' and the spirals trio's)."""
+    from backend.catalog.service import catalog
+
+    listed = {g["name"]: g["body"] for g in catalog()["group_presets"]}
+    assert listed == GROUP_PRESETS and "spirals-side-by-side" in listed
+    for body in listed.values():
+        for entry in body["methods"]:
+            parse_spec("train", {**body["spec"], "ode": {**body["spec"]["ode"], "gradient": entry}})
 
 
 def test_specs_import_without_torch() -> None:

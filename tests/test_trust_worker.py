@@ -25,6 +25,7 @@ import pytest
 from service_helpers import (
     EAGER,
     ENDED,
+    NOT_A_FORM,
     TRAIN_SMALL,
     Service,
     fill,
@@ -272,7 +273,7 @@ def test_a_resumed_then_cancelled_run_names_the_step_its_metrics_reach(client: h
     service.start_worker()
     wait_for(lambda: client.get(f"/runs/{run_id}").json()["attempt"] == 2
              and client.get(f"/runs/{run_id}").json()["status"] == "running", 60, "the resumed attempt")
-    assert client.post(f"/runs/{run_id}/cancel").status_code == 200
+    assert client.post(f"/runs/{run_id}/cancel", headers=NOT_A_FORM).status_code == 200
     run = wait_status(client, run_id, ENDED, timeout=30)
     assert run["status"] == "cancelled", run
     assert run["message"] == f"cancelled after step {last()}", (run["message"], last())

@@ -6,7 +6,7 @@ compares each gradient with ``Direct``'s, the exact gradient of the network that
 ``nn.Module`` whose ODE solves go through anode_core (``ODEBlock``, ``odesolve``, ``odeint``): they announce
 themselves (:mod:`anode_core.watch`), so the model needs no other change.
 
-Not named ``anode_core/check.py``: importing that submodule would bind it on the package and shadow the lazily
+Not named ``anode_core/check.py``: importing that submodule would bind it on the package and shadow the
 exported function ``anode_core.check`` (see :mod:`anode_core.solve`).
 """
 
@@ -61,10 +61,17 @@ class MethodCheck:
     """Largest ``‖z̃(t0) − z(t0)‖/‖z(t0)‖`` over the solves, for methods that rebuild states by a reverse solve."""
     exact_below: float
     """Relative errors up to this (100 ulp of the parameters' dtype) count as exact."""
+    unseen: tuple[str, ...] = ()
+    """Parameters whose gradient came back all zero where Direct's is not: the method never saw them."""
 
     @property
     def verdict(self) -> str:
-        """``exact``, ``off by 3.2 %, cosine 0.998`` or ``opposite sign on 12 % of entries``."""
+        """``exact``, ``zero gradient for w …``, ``off by 3.2 %, cosine 0.998`` or ``opposite sign on 12 % of
+        entries``."""
+        if self.unseen:
+            return (f"zero gradient for {', '.join(self.unseen)} (Direct's is not): the method never saw "
+                    f"{'it' if len(self.unseen) == 1 else 'them'}, a tensor the field reads from outside (a closure); "
+                    "make it a parameter of an nn.Module field, or pass it in `adjoint_params`")
         if not (math.isfinite(self.rel_error) and math.isfinite(self.cosine)):
             return "not finite: the gradient holds NaN or inf"
         if self.rel_error <= self.exact_below:
@@ -214,6 +221,7 @@ def _row(
         nfe_backward=measured.nfe_backward,
         reconstruction_error=max(reconstruction_error(p, z0) for p, z0 in fixed) if rebuilds and fixed else None,
         exact_below=exact_below,
+        unseen=tuple(p.name for p in comparison.per_parameter if p.rel_error == 1.0 and math.isnan(p.cosine)),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -51,5 +52,6 @@ def _compare(name: str, ref: Tensor, cand: Tensor) -> ParameterComparison:
     rel = diff / ref_norm if ref_norm > 0 else (0.0 if diff == 0 else float("inf"))
     denom = ref_norm * cand.norm().item()
     cosine = (ref @ cand).item() / denom if denom > 0 else float("nan")
+    cosine = cosine if math.isnan(cosine) else min(1.0, max(-1.0, cosine))  # rounding may step past ±1
     sign = (torch.sign(ref) == torch.sign(cand)).double().mean().item() if ref.numel() else 1.0
     return ParameterComparison(name, ref.numel(), rel, cosine, sign)

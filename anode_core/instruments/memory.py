@@ -112,7 +112,8 @@ class MemoryMeter:
 
 @dataclass(frozen=True)
 class MemoryModel:
-    """The analytic memory model of DESIGN §1, in bytes.
+    """The analytic memory model of ANODE §3 (Gholami, Keutzer & Biros, arXiv:1902.10298), in bytes: Direct holds
+    ``L·s·N_t·A``, ANODE ``L·S + s·N_t·A``, the continuous adjoint ``L·S + A``.
 
     ``blocks`` = L, ``state_bytes`` = S (one block input), ``stages`` = s, ``steps`` = N_t and
     ``eval_bytes`` = A (what one field evaluation saves for backward).

@@ -42,12 +42,13 @@ def ode_block(field: nn.Module, ode: OdeSpec) -> ODEBlock:
 
 
 class MLPODE(nn.Module):
-    """Points -> ``width`` features -> ODE block (MLP field) -> class scores."""
+    """Points -> ``width`` features -> ``blocks`` ODE blocks (MLP fields) in a row -> class scores."""
 
-    def __init__(self, *, features: int, classes: int, width: int, hidden: int, ode: OdeSpec) -> None:
+    def __init__(self, *, features: int, classes: int, width: int, hidden: int, ode: OdeSpec, blocks: int = 1) -> None:
         super().__init__()
         self.lift = nn.Linear(features, width)
-        self.block = ode_block(MLPField(width, hidden, ode.activation), ode)
+        chain = [ode_block(MLPField(width, hidden, ode.activation), ode) for _ in range(blocks)]
+        self.block = chain[0] if blocks == 1 else nn.Sequential(*chain)  # one block: the state dict of before
         self.head = nn.Linear(width, classes)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -180,7 +181,8 @@ def build_model(spec: TrainSpec) -> nn.Module:
     if spec.model in plugin_models():
         return _plugin_model(spec, shape, classes)
     if spec.model == "mlp_ode":
-        return MLPODE(features=shape[0], classes=classes, width=spec.width, hidden=spec.field_hidden, ode=spec.ode)
+        return MLPODE(features=shape[0], classes=classes, width=spec.width, hidden=spec.field_hidden, ode=spec.ode,
+                      blocks=spec.ode_blocks)
     conv: _ConvNet = {
         "channels": shape[0], "classes": classes, "width": spec.width, "norm": spec.field_norm, "ode": spec.ode
     }

@@ -136,7 +136,7 @@ class _Setting:
         self.steps = cell.steps if cell.steps is not None else accepted_steps(self.model, self.x)
         # the adjoint's reverse solve on a fixed grid; an adaptive one picks its reverse steps on the augmented
         # state, so a reverse solve of z alone would not be the state it differentiates at
-        fixed = kind == "fixed"
+        fixed = kind in ("fixed", "implicit")
         self.reconstruction = _worst(ac.block_reconstruction_errors(self.model, self.x)) if fixed else None
         self.fd_rel_error = (
             finite_difference_error(

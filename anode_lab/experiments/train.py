@@ -198,7 +198,7 @@ class _Trainer:
             run = measure_gradient(self.model, loss_fn, self.method, device=self.device)
         cmp = compare_gradients(exact.grads, run.grads)
         out = {"probe_rel_error": cmp.rel_error, "probe_cosine": cmp.cosine, "probe_sign_agreement": cmp.sign_agreement}
-        if self.method.name == "adjoint" and SOLVERS[self.spec.ode.solver].kind == "fixed":
+        if self.method.name == "adjoint" and SOLVERS[self.spec.ode.solver].kind in ("fixed", "implicit"):
             with torch.random.fork_rng(devices=devices):
                 errors = block_reconstruction_errors(self.model, x)
             out["probe_recon_error"] = torch.tensor(errors, dtype=torch.float64).max().item()  # nan stays nan

@@ -11,23 +11,27 @@ from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-SolverKind = Literal["fixed", "adaptive", "reversible"]
+from anode_core.pairing import SolverKind as SolverKind, Use, refusal, use_of
 
 
 class SolverFacts(NamedTuple):
     order: int
     stages: int
-    """Field evaluations per step (the length of the solver's tableau)."""
+    """Field evaluations per step (the length of the solver's tableau; per Broyden iteration for an implicit
+    scheme; the one new slope a step for a multistep method)."""
     description: str
     kind: SolverKind = "fixed"
-    """fixed: N_t steps of one size; adaptive: an embedded pair choosing its steps from ``rtol``/``atol``;
-    reversible: fixed steps whose states can be rebuilt backwards exactly (the ``reversible`` method)."""
+    """fixed: N_t explicit steps of one size; adaptive: an embedded pair choosing its steps from ``rtol``/``atol``;
+    implicit: N_t implicit steps, each solved by Broyden iterations; multistep: N_t steps carrying the history of
+    their slopes; reversible: fixed steps whose states can be rebuilt backwards exactly (the ``reversible``
+    method). Which gradient methods pair with each kind is :data:`anode_core.pairing.PAIRS`."""
 
 
 SOLVERS: dict[str, SolverFacts] = {
     "euler": SolverFacts(1, 1, "forward Euler (a ResNet block)"),
     "midpoint": SolverFacts(2, 2, "explicit midpoint (RK2)"),
-    "heun": SolverFacts(2, 2, "Heun's method (RK2, trapezoidal)"),
+    "heun": SolverFacts(2, 2, "Heun's method (RK2, trapezoidal; torchdiffeq's heun2)"),
+    "heun3": SolverFacts(3, 3, "Heun's third-order method"),
     "rk4": SolverFacts(4, 4, "classic Runge-Kutta"),
     "dopri5": SolverFacts(5, 7, "Dormand-Prince 5(4), adaptive steps (torchdiffeq's default)", "adaptive"),
     "bosh3": SolverFacts(3, 4, "Bogacki-Shampine 3(2), adaptive steps", "adaptive"),
@@ -37,10 +41,31 @@ SOLVERS: dict[str, SolverFacts] = {
     "alf": SolverFacts(2, 1, "asynchronous leapfrog (MALI, Zhuang et al. 2021), algebraically reversible; reversal "
                        "amplifies rounding on expanding fields (float32: 3.5e-2 from Direct at N_t 100)",
                        "reversible"),
+    "explicit_adams": SolverFacts(4, 1, "Adams-Bashforth up to order 11 after 3/8-rule start-up steps "
+                                  "(torchdiffeq's; unstable on long solves at the default max_order)", "multistep"),
+    "implicit_adams": SolverFacts(4, 1, "Adams-Bashforth predictor, Adams-Moulton corrector iterated up to 4 "
+                                  "times (torchdiffeq's implicit_adams and fixed_adams)", "multistep"),
+    "implicit_euler": SolverFacts(1, 1, "backward Euler, Broyden iterations", "implicit"),
+    "implicit_midpoint": SolverFacts(2, 1, "implicit midpoint (1-stage Gauss), Broyden iterations", "implicit"),
+    "trapezoid": SolverFacts(2, 2, "implicit trapezoid (Crank-Nicolson), Broyden iterations", "implicit"),
+    "radauIIA3": SolverFacts(3, 2, "Radau IIA, 2 stages, L-stable, Broyden iterations", "implicit"),
+    "radauIIA5": SolverFacts(5, 3, "Radau IIA, 3 stages, L-stable, Broyden iterations", "implicit"),
+    "gl4": SolverFacts(4, 2, "Gauss-Legendre, 2 stages, symplectic, Broyden iterations", "implicit"),
+    "gl6": SolverFacts(6, 3, "Gauss-Legendre, 3 stages, symplectic, Broyden iterations", "implicit"),
+    "sdirk2": SolverFacts(2, 2, "singly diagonally implicit RK, L-stable, stage by stage", "implicit"),
+    "trbdf2": SolverFacts(2, 3, "TR-BDF2 (trapezoid then BDF2) as an ESDIRK, stage by stage", "implicit"),
+    "adaptive_heun": SolverFacts(2, 2, "Heun with an Euler error estimate, adaptive steps", "adaptive"),
+    "fehlberg2": SolverFacts(2, 3, "Fehlberg 2(1), adaptive steps", "adaptive"),
+    "tsit5": SolverFacts(5, 7, "Tsitouras 5(4), adaptive steps", "adaptive"),
+    "dopri8": SolverFacts(8, 14, "Dormand-Prince 8(7), adaptive steps", "adaptive"),
 }
 """The solvers of ``anode_core.ALL_SOLVERS`` without importing torch: the one table the specs, the catalog and
 the dashboard read. A test checks names, orders, stages and kinds against the library's registry."""
-SolverName = Literal["euler", "midpoint", "heun", "rk4", "dopri5", "bosh3", "reversible_heun", "alf"]
+SolverName = Literal[
+    "euler", "midpoint", "heun", "heun3", "rk4", "dopri5", "bosh3", "reversible_heun", "alf", "explicit_adams",
+    "implicit_adams", "implicit_euler", "implicit_midpoint", "trapezoid", "radauIIA3", "radauIIA5", "gl4", "gl6",
+    "sdirk2", "trbdf2", "adaptive_heun", "fehlberg2", "tsit5", "dopri8",
+]
 """The keys of :data:`SOLVERS`, spelled for the type checker and the JSON schema (a test checks they agree)."""
 MethodName = Literal["direct", "anode", "adjoint", "reversible"]
 ActivationName = Literal["relu", "tanh", "softplus", "elu", "gelu", "leaky_relu", "sigmoid"]
@@ -86,20 +111,22 @@ def adaptive_steps(solver: str, rtol: float, limit: int) -> int:
 
 
 def pairing_error(solver: str, gradient: GradientSpec) -> str | None:
-    """Why ``gradient`` cannot differentiate ``solver`` (``None`` when it can): the torch-free twin of
-    ``anode_core.solve.check_pairing``, so a spec is refused with a 422 rather than failing in the worker."""
-    kind = SOLVERS[solver].kind
-    if gradient.method == "reversible" and kind != "reversible":
-        return (f"method 'reversible' rebuilds the states backwards and needs an algebraically reversible solver; "
-                f"got solver {solver!r}: set the solver to reversible_heun or alf, or the method to 'anode'")
-    if kind == "reversible" and (gradient.method == "adjoint" or gradient.checkpoints is not None):
-        return (f"solver {solver!r} carries a second state and cannot be differentiated with "
-                f"{'the adjoint' if gradient.method == 'adjoint' else 'checkpoints'}: use method 'reversible' "
-                "(memory flat in N_t), 'direct' or 'anode' without checkpoints")
-    if kind == "adaptive" and gradient.method == "adjoint" and not gradient.reconstruct:
-        return (f"`reconstruct: false` restarts from stored states on a fixed grid; with the adaptive solver "
-                f"{solver!r} remove it (the adjoint then solves backwards adaptively)")
-    return None
+    """Why ``gradient`` cannot differentiate ``solver`` (``None`` when it can): the rule the library checks,
+    :data:`anode_core.pairing.PAIRS` (torch-free), in a spec's words, so a spec is refused with a 422 rather than
+    failing in the worker."""
+    use = use_of(gradient.method, gradient.checkpoints, gradient.reconstruct)
+    kinds = {name: facts.kind for name, facts in SOLVERS.items()}
+    return refusal(SOLVERS[solver].kind, use, repr(solver), SPEC_SPELLING, kinds)
+
+
+SPEC_SPELLING: dict[Use, str] = {
+    "direct": "method 'direct'",
+    "anode": "method 'anode'",
+    "checkpoints": "method 'anode' with `checkpoints`",
+    "adjoint": "method 'adjoint'",
+    "stored_states": "method 'adjoint' with `reconstruct: false`",
+    "reversible": "method 'reversible'",
+}
 
 
 class SpecModel(BaseModel):
@@ -145,7 +172,7 @@ _ADAPTIVE_DEFAULTS = {"rtol": DEFAULT_RTOL, "atol": DEFAULT_ATOL, "step_limit": 
 class OdeSpec(SpecModel):
     """The ODE blocks of a model: scheme, number of steps (or tolerances), field activation and gradient method.
 
-    A fixed-step or reversible solver takes ``steps``; an adaptive one (dopri5, bosh3) takes ``rtol``, ``atol``
+    A fixed-step or reversible solver takes ``steps``; an adaptive one (dopri5, tsit5, …) takes ``rtol``, ``atol``
     and ``step_limit`` instead, filled with their defaults when left out, so a stored spec says what ran.
     """
 
@@ -177,8 +204,9 @@ class OdeSpec(SpecModel):
             return {**data, "steps": None, **filled}
         stray = [k for k in _ADAPTIVE_ONLY if data.get(k) is not None]
         if stray:
-            raise ValueError(f"`{stray[0]}` applies to adaptive solvers (dopri5, bosh3) only; remove it or set "
-                             "`solver` to dopri5 or bosh3")
+            adaptive = [name for name in SOLVERS if is_adaptive(name)]
+            raise ValueError(f"`{stray[0]}` applies to adaptive solvers ({', '.join(adaptive)}) only; remove it or "
+                             f"set `solver` to {' or '.join(adaptive)}")
         return data
 
     @model_validator(mode="after")

@@ -2,7 +2,7 @@
 
 A sweep is a grid solvers × N_t × gradient methods (× activations × weight scales × dtypes) over one seeded
 model; every cell is compared with the exact Direct (discretize-then-optimize) gradient of the same network.
-An adaptive solver (dopri5, bosh3) runs along the tolerance axis (``tolerances``, the rtol values) instead of
+An adaptive solver (dopri5, tsit5, dopri8, …) runs along the tolerance axis (``tolerances``, the rtol values) instead of
 N_t; a method that cannot differentiate a solver (the reversible method on a non-reversible solver, the adjoint
 on reversible_heun or alf) has no cell there.
 The bounds keep one request to seconds or minutes on a CPU: at most :data:`MAX_CELLS` cells and
@@ -138,7 +138,7 @@ class CompareSpec(SpecModel):
     steps: tuple[int, ...] = Field((1, 2, 4, 8, 16, 32), min_length=1, description="the N_t values of the grid "
                                    "(fixed-step and reversible solvers)")
     tolerances: tuple[float, ...] = Field(
-        (1e-3, 1e-5, 1e-7), min_length=1, max_length=MAX_TOLERANCES, description="adaptive solvers (dopri5, bosh3) "
+        (1e-3, 1e-5, 1e-7), min_length=1, max_length=MAX_TOLERANCES, description="adaptive solvers (dopri5, tsit5, …) "
         "only: the rtol values of their axis, instead of N_t"
     )
     atol_ratio: float = Field(0.01, ge=1e-6, le=1.0, description="adaptive solvers: atol = rtol × atol_ratio")

@@ -5,7 +5,7 @@ training run for tens of millions of steps. :func:`admit` checks a spec against 
 before it stores a run, the worker before it runs one) and refuses, naming the estimate, the limit and the fields
 to lower; it also confines a data set's ``root`` to the operator's folders and requires its files there.
 
-The memory estimate is the analytic model of DESIGN §1 and ANODE §3 (``anode_core.MemoryModel``: L blocks, S bytes
+The memory estimate is the analytic model of ANODE §3 (``anode_core.MemoryModel``: L blocks, S bytes
 per block input, s stages, N_t steps, A bytes saved by one field evaluation), over sizes computed from the spec:
 
 * A of an MLP field is ``batch·(dim + hidden)`` values (its input and the hidden layer), of a conv field
@@ -224,12 +224,14 @@ class Sizes:
     others: int
 
 
-def model_sizes(model: str, dataset: str, batch: int, width: int, hidden: int, itemsize: int) -> Sizes:
-    """:class:`Sizes` of the built-in ``model`` on ``dataset`` (a plugin model is sized as an MLP-ODE)."""
+def model_sizes(model: str, dataset: str, batch: int, width: int, hidden: int, itemsize: int,
+                blocks: int = 1) -> Sizes:
+    """:class:`Sizes` of the built-in ``model`` on ``dataset`` (a plugin model is sized as an MLP-ODE; an MLP-ODE
+    has ``blocks`` ODE blocks in a row)."""
     if model == "mlp_ode" or model not in MODEL_DATASETS:
-        inputs = [batch * width * itemsize]
-        params = (2 * width + 2 * width * hidden + width * 2) * itemsize
-        return Sizes(inputs, [batch * (width + hidden) * itemsize], params, OTHER_SAVES * inputs[0])
+        inputs = [batch * width * itemsize] * blocks
+        params = (2 * width + 2 * width * hidden * blocks + width * 2) * itemsize
+        return Sizes(inputs, [batch * (width + hidden) * itemsize] * blocks, params, OTHER_SAVES * sum(inputs))
     side, blocks = IMAGE_SIDE[dataset], (2 if model == "conv_ode" else 4)
     channels = [width * 2**i for i in range(blocks)] if blocks == 4 else [width, 2 * width]
     sides = [max(1, side // 2**i) for i in range(blocks)] if blocks == 4 else [side, max(1, (side + 1) // 2)]
@@ -293,7 +295,8 @@ def train_steps(spec: TrainSpec) -> int:
 def _train(spec: TrainSpec) -> Cost:
     itemsize = BYTES[spec.dtype]
     hidden = spec.field_hidden if spec.model == "mlp_ode" else DEFAULT_HIDDEN
-    sizes = model_sizes(spec.model, spec.dataset, spec.batch_size, spec.width, hidden, itemsize)
+    sizes = model_sizes(spec.model, spec.dataset, spec.batch_size, spec.width, hidden, itemsize,
+                        blocks=spec.ode_blocks if spec.model == "mlp_ode" else 1)
     if spec.dataset in plugin_datasets():
         plugin = plugin_datasets()[spec.dataset]
         data = 2 * plugin.examples * math.prod(plugin.shape) * 8 * 4 // 3
@@ -329,7 +332,7 @@ def _train_disk(spec: TrainSpec, sizes: Sizes) -> int:
 
 def _memory_fields(spec: BaseModel) -> tuple[str, ...]:
     if isinstance(spec, TrainSpec):
-        return ("batch_size", "width", *(("hidden",) if spec.model == "mlp_ode" else ()), *_ode_fields(spec),
+        return ("batch_size", "width", *(("hidden", "blocks") if spec.model == "mlp_ode" else ()), *_ode_fields(spec),
                 "ode.gradient.method (anode keeps one block's graph)")
     if isinstance(spec, CompareSpec):
         state = ("model (a smaller network)",) if spec.model else (
@@ -342,7 +345,8 @@ def _memory_fields(spec: BaseModel) -> tuple[str, ...]:
 def _step_fields(spec: BaseModel) -> tuple[str, ...]:
     if isinstance(spec, TrainSpec):
         points = ("n_samples",) if spec.dataset in POINT_SETS else ()
-        return ("epochs", "max_steps", *points, *_ode_fields(spec), "batch_size (raise it: fewer steps per epoch)")
+        return ("epochs", "max_steps", *points, *_ode_fields(spec), *(("blocks",) if spec.model == "mlp_ode" else ()),
+                "batch_size (raise it: fewer steps per epoch)")
     if isinstance(spec, CompareSpec):
         return (*_axis_fields(spec, "steps"), "methods", "solvers", "activations", "weight_scales", "dtypes", "blocks")
     return ("steps", "iterations")

@@ -68,6 +68,7 @@ STEP_MILESTONES = (150 / 350, 250 / 350)
 """Fractions of the epochs after which the step schedule divides the learning rate by 10."""
 
 MAX_EPOCHS = 1000
+MAX_MLP_BLOCKS = 8
 MAX_TRAIN_STEPS = 10_000_000
 
 
@@ -90,6 +91,10 @@ class TrainSpec(SpecModel):
     width: int = Field(16, ge=1, le=512, description="state width of the MLP, channels of the first conv stage")
     hidden: int | None = Field(None, ge=1, le=2048, validate_default=True,
                                description=f"mlp_ode only: hidden units of the field (default {DEFAULT_HIDDEN})")
+    blocks: int | None = Field(None, ge=1, le=MAX_MLP_BLOCKS, validate_default=True,
+                               description="mlp_ode only: ODE blocks in a row (default 1). With one block ANODE keeps "
+                               "that block's graph, as Direct does, and saves no memory: add blocks, or checkpoints "
+                               "inside the block")
     norm: NormName | None = Field(None, validate_default=True,
                                   description="conv models only: normalisation in the fields (default batch)")
     epochs: int = Field(10, ge=1, le=MAX_EPOCHS)
@@ -172,6 +177,14 @@ class TrainSpec(SpecModel):
             raise ValueError("`hidden` applies to model 'mlp_ode' only (conv models use `width`); remove it")
         return hidden
 
+    @field_validator("blocks")
+    @classmethod
+    def _blocks_for_mlp(cls, blocks: int | None, info: ValidationInfo) -> int | None:
+        if blocks is not None and info.data.get("model") not in (None, "mlp_ode"):
+            raise ValueError("`blocks` applies to model 'mlp_ode' only (the conv models have theirs built in); "
+                             "remove it")
+        return blocks
+
     @field_validator("norm")
     @classmethod
     def _norm_for_conv(cls, norm: str | None, info: ValidationInfo) -> str | None:
@@ -215,6 +228,11 @@ class TrainSpec(SpecModel):
     @property
     def field_hidden(self) -> int:
         return DEFAULT_HIDDEN if self.hidden is None else self.hidden
+
+    @property
+    def ode_blocks(self) -> int:
+        """ODE blocks of an MLP-ODE in a row."""
+        return 1 if self.blocks is None else self.blocks
 
     @property
     def field_norm(self) -> str:
@@ -312,7 +330,7 @@ PRESETS: dict[str, TrainSpec] = {
     "spirals-anode": TrainSpec(
         model="mlp_ode", dataset="spirals", noise=0.05, n_samples=2000,
         ode=OdeSpec(solver="rk4", steps=8, activation="tanh", gradient=GradientSpec(method="anode")),
-        width=16, hidden=64, epochs=60, batch_size=64, optimizer="adam", lr=0.01, weight_decay=0.0,
+        width=16, hidden=64, blocks=3, epochs=60, batch_size=64, optimizer="adam", lr=0.01, weight_decay=0.0,
         device="cpu", threads=1, probe_every=25,
     ),
     "mnist-anode": TrainSpec(
@@ -328,7 +346,8 @@ DESCRIPTIONS: dict[str, str] = {
                     "on one CPU thread",
     "moons-adjoint": "MLP-ODE on two moons with the continuous adjoint (Chen et al.); the probe shows its gradient "
                      "error",
-    "spirals-anode": "MLP-ODE on two spirals, RK4 N_t=8, ANODE",
+    "spirals-anode": "MLP-ODE of three blocks on two spirals, RK4 N_t=8, ANODE: run it side by side to see ANODE "
+                     "hold a fraction of Direct's memory",
     "mnist-anode": "conv ODE net on MNIST (files under ./data/MNIST/raw), ANODE",
     **{
         f"cifar10-{net}-{method}": f"the paper's {'ResNet-18' if net == 'resnet' else 'SqNxt_23_1x'} with ODE blocks "
@@ -340,13 +359,20 @@ DESCRIPTIONS: dict[str, str] = {
 """One line per preset, shown next to it."""
 
 GROUP_PRESETS: dict[str, dict[str, Any]] = {
-    f"cifar10-{net}-paper": {
+    "spirals-side-by-side": {
+        "kind": "train",
+        "spec": PRESETS["spirals-anode"].model_dump(mode="json", exclude_none=True),
+        "methods": [{"method": method} for method in ("direct", "anode", "adjoint")],
+        "name": "spirals: Direct, ANODE, adjoint",
+    },
+    **{f"cifar10-{net}-paper": {
         "kind": "train",
         "spec": PRESETS[f"cifar10-{net}-anode"].model_dump(mode="json", exclude_none=True),
         "methods": [{"method": method} for method in PAPER_METHODS],
         "name": f"CIFAR-10 {net}: {', '.join(PAPER_METHOD_NAMES[m] for m in PAPER_METHODS)}",
-    }
-    for net in PAPER_NETWORKS
+    } for net in PAPER_NETWORKS},
 }
-"""The paper's CIFAR-10 comparison as side-by-side groups: each a ``POST /groups`` body whose runs are the
-``cifar10-<net>-<method>`` presets, identical (seed included) but for the gradient method."""
+"""Side-by-side groups, each a ``POST /groups`` body: the spirals preset's three blocks under Direct, ANODE and
+the adjoint (the first comparison: ANODE exact at a fraction of Direct's memory), and the paper's CIFAR-10
+comparison, whose runs are the ``cifar10-<net>-<method>`` presets, identical (seed included) but for the
+gradient method. The catalog lists them, and the Launch page runs them."""

@@ -100,6 +100,7 @@ def catalog() -> dict[str, Any]:
 
     kinds: dict[str, Any] = {}
     presets: dict[str, list[dict[str, Any]]] = {}
+    group_presets: list[dict[str, Any]] = []
     demos: list[dict[str, Any]] = []
     models: list[dict[str, Any]] = []
     datasets: list[dict[str, str]] = []
@@ -115,6 +116,7 @@ def catalog() -> dict[str, Any]:
         if table:
             presets[kind] = [{"name": name, "description": descriptions.get(name, ""),
                               "spec": spec.model_dump(mode="json")} for name, spec in table.items()]
+        group_presets += [{"name": name, "body": body} for name, body in getattr(module, "GROUP_PRESETS", {}).items()]
         for name, info in getattr(module, "DEMOS", {}).items():
             demos.append({"name": name, "title": info.title, "explanation": info.explanation,
                           "knobs": list(info.knobs), "defaults": _jsonable(info.defaults),
@@ -131,6 +133,7 @@ def catalog() -> dict[str, Any]:
         "models": models,
         "datasets": datasets,
         "presets": presets,
+        "group_presets": group_presets,
         "demos": demos,
         "bounds": bounds,
     }
@@ -147,6 +150,10 @@ def _solver(name: str, facts: Any, common: Any) -> dict[str, Any]:
     ode = common.OdeSpec(solver=name).model_dump(mode="json")
     if facts.kind == "adaptive":  # first same as last: the last stage is the next step's first
         cost = f"{facts.stages} stages, {facts.stages - 1} new field evaluations per accepted or rejected step"
+    elif facts.kind == "implicit":
+        cost = f"{facts.stages} field evaluation{'s' if facts.stages > 1 else ''} per Broyden iteration"
+    elif facts.kind == "multistep":
+        cost = "1 new field evaluation per step after 2 start-up steps of 4, more with a corrector"
     else:
         cost = f"{facts.stages} field evaluation{'s' if facts.stages > 1 else ''} per step"
     return {"name": name, "kind": facts.kind, "order": facts.order, "stages": facts.stages,

@@ -10,6 +10,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from anode_lab.specs.common import GradientSpec
+from anode_lab.specs.compare import method_label
 from backend.errors import InvalidSpec, NotFound, describe_errors
 from backend.groups import repository as groups
 from backend.groups.schemas import GroupCreate, GroupPublic
@@ -17,16 +19,6 @@ from backend.queue import RunQueues
 from backend.runs import service as runs_service
 from backend.runs.schemas import RunCreate
 from backend.settings import Settings
-
-
-def method_label(gradient: dict[str, Any]) -> str:
-    """``anode``, ``anode(c=2)``, ``adjoint(stored)``: how a run of the group is told apart."""
-    method = str(gradient.get("method"))
-    if method == "anode" and gradient.get("checkpoints") is not None:
-        return f"anode(c={gradient['checkpoints']})"
-    if method == "adjoint" and gradient.get("reconstruct") is False:
-        return "adjoint(stored)"
-    return method
 
 
 def run_bodies(settings: Settings, body: GroupCreate) -> list[RunCreate]:
@@ -48,7 +40,7 @@ def run_bodies(settings: Settings, body: GroupCreate) -> list[RunCreate]:
                     errors.append({**e, "loc": loc})
             continue
         valid = admitted.model_dump(mode="json")
-        label = method_label(valid["ode"]["gradient"])
+        label = method_label(GradientSpec.model_validate(valid["ode"]["gradient"]))
         if label in labels:
             errors.append({"loc": ["methods", str(index)], "type": "duplicate",
                            "msg": f"method {label!r} is listed twice (entries {labels[label]} and {index}); "

@@ -14,8 +14,7 @@ from datetime import timedelta
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from backend.app import API_PREFIX
-from backend.settings import Settings
+from backend.settings import API_PREFIX, Settings
 
 TIMEOUT_S = 5.0
 

@@ -1,5 +1,5 @@
 """Health: can the store be read, how long are the queues, is the disk nearly full, how many streams are served,
-which workers renewed their heartbeat lately."""
+which workers renewed their heartbeat lately and whether each can run experiments."""
 
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ class WorkerPublic(BaseModel):
     started_at: datetime
     heartbeat: datetime
     run_id: int | None
+    problem: str | None = None
+    """Why this worker cannot run experiments (its start-up check failed); /health is then degraded."""
 
 
 class QueuePublic(BaseModel):
@@ -89,7 +91,7 @@ def health(session: Session, settings: Settings, queues: RunQueues, streams: Str
         cutoff = utcnow() - timedelta(seconds=settings.heartbeat_timeout_seconds)
         live = [WorkerPublic.model_validate(w, from_attributes=True) for w in workers.live(session, cutoff)]
     space = disk(settings)
-    ok = db_ok and queue.ok and space.ok
+    ok = db_ok and queue.ok and space.ok and not any(w.problem for w in live)
     return HealthPublic(status="ok" if ok else "degraded", database={"ok": db_ok, "detail": db_detail},
                         queue=queue, disk=space, streams=streams, workers=live,
                         devices=sorted({w.device for w in live}))

@@ -241,10 +241,6 @@ def list_artifacts(session: Session, run_id: int) -> ArtifactsPublic:
     return ArtifactsPublic(data=[ArtifactPublic.model_validate(row) for row in rows], count=len(rows))
 
 
-def artifact_dir(settings: Settings, run_id: int) -> Path:
-    return settings.run_dir(run_id) / "artifacts"
-
-
 def artifact_file(session: Session, settings: Settings, run_id: int, name: str) -> tuple[Path, str]:
     """Path and media type of an indexed artifact; a name that would leave the run's folder, or a folder or file
     that is a symlink (the path must resolve to itself under the real runs folder), is not found."""

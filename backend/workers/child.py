@@ -12,16 +12,21 @@ torch once, so a run starts in a fraction of a second and never shares the worke
 * asks the worker up the same pipe whenever the experiment checks ``should_stop`` (before every step) and waits
   for "go" or "stop" (cancel, a lost lease, shutdown): as exact as a check in the worker's own thread, since the
   worker answers after storing every report sent before the question; it ends at once, without saving, when
-  the worker itself is gone (a killed worker's run is re-queued and resumed by another one).
+  the worker itself is gone (a killed worker's run is re-queued and resumed by another one);
+* ignores SIGINT and SIGTERM: Ctrl-C of a worker in a terminal reaches its whole process group, and the worker,
+  not the signal, stops the run (between two steps, after a checkpoint) or kills it.
 """
 
 from __future__ import annotations
 
 import errno
+import importlib
 import json
 import multiprocessing
 import os
 import resource
+import signal
+import tempfile
 import traceback
 from collections.abc import Mapping
 from multiprocessing.connection import Connection
@@ -31,9 +36,17 @@ from typing import Any
 from anode_lab.failures import is_out_of_memory
 
 TRACEBACK_FRAMES = 6
-PRELOAD = ["torch", "sklearn.datasets", "sklearn.model_selection", "torchvision.datasets",
-           "anode_lab.experiments.train", "anode_lab.experiments.sweep", "anode_lab.experiments.demos"]
-"""Imported once by the forkserver, so no run pays for them (seconds each on a busy machine)."""
+RUN_IMPORTS = ("torch", "sklearn.datasets", "sklearn.model_selection", "torchvision.datasets",
+               "anode_lab.experiments.train", "anode_lab.experiments.sweep", "anode_lab.experiments.demos")
+"""What runs import: once in the forkserver (:mod:`backend.workers.preload`), so no run pays for them (seconds
+each on a busy machine), and again, at no cost, at the start of every run's child, so that an install that
+cannot import one of them (a torchvision built for another torch) fails every run with its own error."""
+PRELOAD = ["backend.workers.preload"]
+CHECK_SPEC: dict[str, Any] = {"dataset": "moons", "n_samples": 32, "batch_size": 16, "epochs": 1, "max_steps": 2,
+                              "width": 2, "hidden": 8, "probe_every": 0}
+"""The worker's start-up check: a training run of two tiny steps (:func:`check_install`)."""
+CHECK_TIMEOUT_S = 300.0
+KILL_WAIT_S = 5.0
 
 
 def context() -> multiprocessing.context.ForkServerContext:
@@ -105,7 +118,11 @@ def run_child(kind: str, spec_data: Mapping[str, Any], workdir: str, max_bytes: 
         except (EOFError, OSError):
             os._exit(3)
 
+    for signum in (signal.SIGINT, signal.SIGTERM):  # the worker stops its run (Ctrl-C reaches a terminal's group)
+        signal.signal(signum, signal.SIG_IGN)
     try:
+        for module in RUN_IMPORTS:
+            importlib.import_module(module)
         import torch
 
         from anode_lab.experiments import RunContext, run_experiment
@@ -130,3 +147,38 @@ def run_child(kind: str, spec_data: Mapping[str, Any], workdir: str, max_bytes: 
         send(("error", reason, error_summary(exc)))
         return
     send(("done", result.status, dict(result.summary), result.message))
+
+
+def check_install(target: Any, device: str, max_bytes: int) -> str | None:
+    """Run :data:`CHECK_SPEC` through ``target`` (the worker's ``child_target``) in a child process, in a temporary
+    folder: None when it trains, else why not (the child's own error, or how its process ended)."""
+    ctx = context()
+    receiver, sender = ctx.Pipe()
+    with tempfile.TemporaryDirectory(prefix="anode-check-") as folder:
+        try:
+            child = ctx.Process(target=target, name="install-check", daemon=True,
+                                args=("train", {**CHECK_SPEC, "device": device}, folder, max_bytes, 1, sender))
+            child.start()
+        except Exception as exc:  # noqa: BLE001 - a forkserver that cannot start is the answer
+            return f"its run processes cannot start: {type(exc).__name__}: {exc}"
+        finally:
+            sender.close()
+        try:
+            while receiver.poll(CHECK_TIMEOUT_S):
+                message = receiver.recv()
+                if message[0] == "ask":
+                    receiver.send("go")
+                elif message[0] == "done":
+                    ok = message[1] == "succeeded"
+                    return None if ok else f"a tiny training run ended {message[1]}: {message[3]}"
+                elif message[0] == "error":
+                    return f"a tiny training run failed: {message[2]['type']}: {message[2]['message']}"
+            return f"a tiny training run gave no answer within {CHECK_TIMEOUT_S:.0f} s"
+        except (EOFError, OSError):
+            child.join(KILL_WAIT_S)
+            return f"a tiny training run's process ended without a result (exit code {child.exitcode})"
+        finally:
+            if child.is_alive():
+                child.kill()
+                child.join(KILL_WAIT_S)
+            receiver.close()

@@ -10,6 +10,9 @@ Each run runs in a child process with memory and wall-time limits (:mod:`backend
 :mod:`backend.workers.child`); the worker stores what it reports. Its spec is checked again against this worker's
 cost limits and data folders first, and its folder must be the run's real folder (no symlink in the way).
 
+At start, a thread trains two tiny steps in a run's child process (:func:`~backend.workers.child.check_install`);
+when that fails, the worker's row says why and ``/health`` is degraded.
+
 The rules of a run's life (claim, heartbeat, conclude, release, reap, cancel, and the lease every write carries)
 are :mod:`backend.runs.lifecycle`'s; the worker runs them from two threads next to its loop (and the metrics writer
 thread of the running run):
@@ -52,6 +55,7 @@ from backend.runs.tasks import InvalidMessage
 from backend.settings import DeviceClass, Settings
 from backend.workers import fanout, repository as workers
 from backend.workers.child import (
+    check_install,
     error_summary,
     is_disk_full,
     run_child,
@@ -128,7 +132,8 @@ class WorkerProcess:
         threads = [threading.Thread(target=self._every, args=(self.settings.heartbeat_seconds, self._beat),
                                     name="heartbeat", daemon=True),
                    threading.Thread(target=self._every, args=(self.settings.reaper_seconds, self.reap),
-                                    name="reaper", daemon=True)]
+                                    name="reaper", daemon=True),
+                   threading.Thread(target=self.check_install, name="install-check", daemon=True)]
         for thread in threads:
             thread.start()
         log.info("worker %s consuming the %s queue (%s)", self.id, self.device, device_name)
@@ -184,6 +189,19 @@ class WorkerProcess:
 
         signal.signal(signal.SIGINT, handle)
         signal.signal(signal.SIGTERM, handle)
+
+    def check_install(self) -> None:
+        """Train two tiny steps in a run's child process, as runs do; if that fails, store why on this worker's row
+        (``/health`` is then degraded and names it) and log it. Runs are still taken: each fails with its child's
+        own error."""
+        problem = check_install(self.child_target, self.torch_device, self.settings.max_run_bytes)
+        if problem is None:
+            return
+        problem = (f"this worker cannot run experiments: {problem}. Repair the install this worker runs in (torch "
+                   "and torchvision must be built for each other) and restart it")
+        log.error("%s", problem)
+        with self.db.session(write=True) as session:
+            workers.report_problem(session, self.id, problem)
 
     def _every(self, seconds: float, job: Any) -> None:
         while not self.stop.wait(seconds):

@@ -22,6 +22,10 @@ def beat(session: Session, worker_id: str, run_id: int | None) -> None:
     session.execute(update(Worker).where(Worker.id == worker_id).values(heartbeat=utcnow(), run_id=run_id))
 
 
+def report_problem(session: Session, worker_id: str, problem: str | None) -> None:
+    session.execute(update(Worker).where(Worker.id == worker_id).values(problem=problem))
+
+
 def remove(session: Session, worker_id: str) -> None:
     session.execute(delete(Worker).where(Worker.id == worker_id))
 

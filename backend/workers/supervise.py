@@ -128,8 +128,9 @@ class Supervisor:
         finally:
             _end(child)
             receiver.close()
-        if ended is None:
-            return Ended("stopped") if stop_asked is not None else Ended("died", exitcode=child.exitcode)
+        if ended is None:  # gone without a result: while the worker shuts down, a stop (the run resumes later)
+            stopping = stop_asked is not None or self.worker.stop.is_set()
+            return Ended("stopped") if stopping else Ended("died", exitcode=child.exitcode)
         return ended
 
     def _handle(self, message: tuple[Any, ...]) -> Ended | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import pandas as pd
 import streamlit as st
 
 from dashboard import charts
@@ -16,7 +17,17 @@ from dashboard.charts import Curve
 from dashboard.components import connect
 from dashboard.series import X_AXES, points_of, x_values
 from dashboard.side_by_side import GROUP_SERIES, group_rows, run_method, series_info
-from dashboard.tables import ACTIVE, run_colour, run_label, steps_label, summary_rows
+from dashboard.tables import (
+    ACTIVE,
+    MISSING,
+    method_colour,
+    method_dash,
+    run_colour,
+    run_label,
+    steps_label,
+    summary_rows,
+)
+from dashboard.text import md
 
 POINTS = 1000
 REFRESH = 2.0
@@ -69,16 +80,16 @@ def group_page(group_id: int) -> None:
     try:
         group = api.get_group(group_id)
     except ApiError as exc:
-        st.error(f"Group {group_id}: {exc.detail}", icon=":material/error:")
+        st.error(f"Group {group_id}: {md(exc.detail)}", icon=":material/error:")
         st.stop()
-    st.title(f"Side by side: {group['name'] or f'group {group_id}'}")
+    st.title(f"Side by side: {md(group['name'] or f'group {group_id}')}")
     runs = group["runs"]
     methods = {r["id"]: run_method(r) for r in runs}
     first = runs[0]["spec"] if runs else {}
     ode = first.get("ode") or {}
     steps = f"N_t={ode['steps']}" if ode.get("steps") is not None else steps_label(ode)
-    st.caption(f"{len(runs)} runs of `{first.get('model')}` on `{first.get('dataset')}`, {ode.get('solver')} "
-               f"{steps}, seed {first.get('seed')}: identical but for the gradient method.")
+    st.caption(md(f"{len(runs)} runs of {first.get('model')} on {first.get('dataset')}, {ode.get('solver')} "
+                  f"{steps}, seed {first.get('seed')}: identical but for the gradient method."))
 
     def body() -> None:
         fresh = api.get_group(group_id)["runs"]
@@ -87,16 +98,15 @@ def group_page(group_id: int) -> None:
             st.session_state["compare.group.live"] = live
             st.rerun()
         payloads = read_metrics(fresh)
-        st.dataframe(group_rows(fresh, payloads), hide_index=True, key="compare.group.table",
-                     column_config={"final test accuracy": st.column_config.NumberColumn(format="%.3f"),
-                                    "gradient error at the end": st.column_config.NumberColumn(format="%.2e"),
-                                    "peak memory ×Direct": st.column_config.NumberColumn(format="%.2f×"),
-                                    "time ×Direct": st.column_config.NumberColumn(format="%.2f×")})
+        st.dataframe(pd.DataFrame(group_rows(fresh, payloads)).style.format(
+                         {"final test accuracy": "{:.3f}", "gradient error at the end": "{:.2e}",
+                          "peak memory ×Direct": "{:.2f}×", "time ×Direct": "{:.2f}×"}, na_rep=MISSING),
+                     hide_index=True, key="compare.group.table")
         available = {name for p in payloads.values() for name in p["series"]}
         overlay(fresh, payloads, [s for s in GROUP_SERIES if s in available], key="compare.group",
                 labels={r["id"]: f"{methods[r['id']]} (#{r['id']})" for r in fresh},
-                colours={r["id"]: charts.method_colour(methods[r["id"]]) for r in fresh},
-                dashes={r["id"]: charts.method_dash(methods[r["id"]]) for r in fresh})
+                colours={r["id"]: method_colour(methods[r["id"]]) for r in fresh},
+                dashes={r["id"]: method_dash(methods[r["id"]]) for r in fresh})
 
     st.fragment(body, run_every=REFRESH if st.session_state.get("compare.group.live", True) else None)()
 
@@ -122,9 +132,11 @@ def runs_page() -> None:
     series = st.multiselect("Series", available, default=[s for s in DEFAULT_SERIES if s in available],
                             key="compare.series", format_func=lambda s: series_info(s).title)
     overlay(chosen, payloads, series, key="compare", labels={r["id"]: run_label(r) for r in chosen},
-            colours={r["id"]: run_colour(r["id"]) for r in chosen})
+            colours={r["id"]: run_colour(r) for r in chosen},
+            dashes={r["id"]: method_dash(run_method(r)) for r in chosen if (r.get("spec") or {}).get("ode")})
     st.subheader("Final metrics and how the specs differ")
-    st.dataframe(summary_rows(chosen), hide_index=True, key="compare.table")
+    st.dataframe(pd.DataFrame(summary_rows(chosen)).style.format(na_rep=MISSING), hide_index=True,
+                 key="compare.table")
 
 
 api = connect()

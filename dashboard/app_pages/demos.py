@@ -17,7 +17,7 @@ REFRESH = "1s"
 api = connect()
 catalog = load_catalog(api)
 st.title("Teaching demos")
-wall = st.toggle("Projector mode (large type)", value=True, key="demos.wall")
+wall = st.toggle("Projector mode (large type)", value=False, key="demos.wall")
 font_size = charts.WALL_FONT_SIZE if wall else charts.FONT_SIZE
 if wall:
     st.html("<style>.stMainBlockContainer p, .stMainBlockContainer li {font-size: 1.3rem; line-height: 1.5}</style>")

@@ -9,6 +9,7 @@ import streamlit as st
 
 from dashboard import charts, views
 from dashboard.components import call, connect, is_active, load_catalog, pick_run, progress
+from dashboard.text import md
 
 REFRESH = "2s"
 
@@ -20,8 +21,10 @@ st.markdown(
     "computed (discretize-then-optimize). ANODE (itself a discrete adjoint) matches it to rounding; the continuous "
     "adjoint (Chen et al.) is off by O(dt^p) for a smooth field, its error falling at the solver's order p, the "
     "dotted reference slopes. With ReLU's kinks the measured slope differs: the table gives each fitted slope. "
-    "Adaptive solvers (dopri5, bosh3) run along rtol instead: Direct and ANODE differentiate the accepted steps "
-    "exactly; the adjoint solved adaptively is off by 4 to 8,000 × rtol (measured slopes 0.7–1.1, not 1 exactly)."
+    "Adaptive solvers (dopri5, tsit5, …) run along rtol instead: Direct and ANODE differentiate the accepted steps "
+    "exactly; the adjoint solved adaptively is off by 4 to 8,000 × rtol (measured slopes 0.7–1.1, not 1 exactly) for "
+    "a smooth field (tanh, the sweep form's default for them); ReLU's kinks slow that fall and make tight rtol "
+    "costly."
 )
 
 with st.expander("Cost of checkpoints inside a block", icon=":material/memory:"):
@@ -63,7 +66,7 @@ def results() -> None:
         st.rerun()
     progress(run)
     if error := run.get("error"):
-        st.error(f"{error['type']}: {error['message']}")
+        st.error(md(f"{error['type']}: {error['message']}"))
     views.sweep_results(api, run, key="gradient_lab.sweep")
 
 

@@ -11,10 +11,12 @@ from typing import Any
 import streamlit as st
 
 from dashboard.api_client import ApiError, ApiUnreachable
-from dashboard.components import connect, load_catalog, open_group, open_run, unreachable_banner
+from dashboard.components import call, connect, load_catalog, open_group, open_run, unreachable_banner
 from dashboard.forms import SpecForm
 from dashboard.schema import log_grid, names, pairs, solver_entry
-from dashboard.tables import method_from_label, method_label, method_options
+from dashboard.side_by_side import one_block
+from dashboard.tables import differing, method_from_label, method_label, method_options
+from dashboard.text import md
 
 KINDS = {"train": "Train a classifier", "compare": "Gradient sweep", "demo": "Teaching demo"}
 POINT_SETS = ("moons", "circles", "spirals")
@@ -22,6 +24,8 @@ LOCAL_SETS = ("mnist", "cifar10", "cifar100")
 CIFAR_SETS = ("cifar10", "cifar100")
 ADAPTIVE_KNOBS = ("ode.rtol", "ode.atol", "ode.step_limit")
 STEP_CHOICES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
+SMOOTH_ACTIVATION = "tanh"
+"""An rtol sweep's default activation: smooth, so the adjoint's error follows the tolerance (slope 1)."""
 TOLERANCE_CHOICES = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10)
 
 api = connect()
@@ -40,9 +44,10 @@ def adaptive(solver: Mapping[str, Any]) -> bool:
 
 def train_form() -> SpecForm:
     presets = {p["name"]: p for p in catalog["presets"].get("train", [])}
-    preset = st.selectbox("Start from", ["", *presets], key="launch.train.preset",
-                          format_func=lambda n: f"{n}: {presets[n]['description']}" if n else "the defaults",
-                          help="a preset fills every field below; change any of them afterwards")
+    # The box is drawn above the fields once they are built, so that it can say when they differ from the preset.
+    start = st.container()
+    preset = st.session_state.get("launch.train.preset", "")
+    preset = preset if preset in presets else ""
     base = presets[preset]["spec"] if preset else catalog["kinds"]["train"]["default"]
     # Each preset has widgets of its own: a widget that keeps its key keeps the value the browser holds, so
     # a preset that only reset the widgets' state would show, and launch, the old values.
@@ -73,9 +78,11 @@ def train_form() -> SpecForm:
         form.number("width", "Width (MLP state / first conv channels)")
         if model == "mlp_ode":
             form.number("hidden", "Hidden units of the field", optional=True)
+            form.number("blocks", "ODE blocks in a row", optional=True)
             form.omit("norm")
         else:
             form.omit("hidden")
+            form.omit("blocks")
             form.select("norm", "Normalisation in the fields", [None, "batch", "group", "none"],
                         format_func=lambda v: "model default (batch)" if v is None else v)
     with ode:
@@ -117,7 +124,7 @@ def train_form() -> SpecForm:
             form.number("momentum", "Momentum", optional=True, step=0.05, fmt="%.3f")
         else:
             form.omit("momentum")
-        form.number("weight_decay", "Weight decay", step=1e-4, fmt="%.2e")
+        form.number("weight_decay", "Weight decay", step=1e-4, fmt="%g")  # 0 reads 0, 5e-4 reads 0.0005
         form.select("schedule", "Learning-rate schedule")
         if dataset in CIFAR_SETS:
             form.toggle("augment", "Random crop and flip")
@@ -128,6 +135,17 @@ def train_form() -> SpecForm:
         form.number("threads", "CPU threads", optional=True)
         form.number("max_steps", "Stop after this many steps (empty: all epochs)", optional=True)
         form.number("checkpoint_every", "Save a resumable checkpoint every k steps (0 = off)")
+    changed = differing([base, form.spec]) if preset else []
+
+    def start_label(name: str) -> str:
+        if not name:
+            return "the defaults"
+        if name == preset and changed:  # no longer the preset: say what was changed rather than its description
+            return f"your changes to {name} ({', '.join(changed[:3])}{', …' if len(changed) > 3 else ''})"
+        return f"{name}: {presets[name]['description']}"
+
+    start.selectbox("Start from", ["", *presets], key="launch.train.preset", format_func=start_label,
+                    help="a preset fills every field below; change any of them afterwards")
     return form
 
 
@@ -173,7 +191,14 @@ def compare_form() -> SpecForm:
         offered = [label for label in labels if any(pairs(s, method_from_label(label)) for s in solvers)]
         form.multiselect("methods", "Gradient methods (each compared with Direct)", offered or labels,
                          to_spec=method_from_label, from_spec=method_label)
-        form.multiselect("activations", "Activations", choices=catalog["activations"])
+        smooth = bool(solvers) and all(adaptive(s) for s in solvers)
+        if smooth and form.spec["activations"] == default["activations"]:
+            form.spec["activations"] = [SMOOTH_ACTIVATION]  # what the gradient lab explains for rtol sweeps
+        chosen = form.multiselect("activations", "Activations", choices=catalog["activations"],
+                                  variant=".adaptive" if smooth else "")
+        if smooth and "relu" in chosen:
+            st.caption("With ReLU the field has kinks: the adaptive adjoint's error falls much more slowly than the "
+                       "tolerance (not slope 1), and tight rtol costs thousands of backward evaluations.")
         scales = st.text_input("Weight scales (comma-separated; larger is stiffer)",
                                value=", ".join(f"{s:g}" for s in default["weight_scales"]), key="launch.compare.scales")
         try:
@@ -241,9 +266,28 @@ def refused(exc: ApiError) -> None:
     if exc.status == 422:
         st.session_state[f"launch.errors.{kind}"] = exc.field_errors() or {"": exc.detail}
         st.rerun()
-    st.error(f"The API refused the run: {exc.detail}", icon=":material/error:")
+    st.error(f"The API refused the run: {md(exc.detail)}", icon=":material/error:")
 
 
+def group_presets() -> None:
+    """The catalog's side-by-side presets (``POST /groups`` bodies), each run with one click."""
+    groups = {g["name"]: g["body"] for g in catalog.get("group_presets", [])}
+    if not groups:
+        return
+    with st.expander("Side-by-side presets: one run per method, then the compare page",
+                     icon=":material/compare_arrows:"):
+        chosen = st.selectbox("Preset", list(groups), key="launch.group.preset",
+                              format_func=lambda n: f"{n}: {groups[n]['name']}")
+        if st.button("Run it", icon=":material/compare_arrows:", key="launch.group.submit"):
+            body = groups[chosen]
+            made = call(lambda: api.create_group(body["spec"], body["methods"], name=body["name"]),
+                        what="launch the side-by-side preset")
+            if made is not None:
+                open_group(made["id"])
+
+
+if kind == "train":
+    group_presets()
 form = {"train": train_form, "compare": compare_form, "demo": demo_form}[kind]()
 
 st.divider()
@@ -253,8 +297,14 @@ tags_text = right.text_input("Tags (comma-separated)", key=f"launch.{kind}.run_t
                              placeholder="e.g. lecture-3, relu")
 tags = [t.strip() for t in tags_text.split(",") if t.strip()]
 for path, message in form.other_errors().items():
-    st.error(f"`{path or 'spec'}`: {message}", icon=":material/error:")
+    st.error(md(f"{path or 'spec'}: {message}"), icon=":material/error:")
 methods = side_by_side_methods(solver_entry(catalog["solvers"], form.spec["ode"]["solver"])) if kind == "train" else []
+gradient = form.spec["ode"]["gradient"] if kind == "train" else {}
+if kind == "train" and one_block(form.spec) and ("anode" in methods or (gradient.get("method") == "anode"
+                                                                        and gradient.get("checkpoints") is None)):
+    st.info("One ODE block: ANODE keeps that block's graph, as Direct does, so it holds as much memory. Add blocks "
+            "(ODE blocks in a row) or checkpoints inside the block (anode(c=4)) to see what it saves.",
+            icon=":material/info:")
 buttons = st.columns([1, 3])
 launched = buttons[0].button("Launch", type="primary", icon=":material/rocket_launch:", key=f"launch.{kind}.submit")
 grouped = kind == "train" and buttons[1].button("Run side by side", icon=":material/compare_arrows:",

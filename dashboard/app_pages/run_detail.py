@@ -10,6 +10,7 @@ from dashboard import views
 from dashboard.api_client import ApiError, ApiUnreachable
 from dashboard.components import call, connect, is_active, pick_run, unreachable_banner
 from dashboard.tables import ACTIVE, run_colour, run_label
+from dashboard.text import md
 
 REFRESH = "2s"
 
@@ -56,10 +57,10 @@ picked_id: int = picked["id"]  # the functions below read it after this page's r
 if picked["id"] != run_id:
     st.query_params["run"] = str(picked["id"])
 
-st.markdown(f"# <span style='color:{run_colour(picked['id'])}'>●</span> {run_label(picked)}",
-            unsafe_allow_html=True)
+dot = f':color[●]{{foreground="{run_colour(picked)}"}}'  # the colour its curves have on every page
+st.title(f"{dot} {md(run_label(picked))}")
 if picked.get("tags"):
-    st.caption("tags: " + ", ".join(picked["tags"]))
+    st.caption("tags: " + md(", ".join(picked["tags"])))
 
 
 def live() -> None:
@@ -70,7 +71,7 @@ def live() -> None:
         unreachable_banner(exc)
         return
     except ApiError as exc:
-        st.warning(f"Run {picked_id}: {exc.detail}")
+        st.warning(f"Run {picked_id}: {md(exc.detail)}")
         return
     if is_active(run) != st.session_state.get("run_detail.live", False):  # start or stop polling
         st.session_state["run_detail.live"] = is_active(run)

@@ -17,6 +17,7 @@ from dashboard.components import call, connect, open_run, unreachable_banner
 from dashboard.tables import (
     ACTIVE,
     FINISHED,
+    MISSING,
     TABLE_COLUMNS,
     filter_rows,
     format_duration,
@@ -47,16 +48,16 @@ def known(v: object) -> float | None:
     return float(v) if isinstance(v, Real) and not math.isnan(v) else None
 
 
-def styled(frame: pd.DataFrame) -> Any:
-    """Each run's id cell in its colour, the one its curves have on the other pages."""
+def styled(frame: pd.DataFrame, colours: dict[int, str]) -> Any:
+    """Each run's id cell in its colour (its gradient method's), the one its curves have on the other pages."""
     def colour(column: pd.Series) -> list[str]:
-        return [f"background-color: {run_colour(int(i))}; color: white; font-weight: 600" for i in column]
+        return [f"background-color: {colours[int(i)]}; color: white; font-weight: 600" for i in column]
 
     def percent(v: object) -> str:
-        return "" if (x := known(v)) is None else f"{x:.2%}"
+        return MISSING if (x := known(v)) is None else f"{x:.2%}"
 
     def duration(v: object) -> str:
-        return format_duration(known(v))
+        return format_duration(known(v)) or MISSING
 
     return frame.style.apply(colour, subset=["id"]).format({"best accuracy": percent, "duration": duration})
 
@@ -113,7 +114,8 @@ def runs_table() -> None:
     if not rows:
         st.info("No run matches these filters.")
         return
-    st.dataframe(styled(pd.DataFrame(rows, columns=list(TABLE_COLUMNS))), hide_index=True, key="runs.table",
+    colours = {r["id"]: run_colour(r) for r in runs}
+    st.dataframe(styled(pd.DataFrame(rows, columns=list(TABLE_COLUMNS)), colours), hide_index=True, key="runs.table",
                  width="stretch")
 
     by_id = {r["id"]: r for r in runs}
