@@ -117,3 +117,22 @@ class Worker(Base):
     """Bytes: the GPU's total memory for a gpu worker, the host's RAM for a cpu worker."""
     problem: Mapped[str | None] = mapped_column(Text)
     """Why this worker cannot run experiments (its start-up check failed), or None."""
+
+
+class RunCell(Base):
+    """One part of a fanned-out compare sweep (the cells of one setting, :func:`anode_lab.experiments.sweep.parts`):
+    its own queue message and lease, the rows it measured. The sweep stays one run: the run's progress counts
+    the cells of done parts, and the worker that concludes the last part writes the run's tables."""
+
+    __tablename__ = "run_cells"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    part: Mapped[int] = mapped_column(Integer, primary_key=True)
+    size: Mapped[int] = mapped_column(Integer)
+    """How many grid cells the part holds."""
+    status: Mapped[str] = mapped_column(String(16), index=True, default=RunStatus.QUEUED)
+    worker: Mapped[str | None] = mapped_column(String(200))
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    heartbeat: Mapped[datetime | None]
+    rows: Mapped[str | None] = mapped_column(Text)
+    """The part's ``results.csv`` rows as JSON text (NaN allowed, which a JSON column on PostgreSQL refuses)."""

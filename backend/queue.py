@@ -33,7 +33,7 @@ def make_huey(settings: Settings, device: DeviceClass) -> Huey:
 class RunQueues:
     """The queues of every device class, each with ``runs.execute`` registered with ``body``."""
 
-    def __init__(self, settings: Settings, body: Callable[[int], None] = enqueue_only,
+    def __init__(self, settings: Settings, body: Callable[[int, int | None], None] = enqueue_only,
                  devices: tuple[DeviceClass, ...] = DEVICE_CLASSES) -> None:
         self.hueys: dict[DeviceClass, Huey] = {}
         self.tasks: dict[DeviceClass, TaskWrapper] = {}
@@ -41,8 +41,12 @@ class RunQueues:
             self.hueys[device] = make_huey(settings, device)
             self.tasks[device] = register_execute(self.hueys[device], body)
 
-    def enqueue(self, run_id: int, device_class: DeviceClass) -> None:
-        self.tasks[device_class](run_id)
+    def enqueue(self, run_id: int, device_class: DeviceClass, cell: int | None = None) -> None:
+        """Queue run ``run_id``, or part ``cell`` of its fanned-out sweep."""
+        if cell is None:
+            self.tasks[device_class](run_id)
+        else:
+            self.tasks[device_class](run_id, cell)
 
     def sizes(self) -> dict[str, int]:
         return {device: huey.pending_count() for device, huey in self.hueys.items()}

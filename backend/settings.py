@@ -83,6 +83,8 @@ class Settings(BaseSettings):
     cancel_poll_seconds: float = Field(0.1, ge=0, description="a worker reads the cancel flag at most this often")
     torch_threads: int | None = Field(None, ge=1, le=256, description="intra-op threads of a worker's torch; "
                                       "default torch's own (set 1 when several workers share few cores)")
+    fan_out: bool = Field(True, description="a compare sweep's parts run as their own queue messages on every "
+                          "worker of its queue (false: one worker runs the whole sweep)")
     sse_poll_seconds: float = Field(0.5, gt=0, description="how often an event stream looks for news")
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="comma-separated origins allowed to call the API from a browser; "

@@ -13,7 +13,10 @@
    (the live run, a page of runs, its new metrics, /health) and 10 writers (create a run, cancel it, delete it);
    latency percentiles per kind (target: p99 < 50 ms).
 
-    python bench/service.py [--quick] [--postgres-only]
+5. fan-out (issue 23.1, ``--sweep``: only this): the same 18-cell compare sweep with 1, 2 and 4 workers, one
+   torch thread each (:mod:`fan_out`; target: two workers at most 0.6x one worker's time).
+
+    python bench/service.py [--quick] [--postgres-only] [--sweep]
 
 Numbers from a shared machine are noisy: compare the ratios, and rerun before trusting an absolute.
 """
@@ -297,7 +300,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer samples (a smoke test of the bench)")
     parser.add_argument("--postgres-only", action="store_true", help="only the API under load on PostgreSQL (4.)")
+    parser.add_argument("--sweep", action="store_true", help="only the fan-out sweep with 1, 2 and 4 workers (5.)")
     args = parser.parse_args()
+    if args.sweep:
+        from fan_out import report
+
+        print("\n".join(report(1 if args.quick else 3)))
+        return 0
     if args.postgres_only:
         with tempfile.TemporaryDirectory() as tmp:
             print("\n".join(api_on_postgres(Path(tmp), 10.0 if args.quick else 30.0)))

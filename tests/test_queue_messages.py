@@ -30,7 +30,8 @@ class Opens:
 def hostile_messages(marker: Path) -> list[bytes]:
     return [pickle.dumps(Opens(marker)),                         # code, the finding
             b'{"run_id": "1"}', b'{"run_id": 1, "then": "x"}',    # JSON of another shape
-            b'{"run_id": true}', b"[1]", b"\xff\xfe not text"]
+            b'{"run_id": true}', b"[1]", b"\xff\xfe not text",
+            b'{"run_id": 1, "cell": -1}', b'{"run_id": 1, "cell": "0"}', b'{"cell": 0}']  # a sweep part's, bent
 
 
 @pytest.mark.parametrize("queue", ["sqlite", "redis"])
@@ -65,6 +66,10 @@ def test_run_messages_are_json_holding_the_run_id_only(tmp_path: Path) -> None:
         assert huey.storage.enqueued_items() == [b'{"run_id": 42}']
         task = huey.dequeue()
         assert task is not None and task.args == (42,) and task.kwargs == {}
+        queues.enqueue(42, "cpu", 3)  # part 3 of a fanned-out sweep
+        assert huey.storage.enqueued_items() == [b'{"run_id": 42, "cell": 3}']
+        task = huey.dequeue()
+        assert task is not None and task.args == (42, 3) and task.kwargs == {}
     finally:
         queues.close()
 

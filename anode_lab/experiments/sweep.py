@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
@@ -31,7 +30,16 @@ from anode_core.watch import watching_solves
 from anode_lab.experiments.artifacts import numeric, write_csv
 from anode_lab.experiments.context import RunContext, RunResult
 from anode_lab.experiments.fields import ConvField, MLPField
-from anode_lab.experiments.slopes import fit_loglog, fit_slope
+from anode_lab.experiments.slopes import fit_slope
+from anode_lab.experiments.sweep_table import (
+    COLUMNS,
+    SLOPE_COLUMNS,
+    parts,
+    setting_key,
+    slope_rows,
+    summary_of,
+    write_tables,
+)
 from anode_lab.experiments.threads import torch_threads
 from anode_lab.experiments.train import DTYPES, resolve_device
 from anode_lab.failures import is_out_of_memory
@@ -39,17 +47,8 @@ from anode_lab.specs.common import SOLVERS, GradientSpec, OdeSpec
 from anode_lab.specs.compare import Cell, CompareSpec
 from anode_lab.status import RunStatus
 
-COLUMNS = (
-    "cell", "dtype", "activation", "weight_scale", "solver", "order", "steps", "rtol", "atol", "method", "exact",
-    "rel_error", "cosine", "sign_agreement", "worst_parameter_rel_error", "reconstruction_error",
-    "peak_bytes", "model_bytes", "memory_ratio", "cuda_peak_bytes", "forward_seconds", "backward_seconds",
-    "nfe_forward", "nfe_backward", "loss", "fd_rel_error",
-)
-"""The columns of ``results.csv``, one row per cell of :meth:`CompareSpec.grid`. ``steps`` is N_t, or for an
-adaptive solver (``rtol`` and ``atol`` set, else empty) the accepted steps per block of the Direct reference."""
-SLOPE_COLUMNS = ("dtype", "activation", "weight_scale", "solver", "method", "slope", "intercept", "expected_slope")
-
-__all__ = ["COLUMNS", "CellFailedError", "fit_slope", "run_compare"]
+__all__ = ["COLUMNS", "SLOPE_COLUMNS", "CellFailedError", "fit_slope", "parts", "run_compare", "run_compare_part",
+           "slope_rows"]
 
 
 class CellFailedError(ValueError):
@@ -66,16 +65,27 @@ def run_compare(spec: CompareSpec, ctx: RunContext) -> RunResult:
         return _sweep(spec, ctx)
 
 
-def _sweep(spec: CompareSpec, ctx: RunContext) -> RunResult:
+def run_compare_part(spec: CompareSpec, part: int, ctx: RunContext) -> tuple[RunResult, list[dict[str, Any]]]:
+    """Measure only the cells of ``parts(spec)[part]`` (metrics step ``i`` per cell, progress within the part);
+    writes no table: the fanned-out sweep's last part writes them from every part's rows."""
+    cells = parts(spec)[part]
+    with torch_threads(spec.threads):
+        rows, stopped = _measure(spec, cells, ctx, offset=0)
+    if stopped:
+        return RunResult(RunStatus.CANCELLED, {"cells": len(rows)}), rows
+    return RunResult(RunStatus.SUCCEEDED, {"cells": len(rows)}), rows
+
+
+def _measure(spec: CompareSpec, cells: list[Cell], ctx: RunContext, offset: int,
+             done: list[dict[str, Any]] | None = None) -> tuple[list[dict[str, Any]], bool]:
+    """Rows of ``cells`` in order, and whether a stop ended it early; ``CellFailedError`` (after writing the
+    rows so far, ``done`` first, when ``done`` is given) for an adaptive cell whose solve failed."""
     device = resolve_device(spec.device)
-    grid = spec.grid()
     rows: list[dict[str, Any]] = []
     setting: _Setting | None = None
-    for cell in grid:
+    for number, cell in enumerate(cells):
         if ctx.should_stop():
-            write_csv(ctx, "results.csv", rows, COLUMNS)
-            stopped = f"stopped after {len(rows)} of {len(grid)} cells"
-            return RunResult(RunStatus.CANCELLED, _summary(spec, rows), stopped)
+            return rows, True
         try:
             if setting is None or not setting.serves(cell):
                 setting = _Setting(spec, cell, device)
@@ -83,14 +93,23 @@ def _sweep(spec: CompareSpec, ctx: RunContext) -> RunResult:
         except RuntimeError as exc:  # the adaptive controller's step limit, underflow or a non-finite state
             if cell.rtol is None or is_out_of_memory(exc):  # memory is the machine's limit, not the step limit's
                 raise
-            write_csv(ctx, "results.csv", rows, COLUMNS)
+            if done is not None:
+                write_csv(ctx, "results.csv", [*done, *rows], COLUMNS)
             raise CellFailedError(_failure(spec, cell, exc)) from exc
         rows.append(row)
         ctx.on_metrics(cell.index, numeric(row))
-        ctx.on_progress(cell.index + 1, len(grid), f"{cell.solver} {cell.where} {cell.label}")
-    write_csv(ctx, "results.csv", rows, COLUMNS)
-    write_csv(ctx, "slopes.csv", slope_rows(rows), SLOPE_COLUMNS)
-    return RunResult(RunStatus.SUCCEEDED, _summary(spec, rows))
+        ctx.on_progress(offset + number + 1, offset + len(cells), f"{cell.solver} {cell.where} {cell.label}")
+    return rows, False
+
+
+def _sweep(spec: CompareSpec, ctx: RunContext) -> RunResult:
+    grid = spec.grid()
+    rows, stopped = _measure(spec, grid, ctx, offset=0, done=[])
+    if stopped:
+        write_csv(ctx, "results.csv", rows, COLUMNS)
+        return RunResult(RunStatus.CANCELLED, summary_of(spec, rows), f"stopped after {len(rows)} of {len(grid)} cells")
+    write_tables(spec, rows, ctx)
+    return RunResult(RunStatus.SUCCEEDED, summary_of(spec, rows))
 
 
 class _Setting:
@@ -98,7 +117,7 @@ class _Setting:
     reference."""
 
     def __init__(self, spec: CompareSpec, cell: Cell, device: torch.device) -> None:
-        self.key = _setting_key(cell)
+        self.key = setting_key(cell)
         dtype = DTYPES[cell.dtype]
         self.model, self.x, self.y = build_problem(spec, cell, device, dtype)
         self.solver = cell_solver(spec, cell)
@@ -128,7 +147,7 @@ class _Setting:
         )
 
     def serves(self, cell: Cell) -> bool:
-        return _setting_key(cell) == self.key
+        return setting_key(cell) == self.key
 
     def loss(self, model: nn.Module) -> Tensor:
         out: Tensor = model(self.x)
@@ -284,59 +303,9 @@ def finite_difference_error(
     return diff / scale if scale > 0 else diff
 
 
-def slope_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One fitted log-log slope of relative error per (dtype, activation, scale, solver, method) for the inexact
-    methods (the exact ones sit at rounding level, where a slope means nothing): against N_t for a fixed-step
-    solver (expected −order), against rtol for an adaptive one (expected 1: the error ∝ the tolerance)."""
-    groups: dict[tuple[Any, ...], list[tuple[float, float]]] = defaultdict(list)
-    expected: dict[str, int] = {}
-    for row in rows:
-        if row["exact"]:
-            continue
-        key = (row["dtype"], row["activation"], row["weight_scale"], row["solver"], row["method"])
-        adaptive = row["rtol"] is not None
-        groups[key].append((float(row["rtol"] if adaptive else row["steps"]), float(row["rel_error"])))
-        expected[row["solver"]] = 1 if adaptive else -int(row["order"])
-    out = []
-    for key, points in groups.items():
-        slope, intercept = fit_loglog([x for x, _ in points], [e for _, e in points])
-        out.append({
-            **dict(zip(SLOPE_COLUMNS[:5], key, strict=True)), "slope": slope, "intercept": intercept,
-            "expected_slope": expected[key[3]],
-        })
-    return out
-
-
-def _summary(spec: CompareSpec, rows: list[dict[str, Any]]) -> dict[str, float | int | str]:
-    """Cells done; per method the worst relative error; per (solver, method) the fitted slope. Dimensions that
-    take a single value in the spec are left out of the keys."""
-    summary: dict[str, float | int | str] = {"cells": len(rows), "cells_planned": spec.cells}
-    for label in spec.labels():
-        errors = [float(r["rel_error"]) for r in rows if r["method"] == label]
-        if errors:
-            summary[f"max_rel_error/{label}"] = max(errors)
-    varying = [
-        name for name, values in
-        (("dtype", spec.dtypes), ("activation", spec.activations), ("weight_scale", spec.weight_scales))
-        if len(values) > 1
-    ]
-    for row in slope_rows(rows):
-        key = "/".join(str(row[k]) for k in (*varying, "solver", "method"))
-        summary[f"slope/{key}"] = row["slope"]
-        summary[f"expected_slope/{row['solver']}"] = row["expected_slope"]
-    fd = [float(r["fd_rel_error"]) for r in rows if r["fd_rel_error"] is not None]
-    if fd:
-        summary["fd_max_rel_error"] = max(fd)
-    return summary
-
-
 def _worst(errors: list[float]) -> float:
     """The largest error, ``inf`` as soon as one is not finite (a reverse solve that blew up)."""
     return max(errors) if all(math.isfinite(e) for e in errors) else math.inf
-
-
-def _setting_key(cell: Cell) -> tuple[object, ...]:
-    return cell.dtype, cell.activation, cell.weight_scale, cell.solver, cell.steps, cell.rtol, cell.atol
 
 
 def _failure(spec: CompareSpec, cell: Cell, exc: RuntimeError) -> str:

@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from backend.runs.lifecycle import Lease
 
 MetricRow = tuple[str, int, float | None]
+FANNED_OUT = "(fanned out)"
+"""The ``worker`` of a running sweep whose parts run as their own messages (:mod:`backend.runs.cells`): its lease
+is not renewed, its parts' leases are."""
 
 
 # ---------------------------------------------------------------------------------------------------- runs
@@ -141,7 +144,8 @@ def release(session: Session, lease: Lease, message: str) -> bool:
 def stale(session: Session, cutoff: datetime, *, kind: str | None) -> list[tuple[int, int, str]]:
     """``(id, attempt, device)`` of running runs whose lease is older than ``cutoff``: a worker's (``kind=None``),
     else those of ``kind`` (``external``: a tracker's)."""
-    query = select(Run.id, Run.attempt, Run.device).where(Run.status == RunStatus.RUNNING, Run.heartbeat < cutoff)
+    query = select(Run.id, Run.attempt, Run.device).where(Run.status == RunStatus.RUNNING, Run.heartbeat < cutoff,
+                                                          Run.worker != FANNED_OUT)  # its parts' leases count
     query = query.where(Run.kind != "external") if kind is None else query.where(Run.kind == kind)
     return [(row.id, row.attempt, row.device) for row in session.execute(query)]
 

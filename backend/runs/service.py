@@ -70,6 +70,10 @@ def status_detail(run: Run, live: Liveness) -> str:
                     "as lost")
         return "reported by its own training script (anode_lab.track)"
     if run.status == RunStatus.RUNNING:
+        if run.worker == runs.FANNED_OUT:
+            note = (run.progress or {}).get("note", "")
+            cancel = "; cancel requested" if run.cancel_requested else ""
+            return f"fanned out over the {queue} workers: {note}{cancel}"
         if run.heartbeat is not None and run.heartbeat < live.stale_before:
             return (f"no heartbeat from {run.worker} since {run.heartbeat:%H:%M:%S} UTC: its worker is gone; "
                     "a live worker re-queues the run")

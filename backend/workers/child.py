@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import errno
 import importlib
+import json
 import multiprocessing
 import os
 import resource
@@ -100,8 +101,9 @@ def limit_memory(max_bytes: int, device: str) -> None:
 
 
 def run_child(kind: str, spec_data: Mapping[str, Any], workdir: str, max_bytes: int, threads: int | None,
-              conn: Connection) -> None:
-    """Body of the child process (see the module docstring)."""
+              conn: Connection, part: int | None = None) -> None:
+    """Body of the child process (see the module docstring); ``part``: only that part of a compare sweep, whose
+    rows come back as JSON text in the summary's ``rows``."""
     def send(message: tuple[Any, ...]) -> None:
         try:
             conn.send(message)
@@ -133,6 +135,12 @@ def run_child(kind: str, spec_data: Mapping[str, Any], workdir: str, max_bytes: 
         ctx = RunContext(Path(workdir), on_metrics=lambda step, values: send(("metrics", step, dict(values))),
                          on_progress=lambda done, total, note: send(("progress", done, total, note)),
                          should_stop=should_stop)
+        if part is not None:
+            from anode_lab.experiments.sweep import run_compare_part
+
+            result, rows = run_compare_part(spec, part, ctx)  # type: ignore[arg-type]  # a compare spec
+            send(("done", result.status, {"rows": json.dumps(rows)}, result.message))
+            return
         result = run_experiment(kind, spec, ctx)
     except BaseException as exc:  # noqa: BLE001 - every failure is reported to the worker, then the child ends
         reason = "memory" if is_out_of_memory(exc) else "disk" if is_disk_full(exc) else "error"

@@ -47,13 +47,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from anode_lab.status import RunStatus
 from backend.db import Database, after_commit, schema_is_current, utcnow
 from backend.queue import RunQueues, queue_for_device
-from backend.runs import lifecycle, repository as runs
+from backend.runs import cells, lifecycle, repository as runs
 from backend.runs.ingest import MetricWriter
 from backend.runs.lifecycle import Hold, LeaseLost
 from backend.runs.service import guess_media_type
 from backend.runs.tasks import InvalidMessage
 from backend.settings import DeviceClass, Settings
-from backend.workers import repository as workers
+from backend.workers import fanout, repository as workers
 from backend.workers.child import (
     check_install,
     error_summary,
@@ -215,8 +215,11 @@ class WorkerProcess:
         sent) is restored, and a duplicate is skipped by the claim."""
         with self.db.session() as session:
             ids = runs.queued_ids(session, cuda=self.device == "gpu")
+            parts = cells.queued(session, cuda=self.device == "gpu")
         for run_id in ids:
             self.queues.enqueue(run_id, self.device)
+        for run_id, part in parts:
+            self.queues.enqueue(run_id, self.device, part)
 
     # ------------------------------------------------------------------------------------ lease and reaping
     def _beat(self) -> None:
@@ -230,15 +233,26 @@ class WorkerProcess:
         """Re-queue (or fail, past the retry limit) running runs whose worker is lost (:func:`lifecycle.reap`)."""
         queues = self.queues
         cutoff = utcnow() - timedelta(seconds=self.settings.heartbeat_timeout_seconds)
+        failed: list[tuple[int, str]] = []
         with self.db.session(write=True) as session:
+            requeue, failed = cells.reap(session, cutoff=cutoff, retry_limit=self.settings.retry_limit,
+                                         space=self.space)
+            for run_id, part, device in requeue:
+                after_commit(session, partial(queues.enqueue, run_id, queue_for_device(device), part))
             for run_id, device in lifecycle.reap(session, cutoff=cutoff, retry_limit=self.settings.retry_limit,
                                                  space=self.space):
                 after_commit(session, partial(queues.enqueue, run_id, queue_for_device(device)))
+        for run_id, message in failed:
+            fanout.settle(self, run_id, {"type": "WorkerLost", "message": message, "traceback": []})
 
     # --------------------------------------------------------------------------------------------- running
-    def execute(self, run_id: int) -> None:
+    def execute(self, run_id: int, cell: int | None = None) -> None:
         """Body of ``runs.execute``: claim the run, run it, finish its row. A run that is not queued any more
-        (finished, cancelled, deleted, or claimed by a duplicate message) is skipped."""
+        (finished, cancelled, deleted, or claimed by a duplicate message) is skipped. With ``cell``: that part
+        of a fanned-out sweep (:func:`backend.workers.fanout.execute_part`)."""
+        if cell is not None:
+            fanout.execute_part(self, run_id, cell)
+            return
         with self.db.session(write=True) as session:
             lease = lifecycle.claim(session, run_id, self.id, self.torch_device)
         if lease is None:
@@ -283,6 +297,10 @@ class WorkerProcess:
         try:
             spec = self.admitted_spec(kind, spec_data)
             confine(workdir, self.settings.runs_dir.resolve() / str(hold.run_id))
+            sizes = fanout.sweep_parts(self, kind, spec)
+            if sizes is not None:
+                fanout.fan_out(self, hold, sizes)
+                return
             writer = MetricWriter(hold, workdir, self.settings.metrics_flush_seconds)
         except Exception as exc:  # noqa: BLE001 - whatever refuses the run is its failure message
             log.warning("run %s refused: %s", hold.run_id, exc)

@@ -79,12 +79,13 @@ class Supervisor:
         self.worker, self.hold, self.writer = worker, hold, writer
         self.settings = worker.settings
 
-    def run(self, kind: str, spec: dict[str, Any], workdir: Path) -> Ended:
+    def run(self, kind: str, spec: dict[str, Any], workdir: Path, part: int | None = None) -> Ended:
         ctx = context()
         receiver, sender = ctx.Pipe()
         threads = spec.get("threads")
         child = ctx.Process(target=self.worker.child_target, name=f"run-{self.hold.run_id}", daemon=True,
-                            args=(kind, spec, str(workdir), self.settings.max_run_bytes, threads, sender))
+                            args=(kind, spec, str(workdir), self.settings.max_run_bytes, threads, sender,
+                                  *(() if part is None else (part,))))
         child.start()
         sender.close()
         started = time.monotonic()
