@@ -113,6 +113,8 @@ def odeint(
             f"method {inp.method!r} does not support callbacks {sorted(inp.callback_names - valid)}", stacklevel=2
         )
     grad_method = resolve_gradient(gradient, solver_cls)
+    if gradient is None and inp.options.get("interp", "linear") != "linear" and isinstance(grad_method, Anode):
+        grad_method = Anode()  # cubic interpolation reads across output times: the default takes the one-pass path
     if inp.event_fn is not None:
         event_t, flat = _until_event(inp, solver_cls, grad_method, adjoint_params)
         event_t = event_t.to(t)
