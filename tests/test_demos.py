@@ -320,9 +320,11 @@ def test_reversible_exact_is_exact_and_the_adjoint_is_not(demo: Demo) -> None:
     ("data", "named", "fix"),
     [
         pytest.param({"name": "adaptive-adjoint", "solvers": ["euler"]}, "solvers",
-                     "are adaptive solvers (dopri5, bosh3, adaptive_heun, fehlberg2, tsit5, dopri8); remove euler", id="fixed-solver-on-adaptive"),
+                     "are adaptive solvers (dopri5, bosh3, adaptive_heun, fehlberg2, tsit5, dopri8); remove euler",
+                     id="fixed-solver-on-adaptive"),
         pytest.param({"name": "adjoint-order", "solvers": ["euler", "dopri5"]}, "solvers",
-                     "are fixed solvers (euler, midpoint, heun, heun3, rk4); remove dopri5", id="adaptive-solver-on-fixed"),
+                     "are fixed solvers (euler, midpoint, heun, heun3, rk4); remove dopri5",
+                     id="adaptive-solver-on-fixed"),
         pytest.param({"name": "memory", "solvers": ["reversible_heun"]}, "solvers", "remove reversible_heun",
                      id="reversible-solver-on-memory"),
         pytest.param({"name": "reversible-exact", "tolerances": [1e-3]}, "tolerances", "remove `tolerances`",
