@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from service_helpers import Service, wait_for
+from service_helpers import NOT_A_FORM, Service, wait_for
 
 TIMEOUT_S = 2.0
 PER_PEER = 10
@@ -166,7 +166,7 @@ def test_an_event_stream_outlives_the_request_deadline(service: Service, tmp_pat
                     events.append(line.split(":", 1)[1].strip())
                 if events == ["status"] and time.monotonic() - start < 2 * TIMEOUT_S + SLACK_S:
                     time.sleep(2 * TIMEOUT_S + SLACK_S)  # the stream is quiet for longer than the deadline
-                    assert http.post(f"/runs/{run_id}/cancel").status_code == 200
+                    assert http.post(f"/runs/{run_id}/cancel", headers=NOT_A_FORM).status_code == 200
                 if "end" in events:
                     break
     assert events[-1] == "end" and time.monotonic() - start > 2 * TIMEOUT_S
