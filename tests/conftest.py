@@ -70,5 +70,6 @@ def client(service: Any) -> Iterator[Any]:
     """An HTTP client of the module's ``service`` fixture (a ``service_helpers.Service``)."""
     import httpx
 
-    with httpx.Client(base_url=service.url, timeout=10) as http:
+    # not a browser form: a bodiless POST (cancel, rerun) carries X-Requested-With, as the dashboard's client does
+    with httpx.Client(base_url=service.url, timeout=10, headers={"X-Requested-With": "anode-lab-tests"}) as http:
         yield http
