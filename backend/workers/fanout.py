@@ -107,6 +107,9 @@ def _run_part(worker: WorkerProcess, hold: cells.PartHold) -> None:
     elif ended.kind == "done" and ended.status == RunStatus.SUCCEEDED:
         _end(worker, hold, RunStatus.SUCCEEDED, json.loads(str(ended.summary["rows"])))
         shutil.rmtree(workdir, ignore_errors=True)  # its rows and metrics are in the store
+        for folder in (workdir.parent, workdir.parent.parent):  # parts/, then the run's folder, once empty
+            with contextlib.suppress(OSError):
+                folder.rmdir()
     elif ended.kind in ("done", "stopped"):  # a shutdown: the part goes back to the queue
         if hold.give_back():
             worker.queues.enqueue(hold.run_id, queue_for_device(worker.torch_device), hold.part)
