@@ -130,3 +130,40 @@ def test_two_hosts_share_only_the_store(postgres_server: Any, redis_server: Any,
         for host in hosts.values():
             host.stop()
         api.stop()
+
+
+def test_an_upgrade_moves_the_artifact_files_of_the_data_folder_into_the_store(tmp_path: Path) -> None:
+    """Before revision 0007 artifacts were files under ``<data_dir>/runs/<id>/artifacts``, indexed in SQL: the
+    upgrade copies those it finds into the store (bytes and sha256) and drops the index rows of missing files."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from backend.db import _alembic_config, make_engine, migrate
+
+    url = f"sqlite:///{tmp_path / 'anode.db'}"
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        config = _alembic_config(url)
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0006")
+        conn.execute(text("INSERT INTO runs (id, kind, name, spec, status, device, attempt, cancel_requested, message, "
+                          "created_at, updated_at) VALUES (1, 'demo', '', '{}', 'succeeded', 'cpu', 1, 0, '', "
+                          "'2026-12-07 00:00:00', '2026-12-07 00:00:00')"))
+        for name in ("results.csv", "gone.png"):
+            conn.execute(text("INSERT INTO artifacts (run_id, name, size, media_type, created_at) VALUES "
+                              "(1, :name, 3, 'text/csv', '2026-12-07 00:00:00')"), {"name": name})
+    engine.dispose()
+    folder = tmp_path / "runs" / "1" / "artifacts"
+    folder.mkdir(parents=True)
+    content = b"a,b\n" + os.urandom(artifacts.CHUNK_BYTES + 1)  # two chunks
+    (folder / "results.csv").write_bytes(content)
+    migrate(url, tmp_path)
+    db = Database(url)
+    try:
+        with db.session() as session:
+            kept = [(a.name, a.kind, a.size, a.sha256) for a in artifacts.artifacts(session, 1)]
+            assert kept == [("results.csv", "artifact", len(content), hashlib.sha256(content).hexdigest())]
+            assert artifacts.chunk(session, 1, "results.csv", 0) + artifacts.chunk(session, 1, "results.csv", 1) == (
+                content)
+    finally:
+        db.dispose()

@@ -10,6 +10,10 @@ Each run runs in a child process with memory and wall-time limits (:mod:`backend
 :mod:`backend.workers.child`); the worker stores what it reports. Its spec is checked again against this worker's
 cost limits and data folders first, and its folder must be the run's real folder (no symlink in the way).
 
+A run's folder under this worker's ``ANODE_DATA_DIR`` is a working copy, never read by another host: the checkpoint
+the run saves last and, at its end, its artifacts are kept in the store (:mod:`backend.runs.artifacts`); a run
+starts from the checkpoint in the store, whoever kept it, and its folder is removed once the run ended.
+
 At start, a thread trains two tiny steps in a run's child process (:func:`~backend.workers.child.check_install`);
 when that fails, the worker's row says why and ``/health`` is degraded.
 
