@@ -200,7 +200,8 @@ def _alembic_config(url: str) -> Any:
 def migrate(url: str, lock_dir: Path) -> None:
     """Bring the schema to the newest Alembic revision (the API does this at start; workers never do). A file
     lock serialises processes starting together on one host; on PostgreSQL an advisory lock held by the
-    migrating transaction serialises API processes on several hosts."""
+    migrating transaction serialises API processes on several hosts. ``lock_dir`` is the data folder: revision
+    0007 moves the artifact files kept under its ``runs`` folder before into the store."""
     from alembic import command
 
     lock_dir.mkdir(parents=True, exist_ok=True)
@@ -213,6 +214,7 @@ def migrate(url: str, lock_dir: Path) -> None:
                 if conn.dialect.name == "postgresql":
                     conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
                 config.attributes["connection"] = conn
+                config.attributes["data_dir"] = lock_dir
                 command.upgrade(config, "head")
         finally:
             engine.dispose()

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from functools import partial
 from typing import Annotated, Literal
+from urllib.parse import quote
 
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, status
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import Response, StreamingResponse
 from sse_starlette import EventSourceResponse
 
 from anode_lab.status import RunStatus
@@ -144,9 +145,16 @@ def list_artifacts(run_id: RunId, session: SessionDep) -> ArtifactsPublic:
     return service.list_artifacts(session, run_id)
 
 
-@router.get("/{run_id}/artifacts/{name}", response_class=FileResponse,
+@router.get("/{run_id}/artifacts/{name}", response_class=StreamingResponse,
             responses={200: {"content": {media_type: {} for media_type in service.ARTIFACT_MEDIA_TYPES},
                              "description": "the file, as its type (anything else as application/octet-stream)"}})
-def get_artifact(run_id: RunId, name: str, session: SessionDep, settings: SettingsDep) -> FileResponse:
-    path, media_type = service.artifact_file(session, settings, run_id, name)
-    return FileResponse(path, media_type=media_type, filename=name)
+def get_artifact(run_id: RunId, name: str, session: SessionDep, db: DatabaseDep, settings: SettingsDep) -> Response:
+    """The artifact's bytes, streamed from the store (whichever worker's host wrote them)."""
+    found = service.artifact_download(session, run_id, name)
+    quoted = quote(found.name)
+    disposition = (f'attachment; filename="{found.name}"' if quoted == found.name
+                   else f"attachment; filename*=utf-8''{quoted}")
+    return reads.TimedStreamingResponse(
+        reads.artifact_chunks(db, run_id, found.name), send_timeout=settings.stream_send_timeout_seconds,
+        media_type=found.media_type,
+        headers={"Content-Length": str(found.size), "Content-Disposition": disposition, "ETag": f'"{found.sha256}"'})

@@ -1,11 +1,16 @@
 """The worker's side of fan-out (:mod:`backend.runs.cells`): cut a claimed compare sweep into parts, run one
-part in a child process, and conclude the run when its last part ends."""
+part in a child process, and conclude the run when its last part ends.
+
+Nothing passes through a disk: a part's rows go into the store with its end, and the worker that concludes the
+run (of whichever host) writes the run's tables from the stored rows, in cell order, and keeps them in the store
+as the run's artifacts."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import logging
+import shutil
 from typing import TYPE_CHECKING, Any
 
 from anode_lab.experiments.context import RunContext
@@ -106,6 +111,10 @@ def _run_part(worker: WorkerProcess, hold: cells.PartHold) -> None:
         _end(worker, hold, RunStatus.CANCELLED)
     elif ended.kind == "done" and ended.status == RunStatus.SUCCEEDED:
         _end(worker, hold, RunStatus.SUCCEEDED, json.loads(str(ended.summary["rows"])))
+        shutil.rmtree(workdir, ignore_errors=True)  # its rows and metrics are in the store
+        for folder in (workdir.parent, workdir.parent.parent):  # parts/, then the run's folder, once empty
+            with contextlib.suppress(OSError):
+                folder.rmdir()
     elif ended.kind in ("done", "stopped"):  # a shutdown: the part goes back to the queue
         if hold.give_back():
             worker.queues.enqueue(hold.run_id, queue_for_device(worker.torch_device), hold.part)
