@@ -1,11 +1,14 @@
 """The worker's side of a run's child process (:mod:`backend.workers.child`): start it, store what it reports,
 answer its "stop?", and end it when it overstays.
 
-* Metrics go to the run's :class:`~backend.runs.ingest.MetricWriter` (journal at once, store in batches) and
-  progress to the lease, which the heartbeat stores; a store or journal that fails ends the child and the run.
-* The child asks "stop?" before every step; the answer is the worker's ``should_stop`` (shutdown, the cancel
-  flag), read after every earlier report is stored. A lost lease gets no answer: the child is killed at once, so
-  it saves no checkpoint into a run another worker holds (or has finished), and nothing it reports is written.
+* Reports come in batches (:mod:`backend.workers.uplink`): a batch's metrics go to the run's
+  :class:`~backend.runs.ingest.MetricWriter` at once (one journal write, stored in batches) and progress to the
+  lease, which the heartbeat stores; a store or journal that fails ends the child and the run.
+* The child asks "stop?" when its last "go" has expired (at most :data:`~backend.workers.uplink.PERMIT_SECONDS`,
+  never past the lease's window) and before every checkpoint; the answer is the worker's ``should_stop``
+  (shutdown, the cancel flag), given after every earlier report is stored. The worker reads ``should_stop``
+  between batches too, and a lost lease raises there or at the question: the child is killed at once, so it saves
+  no checkpoint into a run another worker holds (or has finished), and nothing it reports is written.
   After a cancel the child gets :data:`STOP_GRACE_S`, then it is killed: a run whose step is long (a sweep cell,
   a demo's solve) still stops within about one step. A shutdown waits, so training can checkpoint.
 * ``ANODE_MAX_RUN_SECONDS`` after the start, the child is killed and the run fails with "time limit".
@@ -16,7 +19,9 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -25,6 +30,7 @@ from backend.runs.ingest import MetricWriter
 from backend.runs.lifecycle import Hold, LeaseLost
 from backend.settings import Settings
 from backend.workers.child import context, error_summary, is_disk_full
+from backend.workers.uplink import PERMIT_SECONDS
 
 if TYPE_CHECKING:
     from backend.workers.process import WorkerProcess
@@ -88,6 +94,15 @@ class Supervisor:
                                   *(() if part is None else (part,))))
         child.start()
         sender.close()
+        try:
+            return self.serve(receiver, child)
+        finally:
+            _end(child)
+            receiver.close()
+
+    def serve(self, receiver: Connection, child: Any) -> Ended:
+        """Store what ``child`` (a process: ``is_alive()``, ``exitcode``) sends on ``receiver`` and answer its
+        questions, until it ends, overstays or must be ended; the caller ends the process."""
         started = time.monotonic()
         stop_asked: float | None = None
         ended: Ended | None = None
@@ -100,49 +115,54 @@ class Supervisor:
                     except EOFError:
                         break
                 now = time.monotonic()
-                if message is not None and message[0] == "ask":  # the child is between two steps
-                    stopping = self.worker.should_stop(self.hold)
-                    with contextlib.suppress(OSError):  # a child killed meanwhile cannot read it
-                        receiver.send("stop" if stopping else "go")
-                    stop_asked = now if stopping and stop_asked is None else stop_asked
-                elif message is not None:
-                    ended = self._handle(message) or ended
+                if stop_asked is None and self.worker.should_stop(self.hold):  # a lost lease raises here
+                    stop_asked = now
+                if message is not None:
+                    ended = self._handle_batch(receiver, message[1], stop_asked is not None)
                     if ended is not None:  # its last word: no need to wait for the process to wind down
                         break
-                elif stop_asked is None and self.worker.should_stop(self.hold):  # quiet: inside a long step
-                    stop_asked = now
                 hurried = self.hold.cancelled
-                if stop_asked is not None and hurried and now - stop_asked > STOP_GRACE_S and ended is None:
+                if stop_asked is not None and hurried and now - stop_asked > STOP_GRACE_S:
                     ended = Ended("stopped")
                     break
-                if now - started > self.settings.max_run_seconds and ended is None:
+                if now - started > self.settings.max_run_seconds:
                     ended = Ended("time", seconds=now - started)
                     break
-                if ended is None and not child.is_alive() and not receiver.poll(0):
+                if not child.is_alive() and not receiver.poll(0):
                     break
         except LeaseLost:
             ended = Ended("lost")
         except Exception as exc:  # noqa: BLE001 - storing a report failed (a full journal disk, a store error)
             reason = "disk" if is_disk_full(exc) else "error"
             ended = Ended("error", reason=reason, error=error_summary(exc))
-        finally:
-            _end(child)
-            receiver.close()
         if ended is None:  # gone without a result: while the worker shuts down, a stop (the run resumes later)
             stopping = stop_asked is not None or self.worker.stop.is_set()
             return Ended("stopped") if stopping else Ended("died", exitcode=child.exitcode)
         return ended
 
-    def _handle(self, message: tuple[Any, ...]) -> Ended | None:
-        what = message[0]
-        if what == "metrics":
-            self.writer.add(message[1], message[2])
-        elif what == "progress":
-            self.hold.progress = (message[1], message[2], message[3])
-        elif what == "done":
-            return Ended("done", status=message[1], summary=message[2], message=message[3])
-        elif what == "error":
-            return Ended("error", reason=message[1], error=message[2])
+    def _handle_batch(self, receiver: Connection, batch: list[tuple[Any, ...]], stopping: bool) -> Ended | None:
+        """Store a batch of reports in one go (journal, then the writer's buffer); answer a question in it once
+        everything before it is stored."""
+        metrics: list[tuple[int, Mapping[str, float]]] = []
+        for message in batch:
+            what = message[0]
+            if what == "metrics":
+                metrics.append((message[1], message[2]))
+                continue
+            self.writer.add_many(metrics)
+            metrics = []
+            if what == "progress":
+                self.hold.progress = (message[1], message[2], message[3])
+            elif what == "ask":  # between two steps, or before a checkpoint: go on until when?
+                stopping = stopping or self.worker.should_stop(self.hold)
+                until = min(time.monotonic() + PERMIT_SECONDS, self.hold.valid_until)
+                with contextlib.suppress(OSError):  # a child killed meanwhile cannot read it
+                    receiver.send(("stop" if stopping else "go", until))
+            elif what == "done":
+                return Ended("done", status=message[1], summary=message[2], message=message[3])
+            elif what == "error":
+                return Ended("error", reason=message[1], error=message[2])
+        self.writer.add_many(metrics)
         return None
 
 
