@@ -9,11 +9,12 @@ torch once, so a run starts in a fraction of a second and never shares the worke
 * sends its reports up a pipe in batches, off the step's thread (:mod:`backend.workers.uplink`: ``("metrics",
   step, values)``, ``("progress", done, total, note)``) and, at the end, ``("done", status, summary, message)``
   or ``("error", kind, summary)``; the worker journals and stores the metrics;
-* asks the worker up the same pipe "stop?" when its last "go" has expired (every fraction of a second) and
-  before every checkpoint, and waits for "go" or "stop" (cancel, a lost lease, shutdown); the worker answers
-  after storing every report sent before the question, so a checkpoint never runs ahead of the stored metrics;
-  it ends at once, without saving, when the worker itself is gone (a killed worker's run is re-queued and
-  resumed by another one);
+* hears "go" (renewed every half second while the worker holds the run's lease) or "stop" (cancel, shutdown)
+  from the worker unasked, and asks "stop?" itself, waiting for the answer, only before every checkpoint and
+  when its last "go" has run out (a stalled worker, or one that lost its lease and kills this process); the
+  worker answers after storing every report sent before the question, so a checkpoint never runs ahead of the
+  stored metrics; it ends at once, without saving, when the worker itself is gone (a killed worker's run is
+  re-queued and resumed by another one);
 * ignores SIGINT and SIGTERM: Ctrl-C of a worker in a terminal reaches its whole process group, and the worker,
   not the signal, stops the run (between two steps, after a checkpoint) or kills it.
 """
@@ -155,7 +156,7 @@ def check_install(target: Any, device: str, max_bytes: int) -> str | None:
             while receiver.poll(CHECK_TIMEOUT_S):
                 for message in receiver.recv()[1]:  # ("batch", [report, ...])
                     if message[0] == "ask":
-                        receiver.send(("go", time.monotonic() + PERMIT_SECONDS))
+                        receiver.send(("go", time.monotonic() + PERMIT_SECONDS, True))
                     elif message[0] == "done":
                         ok = message[1] == "succeeded"
                         return None if ok else f"a tiny training run ended {message[1]}: {message[3]}"

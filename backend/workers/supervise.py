@@ -4,19 +4,21 @@ answer its "stop?", and end it when it overstays.
 * Reports come in batches (:mod:`backend.workers.uplink`): a batch's metrics go to the run's
   :class:`~backend.runs.ingest.MetricWriter` at once (one journal write, stored in batches) and progress to the
   lease, which the heartbeat stores; a store or journal that fails ends the child and the run.
-* The child asks "stop?" when its last "go" has expired (at most :data:`~backend.workers.uplink.PERMIT_SECONDS`,
-  never past the lease's window) and before every checkpoint; the answer is the worker's ``should_stop``
-  (shutdown, the cancel flag), given after every earlier report is stored. The worker reads ``should_stop``
-  between batches too, and a lost lease raises there or at the question: the child is killed at once, so it saves
-  no checkpoint into a run another worker holds (or has finished), and nothing it reports is written.
-  After a cancel the child gets :data:`STOP_GRACE_S`, then it is killed: a run whose step is long (a sweep cell,
-  a demo's solve) still stops within about one step. A shutdown waits, so training can checkpoint.
+* The worker reads its ``should_stop`` (shutdown, the cancel flag; a lost lease raises) between batches and tells
+  the child "stop" at once, else renews its "go" (a permit of :data:`~backend.workers.uplink.PERMIT_SECONDS`,
+  never past the lease's window) halfway through. Before a checkpoint, or when its permit ran out, the child asks
+  "stop?"; the answer comes after every earlier report is stored. A lost lease gets no answer: the child is
+  killed at once, so it saves no checkpoint into a run another worker holds (or has finished), and nothing it
+  reports is written. After a cancel the child gets :data:`STOP_GRACE_S`, then it is killed: a run whose step is
+  long (a sweep cell, a demo's solve) still stops within about one step. A shutdown waits, so training can
+  checkpoint.
 * ``ANODE_MAX_RUN_SECONDS`` after the start, the child is killed and the run fails with "time limit".
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import signal
 import time
 from collections.abc import Mapping
@@ -84,6 +86,7 @@ class Supervisor:
     def __init__(self, worker: WorkerProcess, hold: Hold, writer: MetricWriter) -> None:
         self.worker, self.hold, self.writer = worker, hold, writer
         self.settings = worker.settings
+        self._permit_until = -math.inf
 
     def run(self, kind: str, spec: dict[str, Any], workdir: Path, part: int | None = None) -> Ended:
         ctx = context()
@@ -108,6 +111,12 @@ class Supervisor:
         ended: Ended | None = None
         try:
             while True:
+                now = time.monotonic()
+                if stop_asked is None and self.worker.should_stop(self.hold):  # a lost lease raises here
+                    stop_asked = now
+                    self._tell(receiver, "stop", asked=False)
+                elif stop_asked is None and self._permit_until - now < PERMIT_SECONDS / 2:
+                    self._tell(receiver, "go", asked=False)
                 message = None
                 if receiver.poll(POLL_S):
                     try:
@@ -115,8 +124,6 @@ class Supervisor:
                     except EOFError:
                         break
                 now = time.monotonic()
-                if stop_asked is None and self.worker.should_stop(self.hold):  # a lost lease raises here
-                    stop_asked = now
                 if message is not None:
                     ended = self._handle_batch(receiver, message[1], stop_asked is not None)
                     if ended is not None:  # its last word: no need to wait for the process to wind down
@@ -155,15 +162,20 @@ class Supervisor:
                 self.hold.progress = (message[1], message[2], message[3])
             elif what == "ask":  # between two steps, or before a checkpoint: go on until when?
                 stopping = stopping or self.worker.should_stop(self.hold)
-                until = min(time.monotonic() + PERMIT_SECONDS, self.hold.valid_until)
-                with contextlib.suppress(OSError):  # a child killed meanwhile cannot read it
-                    receiver.send(("stop" if stopping else "go", until))
+                self._tell(receiver, "stop" if stopping else "go", asked=True)
             elif what == "done":
                 return Ended("done", status=message[1], summary=message[2], message=message[3])
             elif what == "error":
                 return Ended("error", reason=message[1], error=message[2])
         self.writer.add_many(metrics)
         return None
+
+    def _tell(self, receiver: Connection, answer: str, *, asked: bool) -> None:
+        """Send the child "go" or "stop" with a permit until at most :data:`PERMIT_SECONDS` from now, never past
+        the lease's window (the lease was just confirmed)."""
+        self._permit_until = min(time.monotonic() + PERMIT_SECONDS, self.hold.valid_until)
+        with contextlib.suppress(OSError):  # a child killed meanwhile cannot read it
+            receiver.send((answer, self._permit_until, asked))
 
 
 def _end(child: Any) -> None:

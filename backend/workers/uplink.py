@@ -1,21 +1,23 @@
 """The run's child process's side of its pipe to the worker: reports leave the step's thread at the cost of an
-append, and travel in batches.
+append, and travel in batches; the step's thread waits for the worker only before a checkpoint.
 
 * ``on_metrics`` and ``on_progress`` put the report on a queue (:class:`queue.SimpleQueue`) and return; a sender
   thread sends what has gathered every :data:`BATCH_SECONDS` as one message, ``("batch", [report, ...])``, in the
   order the reports were made. The step's thread never pickles, writes to the pipe or waits for the worker.
-* ``should_stop`` answers from the worker's last "go" while it is valid (a *permit* of at most
-  :data:`PERMIT_SECONDS`, never past the worker's own lease window). When it has expired, the step's thread asks:
-  an ``("ask",)`` goes behind every report made so far, the sender sends it at once, and the worker answers
-  ``("go" | "stop", valid until)`` after storing all of them. A worker that lost its lease gives no answer and
-  ends the process, so a child never writes into a run for long after its worker stopped renewing it (one step,
-  or a permit, at most); a stop is kept once given.
-* ``before_checkpoint`` always asks (and waits): a checkpoint is written only once every step reported before it
-  is in the worker's journal, so a run resumed from it never skips a step whose metrics were lost with the
-  process (metrics of later steps still in this buffer are lost with it, and computed again on resume).
+* The worker sends, unasked, ``(answer, until, False)``: "go" (a *permit*, renewed before it runs out, valid at
+  most :data:`PERMIT_SECONDS` and never past the worker's own lease window) or "stop" (cancel, shutdown) as soon
+  as it knows; a reader thread keeps the latest. ``should_stop`` answers from it while the permit holds. When it
+  has run out (the worker stalled, or lost its lease and is ending this process), the step's thread asks and
+  waits, so a child never goes on writing into a run for long after its worker stopped renewing it; a stop is
+  kept once given.
+* ``before_checkpoint`` asks and waits: an ``("ask",)`` goes behind every report made so far, the sender sends it
+  at once, and the worker answers ``(answer, until, True)`` after storing all of them. So a checkpoint is written
+  only once every step reported before it is in the worker's journal, and a run resumed from it never skips a
+  step whose metrics were lost with the process (those of later steps, still in this buffer, are lost with it
+  and computed again on resume). A worker that lost its lease gives no answer and ends the process.
 * :meth:`Uplink.close` sends the run's last word (``("done", ...)`` or ``("error", ...)``) behind every report
-  and waits for the sender to finish. A worker that is gone (a broken pipe) ends the process at once: its
-  successor resumes the run.
+  and waits for the sender to finish. A worker that is gone (a broken or closed pipe) ends the process at once:
+  its successor resumes the run.
 
 ``time.monotonic`` is one clock for the worker and its child (one host, ``CLOCK_MONOTONIC``), so a permit's end
 travels as a time.
@@ -33,9 +35,12 @@ from typing import Any
 
 BATCH_SECONDS = 0.1
 """How long reports gather before they are sent (the live view's first share of its latency)."""
-PERMIT_SECONDS = 0.25
-"""How long a "go" lets the run go on without asking again (a cancel's latency, at most, in steps shorter)."""
+PERMIT_SECONDS = 1.0
+"""How long a "go" lets a run go on without hearing from its worker again; the worker renews it halfway."""
 WORKER_GONE_EXIT = 3
+
+Answer = tuple[str, float, bool]
+"""What the worker sends its child: ``("go" | "stop", permit until, whether it answers an ask)``."""
 
 
 class Uplink:
@@ -45,12 +50,14 @@ class Uplink:
     def __init__(self, conn: Connection, batch_seconds: float = BATCH_SECONDS) -> None:
         self.conn, self.batch_seconds = conn, batch_seconds
         self._reports: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._answers: queue.SimpleQueue[None] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._closing = False
         self._stopped = False
         self._permit_until = -1.0
-        self._sender = threading.Thread(target=self._send_loop, name="uplink", daemon=True)
+        self._sender = threading.Thread(target=self._send_loop, name="uplink-send", daemon=True)
         self._sender.start()
+        threading.Thread(target=self._receive_loop, name="uplink-receive", daemon=True).start()
 
     # ------------------------------------------------------------------------------ the step's thread
     def on_metrics(self, step: int, values: Mapping[str, float]) -> None:
@@ -71,12 +78,7 @@ class Uplink:
         """Send ``("ask",)`` behind every report so far and wait for the worker's answer: True to stop."""
         self._reports.put(("ask",))
         self._wake.set()
-        try:
-            answer, until = self.conn.recv()
-        except (EOFError, OSError):
-            os._exit(WORKER_GONE_EXIT)
-        self._permit_until = float(until)
-        self._stopped = self._stopped or answer == "stop"
+        self._answers.get()
         return self._stopped
 
     def close(self, last: tuple[Any, ...]) -> None:
@@ -86,7 +88,7 @@ class Uplink:
         self._wake.set()
         self._sender.join()
 
-    # -------------------------------------------------------------------------------- the sender thread
+    # ------------------------------------------------------------------------------------ the two threads
     def _send_loop(self) -> None:
         while True:
             self._wake.wait(self.batch_seconds)
@@ -101,7 +103,20 @@ class Uplink:
             if batch:
                 try:
                     self.conn.send(("batch", batch))
-                except (BrokenPipeError, ConnectionResetError, EOFError, OSError):
+                except (OSError, EOFError):
                     os._exit(WORKER_GONE_EXIT)  # the worker is gone: its successor resumes the run
             if closing:
                 return
+
+    def _receive_loop(self) -> None:
+        while True:
+            try:
+                answer, until, asked = self.conn.recv()
+            except (OSError, EOFError):
+                if self._closing:  # the worker has the last word and is done with this process
+                    return
+                os._exit(WORKER_GONE_EXIT)
+            self._permit_until = float(until)
+            self._stopped = self._stopped or answer == "stop"
+            if asked:
+                self._answers.put(None)
