@@ -44,6 +44,10 @@ def batches(conn: Connection, until: str, timeout: float = 10.0) -> list[list[tu
     raise AssertionError(f"no {until!r} within {timeout} s; got {got}")
 
 
+def gone() -> None:
+    """In place of ending the process when the test's end of the pipe closes."""
+
+
 @pytest.fixture
 def pipe() -> Iterator[tuple[Connection, Connection]]:
     worker, child = Pipe()
@@ -54,7 +58,7 @@ def pipe() -> Iterator[tuple[Connection, Connection]]:
 
 def test_reports_travel_in_order_in_a_few_batches(pipe: tuple[Connection, Connection]) -> None:
     worker, child = pipe
-    uplink = Uplink(child, batch_seconds=0.2)
+    uplink = Uplink(child, batch_seconds=0.2, worker_gone=gone)
     for step in range(1, 501):
         uplink.on_metrics(step, {"train_loss": 1.0 / step})
         uplink.on_progress(step, 500, "")
@@ -71,7 +75,7 @@ def test_the_step_waits_for_its_worker_only_before_a_checkpoint_or_after_its_per
     """No permit yet: ``should_stop`` asks, behind the reports made before it, and waits. With a permit it answers
     at once (nothing is asked); ``before_checkpoint`` always asks; a stop sent unasked is seen at the next step."""
     worker, child = pipe
-    uplink = Uplink(child, batch_seconds=3600)  # only a question (or close) sends anything
+    uplink = Uplink(child, batch_seconds=3600, worker_gone=gone)  # only a question (or close) sends anything
     answers: list[bool] = []
 
     def steps() -> None:
@@ -103,7 +107,7 @@ def test_an_expired_permit_makes_the_step_ask(pipe: tuple[Connection, Connection
     """A worker that stops renewing (stalled, or its lease lost) holds its child at the next step after the
     permit ends."""
     worker, child = pipe
-    uplink = Uplink(child, batch_seconds=3600)
+    uplink = Uplink(child, batch_seconds=3600, worker_gone=gone)
     worker.send(("go", time.monotonic() + 0.2, False))
     wait_for(lambda: uplink._permit_until > 0 or None, 5, "the permit")
     assert uplink.should_stop() is False  # within the permit: no question

@@ -29,7 +29,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -39,16 +39,19 @@ PERMIT_SECONDS = 1.0
 """How long a "go" lets a run go on without hearing from its worker again; the worker renews it halfway."""
 WORKER_GONE_EXIT = 3
 
-Answer = tuple[str, float, bool]
-"""What the worker sends its child: ``("go" | "stop", permit until, whether it answers an ask)``."""
+
+def _exit() -> None:
+    os._exit(WORKER_GONE_EXIT)  # the worker is gone: its successor resumes the run
 
 
 class Uplink:
     """The reports and questions of one run's child, over ``conn`` (the worker's end is
-    :class:`backend.workers.supervise.Supervisor`)."""
+    :class:`backend.workers.supervise.Supervisor`). ``worker_gone`` runs when the pipe breaks (default: end
+    the process at once)."""
 
-    def __init__(self, conn: Connection, batch_seconds: float = BATCH_SECONDS) -> None:
-        self.conn, self.batch_seconds = conn, batch_seconds
+    def __init__(self, conn: Connection, batch_seconds: float = BATCH_SECONDS,
+                 worker_gone: Callable[[], None] = _exit) -> None:
+        self.conn, self.batch_seconds, self.worker_gone = conn, batch_seconds, worker_gone
         self._reports: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._answers: queue.SimpleQueue[None] = queue.SimpleQueue()
         self._wake = threading.Event()
@@ -104,18 +107,19 @@ class Uplink:
                 try:
                     self.conn.send(("batch", batch))
                 except (OSError, EOFError):
-                    os._exit(WORKER_GONE_EXIT)  # the worker is gone: its successor resumes the run
+                    self.worker_gone()
+                    return
             if closing:
                 return
 
     def _receive_loop(self) -> None:
         while True:
             try:
-                answer, until, asked = self.conn.recv()
+                answer, until, asked = self.conn.recv()  # ("go" | "stop", permit until, answers an ask)
             except (OSError, EOFError):
-                if self._closing:  # the worker has the last word and is done with this process
-                    return
-                os._exit(WORKER_GONE_EXIT)
+                if not self._closing:  # else the worker has had the last word and is done with this process
+                    self.worker_gone()
+                return
             self._permit_until = float(until)
             self._stopped = self._stopped or answer == "stop"
             if asked:
