@@ -156,11 +156,12 @@ class Supervisor:
             if what == "metrics":
                 metrics.append((message[1], message[2]))
                 continue
+            if what == "progress":  # for the heartbeat: no need to store the metrics before it
+                self.hold.progress = (message[1], message[2], message[3])
+                continue
             self.writer.add_many(metrics)
             metrics = []
-            if what == "progress":
-                self.hold.progress = (message[1], message[2], message[3])
-            elif what == "ask":  # between two steps, or before a checkpoint: go on until when?
+            if what == "ask":  # between two steps, or before a checkpoint: go on until when?
                 stopping = stopping or self.worker.should_stop(self.hold)
                 self._tell(receiver, "stop" if stopping else "go", asked=True)
             elif what == "done":
