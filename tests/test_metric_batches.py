@@ -10,7 +10,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from multiprocessing import Pipe
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -23,6 +23,7 @@ from test_faults import assert_every_step_once, last_step
 
 from anode_lab.specs import parse_spec
 from backend.runs import journal, lifecycle, repository as runs
+from backend.runs.ingest import MetricWriter
 from backend.settings import Settings
 from backend.workers.process import WorkerProcess
 from backend.workers.uplink import PERMIT_SECONDS, Uplink
@@ -136,29 +137,43 @@ def stored_run(worker: WorkerProcess, spec: dict[str, Any]) -> int:
                         device="cpu", tags=[]).id
 
 
-def stored_and_journaled(worker: WorkerProcess, run_id: int) -> tuple[Any, dict[str, list[int]], list[int]]:
+@pytest.fixture
+def received(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The steps of every ``train_loss`` report the worker's writer received, in order (the journal itself goes
+    with the run's scratch folder when the run ends)."""
+    steps: list[int] = []
+    add_many = MetricWriter.add_many
+
+    def recording(self: MetricWriter, reports: Sequence[tuple[int, Mapping[str, float]]]) -> None:
+        steps.extend(step for step, values in reports if "train_loss" in values)
+        add_many(self, reports)
+
+    monkeypatch.setattr(MetricWriter, "add_many", recording)
+    return steps
+
+
+def stored_metrics(worker: WorkerProcess, run_id: int) -> tuple[Any, dict[str, list[int]]]:
     with worker.db.session() as session:
         run = runs.get(session, run_id)
         stored: dict[str, list[int]] = {}
         for name, step, _ in runs.read_metrics(session, run_id):
             stored.setdefault(name, []).append(step)
-    journaled = [step for step, values in journal.read(worker.settings.run_dir(run_id)) if "train_loss" in values]
-    return run, stored, journaled
+    return run, stored
 
 
-def test_a_run_that_ends_stores_every_reported_step_once(worker: WorkerProcess) -> None:
+def test_a_run_that_ends_stores_every_reported_step_once(worker: WorkerProcess, received: list[int]) -> None:
     run_id = stored_run(worker, {**TRAIN_SMALL, "epochs": 3})
     worker.execute(run_id)
-    run, stored, journaled = stored_and_journaled(worker, run_id)
+    run, stored = stored_metrics(worker, run_id)
     assert run.status == "succeeded", run.message
     steps = list(range(1, run.summary["steps"] + 1))
     for name in ("train_loss", "train_acc", "grad_norm", "step_time", "lr"):
         assert sorted(stored[name]) == steps, name
-    assert journaled == steps  # reported once each: no step sent twice
+    assert received == steps  # reported once each: no step sent twice
     assert sorted(stored["test_acc"]) == [steps[-1] * (epoch + 1) // 3 for epoch in range(3)]
 
 
-def test_a_cancelled_run_stores_every_step_up_to_the_cancel_once(worker: WorkerProcess) -> None:
+def test_a_cancelled_run_stores_every_step_up_to_the_cancel_once(worker: WorkerProcess, received: list[int]) -> None:
     run_id = stored_run(worker, LONG_TRAIN)
 
     def cancel_at_step_20() -> None:
@@ -174,12 +189,12 @@ def test_a_cancelled_run_stores_every_step_up_to_the_cancel_once(worker: WorkerP
     canceller.start()
     worker.execute(run_id)
     canceller.join()
-    run, stored, journaled = stored_and_journaled(worker, run_id)
+    run, stored = stored_metrics(worker, run_id)
     assert run.status == "cancelled", run.message
     last = run.summary["steps"]
     assert 20 <= last < 192 and run.message == f"cancelled after step {last}"
     assert sorted(stored["train_loss"]) == list(range(1, last + 1))
-    assert journaled == list(range(1, last + 1))
+    assert received == list(range(1, last + 1))
 
 
 # ----------------------------------------------------------------------- killed after a flush boundary

@@ -189,19 +189,23 @@ class Supervisor:
     def _keep_checkpoint(self, name: str) -> None:
         """Keep the checkpoint the child just saved in the store, after every metric reported before it, so that a
         worker on another host resumes from it. The child's next checkpoint waits for the answer to its "stop?", which
-        comes after this, so the file is not replaced while it is read."""
+        comes after this, so the file is not replaced while it is read; but a child that ends (its run done) may
+        remove its checkpoints before this report is read: a checkpoint gone is superseded, and is skipped."""
         path = self.workdir / name
-        if not path.resolve().is_relative_to(self.workdir.resolve()) or not path.is_file():
+        if not path.resolve().is_relative_to(self.workdir.resolve()):
             raise ValueError(f"the run reported a checkpoint {name!r} that is not a file in its folder")
-        size, limit = path.stat().st_size, self.settings.max_run_disk_bytes
-        if size > limit:
-            log.warning("run %s: checkpoint %s (%s) not kept in the store: over ANODE_MAX_RUN_DISK_BYTES (%s); the "
-                        "run resumes from an earlier one", self.hold.run_id, name, readable_size(size),
-                        readable_size(limit))
-            return
-        self.writer.store_all()
-        self.hold.keep_checkpoint(LocalFile(name, path))
-
+        try:
+            size, limit = path.stat().st_size, self.settings.max_run_disk_bytes
+            if size > limit:
+                log.warning("run %s: checkpoint %s (%s) not kept in the store: over ANODE_MAX_RUN_DISK_BYTES (%s); "
+                            "the run resumes from an earlier one", self.hold.run_id, name, readable_size(size),
+                            readable_size(limit))
+                return
+            self.writer.store_all()
+            self.hold.keep_checkpoint(LocalFile(name, path))  # once open, the file is read whole
+        except FileNotFoundError:
+            log.info("run %s: checkpoint %s was removed by the run before it was stored (superseded)",
+                     self.hold.run_id, name)
 
 def _end(child: Any) -> None:
     """Kill the child unless it has already exited: once it has sent its result (or overstayed) nothing it does
