@@ -44,6 +44,21 @@ def time_grid(func: Any, y0: Tensor, t: Tensor, options: dict[str, Any]) -> Tens
     return grid
 
 
+class FirstSlope:
+    """``f`` whose first call returns ``slope`` when it asks for ``f(t0, y0)`` on ``side`` (the same tensor ``y0``):
+    a value the caller has already evaluated, so the field sees torchdiffeq's sequence of evaluations."""
+
+    def __init__(self, f: FlatField, t0: Tensor, y0: Tensor, side: Perturb, slope: Tensor) -> None:
+        self.f = f
+        self.pending: tuple[Tensor, Tensor, Perturb, Tensor] | None = (t0, y0, side, slope)
+
+    def __call__(self, t: Tensor, y: Tensor, side: Perturb = Perturb.NONE) -> Tensor:
+        pending, self.pending = self.pending, None
+        if pending is not None and y is pending[1] and side is pending[2] and bool(t == pending[0]):
+            return pending[3]
+        return self.f(t, y, side)
+
+
 class Stepper:
     """Steps of any fixed-grid solver on the flat state: an explicit tableau op for op as torchdiffeq takes it,
     any other solver (implicit, Adams) through its ``init``/``advance`` protocol, carrying its state."""
@@ -116,11 +131,22 @@ def _interpolator(interp: str) -> None:
 
 
 def integrate(
-    solver: Solver, f: FlatField, y0: Tensor, t: Tensor, grid: Tensor, options: dict[str, Any], callback: StepCallback
+    solver: Solver,
+    f: FlatField,
+    y0: Tensor,
+    t: Tensor,
+    grid: Tensor,
+    options: dict[str, Any],
+    callback: StepCallback,
+    first: Tensor | None = None,
 ) -> list[Tensor]:
-    """``y`` at ``t[1:]``: the steps of ``grid``, interpolated at the output times (with a graph if grad is on)."""
+    """``y`` at ``t[1:]``: the steps of ``grid``, interpolated at the output times (with a graph if grad is on).
+    ``first``: ``f(grid[0], y0)`` on the first step's side, already evaluated (the solve does not evaluate it again).
+    """
     interp, perturb = options.get("interp", "linear"), bool(options.get("perturb", False))
     _interpolator(interp)
+    if first is not None:
+        f = FirstSlope(f, grid[0], y0, Perturb.NEXT if perturb else Perturb.NONE, first)
     t = t.to(grid.dtype)
     out: list[Tensor] = []
     j, y = 1, y0
@@ -148,8 +174,10 @@ def integrate_until_event(
     options: dict[str, Any],
     event_fn: Callable[[Tensor, Tensor], Tensor],
     atol: float,
-) -> tuple[Tensor, Tensor]:
-    """``(t, y(t))`` at the first root of ``event_fn``, stepping by ``options['step_size']``."""
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(t, y(t), grid)`` at the first root of ``event_fn``, stepping by ``options['step_size']``; ``grid`` holds
+    the steps taken, the last one past the event (``integrate`` on it reproduces ``y(t)``, multistep history and
+    interpolation included)."""
     step_size = options.get("step_size")
     if step_size is None:
         raise ValueError("`options['step_size']` is required to find an event with a fixed-grid method")
@@ -159,12 +187,15 @@ def integrate_until_event(
     y = y0
     sign0 = torch.sign(event_fn(t0, y))
     stepper = Stepper(solver, f, y0, t0, perturb)
+    grid = [t0]
     for _ in range(20000):
         t1 = t0 + step_size
+        grid.append(t1)
         dy, f0 = stepper(t0, torch.as_tensor(step_size, dtype=t0.dtype), t1, y, interp == "cubic")
         y1 = y + dy
         if sign0 != torch.sign(event_fn(t1, y1)):
-            return find_event(_bracket(interp, f, t0, y, f0, t1, y1), sign0, t0, t1, event_fn, float(atol))
+            event_t, y_event = find_event(_bracket(interp, f, t0, y, f0, t1, y1), sign0, t0, t1, event_fn, atol)
+            return event_t, y_event, torch.stack(grid)
         t0, y = t1, y1
     raise RuntimeError("no event within 20000 steps of `options['step_size']`: check `event_fn` or the step size")
 
