@@ -255,8 +255,8 @@ class _Plan:
         self.f0: Tensor | None = None
         self.probe: tuple[Tensor, Tensor] | None = None
         """``(z, f(t0, z))`` with its graph, ``z`` the detached start: the first evaluation, made once."""
-        self.first: Tensor | None = None
-        """A fixed grid's first evaluation ``f(t0, y0)``, made once: its first step uses it."""
+        self.first: tuple[Tensor, Tensor] | None = None
+        """A fixed grid's first evaluation ``(z, f(t0, z))``, made once: its first step uses it."""
 
     def values(self, y0: Tensor, f0: Tensor | None = None, graph: bool = False) -> list[Tensor]:
         """The solver's values at ``t[1:]`` (recording its steps); ``graph``: with the accepted steps' graph."""
@@ -270,7 +270,7 @@ class _Plan:
                 self.steps = ctl.accepted
                 return out
             self.grid = self.fixed_grid(y0)
-            first = self._first(graph)
+            first = self._first(y0, graph)
             return integrate(self.solver, inp.func, y0, self.t, self.grid, inp.options, inp.callbacks.step, first)
 
     def fixed_grid(self, y0: Tensor) -> Tensor:
@@ -281,12 +281,16 @@ class _Plan:
         if isinstance(self.solver, AdaptiveSolver):
             return replay(self.solver.tableau, inp.func, y0, self.t, self.steps)
         assert self.grid is not None
-        return integrate(self.solver, inp.func, y0, self.t, self.grid, inp.options, _no_callback, self._first(True))
+        return integrate(self.solver, inp.func, y0, self.t, self.grid, inp.options, _no_callback, self._first(y0, True))
 
-    def _first(self, graph: bool) -> Tensor | None:
-        """The first evaluation, once: with its graph for a solve that builds one, its value for one that does not."""
+    def _first(self, y0: Tensor, graph: bool) -> Tensor | None:
+        """The first evaluation, once: its value for a solve without a graph; with its graph for one that grows
+        from the probe's own start, else none (evaluated again)."""
         first, self.first = self.first, None
-        return None if first is None else first if graph else first.detach()
+        if first is None:
+            return None
+        z, slope = first
+        return slope.detach() if not graph else slope if z is y0 else None
 
     def float_grid(self) -> Grid:
         if self.adaptive:
@@ -397,7 +401,7 @@ def _probe(
     if plan.adaptive:
         plan.f0, plan.probe = probe.detach(), (z, probe)
     else:
-        plan.first = probe
+        plan.first = (z, probe)
     found = {id(p): p for p in _leaves(probe, z) if p.requires_grad and p is not z} if probe.requires_grad else {}
     for p in given:
         found.setdefault(id(p), p)

@@ -31,16 +31,22 @@ def recorded(times: list[float], weight: Tensor) -> Callable[[Tensor, Tensor], T
 def test_a_fixed_grid_evaluates_the_field_at_torchdiffeqs_times_and_no_more(
     method: str, perturb: bool, gradient: ac.GradientMethod
 ) -> None:
-    weight = torch.tensor(W, dtype=torch.float64, requires_grad=True)
-    y0 = torch.tensor([0.7, -0.4], dtype=torch.float64, requires_grad=True)
     t = torch.tensor([0.0, 0.6, 1.0], dtype=torch.float64)
     options = {"step_size": 0.25, "perturb": perturb}
-    theirs: list[float] = []
-    expected = torchdiffeq.odeint(recorded(theirs, weight), y0, t, method=method, options=options)
-    ours: list[float] = []
-    got = ac.odeint(recorded(ours, weight), y0, t, method=method, options=options, gradient=gradient)
+    results = []
+    for solve in (torchdiffeq.odeint, ac.odeint):
+        weight = torch.tensor(W, dtype=torch.float64, requires_grad=True)
+        y0 = torch.tensor([0.7, -0.4], dtype=torch.float64, requires_grad=True)
+        times: list[float] = []
+        extra = {"gradient": gradient} if solve is ac.odeint else {}
+        out = solve(recorded(times, weight), y0, t, method=method, options=options, **extra)
+        forward = list(times)
+        out.square().sum().backward()
+        results.append((forward, out.detach(), y0.grad, weight.grad))
+    (theirs, *expected), (ours, *got) = results
     assert ours == theirs  # the first evaluation, which finds `weight`, is the first step's own
-    torch.testing.assert_close(got, expected, rtol=1e-13, atol=1e-15)
+    for a, b in zip(got, expected, strict=True):  # the first slope's graph included (1e-13 stated)
+        torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-15)
 
 
 @pytest.mark.parametrize(
