@@ -67,6 +67,8 @@ class Stepper:
         self.solver, self.f, self.perturb = solver, f, perturb
         self.dtype = t0.dtype
         self.span = (float(t0), float(t0))
+        self.start: Tensor | None = None
+        self.slope: Tensor | None = None
         self.state = () if isinstance(solver, RungeKutta) else solver.init(self._tuple_field, float(t0), (y0,))
 
     def _tuple_field(self, s: float, y: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
@@ -75,15 +77,20 @@ class Stepper:
             side = Perturb.NEXT
         elif self.perturb and s == self.span[1]:
             side = Perturb.PREV
-        return (self.f(torch.tensor(s, dtype=self.dtype, device=y[0].device), y[0], side),)
+        out = self.f(torch.tensor(s, dtype=self.dtype, device=y[0].device), y[0], side)
+        if self.slope is None and y[0] is self.start and s == self.span[0]:
+            self.slope = out  # the step's own f(t_n, y_n): cubic interpolation takes it (torchdiffeq's steps return it)
+        return (out,)
 
     def __call__(self, t0: Tensor, dt: Tensor, t1: Tensor, y0: Tensor, slope: bool) -> tuple[Tensor, Tensor | None]:
         """``(y1 − y0, f(t0, y0) or None)``; ``slope`` asks for ``f(t0, y0)`` (cubic interpolation)."""
         if isinstance(self.solver, RungeKutta):
             return step(self.solver, self.f, t0, dt, t1, y0, self.perturb)
-        self.span = (float(t0), float(t1))
+        self.span, self.start, self.slope = (float(t0), float(t1)), y0, None
         (y1,), self.state = self.solver.advance(self._tuple_field, self.span[0], self.span[1], (y0,), self.state)
-        return y1 - y0, self.f(t0, y0, Perturb.NONE) if slope else None
+        if not slope:
+            return y1 - y0, None
+        return y1 - y0, self.f(t0, y0, Perturb.NONE) if self.slope is None else self.slope
 
 
 def step(

@@ -25,14 +25,15 @@ def recorded(times: list[float], weight: Tensor) -> Callable[[Tensor, Tensor], T
     return field
 
 
+@pytest.mark.parametrize("interp", ["linear", "cubic"])
 @pytest.mark.parametrize("perturb", [False, True])
 @pytest.mark.parametrize("method", ["euler", "rk4", "explicit_adams", "implicit_adams", "midpoint"])
 @pytest.mark.parametrize("gradient", [ac.Direct(), ac.Anode()], ids=["direct", "anode"])
 def test_a_fixed_grid_evaluates_the_field_at_torchdiffeqs_times_and_no_more(
-    method: str, perturb: bool, gradient: ac.GradientMethod
+    method: str, perturb: bool, interp: str, gradient: ac.GradientMethod
 ) -> None:
     t = torch.tensor([0.0, 0.6, 1.0], dtype=torch.float64)
-    options = {"step_size": 0.25, "perturb": perturb}
+    options = {"step_size": 0.25, "perturb": perturb, "interp": interp}  # cubic: each step's own f(t_n, y_n)
     results = []
     for solve in (torchdiffeq.odeint, ac.odeint):
         weight = torch.tensor(W, dtype=torch.float64, requires_grad=True)
