@@ -109,23 +109,46 @@ class Database:
 
     def __init__(self, url: str) -> None:
         self.engine = make_engine(url)
-        self._read = sessionmaker(self.engine, expire_on_commit=False)
+        # PostgreSQL reads in autocommit: under READ COMMITTED (its default) each statement of a transaction takes
+        # its own snapshot anyway, so a read's BEGIN and COMMIT were two round trips that bought nothing. SQLite's
+        # read transaction does hold one snapshot (WAL), and costs no round trip: it keeps it.
+        reads = self.engine if self.engine.dialect.name == "sqlite" else \
+            self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._read = sessionmaker(reads, expire_on_commit=False)
         self._write = sessionmaker(self.engine.execution_options(sqlite_begin="IMMEDIATE"), expire_on_commit=False)
 
     @contextmanager
     def session(self, *, write: bool = False) -> Iterator[Session]:
-        session = (self._write if write else self._read)()
+        session = self.open(write=write)
         try:
             yield session
-            session.commit()
+        except BaseException:
+            self.end(session, ok=False)
+            raise
+        self.end(session, ok=True)
+
+    def open(self, *, write: bool = False) -> Session:
+        """A unit of work's session, not yet connected (no I/O: safe on an event loop); :meth:`end` ends it."""
+        return (self._write if write else self._read)()
+
+    def end(self, session: Session, *, ok: bool) -> None:
+        """Commit (``ok``) or roll back ``session``, close it, then run its :func:`after_commit` hooks if it
+        committed. Blocking: off the event loop."""
+        try:
+            if ok:
+                session.commit()
+            else:
+                session.rollback()
         except BaseException:
             session.rollback()
+            ok = False
             raise
         finally:
             hooks: list[Callable[[], None]] = session.info.pop("after_commit", [])
             session.close()
-        for hook in hooks:
-            hook()
+        if ok:
+            for hook in hooks:
+                hook()
 
     def autocommit(self) -> Connection:
         """A connection whose every statement is its own transaction: for a worker's frequent one-row polls

@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from anode_lab.experiments import RunContext
 from anode_lab.experiments.sweep import run_compare
-from anode_lab.experiments.sweep_table import parts
+from anode_lab.experiments.sweep_table import costliest_first, parts
 from anode_lab.specs import CompareSpec
 from anode_lab.status import RunStatus
 from backend.models import Metric, Run, RunCell
@@ -116,6 +116,28 @@ def test_a_killed_workers_part_is_queued_again_alone_and_the_table_equals_the_wh
     with worker.db.session() as session:
         steps = sorted(set(session.scalars(select(Metric.step).where(Metric.run_id == run_id))))
     assert steps == list(range(len(grid)))
+
+
+def test_parts_are_queued_costliest_first(worker: WorkerProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Field evaluations per part: N_t x stages x (cells + the Direct reference); the longest go first, so the
+    last parts to start on a free worker are short ones."""
+    queued: list[int | None] = []
+    monkeypatch.setattr(worker.queues, "enqueue", lambda run_id, device, part=None: queued.append(part))
+    run_id = new_run(worker, SPEC)
+    worker.execute(run_id)
+    cut = parts(CompareSpec.model_validate(SPEC))
+    assert [(cut[part][0].solver, cut[part][0].steps) for part in queued if part is not None] == [
+        ("midpoint", 4), ("euler", 4), ("midpoint", 2), ("euler", 2)]  # 2x4, 1x4 and 2x2 (a tie: grid order), 1x2
+
+
+def test_an_adaptive_part_costs_its_step_limit() -> None:
+    spec = CompareSpec.model_validate({**SPEC, "solvers": ["euler", "dopri5"], "steps": [4], "tolerances": [1e-3],
+                                       "step_limit": 3})
+    cut = parts(spec)
+    assert [part[0].solver for part in cut] == ["euler", "dopri5"]
+    assert costliest_first(spec, cut) == [1, 0]  # dopri5: 7 stages x 3 steps at most = 21 > euler's 1 x 4
+    longer = CompareSpec.model_validate({**spec.model_dump(), "steps": [64], "step_limit": 1})
+    assert costliest_first(longer, parts(longer)) == [0, 1]  # 7 x 1 < 1 x 64
 
 
 def test_a_cancel_mid_fan_out_ends_every_part_and_keeps_the_rows_done(worker: WorkerProcess) -> None:

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Connection, CursorResult, Select, Update, delete, func, select, text, union_all, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from anode_lab.status import RunStatus
 from backend.db import utcnow
@@ -36,7 +36,8 @@ def add(session: Session, *, kind: str, name: str, spec: dict[str, Any], device:
 
 
 def get(session: Session, run_id: int) -> Run | None:
-    return session.get(Run, run_id)
+    """The run with its tags, in one statement (a join, not the relationship's second SELECT)."""
+    return session.get(Run, run_id, options=[joinedload(Run.tag_rows)])
 
 
 def _filtered(status: str | None, kind: str | None, tag: str | None) -> Select[Run]:

@@ -1,7 +1,8 @@
 """``/runs`` endpoints: parse the request, call the service, shape the response. Nothing else.
 
-Every route and dependency that touches the store is plain ``def`` (FastAPI runs it on its thread pool, as the
-FastAPI template does), so no SQLAlchemy call ever blocks the event loop, whatever the store: a PostgreSQL round
+Every route that touches the store is plain ``def`` (FastAPI runs it on its thread pool, as the FastAPI template
+does), and the session dependency only makes the session on the loop and commits it on the pool
+(``backend/deps.py``), so no SQLAlchemy call ever blocks the event loop, whatever the store: a PostgreSQL round
 trip or SQLite's write lock stalls one thread, not every request. The one ``async def`` is the event stream, which
 waits on the loop between polls and reads the store only on a worker thread (``backend/runs/events.py``).
 ``tests/test_event_loop.py`` holds this: it fails if any route runs SQL on the event loop.

@@ -297,9 +297,9 @@ class WorkerProcess:
         try:
             spec = self.admitted_spec(kind, spec_data)
             confine(workdir, self.settings.runs_dir.resolve() / str(hold.run_id))
-            sizes = fanout.sweep_parts(self, kind, spec)
-            if sizes is not None:
-                fanout.fan_out(self, hold, sizes)
+            plan = fanout.sweep_parts(self, kind, spec)
+            if plan is not None:
+                fanout.fan_out(self, hold, plan)
                 return
             writer = MetricWriter(hold, workdir, self.settings.metrics_flush_seconds)
         except Exception as exc:  # noqa: BLE001 - whatever refuses the run is its failure message
