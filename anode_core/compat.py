@@ -223,10 +223,11 @@ def _time_dtype(inp: Inputs) -> torch.dtype:
     return torch.promote_types(inp.options.get("dtype", torch.float64), inp.y0.abs().dtype)
 
 
-def _leaves(output: Tensor) -> list[Tensor]:
-    """The tensors requiring grad that ``output`` was computed from (its graph's leaves)."""
+def _leaves(output: Tensor, start: Tensor) -> list[Tensor]:
+    """The tensors requiring grad that ``output`` was computed from (its graph's leaves), ``start`` and what it
+    was computed from left out."""
     found: dict[int, Tensor] = {}
-    pending, seen = [output.grad_fn], set()
+    pending, seen = [output.grad_fn], {id(start.grad_fn)} if start.grad_fn is not None else set()
     while pending:
         node = pending.pop()
         if node is None or id(node) in seen:
@@ -243,8 +244,10 @@ def _leaves(output: Tensor) -> list[Tensor]:
 class _Plan:
     """One solve: its values without a graph, and the same solve again with one (sizes held fixed)."""
 
-    def __init__(self, inp: Inputs, solver_cls: type[Solver], t: Tensor) -> None:
+    def __init__(self, inp: Inputs, solver_cls: type[Solver], t: Tensor, grid: Tensor | None = None) -> None:
         self.inp, self.solver = inp, make_solver(solver_cls, inp)
+        self.preset = grid
+        """A fixed grid given by the caller (an event search's steps), else ``time_grid``'s."""
         self.adaptive = isinstance(self.solver, AdaptiveSolver)
         self.t = t.detach().to(_time_dtype(inp)) if self.adaptive else t.detach()
         self.steps: list[Accepted] = []
@@ -252,6 +255,8 @@ class _Plan:
         self.f0: Tensor | None = None
         self.probe: tuple[Tensor, Tensor] | None = None
         """``(z, f(t0, z))`` with its graph, ``z`` the detached start: the first evaluation, made once."""
+        self.first: tuple[Tensor, Tensor] | None = None
+        """A fixed grid's first evaluation ``(z, f(t0, z))``, made once: its first step uses it."""
 
     def values(self, y0: Tensor, f0: Tensor | None = None, graph: bool = False) -> list[Tensor]:
         """The solver's values at ``t[1:]`` (recording its steps); ``graph``: with the accepted steps' graph."""
@@ -264,15 +269,28 @@ class _Plan:
                 out = [ctl.advance(ti) for ti in self.t[1:]]
                 self.steps = ctl.accepted
                 return out
-            self.grid = time_grid(inp.func, y0, self.t, inp.options)
-            return integrate(self.solver, inp.func, y0, self.t, self.grid, inp.options, inp.callbacks.step)
+            self.grid = self.fixed_grid(y0)
+            first = self._first(y0, graph)
+            return integrate(self.solver, inp.func, y0, self.t, self.grid, inp.options, inp.callbacks.step, first)
+
+    def fixed_grid(self, y0: Tensor) -> Tensor:
+        return time_grid(self.inp.func, y0, self.t, self.inp.options) if self.preset is None else self.preset
 
     def graph(self, y0: Tensor) -> list[Tensor]:
         inp = self.inp
         if isinstance(self.solver, AdaptiveSolver):
             return replay(self.solver.tableau, inp.func, y0, self.t, self.steps)
         assert self.grid is not None
-        return integrate(self.solver, inp.func, y0, self.t, self.grid, inp.options, _no_callback)
+        return integrate(self.solver, inp.func, y0, self.t, self.grid, inp.options, _no_callback, self._first(y0, True))
+
+    def _first(self, y0: Tensor, graph: bool) -> Tensor | None:
+        """The first evaluation, once: its value for a solve without a graph; with its graph for one that grows
+        from the probe's own start, else none (evaluated again)."""
+        first, self.first = self.first, None
+        if first is None:
+            return None
+        z, slope = first
+        return slope.detach() if not graph else slope if z is y0 else None
 
     def float_grid(self) -> Grid:
         if self.adaptive:
@@ -312,13 +330,16 @@ def _solve(
     method: GradientMethod,
     adjoint_params: Sequence[Tensor] | None,
     t_user: Tensor,
+    grid: Tensor | None = None,
 ) -> Tensor:
     y0 = inp.y0
     if len(inp.t) == 1:
         return y0.unsqueeze(0)
-    plan = _Plan(inp, solver_cls, inp.t)
+    plan = _Plan(inp, solver_cls, inp.t, grid)
     problem = shown(_problem(inp, plan, _given(inp, adjoint_params)), y0)
-    leaves = _probe(inp, plan, adjoint_params)
+    start = _StartTime.apply(y0, t_user[0], inp.func) if torch.is_grad_enabled() and t_user.requires_grad else y0
+    direct = isinstance(method, Direct)
+    leaves = _probe(inp, plan, adjoint_params, start if direct and not plan.adaptive else None)
     wants = torch.is_grad_enabled() and (y0.requires_grad or t_user.requires_grad or bool(leaves))
     if isinstance(plan.solver, ReversibleSolver) or not (isinstance(method, (Direct, Anode))):
         check_pairing(plan.solver, method)
@@ -328,8 +349,6 @@ def _solve(
                 plan.values(y0) if not isinstance(plan.solver, ReversibleSolver) else _pieces(plan, problem, y0, method)
             )
         return torch.stack([y0, *rest])
-    start = _StartTime.apply(y0, t_user[0], inp.func) if t_user.requires_grad else y0
-    direct = isinstance(method, Direct)
     if not isinstance(plan.solver, ReversibleSolver) and (
         (isinstance(method, Anode) and method.checkpoints is None) or (direct and plan.adaptive)
     ):
@@ -339,13 +358,13 @@ def _solve(
         if plan.adaptive:
             plan.values(start)
         else:
-            plan.grid = time_grid(inp.func, y0, plan.t, inp.options)
+            plan.grid = plan.fixed_grid(y0)
         rest = plan.graph(start)
     else:
         with torch.no_grad():
             values = plan.values(start) if not isinstance(plan.solver, ReversibleSolver) else None
         if plan.grid is None and not plan.adaptive:
-            plan.grid = time_grid(inp.func, y0, plan.t, inp.options)
+            plan.grid = plan.fixed_grid(y0)
         problem = _problem(inp, plan, leaves)
         pieces = _pieces(plan, problem, start, method)
         rest = pieces if values is None else [_Stitch.apply(p, v) for p, v in zip(pieces, values, strict=True)]
@@ -362,9 +381,13 @@ def _given(inp: Inputs, adjoint_params: Sequence[Tensor] | None) -> list[Tensor]
     return [p for p in adjoint_params if isinstance(p, Tensor) and p.requires_grad]
 
 
-def _probe(inp: Inputs, plan: _Plan, adjoint_params: Sequence[Tensor] | None) -> list[Tensor]:
-    """Under grad mode, the first evaluation runs with a graph (its value is the controller's first slope, so
-    the count of evaluations stays torchdiffeq's): the tensors it reaches are what gradients flow to."""
+def _probe(
+    inp: Inputs, plan: _Plan, adjoint_params: Sequence[Tensor] | None, start: Tensor | None = None
+) -> list[Tensor]:
+    """Under grad mode, the first evaluation runs with a graph: the tensors it reaches are what gradients flow to.
+    It is the solve's own first evaluation (the controller's first slope, a fixed grid's first stage), so the
+    field sees torchdiffeq's evaluations, no more. It is made from ``start`` (a solve that builds its graph from
+    there), else from a detached copy of ``y0``."""
     given = _given(inp, adjoint_params)
     if isinstance(plan.solver, ReversibleSolver):
         return given
@@ -372,12 +395,14 @@ def _probe(inp: Inputs, plan: _Plan, adjoint_params: Sequence[Tensor] | None) ->
         return given
     t0 = plan.t[0]
     perturb = Perturb.NEXT if (not plan.adaptive and inp.options.get("perturb")) else Perturb.NONE
-    z = inp.y0.detach().requires_grad_(inp.y0.requires_grad)
+    z = inp.y0.detach().requires_grad_(inp.y0.requires_grad) if start is None else start
     with torch.enable_grad():
         probe = inp.func(t0, z, perturb)
     if plan.adaptive:
         plan.f0, plan.probe = probe.detach(), (z, probe)
-    found = {id(p): p for p in _leaves(probe) if p.requires_grad and p is not z} if probe.requires_grad else {}
+    else:
+        plan.first = (z, probe)
+    found = {id(p): p for p in _leaves(probe, z) if p.requires_grad and p is not z} if probe.requires_grad else {}
     for p in given:
         found.setdefault(id(p), p)
     return list(found.values())
@@ -393,13 +418,13 @@ def _problem(inp: Inputs, plan: _Plan, leaves: Sequence[Tensor]) -> Problem:
         return Problem(inp.func, tuple(leaves), solver, t0, t1, len(grid) if grid else 0, grid)
     grid = plan.float_grid() if plan.grid is not None else None
     steps = len(grid) if grid is not None else len(plan.t) - 1
-    return Problem(inp.func, tuple(leaves), solver, t0, t1, steps, grid)
+    return Problem(inp.func, tuple(leaves), solver, t0, t1, steps, grid, sides=bool(inp.options.get("perturb")))
 
 
 def _pieces(plan: _Plan, problem: Problem, y0: Tensor, method: GradientMethod) -> list[Tensor]:
     """The grid cut at the output times, each piece a :class:`Problem` for ``method``'s ``solve`` hook."""
     if plan.grid is None and not plan.adaptive:
-        plan.grid = time_grid(plan.inp.func, y0, plan.t, plan.inp.options)
+        plan.grid = plan.fixed_grid(y0)
     if plan.adaptive and not plan.steps:
         with torch.no_grad():
             plan.values(y0)
@@ -538,10 +563,13 @@ class _OutputTimes(torch.autograd.Function):
 def _until_event(
     inp: Inputs, solver_cls: type[Solver], method: GradientMethod, adjoint_params: Sequence[Tensor] | None
 ) -> tuple[Tensor, Tensor]:
-    """Find the event without a graph, then solve to it as an ordinary two-time solve (same steps)."""
+    """Find the event without a graph, then solve to it as an ordinary two-time solve on the same steps (a fixed
+    grid: the search's own, its last step past the event, so a multistep history and the interpolation are the
+    search's)."""
     assert inp.event_fn is not None
     solver = make_solver(solver_cls, inp)
     y0 = inp.y0
+    grid = None
     with torch.no_grad():
         if isinstance(solver, AdaptiveSolver):
             t0 = inp.t[0].to(y0.device, _time_dtype(inp))
@@ -553,7 +581,7 @@ def _until_event(
         elif isinstance(solver, ReversibleSolver):
             raise ValueError(f"`event_fn` is not supported with method={inp.method!r}: use an adaptive method")
         else:
-            event_t, y_event = integrate_until_event(
+            event_t, y_event, grid = integrate_until_event(
                 solver, inp.func, y0, inp.t[0], inp.options, inp.event_fn, float(torch.as_tensor(inp.atol).max())
             )
     wants = torch.is_grad_enabled() and (
@@ -563,9 +591,7 @@ def _until_event(
     )
     if not wants or event_t <= inp.t[0]:
         return event_t, torch.stack([y0, y_event])
-    times = torch.stack([inp.t[0].to(event_t.dtype), event_t]).to(
-        inp.t.dtype if not isinstance(solver, AdaptiveSolver) else event_t.dtype
-    )
+    times = torch.stack([inp.t[0].to(event_t.dtype), event_t])
     inp2 = Inputs(**{**inp.__dict__, "t": times, "event_fn": None})
-    flat = _solve(inp2, solver_cls, method, adjoint_params, times)
+    flat = _solve(inp2, solver_cls, method, adjoint_params, times, grid)  # the search's steps, whatever the method
     return event_t, flat

@@ -44,6 +44,21 @@ def time_grid(func: Any, y0: Tensor, t: Tensor, options: dict[str, Any]) -> Tens
     return grid
 
 
+class FirstSlope:
+    """``f`` whose first call returns ``slope`` when it asks for ``f(t0, y0)`` on ``side`` (the same tensor ``y0``):
+    a value the caller has already evaluated, so the field sees torchdiffeq's sequence of evaluations."""
+
+    def __init__(self, f: FlatField, t0: Tensor, y0: Tensor, side: Perturb, slope: Tensor) -> None:
+        self.f = f
+        self.pending: tuple[Tensor, Tensor, Perturb, Tensor] | None = (t0, y0, side, slope)
+
+    def __call__(self, t: Tensor, y: Tensor, side: Perturb = Perturb.NONE) -> Tensor:
+        pending, self.pending = self.pending, None
+        if pending is not None and y is pending[1] and side is pending[2] and bool(t == pending[0]):
+            return pending[3]
+        return self.f(t, y, side)
+
+
 class Stepper:
     """Steps of any fixed-grid solver on the flat state: an explicit tableau op for op as torchdiffeq takes it,
     any other solver (implicit, Adams) through its ``init``/``advance`` protocol, carrying its state."""
@@ -52,6 +67,8 @@ class Stepper:
         self.solver, self.f, self.perturb = solver, f, perturb
         self.dtype = t0.dtype
         self.span = (float(t0), float(t0))
+        self.start: Tensor | None = None
+        self.slope: Tensor | None = None
         self.state = () if isinstance(solver, RungeKutta) else solver.init(self._tuple_field, float(t0), (y0,))
 
     def _tuple_field(self, s: float, y: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
@@ -60,15 +77,20 @@ class Stepper:
             side = Perturb.NEXT
         elif self.perturb and s == self.span[1]:
             side = Perturb.PREV
-        return (self.f(torch.tensor(s, dtype=self.dtype, device=y[0].device), y[0], side),)
+        out = self.f(torch.tensor(s, dtype=self.dtype, device=y[0].device), y[0], side)
+        if self.slope is None and y[0] is self.start and s == self.span[0]:
+            self.slope = out  # the step's own f(t_n, y_n): cubic interpolation takes it (torchdiffeq's steps return it)
+        return (out,)
 
     def __call__(self, t0: Tensor, dt: Tensor, t1: Tensor, y0: Tensor, slope: bool) -> tuple[Tensor, Tensor | None]:
         """``(y1 − y0, f(t0, y0) or None)``; ``slope`` asks for ``f(t0, y0)`` (cubic interpolation)."""
         if isinstance(self.solver, RungeKutta):
             return step(self.solver, self.f, t0, dt, t1, y0, self.perturb)
-        self.span = (float(t0), float(t1))
+        self.span, self.start, self.slope = (float(t0), float(t1)), y0, None
         (y1,), self.state = self.solver.advance(self._tuple_field, self.span[0], self.span[1], (y0,), self.state)
-        return y1 - y0, self.f(t0, y0, Perturb.NONE) if slope else None
+        if not slope:
+            return y1 - y0, None
+        return y1 - y0, self.f(t0, y0, Perturb.NONE) if self.slope is None else self.slope
 
 
 def step(
@@ -116,11 +138,22 @@ def _interpolator(interp: str) -> None:
 
 
 def integrate(
-    solver: Solver, f: FlatField, y0: Tensor, t: Tensor, grid: Tensor, options: dict[str, Any], callback: StepCallback
+    solver: Solver,
+    f: FlatField,
+    y0: Tensor,
+    t: Tensor,
+    grid: Tensor,
+    options: dict[str, Any],
+    callback: StepCallback,
+    first: Tensor | None = None,
 ) -> list[Tensor]:
-    """``y`` at ``t[1:]``: the steps of ``grid``, interpolated at the output times (with a graph if grad is on)."""
+    """``y`` at ``t[1:]``: the steps of ``grid``, interpolated at the output times (with a graph if grad is on).
+    ``first``: ``f(grid[0], y0)`` on the first step's side, already evaluated (the solve does not evaluate it again).
+    """
     interp, perturb = options.get("interp", "linear"), bool(options.get("perturb", False))
     _interpolator(interp)
+    if first is not None:
+        f = FirstSlope(f, grid[0], y0, Perturb.NEXT if perturb else Perturb.NONE, first)
     t = t.to(grid.dtype)
     out: list[Tensor] = []
     j, y = 1, y0
@@ -148,8 +181,10 @@ def integrate_until_event(
     options: dict[str, Any],
     event_fn: Callable[[Tensor, Tensor], Tensor],
     atol: float,
-) -> tuple[Tensor, Tensor]:
-    """``(t, y(t))`` at the first root of ``event_fn``, stepping by ``options['step_size']``."""
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(t, y(t), grid)`` at the first root of ``event_fn``, stepping by ``options['step_size']``; ``grid`` holds
+    the steps taken, the last one past the event (``integrate`` on it reproduces ``y(t)``, multistep history and
+    interpolation included)."""
     step_size = options.get("step_size")
     if step_size is None:
         raise ValueError("`options['step_size']` is required to find an event with a fixed-grid method")
@@ -159,12 +194,15 @@ def integrate_until_event(
     y = y0
     sign0 = torch.sign(event_fn(t0, y))
     stepper = Stepper(solver, f, y0, t0, perturb)
+    grid = [t0]
     for _ in range(20000):
         t1 = t0 + step_size
+        grid.append(t1)
         dy, f0 = stepper(t0, torch.as_tensor(step_size, dtype=t0.dtype), t1, y, interp == "cubic")
         y1 = y + dy
         if sign0 != torch.sign(event_fn(t1, y1)):
-            return find_event(_bracket(interp, f, t0, y, f0, t1, y1), sign0, t0, t1, event_fn, float(atol))
+            event_t, y_event = find_event(_bracket(interp, f, t0, y, f0, t1, y1), sign0, t0, t1, event_fn, atol)
+            return event_t, y_event, torch.stack(grid)
         t0, y = t1, y1
     raise RuntimeError("no event within 20000 steps of `options['step_size']`: check `event_fn` or the step size")
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from torch import Tensor
 
 from anode_core.adaptive import AdaptiveSolver, Grid
+from anode_core.controller import Perturb
 from anode_core.solvers import Solver, State
 
 Field = Callable[[float, Tensor], Tensor]
@@ -23,7 +25,9 @@ Field = Callable[[float, Tensor], Tensor]
 class Problem:
     """``dz/dt = field(t, z)`` on ``[t0, t1]`` with ``steps`` equal steps of ``solver``, or on ``grid``.
 
-    An adaptive solver's problem has no grid (and ``steps == 0``) until :meth:`settle` finds one.
+    An adaptive solver's problem has no grid (and ``steps == 0``) until :meth:`settle` finds one. ``sides``: the
+    field takes torchdiffeq's ``perturb`` side as a third argument (``odeint``'s ``options['perturb']``), and a
+    fixed-grid step evaluates its start just after ``t_n`` and its end just before ``t_{n+1}``, as the forward did.
     """
 
     field: Field
@@ -33,6 +37,7 @@ class Problem:
     t1: float
     steps: int
     grid: Grid | None = None
+    sides: bool = False
 
     @property
     def dt(self) -> float:
@@ -61,11 +66,27 @@ class Problem:
         return y[0], self.on_grid(grid)
 
     def tuple_field(self, t: float, y: State) -> State:
-        out = self.field(t, y[0])
-        if not isinstance(out, Tensor) or out.shape != y[0].shape:
+        return self._checked(self.field(t, y[0]), y[0])
+
+    def _stage_field(self, t: float, t_next: float) -> Callable[[float, State], State]:
+        """The field a step from ``t`` to ``t_next`` evaluates: with ``sides``, its start and end one ulp inside."""
+        if not self.sides:
+            return self.tuple_field
+        field: Any = self.field
+        near = 1e-3 * abs(t_next - t)  # a stage at c·h, c < 1, is farther; t + (t_next − t) may round off t_next
+
+        def sided(s: float, y: State) -> State:
+            side = Perturb.NEXT if s == t else Perturb.PREV if abs(s - t_next) <= near else Perturb.NONE
+            return self._checked(field(s, y[0], side), y[0])
+
+        return sided
+
+    @staticmethod
+    def _checked(out: Any, z: Tensor) -> State:
+        if not isinstance(out, Tensor) or out.shape != z.shape:
             got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
             raise ValueError(
-                f"`field` must return dz/dt shaped like z {tuple(y[0].shape)}; got {got}. An ODE block cannot "
+                f"`field` must return dz/dt shaped like z {tuple(z.shape)}; got {got}. An ODE block cannot "
                 "change channels or size: put such layers between blocks."
             )
         return (out,)
@@ -73,11 +94,11 @@ class Problem:
     def step(self, z: Tensor, n: int) -> Tensor:
         """Advance from grid point ``n`` to ``n + 1``."""
         if self.grid is None:
-            return self.solver.step(self.tuple_field, self.time(n), (z,), self.dt)[0]
+            return self.solver.step(self._stage_field(self.time(n), self.time(n + 1)), self.time(n), (z,), self.dt)[0]
         t, h = self.grid.starts[n], self.grid.sizes[n]
         if isinstance(self.solver, AdaptiveSolver):
             return self.solver.replay(self.tuple_field, t, (z,), h, self.time(n + 1))[0]
-        return self.solver.step(self.tuple_field, t, (z,), h)[0]
+        return self.solver.step(self._stage_field(t, self.time(n + 1)), t, (z,), h)[0]
 
     def advance(self, z: Tensor, start: int, stop: int) -> Tensor:
         """Advance from grid point ``start`` to ``stop``."""
@@ -88,7 +109,8 @@ class Problem:
             y: State = (z,)
             state = self.solver.init(self.tuple_field, self.time(0), y)
             for n in range(stop):
-                y, state = self.solver.advance(self.tuple_field, self.time(n), self.time(n + 1), y, state)
+                field = self._stage_field(self.time(n), self.time(n + 1))
+                y, state = self.solver.advance(field, self.time(n), self.time(n + 1), y, state)
             return y[0]
         for n in range(start, stop):
             z = self.step(z, n)
