@@ -44,10 +44,20 @@ from anode_core.compat_inputs import (
     flat_to_shape,
     unexpected,
 )
-from anode_core.controller import Accepted, Controller, Options, Perturb, replay
-from anode_core.fixed_grid import integrate, integrate_until_event, time_grid
+from anode_core.controller import (
+    Accepted,
+    Controller,
+    Options,
+    Perturb,
+    StepScope,
+    no_scope,
+    rebuild as rebuild_accepted,
+    replay,
+)
+from anode_core.fixed_grid import integrate, integrate_until_event, rebuild as rebuild_grid, time_grid
 from anode_core.gradients import Anode, Direct, GradientMethod
 from anode_core.gradients.adaptive import _Stitch
+from anode_core.gradients.stepwise import Stepwise
 from anode_core.problem import Problem
 from anode_core.reversible import DampedLeapfrog, ReversibleHeun, ReversibleSolver
 from anode_core.solve import check_pairing, resolve_gradient
@@ -60,6 +70,7 @@ from anode_core.solvers import (
     Heun,
     Heun3,
     Midpoint,
+    RungeKutta,
     ScipySolver,
     Solver,
 )
@@ -253,19 +264,24 @@ class _Plan:
         self.probe: tuple[Tensor, Tensor] | None = None
         """``(z, f(t0, z))`` with its graph, ``z`` the detached start: the first evaluation, made once."""
 
-    def values(self, y0: Tensor, f0: Tensor | None = None, graph: bool = False) -> list[Tensor]:
-        """The solver's values at ``t[1:]`` (recording its steps); ``graph``: with the accepted steps' graph."""
+    def values(
+        self, y0: Tensor, f0: Tensor | None = None, graph: bool = False, scope: StepScope = no_scope
+    ) -> list[Tensor]:
+        """The solver's values at ``t[1:]`` (recording its steps); ``graph``: with the accepted steps' graph,
+        each step's operations inside ``scope``."""
         inp = self.inp
         with torch.set_grad_enabled(graph):
             if isinstance(self.solver, AdaptiveSolver):
                 tab, order = self.solver.tableau, self.solver.order
-                ctl = Controller(tab, order, inp.func, y0, _options(inp, type(self.solver)), inp.callbacks, inp.method)
+                opts = _options(inp, type(self.solver))
+                ctl = Controller(tab, order, inp.func, y0, opts, inp.callbacks, inp.method, scope)
                 ctl.start(self.t[0], self.f0 if f0 is None else f0)
                 out = [ctl.advance(ti) for ti in self.t[1:]]
                 self.steps = ctl.accepted
                 return out
-            self.grid = time_grid(inp.func, y0, self.t, inp.options)
-            return integrate(self.solver, inp.func, y0, self.t, self.grid, inp.options, inp.callbacks.step)
+            if self.grid is None:
+                self.grid = time_grid(inp.func, y0, self.t, inp.options)
+            return integrate(self.solver, inp.func, y0, self.t, self.grid, inp.options, inp.callbacks.step, scope)
 
     def graph(self, y0: Tensor) -> list[Tensor]:
         inp = self.inp
@@ -330,10 +346,12 @@ def _solve(
         return torch.stack([y0, *rest])
     start = _StartTime.apply(y0, t_user[0], inp.func) if t_user.requires_grad else y0
     direct = isinstance(method, Direct)
-    if not isinstance(plan.solver, ReversibleSolver) and (
-        (isinstance(method, Anode) and method.checkpoints is None) or (direct and plan.adaptive)
+    stepwise = _stepwise(plan, method)
+    if stepwise or (
+        not isinstance(plan.solver, ReversibleSolver)
+        and ((isinstance(method, Anode) and method.checkpoints is None) or (direct and plan.adaptive))
     ):
-        rest_flat: Tensor = _ReplayInBackward.apply(plan, direct, start, *leaves)
+        rest_flat: Tensor = _ReplayInBackward.apply(plan, direct, stepwise, start, *leaves)
         rest = list(rest_flat.unbind(0))
     elif isinstance(method, Direct) and not isinstance(plan.solver, ReversibleSolver):
         if plan.adaptive:
@@ -353,6 +371,16 @@ def _solve(
     if t_user.requires_grad:
         stacked = _OutputTimes.apply(stacked, t_user[1:], inp.func)
     return torch.cat([y0.unsqueeze(0), stacked])
+
+
+def _stepwise(plan: _Plan, method: GradientMethod) -> bool:
+    """``Anode(checkpoints="auto")`` on an adaptive pair or an explicit tableau with linear outputs: the solver runs
+    once, backward rebuilds about sqrt(N) segments of it (:mod:`anode_core.gradients.stepwise`)."""
+    if not (isinstance(method, Anode) and method.checkpoints == "auto"):
+        return False
+    if plan.adaptive:
+        return plan.probe is not None
+    return isinstance(plan.solver, RungeKutta) and plan.inp.options.get("interp", "linear") == "linear"
 
 
 def _given(inp: Inputs, adjoint_params: Sequence[Tensor] | None) -> list[Tensor]:
@@ -444,13 +472,17 @@ class _ReplayInBackward(torch.autograd.Function):
     replays the accepted steps with their graph (Zhuang et al.'s adaptive checkpoint adjoint, one block) and
     back-propagates once. Memory: at most one call's graph per chain, ``L·S + s·N_t·A``, as ``Anode``.
     ``Direct`` (``keep``) is the same forward whose graph is never dropped: one call's gradients are the same bits.
+    ``stepwise`` (the default, ``Anode(checkpoints="auto")``): the forward builds its graph with nothing saved in
+    it but about sqrt(N) step starts, and backward rebuilds one segment at a time (:class:`Stepwise`).
     """
 
     @staticmethod
-    def forward(ctx: Any, plan: _Plan, keep: bool, y0: Tensor, *leaves: Tensor) -> Tensor:
-        ctx.plan, ctx.leaves, ctx.kept, ctx.keep = plan, leaves, None, keep
+    def forward(ctx: Any, plan: _Plan, keep: bool, stepwise: bool, y0: Tensor, *leaves: Tensor) -> Tensor:
+        ctx.plan, ctx.leaves, ctx.kept, ctx.keep, ctx.stepwise = plan, leaves, None, keep, None
         ctx.save_for_backward(y0)
         _drop_kept_upstream(y0)
+        if stepwise:
+            return _stepwise_forward(ctx, plan, y0)
         if not plan.adaptive or plan.probe is None:
             return torch.stack(plan.values(y0))
         z, f0 = plan.probe
@@ -463,7 +495,7 @@ class _ReplayInBackward(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         (y0,) = ctx.saved_tensors
-        wanted = ctx.needs_input_grad[2:]
+        wanted = ctx.needs_input_grad[3:]
         kept, ctx.kept = ctx.kept, None
         with torch.enable_grad():
             if kept is None:
@@ -476,11 +508,34 @@ class _ReplayInBackward(torch.autograd.Function):
         return (
             None,
             None,
+            None,
             *(
                 next(found) if want and x.requires_grad else None
                 for x, want in zip((z, *ctx.leaves), wanted, strict=True)
             ),
         )
+
+
+def _stepwise_forward(ctx: Any, plan: _Plan, y0: Tensor) -> Tensor:
+    """The solver once under :class:`Stepwise`'s hooks; keeps ``(z, out)``: a graph whose saved tensors are
+    handles (the outputs' interpolation aside)."""
+    func = plan.inp.func
+    if plan.adaptive:
+        assert plan.probe is not None and isinstance(plan.solver, AdaptiveSolver)  # _stepwise checked
+        (z, f0), plan.probe = plan.probe, None
+        tableau = plan.solver.tableau
+        sw = Stepwise(func, lambda *a: rebuild_accepted(tableau, func, plan.steps)(*a), None)
+    else:
+        assert isinstance(plan.solver, RungeKutta)  # _stepwise checked
+        z, f0 = y0.detach().requires_grad_(y0.requires_grad), None
+        plan.grid = time_grid(func, y0, plan.t, plan.inp.options)
+        perturb = bool(plan.inp.options.get("perturb", False))
+        sw = Stepwise(func, rebuild_grid(plan.solver, func, plan.grid, perturb), len(plan.grid) - 1)
+    with torch.enable_grad(), sw.hooks(z):
+        out = torch.stack(plan.values(z, f0, graph=True, scope=sw.step))
+    sw.finish(len(plan.steps) if plan.adaptive else len(plan.grid) - 1)  # type: ignore[arg-type]
+    ctx.kept, ctx.stepwise = (z, out), sw
+    return out.detach()
 
 
 def _drop_kept_upstream(y0: Tensor) -> None:
@@ -493,7 +548,9 @@ def _drop_kept_upstream(y0: Tensor) -> None:
         seen.add(id(node))
         if isinstance(node, _ReplayInBackward._backward_cls):
             ctx: Any = node
-            if not ctx.keep:  # Direct keeps its graph
+            if ctx.stepwise is not None:  # its graph holds handles: drop the last segment's saved tensors alone
+                ctx.stepwise.drop()
+            elif not ctx.keep:  # Direct keeps its graph
                 ctx.kept = None
             continue
         pending.extend(n for n, _ in node.next_functions)
