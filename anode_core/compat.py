@@ -485,8 +485,7 @@ class _ReplayInBackward(torch.autograd.Function):
             return _stepwise_forward(ctx, plan, y0)
         if not plan.adaptive or plan.probe is None:
             return torch.stack(plan.values(y0))
-        z, f0 = plan.probe
-        plan.probe = None
+        z, f0 = _root(plan, y0)
         with torch.enable_grad():
             out = torch.stack(plan.values(z, f0, graph=True))
         ctx.kept = (z, out)
@@ -516,13 +515,26 @@ class _ReplayInBackward(torch.autograd.Function):
         )
 
 
+def _root(plan: _Plan, y0: Tensor) -> tuple[Tensor, Tensor]:
+    """``(z, f(t0, z))`` with its graph, ``z`` a leaf equal to ``y0`` from which the solve's graph grows: the probe's
+    (:func:`_probe`), unless ``y0`` needs a gradient the probe's ``z`` does not take (only ``t[0]`` asked for
+    one): then the first slope is evaluated again."""
+    assert plan.probe is not None
+    (z, f0), plan.probe = plan.probe, None
+    if y0.requires_grad and not z.requires_grad:
+        z = y0.detach().requires_grad_(True)
+        with torch.enable_grad():
+            f0 = plan.inp.func(plan.t[0], z, Perturb.NONE)
+    return z, f0
+
+
 def _stepwise_forward(ctx: Any, plan: _Plan, y0: Tensor) -> Tensor:
     """The solver once under :class:`Stepwise`'s hooks; keeps ``(z, out)``: a graph whose saved tensors are
     handles (the outputs' interpolation aside)."""
     func = plan.inp.func
     if plan.adaptive:
         assert plan.probe is not None and isinstance(plan.solver, AdaptiveSolver)  # _stepwise checked
-        (z, f0), plan.probe = plan.probe, None
+        z, f0 = _root(plan, y0)
         tableau = plan.solver.tableau
         sw = Stepwise(func, lambda *a: rebuild_accepted(tableau, func, plan.steps)(*a), None)
     else:
