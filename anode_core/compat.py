@@ -57,7 +57,8 @@ from anode_core.controller import (
 from anode_core.fixed_grid import integrate, integrate_until_event, rebuild as rebuild_grid, time_grid
 from anode_core.gradients import Anode, Direct, GradientMethod
 from anode_core.gradients.adaptive import _Stitch
-from anode_core.gradients.stepwise import Stepwise
+from anode_core.gradients.recompute import BlockEnd, drop_kept_upstream
+from anode_core.gradients.stepwise import Stepwise, graft
 from anode_core.problem import Problem
 from anode_core.reversible import DampedLeapfrog, ReversibleHeun, ReversibleSolver
 from anode_core.solve import check_pairing, resolve_gradient
@@ -346,12 +347,12 @@ def _solve(
         return torch.stack([y0, *rest])
     start = _StartTime.apply(y0, t_user[0], inp.func) if t_user.requires_grad else y0
     direct = isinstance(method, Direct)
-    stepwise = _stepwise(plan, method)
-    if stepwise or (
-        not isinstance(plan.solver, ReversibleSolver)
-        and ((isinstance(method, Anode) and method.checkpoints is None) or (direct and plan.adaptive))
+    if _stepwise(plan, method):
+        rest = list(_stepwise_solve(plan, start).unbind(0))
+    elif not isinstance(plan.solver, ReversibleSolver) and (
+        (isinstance(method, Anode) and method.checkpoints is None) or (direct and plan.adaptive)
     ):
-        rest_flat: Tensor = _ReplayInBackward.apply(plan, direct, stepwise, start, *leaves)
+        rest_flat: Tensor = _ReplayInBackward.apply(plan, direct, start, *leaves)
         rest = list(rest_flat.unbind(0))
     elif isinstance(method, Direct) and not isinstance(plan.solver, ReversibleSolver):
         if plan.adaptive:
@@ -472,17 +473,13 @@ class _ReplayInBackward(torch.autograd.Function):
     replays the accepted steps with their graph (Zhuang et al.'s adaptive checkpoint adjoint, one block) and
     back-propagates once. Memory: at most one call's graph per chain, ``L·S + s·N_t·A``, as ``Anode``.
     ``Direct`` (``keep``) is the same forward whose graph is never dropped: one call's gradients are the same bits.
-    ``stepwise`` (the default, ``Anode(checkpoints="auto")``): the forward builds its graph with nothing saved in
-    it but about sqrt(N) step starts, and backward rebuilds one segment at a time (:class:`Stepwise`).
     """
 
     @staticmethod
-    def forward(ctx: Any, plan: _Plan, keep: bool, stepwise: bool, y0: Tensor, *leaves: Tensor) -> Tensor:
-        ctx.plan, ctx.leaves, ctx.kept, ctx.keep, ctx.stepwise = plan, leaves, None, keep, None
+    def forward(ctx: Any, plan: _Plan, keep: bool, y0: Tensor, *leaves: Tensor) -> Tensor:
+        ctx.plan, ctx.leaves, ctx.kept, ctx.keep = plan, leaves, None, keep
         ctx.save_for_backward(y0)
         _drop_kept_upstream(y0)
-        if stepwise:
-            return _stepwise_forward(ctx, plan, y0)
         if not plan.adaptive or plan.probe is None:
             return torch.stack(plan.values(y0))
         z, f0 = _root(plan, y0)
@@ -494,7 +491,7 @@ class _ReplayInBackward(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         (y0,) = ctx.saved_tensors
-        wanted = ctx.needs_input_grad[3:]
+        wanted = ctx.needs_input_grad[2:]
         kept, ctx.kept = ctx.kept, None
         with torch.enable_grad():
             if kept is None:
@@ -505,7 +502,6 @@ class _ReplayInBackward(torch.autograd.Function):
             inputs = [x for x, want in zip((z, *ctx.leaves), wanted, strict=True) if want and x.requires_grad]
             found = iter(torch.autograd.grad(out, inputs, grad, allow_unused=True)) if inputs else iter(())
         return (
-            None,
             None,
             None,
             *(
@@ -528,26 +524,32 @@ def _root(plan: _Plan, y0: Tensor) -> tuple[Tensor, Tensor]:
     return z, f0
 
 
-def _stepwise_forward(ctx: Any, plan: _Plan, y0: Tensor) -> Tensor:
-    """The solver once under :class:`Stepwise`'s hooks; keeps ``(z, out)``: a graph whose saved tensors are
-    handles (the outputs' interpolation aside)."""
+def _stepwise_solve(plan: _Plan, start: Tensor) -> Tensor:
+    """The solver once, its graph growing from ``start`` with nothing saved in it but about sqrt(N) step starts
+    (:class:`Stepwise`): ``y`` at ``t[1:]``, stacked. On an adaptive pair the first slope is the probe's
+    (:func:`_probe`), grafted onto ``start``."""
     func = plan.inp.func
+    _drop_kept_upstream(start)
+    drop_kept_upstream(start)
     if plan.adaptive:
         assert plan.probe is not None and isinstance(plan.solver, AdaptiveSolver)  # _stepwise checked
-        z, f0 = _root(plan, y0)
+        (z, f0), plan.probe = plan.probe, None
+        if start.requires_grad and not z.requires_grad:  # only t[0] wants a gradient: a first slope from start
+            f0 = func(plan.t[0], start, Perturb.NONE)
+        elif start.requires_grad:
+            f0 = graft(start, z, f0)
         tableau = plan.solver.tableau
-        sw = Stepwise(func, lambda *a: rebuild_accepted(tableau, func, plan.steps)(*a), None)
+        sw = Stepwise(func, lambda *a: rebuild_accepted(tableau, func, plan.steps)(*a), None)  # steps: known later
     else:
         assert isinstance(plan.solver, RungeKutta)  # _stepwise checked
-        z, f0 = y0.detach().requires_grad_(y0.requires_grad), None
-        plan.grid = time_grid(func, y0, plan.t, plan.inp.options)
+        f0, plan.grid = None, time_grid(func, start, plan.t, plan.inp.options)
         perturb = bool(plan.inp.options.get("perturb", False))
         sw = Stepwise(func, rebuild_grid(plan.solver, func, plan.grid, perturb), len(plan.grid) - 1)
-    with torch.enable_grad(), sw.hooks(z):
-        out = torch.stack(plan.values(z, f0, graph=True, scope=sw.step))
-    sw.finish(len(plan.steps) if plan.adaptive else len(plan.grid) - 1)  # type: ignore[arg-type]
-    ctx.kept, ctx.stepwise = (z, out), sw
-    return out.detach()
+    with sw.hooks(start):
+        out = torch.stack(plan.values(start, f0, graph=True, scope=sw.step))
+    sw.finish(len(plan.steps) if plan.adaptive else sw.steps)
+    ended: Tensor = BlockEnd.apply(out, sw)
+    return ended
 
 
 def _drop_kept_upstream(y0: Tensor) -> None:
@@ -560,9 +562,7 @@ def _drop_kept_upstream(y0: Tensor) -> None:
         seen.add(id(node))
         if isinstance(node, _ReplayInBackward._backward_cls):
             ctx: Any = node
-            if ctx.stepwise is not None:  # its graph holds handles: drop the last segment's saved tensors alone
-                ctx.stepwise.drop()
-            elif not ctx.keep:  # Direct keeps its graph
+            if not ctx.keep:  # Direct keeps its graph
                 ctx.kept = None
             continue
         pending.extend(n for n, _ in node.next_functions)

@@ -3,8 +3,8 @@
 ``odeint``'s ``Anode(checkpoints="auto")`` runs the adaptive controller (or the fixed grid) a single time, under
 grad mode and under saved-tensor hooks that keep no activation: each tensor a step's operations save for backward
 is replaced by a handle naming the step and its place in it; the state at each step's start is recorded without
-history. When the solve ends, about ``sqrt(N)`` of those starts are kept (every ``k = ⌈sqrt(N)⌉``-th step, Chen et
-al., arXiv:1604.06174), the others let go. Backward's first request for a handle of a segment replays that
+history. When the solve ends, about ``sqrt(N)`` of those starts are kept (every ``k = ⌈sqrt(N)⌉``-th step counted
+from the end, Chen et al., arXiv:1604.06174), the others let go. Backward's first request for a handle of a segment replays that
 segment's steps from its kept start, the same operations with the accepted step sizes (rejected trials hold
 nothing), and hands out what they save, one segment's tensors at a time: Zhuang et al.'s adaptive checkpoint
 adjoint (ICML 2020) with sqrt(N) kept states instead of N. A segment start that follows an evaluation (the FSAL
@@ -58,6 +58,35 @@ class _Kept:
     x: Tensor
 
 
+def graft(start: Tensor, z: Tensor, f0: Tensor) -> Tensor:
+    """``f0 = f(t0, z)`` (computed with its graph from a leaf ``z`` equal to ``start``) as a function of ``start``
+    too: its first slope is not evaluated again. Backward passes the gradient on to ``f0``'s own graph (the tensors
+    the field reads) and hands ``start`` the vector–Jacobian product through ``z`` (with a graph under
+    ``create_graph``, so double backward works)."""
+    out: Tensor = _Graft.apply(start, f0, (z, f0))
+    return out
+
+
+class _Graft(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, start: Tensor, f0: Tensor, probe: tuple[Tensor, Tensor]) -> Tensor:
+        ctx.probe = probe
+        return f0.view_as(f0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor, None]:
+        z, f0 = ctx.probe
+        with torch.enable_grad():
+            (through_z,) = torch.autograd.grad(f0, z, grad, retain_graph=True, create_graph=torch.is_grad_enabled())
+        return through_z, grad, None
+
+
+def segments(steps: int) -> tuple[int, ...]:
+    """Segment bounds of ``steps`` steps: ``k = ⌈sqrt(steps)⌉`` steps each, counted from the end, so the last
+    segment, which backward needs first and the forward keeps, is a whole one (the first may be shorter)."""
+    return (0, *sorted(range(steps - auto_segment(steps), 0, -auto_segment(steps))), steps)
+
+
 class Stepwise:
     """Saved-tensor hooks for a solve run step by step (see the module docstring). ``steps``: the number of steps
     when known before the solve (a fixed grid), so only segment starts are recorded and the last segment's saved
@@ -65,10 +94,10 @@ class Stepwise:
     told the count."""
 
     def __init__(self, field: Callable[..., Tensor], rebuild: Rebuild, steps: int | None) -> None:
-        self.field, self.rebuild = field, rebuild
-        self.k = auto_segment(steps) if steps else None
-        self.kept_from = ((steps - 1) // self.k) * self.k if steps and self.k else None
-        self.bounds: tuple[int, ...] = ()
+        self.field, self.rebuild, self.steps = field, rebuild, steps or 0
+        self.bounds: tuple[int, ...] = segments(steps) if steps else ()
+        self.kept_from = self.bounds[-2] if steps else None
+        self.marks = frozenset(self.bounds)
         self.starts: dict[int, _Start] = {}
         self.rngs: dict[int, RngState] = {}
         self.counts: dict[int, int] = {}
@@ -90,7 +119,7 @@ class Stepwise:
     def step(self, n: int, start: tuple[Tensor, ...] | None = None) -> Iterator[None]:
         if self._collect is None and start is not None:  # forward, a new trial of step n
             self.counts[n] = 0
-            if self.k is None or n % self.k == 0:  # adaptive: every step's RNG (rejected trials draw in between)
+            if not self.marks or n in self.marks:  # adaptive: every step's (rejected trials draw RNG in between)
                 self.rngs[n] = RngState.capture(start[0])
                 values, wants = tuple(x.detach() for x in start), tuple(x.requires_grad for x in start)
                 self.starts[n] = _Start(values, wants, self.rngs[n])
@@ -106,9 +135,8 @@ class Stepwise:
 
     def finish(self, steps: int) -> None:
         """The solve took ``steps`` steps: keep the segment starts alone."""
-        k = self.k or auto_segment(steps)
-        self.bounds = (*range(0, steps, k), steps)
-        self.starts = {n: s for n, s in self.starts.items() if n % k == 0}
+        self.bounds = segments(steps)
+        self.starts = {n: s for n, s in self.starts.items() if n in self.bounds}
 
     def drop(self) -> None:
         """Stop keeping the last segment's saved tensors (a later solve continues from this one's output)."""
