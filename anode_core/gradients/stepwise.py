@@ -5,10 +5,10 @@ grad mode and under saved-tensor hooks that keep no activation: each tensor a st
 is replaced by a handle naming the step and its place in it; the state at each step's start is recorded without
 history. When the solve ends, about ``sqrt(N)`` of those starts are kept (every ``k = ⌈sqrt(N)⌉``-th step counted
 from the end, Chen et al., arXiv:1604.06174), the others let go. Backward's first request for a handle of a
-segment replays that segment's steps from its kept start, the same operations with the accepted step sizes (rejected trials hold
-nothing), and hands out what they save, one segment's tensors at a time: Zhuang et al.'s adaptive checkpoint
-adjoint (ICML 2020) with sqrt(N) kept states instead of N. A segment start that follows an evaluation (the FSAL
-slope of an adaptive pair) is kept with it, so no evaluation is repeated at a join.
+segment replays that segment's steps from its kept start, the same operations with the accepted step sizes
+(rejected trials hold nothing), and hands out what they save, one segment's tensors at a time: Zhuang et al.'s
+adaptive checkpoint adjoint (ICML 2020) with sqrt(N) kept states instead of N. A start on an adaptive pair is kept
+with its FSAL slope, so no evaluation is repeated at a join.
 
 The graph autograd walks is the forward's own, so the gradient is the same bits as ``Direct``'s; the forward costs
 the solver's own evaluations, and backward one more evaluation per accepted step (the last segment's saved tensors
