@@ -39,7 +39,8 @@ class Field(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, t: Tensor, y: Tensor) -> Tensor:
-        return torch.tanh(self.dropout(y @ self.weight) + self.bias) * torch.cos(t)
+        noise = 1e-3 * self.dropout(torch.ones_like(y))  # a small random term: the controller still settles
+        return torch.tanh(y @ self.weight + self.bias + noise) * torch.cos(t)
 
 
 @contextmanager
@@ -82,19 +83,25 @@ def test_default_equals_direct_and_costs_one_replay(method: str, options: dict[s
         assert backward % stages == 0 and 0 < backward < forward  # each accepted step once, no rejected trial
 
 
-@pytest.mark.parametrize(("method", "options"), [SOLVES[0], SOLVES[2]])
+@pytest.mark.parametrize(("method", "options"), [SOLVES[0], pytest.param("dopri5", {"first_step": 0.9}, id="dopri5")])
 def test_dropout_is_replayed_with_the_forwards_random_numbers(method: str, options: dict[str, float]) -> None:
     """The field draws a dropout mask per evaluation; rejected trials draw too, between the accepted steps: each
-    rebuilt step starts from the RNG state its forward step started from. rtol 1e-9 makes the controller reject."""
+    rebuilt step starts from the RNG state its forward step started from (a first step of 0.9 gets rejected)."""
     field = Field(dropout=0.3)
-    expected = run(field, method, options, ac.Direct(), rtol=1e-9)[0]
-    got = run(field, method, options, None, rtol=1e-9)[0]
+    rejected = [0]
+    field.callback_reject_step = lambda *_: rejected.__setitem__(0, rejected[0] + 1)  # type: ignore[assignment]
+    expected = run(field, method, options, ac.Direct())[0]
+    got = run(field, method, options, None)[0]
+    assert rejected[0] > 0 or method == "rk4"
     for g, e in zip(got, expected, strict=True):
         torch.testing.assert_close(g, e, rtol=1e-14, atol=0.0)
 
 
-@pytest.mark.parametrize(("method", "options"), [SOLVES[0], SOLVES[2]])
+@pytest.mark.parametrize(("method", "options"), SOLVES[:2])
 def test_double_backward_equals_directs(method: str, options: dict[str, float]) -> None:
+    """A gradient penalty through the default, as Direct gives it (on a fixed grid: odeint's Direct on an adaptive
+    pair differentiates once)."""
+
     def penalty(gradient: ac.GradientMethod | None) -> Tensor:
         field = Field()
         y0 = seeded_randn(4, 3, seed=3).requires_grad_(True)
