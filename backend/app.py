@@ -110,8 +110,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        from anyio import to_thread
+        from anyio import CapacityLimiter, to_thread
 
+        app.state.session_ends = CapacityLimiter(40)  # as many as the routes' threads (see backend.deps.get_session)
         await to_thread.run_sync(check_integrity, settings.db_url)
         await to_thread.run_sync(migrate, settings.db_url, settings.data_dir)
         app.state.db = Database(settings.db_url)

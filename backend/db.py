@@ -109,23 +109,46 @@ class Database:
 
     def __init__(self, url: str) -> None:
         self.engine = make_engine(url)
-        self._read = sessionmaker(self.engine, expire_on_commit=False)
+        # PostgreSQL reads in autocommit: under READ COMMITTED (its default) each statement of a transaction takes
+        # its own snapshot anyway, so a read's BEGIN and COMMIT were two round trips that bought nothing. SQLite's
+        # read transaction does hold one snapshot (WAL), and costs no round trip: it keeps it.
+        reads = self.engine if self.engine.dialect.name == "sqlite" else \
+            self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._read = sessionmaker(reads, expire_on_commit=False)
         self._write = sessionmaker(self.engine.execution_options(sqlite_begin="IMMEDIATE"), expire_on_commit=False)
 
     @contextmanager
     def session(self, *, write: bool = False) -> Iterator[Session]:
-        session = (self._write if write else self._read)()
+        session = self.open(write=write)
         try:
             yield session
-            session.commit()
+        except BaseException:
+            self.end(session, ok=False)
+            raise
+        self.end(session, ok=True)
+
+    def open(self, *, write: bool = False) -> Session:
+        """A unit of work's session, not yet connected (no I/O: safe on an event loop); :meth:`end` ends it."""
+        return (self._write if write else self._read)()
+
+    def end(self, session: Session, *, ok: bool) -> None:
+        """Commit (``ok``) or roll back ``session``, close it, then run its :func:`after_commit` hooks if it
+        committed. Blocking: off the event loop."""
+        try:
+            if ok:
+                session.commit()
+            else:
+                session.rollback()
         except BaseException:
             session.rollback()
+            ok = False
             raise
         finally:
             hooks: list[Callable[[], None]] = session.info.pop("after_commit", [])
             session.close()
-        for hook in hooks:
-            hook()
+        if ok:
+            for hook in hooks:
+                hook()
 
     def autocommit(self) -> Connection:
         """A connection whose every statement is its own transaction: for a worker's frequent one-row polls
@@ -177,7 +200,8 @@ def _alembic_config(url: str) -> Any:
 def migrate(url: str, lock_dir: Path) -> None:
     """Bring the schema to the newest Alembic revision (the API does this at start; workers never do). A file
     lock serialises processes starting together on one host; on PostgreSQL an advisory lock held by the
-    migrating transaction serialises API processes on several hosts."""
+    migrating transaction serialises API processes on several hosts. ``lock_dir`` is the data folder: revision
+    0007 moves the artifact files kept under its ``runs`` folder before into the store."""
     from alembic import command
 
     lock_dir.mkdir(parents=True, exist_ok=True)
@@ -190,6 +214,7 @@ def migrate(url: str, lock_dir: Path) -> None:
                 if conn.dialect.name == "postgresql":
                     conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
                 config.attributes["connection"] = conn
+                config.attributes["data_dir"] = lock_dir
                 command.upgrade(config, "head")
         finally:
             engine.dispose()

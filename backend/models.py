@@ -5,11 +5,25 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from anode_lab.status import RunStatus
 from backend.db import UTCDateTime, utcnow
+
+ARTIFACT, CHECKPOINT = "artifact", "checkpoint"
+"""The kinds of :class:`Artifact`."""
 
 
 class Base(DeclarativeBase):
@@ -86,15 +100,35 @@ class Metric(Base):
 
 
 class Artifact(Base):
-    """A file under ``<data_dir>/runs/<id>/artifacts``, indexed when the run ends."""
+    """A file a run wrote, kept in the store with its bytes (:class:`ArtifactChunk`), so that no host needs
+    another's disk: an ``artifact`` (written when the run ends, served by the API) or the run's latest
+    ``checkpoint`` (named by its path in the run's folder, ``checkpoints/step-….pt``; a worker on any host resumes
+    from it, and the run's end removes it)."""
 
     __tablename__ = "artifacts"
 
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
     name: Mapped[str] = mapped_column(String(255), primary_key=True)
-    size: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16), default=ARTIFACT, server_default=ARTIFACT)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
     media_type: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ArtifactChunk(Base):
+    """One piece of an artifact's bytes (:data:`~backend.runs.artifacts.CHUNK_BYTES` each, the last one shorter):
+    written and read a piece at a time, so neither a worker nor the API holds a whole checkpoint in memory, and
+    no column nears a database's limit on one value (1 GB for PostgreSQL's ``bytea``)."""
+
+    __tablename__ = "artifact_chunks"
+    __table_args__ = (ForeignKeyConstraint(["run_id", "name"], ["artifacts.run_id", "artifacts.name"],
+                                           ondelete="CASCADE"),)
+
+    run_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class Worker(Base):

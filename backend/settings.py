@@ -118,7 +118,8 @@ class Settings(BaseSettings):
     max_external_points: int = Field(5_000_000, ge=1000, description="metric points one external run (a user's "
                                      "own training loop, anode_lab.track) may store")
     max_run_disk_bytes: int = Field(2 * 2**30, ge=2**20, description="a spec whose estimated disk (metric rows, "
-                                    "checkpoints, artifacts) is larger is refused (422)")
+                                    "checkpoints, artifacts) is larger is refused (422); a run keeps at most this "
+                                    "much of artifacts (or a checkpoint) in the store")
     max_run_seconds: float = Field(24 * 3600.0, gt=0, description="a run still going after this long is stopped "
                                    "and fails with \"time limit\"")
 

@@ -289,7 +289,7 @@ def api_on_postgres(tmp: Path, seconds: float, clients: int = 50, writers: int =
              f"streaming metrics ({last - first} steps stored meanwhile): {len(every)} requests, "
              f"{len(errors)} errors" + (f" {Counter(errors).most_common(3)}" if errors else "")
              + f"; all: p50 {_percentile(every, 0.5) * 1e3:.1f} ms, p99 {_percentile(every, 0.99) * 1e3:.1f} ms "
-             "(target p99 < 50 ms)"]
+             f"(target p99 < 50 ms); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"]
     for kind, samples in out.items():
         lines.append(f"  {kind:8s} n={len(samples):5d}  p50 {_percentile(samples, 0.5) * 1e3:6.1f} ms  "
                      f"p99 {_percentile(samples, 0.99) * 1e3:6.1f} ms  max {max(samples) * 1e3:6.1f} ms")

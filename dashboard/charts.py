@@ -7,6 +7,7 @@ one colour everywhere (Direct black, ANODE blue, the adjoint red) and runs keep 
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +49,8 @@ PLOT_MIN_HEIGHT = 300
 
 LEGEND_WIDTH_PX = 500
 """The legend's line width assumed for a half-width chart (two to a row on a laptop screen)."""
+CHART_WIDTH_PX = 420
+"""A half-width chart's width on a 1280-pixel screen with the sidebar open: titles are wrapped to it."""
 
 
 def legend_lines(names: Sequence[str], font_size: int) -> int:
@@ -61,12 +64,24 @@ def legend_lines(names: Sequence[str], font_size: int) -> int:
     return lines
 
 
-def figure_height(fig: go.Figure, font_size: int, legend: bool = True) -> int:
-    """A height that keeps :data:`PLOT_MIN_HEIGHT` for the data: the title, the axes' ticks and titles and the
-    legend's lines (more of them, and taller, in projector type) are added to it, never taken from it."""
+def title_lines(title: str, font_size: int) -> list[str]:
+    """``title`` broken into lines that fit a half-width chart (:data:`CHART_WIDTH_PX`) at the title's type size
+    (1.2 × ``font_size``), at an average glyph width: Plotly never wraps a title, it cuts it at the chart's edge."""
+    per_line = max(12, int(CHART_WIDTH_PX / (0.6 * 1.2 * font_size)))
+    return textwrap.wrap(title, per_line, break_long_words=False) or [""]
+
+
+def title_px(title: str, font_size: int) -> int:
+    """Pixels above the plot kept for the title's lines."""
+    return round(40 + 2 * font_size + (len(title_lines(title, font_size)) - 1) * 1.25 * 1.2 * font_size)
+
+
+def figure_height(fig: go.Figure, font_size: int, legend: bool = True, title: str = "") -> int:
+    """A height that keeps :data:`PLOT_MIN_HEIGHT` for the data: the title's lines, the axes' ticks and titles
+    and the legend's lines (more of them, and taller, in projector type) are added to it, never taken from it."""
     names = [str(t.name or "") for t in fig.data if t.showlegend is not False] if legend else []
     legend_px = legend_lines(names, font_size) * font_size * 1.9
-    return round(PLOT_MIN_HEIGHT + (40 + 2 * font_size) + 5 * font_size + legend_px + 20)
+    return round(PLOT_MIN_HEIGHT + title_px(title, font_size) + 5 * font_size + legend_px + 20)
 
 
 @dataclass(frozen=True)
@@ -88,14 +103,15 @@ def style(fig: go.Figure, *, title: str, x_title: str, y_title: str, font_size: 
     title or the data), log axes with powers of ten. The title and axis titles are text, never Plotly markup."""
     fig.update_layout(
         template="plotly_white",
-        title={"text": plotly_text(title), "font": {"size": round(font_size * 1.2)}, "x": 0.0, "xanchor": "left"},
+        title={"text": "<br>".join(plotly_text(line) for line in title_lines(title, font_size)),
+               "font": {"size": round(font_size * 1.2)}, "x": 0.0, "xanchor": "left"},
         font={"size": font_size},
-        margin={"l": 10, "r": 10, "t": 40 + 2 * font_size, "b": 10},
+        margin={"l": 10, "r": 10, "t": title_px(title, font_size), "b": 10},
         legend={"orientation": "h", "yref": "container", "yanchor": "bottom", "y": 0.0, "xanchor": "left", "x": 0.0,
                 "font": {"size": font_size - 1}},
         showlegend=legend,
         hovermode="closest",
-        height=figure_height(fig, font_size, legend),
+        height=figure_height(fig, font_size, legend, title),
     )
     axis = {"showline": True, "linecolor": "#888", "automargin": True, "tickfont": {"size": font_size},
             "title_font": {"size": font_size}}
@@ -277,7 +293,7 @@ def reference_slopes(rows: Sequence[Mapping[str, Any]], y_key: str = "rel_error"
 
 
 def sweep_error_figure(rows: Sequence[Mapping[str, Any]], *, font_size: int = FONT_SIZE,
-                       y_key: str = "rel_error") -> go.Figure:
+                       y_key: str = "rel_error", title: str = "Gradient error vs N_t (against exact DTO)") -> go.Figure:
     """Relative error of each method's gradient against Direct's vs N_t, log-log, with reference slopes of
     the solvers' orders. Exact methods (ANODE, Direct) are drawn at the rounding floor."""
     fig = go.Figure()
@@ -288,7 +304,7 @@ def sweep_error_figure(rows: Sequence[Mapping[str, Any]], *, font_size: int = FO
                                  legendgrouptitle={"text": "expected"},
                                  line={"color": ref.colour, "dash": ref.dash, "width": 1.5}))
     _sweep_traces(fig, rows, y_key, floor=ROUNDING_FLOOR)
-    style(fig, title="Gradient error vs N_t (against exact DTO)", x_title="N_t (steps per block)",
+    style(fig, title=title, x_title="N_t (steps per block)",
           y_title="relative error", font_size=font_size, log_x=True, log_y=True)
     return exact_floor_ticks(steps_ticks(fig, rows))
 
@@ -306,7 +322,8 @@ def sweep_cosine_figure(rows: Sequence[Mapping[str, Any]], *, font_size: int = F
     return steps_ticks(fig, rows)
 
 
-def sweep_memory_figure(rows: Sequence[Mapping[str, Any]], *, font_size: int = FONT_SIZE) -> go.Figure:
+def sweep_memory_figure(rows: Sequence[Mapping[str, Any]], *, font_size: int = FONT_SIZE,
+                        title: str = "Memory for backward vs N_t") -> go.Figure:
     """Bytes held for backward vs N_t: measured (solid, markers) and the analytic model (dashed)."""
     fig = go.Figure()
     rows = [r for r in rows if finite(r.get("steps"))]
@@ -321,7 +338,7 @@ def sweep_memory_figure(rows: Sequence[Mapping[str, Any]], *, font_size: int = F
             fig.add_trace(go.Scatter(x=x, y=positive([r.get(model_key) for r in mine]), name=f"{method} model",
                                      mode="lines", legendgroup=str(method),
                                      line={"color": colour, "dash": "dash", "width": 1.5}))
-    style(fig, title="Memory for backward vs N_t", x_title="N_t (steps per block)", y_title="bytes",
+    style(fig, title=title, x_title="N_t (steps per block)", y_title="bytes",
           font_size=font_size, log_x=True, log_y=True)
     fig.update_yaxes(tickformat=BYTES_FORMAT, dtick="D2")  # 1, 2, 5 of each decade: labels that do not collide
     return steps_ticks(fig, rows)

@@ -45,9 +45,8 @@ def adjoint_order_rows(errors: Rows) -> list[dict[str, Any]]:
 
 
 def adjoint_order_figure(errors: Rows, *, font_size: int = FONT_SIZE) -> go.Figure:
-    fig = sweep_error_figure(adjoint_order_rows(errors), font_size=font_size)
-    fig.update_layout(title_text="Continuous adjoint's error against N_t, next to the solver's order")
-    return fig
+    return sweep_error_figure(adjoint_order_rows(errors), font_size=font_size,
+                              title="Continuous adjoint's error against N_t, next to the solver's order")
 
 
 # ---------------------------------------------------------------------------------------------- wrong-sign
@@ -184,9 +183,8 @@ def fold_gap_figure(pairs: Rows, *, font_size: int = FONT_SIZE) -> go.Figure:
 
 # ----------------------------------------------------------------------------------------------- memory
 def memory_figure(rows: Rows, solver: str, *, font_size: int = FONT_SIZE) -> go.Figure:
-    fig = sweep_memory_figure([r for r in rows if r.get("solver") == solver], font_size=font_size)
-    fig.update_layout(title_text=f"Memory vs N_t ({solver}): measured and model")
-    return fig
+    return sweep_memory_figure([r for r in rows if r.get("solver") == solver], font_size=font_size,
+                               title=f"Memory vs N_t ({solver}): measured and model")
 
 
 # --------------------------------------------------------------------------------------------- training

@@ -3,7 +3,8 @@ free ports, driven by Debian's Chromium through Playwright. A preset fills the f
 N_t 0 launches nothing and says why under N_t; "Run side by side" makes a group whose compare page overlays one
 curve per method; a run's page, the default sweep, and teaching demos in projector mode (every chart keeps its
 height and its large ticks, images load); dopri5 on the launch form (tolerances instead of N_t, sent as shown)
-and a dopri5 sweep's error against rtol in the gradient lab. Nothing is fetched from outside the machine.
+and a dopri5 sweep's error against rtol in the gradient lab; at 1280×800 in projector mode no label, tab, button or
+chart title is cut. Nothing is fetched from outside the machine.
 Screenshots for the README go under ``docs/screenshots/`` (``ANODE_UPDATE_SCREENSHOTS=1``), else under
 ``build/screenshots/``."""
 
@@ -156,6 +157,50 @@ def projector_charts_readable(page: object) -> None:
         assert float(area.get_attribute("height") or 0) >= 250, f"chart {index} is squeezed"
         size = plot.locator("g.xtick text").first.evaluate("t => getComputedStyle(t).fontSize")
         assert size == "20px", f"chart {index} ticks are {size}"
+
+
+CUT_TEXT = r"""
+() => {
+  const cut = [];
+  const width = document.documentElement.clientWidth;
+  const html = ['button', '[role=tab]', 'label', '[data-testid=stWidgetLabel]', '[data-testid=stMarkdownContainer] p',
+                'h1', 'h2', 'h3', '[data-testid=stCaptionContainer]', '[data-testid=stMetricLabel]',
+                '[data-testid=stMetricValue]', 'th', '[role=columnheader]'].join(', ');
+  for (const el of document.querySelectorAll(html)) {
+    const box = el.getBoundingClientRect();
+    const text = (el.innerText || '').trim().replace(/\s+/g, ' ').slice(0, 70);
+    if (box.width === 0 || box.height === 0 || !text) continue;
+    const clips = getComputedStyle(el).overflowX !== 'visible';
+    if (clips && el.scrollWidth > el.clientWidth + 1) cut.push(['ellipsis', el.tagName, text]);
+    if (box.right > width + 1 || box.left < -1) cut.push(['off the window', el.tagName, text]);
+  }
+  for (const row of document.querySelectorAll('[role=tablist]')) {
+    if (row.scrollWidth > row.clientWidth + 1) cut.push(['tab row scrolls', 'TABS', row.innerText.slice(0, 120)]);
+  }
+  for (const plot of document.querySelectorAll('.js-plotly-plot')) {
+    const edge = plot.getBoundingClientRect();
+    for (const t of plot.querySelectorAll('text')) {
+      const text = (t.textContent || '').trim().slice(0, 70);
+      const box = t.getBoundingClientRect();
+      if (!text || box.width === 0 || edge.width === 0) continue;
+      if (box.left < edge.left - 1 || box.right > edge.right + 1 || box.top < edge.top - 1 ||
+          box.bottom > edge.bottom + 1) cut.push(['past the chart', t.getAttribute('class') || 'text', text]);
+    }
+  }
+  return cut;
+}
+"""
+"""Every label, tab, button, heading, caption and chart text that the page draws cut: HTML text whose box is narrower
+than its text (an ellipsis) or runs past the window's edge, a tab row that scrolls, and chart text (titles, ticks,
+legends) reaching past its chart's edge, where Plotly clips it."""
+
+
+def cut_text(page: object) -> list[list[str]]:
+    """What :data:`CUT_TEXT` finds on ``page``, after scrolling to the end so every chart is drawn."""
+    page.keyboard.press("End")  # type: ignore[attr-defined]
+    page.mouse.wheel(0, 20_000)  # type: ignore[attr-defined]
+    page.wait_for_timeout(500)  # type: ignore[attr-defined]
+    return list(page.evaluate(CUT_TEXT))  # type: ignore[attr-defined]
 
 
 def test_launch_side_by_side_watch_and_teach_in_a_browser(system: System, browser: object) -> None:
@@ -384,4 +429,42 @@ def test_a_tracked_training_loop_shows_on_run_detail_with_its_probes(system: Sys
     assert {"anode", "adjoint"} <= set(chart.locator("text.legendtext").all_text_contents())
     assert page.get_by_role("button", name="Rerun").count() == 0  # a tracked run is repeated by its script
     assert not page.locator("[data-testid='stException']").count()
+    assert not errors, errors
+
+
+def test_projector_mode_at_1280_by_800_cuts_no_label_tab_button_or_title(system: System, browser: object) -> None:
+    """A laptop on a projector (1280×800, sidebar open): every page, and every demo with its results in projector
+    type, shows each label, tab, button and chart title whole."""
+    demos = httpx.get(f"{system.api}/catalog", timeout=5).json()["demos"]
+    with httpx.Client(base_url=system.api, timeout=10) as client:
+        run_ids = [submit(client, "demo", d["spec"], name=d["name"]) for d in demos]
+    ended = wait_ended(system, run_ids, 300)
+    assert [r["status"] for r in ended] == ["succeeded"] * len(demos), [r.get("error") for r in ended]
+    page = browser.new_page(viewport={"width": 1280, "height": 800})  # type: ignore[attr-defined]
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    cut: dict[str, list[list[str]]] = {}
+    for path, heading in (("", "Launch a run"), ("runs", "Runs"), (f"run?run={run_ids[0]}", None),
+                          ("compare", "Compare runs"), ("gradient-lab", "Gradient lab")):
+        page.goto(f"{system.dashboard}/{path}")
+        if heading:
+            page.get_by_role("heading", name=heading).first.wait_for(timeout=60_000)
+        settle(page)
+        if path == "runs":  # the sort toggle, cut on a projector before, is there to be measured
+            assert page.get_by_text("Descending", exact=True).is_visible()
+        cut[path or "launch"] = cut_text(page)
+    page.goto(f"{system.dashboard}/demos")
+    page.get_by_role("heading", name="Teaching demos").wait_for(timeout=60_000)
+    projector_on(page)
+    tabs = page.get_by_role("tab").all_inner_texts()
+    assert len(tabs) == len(demos), tabs
+    for tab in tabs:
+        page.get_by_role("tab", name=tab).click()
+        settle(page)
+        page.locator(".js-plotly-plot, [data-testid='stImage']").first.wait_for(timeout=60_000)
+        settle(page)
+        cut[f"demos/{tab}"] = cut_text(page)
+    assert page.locator(".js-plotly-plot text.xtick, .js-plotly-plot g.xtick text").first.evaluate(
+        "t => getComputedStyle(t).fontSize") == "20px"  # projector type is on while the walk measures
+    assert {where: found for where, found in cut.items() if found} == {}
     assert not errors, errors

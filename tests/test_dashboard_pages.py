@@ -95,7 +95,7 @@ def figures(at: AppTest) -> list[dict[str, Any]]:
 
 
 def titles(at: AppTest) -> list[str]:
-    return [f["layout"]["title"]["text"] for f in figures(at)]
+    return [f["layout"]["title"]["text"].replace("<br>", " ") for f in figures(at)]  # a long title wraps
 
 
 def shown(markdown: object) -> str:
@@ -359,7 +359,7 @@ def test_run_side_by_side_makes_a_group_and_the_compare_page_overlays_it(api_url
     assert list(table["method"]) == ["direct", "anode", "adjoint"]
     assert table["peak memory ×Direct"][0] == pytest.approx(1.0, abs=1e-12)
     assert table["gradient error at the end"][1] < 1e-6 < table["gradient error at the end"][2]  # ANODE exact
-    loss = next(f for f in figures(compare) if f["layout"]["title"]["text"] == "Training loss (batch)")
+    loss = figures(compare)[titles(compare).index("Training loss (batch)")]
     shown = [t for t in loss["data"] if t.get("showlegend", True) is not False]
     assert [t["name"] for t in shown] == [f"{m} (#{r['id']})" for m, r in zip(("direct", "anode", "adjoint"),
                                                                            group["runs"], strict=True)]

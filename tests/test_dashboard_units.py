@@ -283,6 +283,19 @@ def test_projector_type_scales_ticks_titles_legends_and_keeps_the_plot_tall(font
         assert layout.height - taken >= charts.PLOT_MIN_HEIGHT  # the data keeps its height
 
 
+@pytest.mark.parametrize("font_size", [charts.FONT_SIZE, charts.WALL_FONT_SIZE])
+def test_a_long_title_wraps_to_a_half_width_chart_and_the_plot_keeps_its_height(font_size: int) -> None:
+    title = "Continuous adjoint's error against N_t, next to the solver's order <b>"
+    fig = charts.sweep_error_figure(SWEEP_ROWS, font_size=font_size, title=title)
+    lines = fig.layout.title.text.split("<br>")
+    glyph = 0.6 * 1.2 * font_size  # the title's type, at an average glyph width
+    assert len(lines) >= 2 and all(len(line) * glyph <= charts.CHART_WIDTH_PX for line in lines)
+    assert " ".join(lines) == title.replace("<", "&lt;").replace(">", "&gt;")  # every word, as text, not markup
+    short = charts.sweep_error_figure(SWEEP_ROWS, font_size=font_size, title="Short")
+    assert fig.layout.margin.t > short.layout.margin.t and fig.layout.height > short.layout.height
+    assert fig.layout.height - fig.layout.margin.t == short.layout.height - short.layout.margin.t
+
+
 def test_gradient_lab_gives_each_method_its_colour_and_dash_and_groups_the_legend() -> None:
     rows = [{**r, "method": m} for r in SWEEP_ROWS if r["method"] == "adjoint" for m in ("adjoint", "adjoint(stored)")]
     fig = charts.sweep_error_figure(rows + [r for r in SWEEP_ROWS if r["method"] == "anode"])

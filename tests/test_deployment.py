@@ -144,7 +144,11 @@ def test_service_settings_are_valid_anode_settings(services: dict[str, dict[str,
     assert (url.drivername, url.host, url.password, url.database) == ("postgresql+psycopg", "postgres", "pg-secret",
                                                                        "anode")
     assert settings.queue_url == "redis://:redis-secret@redis:6379/0"  # the shape the distributed tests use
-    assert str(settings.data_dir) == "/data" and "/data" in {v.split(":")[-1] for v in services[name]["volumes"]}
+    assert str(settings.data_dir) == "/data"
+    # no data volume is shared (a named volume or a host folder would be): artifacts and checkpoints are in the store
+    assert all(":" not in volume for volume in services[name].get("volumes", [])), services[name].get("volumes")
+    if name != "api":
+        assert services[name]["volumes"] == ["/data"]  # each worker container its own scratch
     if name == "api":
         assert settings.host == "0.0.0.0" and settings.api_keys == ["key-1", "key-2"]
         settings.check_bind()  # a public bind with keys is allowed
@@ -172,6 +176,7 @@ def test_gpu_host_file_starts_only_gpu_workers_against_the_main_store(monkeypatc
     settings = Settings()
     assert settings.db_url == "postgresql+psycopg://anode:pg-secret@10.0.0.5:5432/anode"
     assert settings.queue_url == "redis://:redis-secret@10.0.0.5:6379/0"
+    assert gpu_host["worker-gpu"]["volumes"] == ["/data"]  # its own scratch: no folder shared with the main machine
     with pytest.raises(KeyError, match="ANODE_MAIN_HOST"):
         load(GPU_HOST, {**env_example(), **SECRETS, "ANODE_MAIN_HOST": ""})
 

@@ -1,7 +1,8 @@
 """No SQL on the event loop (issue 23, item 4): every route of the API is called once, in process, with a listener
 on the store's engine that notes each statement, commit and connection checkout made from a thread that is running
-an event loop. Routes and dependencies are plain ``def`` (FastAPI's thread pool); the event stream, the one
-``async def`` route, reads the store on worker threads. The test fails on an ``async def`` route or dependency
+an event loop. Routes are plain ``def`` (FastAPI's thread pool); dependencies are ``async def`` that do no I/O
+(the session is made on the loop, unconnected, and committed on the pool); the event stream, the one ``async def``
+route, reads the store on worker threads. The test fails on an ``async def`` route or dependency
 that opens or uses a session, and on a route it does not call (so a new route is checked too)."""
 
 from __future__ import annotations
@@ -107,4 +108,3 @@ def test_the_only_async_route_takes_no_session() -> None:
     for route in app.routes:
         if isinstance(route, APIRoute) and inspect.iscoroutinefunction(route.endpoint):
             assert not needs_session(route.dependant), f"{route.path}: async def with a session; make it def"
-    assert not inspect.isasyncgenfunction(get_session) and inspect.isgeneratorfunction(get_session)

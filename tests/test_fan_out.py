@@ -19,11 +19,11 @@ from sqlalchemy import select
 
 from anode_lab.experiments import RunContext
 from anode_lab.experiments.sweep import run_compare
-from anode_lab.experiments.sweep_table import parts
+from anode_lab.experiments.sweep_table import costliest_first, parts
 from anode_lab.specs import CompareSpec
 from anode_lab.status import RunStatus
 from backend.models import Metric, Run, RunCell
-from backend.runs import cells, lifecycle, repository as runs
+from backend.runs import artifacts, cells, lifecycle, repository as runs
 from backend.settings import Settings
 from backend.workers import repository as workers
 from backend.workers.process import WorkerProcess
@@ -38,6 +38,15 @@ MEASURED = {"peak_bytes", "memory_ratio", "cuda_peak_bytes", "forward_seconds", 
 def read_csv(path: Path) -> list[dict[str, str]]:
     with path.open(newline="", encoding="utf-8") as handle:
         return [{k: v for k, v in row.items() if k not in MEASURED} for row in csv.DictReader(handle)]
+
+
+def stored_csv(worker: WorkerProcess, run_id: int, name: str, tmp_path: Path) -> list[dict[str, str]]:
+    """A table the run keeps in the store (the worker's own folder of the run is gone once it concluded)."""
+    with worker.db.session() as session:
+        row = artifacts.artifact(session, run_id, name)
+        assert row is not None, f"run {run_id} keeps no {name}"
+        artifacts.copy_out(session, row, tmp_path / "stored" / name)
+    return read_csv(tmp_path / "stored" / name)
 
 
 def whole_sweep(tmp_path: Path, spec: dict[str, Any]) -> list[dict[str, str]]:
@@ -109,16 +118,39 @@ def test_a_killed_workers_part_is_queued_again_alone_and_the_table_equals_the_wh
     assert [attempt for _, _, attempt in part_rows(worker, run_id)] == [1, 1, 2, 1]
     grid = CompareSpec.model_validate(SPEC).grid()
     assert run.progress == {"done": len(grid), "total": len(grid), "note": "4 parts done"}
-    fanned = read_csv(worker.settings.run_dir(run_id) / "artifacts" / "results.csv")
+    fanned = stored_csv(worker, run_id, "results.csv", tmp_path)
     assert fanned == whole_sweep(tmp_path, SPEC)
     assert [row["cell"] for row in fanned] == [str(i) for i in range(len(grid))]
-    assert (worker.settings.run_dir(run_id) / "artifacts" / "slopes.csv").is_file()
+    assert stored_csv(worker, run_id, "slopes.csv", tmp_path)
+    assert not worker.settings.run_dir(run_id).exists()  # the worker's working copy, removed once stored
     with worker.db.session() as session:
         steps = sorted(set(session.scalars(select(Metric.step).where(Metric.run_id == run_id))))
     assert steps == list(range(len(grid)))
 
 
-def test_a_cancel_mid_fan_out_ends_every_part_and_keeps_the_rows_done(worker: WorkerProcess) -> None:
+def test_parts_are_queued_costliest_first(worker: WorkerProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Field evaluations per part: N_t x stages x (cells + the Direct reference); the longest go first, so the
+    last parts to start on a free worker are short ones."""
+    queued: list[int | None] = []
+    monkeypatch.setattr(worker.queues, "enqueue", lambda run_id, device, part=None: queued.append(part))
+    run_id = new_run(worker, SPEC)
+    worker.execute(run_id)
+    cut = parts(CompareSpec.model_validate(SPEC))
+    assert [(cut[part][0].solver, cut[part][0].steps) for part in queued if part is not None] == [
+        ("midpoint", 4), ("euler", 4), ("midpoint", 2), ("euler", 2)]  # 2x4, 1x4 and 2x2 (a tie: grid order), 1x2
+
+
+def test_an_adaptive_part_costs_its_step_limit() -> None:
+    spec = CompareSpec.model_validate({**SPEC, "solvers": ["euler", "dopri5"], "steps": [4], "tolerances": [1e-3],
+                                       "step_limit": 3})
+    cut = parts(spec)
+    assert [part[0].solver for part in cut] == ["euler", "dopri5"]
+    assert costliest_first(spec, cut) == [1, 0]  # dopri5: 7 stages x 3 steps at most = 21 > euler's 1 x 4
+    longer = CompareSpec.model_validate({**spec.model_dump(), "steps": [64], "step_limit": 1})
+    assert costliest_first(longer, parts(longer)) == [0, 1]  # 7 x 1 < 1 x 64
+
+
+def test_a_cancel_mid_fan_out_ends_every_part_and_keeps_the_rows_done(worker: WorkerProcess, tmp_path: Path) -> None:
     run_id = new_run(worker, SPEC)
     worker.execute(run_id)
     worker.execute(run_id, 0)
@@ -132,7 +164,7 @@ def test_a_cancel_mid_fan_out_ends_every_part_and_keeps_the_rows_done(worker: Wo
     assert [status for _, status, _ in part_rows(worker, run_id)] == [RunStatus.SUCCEEDED] + [RunStatus.CANCELLED] * 3
     size = len(parts(CompareSpec.model_validate(SPEC))[0])
     assert run.message == f"cancelled: {size} of {len(CompareSpec.model_validate(SPEC).grid())} cells done"
-    rows = read_csv(worker.settings.run_dir(run_id) / "artifacts" / "results.csv")
+    rows = stored_csv(worker, run_id, "results.csv", tmp_path)
     assert [row["cell"] for row in rows] == [str(i) for i in range(size)]
 
 

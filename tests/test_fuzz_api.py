@@ -158,20 +158,22 @@ def test_schemathesis_checks_all_over_every_operation_pass(tmp_path: Path) -> No
 
     from service_helpers import Service
 
-    from backend.runs import repository as runs_repo
+    from backend.runs import artifacts
+    from backend.runs.artifacts import LocalFile
 
     service = Service(tmp_path, {"ANODE_CREATE_BURST": "100000"})
     service.start_api()
     try:
         with httpx.Client(base_url=service.url, timeout=10) as http:
             run_id, spare_id = (http.post("/runs", json={"kind": "demo", "spec": {}}).json()["id"] for _ in range(2))
-        folder = Settings(data_dir=tmp_path).run_dir(run_id) / "artifacts"
-        folder.mkdir(parents=True)
+        folder = tmp_path / "files"
+        folder.mkdir()
         for name, (content, _) in ARTIFACTS.items():
             (folder / name).write_bytes(content)
         db = Database(Settings(data_dir=tmp_path).db_url)
         with db.session(write=True) as session:
-            runs_repo.replace_artifacts(session, run_id, [(n, len(c), t) for n, (c, t) in ARTIFACTS.items()])
+            for name, (_, media_type) in ARTIFACTS.items():
+                artifacts.store(session, run_id, LocalFile(name, folder / name, media_type))
         db.dispose()
         config = tmp_path / "schemathesis.toml"
         config.write_text(CONTRACT_CONFIG.format(run_id=run_id, spare_id=spare_id, name="notes.svg"))

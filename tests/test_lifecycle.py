@@ -16,7 +16,8 @@ import pytest
 from anode_lab.status import RunStatus
 from backend.db import Database, migrate, utcnow
 from backend.models import Run
-from backend.runs import lifecycle, repository as runs
+from backend.runs import artifacts, lifecycle, repository as runs
+from backend.runs.artifacts import CHUNK_BYTES, LocalFile
 from backend.runs.lifecycle import Hold, Lease, LeaseLost
 from backend.workers import repository as workers
 
@@ -62,6 +63,45 @@ def reap(db: Database, retry_limit: int = 1) -> list[tuple[int, str]]:
                               space=lifecycle.process_space())
 
 
+def stored_bytes(db: Database, run_id: int, name: str) -> bytes:
+    with db.session() as session:
+        pieces, seq = [], 0
+        while (piece := artifacts.chunk(session, run_id, name, seq)) is not None:
+            pieces.append(piece)
+            seq += 1
+    return b"".join(pieces)
+
+
+def test_checkpoints_and_artifacts_are_kept_in_the_store_under_the_lease(db: Database, tmp_path: Path) -> None:
+    """A kept checkpoint replaces the one before (the store holds the latest only) and comes back byte for byte,
+    in chunks, with its sha256; the run's end stores its artifacts in place of the checkpoint."""
+    import hashlib
+
+    run_id = new_run(db)
+    hold = Hold(db, claim(db, run_id, "a"), window=LEASE_S / 2)
+    first, second = tmp_path / "first.pt", tmp_path / "second.pt"
+    first.write_bytes(b"one")
+    second.write_bytes(os.urandom(2 * CHUNK_BYTES + 5))  # three chunks, the last of 5 bytes
+    hold.keep_checkpoint(LocalFile("checkpoints/step-000000001.pt", first))
+    hold.keep_checkpoint(LocalFile("checkpoints/step-000000002.pt", second))
+    with db.session() as session:
+        kept = artifacts.checkpoint(session, run_id)
+        assert kept is not None and kept.name == "checkpoints/step-000000002.pt" and kept.size == 2 * CHUNK_BYTES + 5
+        assert kept.sha256 == hashlib.sha256(second.read_bytes()).hexdigest()
+        assert artifacts.artifacts(session, run_id) == []  # a checkpoint is not an artifact
+        artifacts.copy_out(session, kept, tmp_path / "back" / "step.pt")
+    assert stored_bytes(db, run_id, "checkpoints/step-000000001.pt") == b""
+    assert (tmp_path / "back" / "step.pt").read_bytes() == second.read_bytes()
+    (tmp_path / "results.csv").write_text("a,b\n1,2\n")
+    assert hold.conclude(status="succeeded", files=[LocalFile("results.csv", tmp_path / "results.csv", "text/csv")])
+    with db.session() as session:
+        assert artifacts.checkpoint(session, run_id) is None
+        assert [(a.name, a.size, a.media_type) for a in artifacts.artifacts(session, run_id)] == [
+            ("results.csv", 8, "text/csv")]
+    assert stored_bytes(db, run_id, "results.csv") == b"a,b\n1,2\n"
+    assert stored_bytes(db, run_id, "checkpoints/step-000000002.pt") == b""
+
+
 def test_one_claim_wins_and_its_lease_names_the_attempt(db: Database) -> None:
     run_id = new_run(db)
     assert claim(db, run_id, "a") == Lease(run_id, "a", 1)
@@ -70,7 +110,7 @@ def test_one_claim_wins_and_its_lease_names_the_attempt(db: Database) -> None:
     assert row(db, run_id).worker == "a" and row(db, run_id).attempt == 1
 
 
-def test_a_lost_lease_writes_nothing_even_when_its_worker_claims_the_run_again(db: Database) -> None:
+def test_a_lost_lease_writes_nothing_even_when_its_worker_claims_the_run_again(db: Database, tmp_path: Path) -> None:
     """Attempt 1 of worker ``a`` is reaped, and ``a`` itself claims the run again (attempt 2): the run is running
     and held by ``a``, yet nothing written under attempt 1's lease lands: no heartbeat, metric, outcome,
     artifact or release."""
@@ -87,13 +127,17 @@ def test_a_lost_lease_writes_nothing_even_when_its_worker_claims_the_run_again(d
         old.store_metrics([("loss", 2, 0.25)])
     with pytest.raises(LeaseLost):
         old.confirm()
-    assert not old.conclude(status="succeeded", artifacts=[("model.pt", 1, "application/octet-stream")])
+    (tmp_path / "model.pt").write_bytes(b"weights")
+    with pytest.raises(LeaseLost):
+        old.keep_checkpoint(LocalFile("checkpoints/step-000000002.pt", tmp_path / "model.pt"))
+    assert not old.conclude(status="succeeded", files=[LocalFile("model.pt", tmp_path / "model.pt")])
     assert not old.release("stopping", requeue=lambda: pytest.fail("a lost lease must not re-queue"))
     after = row(db, run_id)
     assert (after.status, after.attempt, after.progress, after.updated_at) == ("running", 2, before.progress,
                                                                               before.updated_at)
     with db.session() as session:
-        assert runs.read_metrics(session, run_id) == [("loss", 1, 0.5)] and runs.artifacts(session, run_id) == []
+        assert runs.read_metrics(session, run_id) == [("loss", 1, 0.5)]
+        assert artifacts.artifacts(session, run_id) == [] and artifacts.checkpoint(session, run_id) is None
     assert new.store_metrics([("loss", 2, 0.25)]) == 1 and new.conclude(status="succeeded")
     assert row(db, run_id).status == "succeeded"
 

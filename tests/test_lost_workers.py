@@ -47,7 +47,7 @@ def snapshot(client: httpx.Client, folder: Path, run_id: int) -> dict[str, Any]:
     run.pop("status_detail")  # says which workers are alive, not what was written
     return {"run": run, "metrics": client.get(f"/runs/{run_id}/metrics").json(),
             "artifacts": client.get(f"/runs/{run_id}/artifacts").json(),
-            "journal": (folder / journal.FILE).read_bytes(),
+            "journal": (folder / journal.FILE).read_bytes() if (folder / journal.FILE).exists() else None,
             "checkpoints": sorted(p.name for p in (folder / "checkpoints").iterdir()),
             "files": sorted((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns)
                             for p in folder.rglob("*") if p.is_file())}
@@ -64,7 +64,9 @@ def test_a_worker_woken_after_its_run_was_finished_elsewhere_writes_nothing(serv
         run = wait_status(client, run_id, ENDED, timeout=180)
         assert run["status"] == "succeeded" and run["attempt"] == 2, run
         folder = service.data_dir / "runs" / str(run_id)
+        assert not folder.exists()  # B concluded the run: its files are in the store, its working folder removed
         sentinel = folder / "checkpoints" / "step-000000001.pt"
+        sentinel.parent.mkdir(parents=True)
         sentinel.write_bytes(b"a checkpoint a save by A would delete")
         before = snapshot(client, folder, run_id)
 

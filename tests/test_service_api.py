@@ -18,7 +18,7 @@ from backend.db import Database
 from backend.errors import NotFound
 from backend.runs import repository as runs
 from backend.runs.reads import decimate
-from backend.runs.service import artifact_file
+from backend.runs.service import artifact_download
 from backend.settings import Settings
 
 API = "/api/v1"
@@ -185,7 +185,7 @@ def test_artifact_names_cannot_leave_the_run_folder(client: TestClient, settings
     assert response.status_code == 404
     db = Database(settings.db_url)
     with db.session() as session, pytest.raises(NotFound):
-        artifact_file(session, settings, run["id"], name)
+        artifact_download(session, run["id"], name)
     db.dispose()
 
 

@@ -6,6 +6,7 @@ Every test on the ``service`` fixture runs twice: ``embedded`` (SQLite store and
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -141,9 +142,10 @@ def test_compare_and_demo_runs_succeed_and_artifacts_download(client: httpx.Clie
     for artifact in listing["data"]:
         response = client.get(f"/runs/{run_id}/artifacts/{artifact['name']}")
         assert response.status_code == 200
-        assert len(response.content) == artifact["size"]
-        on_disk = service.data_dir / "runs" / str(run_id) / "artifacts" / artifact["name"]
-        assert response.content == on_disk.read_bytes()
+        assert len(response.content) == artifact["size"] == int(response.headers["content-length"])
+        assert hashlib.sha256(response.content).hexdigest() == artifact["sha256"]
+        assert response.headers["content-disposition"] == f'attachment; filename="{artifact["name"]}"'
+    assert not (service.data_dir / "runs" / str(run_id)).exists()  # the worker's copy: the store serves them
 
 
 def journal_last_step(service: Service, run_id: int) -> int:

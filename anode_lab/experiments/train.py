@@ -227,7 +227,7 @@ class _Trainer:
     def _save(self) -> None:
         if self.spec.checkpoint_every:
             self.pos.seconds = self._seconds()
-            self.checkpoints.save(self.spec, self.model, self.optimizer, self.pos)
+            self.ctx.on_checkpoint(self.checkpoints.save(self.spec, self.model, self.optimizer, self.pos))
 
     def _seconds(self) -> float:
         return self.earlier_seconds + time.perf_counter() - self.started

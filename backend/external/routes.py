@@ -16,7 +16,7 @@ router = APIRouter(prefix="/external", tags=["external"])
 RunId = Annotated[int, Path(ge=1, le=SQL_INT_MAX)]
 
 
-def _client(request: Request, settings: SettingsDep) -> str:
+async def _client(request: Request, settings: SettingsDep) -> str:
     """Who writes: the valid key (``require_api_key`` declares and checks it where keys exist), else the address."""
     key = request.headers.get("X-API-Key")
     return client_key(settings, key, request.client.host if request.client else None)

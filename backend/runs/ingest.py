@@ -54,6 +54,7 @@ class MetricWriter:
         self._arrived: deque[Report] = deque()
         self._held: list[Report] = []
         self._wake = threading.Event()
+        self._stored: deque[threading.Event] = deque()
         self._closing = False
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
@@ -87,6 +88,21 @@ class MetricWriter:
         if not self.flush_seconds:
             self._wake.set()
 
+    def store_all(self) -> None:
+        """Store every report so far, the newest step too, before returning (a checkpoint is about to be kept: the
+        step before it is whole); raises if storing failed."""
+        if self._thread is None:
+            if self._error is None:
+                self._flush(final=True)
+        else:
+            stored = threading.Event()
+            self._stored.append(stored)
+            self._wake.set()
+            while not stored.wait(0.05) and self._error is None and self._thread.is_alive():
+                pass
+        if self._error is not None:
+            raise RuntimeError(f"storing metrics failed: {self._error}") from self._error
+
     def close(self) -> None:
         """Store everything, the last step included; raises if the writer thread failed."""
         self._closing = True
@@ -104,12 +120,14 @@ class MetricWriter:
         while True:
             self._wake.wait(self.flush_seconds or None)
             self._wake.clear()
-            closing = self._closing
+            closing, asked = self._closing, len(self._stored)
             try:
-                self._flush(final=closing)
+                self._flush(final=closing or bool(asked))
             except Exception as exc:
                 self._error = exc
                 return
+            for _ in range(asked):
+                self._stored.popleft().set()
             if closing:
                 return
 

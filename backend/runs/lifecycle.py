@@ -3,9 +3,9 @@
 stays in the repositories.
 
 **Leases.** A claim gives the worker a :class:`Lease`: the run, the worker and the attempt. Every later write of
-that attempt carries it. Writes to the store (heartbeat and progress, metrics, the outcome, the artifact index)
-are conditional on the lease inside their own unit of work, which keeps the run's row locked until it commits:
-a worker whose run was reaped (a stalled process, a network partition) writes nothing into it, whether the run
+that attempt carries it. Writes to the store (heartbeat and progress, metrics, checkpoints, the outcome and
+artifacts) are conditional on the lease inside their own unit of work, which keeps the run's row locked until it
+commits: a worker whose run was reaped (a stalled process, a network partition) writes nothing into it, whether the run
 is queued again, running elsewhere or finished. Files in the run's folder (the metrics journal, and the
 checkpoints and artifacts the run's child writes after each "go") are written only while :meth:`Hold.confirm`
 holds: for ``window`` seconds after the store last renewed the lease (half the lease, so hosts' clocks may
@@ -40,8 +40,9 @@ from sqlalchemy.orm import Session
 
 from anode_lab.status import RunStatus
 from backend.db import Database, after_commit, utcnow
-from backend.models import Run
-from backend.runs import repository as runs
+from backend.models import CHECKPOINT, Run
+from backend.runs import artifacts, repository as runs
+from backend.runs.artifacts import LocalFile
 from backend.runs.repository import MetricRow
 from backend.workers import repository as workers
 
@@ -234,16 +235,32 @@ class Hold:
                 self.cancelled = runs.cancel_requested(session, self.lease.run_id)
         return self.cancelled
 
-    def conclude(self, *, status: str, artifacts: Iterable[tuple[str, int, str]] = (),
-                 summary: Mapping[str, Any] | None = None, message: str = "",
-                 error: Mapping[str, Any] | None = None) -> bool:
-        """Store how the run ended and index its artifacts, under the lease; False (nothing written) once lost."""
+    def keep_checkpoint(self, file: LocalFile) -> None:
+        """Store ``file`` as the run's checkpoint in place of the one before, under the lease (one unit of work), so
+        that a worker on any host resumes from it; :class:`LeaseLost` when the lease is gone. Call it once the
+        metrics of every step before it are stored (:meth:`MetricWriter.store_all`): a checkpoint in the store
+        never runs ahead of the store's metrics."""
+        began = time.monotonic()
+        with self.db.session(write=True) as session:
+            if not runs.renew(session, self.lease):
+                self.lost.set()
+                raise LeaseLost(self.lease)
+            artifacts.remove(session, self.lease.run_id, CHECKPOINT)
+            artifacts.store(session, self.lease.run_id, file, CHECKPOINT)
+        self.valid_until = max(self.valid_until, began + self.window)
+
+    def conclude(self, *, status: str, files: Iterable[LocalFile] = (), summary: Mapping[str, Any] | None = None,
+                 message: str = "", error: Mapping[str, Any] | None = None) -> bool:
+        """Store how the run ended and its artifacts (``files``, copied into the store in place of its
+        checkpoint), under the lease, in one unit of work; False (nothing written) once lost."""
         with self.db.session(write=True) as session:
             if not runs.finish(session, self.lease, status=status, summary=summary, message=message, error=error,
                                progress=progress_row(self.progress)):
                 self.lost.set()
                 return False
-            runs.replace_artifacts(session, self.lease.run_id, artifacts)
+            artifacts.remove(session, self.lease.run_id)
+            for file in files:
+                artifacts.store(session, self.lease.run_id, file)
         return True
 
     def release(self, message: str, requeue: Callable[[], None]) -> bool:

@@ -26,7 +26,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
 from backend.db import Database
-from backend.runs import repository as runs
+from backend.runs import artifacts, repository as runs
 from backend.runs.schemas import MetricsPublic, SeriesPoints
 
 PAGE_ROWS = 5_000
@@ -294,3 +294,17 @@ async def csv_chunks(db: Database, run_id: int, names: Sequence[str]) -> AsyncIt
         if got.complete:
             return
         cursor = got.last_step
+
+
+async def artifact_chunks(db: Database, run_id: int, name: str) -> AsyncIterator[bytes]:
+    """A stored artifact's bytes, a chunk (:data:`~backend.runs.artifacts.CHUNK_BYTES`) at a time, each read in a
+    short session on a worker thread."""
+
+    def chunk(seq: int) -> bytes | None:
+        with db.session() as session:
+            return artifacts.chunk(session, run_id, name, seq)
+
+    seq = 0
+    while (data := await to_thread.run_sync(chunk, seq)) is not None:
+        yield data
+        seq += 1

@@ -1,6 +1,6 @@
-"""All SQL about runs, their tags, metrics and artifacts. Functions take a session; the caller's unit of work
-commits. State changes that workers race on are single conditional ``UPDATE``s, so two workers can never
-both own a run."""
+"""All SQL about runs, their tags and metrics (artifacts: :mod:`backend.runs.artifacts`). Functions take a
+session; the caller's unit of work commits. State changes that workers race on are single conditional
+``UPDATE``s, so two workers can never both own a run."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Connection, CursorResult, Select, Update, delete, func, select, text, union_all, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, CursorResult, Select, Update, func, select, text, union_all, update
+from sqlalchemy.orm import Session, joinedload
 
-from anode_lab.status import RunStatus
+from anode_lab.status import FINISHED, RunStatus
 from backend.db import utcnow
-from backend.models import Artifact, Metric, Run, RunTag
+from backend.models import Metric, Run, RunTag
 
 if TYPE_CHECKING:
     from backend.runs.lifecycle import Lease
@@ -36,7 +36,8 @@ def add(session: Session, *, kind: str, name: str, spec: dict[str, Any], device:
 
 
 def get(session: Session, run_id: int) -> Run | None:
-    return session.get(Run, run_id)
+    """The run with its tags, in one statement (a join, not the relationship's second SELECT)."""
+    return session.get(Run, run_id, options=[joinedload(Run.tag_rows)])
 
 
 def _filtered(status: str | None, kind: str | None, tag: str | None) -> Select[Run]:
@@ -297,19 +298,9 @@ def nth_latest_step(session: Session, run_id: int, series: str, n: int) -> int |
                           .order_by(Metric.step.desc()).offset(n - 1).limit(1))
 
 
-# ----------------------------------------------------------------------------------------------- artifacts
-def replace_artifacts(session: Session, run_id: int, files: Iterable[tuple[str, int, str]]) -> None:
-    session.execute(delete(Artifact).where(Artifact.run_id == run_id))
-    session.add_all(Artifact(run_id=run_id, name=name, size=size, media_type=media_type)
-                    for name, size, media_type in files)
-
-
-def artifacts(session: Session, run_id: int) -> list[Artifact]:
-    return list(session.scalars(select(Artifact).where(Artifact.run_id == run_id).order_by(Artifact.name)))
-
-
-def artifact(session: Session, run_id: int, name: str) -> Artifact | None:
-    return session.get(Artifact, (run_id, name))
+def unfinished_among(session: Session, ids: Sequence[int]) -> set[int]:
+    """Those of ``ids`` whose run exists and has not ended."""
+    return set(session.scalars(select(Run.id).where(Run.id.in_(ids), Run.status.not_in(FINISHED))))
 
 
 def queued_ids(session: Session, *, cuda: bool) -> list[int]:

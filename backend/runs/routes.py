@@ -1,7 +1,8 @@
 """``/runs`` endpoints: parse the request, call the service, shape the response. Nothing else.
 
-Every route and dependency that touches the store is plain ``def`` (FastAPI runs it on its thread pool, as the
-FastAPI template does), so no SQLAlchemy call ever blocks the event loop, whatever the store: a PostgreSQL round
+Every route that touches the store is plain ``def`` (FastAPI runs it on its thread pool, as the FastAPI template
+does), and the session dependency only makes the session on the loop and commits it on the pool
+(``backend/deps.py``), so no SQLAlchemy call ever blocks the event loop, whatever the store: a PostgreSQL round
 trip or SQLite's write lock stalls one thread, not every request. The one ``async def`` is the event stream, which
 waits on the loop between polls and reads the store only on a worker thread (``backend/runs/events.py``).
 ``tests/test_event_loop.py`` holds this: it fails if any route runs SQL on the event loop.
@@ -11,10 +12,11 @@ from __future__ import annotations
 
 from functools import partial
 from typing import Annotated, Literal
+from urllib.parse import quote
 
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, status
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import Response, StreamingResponse
 from sse_starlette import EventSourceResponse
 
 from anode_lab.status import RunStatus
@@ -143,9 +145,16 @@ def list_artifacts(run_id: RunId, session: SessionDep) -> ArtifactsPublic:
     return service.list_artifacts(session, run_id)
 
 
-@router.get("/{run_id}/artifacts/{name}", response_class=FileResponse,
+@router.get("/{run_id}/artifacts/{name}", response_class=StreamingResponse,
             responses={200: {"content": {media_type: {} for media_type in service.ARTIFACT_MEDIA_TYPES},
                              "description": "the file, as its type (anything else as application/octet-stream)"}})
-def get_artifact(run_id: RunId, name: str, session: SessionDep, settings: SettingsDep) -> FileResponse:
-    path, media_type = service.artifact_file(session, settings, run_id, name)
-    return FileResponse(path, media_type=media_type, filename=name)
+def get_artifact(run_id: RunId, name: str, session: SessionDep, db: DatabaseDep, settings: SettingsDep) -> Response:
+    """The artifact's bytes, streamed from the store (whichever worker's host wrote them)."""
+    found = service.artifact_download(session, run_id, name)
+    quoted = quote(found.name)
+    disposition = (f'attachment; filename="{found.name}"' if quoted == found.name
+                   else f"attachment; filename*=utf-8''{quoted}")
+    return reads.TimedStreamingResponse(
+        reads.artifact_chunks(db, run_id, found.name), send_timeout=settings.stream_send_timeout_seconds,
+        media_type=found.media_type,
+        headers={"Content-Length": str(found.size), "Content-Disposition": disposition, "ETag": f'"{found.sha256}"'})

@@ -112,6 +112,7 @@ class ArtifactPublic(BaseModel):
 
     name: str
     size: int
+    sha256: str = Field(description="hex SHA-256 of the bytes GET /runs/{id}/artifacts/{name} sends")
     media_type: str
     created_at: datetime
 

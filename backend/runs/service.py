@@ -1,4 +1,4 @@
-"""What the runs API does, independent of HTTP: validation, state rules, metrics shaping, artifact paths.
+"""What the runs API does, independent of HTTP: validation, state rules, metrics shaping, artifacts.
 
 Services raise :mod:`backend.errors` exceptions and never commit; the request's unit of work does.
 """
@@ -27,7 +27,7 @@ from backend.errors import (
 )
 from backend.models import Run
 from backend.queue import RunQueues, queue_for_device
-from backend.runs import lifecycle, reads, repository as runs
+from backend.runs import artifacts, lifecycle, reads, repository as runs
 from backend.runs.schemas import (
     ArtifactPublic,
     ArtifactsPublic,
@@ -237,23 +237,33 @@ ARTIFACT_MEDIA_TYPES = ("text/csv", "application/json", "text/plain", "image/png
 
 def list_artifacts(session: Session, run_id: int) -> ArtifactsPublic:
     require(session, run_id)
-    rows = runs.artifacts(session, run_id)
+    rows = artifacts.artifacts(session, run_id)
     return ArtifactsPublic(data=[ArtifactPublic.model_validate(row) for row in rows], count=len(rows))
 
 
-def artifact_file(session: Session, settings: Settings, run_id: int, name: str) -> tuple[Path, str]:
-    """Path and media type of an indexed artifact; a name that would leave the run's folder, or a folder or file
-    that is a symlink (the path must resolve to itself under the real runs folder), is not found."""
+@dataclass(frozen=True)
+class ArtifactDownload:
+    """What the API sends for an artifact: its bytes come from the store a chunk at a time
+    (:func:`backend.runs.reads.artifact_chunks`)."""
+
+    run_id: int
+    name: str
+    size: int
+    sha256: str
+    media_type: str
+
+
+def artifact_download(session: Session, run_id: int, name: str) -> ArtifactDownload:
+    """An artifact of the run, as the store keeps it; a name that is not a plain file name, or that the run has
+    no artifact of, is not found."""
     require(session, run_id)
-    plain = "\x00" not in name and name not in {"", ".", ".."} and Path(name).name == name  # NUL: resolve() raises
-    folder = settings.runs_dir.resolve() / str(run_id) / "artifacts"
-    if not plain or (folder / name).resolve() != folder / name:
+    if "\x00" in name or name in {"", ".", ".."} or Path(name).name != name:
         raise NotFound(f"artifact names are plain file names inside run {run_id}'s real folder; got {name!r}")
-    path = folder / name
-    row = runs.artifact(session, run_id, name)
-    if row is None or not path.is_file():
+    row = artifacts.artifact(session, run_id, name)
+    if row is None:
         raise NotFound(f"run {run_id} has no artifact {name!r} (GET /runs/{run_id}/artifacts lists them)")
-    return path, row.media_type if row.media_type in ARTIFACT_MEDIA_TYPES else "application/octet-stream"
+    media_type = row.media_type if row.media_type in ARTIFACT_MEDIA_TYPES else "application/octet-stream"
+    return ArtifactDownload(run_id, row.name, row.size, row.sha256, media_type)
 
 
 MEDIA_TYPES = {".pt": "application/octet-stream", ".pth": "application/octet-stream",

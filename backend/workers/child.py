@@ -7,8 +7,9 @@ torch once, so a run starts in a fraction of a second and never shares the worke
   CUDA reserves address space it never touches, torch's per-process CUDA memory fraction instead), so an
   oversized run fails alone with "out of memory" instead of taking the worker (or the machine) with it;
 * sends every report up a pipe as it happens (``("metrics", step, values)``, ``("progress", done, total,
-  note)``) and, at the end, ``("done", status, summary, message)`` or ``("error", kind, summary)``; the worker
-  journals and stores the metrics, so nothing the child reported is lost when it dies;
+  note)``, ``("checkpoint", its path in the run's folder)``) and, at the end, ``("done", status, summary,
+  message)`` or ``("error", kind, summary)``; the worker journals and stores the metrics and keeps checkpoints
+  in the store, so nothing the child reported is lost when it dies;
 * asks the worker up the same pipe whenever the experiment checks ``should_stop`` (before every step) and waits
   for "go" or "stop" (cancel, a lost lease, shutdown): as exact as a check in the worker's own thread, since the
   worker answers after storing every report sent before the question; it ends at once, without saving, when
@@ -134,7 +135,8 @@ def run_child(kind: str, spec_data: Mapping[str, Any], workdir: str, max_bytes: 
         limit_memory(max_bytes, getattr(spec, "device", "cpu"))
         ctx = RunContext(Path(workdir), on_metrics=lambda step, values: send(("metrics", step, dict(values))),
                          on_progress=lambda done, total, note: send(("progress", done, total, note)),
-                         should_stop=should_stop)
+                         should_stop=should_stop,
+                         on_checkpoint=lambda path: send(("checkpoint", str(path.relative_to(workdir)))))
         if part is not None:
             from anode_lab.experiments.sweep import run_compare_part
 

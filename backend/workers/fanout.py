@@ -1,15 +1,20 @@
 """The worker's side of fan-out (:mod:`backend.runs.cells`): cut a claimed compare sweep into parts, run one
-part in a child process, and conclude the run when its last part ends."""
+part in a child process, and conclude the run when its last part ends.
+
+Nothing passes through a disk: a part's rows go into the store with its end, and the worker that concludes the
+run (of whichever host) writes the run's tables from the stored rows, in cell order, and keeps them in the store
+as the run's artifacts."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import logging
+import shutil
 from typing import TYPE_CHECKING, Any
 
 from anode_lab.experiments.context import RunContext
-from anode_lab.experiments.sweep_table import parts, summary_of, write_tables
+from anode_lab.experiments.sweep_table import costliest_first, parts, summary_of, write_tables
 from anode_lab.specs import parse_spec
 from anode_lab.specs.compare import CompareSpec
 from anode_lab.status import RunStatus
@@ -27,22 +32,27 @@ if TYPE_CHECKING:
 log = logging.getLogger("anode.worker")
 
 
-def sweep_parts(worker: WorkerProcess, kind: str, spec: dict[str, Any]) -> list[int] | None:
-    """The cells per part when this run fans out (a compare sweep of several parts, ``ANODE_FAN_OUT`` on)."""
+def sweep_parts(worker: WorkerProcess, kind: str, spec: dict[str, Any]) -> tuple[list[int], list[int]] | None:
+    """When this run fans out (a compare sweep of several parts, ``ANODE_FAN_OUT`` on): the cells per part, and
+    the parts in the order to queue them (the costliest first, :func:`costliest_first`)."""
     if kind != "compare" or not worker.settings.fan_out:
         return None
-    sizes = [len(part) for part in parts(CompareSpec.model_validate(spec))]
-    return sizes if len(sizes) > 1 else None
+    compare = CompareSpec.model_validate(spec)
+    cut = parts(compare)
+    return ([len(part) for part in cut], costliest_first(compare, cut)) if len(cut) > 1 else None
 
 
-def fan_out(worker: WorkerProcess, hold: Hold, sizes: list[int]) -> None:
-    """Give the run to its parts and queue them; a retried fan-out whose parts are all done concludes at once."""
+def fan_out(worker: WorkerProcess, hold: Hold, plan: tuple[list[int], list[int]]) -> None:
+    """Give the run to its parts and queue them (in ``plan``'s order); a retried fan-out whose parts are all done
+    concludes at once."""
+    sizes, order = plan
     device = queue_for_device(worker.torch_device)
     with worker.db.session(write=True) as session:
         queue = cells.fan_out(session, hold.lease, sizes)
         if queue is None:
             log.warning("run %s: lease lost before its fan-out", hold.run_id)
             return
+        queue.sort(key=order.index)
         cells.store_progress(session, hold.run_id)
         for part in queue:
             after_commit(session, lambda part=part: worker.queues.enqueue(hold.run_id, device, part))  # type: ignore[misc]
@@ -101,6 +111,10 @@ def _run_part(worker: WorkerProcess, hold: cells.PartHold) -> None:
         _end(worker, hold, RunStatus.CANCELLED)
     elif ended.kind == "done" and ended.status == RunStatus.SUCCEEDED:
         _end(worker, hold, RunStatus.SUCCEEDED, json.loads(str(ended.summary["rows"])))
+        shutil.rmtree(workdir, ignore_errors=True)  # its rows and metrics are in the store
+        for folder in (workdir.parent, workdir.parent.parent):  # parts/, then the run's folder, once empty
+            with contextlib.suppress(OSError):
+                folder.rmdir()
     elif ended.kind in ("done", "stopped"):  # a shutdown: the part goes back to the queue
         if hold.give_back():
             worker.queues.enqueue(hold.run_id, queue_for_device(worker.torch_device), hold.part)

@@ -10,6 +10,10 @@ Each run runs in a child process with memory and wall-time limits (:mod:`backend
 :mod:`backend.workers.child`); the worker stores what it reports. Its spec is checked again against this worker's
 cost limits and data folders first, and its folder must be the run's real folder (no symlink in the way).
 
+A run's folder under this worker's ``ANODE_DATA_DIR`` is a working copy, never read by another host: the checkpoint
+the run saves last and, at its end, its artifacts are kept in the store (:mod:`backend.runs.artifacts`); a run
+starts from the checkpoint in the store, whoever kept it, and its folder is removed once the run ended.
+
 At start, a thread trains two tiny steps in a run's child process (:func:`~backend.workers.child.check_install`);
 when that fails, the worker's row says why and ``/health`` is degraded.
 
@@ -31,6 +35,7 @@ import contextlib
 import logging
 import os
 import secrets
+import shutil
 import signal
 import socket
 import threading
@@ -47,7 +52,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from anode_lab.status import RunStatus
 from backend.db import Database, after_commit, schema_is_current, utcnow
 from backend.queue import RunQueues, queue_for_device
-from backend.runs import cells, lifecycle, repository as runs
+from backend.runs import artifacts, cells, lifecycle, repository as runs
+from backend.runs.artifacts import LocalFile
 from backend.runs.ingest import MetricWriter
 from backend.runs.lifecycle import Hold, LeaseLost
 from backend.runs.service import guess_media_type
@@ -123,6 +129,7 @@ class WorkerProcess:
             workers.register(session, worker_id=self.id, device=self.device, hostname=socket.gethostname(),
                              pid=os.getpid(), device_name=device_name, device_memory=device_memory,
                              process_space=self.space)
+        self.forget_ended_folders()
         try:  # at once: a run of a worker of this host that died (this one's predecessor, say) moves again now
             self.reap()
         except Exception:
@@ -297,10 +304,11 @@ class WorkerProcess:
         try:
             spec = self.admitted_spec(kind, spec_data)
             confine(workdir, self.settings.runs_dir.resolve() / str(hold.run_id))
-            sizes = fanout.sweep_parts(self, kind, spec)
-            if sizes is not None:
-                fanout.fan_out(self, hold, sizes)
+            plan = fanout.sweep_parts(self, kind, spec)
+            if plan is not None:
+                fanout.fan_out(self, hold, plan)
                 return
+            resumed = self._restore_checkpoint(hold, workdir)
             writer = MetricWriter(hold, workdir, self.settings.metrics_flush_seconds)
         except Exception as exc:  # noqa: BLE001 - whatever refuses the run is its failure message
             log.warning("run %s refused: %s", hold.run_id, exc)
@@ -313,8 +321,9 @@ class WorkerProcess:
             log.warning("%s", exc)
             return
         writer.start()
-        log.info("run %s (%s) attempt %s started%s", hold.run_id, kind, hold.lease.attempt,
-                 f"; {replayed} journaled metric rows restored" if replayed else "")
+        log.info("run %s (%s) attempt %s started%s%s", hold.run_id, kind, hold.lease.attempt,
+                 f"; {replayed} journaled metric rows restored" if replayed else "",
+                 f"; resumes from the stored {resumed}" if resumed else "")
         try:
             ended = Supervisor(self, hold, writer).run(kind, spec, workdir)
             writer.close()
@@ -347,24 +356,71 @@ class WorkerProcess:
             log.warning("run %s failed: %s", hold.run_id, message)
             self._finish(hold, status=RunStatus.FAILED, message=message, error=error)
 
+    def _restore_checkpoint(self, hold: Hold, workdir: Path) -> str | None:
+        """Make the run's local checkpoints the store's: the one a worker of any host kept last (its name is
+        returned), or none. The store's is the run's truth: a newer local file was never kept (its worker died
+        before storing the metrics before it) and is removed."""
+        folder = workdir / "checkpoints"
+        with self.db.session() as session:
+            row = artifacts.checkpoint(session, hold.run_id)
+            hold.confirm()
+            for old in folder.iterdir() if folder.is_dir() else ():
+                if old.is_file() and not old.is_symlink():
+                    old.unlink()
+            if row is None:
+                return None
+            target = workdir / row.name
+            if target.parent.resolve() != folder.resolve():
+                raise ValueError(f"run {hold.run_id}'s stored checkpoint {row.name!r} is not in its checkpoints folder")
+            artifacts.copy_out(session, row, target)
+            return row.name
+
     def _finish(self, hold: Hold, **outcome: Any) -> None:
-        if hold.conclude(artifacts=self._artifact_files(hold.run_id), **outcome):
+        files, left_out = self._artifact_files(hold.run_id)
+        if left_out:
+            outcome["message"] = (f"{outcome.get('message') or ''} (artifacts not kept, over ANODE_MAX_RUN_DISK_BYTES="
+                                  f"{self.settings.max_run_disk_bytes}: {', '.join(left_out)})").strip()
+        if hold.conclude(files=files, **outcome):
             log.info("run %s %s", hold.run_id, outcome["status"])
+            # its files are in the store now: the folder was this host's working copy
+            shutil.rmtree(self.settings.run_dir(hold.run_id), ignore_errors=True)
         else:
             log.warning("run %s: no longer held by this worker; its outcome is dropped", hold.run_id)
 
-    def _artifact_files(self, run_id: int) -> list[tuple[str, int, str]]:
-        """The run's artifacts: plain files in its real ``artifacts`` folder (symlinks are not indexed)."""
+    def _artifact_files(self, run_id: int) -> tuple[list[LocalFile], list[str]]:
+        """The run's artifacts: plain files in its real ``artifacts`` folder (symlinks are not kept), as many as
+        fit in ``ANODE_MAX_RUN_DISK_BYTES`` in name order, and the names of those left out."""
         folder = self.settings.run_dir(run_id) / "artifacts"
         try:
             confine(folder.parent, self.settings.runs_dir.resolve() / str(run_id))
         except PermissionError as exc:
-            log.warning("run %s: artifacts not indexed: %s", run_id, exc)
-            return []
+            log.warning("run %s: artifacts not kept: %s", run_id, exc)
+            return [], []
         if not folder.is_dir():
-            return []
-        return [(path.name, path.stat().st_size, guess_media_type(path.name))
-                for path in sorted(folder.iterdir()) if path.is_file() and not path.is_symlink()]
+            return [], []
+        files, left_out, room = [], [], self.settings.max_run_disk_bytes
+        for path in sorted(folder.iterdir()):
+            if not path.is_file() or path.is_symlink():
+                continue
+            size = path.stat().st_size
+            if size > room:
+                left_out.append(path.name)
+                continue
+            room -= size
+            files.append(LocalFile(path.name, path, guess_media_type(path.name)))
+        return files, left_out
+
+    def forget_ended_folders(self) -> None:
+        """Remove this host's working folders of runs that ended or were deleted (their files are in the store): a
+        run that moved to another worker, or a part of a sweep another worker concluded, leaves one behind."""
+        folder = self.settings.runs_dir
+        ids = [int(p.name) for p in folder.iterdir() if p.name.isdigit()] if folder.is_dir() else []
+        if not ids:
+            return
+        with self.db.session() as session:
+            live = runs.unfinished_among(session, ids)
+        for run_id in set(ids) - live:
+            shutil.rmtree(folder / str(run_id), ignore_errors=True)
 
 
 def run_worker(settings: Settings | None = None, device: DeviceClass = "cpu") -> int:

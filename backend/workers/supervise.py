@@ -3,6 +3,8 @@ answer its "stop?", and end it when it overstays.
 
 * Metrics go to the run's :class:`~backend.runs.ingest.MetricWriter` (journal at once, store in batches) and
   progress to the lease, which the heartbeat stores; a store or journal that fails ends the child and the run.
+* A checkpoint the child saved is kept in the store, after the metrics before it (a worker of another host
+  resumes from it: hosts share no disk).
 * The child asks "stop?" before every step; the answer is the worker's ``should_stop`` (shutdown, the cancel
   flag), read after every earlier report is stored. A lost lease gets no answer: the child is killed at once, so
   it saves no checkpoint into a run another worker holds (or has finished), and nothing it reports is written.
@@ -14,6 +16,7 @@ answer its "stop?", and end it when it overstays.
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import time
 from dataclasses import dataclass, field
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from anode_lab.specs.cost import readable_size
+from backend.runs.artifacts import LocalFile
 from backend.runs.ingest import MetricWriter
 from backend.runs.lifecycle import Hold, LeaseLost
 from backend.settings import Settings
@@ -29,6 +33,7 @@ from backend.workers.child import context, error_summary, is_disk_full
 if TYPE_CHECKING:
     from backend.workers.process import WorkerProcess
 
+log = logging.getLogger("anode.worker")
 STOP_GRACE_S = 3.0
 """How long a child may take to stop by itself after a cancel before it is killed."""
 POLL_S = 0.05
@@ -80,6 +85,7 @@ class Supervisor:
         self.settings = worker.settings
 
     def run(self, kind: str, spec: dict[str, Any], workdir: Path, part: int | None = None) -> Ended:
+        self.workdir = workdir
         ctx = context()
         receiver, sender = ctx.Pipe()
         threads = spec.get("threads")
@@ -139,11 +145,29 @@ class Supervisor:
             self.writer.add(message[1], message[2])
         elif what == "progress":
             self.hold.progress = (message[1], message[2], message[3])
+        elif what == "checkpoint":
+            self._keep_checkpoint(str(message[1]))
         elif what == "done":
             return Ended("done", status=message[1], summary=message[2], message=message[3])
         elif what == "error":
             return Ended("error", reason=message[1], error=message[2])
         return None
+
+    def _keep_checkpoint(self, name: str) -> None:
+        """Keep the checkpoint the child just saved in the store, after every metric reported before it, so that a
+        worker on another host resumes from it. The child waits at its next "stop?" meanwhile, so the file is not
+        replaced while it is read."""
+        path = self.workdir / name
+        if not path.resolve().is_relative_to(self.workdir.resolve()) or not path.is_file():
+            raise ValueError(f"the run reported a checkpoint {name!r} that is not a file in its folder")
+        size, limit = path.stat().st_size, self.settings.max_run_disk_bytes
+        if size > limit:
+            log.warning("run %s: checkpoint %s (%s) not kept in the store: over ANODE_MAX_RUN_DISK_BYTES (%s); the "
+                        "run resumes from an earlier one", self.hold.run_id, name, readable_size(size),
+                        readable_size(limit))
+            return
+        self.writer.store_all()
+        self.hold.keep_checkpoint(LocalFile(name, path))
 
 
 def _end(child: Any) -> None:
