@@ -16,8 +16,10 @@ are called as there. An option a method does not take is ignored with a warning,
 What is returned is what the solver computed: the adaptive controller's own values (:mod:`anode_core.controller`,
 torchdiffeq's bits in float64, its number of evaluations) with the dense output at each ``t[i]``. A graph is built
 only where a gradient is wanted (``y0``, ``t``, or a tensor ``func`` reaches requires grad, found from the first
-evaluation): ``Direct`` replays the accepted steps with their graph in forward; ``Anode()`` (the default) runs
-the controller alone in forward and replays the accepted steps once, in backward; any other method receives the
+evaluation): ``Direct`` replays the accepted steps with their graph in forward; ``Anode()`` runs the controller
+alone in forward, keeping its graph; the default ``Anode(checkpoints="auto")`` runs it alone too, its graph holding
+nothing but about sqrt(N) step starts, and rebuilds one segment at a time in backward
+(:mod:`anode_core.gradients.stepwise`; explicit tableaux and adaptive pairs); any other method receives the
 accepted grid, cut at the output times, as :class:`~anode_core.Problem` pieces through its ``solve`` hook.
 All of them differentiate the solve with the accepted steps held fixed; ``t`` gets ``∂y(t_i)/∂t_i = f(t_i, y_i)``
 and ``∂y(t_i)/∂t_0 = −Φ(t_i, t_0) f(t_0, y_0)``, as torchdiffeq's adjoint gives it.
