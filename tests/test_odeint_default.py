@@ -89,10 +89,11 @@ def test_dropout_is_replayed_with_the_forwards_random_numbers(method: str, optio
     rebuilt step starts from the RNG state its forward step started from (a first step of 0.9 gets rejected)."""
     field = Field(dropout=0.3)
     rejected = [0]
-    field.callback_reject_step = lambda *_: rejected.__setitem__(0, rejected[0] + 1)  # type: ignore[assignment]
+    if method == "dopri5":
+        field.callback_reject_step = lambda *_: rejected.__setitem__(0, rejected[0] + 1)  # type: ignore[assignment]
     expected = run(field, method, options, ac.Direct())[0]
     got = run(field, method, options, None)[0]
-    assert rejected[0] > 0 or method == "rk4"
+    assert rejected[0] > 0 or method == "rk4"  # the adaptive case replays across rejected trials
     for g, e in zip(got, expected, strict=True):
         torch.testing.assert_close(g, e, rtol=1e-14, atol=0.0)
 
