@@ -70,7 +70,8 @@ def run_loaded(loaded: SpecFile, out: Path) -> int:
         bar.total = total
         bar.update(done - bar.n)  # tqdm limits redraws to a few per second
 
-    ctx = RunContext(workdir=out, on_metrics=on_metrics, on_progress=on_progress, should_stop=stop.requested)
+    ctx = RunContext(workdir=out, on_metrics=on_metrics, on_progress=on_progress, should_stop=stop.requested,
+                     before_checkpoint=metrics.flush)
     started = time.perf_counter()
     try:
         with stop:
@@ -126,11 +127,14 @@ def environment(spec: Any) -> dict[str, Any]:
 
 
 class MetricsFile:
-    """``metrics.csv`` in long format. Rows are appended as they come (a crash loses nothing); on close the file
-    is rewritten with one row per (step, series), the last value reported winning, as a resumed run repeats
-    steps it had reported before it stopped."""
+    """``metrics.csv`` in long format. Rows are appended as they come and reach the file at most
+    :attr:`FLUSH_SECONDS` later, before every checkpoint (:meth:`flush`, the run's ``before_checkpoint``) and at
+    the end, so a crash loses only steps after the last checkpoint, which the resumed run computes again. On
+    close the file is rewritten with one row per (step, series), the last value reported winning, as a resumed
+    run repeats steps it had reported before it stopped."""
 
     HEADER = ("step", "series", "value")
+    FLUSH_SECONDS = 0.25
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -140,6 +144,7 @@ class MetricsFile:
                 for row in csv.DictReader(f):
                     self.rows[(int(row["step"]), row["series"])] = row["value"]
         self._file = path.open("a", newline="")
+        self._flush_at = time.monotonic() + self.FLUSH_SECONDS
         self._csv = csv.writer(self._file)
         if not self.rows and self._file.tell() == 0:
             self._csv.writerow(self.HEADER)
@@ -149,7 +154,12 @@ class MetricsFile:
             text = repr(float(value)) if isinstance(value, float) else str(value)
             self.rows[(step, series)] = text
             self._csv.writerow((step, series, text))
+        if time.monotonic() >= self._flush_at:
+            self.flush()
+
+    def flush(self) -> None:
         self._file.flush()
+        self._flush_at = time.monotonic() + self.FLUSH_SECONDS
 
     def close(self) -> None:
         if self._file.closed:

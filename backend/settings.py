@@ -79,7 +79,8 @@ class Settings(BaseSettings):
                                   "workers of its own host")
     retry_limit: int = Field(2, ge=0, description="re-queues after a lost worker before the run fails")
     poll_seconds: float = Field(0.1, gt=0, le=5, description="queue poll interval of an idle worker")
-    metrics_flush_seconds: float = Field(0.5, ge=0, description="a worker writes buffered metrics this often")
+    metrics_flush_seconds: float = Field(0.25, ge=0, description="a worker writes buffered metrics this often, "
+                                         "one transaction each (a run's child sends them every 0.1 s)")
     cancel_poll_seconds: float = Field(0.1, ge=0, description="a worker reads the cancel flag at most this often")
     torch_threads: int | None = Field(None, ge=1, le=256, description="intra-op threads of a worker's torch; "
                                       "default torch's own (set 1 when several workers share few cores)")

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 from datetime import datetime
@@ -25,9 +23,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from loopback import free_port, wait  # noqa: E402
+from loopback import service, wait  # noqa: E402
 
-API = "/api/v1"
 METHODS = [{"method": "direct"}, {"method": "anode"}, {"method": "adjoint"}]
 SWEEP: dict[str, Any] = {"solvers": ["euler", "midpoint"], "steps": [8, 16, 32], "methods": METHODS,
                          "blocks": 3, "batch": 64, "timing_repeats": 3, "device": "cpu", "threads": 1}
@@ -51,36 +48,11 @@ def _run(client: httpx.Client, spec: dict[str, Any]) -> float:
 
 def sweep_seconds(workers: int) -> float:
     """One timed sweep on a fresh API with ``workers`` workers (after a warm-up sweep)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        port = free_port()
-        env = {**os.environ, "ANODE_DATA_DIR": tmp, "ANODE_PORT": str(port), "ANODE_TORCH_THREADS": "1",
-               "OMP_NUM_THREADS": "1"}
-        logs = open(Path(tmp) / "service.log", "wb")
-        commands = [["api"], *[["worker", "--device", "cpu"]] * workers]
-        procs = []
-        try:
-            for command in commands:
-                procs.append(subprocess.Popen([sys.executable, "-m", "anode_lab.cli", *command], env=env, cwd=ROOT,
-                                              stdout=logs, stderr=subprocess.STDOUT, start_new_session=True))
-                if command == ["api"]:
-                    wait(lambda: _healthy(port), 90, "the API")
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}{API}", timeout=30) as client:
-                wait(lambda: len(client.get("/health").json()["workers"]) >= workers, 120, f"{workers} workers")
-                _run(client, WARM_UP)
-                return _run(client, SWEEP)
-        finally:
-            for proc in procs:
-                os.killpg(proc.pid, signal.SIGTERM)
-            for proc in procs:
-                proc.wait(30)
-            logs.close()
-
-
-def _healthy(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}{API}/health", timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False
+    with tempfile.TemporaryDirectory() as tmp, service(Path(tmp), workers=workers) as base, \
+            httpx.Client(base_url=base, timeout=30) as client:
+        wait(lambda: len(client.get("/health").json()["workers"]) >= workers, 120, f"{workers} workers")
+        _run(client, WARM_UP)
+        return _run(client, SWEEP)
 
 
 def report(reps: int) -> list[str]:

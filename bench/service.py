@@ -4,9 +4,11 @@
    records it, with one idle ``anode-lab worker`` on the embedded SQLite queue (target: median < 1 s);
 2. API read latency with 20 concurrent clients (``GET /runs/{id}``, ``GET /runs``, incremental
    ``GET /runs/{id}/metrics``) against ``anode-lab api`` (target: p99 < 100 ms);
-3. the training-step overhead of metric logging: the same train spec in process, with no-op callbacks and with
-   the worker's own context (journal + batched upserts + cancel-flag reads), interleaved; per-step time is the
-   median interval between consecutive step reports (target: < 5 %).
+3. the training-step overhead of metric logging (issue 23.5): a tiny train spec (:data:`TINY_TRAIN`) in process,
+   with no-op callbacks and with a run child's own callbacks (:mod:`backend.workers.uplink`: a queue append, a
+   sender thread) whose pipe leads to the worker's side (the real supervisor, journal and batched upserts) in a
+   process of its own, interleaved; the time inside the callbacks per step, and the A/B median interval between
+   step reports (target: < 2 % of a 0.5 ms step).
 4. the API under load on PostgreSQL (issue 23.4): ``anode-lab api`` and one ``anode-lab worker`` on a PostgreSQL
    store and a Redis queue (Debian's servers, as the tests start them), the worker training a run and streaming
    its metrics; 50 keep-alive clients, each sending a request every 0.5 s (open loop, jittered): 40 readers
@@ -16,7 +18,7 @@
 5. fan-out (issue 23.1, ``--sweep``: only this): the same 18-cell compare sweep with 1, 2 and 4 workers, one
    torch thread each (:mod:`fan_out`; target: two workers at most 0.6x one worker's time).
 
-    python bench/service.py [--quick] [--postgres-only] [--sweep]
+    python bench/service.py [--quick] [--postgres-only] [--logging-only] [--sweep]
 
 Numbers from a shared machine are noisy: compare the ratios, and rerun before trusting an absolute.
 """
@@ -26,9 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,11 +42,17 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from loopback import free_port, wait  # noqa: E402
+from loopback import service, wait  # noqa: E402
 
 API = "/api/v1"
 TINY_DEMO = {"kind": "demo", "spec": {"name": "non-invertible"}}
 TRAIN = {"dataset": "moons", "n_samples": 4096, "batch_size": 32, "epochs": 8, "device": "cpu"}
+TINY_TRAIN = {"dataset": "moons", "n_samples": 4096, "batch_size": 32, "epochs": 6, "device": "cpu", "width": 2,
+              "hidden": 4, "blocks": 1, "probe_every": 0, "ode": {"steps": 1, "gradient": {"method": "direct"}}}
+"""As small a training step as a spec allows (a fraction of a millisecond on an idle core), where logging's share
+is largest: 576 steps."""
+STEP_S = 0.5e-3
+"""The step logging is held to: under 2 % of it (issue 23.5)."""
 
 
 
@@ -107,81 +113,133 @@ def read_latency(port: int, run_id: int, clients: int, per_client: int) -> list[
     return out
 
 
+def _worker_side(data_dir: str, conn: Any, result: Any) -> None:
+    """The worker's end of a run's pipe, in a process of its own as in a worker: a claimed run, its lease renewed
+    every ``heartbeat_seconds``, the real :class:`Supervisor` storing each batch (journal, batched upserts,
+    cancel-flag reads); sends back how it ended and how many metric rows it stored once the training side is done."""
+    import threading
+
+    from backend.runs import lifecycle, repository as runs
+    from backend.runs.ingest import MetricWriter
+    from backend.runs.lifecycle import Hold
+    from backend.settings import Settings
+    from backend.workers.process import WorkerProcess
+    from backend.workers.supervise import Supervisor
+
+    settings = Settings(data_dir=Path(data_dir))
+    worker = WorkerProcess(settings, "cpu")
+    with worker.db.session(write=True) as session:
+        run_id = runs.add(session, kind="train", name="", spec={}, device="cpu", tags=[]).id
+    with worker.db.session(write=True) as session:
+        lease = lifecycle.claim(session, run_id, worker.id, "cpu")
+    assert lease is not None
+    hold = Hold(worker.db, lease, window=settings.heartbeat_timeout_seconds / 2)
+    threading.Thread(target=worker._every, args=(settings.heartbeat_seconds, hold.heartbeat), daemon=True).start()
+    writer = MetricWriter(hold, settings.run_dir(run_id), settings.metrics_flush_seconds).start()
+
+    class Peer:  # the training side, which outlives this process
+        exitcode = None
+
+        @staticmethod
+        def is_alive() -> bool:
+            return True
+
+    result.send("ready")
+    cpu = time.process_time()
+    ended = Supervisor(worker, hold, writer).serve(conn, Peer())
+    writer.close()
+    worker.stop.set()
+    result.send((ended.kind, writer.written, time.process_time() - cpu))
+    hold.close()
+    worker.db.dispose()
+
+
 def logging_overhead(data_dir: Path, reps: int) -> dict[str, float]:
-    """Per-step cost of the worker's context against no-op callbacks, two ways: the time spent inside the
-    worker's ``on_metrics`` and ``should_stop`` over the bare step time (direct: the cost itself), and the median
-    interval between step reports in interleaved runs (A/B: includes any slowdown, but noisy when shared)."""
+    """Per-step cost of a worker's metric logging on the training step's thread, two ways, on :data:`TINY_TRAIN`
+    trained in this process: with no-op callbacks (bare), and with a run child's own callbacks (its
+    :class:`~backend.workers.uplink.Uplink`) whose pipe leads to the worker's side (:func:`_worker_side`) in
+    another process, as in a worker (logged). Direct: the time spent inside the callbacks, per step; A/B: the
+    median interval between step reports of interleaved runs (includes the uplink's sender thread, and any
+    slowdown from the worker's process next door; noisy on a shared machine)."""
+    import multiprocessing
+
     import torch
     from timing import time_interleaved
 
     from anode_lab.experiments import RunContext, run_experiment
     from anode_lab.specs import parse_spec
     from backend.db import migrate
-    from backend.runs import lifecycle, repository as runs
-    from backend.runs.ingest import MetricWriter
-    from backend.runs.lifecycle import Hold
     from backend.settings import Settings
-    from backend.workers.process import WorkerProcess
+    from backend.workers.uplink import Uplink
 
     torch.set_num_threads(1)
-    settings = Settings(data_dir=data_dir / "overhead")
-    migrate(settings.db_url, settings.data_dir)
-    worker = WorkerProcess(settings, "cpu")
-    db = worker.db
-    spec = parse_spec("train", TRAIN)
+    store = data_dir / "overhead"
+    migrate(Settings(data_dir=store).db_url, store)
+    spec = parse_spec("train", TINY_TRAIN)
+    spawn = multiprocessing.get_context("spawn")
     intervals: dict[str, list[float]] = {"bare": [], "logged": []}
     inside: list[float] = []
+    typical: list[float] = []
+    worker_side: list[float] = []
 
     def one(name: str) -> None:
         stamps: list[float] = []
-        spent = [0.0]
         workdir = Path(tempfile.mkdtemp(dir=data_dir))
         if name == "bare":
             def report(step: int, values: Any) -> None:
                 if "train_loss" in values:
                     stamps.append(time.perf_counter())
-            ctx = RunContext(workdir, on_metrics=report)
-        else:
-            with db.session(write=True) as session:
-                run_id = runs.add(session, kind="train", name="", spec={}, device="cpu", tags=[]).id
-            with db.session(write=True) as session:
-                lease = lifecycle.claim(session, run_id, worker.id, "cpu")
-            assert lease is not None
-            hold = Hold(db, lease, window=settings.heartbeat_timeout_seconds / 2)
-            writer = MetricWriter(hold, workdir, settings.metrics_flush_seconds).start()
-            # what the worker does with each report its run's child process sends
-            ctx = RunContext(workdir, on_metrics=writer.add, should_stop=lambda: worker.should_stop(hold))
-            add, stop = ctx.on_metrics, ctx.should_stop
+            result = run_experiment("train", spec, RunContext(workdir, on_metrics=report))
+            assert result.status == "succeeded", result
+            intervals[name].append(statistics.median(b - a for a, b in pairwise(stamps)))
+            return
+        receiver, sender = spawn.Pipe()
+        results, result = spawn.Pipe(duplex=False)
+        side = spawn.Process(target=_worker_side, args=(str(store), receiver, result), daemon=True)
+        side.start()
+        receiver.close()
+        assert results.recv() == "ready"  # as a worker is, before it starts a run's child
+        uplink = Uplink(sender)
+        spent = [0.0]  # in the callbacks since the last step report
+        per_step: list[float] = []
 
-            def report(step: int, values: Any) -> None:
+        def timed(call: Any) -> Any:
+            def wrapper(*args: Any) -> Any:
                 start = time.perf_counter()
-                if "train_loss" in values:
-                    stamps.append(start)
-                add(step, values)
-                spent[0] += time.perf_counter() - start
-
-            def should_stop() -> bool:
-                start = time.perf_counter()
-                answer = stop()
+                answer = call(*args)
                 spent[0] += time.perf_counter() - start
                 return answer
+            return wrapper
 
-            ctx.on_metrics, ctx.should_stop = report, should_stop
+        add = timed(uplink.on_metrics)
+
+        def on_metrics(step: int, values: Any) -> None:
+            if "train_loss" in values:
+                stamps.append(time.perf_counter())
+                per_step.append(spent[0])
+                spent[0] = 0.0
+            add(step, values)
+
+        ctx = RunContext(workdir, on_metrics=on_metrics, on_progress=timed(uplink.on_progress),
+                         should_stop=timed(uplink.should_stop), before_checkpoint=timed(uplink.before_checkpoint))
         result = run_experiment("train", spec, ctx)
         assert result.status == "succeeded", result
-        if name == "logged":
-            start = time.perf_counter()
-            writer.close()
-            spent[0] += time.perf_counter() - start
-            inside.append(spent[0] / len(stamps))
+        uplink.close(("done", result.status, {}, ""))
+        ended, stored, worker_cpu = results.recv()
+        side.join(30)
+        steps = int(result.summary["steps"])
+        assert ended == "done" and stored >= 5 * steps, (ended, stored, steps)  # every report reached the store
+        typical.append(statistics.median(per_step))
+        inside.append((sum(per_step) + spent[0]) / len(stamps))
+        worker_side.append(worker_cpu / len(stamps))
         intervals[name].append(statistics.median(b - a for a, b in pairwise(stamps)))
 
     time_interleaved({"bare": lambda: one("bare"), "logged": lambda: one("logged")}, reps=reps, warmup=1)
     bare, logged, cost = intervals["bare"][1:], intervals["logged"][1:], inside[1:]  # drop the warm-up rep
-    db.dispose()
     return {"bare": statistics.median(bare), "logged": statistics.median(logged),
             "ab": statistics.median(b / a for a, b in zip(bare, logged, strict=True)) - 1,
-            "inside": statistics.median(cost), "direct": statistics.median(cost) / statistics.median(bare)}
+            "inside": statistics.median(cost), "direct": statistics.median(cost) / statistics.median(bare),
+            "typical": statistics.median(typical[1:]), "worker_cpu": statistics.median(worker_side[1:])}
 
 
 # --------------------------------------------------------------------------------- API under load, PostgreSQL
@@ -248,20 +306,17 @@ def api_on_postgres(tmp: Path, seconds: float, clients: int = 50, writers: int =
     if bindir is None:
         return ["API on PostgreSQL: skipped (PostgreSQL's server is not installed; scripts/test installs it)"]
     postgres, redis = PostgresServer(bindir), RedisServer("redis-server")
-    port = free_port()
-    env = {**os.environ, "ANODE_DATA_DIR": str(tmp / "pg"), "ANODE_PORT": str(port), "ANODE_TORCH_THREADS": "1",
-           "ANODE_DATABASE_URL": postgres.new_url(), "ANODE_QUEUE_URL": redis.new_url(),
+    env = {"ANODE_DATABASE_URL": postgres.new_url(), "ANODE_QUEUE_URL": redis.new_url(),
            "ANODE_CREATE_BURST": "100000", "ANODE_CREATE_RATE_PER_MINUTE": "100000",
            "ANODE_METRICS_FLUSH_SECONDS": "0.2", "ANODE_MAX_STREAMS": "200", "ANODE_MAX_STREAMS_PER_CLIENT": "200"}
     # every client here comes from 127.0.0.1: the per-client caps would see one client
-    logs = open(tmp / "postgres-load.log", "wb")
-    procs = [subprocess.Popen([sys.executable, "-m", "anode_lab.cli", *cmd], env=env, cwd=ROOT, stdout=logs,
-                              stderr=subprocess.STDOUT, start_new_session=True)
-             for cmd in (["api", "--no-access-log"], ["worker", "--device", "cpu"])]
+    (tmp / "pg").mkdir()
     out: dict[str, list[float]] = {}
     errors: list[str] = []
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}{API}", timeout=30) as client:
+        with service(tmp / "pg", env=env, api_args=["--no-access-log"]) as base, \
+                httpx.Client(base_url=base, timeout=30) as client:
+            port = httpx.URL(base).port or 80
             wait(lambda: client.get("/health").json()["workers"], 120, "the API and a live worker")
             live = client.post("/runs", json={"kind": "train", "spec": {**TRAIN, "epochs": 400}}).json()["id"]
             wait(lambda: client.get(f"/runs/{live}/metrics", params={"after_step": 0}).json()["last_step"], 120,
@@ -277,10 +332,6 @@ def api_on_postgres(tmp: Path, seconds: float, clients: int = 50, writers: int =
             last = client.get(f"/runs/{live}/metrics", params={"after_step": 0}).json()["last_step"]
             client.post(f"/runs/{live}/cancel")
     finally:
-        for proc in procs:
-            os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs:
-            proc.wait(30)
         postgres.stop()
         redis.stop()
     every = [sample for samples in out.values() for sample in samples]
@@ -296,10 +347,22 @@ def api_on_postgres(tmp: Path, seconds: float, clients: int = 50, writers: int =
     return lines
 
 
+def _logging_line(overhead: dict[str, float], reps: int, load: tuple[float, float, float]) -> str:
+    typical, mean, bare = overhead["typical"], overhead["inside"], overhead["bare"]
+    return (f"metric logging    {typical / STEP_S * 100:6.2f} % of a {STEP_S * 1e3:g} ms training step (target < 2 %): "
+            f"median {typical * 1e6:.1f} µs per step in the step's thread's callbacks, {typical / bare * 100:.2f} % "
+            f"of this bench's {bare * 1e3:.3f} ms step (mean {mean * 1e6:.1f} µs: the rare waits, and preemption "
+            f"on a loaded machine, included); the worker's side: {overhead['worker_cpu'] * 1e6:.0f} µs of CPU per "
+            f"step in its own process; A/B step time {overhead['ab'] * 100:+.1f} % ({overhead['logged'] * 1e3:.3f} "
+            f"vs {bare * 1e3:.3f} ms, {reps} interleaved pairs, medians); load average {load[0]:.1f} before, "
+            f"{os.getloadavg()[0]:.1f} after, {os.cpu_count()} CPUs")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer samples (a smoke test of the bench)")
     parser.add_argument("--postgres-only", action="store_true", help="only the API under load on PostgreSQL (4.)")
+    parser.add_argument("--logging-only", action="store_true", help="only the metric logging overhead (3.)")
     parser.add_argument("--sweep", action="store_true", help="only the fan-out sweep with 1, 2 and 4 workers (5.)")
     args = parser.parse_args()
     if args.sweep:
@@ -312,28 +375,20 @@ def main() -> int:
             print("\n".join(api_on_postgres(Path(tmp), 10.0 if args.quick else 30.0)))
         return 0
     runs_n, per_client, reps = (5, 20, 3) if args.quick else (15, 100, 7)
+    load = os.getloadavg()
+    if args.logging_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            print(_logging_line(logging_overhead(Path(tmp), reps), reps, load))
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
-        port = free_port()
-        env = {**os.environ, "ANODE_DATA_DIR": str(data_dir), "ANODE_PORT": str(port), "ANODE_TORCH_THREADS": "1"}
-        logs = open(data_dir / "service.log", "wb")
-        procs = [subprocess.Popen([sys.executable, "-m", "anode_lab.cli", *cmd], env=env, cwd=ROOT, stdout=logs,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
-                 for cmd in (["api"], ["worker", "--device", "cpu"])]
-        base = f"http://127.0.0.1:{port}{API}"
-        try:
-            with httpx.Client(base_url=base, timeout=30) as client:
-                wait(lambda: client.get("/health").json()["workers"], 90, "the API and a live worker")
-                latencies = enqueue_latency(client, runs_n)
-                run_id = client.post("/runs", json={"kind": "train", "spec": {**TRAIN, "n_samples": 256, "epochs": 6}})
-                run_id = run_id.json()["id"]
-                wait(lambda: client.get(f"/runs/{run_id}").json()["status"] == "succeeded", 120, "the train run")
-            reads = read_latency(port, run_id, clients=20, per_client=per_client)
-        finally:
-            for proc in procs:
-                os.killpg(proc.pid, signal.SIGTERM)
-            for proc in procs:
-                proc.wait(30)
+        with service(data_dir) as base, httpx.Client(base_url=base, timeout=30) as client:
+            wait(lambda: client.get("/health").json()["workers"], 90, "the API and a live worker")
+            latencies = enqueue_latency(client, runs_n)
+            run_id = client.post("/runs", json={"kind": "train", "spec": {**TRAIN, "n_samples": 256, "epochs": 6}})
+            run_id = run_id.json()["id"]
+            wait(lambda: client.get(f"/runs/{run_id}").json()["status"] == "succeeded", 120, "the train run")
+            reads = read_latency(httpx.URL(base).port or 80, run_id, clients=20, per_client=per_client)
         overhead = logging_overhead(data_dir, reps)
         postgres = api_on_postgres(data_dir, 10.0 if args.quick else 30.0)
     print(f"enqueue→running   median {statistics.median(latencies) * 1e3:7.1f} ms   max {max(latencies) * 1e3:7.1f} ms"
@@ -341,11 +396,7 @@ def main() -> int:
     p50, p99 = _percentile(reads, 0.5), _percentile(reads, 0.99)
     print(f"API reads         p50 {p50 * 1e3:7.1f} ms   p99 {p99 * 1e3:7.1f} ms"
           f"   ({len(reads)} requests, 20 concurrent keep-alive clients; target p99 < 100 ms)")
-    print(f"metric logging    {overhead['direct'] * 100:6.2f} % of a training step: "
-          f"{overhead['inside'] * 1e6:.0f} µs in "
-          f"the worker's callbacks per {overhead['bare'] * 1e3:.3f} ms step (target < 5 %); A/B step time "
-          f"{overhead['ab'] * 100:+.1f} % ({overhead['logged'] * 1e3:.3f} vs {overhead['bare'] * 1e3:.3f} ms, "
-          f"{reps - 1} interleaved pairs)")
+    print(_logging_line(overhead, reps, load))
     print("\n".join(postgres))
     return 0
 

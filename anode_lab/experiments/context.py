@@ -29,6 +29,9 @@ class RunContext:
       a retried step may be reported again and must be written idempotently by the receiver.
     * ``on_progress(done, total, note)``: coarse progress for bars and status lines.
     * ``should_stop()``: checked at least once per training step; True ends the run as *cancelled*.
+    * ``before_checkpoint()``: called before a resumable checkpoint is written; returns once every report made
+      so far is kept where a resumed run finds it (a worker's journal, the CLI's ``metrics.csv``), so a run
+      resumed from the checkpoint never skips a step whose metrics were lost.
     * ``on_checkpoint(path)``: a resumable checkpoint was saved at ``path`` (inside ``workdir``), after every
       report of the steps before it; a worker keeps it in the store, so the run resumes on any host.
     * ``workdir``: artifacts (``artifact_path(name)``) and resumable checkpoints live here.
@@ -38,6 +41,7 @@ class RunContext:
     on_metrics: Callable[[int, Mapping[str, float]], None] = _ignore
     on_progress: Callable[[int, int, str], None] = _ignore
     should_stop: Callable[[], bool] = field(default=lambda: False)
+    before_checkpoint: Callable[[], None] = _ignore
     on_checkpoint: Callable[[Path], None] = _ignore
 
     def __post_init__(self) -> None:

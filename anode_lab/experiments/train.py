@@ -117,9 +117,6 @@ class _Trainer:
                 if self.ctx.should_stop():
                     self._save()
                     return self._result(RunStatus.CANCELLED, f"cancelled before step {self.pos.step + 1}")
-                # Saved only after should_stop(): in a worker its answer comes once every report before it is
-                # stored, so a checkpoint never runs ahead of the metrics (a worker killed between a step's
-                # report and the next question would otherwise resume after a step whose metrics it lost).
                 if spec.checkpoint_every and self.pos.step % spec.checkpoint_every == 0 and self.pos.step > saved:
                     self._save()
                     saved = self.pos.step
@@ -226,6 +223,9 @@ class _Trainer:
 
     def _save(self) -> None:
         if self.spec.checkpoint_every:
+            # never ahead of the metrics: a run killed after saving would otherwise resume after steps whose
+            # reports it lost
+            self.ctx.before_checkpoint()
             self.pos.seconds = self._seconds()
             self.ctx.on_checkpoint(self.checkpoints.save(self.spec, self.model, self.optimizer, self.pos))
 

@@ -1,10 +1,10 @@
 """How a worker stores a run's metrics: journal every report at once, write complete steps to the store in
 batches from a background thread.
 
-* Every ``on_metrics(step, values)`` is appended to the run's journal (:mod:`backend.runs.journal`) at once,
-  so it survives the worker being killed. A retried attempt replays the journal into the store first, so steps
-  reported before a kill but after the last batch are never lost, even when the run resumes from a checkpoint
-  taken after them.
+* Every report (``add``, or a batch of them from the run's child: ``add_many``) is appended to the run's
+  journal (:mod:`backend.runs.journal`) at once, a batch in one write, so it survives the worker being killed.
+  A retried attempt replays the journal into the store first, so steps reported before a kill but after the
+  last batch are never lost, even when the run resumes from a checkpoint taken after them.
 * A writer thread stores what arrived every ``flush_seconds`` (at once when it is 0) as one upsert keyed by
   (run, series, step): a step reported again replaces its value instead of adding a row. Training never waits
   for the store (SQLite's write lock may be busy with other workers) and never converts a value. Only complete
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from anode_lab.names import check_series_name
@@ -77,14 +77,22 @@ class MetricWriter:
         return self
 
     def add(self, step: int, values: Mapping[str, float]) -> None:
+        self.add_many([(step, values)])
+
+    def add_many(self, reports: Sequence[tuple[int, Mapping[str, float]]]) -> None:
+        """Journal ``(step, values)`` reports in one write and hand them to the writer thread."""
         if self._error is not None:
             raise RuntimeError(f"storing metrics failed: {self._error}") from self._error
-        for name in values:
-            check_series_name(name)
-        report = (int(step), tuple(values), tuple(map(float, values.values())))
+        if not reports:
+            return
+        batch = []
+        for step, values in reports:
+            for name in values:
+                check_series_name(name)
+            batch.append((int(step), tuple(values), tuple(map(float, values.values()))))
         self.hold.confirm()
-        self.journal.append(*report)
-        self._arrived.append(report)
+        self.journal.append_many(batch)
+        self._arrived.extend(batch)
         if not self.flush_seconds:
             self._wake.set()
 

@@ -1,9 +1,9 @@
 """The metrics journal of a run: every report appended to ``<workdir>/metrics.journal`` as it is made.
 
-One ``os.write`` per report puts it in the OS's hands, so it survives the worker being killed; a retried
-attempt replays it, possibly on another host with another Python, into the store. The format is therefore
-fixed by this module alone, byte for byte, and cheap on the training thread (a report costs a few
-microseconds; JSON text costs twice as much). Each record is framed as ``<u32 little-endian payload length>``
+One ``os.write`` per report (or per batch of them) puts it in the OS's hands, so it survives the worker being
+killed; a retried attempt replays it, possibly on another host with another Python, into the store. The format
+is therefore fixed by this module alone, byte for byte, and cheap (a report costs a few microseconds; JSON text
+costs twice as much). Each record is framed as ``<u32 little-endian payload length>``
 then the payload, whose first byte says what it holds:
 
 * ``N`` then the series names as UTF-8 JSON (a list of strings), written whenever the names change;
@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 FILE = "metrics.journal"
@@ -46,14 +46,24 @@ class Journal:
 
     def append(self, step: int, names: tuple[str, ...], values: tuple[float, ...]) -> None:
         """``values`` are anything ``float()`` accepts (Python or numpy floats), one per name."""
+        self.append_many([(step, names, values)])
+
+    def append_many(self, reports: Iterable[tuple[int, tuple[str, ...], tuple[float, ...]]]) -> None:
+        """Several reports in one ``os.write``."""
+        records = []
+        for step, names, values in reports:
+            if names != self._names:
+                self._names = names
+                records.append(names_record(names))
+            records.append(values_record(step, values))
+        if not records:
+            return
         if self._fd is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        record = values_record(step, values)
-        if names != self._names:
-            self._names = names
-            record = names_record(names) + record
-        os.write(self._fd, record)
+        data = memoryview(b"".join(records))
+        while data:  # a regular file takes it whole, short of a full disk (which then raises)
+            data = data[os.write(self._fd, data):]
 
     def close(self) -> None:
         if self._fd is not None:

@@ -6,14 +6,16 @@ torch once, so a run starts in a fraction of a second and never shares the worke
 * limits its own address space to its size at start plus ``ANODE_MAX_RUN_BYTES`` (``RLIMIT_AS``; on a GPU, where
   CUDA reserves address space it never touches, torch's per-process CUDA memory fraction instead), so an
   oversized run fails alone with "out of memory" instead of taking the worker (or the machine) with it;
-* sends every report up a pipe as it happens (``("metrics", step, values)``, ``("progress", done, total,
-  note)``, ``("checkpoint", its path in the run's folder)``) and, at the end, ``("done", status, summary,
-  message)`` or ``("error", kind, summary)``; the worker journals and stores the metrics and keeps checkpoints
-  in the store, so nothing the child reported is lost when it dies;
-* asks the worker up the same pipe whenever the experiment checks ``should_stop`` (before every step) and waits
-  for "go" or "stop" (cancel, a lost lease, shutdown): as exact as a check in the worker's own thread, since the
-  worker answers after storing every report sent before the question; it ends at once, without saving, when
-  the worker itself is gone (a killed worker's run is re-queued and resumed by another one);
+* sends its reports up a pipe in batches, off the step's thread (:mod:`backend.workers.uplink`: ``("metrics",
+  step, values)``, ``("progress", done, total, note)``) and, at the end, ``("done", status, summary, message)``
+  or ``("error", kind, summary)``; the worker journals and stores the metrics and keeps
+  checkpoints in the store (hosts share no disk);
+* hears "go" (renewed every half second while the worker holds the run's lease) or "stop" (cancel, shutdown)
+  from the worker unasked, and asks "stop?" itself, waiting for the answer, only before every checkpoint and
+  when its last "go" has run out (a stalled worker, or one that lost its lease and kills this process); the
+  worker answers after storing every report sent before the question, so a checkpoint never runs ahead of the
+  stored metrics; it ends at once, without saving, when the worker itself is gone (a killed worker's run is
+  re-queued and resumed by another one);
 * ignores SIGINT and SIGTERM: Ctrl-C of a worker in a terminal reaches its whole process group, and the worker,
   not the signal, stops the run (between two steps, after a checkpoint) or kills it.
 """
@@ -24,10 +26,10 @@ import errno
 import importlib
 import json
 import multiprocessing
-import os
 import resource
 import signal
 import tempfile
+import time
 import traceback
 from collections.abc import Mapping
 from multiprocessing.connection import Connection
@@ -35,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from anode_lab.failures import is_out_of_memory
+from backend.workers.uplink import PERMIT_SECONDS, Uplink
 
 TRACEBACK_FRAMES = 6
 RUN_IMPORTS = ("torch", "sklearn.datasets", "sklearn.model_selection", "torchvision.datasets",
@@ -105,20 +108,7 @@ def run_child(kind: str, spec_data: Mapping[str, Any], workdir: str, max_bytes: 
               conn: Connection, part: int | None = None) -> None:
     """Body of the child process (see the module docstring); ``part``: only that part of a compare sweep, whose
     rows come back as JSON text in the summary's ``rows``."""
-    def send(message: tuple[Any, ...]) -> None:
-        try:
-            conn.send(message)
-        except (BrokenPipeError, ConnectionResetError, EOFError):
-            os._exit(3)  # the worker is gone: its successor resumes the run
-
-    def should_stop() -> bool:
-        """Ask the worker, which has stored every report sent before this question when it answers."""
-        send(("ask",))
-        try:
-            return bool(conn.recv() == "stop")
-        except (EOFError, OSError):
-            os._exit(3)
-
+    uplink = Uplink(conn)
     for signum in (signal.SIGINT, signal.SIGTERM):  # the worker stops its run (Ctrl-C reaches a terminal's group)
         signal.signal(signum, signal.SIG_IGN)
     try:
@@ -133,22 +123,21 @@ def run_child(kind: str, spec_data: Mapping[str, Any], workdir: str, max_bytes: 
         if threads is not None:
             torch.set_num_threads(threads)
         limit_memory(max_bytes, getattr(spec, "device", "cpu"))
-        ctx = RunContext(Path(workdir), on_metrics=lambda step, values: send(("metrics", step, dict(values))),
-                         on_progress=lambda done, total, note: send(("progress", done, total, note)),
-                         should_stop=should_stop,
-                         on_checkpoint=lambda path: send(("checkpoint", str(path.relative_to(workdir)))))
+        ctx = RunContext(Path(workdir), on_metrics=uplink.on_metrics, on_progress=uplink.on_progress,
+                         should_stop=uplink.should_stop, before_checkpoint=uplink.before_checkpoint,
+                         on_checkpoint=lambda path: uplink.on_checkpoint(str(path.relative_to(workdir))))
         if part is not None:
             from anode_lab.experiments.sweep import run_compare_part
 
             result, rows = run_compare_part(spec, part, ctx)  # type: ignore[arg-type]  # a compare spec
-            send(("done", result.status, {"rows": json.dumps(rows)}, result.message))
+            uplink.close(("done", result.status, {"rows": json.dumps(rows)}, result.message))
             return
         result = run_experiment(kind, spec, ctx)
     except BaseException as exc:  # noqa: BLE001 - every failure is reported to the worker, then the child ends
         reason = "memory" if is_out_of_memory(exc) else "disk" if is_disk_full(exc) else "error"
-        send(("error", reason, error_summary(exc)))
+        uplink.close(("error", reason, error_summary(exc)))
         return
-    send(("done", result.status, dict(result.summary), result.message))
+    uplink.close(("done", result.status, dict(result.summary), result.message))
 
 
 def check_install(target: Any, device: str, max_bytes: int) -> str | None:
@@ -167,14 +156,14 @@ def check_install(target: Any, device: str, max_bytes: int) -> str | None:
             sender.close()
         try:
             while receiver.poll(CHECK_TIMEOUT_S):
-                message = receiver.recv()
-                if message[0] == "ask":
-                    receiver.send("go")
-                elif message[0] == "done":
-                    ok = message[1] == "succeeded"
-                    return None if ok else f"a tiny training run ended {message[1]}: {message[3]}"
-                elif message[0] == "error":
-                    return f"a tiny training run failed: {message[2]['type']}: {message[2]['message']}"
+                for message in receiver.recv()[1]:  # ("batch", [report, ...])
+                    if message[0] == "ask":
+                        receiver.send(("go", time.monotonic() + PERMIT_SECONDS, True))
+                    elif message[0] == "done":
+                        ok = message[1] == "succeeded"
+                        return None if ok else f"a tiny training run ended {message[1]}: {message[3]}"
+                    elif message[0] == "error":
+                        return f"a tiny training run failed: {message[2]['type']}: {message[2]['message']}"
             return f"a tiny training run gave no answer within {CHECK_TIMEOUT_S:.0f} s"
         except (EOFError, OSError):
             child.join(KILL_WAIT_S)

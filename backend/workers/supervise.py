@@ -1,15 +1,19 @@
 """The worker's side of a run's child process (:mod:`backend.workers.child`): start it, store what it reports,
 answer its "stop?", and end it when it overstays.
 
-* Metrics go to the run's :class:`~backend.runs.ingest.MetricWriter` (journal at once, store in batches) and
-  progress to the lease, which the heartbeat stores; a store or journal that fails ends the child and the run.
+* Reports come in batches (:mod:`backend.workers.uplink`): a batch's metrics go to the run's
+  :class:`~backend.runs.ingest.MetricWriter` at once (one journal write, stored in batches) and progress to the
+  lease, which the heartbeat stores; a store or journal that fails ends the child and the run.
 * A checkpoint the child saved is kept in the store, after the metrics before it (a worker of another host
   resumes from it: hosts share no disk).
-* The child asks "stop?" before every step; the answer is the worker's ``should_stop`` (shutdown, the cancel
-  flag), read after every earlier report is stored. A lost lease gets no answer: the child is killed at once, so
-  it saves no checkpoint into a run another worker holds (or has finished), and nothing it reports is written.
-  After a cancel the child gets :data:`STOP_GRACE_S`, then it is killed: a run whose step is long (a sweep cell,
-  a demo's solve) still stops within about one step. A shutdown waits, so training can checkpoint.
+* The worker reads its ``should_stop`` (shutdown, the cancel flag; a lost lease raises) between batches and tells
+  the child "stop" at once, else renews its "go" (a permit of :data:`~backend.workers.uplink.PERMIT_SECONDS`,
+  never past the lease's window) halfway through. Before a checkpoint, or when its permit ran out, the child asks
+  "stop?"; the answer comes after every earlier report is stored. A lost lease gets no answer: the child is
+  killed at once, so it saves no checkpoint into a run another worker holds (or has finished), and nothing it
+  reports is written. After a cancel the child gets :data:`STOP_GRACE_S`, then it is killed: a run whose step is
+  long (a sweep cell, a demo's solve) still stops within about one step. A shutdown waits, so training can
+  checkpoint.
 * ``ANODE_MAX_RUN_SECONDS`` after the start, the child is killed and the run fails with "time limit".
 """
 
@@ -17,9 +21,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import signal
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -29,6 +36,7 @@ from backend.runs.ingest import MetricWriter
 from backend.runs.lifecycle import Hold, LeaseLost
 from backend.settings import Settings
 from backend.workers.child import context, error_summary, is_disk_full
+from backend.workers.uplink import PERMIT_SECONDS
 
 if TYPE_CHECKING:
     from backend.workers.process import WorkerProcess
@@ -83,6 +91,7 @@ class Supervisor:
     def __init__(self, worker: WorkerProcess, hold: Hold, writer: MetricWriter) -> None:
         self.worker, self.hold, self.writer = worker, hold, writer
         self.settings = worker.settings
+        self._permit_until = -math.inf
 
     def run(self, kind: str, spec: dict[str, Any], workdir: Path, part: int | None = None) -> Ended:
         self.workdir = workdir
@@ -94,11 +103,26 @@ class Supervisor:
                                   *(() if part is None else (part,))))
         child.start()
         sender.close()
+        try:
+            return self.serve(receiver, child)
+        finally:
+            _end(child)
+            receiver.close()
+
+    def serve(self, receiver: Connection, child: Any) -> Ended:
+        """Store what ``child`` (a process: ``is_alive()``, ``exitcode``) sends on ``receiver`` and answer its
+        questions, until it ends, overstays or must be ended; the caller ends the process."""
         started = time.monotonic()
         stop_asked: float | None = None
         ended: Ended | None = None
         try:
             while True:
+                now = time.monotonic()
+                if stop_asked is None and self.worker.should_stop(self.hold):  # a lost lease raises here
+                    stop_asked = now
+                    self._tell(receiver, "stop", asked=False)
+                elif stop_asked is None and self._permit_until - now < PERMIT_SECONDS / 2:
+                    self._tell(receiver, "go", asked=False)
                 message = None
                 if receiver.poll(POLL_S):
                     try:
@@ -106,69 +130,82 @@ class Supervisor:
                     except EOFError:
                         break
                 now = time.monotonic()
-                if message is not None and message[0] == "ask":  # the child is between two steps
-                    stopping = self.worker.should_stop(self.hold)
-                    with contextlib.suppress(OSError):  # a child killed meanwhile cannot read it
-                        receiver.send("stop" if stopping else "go")
-                    stop_asked = now if stopping and stop_asked is None else stop_asked
-                elif message is not None:
-                    ended = self._handle(message) or ended
+                if message is not None:
+                    ended = self._handle_batch(receiver, message[1], stop_asked is not None)
                     if ended is not None:  # its last word: no need to wait for the process to wind down
                         break
-                elif stop_asked is None and self.worker.should_stop(self.hold):  # quiet: inside a long step
-                    stop_asked = now
                 hurried = self.hold.cancelled
-                if stop_asked is not None and hurried and now - stop_asked > STOP_GRACE_S and ended is None:
+                if stop_asked is not None and hurried and now - stop_asked > STOP_GRACE_S:
                     ended = Ended("stopped")
                     break
-                if now - started > self.settings.max_run_seconds and ended is None:
+                if now - started > self.settings.max_run_seconds:
                     ended = Ended("time", seconds=now - started)
                     break
-                if ended is None and not child.is_alive() and not receiver.poll(0):
+                if not child.is_alive() and not receiver.poll(0):
                     break
         except LeaseLost:
             ended = Ended("lost")
         except Exception as exc:  # noqa: BLE001 - storing a report failed (a full journal disk, a store error)
             reason = "disk" if is_disk_full(exc) else "error"
             ended = Ended("error", reason=reason, error=error_summary(exc))
-        finally:
-            _end(child)
-            receiver.close()
         if ended is None:  # gone without a result: while the worker shuts down, a stop (the run resumes later)
             stopping = stop_asked is not None or self.worker.stop.is_set()
             return Ended("stopped") if stopping else Ended("died", exitcode=child.exitcode)
         return ended
 
-    def _handle(self, message: tuple[Any, ...]) -> Ended | None:
-        what = message[0]
-        if what == "metrics":
-            self.writer.add(message[1], message[2])
-        elif what == "progress":
-            self.hold.progress = (message[1], message[2], message[3])
-        elif what == "checkpoint":
-            self._keep_checkpoint(str(message[1]))
-        elif what == "done":
-            return Ended("done", status=message[1], summary=message[2], message=message[3])
-        elif what == "error":
-            return Ended("error", reason=message[1], error=message[2])
+    def _handle_batch(self, receiver: Connection, batch: list[tuple[Any, ...]], stopping: bool) -> Ended | None:
+        """Store a batch of reports in one go (journal, then the writer's buffer); answer a question in it once
+        everything before it is stored."""
+        metrics: list[tuple[int, Mapping[str, float]]] = []
+        for message in batch:
+            what = message[0]
+            if what == "metrics":
+                metrics.append((message[1], message[2]))
+                continue
+            if what == "progress":  # for the heartbeat: no need to store the metrics before it
+                self.hold.progress = (message[1], message[2], message[3])
+                continue
+            self.writer.add_many(metrics)
+            metrics = []
+            if what == "checkpoint":
+                self._keep_checkpoint(str(message[1]))
+            elif what == "ask":  # between two steps, or before a checkpoint: go on until when?
+                stopping = stopping or self.worker.should_stop(self.hold)
+                self._tell(receiver, "stop" if stopping else "go", asked=True)
+            elif what == "done":
+                return Ended("done", status=message[1], summary=message[2], message=message[3])
+            elif what == "error":
+                return Ended("error", reason=message[1], error=message[2])
+        self.writer.add_many(metrics)
         return None
+
+    def _tell(self, receiver: Connection, answer: str, *, asked: bool) -> None:
+        """Send the child "go" or "stop" with a permit until at most :data:`PERMIT_SECONDS` from now, never past
+        the lease's window (the lease was just confirmed)."""
+        self._permit_until = min(time.monotonic() + PERMIT_SECONDS, self.hold.valid_until)
+        with contextlib.suppress(OSError):  # a child killed meanwhile cannot read it
+            receiver.send((answer, self._permit_until, asked))
 
     def _keep_checkpoint(self, name: str) -> None:
         """Keep the checkpoint the child just saved in the store, after every metric reported before it, so that a
-        worker on another host resumes from it. The child waits at its next "stop?" meanwhile, so the file is not
-        replaced while it is read."""
+        worker on another host resumes from it. The child's next checkpoint waits for the answer to its "stop?", which
+        comes after this, so the file is not replaced while it is read; but a child that ends (its run done) may
+        remove its checkpoints before this report is read: a checkpoint gone is superseded, and is skipped."""
         path = self.workdir / name
-        if not path.resolve().is_relative_to(self.workdir.resolve()) or not path.is_file():
+        if not path.resolve().is_relative_to(self.workdir.resolve()):
             raise ValueError(f"the run reported a checkpoint {name!r} that is not a file in its folder")
-        size, limit = path.stat().st_size, self.settings.max_run_disk_bytes
-        if size > limit:
-            log.warning("run %s: checkpoint %s (%s) not kept in the store: over ANODE_MAX_RUN_DISK_BYTES (%s); the "
-                        "run resumes from an earlier one", self.hold.run_id, name, readable_size(size),
-                        readable_size(limit))
-            return
-        self.writer.store_all()
-        self.hold.keep_checkpoint(LocalFile(name, path))
-
+        try:
+            size, limit = path.stat().st_size, self.settings.max_run_disk_bytes
+            if size > limit:
+                log.warning("run %s: checkpoint %s (%s) not kept in the store: over ANODE_MAX_RUN_DISK_BYTES (%s); "
+                            "the run resumes from an earlier one", self.hold.run_id, name, readable_size(size),
+                            readable_size(limit))
+                return
+            self.writer.store_all()
+            self.hold.keep_checkpoint(LocalFile(name, path))  # once open, the file is read whole
+        except FileNotFoundError:
+            log.info("run %s: checkpoint %s was removed by the run before it was stored (superseded)",
+                     self.hold.run_id, name)
 
 def _end(child: Any) -> None:
     """Kill the child unless it has already exited: once it has sent its result (or overstayed) nothing it does
