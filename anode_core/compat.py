@@ -16,8 +16,10 @@ are called as there. An option a method does not take is ignored with a warning,
 What is returned is what the solver computed: the adaptive controller's own values (:mod:`anode_core.controller`,
 torchdiffeq's bits in float64, its number of evaluations) with the dense output at each ``t[i]``. A graph is built
 only where a gradient is wanted (``y0``, ``t``, or a tensor ``func`` reaches requires grad, found from the first
-evaluation): ``Direct`` replays the accepted steps with their graph in forward; ``Anode()`` (the default) runs
-the controller alone in forward and replays the accepted steps once, in backward; any other method receives the
+evaluation): ``Direct`` replays the accepted steps with their graph in forward; ``Anode()`` runs the controller
+alone in forward, keeping its graph; the default ``Anode(checkpoints="auto")`` runs it alone too, its graph holding
+nothing but about sqrt(N) step starts, and rebuilds one segment at a time in backward
+(:mod:`anode_core.gradients.stepwise`; explicit tableaux and adaptive pairs); any other method receives the
 accepted grid, cut at the output times, as :class:`~anode_core.Problem` pieces through its ``solve`` hook.
 All of them differentiate the solve with the accepted steps held fixed; ``t`` gets ``∂y(t_i)/∂t_i = f(t_i, y_i)``
 and ``∂y(t_i)/∂t_0 = −Φ(t_i, t_0) f(t_0, y_0)``, as torchdiffeq's adjoint gives it.
@@ -44,10 +46,21 @@ from anode_core.compat_inputs import (
     flat_to_shape,
     unexpected,
 )
-from anode_core.controller import Accepted, Controller, Options, Perturb, replay
-from anode_core.fixed_grid import integrate, integrate_until_event, time_grid
+from anode_core.controller import (
+    Accepted,
+    Controller,
+    Options,
+    Perturb,
+    StepScope,
+    no_scope,
+    rebuild as rebuild_accepted,
+    replay,
+)
+from anode_core.fixed_grid import integrate, integrate_until_event, rebuild as rebuild_grid, time_grid
 from anode_core.gradients import Anode, Direct, GradientMethod
 from anode_core.gradients.adaptive import _Stitch
+from anode_core.gradients.recompute import BlockEnd, drop_kept_upstream
+from anode_core.gradients.stepwise import Stepwise, graft
 from anode_core.problem import Problem
 from anode_core.reversible import DampedLeapfrog, ReversibleHeun, ReversibleSolver
 from anode_core.solve import check_pairing, resolve_gradient
@@ -60,6 +73,7 @@ from anode_core.solvers import (
     Heun,
     Heun3,
     Midpoint,
+    RungeKutta,
     ScipySolver,
     Solver,
 )
@@ -258,20 +272,26 @@ class _Plan:
         self.first: tuple[Tensor, Tensor] | None = None
         """A fixed grid's first evaluation ``(z, f(t0, z))``, made once: its first step uses it."""
 
-    def values(self, y0: Tensor, f0: Tensor | None = None, graph: bool = False) -> list[Tensor]:
-        """The solver's values at ``t[1:]`` (recording its steps); ``graph``: with the accepted steps' graph."""
+    def values(
+        self, y0: Tensor, f0: Tensor | None = None, graph: bool = False, scope: StepScope = no_scope
+    ) -> list[Tensor]:
+        """The solver's values at ``t[1:]`` (recording its steps); ``graph``: with the accepted steps' graph,
+        each step's operations inside ``scope``."""
         inp = self.inp
         with torch.set_grad_enabled(graph):
             if isinstance(self.solver, AdaptiveSolver):
                 tab, order = self.solver.tableau, self.solver.order
-                ctl = Controller(tab, order, inp.func, y0, _options(inp, type(self.solver)), inp.callbacks, inp.method)
+                opts = _options(inp, type(self.solver))
+                ctl = Controller(tab, order, inp.func, y0, opts, inp.callbacks, inp.method, scope)
                 ctl.start(self.t[0], self.f0 if f0 is None else f0)
                 out = [ctl.advance(ti) for ti in self.t[1:]]
                 self.steps = ctl.accepted
                 return out
-            self.grid = self.fixed_grid(y0)
+            if self.grid is None:
+                self.grid = self.fixed_grid(y0)
             first = self._first(y0, graph)
-            return integrate(self.solver, inp.func, y0, self.t, self.grid, inp.options, inp.callbacks.step, first)
+            return integrate(self.solver, inp.func, y0, self.t, self.grid, inp.options, inp.callbacks.step, first,
+                             scope)
 
     def fixed_grid(self, y0: Tensor) -> Tensor:
         return time_grid(self.inp.func, y0, self.t, self.inp.options) if self.preset is None else self.preset
@@ -349,7 +369,9 @@ def _solve(
                 plan.values(y0) if not isinstance(plan.solver, ReversibleSolver) else _pieces(plan, problem, y0, method)
             )
         return torch.stack([y0, *rest])
-    if not isinstance(plan.solver, ReversibleSolver) and (
+    if _stepwise(plan, method):
+        rest = list(_stepwise_solve(plan, start).unbind(0))
+    elif not isinstance(plan.solver, ReversibleSolver) and (
         (isinstance(method, Anode) and method.checkpoints is None) or (direct and plan.adaptive)
     ):
         rest_flat: Tensor = _ReplayInBackward.apply(plan, direct, start, *leaves)
@@ -372,6 +394,16 @@ def _solve(
     if t_user.requires_grad:
         stacked = _OutputTimes.apply(stacked, t_user[1:], inp.func)
     return torch.cat([y0.unsqueeze(0), stacked])
+
+
+def _stepwise(plan: _Plan, method: GradientMethod) -> bool:
+    """``Anode(checkpoints="auto")`` on an adaptive pair or an explicit tableau with linear outputs: the solver runs
+    once, backward rebuilds about sqrt(N) segments of it (:mod:`anode_core.gradients.stepwise`)."""
+    if not (isinstance(method, Anode) and method.checkpoints == "auto"):
+        return False
+    if plan.adaptive:
+        return plan.probe is not None
+    return isinstance(plan.solver, RungeKutta) and plan.inp.options.get("interp", "linear") == "linear"
 
 
 def _given(inp: Inputs, adjoint_params: Sequence[Tensor] | None) -> list[Tensor]:
@@ -478,8 +510,7 @@ class _ReplayInBackward(torch.autograd.Function):
         _drop_kept_upstream(y0)
         if not plan.adaptive or plan.probe is None:
             return torch.stack(plan.values(y0))
-        z, f0 = plan.probe
-        plan.probe = None
+        z, f0 = _root(plan, y0)
         with torch.enable_grad():
             out = torch.stack(plan.values(z, f0, graph=True))
         ctx.kept = (z, out)
@@ -506,6 +537,47 @@ class _ReplayInBackward(torch.autograd.Function):
                 for x, want in zip((z, *ctx.leaves), wanted, strict=True)
             ),
         )
+
+
+def _root(plan: _Plan, y0: Tensor) -> tuple[Tensor, Tensor]:
+    """``(z, f(t0, z))`` with its graph, ``z`` a leaf equal to ``y0`` from which the solve's graph grows: the probe's
+    (:func:`_probe`), unless ``y0`` needs a gradient the probe's ``z`` does not take (only ``t[0]`` asked for
+    one): then the first slope is evaluated again."""
+    assert plan.probe is not None
+    (z, f0), plan.probe = plan.probe, None
+    if y0.requires_grad and not z.requires_grad:
+        z = y0.detach().requires_grad_(True)
+        with torch.enable_grad():
+            f0 = plan.inp.func(plan.t[0], z, Perturb.NONE)
+    return z, f0
+
+
+def _stepwise_solve(plan: _Plan, start: Tensor) -> Tensor:
+    """The solver once, its graph growing from ``start`` with nothing saved in it but about sqrt(N) step starts
+    (:class:`Stepwise`): ``y`` at ``t[1:]``, stacked. On an adaptive pair the first slope is the probe's
+    (:func:`_probe`), grafted onto ``start``."""
+    func = plan.inp.func
+    _drop_kept_upstream(start)
+    drop_kept_upstream(start)
+    if plan.adaptive:
+        assert plan.probe is not None and isinstance(plan.solver, AdaptiveSolver)  # _stepwise checked
+        (z, f0), plan.probe = plan.probe, None
+        if start.requires_grad and not z.requires_grad:  # only t[0] wants a gradient: a first slope from start
+            f0 = func(plan.t[0], start, Perturb.NONE)
+        elif start.requires_grad:
+            f0 = graft(start, z, f0)
+        tableau = plan.solver.tableau
+        sw = Stepwise(func, lambda *a: rebuild_accepted(tableau, func, plan.steps)(*a), None)  # steps: known later
+    else:
+        assert isinstance(plan.solver, RungeKutta)  # _stepwise checked
+        f0, plan.grid = None, plan.fixed_grid(start)  # an event's second solve keeps the search's steps
+        perturb = bool(plan.inp.options.get("perturb", False))
+        sw = Stepwise(func, rebuild_grid(plan.solver, func, plan.grid, perturb), len(plan.grid) - 1)
+    with sw.hooks(start):
+        out = torch.stack(plan.values(start, f0, graph=True, scope=sw.step))
+    sw.finish(len(plan.steps) if plan.adaptive else sw.steps)
+    ended: Tensor = BlockEnd.apply(out, sw)
+    return ended
 
 
 def _drop_kept_upstream(y0: Tensor) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import NamedTuple
@@ -38,6 +39,14 @@ class Perturb(Enum):
 
 FlatField = Callable[[Tensor, Tensor, Perturb], Tensor]
 """``f(t, y, perturb)`` on the flat state: ``t`` a 0-d time tensor."""
+
+StepScope = Callable[..., AbstractContextManager[object]]
+"""``scope(n, start=None)``: the context the graph-building operations of accepted step ``n`` run in (a trial's
+first entry passes its start ``(y, f)``); :class:`anode_core.gradients.stepwise.Stepwise` hooks in there."""
+
+
+def no_scope(n: int, start: tuple[Tensor, ...] | None = None) -> AbstractContextManager[object]:
+    return nullcontext()
 
 
 def rms(tensor: Tensor) -> Tensor:
@@ -216,9 +225,11 @@ class Controller:
         opts: Options,
         callbacks: Callbacks = NO_CALLBACKS,
         method: str = "",
+        scope: StepScope = no_scope,
     ) -> None:
         self.tab = Tables(tableau, y0)
         self.order, self.f, self.y0, self.opts, self.callbacks, self.method = order, f, y0, opts, callbacks, method
+        self.scope = scope
         self.accepted: list[Accepted] = []
         self.step_t = torch.tensor([], dtype=torch.float64)
         self.jump_t = torch.tensor([], dtype=torch.float64)
@@ -300,7 +311,8 @@ class Controller:
             if on_jump:
                 on_step = False
                 t1, dt = nxt, nxt - t0
-        y1, f1, error, k = rk_step(self.f, y0, f0, t0, dt, t1, self.tab)
+        with self.scope(len(self.accepted), (y0, f0)):
+            y1, f1, error, k = rk_step(self.f, y0, f0, t0, dt, t1, self.tab)
         with torch.no_grad():
             ratio = opts.norm(error / (opts.atol + opts.rtol * torch.max(y0.abs(), y1.abs()))).abs()
         accept = bool(ratio <= 1)
@@ -312,13 +324,14 @@ class Controller:
         if accept:
             self.callbacks.accept(t0, y0, dt)
             t_next, y_next = t1, y1
-            coefficients = interp_fit(y0, y1, k, dt, self.tab)
+            with self.scope(len(self.accepted)):
+                coefficients = interp_fit(y0, y1, k, dt, self.tab)
+                if on_jump:
+                    f1 = self.f(t_next, y_next, Perturb.NEXT)
             if on_step and self.next_step != len(self.step_t) - 1:
                 self.next_step += 1
-            if on_jump:
-                if self.next_jump != len(self.jump_t) - 1:
-                    self.next_jump += 1
-                f1 = self.f(t_next, y_next, Perturb.NEXT)
+            if on_jump and self.next_jump != len(self.jump_t) - 1:
+                self.next_jump += 1
             self.accepted.append(Accepted(t0, dt, t1, on_jump))
             f_next = f1
         else:
@@ -363,6 +376,26 @@ def integrate(ctl: Controller, t: Tensor) -> Tensor:
     for i in range(1, len(t)):
         solution[i] = ctl.advance(t[i])
     return solution
+
+
+def rebuild(tableau: EmbeddedTableau, f: FlatField, steps: list[Accepted]) -> Callable[..., None]:
+    """What :class:`~anode_core.gradients.stepwise.Stepwise` replays: accepted steps ``a … b − 1`` from their
+    start ``(y, f)``, each with the operations the controller ran on it (:meth:`Controller.step`)."""
+
+    def run(a: int, b: int, start: tuple[Tensor, ...], scope: StepScope) -> None:
+        tab = Tables(tableau, start[0])
+        y, fy = start
+        for n in range(a, b):
+            step = steps[n]
+            with scope(n, (y, fy)):
+                y1, f1, _, k = rk_step(f, y, fy, step.t0, step.dt, step.t1, tab)
+            with scope(n):
+                interp_fit(y, y1, k, step.dt, tab)
+                if step.jump:
+                    f1 = f(step.t1, y1, Perturb.NEXT)
+            y, fy = y1, f1
+
+    return run
 
 
 def replay(tableau: EmbeddedTableau, f: FlatField, y0: Tensor, t: Tensor, steps: list[Accepted]) -> list[Tensor]:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from anode_core.controller import FlatField, Perturb, find_event
+from anode_core.controller import FlatField, Perturb, StepScope, find_event, no_scope
 from anode_core.solvers import RungeKutta, Solver
 
 StepCallback = Callable[[Tensor, Tensor, Tensor], object]
@@ -146,10 +146,11 @@ def integrate(
     options: dict[str, Any],
     callback: StepCallback,
     first: Tensor | None = None,
+    scope: StepScope = no_scope,
 ) -> list[Tensor]:
-    """``y`` at ``t[1:]``: the steps of ``grid``, interpolated at the output times (with a graph if grad is on).
-    ``first``: ``f(grid[0], y0)`` on the first step's side, already evaluated (the solve does not evaluate it again).
-    """
+    """``y`` at ``t[1:]``: the steps of ``grid``, interpolated at the output times (with a graph if grad is on);
+    step ``n``'s operations run inside ``scope(n, (y_n,))`` (see :func:`rebuild`). ``first``: ``f(grid[0], y0)``
+    on the first step's side, already evaluated (the solve does not evaluate it again)."""
     interp, perturb = options.get("interp", "linear"), bool(options.get("perturb", False))
     _interpolator(interp)
     if first is not None:
@@ -158,11 +159,12 @@ def integrate(
     out: list[Tensor] = []
     j, y = 1, y0
     stepper = Stepper(solver, f, y0, grid[0], perturb)
-    for t0, t1 in zip(grid[:-1], grid[1:], strict=True):
+    for n, (t0, t1) in enumerate(zip(grid[:-1], grid[1:], strict=True)):
         dt = t1 - t0
         callback(t0, y, dt)
-        dy, f0 = stepper(t0, dt, t1, y, interp == "cubic")
-        y1 = y + dy
+        with scope(n, (y,)):
+            dy, f0 = stepper(t0, dt, t1, y, interp == "cubic")
+            y1 = y + dy
         while j < len(t) and t1 >= t[j]:
             if interp == "linear" or f0 is None:
                 out.append(_linear(t0, t1, y, y1, t[j]))
@@ -171,6 +173,21 @@ def integrate(
             j += 1
         y = y1
     return out
+
+
+def rebuild(solver: RungeKutta, f: FlatField, grid: Tensor, perturb: bool) -> Callable[..., None]:
+    """Steps ``a … b − 1`` of ``grid`` from ``(y_a,)``, each with the operations :func:`integrate` ran on it (an
+    explicit tableau's steps are isolated: nothing but ``y`` carries over)."""
+
+    def run(a: int, b: int, start: tuple[Tensor, ...], scope: StepScope) -> None:
+        (y,) = start
+        for n in range(a, b):
+            t0, t1 = grid[n], grid[n + 1]
+            with scope(n, (y,)):
+                dy, _ = step(solver, f, t0, t1 - t0, t1, y, perturb)
+                y = y + dy
+
+    return run
 
 
 def integrate_until_event(

@@ -6,9 +6,10 @@ a conv field (conv–GroupNorm–ReLU–conv), with dopri5, tsit5 and dopri8 at 
 * inference under ``torch.no_grad()``: ``anode_core.odeint`` against ``torchdiffeq.odeint``: field evaluations
   (target 1.00×) and time (target ≤ 1.05×), and the largest difference of the outputs (0 where the bits agree);
 * training (forward + ``backward()`` of a sum of squares): ``anode_core.odeint`` with ``gradient=Anode()`` (the
-  controller alone in forward, keeping its accepted steps' graph; the default ``Anode(checkpoints="auto")`` trades
-  time for memory, see ``bench/odeint_memory.py``) against torchdiffeq's backprop
-  through its solve (target ≤ 1.0×); evaluations forward/backward.
+  controller alone in forward, keeping its accepted steps' graph) and with the default ``Anode(checkpoints="auto")``
+  (the controller alone in forward, its graph holding nothing but about sqrt(N) step starts; backward replays the
+  accepted steps once, one segment at a time: it trades time for memory, see ``bench/odeint_memory.py``) against
+  torchdiffeq's backprop through its solve (target ≤ 1.0× for ``Anode()``); evaluations forward/backward.
 
 Each row is printed as soon as it is measured. A method the installed torchdiffeq lacks (0.2.5 has no tsit5) is
 measured alone and its ratios are n/a; ``TORCHDIFFEQ_SRC=/path/to/torchdiffeq`` (a source checkout) is put first
@@ -97,10 +98,13 @@ class Timed(nn.Module):
         return out
 
 
+GRADIENTS: dict[str, ac.GradientMethod | None] = {"ours": ac.Anode(), "default": None}
+
+
 def _solve(which: str, func: nn.Module, y0: Tensor, method: str, rtol: float) -> Tensor:
     t = torch.tensor([0.0, 1.0], dtype=torch.float64)
-    if which == "ours":
-        out: Tensor = ac.odeint(func, y0, t, rtol=rtol, atol=rtol / 100, method=method, gradient=ac.Anode())
+    if which in GRADIENTS:
+        out: Tensor = ac.odeint(func, y0, t, rtol=rtol, atol=rtol / 100, method=method, gradient=GRADIENTS[which])
     else:
         out = torchdiffeq.odeint(func, y0, t, rtol=rtol, atol=rtol / 100, method=method)
     return out
@@ -137,15 +141,16 @@ def measure(p: Problem, method: str, rtol: float, reps: int, clock: Clock) -> st
         y_train.grad = None
 
     nfe_infer = {w: _evaluations(func, infer(w)) for w in peers}
+    trainers = [*peers, "default"]
     nfe_train: dict[str, tuple[int, int]] = {}
-    for w in peers:
+    for w in trainers:
         with counted(func) as calls:
             out = _solve(w, func, y_train, method, rtol)
             forward = calls[0]
             out.pow(2).sum().backward()
         nfe_train[w] = (forward, calls[0] - forward)
     zero("")
-    cases = {f"infer {w}": infer(w) for w in peers} | {f"train {w}": train(w) for w in peers}
+    cases = {f"infer {w}": infer(w) for w in peers} | {f"train {w}": train(w) for w in trainers}
     timings = time_interleaved(cases, reps=reps, warmup=1, setup=zero)
     ms = {name: 1e3 * t.median(clock) for name, t in timings.items()}
     line = f"  {method:7s} rtol {rtol:.0e}  infer {ms['infer ours']:8.2f} ms  NFE {nfe_infer['ours']:5d}"
@@ -160,9 +165,15 @@ def measure(p: Problem, method: str, rtol: float, reps: int, clock: Clock) -> st
             f"   train {ms['train ours']:8.2f} ms NFE {nfe_train['ours'][0]}/{nfe_train['ours'][1]}"
             f" ({timings['train ours'].paired_ratio_to(timings['train theirs'], clock):.2f}× torchdiffeq's backprop,"
             f" NFE {nfe_train['theirs'][0]}/{nfe_train['theirs'][1]})"
+            f"   default {ms['train default']:8.2f} ms NFE {nfe_train['default'][0]}/{nfe_train['default'][1]}"
+            f" ({timings['train default'].paired_ratio_to(timings['train theirs'], clock):.2f}×)"
         )
     else:
-        line += f" (n/a: torchdiffeq has no {method})   train {ms['train ours']:8.2f} ms"
+        vs_anode = timings["train default"].paired_ratio_to(timings["train ours"], clock)
+        line += (
+            f" (n/a: torchdiffeq has no {method})   train {ms['train ours']:8.2f} ms"
+            f"   default {ms['train default']:8.2f} ms ({vs_anode:.2f}× Anode())"
+        )
     return line
 
 

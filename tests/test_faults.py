@@ -317,9 +317,10 @@ def outcome(worker: WorkerProcess, run_id: int) -> tuple[Any, list[int]]:
 
 def test_disk_full_under_the_journal_fails_the_run_with_the_reason(worker: WorkerProcess,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    """ENOSPC simulated: the journal's ``os.write`` raises once the "disk" has room for three records. The run ends
-    failed, saying so; the steps stored are contiguous; with room again the next run succeeds."""
-    room = {"records": 3}
+    """ENOSPC simulated: the journal's ``os.write`` raises once the "disk" has taken two writes (a write is a batch
+    of reports: the run is long enough for many). The run ends failed, saying so; the steps stored are contiguous;
+    with room again the next run succeeds."""
+    room = {"records": 2}
     real_write = os.write
 
     def full_disk(fd: int, data: bytes) -> int:
@@ -329,7 +330,7 @@ def test_disk_full_under_the_journal_fails_the_run_with_the_reason(worker: Worke
         return real_write(fd, data)
 
     monkeypatch.setattr(journal.os, "write", full_disk)
-    run_id = stored_run(worker, "train", {**TRAIN_SMALL, "n_samples": 128})
+    run_id = stored_run(worker, "train", {**TRAIN_SMALL, "n_samples": 512, "batch_size": 16, "epochs": 6})
     worker.execute(run_id)
     run, steps = outcome(worker, run_id)
     assert run.status == "failed" and "No space left on device" in run.message, run.message

@@ -170,12 +170,18 @@ def _announced(x: Tensor) -> Tensor:
     return kept
 
 
+class Droppable(Protocol):
+    def drop(self) -> None:
+        """Stop keeping the forward's saved tensors: backward rebuilds them."""
+
+
 class BlockEnd(torch.autograd.Function):
-    """Marks the end of a recomputed block in the graph (a view of its output) and holds its :class:`Recomputation`,
-    so the next block can find it (:func:`drop_kept_upstream`). Backward passes the gradient through."""
+    """Marks the end of a recomputed block in the graph (a view of its output) and holds its :class:`Recomputation`
+    (or :class:`~anode_core.gradients.stepwise.Stepwise`), so the next block can find it (:func:`drop_kept_upstream`).
+    Backward passes the gradient through."""
 
     @staticmethod
-    def forward(ctx: Any, z: Tensor, recomputation: Recomputation) -> Tensor:
+    def forward(ctx: Any, z: Tensor, recomputation: Droppable) -> Tensor:
         ctx.recomputation = recomputation
         return z.view_as(z)
 
