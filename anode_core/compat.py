@@ -359,7 +359,8 @@ def _solve(
     problem = shown(_problem(inp, plan, _given(inp, adjoint_params)), y0)
     start = _StartTime.apply(y0, t_user[0], inp.func) if torch.is_grad_enabled() and t_user.requires_grad else y0
     direct = isinstance(method, Direct)
-    leaves = _probe(inp, plan, adjoint_params, start if direct and not plan.adaptive else None)
+    rooted = not plan.adaptive and (direct or _stepwise(plan, method))  # a fixed grid's graph grows from start
+    leaves = _probe(inp, plan, adjoint_params, start if rooted else None)
     wants = torch.is_grad_enabled() and (y0.requires_grad or t_user.requires_grad or bool(leaves))
     if isinstance(plan.solver, ReversibleSolver) or not (isinstance(method, (Direct, Anode))):
         check_pairing(plan.solver, method)
@@ -572,7 +573,8 @@ def _stepwise_solve(plan: _Plan, start: Tensor) -> Tensor:
         assert isinstance(plan.solver, RungeKutta)  # _stepwise checked
         f0, plan.grid = None, plan.fixed_grid(start)  # an event's second solve keeps the search's steps
         perturb = bool(plan.inp.options.get("perturb", False))
-        sw = Stepwise(func, rebuild_grid(plan.solver, func, plan.grid, perturb), len(plan.grid) - 1)
+        first = plan.first[1] if plan.first is not None and plan.first[0] is start else None  # the probe's, reused
+        sw = Stepwise(func, rebuild_grid(plan.solver, func, plan.grid, perturb, first), len(plan.grid) - 1)
     with sw.hooks(start):
         out = torch.stack(plan.values(start, f0, graph=True, scope=sw.step))
     sw.finish(len(plan.steps) if plan.adaptive else sw.steps)

@@ -175,16 +175,20 @@ def integrate(
     return out
 
 
-def rebuild(solver: RungeKutta, f: FlatField, grid: Tensor, perturb: bool) -> Callable[..., None]:
+def rebuild(
+    solver: RungeKutta, f: FlatField, grid: Tensor, perturb: bool, first: Tensor | None = None
+) -> Callable[..., None]:
     """Steps ``a … b − 1`` of ``grid`` from ``(y_a,)``, each with the operations :func:`integrate` ran on it (an
-    explicit tableau's steps are isolated: nothing but ``y`` carries over)."""
+    explicit tableau's steps are isolated: nothing but ``y`` carries over); ``first``: the first step's first slope,
+    as :func:`integrate` was given it (not evaluated again there, so not here either)."""
 
     def run(a: int, b: int, start: tuple[Tensor, ...], scope: StepScope) -> None:
         (y,) = start
         for n in range(a, b):
             t0, t1 = grid[n], grid[n + 1]
+            g = f if n or first is None else FirstSlope(f, t0, y, Perturb.NEXT if perturb else Perturb.NONE, first)
             with scope(n, (y,)):
-                dy, _ = step(solver, f, t0, t1 - t0, t1, y, perturb)
+                dy, _ = step(solver, g, t0, t1 - t0, t1, y, perturb)
                 y = y + dy
 
     return run

@@ -78,7 +78,8 @@ def test_default_equals_direct_and_costs_one_replay(method: str, options: dict[s
     if "step_size" in options:
         n = round(1 / options["step_size"])
         k = math.ceil(math.sqrt(n))  # segments of k steps counted from the end, the first one shorter
-        assert backward == stages * (n - k)  # every step once but the kept last segment's
+        # every step once but the kept last segment's, and the first step's first slope (the probe's) not again
+        assert backward == stages * (n - k) - 1
     else:
         assert backward % stages == 0 and 0 < backward < forward  # each accepted step once, no rejected trial
 
@@ -133,7 +134,8 @@ def test_a_chain_of_calls_drops_the_kept_segment_and_stays_exact() -> None:
     expected, _ = chain(ac.Direct())
     got, backward = chain(None)
     assert all(torch.equal(g, e) for g, e in zip(got, expected, strict=True))
-    assert backward == 4 * (3 * 16 - 4)  # the latest call's last segment of 4 steps alone is not rebuilt
+    # the latest call's last segment of 4 steps alone is not rebuilt; each call's first slope is its probe's
+    assert backward == 4 * (3 * 16 - 4) - 3
 
 
 def test_inference_makes_the_controllers_evaluations() -> None:
