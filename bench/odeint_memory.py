@@ -2,11 +2,12 @@
 
 A torchdiffeq model is usually one ``odeint`` call, one block: there ``Anode()`` (no checkpoints) rebuilds the
 whole solve in backward and holds as much as ``Direct`` at its peak. ``odeint``'s default, ``Anode(checkpoints=
-"auto")``, keeps about ``sqrt(N_t)`` segment starts and rebuilds one segment at a time. Target: at N_t = 128 at most
-half of Direct's peak, at most 1.5× its time. One ``odeint`` call on one ``ConvField`` with rk4, N_t ∈ {32, 128,
-512}; peak bytes held for backward measured by :class:`anode_core.MemoryMeter` in an untimed pass, time of forward +
-backward as the median of reps interleaved across the methods (``bench/timing.py``). Run through
-``python bench/gradients.py --only odeint-memory``.
+"auto")``, keeps about ``sqrt(N_t)`` segment starts and the graph of the trailing segments within 3/10 of the
+steps, and rebuilds the others one segment at a time. Target: at N_t = 128 at most half of Direct's peak, at most
+1.5× its time. One ``odeint`` call on one ``ConvField`` with rk4, N_t ∈ {32, 128, 512}; peak bytes held for
+backward measured by :class:`anode_core.MemoryMeter` in an untimed pass, time of forward + backward as the median
+of reps interleaved across the methods (``bench/timing.py``). Run through ``python bench/gradients.py --only
+odeint-memory``.
 """
 
 from __future__ import annotations

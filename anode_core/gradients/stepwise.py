@@ -11,8 +11,10 @@ adaptive checkpoint adjoint (ICML 2020) with sqrt(N) kept states instead of N. A
 with its FSAL slope, so no evaluation is repeated at a join.
 
 The graph autograd walks is the forward's own, so the gradient is the same bits as ``Direct``'s; the forward costs
-the solver's own evaluations, and backward one more evaluation per accepted step (the last segment's saved tensors
-are kept when the number of steps is known in advance, as on a fixed grid, and then not rebuilt). Operations
+the solver's own evaluations, and backward one more evaluation per accepted step but the tail's. When the number of
+steps is known in advance, as on a fixed grid, the forward keeps the saved tensors of the trailing whole segments
+that hold at most 3/10 of the steps (the last segment at least, :func:`kept_tail`): backward needs them first and
+does not rebuild them, which saves their replay for at most 3/10 of ``Direct``'s graph held. Operations
 outside a step (the dense output at the requested times, user callbacks) keep what they save, as plain backprop
 does. The machinery is :mod:`anode_core.gradients.recompute`'s (``torch.utils.checkpoint``'s non-reentrant mode).
 """
@@ -87,16 +89,27 @@ def segments(steps: int) -> tuple[int, ...]:
     return (0, *sorted(range(steps - auto_segment(steps), 0, -auto_segment(steps))), steps)
 
 
+TAIL_SHARE = (3, 10)
+"""The forward keeps the saved tensors of the trailing whole segments that hold at most this share of the steps."""
+
+
+def kept_tail(bounds: tuple[int, ...]) -> int:
+    """The first step of the tail whose saved tensors the forward keeps: the trailing whole segments of ``bounds``
+    that hold at most :data:`TAIL_SHARE` of the steps, the last segment at least."""
+    steps, (num, den) = bounds[-1], TAIL_SHARE
+    return min((b for b in bounds[1:-1] if den * (steps - b) <= num * steps), default=bounds[-2])
+
+
 class Stepwise:
     """Saved-tensor hooks for a solve run step by step (see the module docstring). ``steps``: the number of steps
-    when known before the solve (a fixed grid), so only segment starts are recorded and the last segment's saved
-    tensors are kept; ``None`` (adaptive) records every start and keeps the segment starts when :meth:`finish` is
-    told the count."""
+    when known before the solve (a fixed grid), so only segment starts are recorded and the tail's saved tensors
+    are kept (:func:`kept_tail`); ``None`` (adaptive) records every start and keeps the segment starts when
+    :meth:`finish` is told the count."""
 
     def __init__(self, field: Callable[..., Tensor], rebuild: Rebuild, steps: int | None) -> None:
         self.field, self.rebuild, self.steps = field, rebuild, steps or 0
         self.bounds: tuple[int, ...] = segments(steps) if steps else ()
-        self.kept_from = self.bounds[-2] if steps else None
+        self.kept_from = kept_tail(self.bounds) if steps else None
         self.marks = frozenset(self.bounds)
         self.starts: dict[int, _Start] = {}
         self.rngs: dict[int, RngState] = {}
@@ -139,7 +152,7 @@ class Stepwise:
         self.starts = {n: s for n, s in self.starts.items() if n in self.bounds}
 
     def drop(self) -> None:
-        """Stop keeping the last segment's saved tensors (a later solve continues from this one's output)."""
+        """Stop keeping the tail's saved tensors (a later solve continues from this one's output)."""
         self.kept_from = None
         self.saved.clear()
 
