@@ -145,6 +145,23 @@ def test_a_chain_of_calls_drops_the_kept_segment_and_stays_exact() -> None:
     assert backward == 4 * (3 * 64 - kept_tail_steps(64)) - 3
 
 
+@pytest.mark.parametrize("method", ["dopri5", "rk4"])
+def test_a_field_that_reads_only_t_gets_directs_gradient(method: str) -> None:
+    """``y' = w·exp(t)`` reads neither ``y`` nor (for ``w`` frozen) anything wanting a gradient: the first slope
+    the default reuses has no graph to ``y0``, and ``y0``'s gradient is the identity's (rtol 1e-12)."""
+    options = {"step_size": 0.25} if method == "rk4" else None
+    for frozen in (True, False):
+        w = torch.tensor(0.5, dtype=torch.float64, requires_grad=not frozen)
+        grads = []
+        for gradient in (ac.Direct(), None):
+            y0 = seeded_randn(3, seed=1).requires_grad_(True)
+            out = ac.odeint(lambda t, y: w * torch.exp(t) * torch.ones_like(y), y0, T, method=method,  # noqa: B023
+                            options=options, gradient=gradient)
+            grads.append(torch.autograd.grad(out.square().sum(), [y0] if frozen else [y0, w]))
+        for got, expected in zip(grads[1], grads[0], strict=True):
+            torch.testing.assert_close(got, expected, rtol=1e-12, atol=0.0)
+
+
 def test_inference_makes_the_controllers_evaluations() -> None:
     field = Field()
     y0 = seeded_randn(4, 3, seed=3)

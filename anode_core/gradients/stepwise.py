@@ -78,8 +78,11 @@ class _Graft(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor, None]:
         z, f0 = ctx.probe
+        if not f0.requires_grad:  # a field that reads neither y nor any tensor wanting a gradient (y' = g(t))
+            return torch.zeros_like(z), grad, None
         with torch.enable_grad():
-            (through_z,) = torch.autograd.grad(f0, z, grad, retain_graph=True, create_graph=torch.is_grad_enabled())
+            (through_z,) = torch.autograd.grad(f0, z, grad, retain_graph=True, create_graph=torch.is_grad_enabled(),
+                                               allow_unused=True, materialize_grads=True)
         return through_z, grad, None
 
 
