@@ -32,9 +32,10 @@ with st.expander("Cost of checkpoints inside a block", icon=":material/memory:")
         "`Anode(checkpoints=c)` keeps at most *c* states inside a block and reverses it with the optimal binomial "
         "(revolve) schedule: memory stops growing with N_t and the backward pass pays extra field evaluations. "
         "Per block and per solver stage, Direct makes none in backward and whole-block ANODE N_t. The default, "
-        "`Anode(checkpoints=\"auto\")`, also rebuilds every step once (N_t), holding about √N_t states and one "
-        "segment of √N_t steps' graph instead of the whole block's: at N_t = 128 a tenth of Direct's peak for "
-        "about 1.5× its time (`python bench/gradients.py --only odeint-memory`)."
+        "`Anode(checkpoints=\"auto\")`, runs the solver once and rebuilds the steps once more in backward, "
+        "holding about √N_t states; through `odeint` it keeps the graph of the last steps (the trailing segments "
+        "of √N_t steps within 3/10 of them) and rebuilds the rest: at N_t = 128, 0.29 of Direct's peak for 1.12× "
+        "its time (`python bench/gradients.py --only odeint-memory`)."
     )
     st.plotly_chart(charts.checkpoint_cost_figure(), key="gradient_lab.checkpoint_cost")
 
