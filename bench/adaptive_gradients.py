@@ -256,20 +256,24 @@ def write_csv(rows: Sequence[Row], path: Path) -> None:
 
 
 def report(net: Network, reps: int, budget: float, checkpoints: int, clock: Clock, out: Path) -> str:
-    """Both tables on ``net`` in float64, as printed text; the rows go to ``out`` as CSV."""
+    """Both tables on ``net`` in float64, as printed text (each setting's rows are printed as they are measured,
+    then the whole tables); the rows go to ``out`` as CSV."""
     net = net.double()
     adaptive: list[Row] = []
     timings: dict[str, dict[str, Timing]] = {}
     for rtol in RTOLS:
         print(f"  dopri5 rtol={rtol:.0e}", file=sys.stderr)
         found = adaptive_setting(net, rtol, checkpoints, reps, budget, clock)
+        print(format_rows(found.rows, clock) + "\n", flush=True)  # each setting's rows as soon as measured
         adaptive += found.rows
         timings[found.rows[0].setting] = found.timings
     reversible: list[Row] = []
     for solver in REVERSIBLE_SOLVERS:
         for steps in REVERSIBLE_STEPS:
             print(f"  {solver.name} N_t={steps}", file=sys.stderr)
-            reversible += reversible_setting(net, solver, steps, reps, budget, clock).rows
+            rows = reversible_setting(net, solver, steps, reps, budget, clock).rows
+            print(format_rows(rows, clock) + "\n", flush=True)
+            reversible += rows
     write_csv(adaptive + reversible, out)
     return "\n".join(
         [

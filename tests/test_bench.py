@@ -3,9 +3,12 @@ on a tiny conv network (what it measures, not how fast: performance lives in ``b
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import anode_core as ac
+from bench import adaptive_gradients
 from bench.adaptive_gradients import ODEINT, ODEINT_ADJOINT, adaptive_setting, reversible_setting
 from bench.measure import Network, conv_network
 from bench.timing import time_interleaved
@@ -58,3 +61,23 @@ def test_reversible_rows_match_direct_with_flat_memory(tiny_net: Network, solver
     assert rows["Reversible"].rel_grad_error <= 1e-10
     assert rows["Reversible"].peak_mib < rows["Anode"].peak_mib < rows["Direct"].peak_mib
     assert rows["Direct"].ratios == {"Direct": 1.0}
+
+
+def test_the_adaptive_table_prints_each_settings_rows_as_it_measures_them(
+    tiny_net: Network, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A long table shows its rows while it runs: each setting's rows reach stdout before the next is measured."""
+    seen: list[str] = []
+    measure = adaptive_gradients.reversible_setting
+
+    def remembering(*args: object, **kwargs: object) -> object:
+        seen.append(capsys.readouterr().out)  # what was printed before this setting was measured
+        return measure(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(adaptive_gradients, "RTOLS", (1e-3,))
+    monkeypatch.setattr(adaptive_gradients, "REVERSIBLE_SOLVERS", (ac.ReversibleHeun(),))
+    monkeypatch.setattr(adaptive_gradients, "REVERSIBLE_STEPS", (4, 8))
+    monkeypatch.setattr(adaptive_gradients, "reversible_setting", remembering)
+    adaptive_gradients.report(tiny_net, 1, 0.0, 2, "cpu", tmp_path / "rows.csv")
+    assert "dopri5 rtol=1e-03" in seen[0] and "Adjoint" in seen[0]  # the adaptive rows, before any reversible one
+    assert "reversible_heun N_t=4" in seen[1] and "N_t=8" not in seen[1]
