@@ -66,7 +66,7 @@ def refused(service: Service) -> int:
 
 
 def wait_log(service: Service, run_id: int, at_least: int) -> int:
-    return wait_for(lambda: (n := metric_polls(service, run_id)) >= at_least and n, 5, "the access log")
+    return wait_for(lambda: (n := metric_polls(service, run_id)) >= at_least and n, 20, "the access log")
 
 
 def test_thirty_viewers_share_one_poll_and_all_see_the_run_move(service: Service, live_run: int) -> None:
