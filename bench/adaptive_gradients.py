@@ -1,6 +1,7 @@
 """The adaptive and reversible table of ``bench/gradients.py`` (run through it; see its docstring).
 
-On the conv network of the fixed-step table, in float64 (rtol 1e-7 is below float32's resolution of the state):
+On the conv network of the fixed-step table with half its batch, in float64 (rtol 1e-7 is below float32's
+resolution of the state):
 
 * dopri5 at rtol 1e-3, 1e-5, 1e-7 (atol = rtol/100): ``Direct``, ``Anode``, ``Anode(checkpoints=c)``,
   ``Adjoint`` and torchdiffeq's ``odeint`` / ``odeint_adjoint`` on the same fields. Time of one training step
