@@ -34,15 +34,13 @@ import anode_core as ac
 
 if __package__:
     from .measure import MIB, Network, instrumented_pass, judge, training_step
+    from .peers import torchdiffeq
     from .timing import Clock, Timing, time_interleaved
 else:  # imported by bench/gradients.py run as a script
     from measure import MIB, Network, instrumented_pass, judge, training_step
+    from peers import torchdiffeq
     from timing import Clock, Timing, time_interleaved
 
-try:
-    import torchdiffeq
-except ImportError:
-    torchdiffeq = None
 
 RTOLS = (1e-3, 1e-5, 1e-7)
 REVERSIBLE_SOLVERS = (ac.ReversibleHeun(), ac.DampedLeapfrog())

@@ -46,18 +46,16 @@ if __package__:
     from .measure import BLOCKS, MIB, Network, conv_network, instrumented_pass, judge, mlp_network, training_step
     from .odeint_cost import report as odeint_report
     from .odeint_memory import report as odeint_memory_report
+    from .peers import torchdiffeq
     from .timing import Clock, Timing, time_interleaved
 else:  # run as a script: python bench/gradients.py
     from adaptive_gradients import report as adaptive_report
     from measure import BLOCKS, MIB, Network, conv_network, instrumented_pass, judge, mlp_network, training_step
     from odeint_cost import report as odeint_report
     from odeint_memory import report as odeint_memory_report
+    from peers import torchdiffeq
     from timing import Clock, Timing, time_interleaved
 
-try:
-    import torchdiffeq
-except ImportError:  # the peers are skipped; `pip install anode-lab[bench]` brings them
-    torchdiffeq = None
 
 try:
     from tqdm import tqdm

@@ -19,8 +19,6 @@ on ``sys.path`` to compare against another version. Times are medians of reps ti
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,17 +29,11 @@ from torch import Tensor, nn
 import anode_core as ac
 
 if __package__:
+    from .peers import PEER_METHODS, torchdiffeq
     from .timing import Clock, time_interleaved
 else:  # imported by bench/gradients.py run as a script
+    from peers import PEER_METHODS, torchdiffeq
     from timing import Clock, time_interleaved
-
-if os.environ.get("TORCHDIFFEQ_SRC"):
-    sys.path.insert(0, os.environ["TORCHDIFFEQ_SRC"])
-try:
-    import torchdiffeq
-    from torchdiffeq._impl.odeint import SOLVERS as PEER_METHODS
-except ImportError:
-    torchdiffeq, PEER_METHODS = None, {}
 
 from anode_lab.experiments.fields import ConvField, MLPField
 
