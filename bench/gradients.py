@@ -47,14 +47,14 @@ if __package__:
     from .odeint_cost import report as odeint_report
     from .odeint_memory import report as odeint_memory_report
     from .peers import torchdiffeq
-    from .timing import Clock, Timing, time_interleaved
+    from .timing import Clock, Timing, keep_heap, time_interleaved
 else:  # run as a script: python bench/gradients.py
     from adaptive_gradients import report as adaptive_report
     from measure import BLOCKS, MIB, Network, conv_network, instrumented_pass, judge, mlp_network, training_step
     from odeint_cost import report as odeint_report
     from odeint_memory import report as odeint_memory_report
     from peers import torchdiffeq
-    from timing import Clock, Timing, time_interleaved
+    from timing import Clock, Timing, keep_heap, time_interleaved
 
 
 try:
@@ -446,6 +446,7 @@ def fixed_section(args: argparse.Namespace, sizes: Sizes, reps: int, budget: flo
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
+    heap = "heap kept" if keep_heap() else "allocator's defaults"  # see keep_heap: cases do not inherit page faults
     torch.set_num_threads(args.threads)
     sizes = QUICK if args.quick else FULL
     reps = args.reps if args.reps is not None else sizes.reps
@@ -455,7 +456,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     clock: Clock = "cpu" if args.threads == 1 else "wall"
     print(
         f"anode-lab gradient benchmark ({'quick' if args.quick else 'full'}): torch {torch.__version__}, "
-        f"torchdiffeq {getattr(torchdiffeq, '__version__', 'not installed')}, {platform.machine()}, "
+        f"torchdiffeq {getattr(torchdiffeq, '__version__', 'not installed')}, {platform.machine()}, {heap}, "
         f"{torch.get_num_threads()} thread(s), ≥{reps} reps per method (cheap settings more, ~{budget:g} s)"
     )
     if args.only in (None, "odeint-memory"):

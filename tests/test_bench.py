@@ -3,6 +3,7 @@ on a tiny conv network (what it measures, not how fast: performance lives in ``b
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import anode_core as ac
 from bench import adaptive_gradients
 from bench.adaptive_gradients import ODEINT, ODEINT_ADJOINT, adaptive_setting, reversible_setting
 from bench.measure import Network, conv_network
-from bench.timing import time_interleaved
+from bench.timing import keep_heap, time_interleaved
 
 
 def test_fewer_drops_a_slow_case_from_the_rotation_after_its_reps() -> None:
@@ -81,3 +82,8 @@ def test_the_adaptive_table_prints_each_settings_rows_as_it_measures_them(
     adaptive_gradients.report(tiny_net, 1, 0.0, 2, "cpu", tmp_path / "rows.csv")
     assert "dopri5 rtol=1e-03" in seen[0] and "Adjoint" in seen[0]  # the adaptive rows, before any reversible one
     assert "reversible_heun N_t=4" in seen[1] and "N_t=8" not in seen[1]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's")
+def test_keep_heap_sets_glibcs_thresholds() -> None:
+    assert keep_heap()  # mallopt answers 1 for each threshold it took, 0 for one it refused
