@@ -229,9 +229,10 @@ def verdict(timings: dict[str, dict[str, Timing]], clock: Clock) -> str:
 
 NOTES = """\
 Notes
- * Direct's forward runs the controller without a graph, then replays the accepted steps with one (hence its
-   forward NFE ≈ twice Anode's); Anode keeps only each block's input and the accepted grid and replays in
-   backward; torchdiffeq.odeint backpropagates through its own solve, rejected trials included.
+ * Direct and Anode (an ODEBlock each) run the controller without a graph, then replay the accepted steps, so
+   their forward NFE is about twice torchdiffeq's: Direct replays with a graph; Anode without one, keeping only
+   each block's input and the accepted grid, and replays again in backward. torchdiffeq.odeint backpropagates
+   through its own solve, rejected trials included (anode_core.odeint's Anode() runs the controller alone).
  * err vs exact: ‖g − g_Direct‖ / ‖g_Direct‖; Direct, Anode and Anode(c) differentiate the same accepted steps
    (equal to round-off); err vs odeint: the same against torchdiffeq's backprop, which also differentiates the
    first step size (that term shrinks with rtol). The adjoints are off by the continuous adjoint's error.
