@@ -52,6 +52,12 @@ class FirstSlope:
         self.f = f
         self.pending: tuple[Tensor, Tensor, Perturb, Tensor] | None = (t0, y0, side, slope)
 
+    @classmethod
+    def given(cls, f: FlatField, t0: Tensor, y0: Tensor, perturb: bool, slope: Tensor | None) -> FlatField:
+        """``f`` itself without a slope; else ``f`` answering the first step's first call (``f(t0, y0)`` on the
+        side a fixed-grid step asks for: the next one under ``perturb``) with ``slope``."""
+        return f if slope is None else cls(f, t0, y0, Perturb.NEXT if perturb else Perturb.NONE, slope)
+
     def __call__(self, t: Tensor, y: Tensor, side: Perturb = Perturb.NONE) -> Tensor:
         pending, self.pending = self.pending, None
         if pending is not None and y is pending[1] and side is pending[2] and bool(t == pending[0]):
@@ -153,8 +159,7 @@ def integrate(
     on the first step's side, already evaluated (the solve does not evaluate it again)."""
     interp, perturb = options.get("interp", "linear"), bool(options.get("perturb", False))
     _interpolator(interp)
-    if first is not None:
-        f = FirstSlope(f, grid[0], y0, Perturb.NEXT if perturb else Perturb.NONE, first)
+    f = FirstSlope.given(f, grid[0], y0, perturb, first)
     t = t.to(grid.dtype)
     out: list[Tensor] = []
     j, y = 1, y0
@@ -186,7 +191,7 @@ def rebuild(
         (y,) = start
         for n in range(a, b):
             t0, t1 = grid[n], grid[n + 1]
-            g = f if n or first is None else FirstSlope(f, t0, y, Perturb.NEXT if perturb else Perturb.NONE, first)
+            g = FirstSlope.given(f, t0, y, perturb, None if n else first)
             with scope(n, (y,)):
                 dy, _ = step(solver, g, t0, t1 - t0, t1, y, perturb)
                 y = y + dy
