@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,13 +54,32 @@ def snapshot(client: httpx.Client, folder: Path, run_id: int) -> dict[str, Any]:
                             for p in folder.rglob("*") if p.is_file())}
 
 
+def stop_outside_a_write(pid: int, store: Path) -> None:
+    """SIGSTOP the worker at a moment it holds no write transaction on the SQLite store: stopped inside one, it
+    would keep the write lock and stop every other process (a new worker could not even start), which is not the
+    case under test. A stop that lands inside one is undone and tried again."""
+    for _ in range(100):
+        os.kill(pid, signal.SIGSTOP)
+        probe = sqlite3.connect(store, timeout=0.2, isolation_level=None)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.execute("ROLLBACK")
+            return
+        except sqlite3.OperationalError:  # "database is locked": stopped inside a write
+            os.kill(pid, signal.SIGCONT)
+            time.sleep(0.05)
+        finally:
+            probe.close()
+    raise AssertionError("the worker held the store's write lock at each of 100 stops")
+
+
 def test_a_worker_woken_after_its_run_was_finished_elsewhere_writes_nothing(service: Service) -> None:
     with httpx.Client(base_url=service.url, timeout=10) as client:
         run_id = submit(client, "train", LONG_TRAIN)
         wait_for(lambda: (client.get(f"/runs/{run_id}/metrics", params={"series": "train_loss"}).json()
                           ["last_step"] or 0) >= 25, 90, "step 25")
         stalled = service.workers[0]
-        os.kill(stalled.pid, signal.SIGSTOP)  # the worker only: its run's child waits for its next answer
+        stop_outside_a_write(stalled.pid, service.data_dir / "anode.db")  # the worker only: its run's child waits
         service.start_worker()
         run = wait_status(client, run_id, ENDED, timeout=180)
         assert run["status"] == "succeeded" and run["attempt"] == 2, run
