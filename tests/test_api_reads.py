@@ -12,6 +12,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -189,12 +190,15 @@ def expected(rows: dict[str, list[tuple[int, float | None]]], after: int | None,
     return series
 
 
-@pytest.fixture
-def paged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[TestClient, int, dict]]:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def paged(request: pytest.FixtureRequest, tmp_path: Path,
+          monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[TestClient, int, dict]]:
+    """On both stores: PostgreSQL answers a read that fits in a page per series with the JSON it aggregates."""
     from backend.runs import reads
 
-    monkeypatch.setattr(reads, "PAGE_ROWS", 7)  # every read below spans several pages
-    settings = Settings(data_dir=tmp_path)
+    monkeypatch.setattr(reads, "PAGE_ROWS", 7)  # most reads below span several pages
+    url = request.getfixturevalue("postgres_server").new_url() if request.param == "postgresql" else None
+    settings = Settings(data_dir=tmp_path, database_url=url)
     rows = {"acc": [(s, s / 100) for s in range(10, 61, 10)],
             "loss": [(s, None if s == 33 else 1.0 / s) for s in range(1, 51)],
             "late": [(s, float(s)) for s in range(40, 56)]}
@@ -208,7 +212,8 @@ def paged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Tes
         yield client, run_id, rows
 
 
-@pytest.mark.parametrize(("after", "before"), [(None, None), (5, None), (None, 41), (12, 45), (50, None), (0, 3)])
+@pytest.mark.parametrize(("after", "before"), [(None, None), (5, None), (None, 41), (12, 45), (50, None), (0, 3),
+                                               (45, 52)])
 def test_paged_json_equals_the_history(paged: tuple[TestClient, int, dict], after: int | None,
                                        before: int | None) -> None:
     client, run_id, rows = paged
@@ -217,6 +222,33 @@ def test_paged_json_equals_the_history(paged: tuple[TestClient, int, dict], afte
     want = expected(rows, after, before)
     assert body["series"] == want and not body["decimated"]
     assert body["last_step"] == max((v["steps"][-1] for v in want.values()), default=after)
+
+
+def test_postgres_aggregates_a_block_into_the_same_json(postgres_server: Any, tmp_path: Path) -> None:
+    """The JSON PostgreSQL builds equals, value for value, the rows read one by one: floats at the extremes of
+    their range and precision, a missing value, a name that needs escaping; a block over a page per series is
+    left to the rows (None)."""
+    from backend.runs import reads
+
+    url = postgres_server.new_url()
+    migrate(url, tmp_path)
+    db = Database(url)
+    values = [1 / 3, 0.1, 9.329432214144617e-05, 1e300, -1e-300, 5e-324, None, 2.0, -0.0, 123456789.12345679]
+    try:
+        with db.session(write=True) as session:
+            run_id = runs.add(session, kind="demo", name="", spec={}, device="cpu", tags=[]).id
+            runs.upsert_metrics(session, run_id, [(name, step, value) for name in ("loss", 'a "quoted" name')
+                                                  for step, value in enumerate(values)])
+        with db.session() as session:
+            for after, before in [(None, None), (2, None), (None, 5), (3, 8), (20, None)]:
+                body = reads.read_new_json(session, run_id, None, after_step=after, before_step=before)
+                _, block = reads.read_new(session, run_id, None, after_step=after, before_step=before)
+                assert body is not None and json.loads(body) == reads.public(run_id, block).model_dump(mode="json")
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(reads, "PAGE_ROWS", len(values))
+                assert reads.read_new_json(session, run_id, None, after_step=None) is None
+    finally:
+        db.dispose()
 
 
 def test_paged_csv_and_decimation_equal_the_history(paged: tuple[TestClient, int, dict]) -> None:

@@ -74,6 +74,31 @@ def read_new(session: Session, run_id: int, wanted: Sequence[str] | None, *, aft
         names = again
 
 
+def read_new_json(session: Session, run_id: int, wanted: Sequence[str] | None, *, after_step: int | None,
+                  before_step: int | None = None) -> bytes | None:
+    """On PostgreSQL, :func:`read_new`'s block as the JSON of :class:`MetricsPublic` when it fits in a page per
+    series, built from the arrays the store aggregates (:func:`~backend.runs.repository.series_pages_json`): the
+    points never become Python objects. ``None`` on SQLite, or when some series has more than a page: then read
+    the rows (:func:`read_new`)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return None
+    names = runs.series_names(session, run_id, wanted)
+    while True:
+        pages = runs.series_pages_json(session, run_id, names, after_step=after_step, before_step=before_step,
+                                       limit=PAGE_ROWS)
+        again = runs.series_names(session, run_id, wanted)
+        if again == names:
+            break
+        names = again
+    if any(points >= PAGE_ROWS for points, _, _, _ in pages.values()):
+        return None
+    last = max((newest for _, newest, _, _ in pages.values()), default=after_step)
+    series = ",".join(f'{json.dumps(name)}:{{"steps":{pages[name][2]},"values":{pages[name][3]}}}'
+                      for name in names if name in pages)
+    return (f'{{"run_id":{run_id},"series":{{{series}}},"last_step":{json.dumps(last)},"decimated":false,'
+            '"more_before":null}').encode()
+
+
 def public(run_id: int, block: Block, *, more_before: int | None = None) -> MetricsPublic:
     return MetricsPublic(run_id=run_id, last_step=block.last_step, decimated=False, more_before=more_before,
                          series={name: SeriesPoints(steps=[s for s, _ in page], values=[v for _, v in page])

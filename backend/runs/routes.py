@@ -96,6 +96,8 @@ def get_metrics(
                                          before_step=before_step)
     names, whole = service.metrics_block(session, run_id, series=series, after_step=after_step,
                                          before_step=before_step)
+    if isinstance(whole, bytes):
+        return Response(whole, media_type="application/json")
     if whole is not None:
         return whole
     return stream(reads.json_chunks(db, run_id, names, after_step=after_step, before_step=before_step),

@@ -216,10 +216,14 @@ def metric_names(session: Session, run_id: int, series: Sequence[str] | None) ->
 
 
 def metrics_block(session: Session, run_id: int, *, series: Sequence[str] | None, after_step: int | None,
-                  before_step: int | None) -> tuple[list[str], MetricsPublic | None]:
-    """The series' names and, when they fit in one page per series, their points; ``None`` means: stream them
+                  before_step: int | None) -> tuple[list[str], MetricsPublic | bytes | None]:
+    """The series' names and, when they fit in one page per series, their points (on PostgreSQL as the response's
+    JSON, :func:`backend.runs.reads.read_new_json`); ``None`` means: stream them
     (:func:`backend.runs.reads.json_chunks`)."""
     require(session, run_id)
+    body = reads.read_new_json(session, run_id, series, after_step=after_step, before_step=before_step)
+    if body is not None:
+        return [], body
     names, block = reads.read_new(session, run_id, series, after_step=after_step, before_step=before_step)
     return names, (reads.public(run_id, block) if block.complete else None)
 
