@@ -14,8 +14,9 @@
    its metrics; 50 keep-alive clients, each sending a request every 0.5 s (open loop, jittered): 40 readers
    (the live run, a page of runs, its new metrics, /health; each starts at a random place in that round) and 10
    writers (create a run, cancel it, delete it); latency percentiles per kind after a 5 s warm-up (target: p99 <
-   50 ms). The warm-up, in which the clients connect and each reader's first metrics read is the run's whole
-   history (a viewer joining), is reported on its own line.
+   50 ms); the bench fails if the live run ends before the load does. The warm-up, in which the clients connect
+   and each reader's first metrics read is the run's whole history (a viewer joining), is reported on its own
+   line.
 
 5. fan-out (issue 23.1, ``--sweep``: only this): the same 18-cell compare sweep with 1, 2 and 4 workers, one
    torch thread each (:mod:`fan_out`; target: two workers at most 0.6x one worker's time).
