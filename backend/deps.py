@@ -4,11 +4,8 @@ No dependency blocks the event loop, and none costs a trip to the thread pool it
 only read the app's state are ``async def`` (FastAPI runs a plain ``def`` dependency on its thread pool, a hop of
 about 0.1 ms of CPU and a wait in the loop's queue each); the session is created on the loop, where creating it
 does no I/O (it connects on its first query, in the route's thread), and committed and closed on the thread pool.
-So a writing request makes three hops (its route, FastAPI's check of the route's answer, its commit) instead of
-five or more. The hot reads make one: they open their session inside the route and answer with
-:func:`json_response`, so the read, the session's end and the JSON all happen on one thread, and FastAPI has no
-answer left to check (every hop is a wait for the loop, a thread and the GIL: on a loaded 2-core host, most of a
-small read's latency).
+So a request makes three hops (its route, FastAPI's check of the route's answer, its commit) instead of five
+or more.
 """
 
 from __future__ import annotations
@@ -19,9 +16,7 @@ from typing import Annotated
 
 from anyio import CapacityLimiter, to_thread
 from fastapi import Depends, Request, Security
-from fastapi.responses import Response
 from fastapi.security import APIKeyHeader
-from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from backend.db import Database
@@ -66,13 +61,6 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
         await to_thread.run_sync(partial(db.end, session, ok=False), limiter=ending)
         raise
     await to_thread.run_sync(partial(db.end, session, ok=True), limiter=ending)
-
-
-def json_response(model: BaseModel) -> Response:
-    """``model`` as the JSON FastAPI would send for it (pydantic's serializer): a route declares the model as its
-    ``response_model`` (the contract) and returns this, which FastAPI passes through unchecked; the model was
-    validated when it was built."""
-    return Response(model.model_dump_json(), media_type="application/json")
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -20,7 +20,7 @@ from fastapi.responses import Response, StreamingResponse
 from sse_starlette import EventSourceResponse
 
 from anode_lab.status import RunStatus
-from backend.deps import DatabaseDep, QueuesDep, SessionDep, SettingsDep, json_response, limit_creation
+from backend.deps import DatabaseDep, QueuesDep, SessionDep, SettingsDep, limit_creation
 from backend.runs import reads, service
 from backend.runs.events import parse_cursor, run_events
 from backend.runs.schemas import (
@@ -48,32 +48,30 @@ def create_run(body: RunCreate, session: SessionDep, settings: SettingsDep, queu
     return service.create_run(session, settings, queues, body)
 
 
-@router.get("", response_model=RunsPublic)
+@router.get("")
 def list_runs(
-    db: DatabaseDep,
+    session: SessionDep,
     settings: SettingsDep,
     status: RunStatus | None = None,
     kind: RunKind | None = None,
     tag: Annotated[Tag | None, Query()] = None,
     offset: Annotated[int, Query(ge=0, le=SQL_INT_MAX)] = 0,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-) -> Response:
+) -> RunsPublic:
     """Runs, newest first, with the number matching the filters."""
-    with db.session() as session:
-        return json_response(service.list_runs(session, settings, status=status, kind=kind, tag=tag, offset=offset,
-                                               limit=limit))
+    return service.list_runs(session, settings, status=status, kind=kind, tag=tag, offset=offset, limit=limit)
 
 
-@router.get("/{run_id}", response_model=RunPublic)
-def get_run(run_id: RunId, db: DatabaseDep, settings: SettingsDep) -> Response:
-    with db.session() as session:
-        return json_response(service.get_run(session, settings, run_id))
+@router.get("/{run_id}")
+def get_run(run_id: RunId, session: SessionDep, settings: SettingsDep) -> RunPublic:
+    return service.get_run(session, settings, run_id)
 
 
 @router.get("/{run_id}/metrics", response_model=MetricsPublic,
             responses={200: {"content": {"text/csv": {}}, "description": "JSON, or CSV with format=csv"}})
 def get_metrics(
     run_id: RunId,
+    session: SessionDep,
     db: DatabaseDep,
     settings: SettingsDep,
     series: Annotated[list[SeriesName] | None, Query(max_length=SERIES_PER_REQUEST,
@@ -85,24 +83,23 @@ def get_metrics(
     points: Annotated[int | None, Query(ge=2, le=100_000, description="decimate each series to at most this "
                                         "many points, keeping each bucket's min and max")] = None,
     format: Literal["json", "csv"] = "json",
-) -> Response:
+) -> MetricsPublic | Response:
     """A run's series, read from the store a page at a time: a page per series answers at once, longer JSON and
     every CSV are streamed, decimation keeps O(points) in memory."""
     stream = partial(reads.TimedStreamingResponse, send_timeout=settings.stream_send_timeout_seconds)
-    with db.session() as session:
-        if format == "csv":
-            names = service.metric_names(session, run_id, series)
-            return stream(reads.csv_chunks(db, run_id, names), media_type="text/csv",
-                          headers={"Content-Disposition": f'attachment; filename="run-{run_id}-metrics.csv"'})
-        if points is not None:
-            return json_response(service.decimated_metrics(session, run_id, series=series, points=points,
-                                                           after_step=after_step, before_step=before_step))
-        names, whole = service.metrics_block(session, run_id, series=series, after_step=after_step,
-                                             before_step=before_step)
+    if format == "csv":
+        names = service.metric_names(session, run_id, series)
+        return stream(reads.csv_chunks(db, run_id, names), media_type="text/csv",
+                      headers={"Content-Disposition": f'attachment; filename="run-{run_id}-metrics.csv"'})
+    if points is not None:
+        return service.decimated_metrics(session, run_id, series=series, points=points, after_step=after_step,
+                                         before_step=before_step)
+    names, whole = service.metrics_block(session, run_id, series=series, after_step=after_step,
+                                         before_step=before_step)
     if isinstance(whole, bytes):
         return Response(whole, media_type="application/json")
     if whole is not None:
-        return json_response(whole)
+        return whole
     return stream(reads.json_chunks(db, run_id, names, after_step=after_step, before_step=before_step),
                   media_type="application/json")
 

@@ -22,12 +22,10 @@ torch once, so a run starts in a fraction of a second and never shares the worke
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import importlib
 import json
 import multiprocessing
-import os
 import resource
 import signal
 import tempfile
@@ -106,25 +104,10 @@ def limit_memory(max_bytes: int, device: str) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
 
 
-def yield_cpu(nice: int) -> None:
-    """Lower this process's CPU priority by ``nice`` against the rest of the host. Its own niceness counts only
-    against the processes it shares the CPU with as a group: its container's, or, on Linux with autogroups (the
-    usual desktop and VM kernel), its session's, where the API and the database have sessions of their own. So
-    the process also takes a session of its own and sets that session's niceness. It can leave the worker's
-    session: the worker ends it by its pid, and it exits as soon as the worker's pipe closes."""
-    if nice <= 0:
-        return
-    os.nice(nice)
-    with contextlib.suppress(OSError):  # no autogroups (the file is missing), or already a session leader
-        os.setsid()
-        Path("/proc/self/autogroup").write_text(f"{nice}\n")
-
-
 def run_child(kind: str, spec_data: Mapping[str, Any], workdir: str, max_bytes: int, threads: int | None,
-              conn: Connection, part: int | None = None, *, nice: int = 0) -> None:
+              conn: Connection, part: int | None = None) -> None:
     """Body of the child process (see the module docstring); ``part``: only that part of a compare sweep, whose
-    rows come back as JSON text in the summary's ``rows``; ``nice``: see :func:`yield_cpu`."""
-    yield_cpu(nice)
+    rows come back as JSON text in the summary's ``rows``."""
     uplink = Uplink(conn)
     for signum in (signal.SIGINT, signal.SIGTERM):  # the worker stops its run (Ctrl-C reaches a terminal's group)
         signal.signal(signum, signal.SIG_IGN)
