@@ -84,9 +84,6 @@ class Settings(BaseSettings):
     cancel_poll_seconds: float = Field(0.1, ge=0, description="a worker reads the cancel flag at most this often")
     torch_threads: int | None = Field(None, ge=1, le=256, description="intra-op threads of a worker's torch; "
                                       "default torch's own (set 1 when several workers share few cores)")
-    run_nice: int = Field(10, ge=0, le=19, description="niceness a worker adds to each run's child process: "
-                          "training yields the CPU to the API, the database and the dashboard on a shared host "
-                          "(0: equal priority); nothing changes where the run has the cores to itself")
     fan_out: bool = Field(True, description="a compare sweep's parts run as their own queue messages on every "
                           "worker of its queue (false: one worker runs the whole sweep)")
     sse_poll_seconds: float = Field(0.5, gt=0, description="how often an event stream looks for news")

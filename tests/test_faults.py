@@ -373,25 +373,6 @@ def test_training_that_raises_midway_fails_with_its_error(worker: WorkerProcess,
     assert run.finished_at is not None and run.worker == worker.id
 
 
-@pytest.mark.parametrize("nice", [10, 0])
-def test_a_runs_child_yields_the_cpu_by_the_configured_niceness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                 nice: int) -> None:
-    """``run_nice``: the child runs at the worker's niceness plus it, so the API and the database on the same host
-    come first; 0 leaves it level with the worker."""
-    from worker_stand_ins import niceness_child
-
-    settings = Settings(data_dir=tmp_path, metrics_flush_seconds=0, cancel_poll_seconds=0, run_nice=nice)
-    with in_process_worker(settings) as worker:
-        monkeypatch.setattr(worker, "child_target", niceness_child)
-        run_id = stored_run(worker, "train", TRAIN_SMALL)
-        worker.execute(run_id)
-        with worker.db.session() as session:
-            stored = runs.read_metrics(session, run_id)
-            status = runs.get(session, run_id).status  # type: ignore[union-attr]
-    assert status == "succeeded"
-    assert stored == [("train_loss", 1, float(min(19, os.nice(0) + nice)))]
-
-
 def test_api_start_requeues_a_run_committed_but_never_enqueued(tmp_path: Path) -> None:
     """The window the API-kill test may or may not hit: a run row committed, the process killed before the queue
     message was sent. The next API start queues it."""

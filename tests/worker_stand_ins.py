@@ -36,25 +36,3 @@ def memory_hog_child(*args: Any) -> None:
 
     experiments.run_experiment = _hogs_memory
     run_child(*args)
-
-
-def _reports_niceness(kind: str, spec: Any, ctx: Any) -> Any:
-    import os
-    import time
-
-    from anode_lab.experiments import RunResult
-    from anode_lab.status import RunStatus
-
-    deadline = time.monotonic() + 2  # the worker sets it just after the start; a child that never gets it says 0
-    while os.nice(0) == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    ctx.on_metrics(1, {"train_loss": float(os.nice(0))})
-    return RunResult(RunStatus.SUCCEEDED, {}, "")
-
-
-def niceness_child(*args: Any) -> None:
-    """Reports its own niceness as step 1's ``train_loss``."""
-    from anode_lab import experiments
-
-    experiments.run_experiment = _reports_niceness
-    run_child(*args)

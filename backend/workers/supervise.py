@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import signal
 import time
 from collections.abc import Mapping
@@ -103,9 +102,6 @@ class Supervisor:
                             args=(kind, spec, str(workdir), self.settings.max_run_bytes, threads, sender,
                                   *(() if part is None else (part,))))
         child.start()
-        if self.settings.run_nice and child.pid is not None:  # raising a child's niceness needs no privilege
-            with contextlib.suppress(ProcessLookupError):  # a child that already ended
-                os.setpriority(os.PRIO_PROCESS, child.pid, os.getpriority(os.PRIO_PROCESS, 0) + self.settings.run_nice)
         sender.close()
         try:
             return self.serve(receiver, child)
