@@ -227,7 +227,7 @@ def test_paged_json_equals_the_history(paged: tuple[TestClient, int, dict], afte
 def test_postgres_aggregates_a_block_into_the_same_json(postgres_server: Any, tmp_path: Path) -> None:
     """The JSON PostgreSQL builds equals, value for value, the rows read one by one: floats at the extremes of
     their range and precision, a missing value, a name that needs escaping; a block over a page per series is
-    left to the rows (None)."""
+    left to the stream (no body)."""
     from backend.runs import reads
 
     url = postgres_server.new_url()
@@ -241,12 +241,13 @@ def test_postgres_aggregates_a_block_into_the_same_json(postgres_server: Any, tm
                                                   for step, value in enumerate(values)])
         with db.session() as session:
             for after, before in [(None, None), (2, None), (None, 5), (3, 8), (20, None)]:
-                body = reads.read_new_json(session, run_id, None, after_step=after, before_step=before)
-                _, block = reads.read_new(session, run_id, None, after_step=after, before_step=before)
-                assert body is not None and json.loads(body) == reads.public(run_id, block).model_dump(mode="json")
+                built = reads.read_new_json(session, run_id, None, after_step=after, before_step=before)
+                names, block = reads.read_new(session, run_id, None, after_step=after, before_step=before)
+                assert built is not None and built[0] == names and built[1] is not None
+                assert json.loads(built[1]) == reads.public(run_id, block).model_dump(mode="json")
             with pytest.MonkeyPatch.context() as patch:
                 patch.setattr(reads, "PAGE_ROWS", len(values))
-                assert reads.read_new_json(session, run_id, None, after_step=None) is None
+                assert reads.read_new_json(session, run_id, None, after_step=None) == (names, None)
     finally:
         db.dispose()
 

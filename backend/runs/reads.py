@@ -75,11 +75,11 @@ def read_new(session: Session, run_id: int, wanted: Sequence[str] | None, *, aft
 
 
 def read_new_json(session: Session, run_id: int, wanted: Sequence[str] | None, *, after_step: int | None,
-                  before_step: int | None = None) -> bytes | None:
-    """On PostgreSQL, :func:`read_new`'s block as the JSON of :class:`MetricsPublic` when it fits in a page per
-    series, built from the arrays the store aggregates (:func:`~backend.runs.repository.series_pages_json`): the
-    points never become Python objects. ``None`` on SQLite, or when some series has more than a page: then read
-    the rows (:func:`read_new`)."""
+                  before_step: int | None = None) -> tuple[list[str], bytes | None] | None:
+    """On PostgreSQL, :func:`read_new` answered as the JSON of :class:`MetricsPublic`, built from the arrays the
+    store aggregates (:func:`~backend.runs.repository.series_pages_json`): the points never become Python
+    objects. ``(names, body)``; ``(names, None)`` when some series has more than a page (stream them:
+    :func:`json_chunks`); ``None`` on SQLite (read the rows with :func:`read_new`)."""
     if session.get_bind().dialect.name != "postgresql":
         return None
     names = runs.series_names(session, run_id, wanted)
@@ -91,12 +91,12 @@ def read_new_json(session: Session, run_id: int, wanted: Sequence[str] | None, *
             break
         names = again
     if any(points >= PAGE_ROWS for points, _, _, _ in pages.values()):
-        return None
+        return names, None
     last = max((newest for _, newest, _, _ in pages.values()), default=after_step)
     series = ",".join(f'{json.dumps(name)}:{{"steps":{pages[name][2]},"values":{pages[name][3]}}}'
                       for name in names if name in pages)
-    return (f'{{"run_id":{run_id},"series":{{{series}}},"last_step":{json.dumps(last)},"decimated":false,'
-            '"more_before":null}').encode()
+    return names, (f'{{"run_id":{run_id},"series":{{{series}}},"last_step":{json.dumps(last)},"decimated":false,'
+                   '"more_before":null}').encode()
 
 
 def public(run_id: int, block: Block, *, more_before: int | None = None) -> MetricsPublic:

@@ -221,9 +221,9 @@ def metrics_block(session: Session, run_id: int, *, series: Sequence[str] | None
     JSON, :func:`backend.runs.reads.read_new_json`); ``None`` means: stream them
     (:func:`backend.runs.reads.json_chunks`)."""
     require(session, run_id)
-    body = reads.read_new_json(session, run_id, series, after_step=after_step, before_step=before_step)
-    if body is not None:
-        return [], body
+    built = reads.read_new_json(session, run_id, series, after_step=after_step, before_step=before_step)
+    if built is not None:
+        return built
     names, block = reads.read_new(session, run_id, series, after_step=after_step, before_step=before_step)
     return names, (reads.public(run_id, block) if block.complete else None)
 
