@@ -15,9 +15,9 @@ import json
 import logging
 import zlib
 from array import array
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 from anyio import to_thread
@@ -33,6 +33,7 @@ PAGE_ROWS = 5_000
 """Points of one series read at once: about 0.5 MB of Python objects."""
 
 Point = tuple[int, float | None]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -60,18 +61,25 @@ def read_block(session: Session, run_id: int, names: Sequence[str], *, after_ste
     return Block({name: page for name, page in pages.items() if page}, last, True)
 
 
-def read_new(session: Session, run_id: int, wanted: Sequence[str] | None, *, after_step: int | None,
-             before_step: int | None = None) -> tuple[list[str], Block]:
-    """The run's series (of ``wanted``) and their next block. The names are read again after the points: a
-    series whose first point was committed between the two reads is read too, or a cursor past it would skip
+def _with_stable_names(session: Session, run_id: int, wanted: Sequence[str] | None,
+                       read: Callable[[list[str]], T]) -> tuple[list[str], T]:
+    """``read`` of the run's series (of ``wanted``), with the names read again after it until they did not change:
+    a series whose first point was committed between the two reads is read too, or a cursor past it would skip
     that point for good."""
     names = runs.series_names(session, run_id, wanted)
     while True:
-        block = read_block(session, run_id, names, after_step=after_step, before_step=before_step)
+        result = read(names)
         again = runs.series_names(session, run_id, wanted)
         if again == names:
-            return names, block
+            return names, result
         names = again
+
+
+def read_new(session: Session, run_id: int, wanted: Sequence[str] | None, *, after_step: int | None,
+             before_step: int | None = None) -> tuple[list[str], Block]:
+    """The run's series (of ``wanted``) and their next block."""
+    return _with_stable_names(session, run_id, wanted, lambda names: read_block(
+        session, run_id, names, after_step=after_step, before_step=before_step))
 
 
 def read_new_json(session: Session, run_id: int, wanted: Sequence[str] | None, *, after_step: int | None,
@@ -82,14 +90,8 @@ def read_new_json(session: Session, run_id: int, wanted: Sequence[str] | None, *
     :func:`json_chunks`); ``None`` on SQLite (read the rows with :func:`read_new`)."""
     if session.get_bind().dialect.name != "postgresql":
         return None
-    names = runs.series_names(session, run_id, wanted)
-    while True:
-        pages = runs.series_pages_json(session, run_id, names, after_step=after_step, before_step=before_step,
-                                       limit=PAGE_ROWS)
-        again = runs.series_names(session, run_id, wanted)
-        if again == names:
-            break
-        names = again
+    names, pages = _with_stable_names(session, run_id, wanted, lambda names: runs.series_pages_json(
+        session, run_id, names, after_step=after_step, before_step=before_step, limit=PAGE_ROWS))
     if any(points >= PAGE_ROWS for points, _, _, _ in pages.values()):
         return names, None
     last = max((newest for _, newest, _, _ in pages.values()), default=after_step)

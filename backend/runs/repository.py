@@ -9,18 +9,7 @@ from datetime import datetime
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import (
-    Connection,
-    CursorResult,
-    Select,
-    Subquery,
-    Update,
-    func,
-    select,
-    text,
-    union_all,
-    update,
-)
+from sqlalchemy import Connection, CursorResult, Select, Update, func, select, text, union_all, update
 from sqlalchemy.orm import Session, joinedload
 
 from anode_lab.status import FINISHED, RunStatus
@@ -270,10 +259,13 @@ def series_page(session: Session, run_id: int, series: str, *, after_step: int |
     return [(row.step, row.value) for row in session.execute(query.order_by(order).limit(limit))]
 
 
-def _keyset_pages(run_id: int, names: Sequence[str], *, after_step: int | None, before_step: int | None,
-                  limit: int) -> Subquery:
-    """The UNION ALL of each series' keyset page (up to ``limit`` points with ``after_step < step <
-    before_step``), as one subquery of ``series, step, value``: one statement, so one snapshot."""
+def series_pages(session: Session, run_id: int, names: Sequence[str], *, after_step: int | None,
+                 before_step: int | None, limit: int) -> dict[str, list[tuple[int, float | None]]]:
+    """:func:`series_page` of several series in one statement (a UNION ALL of keyset pages), so all of them come
+    from one snapshot: under PostgreSQL's READ COMMITTED, one statement per series could see a batch committed
+    between two of them, and a cursor past it would skip its points of the series read first."""
+    if not names:
+        return {}
     pages = []
     for name in names:
         query = select(Metric.series, Metric.step, Metric.value).where(Metric.run_id == run_id, Metric.series == name)
@@ -282,19 +274,8 @@ def _keyset_pages(run_id: int, names: Sequence[str], *, after_step: int | None, 
         if before_step is not None:
             query = query.where(Metric.step < before_step)
         pages.append(select(query.order_by(Metric.step).limit(limit).subquery()))
-    return union_all(*pages).subquery()
-
-
-def series_pages(session: Session, run_id: int, names: Sequence[str], *, after_step: int | None,
-                 before_step: int | None, limit: int) -> dict[str, list[tuple[int, float | None]]]:
-    """:func:`series_page` of several series in one statement (a UNION ALL of keyset pages), so all of them come
-    from one snapshot: under PostgreSQL's READ COMMITTED, one statement per series could see a batch committed
-    between two of them, and a cursor past it would skip its points of the series read first."""
-    if not names:
-        return {}
     out: dict[str, list[tuple[int, float | None]]] = {name: [] for name in names}
-    pages = _keyset_pages(run_id, names, after_step=after_step, before_step=before_step, limit=limit)
-    for series, step, value in session.execute(select(pages)).all():  # fetched at once, then unpacked
+    for series, step, value in session.execute(union_all(*pages)).all():  # fetched at once, then unpacked
         out[series].append((step, value))
     for page in out.values():
         page.sort(key=itemgetter(0))
@@ -306,7 +287,7 @@ def series_pages_json(session: Session, run_id: int, names: Sequence[str], *, af
     """PostgreSQL only: :func:`series_pages` with each page built into JSON by the database, ``{series: (points,
     last step, steps as a JSON array, values as a JSON array)}`` for the series with points, in one statement (a
     keyset page per name, joined laterally). A page of thousands of points then crosses into Python as two strings
-    instead of thousands of rows: a live run's poll costs the API a twentieth of the CPU. PostgreSQL 12 and newer
+    instead of thousands of rows: a live run's poll costs the API about a twentieth of the CPU. PostgreSQL 12 and newer
     write a float8 in the shortest form that reads back to the same value, as Python's ``json`` does; SQLite's
     JSON keeps 15 digits, so it has no such path."""
     if not names:
