@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     metrics_flush_seconds: float = Field(0.25, ge=0, description="a worker writes buffered metrics this often, "
                                          "one transaction each (a run's child sends them every 0.1 s)")
     cancel_poll_seconds: float = Field(0.1, ge=0, description="a worker reads the cancel flag at most this often")
+    worker_nice: int = Field(10, ge=0, le=19, description="how far a worker and its runs yield the CPU to the API, "
+                             "the store and the dashboard on the same host: a Linux nice value, also given to the "
+                             "worker's session (its autogroup) when the worker leads one, as under `anode-lab up`; "
+                             "0: not at all")
     torch_threads: int | None = Field(None, ge=1, le=256, description="intra-op threads of a worker's torch; "
                                       "default torch's own (set 1 when several workers share few cores)")
     fan_out: bool = Field(True, description="a compare sweep's parts run as their own queue messages on every "

@@ -111,3 +111,27 @@ def test_metric_writer_thread_writes_while_the_run_goes_on(worker: WorkerProcess
     writer.close()
     with worker.db.session() as session:
         assert [s for _, s, _ in runs.read_metrics(session, run_id)] == list(range(1, 201))
+
+
+@pytest.mark.parametrize("leads_its_session", [True, False])
+def test_a_worker_yields_the_cpu_with_its_children_and_session(leads_its_session: bool) -> None:
+    """``yield_cpu(7)``: the process's nice rises by 7 and the run children it starts inherit it; a worker that leads
+    its session (as under ``anode-lab up``) gives its session's autogroup the same nice, where the kernel has
+    autogroups, and one that does not (a terminal's) leaves the group's alone."""
+    import os
+    import subprocess
+    import sys
+
+    group = Path("/proc/self/autogroup")
+    code = ("import os, subprocess, sys; from pathlib import Path; from backend.workers.process import yield_cpu; "
+            "yield_cpu(7); child = subprocess.run([sys.executable, '-c', 'import os; print(os.nice(0))'], "
+            "capture_output=True, text=True, check=True).stdout.strip(); group = Path('/proc/self/autogroup'); "
+            "print(os.nice(0), child, group.read_text().split()[-1] if group.exists() else '-')")
+    before = group.read_text().split()[-1] if group.exists() else "-"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          start_new_session=leads_its_session)
+    nice, child_nice, group_nice = done.stdout.split()
+    assert int(nice) == int(child_nice) == min(19, os.nice(0) + 7)
+    if group.exists():
+        assert group_nice == ("7" if leads_its_session else before)
+        assert group.read_text().split()[-1] == before  # this test's own session is untouched either way

@@ -423,8 +423,27 @@ class WorkerProcess:
             shutil.rmtree(folder / str(run_id), ignore_errors=True)
 
 
+def yield_cpu(nice: int) -> None:
+    """Lower this process's CPU priority by ``nice`` before it starts threads or children (they inherit it): training
+    is batch work, and on a shared host the API's requests should not queue behind it. Where the kernel groups
+    processes by session (Linux autogroups), a nice value only counts within the session, so a worker that leads its
+    session (``anode-lab up`` starts each part in its own) gives the session's group the same value; one started
+    from a terminal leaves the terminal's group alone. Under the API's load on PostgreSQL (``bench/service.py``) on
+    2 cores, nice 10 read p99 39.9, 39.2, 36.7 and 34.8 ms against 51.3, 43.2, 38.7 and 42.3 ms at 0 (interleaved),
+    with the run training as fast."""
+    if nice <= 0:
+        return
+    os.nice(nice)
+    if os.getsid(0) == os.getpid():
+        with contextlib.suppress(OSError):  # no autogroups (or not Linux): the process's own nice is what counts
+            Path("/proc/self/autogroup").write_text(str(nice))
+
+
 def run_worker(settings: Settings | None = None, device: DeviceClass = "cpu") -> int:
-    """``anode-lab worker``: consume ``device``'s queue until SIGINT/SIGTERM."""
+    """``anode-lab worker``: consume ``device``'s queue until SIGINT/SIGTERM, at the priority of
+    :func:`yield_cpu`."""
+    settings = settings or Settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)  # its schema checks say "Context impl …" each time
-    return WorkerProcess(settings or Settings(), device).serve()
+    yield_cpu(settings.worker_nice)
+    return WorkerProcess(settings, device).serve()
