@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import uvicorn
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
@@ -105,7 +106,24 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def prepare_store(settings: Settings) -> None:
+    """What the API does once, before it serves: check a SQLite store's integrity, migrate the schema to the newest
+    revision, and re-queue the runs stored as queued (a queue emptied meanwhile lost their messages)."""
+    check_integrity(settings.db_url)
+    migrate(settings.db_url, settings.data_dir)
+    db, queues = Database(settings.db_url), RunQueues(settings)
+    try:
+        requeue_stored(db, queues)
+    except Exception:  # the queue is down: serve anyway (/health says so); a starting worker re-queues them
+        logging.getLogger("anode.api").exception("re-queueing stored queued runs failed")
+    finally:
+        queues.close()
+        db.dispose()
+
+
+def create_app(settings: Settings | None = None, *, prepared: bool = False) -> FastAPI:
+    """The app; at start-up it runs :func:`prepare_store` unless ``prepared`` (the serving process of several whose
+    parent ran it once for all)."""
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -113,14 +131,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         from anyio import CapacityLimiter, to_thread
 
         app.state.session_ends = CapacityLimiter(40)  # as many as the routes' threads (see backend.deps.get_session)
-        await to_thread.run_sync(check_integrity, settings.db_url)
-        await to_thread.run_sync(migrate, settings.db_url, settings.data_dir)
+        if not prepared:
+            await to_thread.run_sync(prepare_store, settings)
         app.state.db = Database(settings.db_url)
         app.state.queues = RunQueues(settings)
-        try:
-            await to_thread.run_sync(requeue_stored, app.state.db, app.state.queues)
-        except Exception:  # the queue is down: serve anyway (/health says so); a starting worker re-queues them
-            logging.getLogger("anode.api").exception("re-queueing stored queued runs failed")
         await to_thread.run_sync(catalog)  # built once, off the first request
         gc.collect()
         gc.freeze()  # start-up objects leave the collector's view: full collections stop pausing requests
@@ -167,10 +181,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def serve(settings: Settings | None = None, **uvicorn_options: Any) -> int:
-    """Serve the API in this process (``anode-lab api``); refuses a non-loopback bind without API keys."""
+    """Serve the API (``anode-lab api``) from this process, or from ``settings.api_processes`` children of it that
+    share its socket; refuses a non-loopback bind without API keys."""
     import sys
-
-    import uvicorn
 
     from backend.connections import guarded_protocol, raise_open_files_limit
 
@@ -183,6 +196,31 @@ def serve(settings: Settings | None = None, **uvicorn_options: Any) -> int:
         return 2
     uvicorn_options.setdefault("proxy_headers", False)  # the app applies ANODE_TRUSTED_PROXIES itself
     raise_open_files_limit()
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, http=guarded_protocol(settings),
-                ws="none", **uvicorn_options)
+    if settings.api_processes == 1:
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, http=guarded_protocol(settings),
+                    ws="none", **uvicorn_options)
+        return 0
+    from uvicorn.supervisors import Multiprocess
+
+    prepare_store(settings)
+    config = ProcessConfig(settings, host=settings.host, port=settings.port, ws="none",
+                           workers=settings.api_processes, **uvicorn_options)
+    Multiprocess(config, sockets=[config.bind_socket()]).run()  # restarts a process that dies; SIGTERM ends all
     return 0
+
+
+class ProcessConfig(uvicorn.Config):
+    """uvicorn's config for each of ``settings.api_processes`` processes serving one socket: it is pickled to each,
+    where :meth:`load` builds the app (already prepared) and the guarded protocol from ``settings`` (uvicorn's own
+    ``--workers`` takes an import string and no settings)."""
+
+    def __init__(self, settings: Settings, **options: Any) -> None:
+        super().__init__(f"{__name__}:create_app", **options)
+        self.settings = settings
+
+    def load(self) -> None:
+        from backend.connections import guarded_protocol
+
+        self.app = create_app(self.settings, prepared=True)
+        self.http = guarded_protocol(self.settings)
+        super().load()

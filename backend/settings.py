@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     request_timeout_seconds: float = Field(10.0, gt=0, le=300, description="a connection whose request (line, "
                                            "headers and body) has not arrived whole this long after it opened or "
                                            "after the request's first byte is answered 408 and closed")
+    api_processes: int = Field(1, ge=1, le=64, description="processes `anode-lab api` serves from, sharing its "
+                               "port: more answer a busy lab's clients sooner (`bench/service.py` on PostgreSQL, 2 "
+                               "cores: p99 fell with each of 2, 3 and 4). Each keeps its own caps (connections per "
+                               "peer, streams, create rate), so a client spread over N of them may reach N times those")
     max_connections_per_peer: int = Field(128, ge=1, description="connections one peer address may hold open at "
                                            "once; more are answered 429 and closed (peers in trusted_proxies are "
                                            "not capped)")

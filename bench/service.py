@@ -10,18 +10,19 @@
    process of its own, interleaved; the time inside the callbacks per step, and the A/B median interval between
    step reports (target: < 2 % of a 0.5 ms step).
 4. the API under load on PostgreSQL (issue 23.4): ``anode-lab api`` and one ``anode-lab worker`` on a PostgreSQL
-   store and a Redis queue (Debian's servers, as the tests start them), the worker training a run and streaming
-   its metrics; 50 keep-alive clients, each sending a request every 0.5 s (open loop, jittered): 40 readers
-   (the live run, a page of runs, its new metrics, /health; each starts at a random place in that round) and 10
-   writers (create a run, cancel it, delete it); latency percentiles per kind after a 5 s warm-up (target: p99 <
-   50 ms); the bench fails if the live run ends before the load does. The warm-up, in which the clients connect
-   and each reader's first metrics read is the run's whole history (a viewer joining), is reported on its own
-   line.
+   store and a Redis queue (Debian's servers, as the tests start them), the API serving from four processes
+   (``ANODE_API_PROCESSES``, as ``docker-compose.yml`` runs it; ``--api-processes``), the worker training a run
+   and streaming its metrics; 50 keep-alive clients, each sending a request every 0.5 s (open loop, jittered):
+   40 readers (the live run, a page of runs, its new metrics, /health; each starts at a random place in that
+   round) and 10 writers (create a run, cancel it, delete it); latency percentiles per kind after a 5 s warm-up
+   (target: p99 < 50 ms); the bench fails if the live run ends before the load does. The warm-up, in which the
+   clients connect and each reader's first metrics read is the run's whole history (a viewer joining), is
+   reported on its own line.
 
 5. fan-out (issue 23.1, ``--sweep``: only this): the same 18-cell compare sweep with 1, 2 and 4 workers, one
    torch thread each (:mod:`fan_out`; target: two workers at most 0.6x one worker's time).
 
-    python bench/service.py [--quick] [--postgres-only] [--logging-only] [--sweep]
+    python bench/service.py [--quick] [--postgres-only] [--logging-only] [--sweep] [--api-processes N]
 
 Numbers from a shared machine are noisy: compare the ratios, and rerun before trusting an absolute.
 """
@@ -310,7 +311,7 @@ async def _load_client(port: int, run_id: int, writer_client: bool, warm: float,
 
 
 def api_on_postgres(tmp: Path, seconds: float, clients: int = 50, writers: int = 10,
-                    interval: float = 0.5, warmup: float = 5.0) -> list[str]:
+                    interval: float = 0.5, warmup: float = 5.0, processes: int = 4) -> list[str]:
     sys.path.insert(0, str(ROOT / "tests"))
     from servers import PostgresServer, RedisServer, postgres_bin
 
@@ -320,7 +321,7 @@ def api_on_postgres(tmp: Path, seconds: float, clients: int = 50, writers: int =
     postgres, redis = PostgresServer(bindir), RedisServer("redis-server")
     env = {"ANODE_DATABASE_URL": postgres.new_url(), "ANODE_QUEUE_URL": redis.new_url(),
            "ANODE_CREATE_BURST": "100000", "ANODE_CREATE_RATE_PER_MINUTE": "100000",
-           "ANODE_METRICS_FLUSH_SECONDS": "0.2", **ONE_PEER}
+           "ANODE_METRICS_FLUSH_SECONDS": "0.2", "ANODE_API_PROCESSES": str(processes), **ONE_PEER}
     (tmp / "pg").mkdir()
     out: dict[str, list[float]] = {}
     errors: list[str] = []
@@ -350,9 +351,10 @@ def api_on_postgres(tmp: Path, seconds: float, clients: int = 50, writers: int =
         redis.stop()
     joining = out.pop("joining", [])
     every = [sample for samples in out.values() for sample in samples]
-    lines = [f"API on PostgreSQL + Redis, {clients} clients ({clients - writers} reading, {writers} creating, "
-             f"cancelling and deleting runs), a request every {interval:g} s each, {seconds:.0f} s after a "
-             f"{warmup:g} s warm-up, one worker streaming metrics ({last - first} steps stored meanwhile): "
+    lines = [f"API ({processes} processes) on PostgreSQL + Redis, {clients} clients ({clients - writers} reading, "
+             f"{writers} creating, cancelling and deleting runs), a request every {interval:g} s each, "
+             f"{seconds:.0f} s after a {warmup:g} s warm-up, one worker streaming metrics ({last - first} steps "
+             "stored meanwhile): "
              f"{len(every)} requests, {len(errors)} errors" + (f" {Counter(errors).most_common(3)}" if errors else "")
              + f"; all: p50 {_percentile(every, 0.5) * 1e3:.1f} ms, p99 {_percentile(every, 0.99) * 1e3:.1f} ms "
              f"(target p99 < 50 ms); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs",
@@ -382,6 +384,8 @@ def main() -> int:
     parser.add_argument("--postgres-only", action="store_true", help="only the API under load on PostgreSQL (4.)")
     parser.add_argument("--logging-only", action="store_true", help="only the metric logging overhead (3.)")
     parser.add_argument("--sweep", action="store_true", help="only the fan-out sweep with 1, 2 and 4 workers (5.)")
+    parser.add_argument("--api-processes", type=int, default=4, help="ANODE_API_PROCESSES of the API on PostgreSQL "
+                        "(4.; default 4, as docker-compose.yml)")
     args = parser.parse_args()
     if args.sweep:
         from fan_out import report
@@ -390,7 +394,7 @@ def main() -> int:
         return 0
     if args.postgres_only:
         with tempfile.TemporaryDirectory() as tmp:
-            print("\n".join(api_on_postgres(Path(tmp), 10.0 if args.quick else 30.0)))
+            print("\n".join(api_on_postgres(Path(tmp), 10.0 if args.quick else 30.0, processes=args.api_processes)))
         return 0
     runs_n, per_client, reps = (5, 20, 3) if args.quick else (15, 100, 7)
     load = os.getloadavg()
@@ -408,7 +412,7 @@ def main() -> int:
             wait(lambda: client.get(f"/runs/{run_id}").json()["status"] == "succeeded", 120, "the train run")
             reads = read_latency(httpx.URL(base).port or 80, run_id, clients=20, per_client=per_client)
         overhead = logging_overhead(data_dir, reps)
-        postgres = api_on_postgres(data_dir, 10.0 if args.quick else 30.0)
+        postgres = api_on_postgres(data_dir, 10.0 if args.quick else 30.0, processes=args.api_processes)
     print(f"enqueue→running   median {statistics.median(latencies) * 1e3:7.1f} ms   max {max(latencies) * 1e3:7.1f} ms"
           f"   ({len(latencies)} runs, embedded SQLite queue; target median < 1000 ms)")
     p50, p99 = _percentile(reads, 0.5), _percentile(reads, 0.99)

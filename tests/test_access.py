@@ -58,10 +58,12 @@ def test_every_operation_refuses_a_request_without_the_key(tmp_path: Path) -> No
         assert client.get("/health", headers={"X-API-Key": KEY}).status_code == 200
 
 
-def test_keys_never_reach_the_logs(tmp_path: Path) -> None:
-    """A real server (uvicorn access log on) with a key: requests with right and wrong keys, a 401, a 422 and a
-    created run; the key appears in no log line and no response."""
-    service = Service(tmp_path, {"ANODE_API_KEYS": f"other-key,{KEY}"})
+@pytest.mark.parametrize("processes", [1, 2])
+def test_keys_never_reach_the_logs(tmp_path: Path, processes: int) -> None:
+    """A real server (uvicorn access log on) with a key, serving from one process or from two
+    (``ANODE_API_PROCESSES``): requests with right and wrong keys, a 401, a 422 and a created run; the key appears
+    in no log line and no response."""
+    service = Service(tmp_path, {"ANODE_API_KEYS": f"other-key,{KEY}", "ANODE_API_PROCESSES": str(processes)})
     try:
         service.start_api(headers={"X-API-Key": KEY})
         with httpx.Client(base_url=service.url, timeout=10) as http:
