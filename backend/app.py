@@ -122,8 +122,8 @@ def prepare_store(settings: Settings) -> None:
 
 
 def create_app(settings: Settings | None = None, *, prepared: bool = False) -> FastAPI:
-    """The app; at start-up it runs :func:`prepare_store` unless ``prepared`` (the serving process of several whose
-    parent ran it once for all)."""
+    """The app; at start-up it runs :func:`prepare_store` unless ``prepared`` (``anode-lab api`` runs it once before
+    it serves, from one process or several)."""
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -190,19 +190,18 @@ def serve(settings: Settings | None = None, **uvicorn_options: Any) -> int:
     settings = settings or Settings()
     try:
         settings.check_bind()
-        check_integrity(settings.db_url)
+        prepare_store(settings)  # once, here, whatever the number of processes: the app is made `prepared`
     except (ValueError, DamagedStore) as exc:
         print(f"anode-lab api: {exc}", file=sys.stderr)
         return 2
     uvicorn_options.setdefault("proxy_headers", False)  # the app applies ANODE_TRUSTED_PROXIES itself
     raise_open_files_limit()
     if settings.api_processes == 1:
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, http=guarded_protocol(settings),
-                    ws="none", **uvicorn_options)
+        uvicorn.run(create_app(settings, prepared=True), host=settings.host, port=settings.port,
+                    http=guarded_protocol(settings), ws="none", **uvicorn_options)
         return 0
     from uvicorn.supervisors import Multiprocess
 
-    prepare_store(settings)
     config = ProcessConfig(settings, host=settings.host, port=settings.port, ws="none",
                            workers=settings.api_processes, **uvicorn_options)
     Multiprocess(config, sockets=[config.bind_socket()]).run()  # restarts a process that dies; SIGTERM ends all
